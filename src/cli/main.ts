@@ -1,0 +1,40 @@
+// Operator subcommands (`portmap-hostip <subcommand>`); the CNI path never loads this module.
+import { isSea } from "node:sea";
+
+// Injected by scripts/build.mjs; absent when the sources run unbundled (tests).
+declare const PORTMAP_HOSTIP_VERSION: string;
+export const version = typeof PORTMAP_HOSTIP_VERSION === "string" ? PORTMAP_HOSTIP_VERSION : "0.0.0-dev";
+
+const HELP = `portmap-hostip ${version}: CNI chained plugin that runs after portmap and scopes its hostPort
+DNAT rules to the host IPs each mapping should have.
+
+The container runtime runs it as a plugin (with CNI_COMMAND set), from the conflist entry that
+follows "portmap". By hand:
+
+  portmap-hostip install [options]   copy this binary into the CNI bin directory and add the
+                                     entry after portmap (install --help lists the options)
+  portmap-hostip --version
+  portmap-hostip --help
+`;
+
+export async function runCli(args: string[]): Promise<number> {
+  const [command, ...rest] = args;
+  switch (command) {
+    case "--version":
+    case "version":
+      process.stdout.write(`portmap-hostip ${version} (node ${process.version}${isSea() ? ", single executable" : ""})\n`);
+      return 0;
+    case "--help":
+    case "-h":
+    case "help":
+      process.stdout.write(HELP);
+      return 0;
+    case "install": {
+      const { runInstall } = await import("../install/main.js");
+      return runInstall(rest);
+    }
+    default:
+      process.stderr.write(`portmap-hostip: unknown subcommand ${JSON.stringify(command)}; try --help\n`);
+      return 2;
+  }
+}
