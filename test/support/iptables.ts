@@ -1,0 +1,52 @@
+// Reading the nat table inside a namespace with the iptables binaries on PATH (the ones portmap uses).
+import { createHash } from "node:crypto";
+import { nsRun, nsRunOk } from "./netns.js";
+
+export type Family = 4 | 6;
+
+/** portmap's per-pod chain: ("CNI-DN-" + sha512hex(networkName + containerID)) cut to 28 characters. */
+export function dnChainName(networkName: string, containerID: string): string {
+  return `CNI-DN-${createHash("sha512").update(networkName + containerID).digest("hex")}`.slice(0, 28);
+}
+
+/**
+ * `iptables-save -t nat` (or ip6tables-save) inside `ns`, without the comment lines (they carry
+ * timestamps) and with chain counters zeroed, as lines.
+ */
+export async function natSave(ns: string, family: Family = 4): Promise<string[]> {
+  const out = await nsRunOk(ns, family === 4 ? "iptables-save" : "ip6tables-save", ["-t", "nat"]);
+  return out
+    .split("\n")
+    .filter((l) => l !== "" && !l.startsWith("#"))
+    .map((l) => l.replace(/\[\d+:\d+\]$/, "[0:0]"));
+}
+
+/** The rules of one nat chain as `-A CHAIN …` lines (iptables -S order), or null when the chain does not exist. */
+export async function chainRules(ns: string, chain: string, family: Family = 4): Promise<string[] | null> {
+  const r = await nsRun(ns, family === 4 ? "iptables" : "ip6tables", ["-w", "-t", "nat", "-S", chain]);
+  if (r.code !== 0) {
+    if (/No chain|does not exist/i.test(r.stderr)) return null;
+    throw new Error(`iptables -S ${chain} in ${ns}: ${r.stderr}`);
+  }
+  return r.stdout.split("\n").filter((l) => l.startsWith("-A "));
+}
+
+/** The `-A CHAIN …` lines of a natSave() dump. */
+export function rulesIn(save: readonly string[], chain: string): string[] {
+  return save.filter((l) => l.startsWith(`-A ${chain} `));
+}
+
+/** A natSave() dump without the `-A CHAIN …` lines of `chain` (its `:CHAIN` declaration stays). */
+export function withoutRulesOf(save: readonly string[], chain: string): string[] {
+  return save.filter((l) => !l.startsWith(`-A ${chain} `));
+}
+
+/** Every line of a dump that mentions the chain (declaration, its rules, jumps to it). */
+export function linesMentioning(save: readonly string[], chain: string): string[] {
+  return save.filter((l) => l.includes(chain));
+}
+
+/** The `-d` destinations of rules, e.g. ["192.0.2.11/32", …]; rules without -d give "". */
+export function destinations(rules: readonly string[]): string[] {
+  return rules.map((r) => / -d (\S+)/.exec(r)?.[1] ?? "");
+}

@@ -1,0 +1,128 @@
+// Network namespaces and background processes owned by this process, with a last-resort cleanup on exit.
+import { execFileSync, spawn, type ChildProcess } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { run, runOk, type RunOptions, type RunResult } from "./exec.js";
+
+/** Every name starts with this, so a leftover is recognisable as ours. */
+export const NETNS_PREFIX = "pmh-";
+
+const liveNamespaces = new Set<string>();
+const liveChildren = new Set<ChildProcess>();
+
+/** A fresh `pmh-<random>` prefix for one topology's namespaces. */
+export function uniquePrefix(): string {
+  return `${NETNS_PREFIX}${randomBytes(3).toString("hex")}`;
+}
+
+export function netnsPath(name: string): string {
+  return `/var/run/netns/${name}`;
+}
+
+export async function addNetns(name: string): Promise<void> {
+  if (!name.startsWith(NETNS_PREFIX)) throw new Error(`refusing to create a namespace without the ${NETNS_PREFIX} prefix: ${name}`);
+  await runOk("ip", ["netns", "add", name]);
+  liveNamespaces.add(name);
+  await runOk("ip", ["-n", name, "link", "set", "lo", "up"]);
+}
+
+/** Deletes a namespace we created; tolerates one that is already gone. */
+export async function deleteNetns(name: string): Promise<void> {
+  const r = await run("ip", ["netns", "delete", name]);
+  if (r.code !== 0 && !/No such file|not found|Invalid argument/i.test(r.stderr)) {
+    throw new Error(`ip netns delete ${name}: ${r.stderr.trim()}`);
+  }
+  liveNamespaces.delete(name);
+}
+
+/** Runs a command inside a namespace (`ip netns exec`). */
+export function nsRun(ns: string, cmd: string, args: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
+  return run("ip", ["netns", "exec", ns, cmd, ...args], opts);
+}
+
+export function nsRunOk(ns: string, cmd: string, args: readonly string[], opts: RunOptions = {}): Promise<string> {
+  return runOk("ip", ["netns", "exec", ns, cmd, ...args], opts);
+}
+
+/** `ip -n <ns> …` */
+export function ipIn(ns: string, ...args: string[]): Promise<string> {
+  return runOk("ip", ["-n", ns, ...args]);
+}
+
+export async function sysctlIn(ns: string, settings: Record<string, string | number>): Promise<void> {
+  const args = Object.entries(settings).map(([k, v]) => `${k}=${v}`);
+  await nsRunOk(ns, "sysctl", ["-q", "-w", ...args]);
+}
+
+/** Waits until no IPv6 address in the namespace is tentative (DAD finished). */
+export async function waitNoTentative(ns: string, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const out = await ipIn(ns, "-6", "addr", "show", "tentative");
+    if (out.trim() === "") return;
+    if (Date.now() > deadline) throw new Error(`IPv6 addresses still tentative in ${ns}:\n${out}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/**
+ * Starts a long-running process inside a namespace and resolves once it prints `readyLine` on stdout.
+ * The process is tracked and killed by stopChild() or, at the latest, when this process exits.
+ */
+export function spawnInNs(ns: string, cmd: string, args: readonly string[], readyLine: string, timeoutMs = 10_000): Promise<ChildProcess> {
+  return new Promise((resolve, reject) => {
+    const child = spawn("ip", ["netns", "exec", ns, cmd, ...args], { stdio: ["ignore", "pipe", "pipe"] });
+    liveChildren.add(child);
+    let out = "";
+    let err = "";
+    const fail = (why: string) => {
+      clearTimeout(timer);
+      child.kill("SIGKILL");
+      liveChildren.delete(child);
+      reject(new Error(`${cmd} ${args.join(" ")} in ${ns}: ${why}\n${err}`));
+    };
+    const timer = setTimeout(() => fail(`not ready after ${timeoutMs} ms`), timeoutMs);
+    child.stderr!.on("data", (d: Buffer) => (err += d.toString()));
+    child.stdout!.on("data", (d: Buffer) => {
+      out += d.toString();
+      if (out.split("\n").includes(readyLine)) {
+        clearTimeout(timer);
+        resolve(child);
+      }
+    });
+    child.on("exit", (code) => {
+      liveChildren.delete(child);
+      if (!out.split("\n").includes(readyLine)) fail(`exited ${code} before ready`);
+    });
+    child.on("error", (e) => fail(e.message));
+  });
+}
+
+export async function stopChild(child: ChildProcess): Promise<void> {
+  if (child.exitCode === null && child.signalCode === null) {
+    const exited = new Promise((r) => child.once("exit", r));
+    child.kill("SIGKILL");
+    await exited;
+  }
+  liveChildren.delete(child);
+}
+
+// Last resort (a crashed or interrupted run): kill our children and remove our namespaces synchronously.
+function cleanupSync(): void {
+  for (const child of liveChildren) child.kill("SIGKILL");
+  liveChildren.clear();
+  for (const ns of liveNamespaces) {
+    try {
+      execFileSync("ip", ["netns", "delete", ns], { stdio: "ignore" });
+    } catch {
+      // already gone
+    }
+  }
+  liveNamespaces.clear();
+}
+process.once("exit", cleanupSync);
+for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
+  process.once(sig, () => {
+    cleanupSync();
+    process.exit(128 + (sig === "SIGINT" ? 2 : sig === "SIGTERM" ? 15 : 1));
+  });
+}
