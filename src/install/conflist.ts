@@ -1,0 +1,170 @@
+// Edits the plugins list of a conflist as text, so everything but our entry stays byte-for-byte.
+import { isDeepStrictEqual } from "node:util";
+import { PLUGIN_TYPE } from "./options.js";
+
+const CAPABILITIES = { portMappings: true, "io.kubernetes.cri.pod-annotations": true } as const;
+
+/** The conflist entry for the chosen settings. */
+export function pluginEntry(settings: Record<string, unknown>): Record<string, unknown> {
+  return { type: PLUGIN_TYPE, capabilities: { ...CAPABILITIES }, ...settings };
+}
+
+/** The text with exactly one `entry`, right after portmap; the same string when it is already so. */
+export function withEntry(text: string, entry: Record<string, unknown>, file: string): string {
+  const doc = parse(text, file);
+  const others = doc.plugins.filter((plugin) => !isOurs(plugin));
+  const portmap = others.findIndex((plugin) => isObject(plugin) && plugin["type"] === "portmap");
+  if (portmap < 0) {
+    throw new Error(
+      `${file} has no "portmap" plugin: hostPorts do not work with this network at all, and ${PLUGIN_TYPE} only refines portmap's rules; add portmap first`,
+    );
+  }
+  const ours = doc.plugins.filter(isOurs);
+  if (ours.length === 1 && isDeepStrictEqual(ours[0], entry) && isOurs(doc.plugins[portmap + 1])) return text;
+
+  const stripped = withoutEntry(text, file);
+  const span = pluginSpans(stripped)[portmap] as Span;
+  const insertion = formatEntry(stripped, span, entry);
+  const result = stripped.slice(0, span.end) + insertion + stripped.slice(span.end);
+  others.splice(portmap + 1, 0, entry);
+  assertSame(result, { ...doc.value, plugins: others }, file);
+  return result;
+}
+
+/** The text without any entry of ours; the same string when there is none. */
+export function withoutEntry(text: string, file: string): string {
+  const doc = parse(text, file);
+  let result = text;
+  // Last first, so the spans of the earlier ones stay valid.
+  for (let i = doc.plugins.length - 1; i >= 0; i--) {
+    if (!isOurs(doc.plugins[i])) continue;
+    const spans = pluginSpans(result);
+    const span = spans[i] as Span;
+    // Take the separator with it: the comma and line before it, or (first element) the one after it.
+    const previous = spans[i - 1];
+    const next = spans[i + 1];
+    const [from, to] = previous ? [previous.end, span.end] : next ? [span.start, next.start] : [span.start, span.end];
+    result = result.slice(0, from) + result.slice(to);
+  }
+  if (result !== text) assertSame(result, { ...doc.value, plugins: doc.plugins.filter((plugin) => !isOurs(plugin)) }, file);
+  return result;
+}
+
+interface Doc {
+  value: Record<string, unknown>;
+  plugins: unknown[];
+}
+
+function parse(text: string, file: string): Doc {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (err) {
+    throw new Error(`${file} is not valid JSON: ${(err as Error).message}`);
+  }
+  if (!isObject(value) || !Array.isArray(value["plugins"])) {
+    throw new Error(`${file} is not a conflist (no "plugins" list); chained plugins such as portmap need one`);
+  }
+  return { value, plugins: value["plugins"] };
+}
+
+function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+
+function isOurs(plugin: unknown): boolean {
+  return isObject(plugin) && plugin["type"] === PLUGIN_TYPE;
+}
+
+// Our edits only ever change the plugins list: anything else means a bug here, and a broken conflist
+// stops every pod on the node from starting, so refuse to write it.
+function assertSame(text: string, expected: unknown, file: string): void {
+  if (!isDeepStrictEqual(JSON.parse(text), expected)) throw new Error(`editing ${file} went wrong; left it unchanged`);
+}
+
+// Matches the style of the list: one line per element when the file is pretty-printed, else compact.
+function formatEntry(text: string, span: Span, entry: Record<string, unknown>): string {
+  const lineStart = text.lastIndexOf("\n", span.start - 1) + 1;
+  const indent = text.slice(lineStart, span.start);
+  if (!/^[ \t]*$/.test(indent)) return `,${JSON.stringify(entry)}`;
+  const unit = /\n([ \t]+)\S/.exec(text)?.[1] ?? "  ";
+  return `,\n${indent}${JSON.stringify(entry, null, unit).replaceAll("\n", `\n${indent}`)}`;
+}
+
+interface Span {
+  start: number;
+  end: number;
+}
+
+/** Where each element of the top-level "plugins" array is in `text` (valid JSON). */
+function pluginSpans(text: string): Span[] {
+  const scanner = new Scanner(text);
+  let spans: Span[] = [];
+  scanner.skip();
+  scanner.pos++; // "{"
+  scanner.skip();
+  while (text[scanner.pos] === '"') {
+    const keyStart = scanner.pos;
+    scanner.value();
+    const key: unknown = JSON.parse(text.slice(keyStart, scanner.pos));
+    scanner.skip();
+    scanner.pos++; // ":"
+    scanner.skip();
+    // JSON.parse keeps the last of repeated keys, and so do we.
+    if (key === "plugins" && text[scanner.pos] === "[") spans = scanner.elements();
+    else scanner.value();
+    scanner.skip();
+    if (text[scanner.pos] === ",") scanner.pos++;
+    scanner.skip();
+  }
+  return spans;
+}
+
+class Scanner {
+  pos = 0;
+  constructor(private readonly text: string) {}
+
+  skip(): void {
+    while (/\s/.test(this.text[this.pos] ?? "")) this.pos++;
+  }
+
+  /** Moves past one value starting at `pos`. */
+  value(): void {
+    const c = this.text[this.pos];
+    if (c === "{" || c === "[") {
+      const close = c === "{" ? "}" : "]";
+      this.pos++;
+      this.skip();
+      while (this.text[this.pos] !== close) {
+        this.value();
+        this.skip();
+        if (this.text[this.pos] === ":" || this.text[this.pos] === ",") this.pos++;
+        this.skip();
+      }
+      this.pos++;
+    } else if (c === '"') {
+      this.pos++;
+      while (this.text[this.pos] !== '"') this.pos += this.text[this.pos] === "\\" ? 2 : 1;
+      this.pos++;
+    } else {
+      while (this.pos < this.text.length && !/[\s,\]}]/.test(this.text[this.pos] as string)) this.pos++;
+    }
+  }
+
+  /** Moves past an array starting at `pos`, returning the span of each element. */
+  elements(): Span[] {
+    const spans: Span[] = [];
+    this.pos++;
+    this.skip();
+    while (this.text[this.pos] !== "]") {
+      const start = this.pos;
+      this.value();
+      spans.push({ start, end: this.pos });
+      this.skip();
+      if (this.text[this.pos] === ",") this.pos++;
+      this.skip();
+    }
+    this.pos++;
+    return spans;
+  }
+}

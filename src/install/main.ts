@@ -1,0 +1,121 @@
+// `portmap-hostip install`: puts the plugin on a node and keeps its conflist entry in place.
+import { readFile, rm } from "node:fs/promises";
+import { join, resolve } from "node:path";
+import { isSea } from "node:sea";
+import { pluginEntry, withEntry, withoutEntry } from "./conflist.js";
+import { unifiedDiff } from "./diff.js";
+import { copyExecutableAtomic, findConflist, resolveLayout, writeTextAtomic } from "./files.js";
+import { INSTALL_HELP, parseInstallArgs, PLUGIN_TYPE, UsageError, type InstallOptions } from "./options.js";
+import { watchDirectory } from "./watch.js";
+
+export interface InstallContext {
+  /** Where the default (standard and k3s) CNI directories are looked for. */
+  root?: string;
+  /** Ends --watch; by default SIGTERM or SIGINT do. */
+  signal?: AbortSignal;
+  stdout?: (text: string) => void;
+  stderr?: (text: string) => void;
+}
+
+export async function runInstall(args: string[], context: InstallContext = {}): Promise<number> {
+  const stdout = context.stdout ?? ((text: string) => void process.stdout.write(text));
+  const stderr = context.stderr ?? ((text: string) => void process.stderr.write(text));
+  try {
+    const options = parseInstallArgs(args);
+    if (options.mode === "help") {
+      stdout(INSTALL_HELP);
+      return 0;
+    }
+    await new Installer(options, context.root ?? "/", context.signal, stdout, stderr).run();
+    return 0;
+  } catch (err) {
+    stderr(`portmap-hostip install: ${(err as Error).message}\n`);
+    return err instanceof UsageError ? 2 : 1;
+  }
+}
+
+class Installer {
+  constructor(
+    private readonly options: InstallOptions,
+    private readonly root: string,
+    private readonly signal: AbortSignal | undefined,
+    private readonly stdout: (text: string) => void,
+    private readonly stderr: (text: string) => void,
+  ) {}
+
+  async run(): Promise<void> {
+    const { options } = this;
+    const layout = await resolveLayout({ binDir: options.cniBinDir, confDir: options.cniConfDir }, this.root);
+    const target = join(layout.binDir, PLUGIN_TYPE);
+    const entry = pluginEntry(options.settings);
+    const sync = (quiet: boolean): Promise<void> =>
+      this.editConflist(layout.confDir, (text, file) => withEntry(text, entry, file), "added the entry after portmap", quiet);
+
+    switch (options.mode) {
+      case "uninstall":
+        // Entry first: a conflist naming a missing binary would fail every pod's network setup.
+        await this.editConflist(layout.confDir, withoutEntry, "removed the entry", false);
+        if (options.dryRun) this.stdout(`would remove ${target}\n`);
+        else {
+          await rm(target, { force: true });
+          this.stdout(`removed ${target}\n`);
+        }
+        return;
+      case "watch":
+        await this.copyBinary(target);
+        this.stdout(`watching ${layout.confDir}\n`);
+        await watchDirectory(layout.confDir, () => sync(true), this.signal ?? terminationSignal(), (message) => this.stderr(`${message}\n`));
+        this.stdout("stopped\n");
+        return;
+      default:
+        await this.copyBinary(target);
+        await sync(false);
+    }
+  }
+
+  private async copyBinary(target: string): Promise<void> {
+    const source = this.options.binary ?? ownBinary(this.stderr);
+    if (this.options.dryRun) this.stdout(`would copy ${source} to ${target}\n`);
+    else {
+      await copyExecutableAtomic(source, target);
+      this.stdout(`installed ${target}\n`);
+    }
+  }
+
+  /** Applies `edit` to the conflist the runtime uses; prints a diff instead under --dry-run. */
+  private async editConflist(
+    confDir: string,
+    edit: (text: string, file: string) => string,
+    done: string,
+    quiet: boolean,
+  ): Promise<void> {
+    const file = await findConflist(confDir, this.options.conflist);
+    const text = await readFile(file, "utf8");
+    const next = edit(text, file);
+    if (next === text) {
+      if (!quiet) this.stdout(`${file}: nothing to change\n`);
+    } else if (this.options.dryRun) {
+      this.stdout(unifiedDiff(text, next, file));
+    } else {
+      await writeTextAtomic(file, next, text);
+      this.stdout(`${file}: ${done}\n`);
+    }
+  }
+}
+
+// A single executable carries its runtime; otherwise we are the bundle that `node` runs.
+function ownBinary(stderr: (text: string) => void): string {
+  if (isSea()) return process.execPath;
+  const script = process.argv[1];
+  if (script === undefined) throw new Error("cannot tell which file to install; pass --binary");
+  stderr("note: installing the Node.js bundle, which needs node on the container runtime's PATH; nodes without Node.js need portmap-hostip-linux-x64\n");
+  return resolve(script);
+}
+
+function terminationSignal(): AbortSignal {
+  const controller = new AbortController();
+  const stop = (): void => controller.abort();
+  process.once("SIGTERM", stop);
+  process.once("SIGINT", stop);
+  return controller.signal;
+}

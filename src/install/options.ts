@@ -1,0 +1,152 @@
+// Installer flags: parsed, checked for syntax, and mapped onto the plugin's conflist entry keys.
+import { parseArgs } from "node:util";
+import { parseCidr, parseIp } from "../policy/ip.js";
+
+export const PLUGIN_TYPE = "portmap-hostip";
+
+export interface InstallOptions {
+  mode: "install" | "watch" | "uninstall" | "help";
+  dryRun: boolean;
+  /** Undefined: the default for this node's layout (standard or k3s). */
+  cniBinDir: string | undefined;
+  cniConfDir: string | undefined;
+  /** A file name in the conf dir or a path; undefined: the file the runtime uses. */
+  conflist: string | undefined;
+  /** What to copy; undefined: this executable. */
+  binary: string | undefined;
+  /** The conflist entry, without `type` and `capabilities`. */
+  settings: Record<string, unknown>;
+}
+
+export class UsageError extends Error {}
+
+export const INSTALL_HELP = `Usage: portmap-hostip install [options]
+
+Copies the plugin into the CNI bin directory (write to a temporary file, then rename) and inserts
+its entry right after "portmap" in the conflist the runtime uses. Running it again changes nothing.
+
+Where:
+  --cni-bin-dir DIR          default /opt/cni/bin (k3s: /var/lib/rancher/k3s/data/cni)
+  --cni-conf-dir DIR         default /etc/cni/net.d (k3s: /var/lib/rancher/k3s/agent/etc/cni/net.d)
+  --conflist FILE            default: the lexicographically first *.conf, *.conflist or *.json there
+  --binary PATH              what to copy; default: this executable
+
+Entry options (omitted ones use the plugin's defaults); lists are comma-separated or repeated:
+  --default-host-ip VALUE    node (default), any, or IP[,IP...]: host IPs of a mapping with no hostIP
+  --node-ips IP,...          this node's IPs, instead of reading them from the interfaces
+  --node-interfaces IF,...   interfaces whose addresses are node IPs
+  --exclude-interfaces IF,...  interfaces whose addresses never are (default kube-ipvs0; "" for none)
+  --allowed-host-cidrs CIDR,...  host IPs a pod may ask for by annotation
+  --annotation KEY           pod annotation that carries host IPs (default portmap-hostip/host-ip)
+
+Modes:
+  --watch                    keep running; put the entry back within 2 s whenever someone (flannel)
+                             rewrites the conflist; SIGTERM ends it
+  --uninstall                remove the entry, then the binary
+  --dry-run                  print what would change (a diff of the conflist) and change nothing
+`;
+
+// Kubernetes qualified name, optionally prefixed by a DNS subdomain (annotation key syntax).
+const NAME = /^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$/;
+const PREFIX = /^(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
+// Linux interface names: 1-15 bytes, no slash, colon or whitespace, not "." or "..".
+const IFNAME = /^(?!\.{1,2}$)[^/:\s]{1,15}$/;
+
+export function parseInstallArgs(args: string[]): InstallOptions {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args,
+      strict: true,
+      allowPositionals: false,
+      options: {
+        "cni-bin-dir": { type: "string" },
+        "cni-conf-dir": { type: "string" },
+        conflist: { type: "string" },
+        binary: { type: "string" },
+        "default-host-ip": { type: "string", multiple: true },
+        "node-ips": { type: "string", multiple: true },
+        "node-interfaces": { type: "string", multiple: true },
+        "exclude-interfaces": { type: "string", multiple: true },
+        "allowed-host-cidrs": { type: "string", multiple: true },
+        annotation: { type: "string" },
+        watch: { type: "boolean" },
+        uninstall: { type: "boolean" },
+        "dry-run": { type: "boolean" },
+        help: { type: "boolean", short: "h" },
+      },
+    });
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+  const v = parsed.values;
+  if (v.watch && v.uninstall) throw new UsageError("--watch and --uninstall exclude each other");
+  if (v.watch && v["dry-run"]) throw new UsageError("--watch and --dry-run exclude each other");
+  for (const flag of ["cni-bin-dir", "cni-conf-dir", "conflist", "binary"] as const) {
+    if (v[flag] === "") throw new UsageError(`--${flag} must not be empty`);
+  }
+
+  const settings: Record<string, unknown> = {};
+  const defaultHostIP = v["default-host-ip"];
+  if (defaultHostIP) {
+    const items = list(defaultHostIP);
+    if (items.length === 1 && (items[0] === "node" || items[0] === "any")) settings["defaultHostIP"] = items[0];
+    else {
+      const ips = checked("default-host-ip", items, isIp, 'expected "node", "any" or IP addresses');
+      settings["defaultHostIP"] = ips.length === 1 ? ips[0] : ips;
+    }
+  }
+  setList(settings, "nodeIPs", "node-ips", v["node-ips"], isIp, "expected IP addresses");
+  setList(settings, "nodeInterfaces", "node-interfaces", v["node-interfaces"], isIfname, "expected interface names");
+  setList(settings, "excludeInterfaces", "exclude-interfaces", v["exclude-interfaces"], isIfname, "expected interface names");
+  setList(settings, "allowedHostCIDRs", "allowed-host-cidrs", v["allowed-host-cidrs"], isCidr, "expected CIDRs such as 192.0.2.0/24");
+  if (v.annotation !== undefined) {
+    if (!isAnnotationKey(v.annotation)) throw invalid("annotation", v.annotation, "expected an annotation key such as example.com/host-ip");
+    settings["annotation"] = v.annotation;
+  }
+
+  return {
+    mode: v.help ? "help" : v.watch ? "watch" : v.uninstall ? "uninstall" : "install",
+    dryRun: v["dry-run"] ?? false,
+    cniBinDir: v["cni-bin-dir"],
+    cniConfDir: v["cni-conf-dir"],
+    conflist: v.conflist,
+    binary: v.binary,
+    settings,
+  };
+}
+
+function list(values: string[]): string[] {
+  return values.flatMap((value) => value.split(",")).filter((item) => item !== "");
+}
+
+function setList(
+  settings: Record<string, unknown>,
+  key: string,
+  flag: string,
+  values: string[] | undefined,
+  valid: (item: string) => boolean,
+  expected: string,
+): void {
+  if (values) settings[key] = checked(flag, list(values), valid, expected);
+}
+
+function checked(flag: string, items: string[], valid: (item: string) => boolean, expected: string): string[] {
+  const bad = items.find((item) => !valid(item));
+  if (bad !== undefined) throw invalid(flag, bad, expected);
+  return items;
+}
+
+function invalid(flag: string, value: string, expected: string): UsageError {
+  return new UsageError(`--${flag}: invalid value ${JSON.stringify(value)}: ${expected}`);
+}
+
+const isIp = (item: string): boolean => parseIp(item) !== undefined;
+const isCidr = (item: string): boolean => parseCidr(item) !== undefined;
+const isIfname = (item: string): boolean => IFNAME.test(item);
+
+function isAnnotationKey(key: string): boolean {
+  const slash = key.lastIndexOf("/");
+  const name = key.slice(slash + 1);
+  return NAME.test(name) && (slash < 0 || PREFIX.test(key.slice(0, slash)));
+}
