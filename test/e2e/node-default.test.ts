@@ -14,6 +14,9 @@ import {
   describeRun,
   destinations,
   dnChainName,
+  podIPs,
+  POD_SUBNET,
+  scopedRules,
   whoAnswers,
   type Harness,
 } from "../support/harness.js";
@@ -45,5 +48,53 @@ describe.skipIf(!IS_ROOT)("portmap alone (the bug)", () => {
     expect(await whoAnswers(h.topo.client, "tcp", NODE_IP1, HOST_PORT)).toBe("pod-a");
     expect(await whoAnswers(h.topo.client, "tcp", NODE_IP2, HOST_PORT)).toBe("pod-a");
     expect(await whoAnswers(h.topo.client, "tcp", CLUSTER_IP, HOST_PORT)).toBe("pod-a");
+  });
+});
+
+describe.skipIf(!IS_ROOT)("portmap-hostip, defaultHostIP node", () => {
+  let h: Harness;
+  let chain: string;
+  let podIP: string;
+  let podNs: string;
+  beforeAll(async () => {
+    h = await createHarness();
+    const list = bridgeConflist({ dataDir: h.topo.ipamDataDir, hostip: { defaultHostIP: "node" } });
+    const { pod, add } = await h.startPod("a", list, { portMappings: mappings, serve: { tcp: [80] } });
+    if (!add.ok) throw new Error(describeRun(add));
+    chain = dnChainName(list.name, pod.containerID);
+    podIP = podIPs(add.result).v4!;
+    podNs = pod.ns;
+    await h.topo.serveService({ tcp: [HOST_PORT] });
+  });
+  afterAll(async () => {
+    await h?.destroy();
+  });
+
+  it("writes portmap's rule triple once per node address and 127.0.0.1", async () => {
+    const rules = await chainRules(h.topo.node, chain);
+    const expected = scopedRules({ chain, family: 4, podSubnet: POD_SUBNET, podIP, hostPort: HOST_PORT, containerPort: 80 }, [
+      NODE_IP1,
+      NODE_IP2,
+      "127.0.0.1",
+    ]);
+    expect([...rules!].sort()).toEqual([...expected].sort());
+  });
+
+  it("answers on both node IPs from the client", async () => {
+    expect(await whoAnswers(h.topo.client, "tcp", NODE_IP1, HOST_PORT)).toBe("pod-a");
+    expect(await whoAnswers(h.topo.client, "tcp", NODE_IP2, HOST_PORT)).toBe("pod-a");
+  });
+
+  it("answers on localhost inside the node", async () => {
+    expect(await whoAnswers(h.topo.node, "tcp", "127.0.0.1", HOST_PORT)).toBe("pod-a");
+  });
+
+  it("leaves the ClusterIP on kube-ipvs0 to the Service", async () => {
+    expect(await whoAnswers(h.topo.client, "tcp", CLUSTER_IP, HOST_PORT)).toBe("service");
+    expect(await whoAnswers(h.topo.node, "tcp", CLUSTER_IP, HOST_PORT)).toBe("service");
+  });
+
+  it("hairpins from the pod to a node IP:hostPort back to the pod", async () => {
+    expect(await whoAnswers(podNs, "tcp", NODE_IP1, HOST_PORT)).toBe("pod-a");
   });
 });

@@ -60,6 +60,15 @@ export interface ChainRun {
   failed?: PluginRun;
 }
 
+export interface AddOptions {
+  /** Index of the first plugin to run (default 0). */
+  from?: number;
+  /** Index after the last plugin to run (default: the whole list). */
+  to?: number;
+  /** Result handed to the first plugin run (e.g. the result of plugins before `from`). */
+  prevResult?: Record<string, unknown>;
+}
+
 export interface InvokerOptions {
   /** Namespace the plugins run in (the "host" namespace of the runtime). */
   nodeNs: string;
@@ -167,17 +176,22 @@ export class CniInvoker {
     return run;
   }
 
-  async add(list: NetConfList, rt: RuntimeConf): Promise<ChainRun> {
+  /**
+   * ADD over the list (or the slice [from, to) of it, starting from `prevResult`), as libcni: each plugin gets
+   * the previous one's result, the first failure stops the chain, and a chain that reaches the end is cached.
+   */
+  async add(list: NetConfList, rt: RuntimeConf, opts: AddOptions = {}): Promise<ChainRun> {
     const runs: PluginRun[] = [];
-    let prev: Record<string, unknown> | undefined;
-    for (const conf of list.plugins) {
+    const to = opts.to ?? list.plugins.length;
+    let prev = opts.prevResult;
+    for (const conf of list.plugins.slice(opts.from ?? 0, to)) {
       const run = await this.invoke("ADD", list, conf, rt, prev);
       runs.push(run);
-      if (run.code !== 0) return { ok: false, runs, failed: run };
-      if (run.output === undefined) return { ok: false, runs, failed: run }; // ADD must print a result
+      // ADD must print a result
+      if (run.code !== 0 || run.output === undefined) return { ok: false, runs, failed: run };
       prev = run.output;
     }
-    if (prev !== undefined) this.cache.set(this.cacheKey(list, rt), prev);
+    if (prev !== undefined && to === list.plugins.length) this.cache.set(this.cacheKey(list, rt), prev);
     return prev === undefined ? { ok: true, runs } : { ok: true, runs, result: prev };
   }
 

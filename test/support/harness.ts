@@ -1,5 +1,6 @@
 // One-stop setup for e2e tests, the demo and the benchmark: a topology plus a CNI invoker running in its node.
-import { CniInvoker, type ChainRun, type InvokerOptions, type NetConfList, type RuntimeConf } from "./cni.js";
+import { CniInvoker, PLUGIN_TYPE, describeRun, type ChainRun, type InvokerOptions, type NetConfList, type PluginRun, type RuntimeConf } from "./cni.js";
+import { natSave, withoutRulesOf } from "./iptables.js";
 import { podRuntime, type PodRuntimeOptions } from "./conflists.js";
 import { createTopology, type Pod, type Topology } from "./topology.js";
 
@@ -19,7 +20,26 @@ export interface Harness {
   cni: CniInvoker;
   /** Creates a pod namespace, runs the chain's ADD for it and (optionally) starts its server. */
   startPod(name: string, list: NetConfList, opts?: StartPodOptions): Promise<StartedPod>;
+  /**
+   * Like startPod(), but runs the chain in two steps: everything before portmap-hostip, a snapshot of both nat
+   * tables, then portmap-hostip alone with the previous result — what libcni does, observed in between.
+   */
+  startPodObserved(name: string, list: NetConfList, opts?: StartPodOptions): Promise<ObservedPod>;
   destroy(): Promise<void>;
+}
+
+export interface NatSnapshot {
+  v4: string[];
+  v6: string[];
+}
+
+export interface ObservedPod extends StartedPod {
+  /** The run of the plugins before ours. */
+  base: ChainRun;
+  /** Our plugin's ADD run. */
+  ours: PluginRun;
+  before: NatSnapshot;
+  after: NatSnapshot;
 }
 
 export interface StartPodOptions extends PodRuntimeOptions {
@@ -47,9 +67,39 @@ export async function createHarness(opts: Omit<InvokerOptions, "nodeNs"> = {}): 
       if (add.ok && podOpts.serve) await topo.servePod(pod, podOpts.serve);
       return { pod, rt, add };
     },
+    async startPodObserved(name, list, podOpts = {}) {
+      const at = list.plugins.findIndex((p) => p.type === PLUGIN_TYPE);
+      if (at < 0) throw new Error("the list has no portmap-hostip entry");
+      const pod = await topo.addPod(name, podOpts.containerID);
+      const rt = podRuntime(pod, podOpts);
+      const base = await cni.add(list, rt, { to: at });
+      if (!base.ok) throw new Error(`ADD before portmap-hostip failed:\n${describeRun(base)}`);
+      const snapshot = async (): Promise<NatSnapshot> => ({ v4: await natSave(topo.node, 4), v6: await natSave(topo.node, 6) });
+      const before = await snapshot();
+      const add = await cni.add(list, rt, { from: at, ...(base.result ? { prevResult: base.result } : {}) });
+      const after = await snapshot();
+      if (add.ok && podOpts.serve) await topo.servePod(pod, podOpts.serve);
+      return { pod, rt, add, base, ours: add.runs[0]!, before, after };
+    },
     async destroy() {
       cni.dispose();
       await topo.destroy();
     },
   };
+}
+
+/** The pod's first IPv4 and IPv6 address (without prefix length) from a CNI result. */
+export function podIPs(result: Record<string, unknown> | undefined): { v4?: string; v6?: string } {
+  const out: { v4?: string; v6?: string } = {};
+  for (const entry of (result?.["ips"] as { address: string }[] | undefined) ?? []) {
+    const ip = entry.address.split("/")[0]!;
+    if (ip.includes(":")) out.v6 ??= ip;
+    else out.v4 ??= ip;
+  }
+  return out;
+}
+
+/** Both nat tables of the node without the rules of one chain (what must not change). */
+export function outside(s: NatSnapshot, chain: string): NatSnapshot {
+  return { v4: withoutRulesOf(s.v4, chain), v6: withoutRulesOf(s.v6, chain) };
 }

@@ -50,3 +50,37 @@ export function linesMentioning(save: readonly string[], chain: string): string[
 export function destinations(rules: readonly string[]): string[] {
   return rules.map((r) => / -d (\S+)/.exec(r)?.[1] ?? "");
 }
+
+export interface MappingRuleSpec {
+  chain: string;
+  family: Family;
+  /** The pod subnet (hairpin mark source), e.g. 10.244.1.0/24. */
+  podSubnet: string;
+  /** The pod address, e.g. 10.244.1.2. */
+  podIP: string;
+  hostPort: number;
+  containerPort: number;
+  protocol?: "tcp" | "udp";
+  /** A specific host IP (→ `-d ip/32|/128`), or undefined for none. */
+  hostIP?: string;
+}
+
+/**
+ * The rules (iptables -S form) that portmap (default options: snat on, masqAll off) writes for one mapping:
+ * hairpin mark, localhost mark (IPv4 only), DNAT — each with `-d` when a host IP is given.
+ */
+export function portmapRules(spec: MappingRuleSpec): string[] {
+  const proto = spec.protocol ?? "tcp";
+  const dst = spec.hostIP === undefined ? "" : ` -d ${spec.hostIP}/${spec.family === 4 ? 32 : 128}`;
+  const match = `-p ${proto} -m ${proto} --dport ${spec.hostPort}`;
+  const to = spec.family === 4 ? `${spec.podIP}:${spec.containerPort}` : `[${spec.podIP}]:${spec.containerPort}`;
+  const rules = [`-A ${spec.chain} -s ${spec.podSubnet}${dst} ${match} -j CNI-HOSTPORT-SETMARK`];
+  if (spec.family === 4) rules.push(`-A ${spec.chain} -s 127.0.0.1/32${dst} ${match} -j CNI-HOSTPORT-SETMARK`);
+  rules.push(`-A ${spec.chain}${dst} ${match} -j DNAT --to-destination ${to}`);
+  return rules;
+}
+
+/** portmapRules() for each host IP in turn (a multi-IP scoped mapping). */
+export function scopedRules(spec: Omit<MappingRuleSpec, "hostIP">, hostIPs: readonly string[]): string[] {
+  return hostIPs.flatMap((hostIP) => portmapRules({ ...spec, hostIP }));
+}

@@ -1,0 +1,89 @@
+// Several mappings, tcp and udp, with containerd's capitalised keys and with the spec's lowercase keys.
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import {
+  IS_ROOT,
+  NODE_IP1,
+  NODE_IP2,
+  POD_SUBNET,
+  ROOT_SKIP_MESSAGE,
+  bridgeConflist,
+  chainRules,
+  containerdMapping,
+  createHarness,
+  describeRun,
+  dnChainName,
+  podIPs,
+  portmapRules,
+  scopedRules,
+  specMapping,
+  whoAnswers,
+  type Harness,
+} from "../support/harness.js";
+
+if (!IS_ROOT) console.warn(ROOT_SKIP_MESSAGE);
+
+describe.skipIf(!IS_ROOT)("several mappings", () => {
+  let h: Harness;
+  beforeAll(async () => {
+    h = await createHarness();
+  });
+  afterAll(async () => {
+    await h?.destroy();
+  });
+
+  it("containerd keys: tcp and udp mappings all scoped to the annotated IP, a runtime hostIP kept", async () => {
+    const list = bridgeConflist({ dataDir: h.topo.ipamDataDir, hostip: { defaultHostIP: "node" } });
+    const { pod, add } = await h.startPod("a", list, {
+      portMappings: [
+        containerdMapping(8080, 80, "tcp"),
+        containerdMapping(5353, 53, "udp"),
+        containerdMapping(8443, 443, "tcp", NODE_IP1), // specific runtime hostIP: kept as portmap wrote it
+      ],
+      hostIPAnnotation: NODE_IP2,
+      serve: { tcp: [80, 443], udp: [53] },
+    });
+    expect(add.ok, describeRun(add)).toBe(true);
+    const chain = dnChainName(list.name, pod.containerID);
+    const base = { chain, family: 4 as const, podSubnet: POD_SUBNET, podIP: podIPs(add.result).v4! };
+    expect(await chainRules(h.topo.node, chain)).toEqual([
+      ...scopedRules({ ...base, hostPort: 8080, containerPort: 80 }, [NODE_IP2]),
+      ...scopedRules({ ...base, hostPort: 5353, containerPort: 53, protocol: "udp" }, [NODE_IP2]),
+      ...portmapRules({ ...base, hostPort: 8443, containerPort: 443, hostIP: NODE_IP1 }),
+    ]);
+
+    const c = h.topo.client;
+    expect(await whoAnswers(c, "tcp", NODE_IP2, 8080)).toBe("pod-a");
+    expect(await whoAnswers(c, "udp", NODE_IP2, 5353)).toBe("pod-a");
+    expect(await whoAnswers(c, "tcp", NODE_IP1, 8080)).toBeNull();
+    expect(await whoAnswers(c, "udp", NODE_IP1, 5353)).toBeNull();
+    expect(await whoAnswers(c, "tcp", NODE_IP1, 8443)).toBe("pod-a");
+    expect(await whoAnswers(c, "tcp", NODE_IP2, 8443)).toBeNull();
+  });
+
+  it("spec keys: a port-specific annotation entry beats the plain one; several IPs each get the full rule set", async () => {
+    const list = bridgeConflist({ dataDir: h.topo.ipamDataDir, hostip: { defaultHostIP: "any" } });
+    const { pod, add } = await h.startPod("b", list, {
+      portMappings: [specMapping(9080, 80, "tcp"), specMapping(9053, 53, "udp", ""), specMapping(9090, 90, "tcp")],
+      hostIPAnnotation: ` ${NODE_IP2} , 9080/tcp = ${NODE_IP1}, 9053/udp=${NODE_IP1}, 9053/udp=${NODE_IP2}`,
+      serve: { tcp: [80, 90], udp: [53] },
+    });
+    expect(add.ok, describeRun(add)).toBe(true);
+    const chain = dnChainName(list.name, pod.containerID);
+    const base = { chain, family: 4 as const, podSubnet: POD_SUBNET, podIP: podIPs(add.result).v4! };
+    const rules = await chainRules(h.topo.node, chain);
+    // Rule order inside one mapping's IP list is the plugin's business: compare per mapping as sets.
+    const byPort = (port: number) => rules!.filter((r) => r.includes(`--dport ${port} `)).sort();
+    expect(byPort(9080)).toEqual(scopedRules({ ...base, hostPort: 9080, containerPort: 80 }, [NODE_IP1]).sort());
+    expect(byPort(9053)).toEqual(scopedRules({ ...base, hostPort: 9053, containerPort: 53, protocol: "udp" }, [NODE_IP1, NODE_IP2]).sort());
+    expect(byPort(9090)).toEqual(scopedRules({ ...base, hostPort: 9090, containerPort: 90 }, [NODE_IP2]).sort());
+    expect(rules).toHaveLength(12);
+
+    const c = h.topo.client;
+    expect(await whoAnswers(c, "tcp", NODE_IP1, 9080)).toBe("pod-b");
+    expect(await whoAnswers(c, "tcp", NODE_IP2, 9080)).toBeNull();
+    expect(await whoAnswers(c, "udp", NODE_IP1, 9053)).toBe("pod-b");
+    expect(await whoAnswers(c, "udp", NODE_IP2, 9053)).toBe("pod-b");
+    expect(await whoAnswers(c, "tcp", NODE_IP2, 9090)).toBe("pod-b");
+    expect(await whoAnswers(c, "tcp", NODE_IP1, 9090)).toBeNull();
+  });
+});

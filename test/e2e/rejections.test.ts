@@ -1,0 +1,51 @@
+// Host IPs the pod may not have: ADD fails with a CNI error and leaves the nat table as portmap left it.
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import {
+  CLUSTER_IP,
+  FOREIGN_IP,
+  IS_ROOT,
+  NODE_IP2,
+  ROOT_SKIP_MESSAGE,
+  bridgeConflist,
+  containerdMapping,
+  createHarness,
+  describeRun,
+  type Harness,
+  type PluginConf,
+} from "../support/harness.js";
+
+if (!IS_ROOT) console.warn(ROOT_SKIP_MESSAGE);
+
+const cases: { what: string; annotation: string; hostip: Partial<PluginConf> }[] = [
+  { what: "the ClusterIP on kube-ipvs0 (excluded interface)", annotation: CLUSTER_IP, hostip: {} },
+  { what: "an address the node does not have", annotation: FOREIGN_IP, hostip: {} },
+  { what: "a node address outside allowedHostCIDRs", annotation: NODE_IP2, hostip: { allowedHostCIDRs: ["192.0.2.10/32"] } },
+];
+
+describe.skipIf(!IS_ROOT)("rejected host IPs", () => {
+  let h: Harness;
+  beforeAll(async () => {
+    h = await createHarness();
+  });
+  afterAll(async () => {
+    await h?.destroy();
+  });
+
+  it.each(cases.map((c, i) => ({ ...c, i })))("$what", async ({ annotation, hostip, i }) => {
+    const list = bridgeConflist({ dataDir: h.topo.ipamDataDir, hostip: { defaultHostIP: "node", ...hostip } });
+    const started = await h.startPodObserved(`r${i}`, list, {
+      portMappings: [containerdMapping(8080 + i, 80)],
+      hostIPAnnotation: annotation,
+    });
+    const { ours } = started;
+    expect(ours.code, describeRun(started.add)).not.toBe(0);
+    expect(ours.output, `stdout: ${ours.stdout}`).toMatchObject({ cniVersion: list.cniVersion, msg: expect.any(String) });
+    expect(ours.output!["code"]).toBeGreaterThanOrEqual(100);
+    expect(`${ours.output!["msg"]} ${ours.output!["details"] ?? ""}`).toContain(annotation);
+    expect(started.after).toEqual(started.before);
+
+    // The runtime cleans up a failed ADD with DEL; that must work.
+    const del = await h.cni.del(list, started.rt);
+    expect(del.ok, describeRun(del)).toBe(true);
+  });
+});
