@@ -9,9 +9,14 @@ export const NETNS_PREFIX = "pmh-";
 const liveNamespaces = new Set<string>();
 const liveChildren = new Set<ChildProcess>();
 
-/** A fresh `pmh-<random>` prefix for one topology's namespaces. */
+/**
+ * A fresh `pmh-<random>` prefix for one topology's namespaces; with $PMH_NETNS_TAG set, `pmh-<tag>-<random>`
+ * (so that a wrapper script can find and remove whatever a killed run left behind).
+ */
 export function uniquePrefix(): string {
-  return `${NETNS_PREFIX}${randomBytes(3).toString("hex")}`;
+  const tag = process.env["PMH_NETNS_TAG"];
+  const rand = randomBytes(3).toString("hex");
+  return tag ? `${NETNS_PREFIX}${tag}-${rand}` : `${NETNS_PREFIX}${rand}`;
 }
 
 export function netnsPath(name: string): string {
