@@ -1,0 +1,68 @@
+// The CNI_* environment, validated as the spec and libcni's skel do.
+import { CniError, Code } from "./errors.js";
+
+export const COMMANDS = ["ADD", "DEL", "CHECK", "GC", "STATUS", "VERSION"] as const;
+export type Command = (typeof COMMANDS)[number];
+
+export interface CniEnv {
+  command: Command;
+  containerId: string;
+  netns: string;
+  ifname: string;
+  /** CNI_ARGS as key/value pairs. */
+  args: ReadonlyMap<string, string>;
+}
+
+const CONTAINER_ID = /^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/;
+// Linux IFNAMSIZ is 16 including the NUL.
+const IFNAME_MAX = 15;
+
+type Env = Readonly<Record<string, string | undefined>>;
+
+function required(env: Env, key: string): string {
+  const value = env[key];
+  if (value === undefined || value === "") throw new CniError(Code.InvalidEnvironment, `required env variable ${key} is missing`);
+  return value;
+}
+
+export function isInterfaceName(name: string): boolean {
+  return name.length >= 1 && name.length <= IFNAME_MAX && name !== "." && name !== ".." && !/[/:\s]/.test(name);
+}
+
+function parseArgs(raw: string): Map<string, string> {
+  const args = new Map<string, string>();
+  if (raw === "") return args;
+  for (const pair of raw.split(";")) {
+    const eq = pair.indexOf("=");
+    if (eq <= 0) throw new CniError(Code.InvalidEnvironment, `CNI_ARGS: invalid pair ${JSON.stringify(pair)}`);
+    args.set(pair.slice(0, eq), pair.slice(eq + 1));
+  }
+  return args;
+}
+
+export function readCommand(env: Env): Command {
+  const command = required(env, "CNI_COMMAND");
+  if (!(COMMANDS as readonly string[]).includes(command)) {
+    throw new CniError(Code.InvalidEnvironment, `unknown CNI_COMMAND ${JSON.stringify(command)}`);
+  }
+  return command as Command;
+}
+
+/** The attachment's environment for ADD, CHECK and DEL (DEL needs no netns). */
+export function readAttachmentEnv(env: Env, command: Command): CniEnv {
+  const containerId = required(env, "CNI_CONTAINERID");
+  if (!CONTAINER_ID.test(containerId)) {
+    throw new CniError(Code.UnknownContainer, `CNI_CONTAINERID ${JSON.stringify(containerId)} is not a valid container ID`);
+  }
+  const ifname = required(env, "CNI_IFNAME");
+  if (!isInterfaceName(ifname)) throw new CniError(Code.InvalidEnvironment, `CNI_IFNAME ${JSON.stringify(ifname)} is not a valid interface name`);
+  const netns = command === "DEL" ? (env["CNI_NETNS"] ?? "") : required(env, "CNI_NETNS");
+  return { command, containerId, netns, ifname, args: parseArgs(env["CNI_ARGS"] ?? "") };
+}
+
+/** How error messages name the pod: namespace/name from kubelet's CNI_ARGS, else the container ID. */
+export function podLabel(env: CniEnv): string {
+  const ns = env.args.get("K8S_POD_NAMESPACE");
+  const name = env.args.get("K8S_POD_NAME");
+  return ns && name ? `${ns}/${name} (container ${env.containerId})` : `container ${env.containerId}`;
+}

@@ -1,0 +1,26 @@
+// ADD: scope portmap's rules of this pod, all families or none, then pass prevResult on.
+import type { NetConf } from "../cni/config.js";
+import type { CniEnv } from "../cni/env.js";
+import { CniError, Code } from "../cni/errors.js";
+import { convertResult } from "../cni/result.js";
+import { writeChain } from "../iptables/backend.js";
+import { changed, planPodChains } from "./plan.js";
+
+export async function cmdAdd(conf: NetConf, env: CniEnv): Promise<Record<string, unknown>> {
+  if (!conf.prevResult) {
+    throw new CniError(Code.InvalidConfig, "no prevResult: portmap-hostip must run after portmap in a plugin chain");
+  }
+  const plans = (await planPodChains(conf, env)).filter(changed);
+  const written: typeof plans = [];
+  for (const plan of plans) {
+    try {
+      await writeChain(plan.family, plan.chain, plan.desired);
+      written.push(plan);
+    } catch (err) {
+      // Each family is one transaction; undo the families already written so the pod is never half-scoped.
+      for (const done of written) await writeChain(done.family, done.chain, done.current).catch(() => {});
+      throw err;
+    }
+  }
+  return convertResult(conf.prevResult, conf.cniVersion);
+}

@@ -1,0 +1,17 @@
+// CHECK: the pod's rules must be scoped exactly as the policy resolves them now.
+import type { NetConf } from "../cni/config.js";
+import { type CniEnv, podLabel } from "../cni/env.js";
+import { CniError, Code } from "../cni/errors.js";
+import { changed, planPodChains } from "./plan.js";
+
+export async function cmdCheck(conf: NetConf, env: CniEnv): Promise<void> {
+  if (!conf.prevResult) throw new CniError(Code.InvalidConfig, "no prevResult: CHECK needs the attachment's result");
+  const wrong = (await planPodChains(conf, env)).find(changed);
+  if (wrong) {
+    throw new CniError(
+      Code.RulesNotScoped,
+      `hostPort rules of pod ${podLabel(env)} in chain ${wrong.chain} (IPv${wrong.family}) are not scoped as the policy requires`,
+      `expected:\n${wrong.desired.join("\n")}\nfound:\n${wrong.current.join("\n")}`,
+    );
+  }
+}

@@ -1,0 +1,58 @@
+// What ADD and CHECK share: resolve the pod's host IPs and compute, per family, the pod chain as it must be.
+import type { NetConf } from "../cni/config.js";
+import { type CniEnv, podLabel } from "../cni/env.js";
+import { CniError, Code } from "../cni/errors.js";
+import { podFamilies } from "../cni/result.js";
+import { type NodeNetwork, readNodeNetwork } from "../host/network.js";
+import { portmapChainName } from "../iptables/chain-name.js";
+import { readChain } from "../iptables/backend.js";
+import { scopeChain } from "../iptables/rules.js";
+import { parseAnnotation } from "../policy/annotation.js";
+import type { Family } from "../policy/ip.js";
+import { hostIpSource, mappingFamilies, resolveMappings, scopesForFamily } from "../policy/resolve.js";
+
+export interface ChainPlan {
+  family: Family;
+  chain: string;
+  current: string[];
+  desired: string[];
+}
+
+const FAMILY_NAME: Record<Family, string> = { 4: "iptables", 6: "ip6tables" };
+
+export async function planPodChains(conf: NetConf, env: CniEnv): Promise<ChainPlan[]> {
+  if (conf.portMappings.length === 0) return [];
+  const pod = podLabel(env);
+  const annotation = conf.annotationValue === undefined ? undefined : parseAnnotation(conf.annotationValue, conf.policy.annotation, pod);
+  const sources = conf.portMappings.map((m) => hostIpSource(m, conf.policy, annotation));
+  if (sources.every((s) => s.kind === "any")) return [];
+
+  // Only families where the pod has an address and some mapping may need scoping; read them while the
+  // node's addresses are listed.
+  const pods = podFamilies(conf.prevResult, env.ifname);
+  const families = ([4, 6] as const).filter(
+    (f) => pods.has(f) && conf.portMappings.some((m, i) => sources[i]?.kind !== "runtime" && mappingFamilies(m).includes(f)),
+  );
+  const chain = portmapChainName(conf.name, env.containerId);
+  const [network, ...chains] = await Promise.all<[Promise<NodeNetwork>, ...Promise<string[] | undefined>[]]>([
+    readNodeNetwork(),
+    ...families.map((f) => readChain(f, chain)),
+  ]);
+
+  const resolved = resolveMappings(conf.portMappings, conf.policy, annotation, network, pod);
+  return families.map((family, i) => {
+    const current = chains[i] ?? [];
+    const { rules, missing } = scopeChain(current, scopesForFamily(resolved, family));
+    const first = missing[0];
+    if (first) {
+      throw new CniError(
+        Code.PortmapRulesMissing,
+        `no portmap rule for hostPort ${first.hostPort}/${first.protocol} of pod ${pod} in ${FAMILY_NAME[family]} nat chain ${chain}: portmap-hostip must come after portmap in the plugin list`,
+      );
+    }
+    return { family, chain, current, desired: rules };
+  });
+}
+
+export const changed = (plan: ChainPlan): boolean =>
+  plan.current.length !== plan.desired.length || plan.current.some((rule, i) => rule !== plan.desired[i]);

@@ -1,0 +1,22 @@
+// Entry point. With CNI_COMMAND set we are a CNI plugin; otherwise arguments select an operator subcommand.
+import { runCni } from "./cni/run.js";
+
+async function main(): Promise<number> {
+  const args = process.argv.slice(2);
+  if (process.env["CNI_COMMAND"] === undefined && args.length > 0) {
+    // Loaded lazily: the per-pod ADD path never pays for operator code.
+    const { runCli } = await import("./cli/main.js");
+    return runCli(args);
+  }
+  return runCni();
+}
+
+main().then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (err: unknown) => {
+    process.stderr.write(`portmap-hostip: internal error: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+    process.exitCode = 1;
+  },
+);

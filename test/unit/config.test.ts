@@ -1,0 +1,104 @@
+import { describe, expect, it } from "vitest";
+import { parseEnvelope, parseNetConf } from "../../src/cni/config.js";
+import { CniError } from "../../src/cni/errors.js";
+
+const base = { cniVersion: "1.0.0", name: "cbr0", type: "portmap-hostip" };
+
+function error(fn: () => unknown): CniError {
+  try {
+    fn();
+  } catch (err) {
+    if (err instanceof CniError) return err;
+    throw err;
+  }
+  throw new Error("expected a CniError");
+}
+
+describe("network configuration", () => {
+  it("applies defaults: node policy, kube-ipvs0 excluded, default annotation key", () => {
+    const conf = parseNetConf({ ...base, unknownKey: { ignored: true } });
+    expect(conf.policy).toEqual({
+      defaultHostIp: { kind: "node" },
+      nodeIps: undefined,
+      nodeInterfaces: undefined,
+      excludeInterfaces: ["kube-ipvs0"],
+      allowedHostCidrs: undefined,
+      annotation: "portmap-hostip/host-ip",
+    });
+    expect(conf.portMappings).toEqual([]);
+    expect(conf.annotationValue).toBeUndefined();
+  });
+
+  it("reads every key", () => {
+    const conf = parseNetConf({
+      ...base,
+      defaultHostIP: ["192.0.2.10", "2001:db8::10"],
+      nodeIPs: ["192.0.2.10"],
+      nodeInterfaces: ["eth0"],
+      excludeInterfaces: [],
+      allowedHostCIDRs: ["192.0.2.0/24", "2001:db8::/64"],
+      annotation: "example.com/ip",
+      runtimeConfig: { "io.kubernetes.cri.pod-annotations": { "example.com/ip": "192.0.2.10", other: "x" } },
+    });
+    expect(conf.policy.defaultHostIp).toEqual({ kind: "ips", ips: [{ family: 4, text: "192.0.2.10" }, { family: 6, text: "2001:db8::10" }] });
+    expect(conf.policy.allowedHostCidrs?.map((c) => c.text)).toEqual(["192.0.2.0/24", "2001:db8::/64"]);
+    expect(conf.policy.excludeInterfaces).toEqual([]);
+    expect(conf.annotationValue).toBe("192.0.2.10");
+    expect(parseNetConf({ ...base, defaultHostIP: "any" }).policy.defaultHostIp).toEqual({ kind: "any" });
+    expect(parseNetConf({ ...base, defaultHostIP: "192.0.2.10" }).policy.defaultHostIp).toEqual({ kind: "ips", ips: [{ family: 4, text: "192.0.2.10" }] });
+  });
+
+  it("matches portMappings keys case-insensitively (containerd sends HostPort, HostIP)", () => {
+    const conf = parseNetConf({
+      ...base,
+      runtimeConfig: {
+        portMappings: [
+          { HostPort: 8080, ContainerPort: 80, Protocol: "TCP", HostIP: "" },
+          { hostPort: 5353, containerPort: 53, protocol: "udp", hostIP: "0.0.0.0" },
+          { hostPort: 8443, containerPort: 443 },
+        ],
+      },
+    });
+    expect(conf.portMappings).toEqual([
+      { hostPort: 8080, containerPort: 80, protocol: "tcp", hostIp: undefined },
+      { hostPort: 5353, containerPort: 53, protocol: "udp", hostIp: { family: 4, text: "0.0.0.0" } },
+      { hostPort: 8443, containerPort: 443, protocol: "tcp", hostIp: undefined },
+    ]);
+  });
+
+  it.each([
+    [{ defaultHostIP: 5 }, 'defaultHostIP = 5: expected "node", "any"'],
+    [{ defaultHostIP: "nodes" }, 'defaultHostIP = "nodes"'],
+    [{ defaultHostIP: [] }, "defaultHostIP = []"],
+    [{ nodeIPs: ["192.0.2.300"] }, 'nodeIPs[0] = "192.0.2.300": not an IP address'],
+    [{ nodeInterfaces: ["eth0", "bad/name"] }, 'nodeInterfaces[1] = "bad/name": not an interface name'],
+    [{ excludeInterfaces: "kube-ipvs0" }, 'excludeInterfaces = "kube-ipvs0"'],
+    [{ allowedHostCIDRs: ["192.0.2.0"] }, 'allowedHostCIDRs[0] = "192.0.2.0": not a CIDR'],
+    [{ annotation: "bad key!" }, 'annotation = "bad key!": not a Kubernetes annotation key'],
+    [{ runtimeConfig: { portMappings: [{ HostPort: 0, ContainerPort: 80 }] } }, "runtimeConfig.portMappings[0].HostPort = 0"],
+    [{ runtimeConfig: { portMappings: [{ hostPort: 65536, containerPort: 80 }] } }, "runtimeConfig.portMappings[0].hostPort = 65536"],
+    [{ runtimeConfig: { portMappings: [{ hostPort: -1, containerPort: 80 }] } }, "hostPort = -1"],
+    [{ runtimeConfig: { portMappings: [{ hostPort: "80", containerPort: 80 }] } }, 'hostPort = "80"'],
+    [{ runtimeConfig: { portMappings: [{ hostPort: 80 }] } }, "containerPort = missing"],
+    [{ runtimeConfig: { portMappings: [{ hostPort: 80, containerPort: 80, protocol: "icmp" }] } }, 'protocol = "icmp": expected tcp, udp or sctp'],
+    [{ runtimeConfig: { portMappings: [{ hostPort: 80, containerPort: 80, hostIP: "1.2.3.4 -j ACCEPT" }] } }, 'hostIP = "1.2.3.4 -j ACCEPT"'],
+    [{ runtimeConfig: { portMappings: [{ hostPort: 80, containerPort: 80, hostIP: "0.0.0.0/0" }] } }, 'hostIP = "0.0.0.0/0"'],
+    [{ runtimeConfig: { portMappings: {} } }, "runtimeConfig.portMappings"],
+    [{ runtimeConfig: { "io.kubernetes.cri.pod-annotations": { a: 1 } } }, "runtimeConfig.io.kubernetes.cri.pod-annotations.a = 1"],
+    [{ prevResult: { ips: [{ address: 5 }] } }, "prevResult.ips[0].address = 5"],
+    [{ name: undefined }, "name = missing"],
+  ])("rejects %j with code 7 naming the field and value", (change, text) => {
+    const e = error(() => parseNetConf({ ...base, ...change }));
+    expect(e.code).toBe(7);
+    expect(e.message).toContain(text);
+  });
+
+  it.each([["0.2.0"], ["2.0.0"], [""]])("rejects cniVersion %j with code 1", (cniVersion) => {
+    expect(error(() => parseNetConf({ ...base, cniVersion })).code).toBe(1);
+    expect(error(() => parseEnvelope({ ...base, cniVersion })).code).toBe(1);
+  });
+
+  it("checks only the envelope for DEL, so DEL never sticks on a policy key", () => {
+    expect(parseEnvelope({ ...base, defaultHostIP: 5 })).toEqual({ cniVersion: "1.0.0", name: "cbr0" });
+  });
+});

@@ -1,0 +1,23 @@
+// Loads the recorded real outputs under test/fixtures.
+import { readFileSync } from "node:fs";
+import { fileURLToPath } from "node:url";
+import { parseIpAddressJson, parseProcIpv6Route, parseProcRoute, type NodeNetwork } from "../../src/host/network.js";
+
+const dir = fileURLToPath(new URL("../fixtures/", import.meta.url));
+
+export const fixture = (name: string): string => readFileSync(dir + name, "utf8");
+
+export const CHAIN = "CNI-DN-3e9a3d0f9583cdc0e7133";
+
+/** The `-A` lines of one chain in a recorded iptables-save. */
+export function chainOf(saveName: string, chain = CHAIN): string[] {
+  return fixture(`iptables/${saveName}.save`)
+    .split("\n")
+    .filter((l) => l.startsWith(`-A ${chain} `));
+}
+
+/** The node namespace of the e2e topology: uplink up0 with 192.0.2.10, .11 and 2001:db8::10, kube-ipvs0 with 10.96.0.50. */
+export const NODE: NodeNetwork = {
+  addresses: parseIpAddressJson(fixture("host/ip-address.json")),
+  defaultRouteInterfaces: { 4: parseProcRoute(fixture("host/proc-net-route")), 6: parseProcIpv6Route(fixture("host/proc-net-ipv6_route")) },
+};
