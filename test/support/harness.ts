@@ -1,6 +1,6 @@
 // One-stop setup for e2e tests, the demo and the benchmark: a topology plus a CNI invoker running in its node.
 import { CniInvoker, PLUGIN_TYPE, describeRun, type ChainRun, type InvokerOptions, type NetConfList, type PluginRun, type RuntimeConf } from "./cni.js";
-import { natSave, withoutRulesOf } from "./iptables.js";
+import { legacyIptablesPath, natSave, withoutRulesOf, type IptablesOptions } from "./iptables.js";
 import { podRuntime, type PodRuntimeOptions } from "./conflists.js";
 import { createTopology, type Pod, type Topology } from "./topology.js";
 
@@ -18,6 +18,8 @@ export const ROOT_SKIP_MESSAGE = "e2e tests need root (network namespaces, iptab
 export interface Harness {
   topo: Topology;
   cni: CniInvoker;
+  /** How to call iptables so as to see what the plugins wrote (same PATH as theirs). */
+  iptables: IptablesOptions;
   /** Creates a pod namespace, runs the chain's ADD for it and (optionally) starts its server. */
   startPod(name: string, list: NetConfList, opts?: StartPodOptions): Promise<StartedPod>;
   /**
@@ -54,12 +56,15 @@ export interface StartedPod {
   add: ChainRun;
 }
 
-export async function createHarness(opts: Omit<InvokerOptions, "nodeNs"> = {}): Promise<Harness> {
+export async function createHarness(opts: Omit<InvokerOptions, "nodeNs"> & { legacyIptables?: boolean } = {}): Promise<Harness> {
   const topo = await createTopology();
+  if (opts.legacyIptables) opts = { ...opts, path: legacyIptablesPath(topo.tmpDir) };
   const cni = new CniInvoker({ ...opts, nodeNs: topo.node });
+  const iptables: IptablesOptions = opts.path === undefined ? {} : { path: opts.path };
   return {
     topo,
     cni,
+    iptables,
     async startPod(name, list, podOpts = {}) {
       const pod = await topo.addPod(name, podOpts.containerID);
       const rt = podRuntime(pod, podOpts);
@@ -74,7 +79,7 @@ export async function createHarness(opts: Omit<InvokerOptions, "nodeNs"> = {}): 
       const rt = podRuntime(pod, podOpts);
       const base = await cni.add(list, rt, { to: at });
       if (!base.ok) throw new Error(`ADD before portmap-hostip failed:\n${describeRun(base)}`);
-      const snapshot = async (): Promise<NatSnapshot> => ({ v4: await natSave(topo.node, 4), v6: await natSave(topo.node, 6) });
+      const snapshot = async (): Promise<NatSnapshot> => ({ v4: await natSave(topo.node, 4, iptables), v6: await natSave(topo.node, 6, iptables) });
       const before = await snapshot();
       const add = await cni.add(list, rt, { from: at, ...(base.result ? { prevResult: base.result } : {}) });
       const after = await snapshot();

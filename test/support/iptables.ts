@@ -1,8 +1,33 @@
 // Reading the nat table inside a namespace with the iptables binaries on PATH (the ones portmap uses).
 import { createHash } from "node:crypto";
+import { mkdtempSync, symlinkSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { nsRun, nsRunOk } from "./netns.js";
+import type { RunOptions } from "./exec.js";
 
 export type Family = 4 | 6;
+
+export interface IptablesOptions {
+  /** PATH to find iptables/ip6tables(-save) in (default: ours), e.g. legacyIptablesPath(). */
+  path?: string;
+}
+
+function runOpts(opts: IptablesOptions): RunOptions {
+  return opts.path === undefined ? {} : { env: { ...process.env, PATH: opts.path } };
+}
+
+/**
+ * A PATH whose first directory holds iptables*, ip6tables* links to the legacy (x_tables) variants, so that
+ * portmap, the plugin and these helpers all use iptables-legacy. The directory lives in `parent`.
+ */
+export function legacyIptablesPath(parent: string): string {
+  const dir = mkdtempSync(join(parent, "legacy-bin-"));
+  for (const fam of ["iptables", "ip6tables"]) {
+    for (const suffix of ["", "-save", "-restore"]) symlinkSync(`/usr/sbin/${fam}-legacy${suffix}`, join(dir, `${fam}${suffix}`));
+  }
+  return `${dir}:${process.env["PATH"] ?? "/usr/sbin:/usr/bin:/sbin:/bin"}`;
+}
 
 /** portmap's per-pod chain: ("CNI-DN-" + sha512hex(networkName + containerID)) cut to 28 characters. */
 export function dnChainName(networkName: string, containerID: string): string {
@@ -13,8 +38,8 @@ export function dnChainName(networkName: string, containerID: string): string {
  * `iptables-save -t nat` (or ip6tables-save) inside `ns`, without the comment lines (they carry
  * timestamps) and with chain counters zeroed, as lines.
  */
-export async function natSave(ns: string, family: Family = 4): Promise<string[]> {
-  const out = await nsRunOk(ns, family === 4 ? "iptables-save" : "ip6tables-save", ["-t", "nat"]);
+export async function natSave(ns: string, family: Family = 4, opts: IptablesOptions = {}): Promise<string[]> {
+  const out = await nsRunOk(ns, family === 4 ? "iptables-save" : "ip6tables-save", ["-t", "nat"], runOpts(opts));
   return out
     .split("\n")
     .filter((l) => l !== "" && !l.startsWith("#"))
@@ -22,8 +47,8 @@ export async function natSave(ns: string, family: Family = 4): Promise<string[]>
 }
 
 /** The rules of one nat chain as `-A CHAIN …` lines (iptables -S order), or null when the chain does not exist. */
-export async function chainRules(ns: string, chain: string, family: Family = 4): Promise<string[] | null> {
-  const r = await nsRun(ns, family === 4 ? "iptables" : "ip6tables", ["-w", "-t", "nat", "-S", chain]);
+export async function chainRules(ns: string, chain: string, family: Family = 4, opts: IptablesOptions = {}): Promise<string[] | null> {
+  const r = await nsRun(ns, family === 4 ? "iptables" : "ip6tables", ["-w", "-t", "nat", "-S", chain], runOpts(opts));
   if (r.code !== 0) {
     if (/No chain|does not exist/i.test(r.stderr)) return null;
     throw new Error(`iptables -S ${chain} in ${ns}: ${r.stderr}`);

@@ -1,0 +1,103 @@
+// Configuration variants and the runtime's environment: defaultHostIP "any" and explicit IPs, nodeIPs,
+// nodeInterfaces, a leaked NODE_OPTIONS, and the iptables-legacy backend.
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import {
+  CLUSTER_IP,
+  IS_ROOT,
+  NODE_IP1,
+  NODE_IP2,
+  POD_SUBNET,
+  ROOT_SKIP_MESSAGE,
+  bridgeConflist,
+  chainRules,
+  containerdMapping,
+  createHarness,
+  describeRun,
+  dnChainName,
+  linesMentioning,
+  natSave,
+  podIPs,
+  scopedRules,
+  whoAnswers,
+  type Harness,
+  type PluginConf,
+} from "../support/harness.js";
+
+if (!IS_ROOT) console.warn(ROOT_SKIP_MESSAGE);
+
+/** Starts pod `name` with one hostPort under the given entry options; returns its chain's rules sorted, and the expectation helper. */
+async function scopedPod(h: Harness, name: string, hostPort: number, hostip: Partial<PluginConf>, annotation?: string) {
+  const list = bridgeConflist({ dataDir: h.topo.ipamDataDir, hostip });
+  const { pod, add } = await h.startPod(name, list, {
+    portMappings: [containerdMapping(hostPort, 80)],
+    ...(annotation === undefined ? {} : { hostIPAnnotation: annotation }),
+    serve: { tcp: [80] },
+  });
+  expect(add.ok, describeRun(add)).toBe(true);
+  const chain = dnChainName(list.name, pod.containerID);
+  const rules = [...((await chainRules(h.topo.node, chain, 4, h.iptables)) ?? [])].sort();
+  const expected = (ips: string[]) =>
+    scopedRules({ chain, family: 4, podSubnet: POD_SUBNET, podIP: podIPs(add.result).v4!, hostPort, containerPort: 80 }, ips).sort();
+  return { rules, expected, pod };
+}
+
+describe.skipIf(!IS_ROOT)("policy options", () => {
+  let h: Harness;
+  beforeAll(async () => {
+    h = await createHarness();
+    await h.topo.serveService({ tcp: [8101] });
+  });
+  afterAll(async () => {
+    await h?.destroy();
+  });
+
+  it('defaultHostIP "any" without annotation leaves portmap\'s rules alone', async () => {
+    const { rules, expected } = await scopedPod(h, "any", 8101, { defaultHostIP: "any" });
+    expect(rules).toEqual(expected([""]).map((r) => r.replace(" -d /32", "")));
+    expect(await whoAnswers(h.topo.client, "tcp", CLUSTER_IP, 8101)).toBe("pod-any");
+  });
+
+  it("explicit defaultHostIP list", async () => {
+    const { rules, expected } = await scopedPod(h, "explicit", 8102, { defaultHostIP: [NODE_IP2] });
+    expect(rules).toEqual(expected([NODE_IP2]));
+    expect(await whoAnswers(h.topo.client, "tcp", NODE_IP2, 8102)).toBe("pod-explicit");
+    expect(await whoAnswers(h.topo.client, "tcp", NODE_IP1, 8102)).toBeNull();
+  });
+
+  it('"node" with nodeIPs uses exactly those plus 127.0.0.1', async () => {
+    const { rules, expected } = await scopedPod(h, "nodeips", 8103, { defaultHostIP: "node", nodeIPs: [NODE_IP1] });
+    expect(rules).toEqual(expected([NODE_IP1, "127.0.0.1"]));
+    expect(await whoAnswers(h.topo.client, "tcp", NODE_IP2, 8103)).toBeNull();
+  });
+
+  it('"node" with nodeInterfaces uses that interface\'s global addresses', async () => {
+    const { rules, expected } = await scopedPod(h, "ifaces", 8104, { defaultHostIP: "node", nodeInterfaces: ["uplink"] });
+    expect(rules).toEqual(expected([NODE_IP1, NODE_IP2, "127.0.0.1"]));
+  });
+});
+
+describe.skipIf(!IS_ROOT)("runtime environment", () => {
+  it("works with the runtime's NODE_OPTIONS leaking into the plugin", async () => {
+    const h = await createHarness({ extraEnv: { NODE_OPTIONS: "--require /nonexistent/preload.js --max-old-space-size=16" } });
+    try {
+      const { rules, expected } = await scopedPod(h, "env", 8105, { defaultHostIP: "node" }, NODE_IP1);
+      expect(rules).toEqual(expected([NODE_IP1]));
+    } finally {
+      await h.destroy();
+    }
+  });
+
+  it("uses the iptables on PATH: iptables-legacy", async () => {
+    const h = await createHarness({ legacyIptables: true });
+    try {
+      const { rules, expected, pod } = await scopedPod(h, "legacy", 8106, { defaultHostIP: "node" }, NODE_IP2);
+      expect(rules).toEqual(expected([NODE_IP2]));
+      // The nft side saw nothing of it.
+      expect(linesMentioning(await natSave(h.topo.node, 4), dnChainName("cbr0", pod.containerID))).toEqual([]);
+      expect(await whoAnswers(h.topo.client, "tcp", NODE_IP2, 8106)).toBe("pod-legacy");
+      expect(await whoAnswers(h.topo.client, "tcp", NODE_IP1, 8106)).toBeNull();
+    } finally {
+      await h.destroy();
+    }
+  });
+});
