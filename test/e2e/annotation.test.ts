@@ -1,37 +1,24 @@
 // The pod annotation names one node IP: only that IP answers, and the chain is exactly what portmap itself
 // writes when the runtime passes that hostIP (same network name and container ID in a second node namespace).
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { expect, it } from "vitest";
 import {
-  IS_ROOT,
   NODE_IP1,
   NODE_IP2,
-  ROOT_SKIP_MESSAGE,
   bridgeConflist,
   chainRules,
   containerdMapping,
-  createHarness,
   describeRun,
   dnChainName,
   natSave,
   whoAnswers,
   withoutPlugin,
-  type Harness,
 } from "../support/harness.js";
+import { describeAsRoot, useHarness } from "../support/e2e.js";
 
-if (!IS_ROOT) console.warn(ROOT_SKIP_MESSAGE);
-
-describe.skipIf(!IS_ROOT).each(["0.3.1", "1.0.0"])("annotation host-ip, cniVersion %s", (cniVersion) => {
+describeAsRoot.each(["0.3.1", "1.0.0"])("annotation host-ip, cniVersion %s", (cniVersion) => {
   const containerID = `e2e-annotation-${cniVersion.replaceAll(".", "")}`;
-  let ours: Harness;
-  let alone: Harness;
-  beforeAll(async () => {
-    ours = await createHarness();
-    alone = await createHarness();
-  });
-  afterAll(async () => {
-    await ours?.destroy();
-    await alone?.destroy();
-  });
+  const ours = useHarness();
+  const alone = useHarness();
 
   it("scopes the hostPort to the annotated IP exactly as portmap does for a runtime hostIP", async () => {
     const list = bridgeConflist({ dataDir: ours.topo.ipamDataDir, cniVersion, hostip: { defaultHostIP: "any" } });

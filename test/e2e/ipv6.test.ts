@@ -1,39 +1,26 @@
 // Dual-stack pods: each family gets only its own host IPs; IPv6 rules use /128.
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { expect, it } from "vitest";
 import {
-  IS_ROOT,
   NODE_IP1,
   NODE_IP2,
   NODE_IP6,
   POD_SUBNET,
   POD_SUBNET6,
-  ROOT_SKIP_MESSAGE,
   bridgeConflist,
   chainRules,
   containerdMapping,
-  createHarness,
   describeRun,
   dnChainName,
   podIPs,
   scopedRules,
   whoAnswers,
   withoutPlugin,
-  type Harness,
 } from "../support/harness.js";
+import { describeAsRoot, useHarness } from "../support/e2e.js";
 
-if (!IS_ROOT) console.warn(ROOT_SKIP_MESSAGE);
-
-describe.skipIf(!IS_ROOT)("IPv6 dual-stack pod", () => {
-  let h: Harness;
-  let alone: Harness;
-  beforeAll(async () => {
-    h = await createHarness();
-    alone = await createHarness();
-  });
-  afterAll(async () => {
-    await h?.destroy();
-    await alone?.destroy();
-  });
+describeAsRoot("IPv6 dual-stack pod", () => {
+  const h = useHarness();
+  const alone = useHarness();
 
   it("annotation with the node's IPv6 address: reachable over IPv6 only, chain as portmap writes it", async () => {
     const containerID = "e2e-ipv6-only";

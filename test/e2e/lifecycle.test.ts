@@ -1,14 +1,11 @@
 // What ADD leaves alone, repeated ADD, CHECK, and DEL (full chain, twice, both cniVersion families).
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { expect, it } from "vitest";
 import {
-  IS_ROOT,
   NODE_IP2,
   PLUGIN_TYPE,
-  ROOT_SKIP_MESSAGE,
   bridgeConflist,
   chainRules,
   containerdMapping,
-  createHarness,
   describeRun,
   dnChainName,
   linesMentioning,
@@ -16,21 +13,13 @@ import {
   outside,
   rulesIn,
   withoutPlugin,
-  type Harness,
 } from "../support/harness.js";
-
-if (!IS_ROOT) console.warn(ROOT_SKIP_MESSAGE);
+import { describeAsRoot, useHarness } from "../support/e2e.js";
 
 const mappings = [containerdMapping(8080, 80), containerdMapping(5353, 53, "udp")];
 
-describe.skipIf(!IS_ROOT)("ADD leaves everything else alone", () => {
-  let h: Harness;
-  beforeAll(async () => {
-    h = await createHarness();
-  });
-  afterAll(async () => {
-    await h?.destroy();
-  });
+describeAsRoot("ADD leaves everything else alone", () => {
+  const h = useHarness();
 
   it("only the pod's CNI-DN chain differs after our ADD (IPv4 and IPv6)", async () => {
     // Another pod handled by portmap alone, with unscoped rules on the same ports, must keep them.
@@ -51,14 +40,8 @@ describe.skipIf(!IS_ROOT)("ADD leaves everything else alone", () => {
   });
 });
 
-describe.skipIf(!IS_ROOT).each(["0.3.1", "1.0.0"])("lifecycle, cniVersion %s", (cniVersion) => {
-  let h: Harness;
-  beforeAll(async () => {
-    h = await createHarness();
-  });
-  afterAll(async () => {
-    await h?.destroy();
-  });
+describeAsRoot.each(["0.3.1", "1.0.0"])("lifecycle, cniVersion %s", (cniVersion) => {
+  const h = useHarness();
 
   it("repeated ADD (portmap re-appends its rules) ends in the same chain as one ADD", async () => {
     const list = bridgeConflist({ dataDir: h.topo.ipamDataDir, cniVersion, dualStack: true, hostip: { defaultHostIP: "node" } });

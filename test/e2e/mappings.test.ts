@@ -1,15 +1,12 @@
 // Several mappings, tcp and udp, with containerd's capitalised keys and with the spec's lowercase keys.
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { expect, it } from "vitest";
 import {
-  IS_ROOT,
   NODE_IP1,
   NODE_IP2,
   POD_SUBNET,
-  ROOT_SKIP_MESSAGE,
   bridgeConflist,
   chainRules,
   containerdMapping,
-  createHarness,
   describeRun,
   dnChainName,
   podIPs,
@@ -17,19 +14,11 @@ import {
   scopedRules,
   specMapping,
   whoAnswers,
-  type Harness,
 } from "../support/harness.js";
+import { describeAsRoot, useHarness } from "../support/e2e.js";
 
-if (!IS_ROOT) console.warn(ROOT_SKIP_MESSAGE);
-
-describe.skipIf(!IS_ROOT)("several mappings", () => {
-  let h: Harness;
-  beforeAll(async () => {
-    h = await createHarness();
-  });
-  afterAll(async () => {
-    await h?.destroy();
-  });
+describeAsRoot("several mappings", () => {
+  const h = useHarness();
 
   it("containerd keys: tcp and udp mappings all scoped to the annotated IP, a runtime hostIP kept", async () => {
     const list = bridgeConflist({ dataDir: h.topo.ipamDataDir, hostip: { defaultHostIP: "node" } });
@@ -85,5 +74,20 @@ describe.skipIf(!IS_ROOT)("several mappings", () => {
     expect(await whoAnswers(c, "udp", NODE_IP2, 9053)).toBe("pod-b");
     expect(await whoAnswers(c, "tcp", NODE_IP2, 9090)).toBe("pod-b");
     expect(await whoAnswers(c, "tcp", NODE_IP1, 9090)).toBeNull();
+  });
+
+  it('a runtime hostIP of "0.0.0.0" is not specific: the annotation applies', async () => {
+    const list = bridgeConflist({ dataDir: h.topo.ipamDataDir, hostip: { defaultHostIP: "any" } });
+    const { pod, add } = await h.startPod("c", list, {
+      portMappings: [containerdMapping(9180, 80, "tcp", "0.0.0.0")],
+      hostIPAnnotation: NODE_IP1,
+      serve: { tcp: [80] },
+    });
+    expect(add.ok, describeRun(add)).toBe(true);
+    const chain = dnChainName(list.name, pod.containerID);
+    const base = { chain, family: 4 as const, podSubnet: POD_SUBNET, podIP: podIPs(add.result).v4! };
+    expect(await chainRules(h.topo.node, chain)).toEqual(scopedRules({ ...base, hostPort: 9180, containerPort: 80 }, [NODE_IP1]));
+    expect(await whoAnswers(h.topo.client, "tcp", NODE_IP1, 9180)).toBe("pod-c");
+    expect(await whoAnswers(h.topo.client, "tcp", NODE_IP2, 9180)).toBeNull();
   });
 });

@@ -1,16 +1,13 @@
 // defaultHostIP "node": the hostPort answers on the node's addresses and localhost, and no longer hijacks a
 // Service whose ClusterIP (on kube-ipvs0) uses the same port — which portmap alone does.
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { beforeAll, expect, it } from "vitest";
 import {
   CLUSTER_IP,
-  IS_ROOT,
   NODE_IP1,
   NODE_IP2,
-  ROOT_SKIP_MESSAGE,
   bridgeConflist,
   chainRules,
   containerdMapping,
-  createHarness,
   describeRun,
   destinations,
   dnChainName,
@@ -18,22 +15,14 @@ import {
   POD_SUBNET,
   scopedRules,
   whoAnswers,
-  type Harness,
 } from "../support/harness.js";
-
-if (!IS_ROOT) console.warn(ROOT_SKIP_MESSAGE);
+import { describeAsRoot, useHarness } from "../support/e2e.js";
 
 const HOST_PORT = 8080;
 const mappings = [containerdMapping(HOST_PORT, 80)];
 
-describe.skipIf(!IS_ROOT)("portmap alone (the bug)", () => {
-  let h: Harness;
-  beforeAll(async () => {
-    h = await createHarness();
-  });
-  afterAll(async () => {
-    await h?.destroy();
-  });
+describeAsRoot("portmap alone (the bug)", () => {
+  const h = useHarness();
 
   it("DNATs every local address, the ClusterIP included", async () => {
     const list = bridgeConflist({ dataDir: h.topo.ipamDataDir, hostip: false });
@@ -51,13 +40,12 @@ describe.skipIf(!IS_ROOT)("portmap alone (the bug)", () => {
   });
 });
 
-describe.skipIf(!IS_ROOT)("portmap-hostip, defaultHostIP node", () => {
-  let h: Harness;
+describeAsRoot("portmap-hostip, defaultHostIP node", () => {
+  const h = useHarness();
   let chain: string;
   let podIP: string;
   let podNs: string;
   beforeAll(async () => {
-    h = await createHarness();
     const list = bridgeConflist({ dataDir: h.topo.ipamDataDir, hostip: { defaultHostIP: "node" } });
     const { pod, add } = await h.startPod("a", list, { portMappings: mappings, serve: { tcp: [80] } });
     if (!add.ok) throw new Error(describeRun(add));
@@ -65,9 +53,6 @@ describe.skipIf(!IS_ROOT)("portmap-hostip, defaultHostIP node", () => {
     podIP = podIPs(add.result).v4!;
     podNs = pod.ns;
     await h.topo.serveService({ tcp: [HOST_PORT] });
-  });
-  afterAll(async () => {
-    await h?.destroy();
   });
 
   it("writes portmap's rule triple once per node address and 127.0.0.1", async () => {

@@ -1,17 +1,14 @@
 // Configuration variants and the runtime's environment: defaultHostIP "any" and explicit IPs, nodeIPs,
 // nodeInterfaces, a leaked NODE_OPTIONS, and the iptables-legacy backend.
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { beforeAll, expect, it } from "vitest";
 import {
   CLUSTER_IP,
-  IS_ROOT,
   NODE_IP1,
   NODE_IP2,
   POD_SUBNET,
-  ROOT_SKIP_MESSAGE,
   bridgeConflist,
   chainRules,
   containerdMapping,
-  createHarness,
   describeRun,
   dnChainName,
   linesMentioning,
@@ -22,8 +19,7 @@ import {
   type Harness,
   type PluginConf,
 } from "../support/harness.js";
-
-if (!IS_ROOT) console.warn(ROOT_SKIP_MESSAGE);
+import { describeAsRoot, useHarness } from "../support/e2e.js";
 
 /** Starts pod `name` with one hostPort under the given entry options; returns its chain's rules sorted, and the expectation helper. */
 async function scopedPod(h: Harness, name: string, hostPort: number, hostip: Partial<PluginConf>, annotation?: string) {
@@ -41,14 +37,10 @@ async function scopedPod(h: Harness, name: string, hostPort: number, hostip: Par
   return { rules, expected, pod };
 }
 
-describe.skipIf(!IS_ROOT)("policy options", () => {
-  let h: Harness;
+describeAsRoot("policy options", () => {
+  const h = useHarness();
   beforeAll(async () => {
-    h = await createHarness();
     await h.topo.serveService({ tcp: [8101] });
-  });
-  afterAll(async () => {
-    await h?.destroy();
   });
 
   it('defaultHostIP "any" without annotation leaves portmap\'s rules alone', async () => {
@@ -76,28 +68,24 @@ describe.skipIf(!IS_ROOT)("policy options", () => {
   });
 });
 
-describe.skipIf(!IS_ROOT)("runtime environment", () => {
-  it("works with the runtime's NODE_OPTIONS leaking into the plugin", async () => {
-    const h = await createHarness({ extraEnv: { NODE_OPTIONS: "--require /nonexistent/preload.js --max-old-space-size=16" } });
-    try {
-      const { rules, expected } = await scopedPod(h, "env", 8105, { defaultHostIP: "node" }, NODE_IP1);
-      expect(rules).toEqual(expected([NODE_IP1]));
-    } finally {
-      await h.destroy();
-    }
-  });
+describeAsRoot("runtime environment: a leaked NODE_OPTIONS", () => {
+  const h = useHarness({ extraEnv: { NODE_OPTIONS: "--require /nonexistent/preload.js --max-old-space-size=16" } });
 
-  it("uses the iptables on PATH: iptables-legacy", async () => {
-    const h = await createHarness({ legacyIptables: true });
-    try {
-      const { rules, expected, pod } = await scopedPod(h, "legacy", 8106, { defaultHostIP: "node" }, NODE_IP2);
-      expect(rules).toEqual(expected([NODE_IP2]));
-      // The nft side saw nothing of it.
-      expect(linesMentioning(await natSave(h.topo.node, 4), dnChainName("cbr0", pod.containerID))).toEqual([]);
-      expect(await whoAnswers(h.topo.client, "tcp", NODE_IP2, 8106)).toBe("pod-legacy");
-      expect(await whoAnswers(h.topo.client, "tcp", NODE_IP1, 8106)).toBeNull();
-    } finally {
-      await h.destroy();
-    }
+  it("does not break the plugin", async () => {
+    const { rules, expected } = await scopedPod(h, "env", 8105, { defaultHostIP: "node" }, NODE_IP1);
+    expect(rules).toEqual(expected([NODE_IP1]));
+  });
+});
+
+describeAsRoot("runtime environment: iptables-legacy first on PATH", () => {
+  const h = useHarness({ legacyIptables: true });
+
+  it("portmap and the plugin both use it", async () => {
+    const { rules, expected, pod } = await scopedPod(h, "legacy", 8106, { defaultHostIP: "node" }, NODE_IP2);
+    expect(rules).toEqual(expected([NODE_IP2]));
+    // The nft side saw nothing of it.
+    expect(linesMentioning(await natSave(h.topo.node, 4), dnChainName("cbr0", pod.containerID))).toEqual([]);
+    expect(await whoAnswers(h.topo.client, "tcp", NODE_IP2, 8106)).toBe("pod-legacy");
+    expect(await whoAnswers(h.topo.client, "tcp", NODE_IP1, 8106)).toBeNull();
   });
 });

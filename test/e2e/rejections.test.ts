@@ -1,20 +1,15 @@
 // Host IPs the pod may not have: ADD fails with a CNI error and leaves the nat table as portmap left it.
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { expect, it } from "vitest";
 import {
   CLUSTER_IP,
   FOREIGN_IP,
-  IS_ROOT,
   NODE_IP2,
-  ROOT_SKIP_MESSAGE,
   bridgeConflist,
   containerdMapping,
-  createHarness,
   describeRun,
-  type Harness,
   type PluginConf,
 } from "../support/harness.js";
-
-if (!IS_ROOT) console.warn(ROOT_SKIP_MESSAGE);
+import { describeAsRoot, useHarness } from "../support/e2e.js";
 
 const cases: { what: string; annotation: string; hostip: Partial<PluginConf> }[] = [
   { what: "the ClusterIP on kube-ipvs0 (excluded interface)", annotation: CLUSTER_IP, hostip: {} },
@@ -22,14 +17,8 @@ const cases: { what: string; annotation: string; hostip: Partial<PluginConf> }[]
   { what: "a node address outside allowedHostCIDRs", annotation: NODE_IP2, hostip: { allowedHostCIDRs: ["192.0.2.10/32"] } },
 ];
 
-describe.skipIf(!IS_ROOT)("rejected host IPs", () => {
-  let h: Harness;
-  beforeAll(async () => {
-    h = await createHarness();
-  });
-  afterAll(async () => {
-    await h?.destroy();
-  });
+describeAsRoot("rejected host IPs", () => {
+  const h = useHarness();
 
   it.each(cases.map((c, i) => ({ ...c, i })))("$what", async ({ annotation, hostip, i }) => {
     const list = bridgeConflist({ dataDir: h.topo.ipamDataDir, hostip: { defaultHostIP: "node", ...hostip } });
