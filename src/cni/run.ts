@@ -50,7 +50,7 @@ export async function runCni(): Promise<number> {
     const command = readCommand(env);
     const attachment = command === "ADD" || command === "DEL" || command === "CHECK" ? readAttachmentEnv(env, command) : undefined;
     // VERSION needs no configuration (and must not wait on a terminal for one).
-    const json = command === "VERSION" ? undefined : decodeJson(await readStdin());
+    const json = command === "VERSION" ? undefined : decodeJson(readStdin());
     version = versionOf(json);
     await execute(command, json, attachment);
     return 0;

@@ -1,5 +1,5 @@
 // The node's own addresses and default-route interfaces, read in the namespace the plugin runs in.
-import { readFile } from "node:fs/promises";
+import { readFileSync } from "node:fs";
 import { CniError, Code } from "../cni/errors.js";
 import { type Family, type Ip, parseIp } from "../policy/ip.js";
 import { run } from "../system/run.js";
@@ -62,20 +62,20 @@ export function parseProcIpv6Route(text: string): string[] {
   return ifaces;
 }
 
-async function readOptional(path: string): Promise<string> {
-  // A node without IPv6 has no /proc/net/ipv6_route: no IPv6 default route.
-  return readFile(path, "utf8").catch(() => "");
+function readOptional(path: string): string {
+  try {
+    return readFileSync(path, "utf8");
+  } catch {
+    // A node without IPv6 has no /proc/net/ipv6_route: no IPv6 default route.
+    return "";
+  }
 }
 
 export async function readNodeNetwork(): Promise<NodeNetwork> {
-  const [addr, route4, route6] = await Promise.all([
-    run("ip", ["-j", "address", "show"]).catch((err: Error) => ({ code: -1, stdout: "", stderr: err.message })),
-    readOptional("/proc/net/route"),
-    readOptional("/proc/net/ipv6_route"),
-  ]);
+  const addr = await run("ip", ["-j", "address", "show"]).catch((err: Error) => ({ code: -1, stdout: "", stderr: err.message }));
   if (addr.code !== 0) throw new CniError(Code.IoFailure, `cannot list the node's addresses with "ip -j address show": ${addr.stderr.trim()}`);
   return {
     addresses: parseIpAddressJson(addr.stdout),
-    defaultRouteInterfaces: { 4: parseProcRoute(route4), 6: parseProcIpv6Route(route6) },
+    defaultRouteInterfaces: { 4: parseProcRoute(readOptional("/proc/net/route")), 6: parseProcIpv6Route(readOptional("/proc/net/ipv6_route")) },
   };
 }
