@@ -1,6 +1,8 @@
 // Dual-stack pods: each family gets only its own host IPs; IPv6 rules use /128.
 import { expect, it } from "vitest";
 import {
+  againstPortmapAlone,
+  rulesIn,
   NODE_IP1,
   NODE_IP2,
   NODE_IP6,
@@ -14,7 +16,6 @@ import {
   podIPs,
   scopedRules,
   whoAnswers,
-  withoutPlugin,
 } from "../support/harness.js";
 import { describeAsRoot, useHarness } from "../support/e2e.js";
 
@@ -23,29 +24,18 @@ describeAsRoot("IPv6 dual-stack pod", () => {
   const alone = useHarness();
 
   it("annotation with the node's IPv6 address: reachable over IPv6 only, chain as portmap writes it", async () => {
-    const containerID = "e2e-ipv6-only";
-    const list = bridgeConflist({ dataDir: h.topo.ipamDataDir, dualStack: true, hostip: { defaultHostIP: "node" } });
-    const { pod, add } = await h.startPod("a", list, {
-      containerID,
-      portMappings: [containerdMapping(8080, 80)],
-      hostIPAnnotation: NODE_IP6,
-      serve: { tcp: [80] },
+    const r = await againstPortmapAlone(h, alone, {
+      list: (dataDir) => bridgeConflist({ dataDir, dualStack: true, hostip: { defaultHostIP: "node" } }),
+      pod: { containerID: "e2e-ipv6-only", portMappings: [containerdMapping(8080, 80)], hostIPAnnotation: NODE_IP6, serve: { tcp: [80] } },
+      referenceMappings: [containerdMapping(8080, 80, "tcp", NODE_IP6)],
     });
-    expect(add.ok, describeRun(add)).toBe(true);
-    const chain = dnChainName(list.name, pod.containerID);
-    const v6 = await chainRules(h.topo.node, chain, 6);
+    expect(r.ours.ours.code, describeRun(r.ours.add)).toBe(0);
+    const v6 = rulesIn(r.nat.ours.v6, r.chain);
     expect(v6).toHaveLength(2);
-    for (const rule of v6!) expect(rule).toContain(` -d ${NODE_IP6}/128 `);
-    expect(await chainRules(h.topo.node, chain, 4) ?? []).toEqual([]);
-
-    // portmap alone, told hostIP 2001:db8::10 by the runtime, in another node with the same names.
-    const reference = await alone.startPod("a", withoutPlugin(bridgeConflist({ dataDir: alone.topo.ipamDataDir, dualStack: true })), {
-      containerID,
-      portMappings: [containerdMapping(8080, 80, "tcp", NODE_IP6)],
-    });
-    expect(reference.add.ok, describeRun(reference.add)).toBe(true);
-    expect(v6).toEqual(await chainRules(alone.topo.node, chain, 6));
-    expect(await chainRules(h.topo.node, chain, 4) ?? []).toEqual(await chainRules(alone.topo.node, chain, 4) ?? []);
+    for (const rule of v6) expect(rule).toContain(` -d ${NODE_IP6}/128 `);
+    // No IPv4 host IP: no IPv4 rules for the mapping, as portmap does for an IPv6 hostIP.
+    expect(rulesIn(r.nat.ours.v4, r.chain)).toEqual([]);
+    expect(r.nat.ours).toEqual(r.nat.alone);
 
     await h.topo.settleIPv6();
     expect(await whoAnswers(h.topo.client, "tcp", NODE_IP6, 8080)).toBe("pod-a");

@@ -15,6 +15,8 @@ export interface ConflistOptions {
   cniVersion?: string;
   /** Give pods an IPv6 address too. */
   dualStack?: boolean;
+  /** Options of portmap's entry (snat, masqAll, markMasqBit, …). */
+  portmap?: Partial<PluginConf>;
   /** Our entry's options (merged over type + capabilities); false = no portmap-hostip entry. */
   hostip?: Partial<PluginConf> | false;
 }
@@ -33,7 +35,7 @@ export function bridgeConflist(opts: ConflistOptions): NetConfList {
       hairpinMode: true,
       ipam: { type: "host-local", ranges, dataDir: opts.dataDir },
     },
-    { type: "portmap", capabilities: { portMappings: true } },
+    { type: "portmap", capabilities: { portMappings: true }, ...(opts.portmap ?? {}) },
   ];
   if (opts.hostip !== false) {
     plugins.push({

@@ -1,6 +1,17 @@
 // One-stop setup for e2e tests, the demo and the benchmark: a topology plus a CNI invoker running in its node.
-import { CniInvoker, PLUGIN_TYPE, describeRun, type ChainRun, type InvokerOptions, type NetConfList, type PluginRun, type RuntimeConf } from "./cni.js";
-import { legacyIptablesPath, natSave, withoutRulesOf, type IptablesOptions } from "./iptables.js";
+import {
+  CniInvoker,
+  PLUGIN_TYPE,
+  describeRun,
+  withoutPlugin,
+  type ChainRun,
+  type InvokerOptions,
+  type NetConfList,
+  type PluginRun,
+  type PortMapping,
+  type RuntimeConf,
+} from "./cni.js";
+import { dnChainName, legacyIptablesPath, natSave, withoutRulesOf, type IptablesOptions } from "./iptables.js";
 import { podRuntime, type PodRuntimeOptions } from "./conflists.js";
 import { createTopology, type Pod, type Topology } from "./topology.js";
 
@@ -107,4 +118,36 @@ export function podIPs(result: Record<string, unknown> | undefined): { v4?: stri
 /** Both nat tables of the node without the rules of one chain (what must not change). */
 export function outside(s: NatSnapshot, chain: string): NatSnapshot {
   return { v4: withoutRulesOf(s.v4, chain), v6: withoutRulesOf(s.v6, chain) };
+}
+
+export interface AgainstPortmapAlone {
+  /** The full chain in `ours` (observed around our plugin). */
+  ours: ObservedPod;
+  /** portmap alone in `alone`, the runtime sending the host IPs the policy should arrive at. */
+  reference: StartedPod;
+  /** The pod's chain name, the same in both nodes. */
+  chain: string;
+  /** Both nat tables of both nodes after the ADDs. */
+  nat: { ours: NatSnapshot; alone: NatSnapshot };
+}
+
+/**
+ * Runs the same pod (same network name and container ID, hence the same chain name and pod IP) in two
+ * nodes: in `ours` through the full list with `pod` options; in `alone` through the list without
+ * portmap-hostip, the runtime sending `referenceMappings` (mappings with the hostIPs our policy should pick).
+ */
+export async function againstPortmapAlone(
+  ours: Harness,
+  alone: Harness,
+  o: { list: (dataDir: string) => NetConfList; pod: StartPodOptions & { containerID: string }; referenceMappings: PortMapping[] },
+): Promise<AgainstPortmapAlone> {
+  const list = o.list(ours.topo.ipamDataDir);
+  const started = await ours.startPodObserved("a", list, o.pod);
+  const reference = await alone.startPod("a", withoutPlugin(o.list(alone.topo.ipamDataDir)), {
+    containerID: o.pod.containerID,
+    portMappings: o.referenceMappings,
+  });
+  if (!reference.add.ok) throw new Error(`portmap alone failed:\n${describeRun(reference.add)}`);
+  const snap = async (h: Harness): Promise<NatSnapshot> => ({ v4: await natSave(h.topo.node, 4, h.iptables), v6: await natSave(h.topo.node, 6, h.iptables) });
+  return { ours: started, reference, chain: dnChainName(list.name, o.pod.containerID), nat: { ours: await snap(ours), alone: await snap(alone) } };
 }
