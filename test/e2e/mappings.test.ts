@@ -9,7 +9,9 @@ import {
   containerdMapping,
   describeRun,
   dnChainName,
+  outside,
   podIPs,
+  rulesIn,
   portmapRules,
   scopedRules,
   specMapping,
@@ -89,5 +91,17 @@ describeAsRoot("several mappings", () => {
     expect(await chainRules(h.topo.node, chain)).toEqual(scopedRules({ ...base, hostPort: 9180, containerPort: 80 }, [NODE_IP1]));
     expect(await whoAnswers(h.topo.client, "tcp", NODE_IP1, 9180)).toBe("pod-c");
     expect(await whoAnswers(h.topo.client, "tcp", NODE_IP2, 9180)).toBeNull();
+  });
+
+  it("more than 15 ports (portmap splits its multiport jumps): every mapping scoped, nothing else touched", async () => {
+    const list = bridgeConflist({ dataDir: h.topo.ipamDataDir, hostip: { defaultHostIP: "any" } });
+    const ports = Array.from({ length: 20 }, (_, i) => 9200 + i);
+    const started = await h.startPodObserved("many", list, { portMappings: ports.map((p) => containerdMapping(p, 80)), hostIPAnnotation: NODE_IP2 });
+    expect(started.ours.code, describeRun(started.add)).toBe(0);
+    const chain = dnChainName(list.name, started.pod.containerID);
+    const base = { chain, family: 4 as const, podSubnet: POD_SUBNET, podIP: podIPs(started.add.result).v4! };
+    expect(rulesIn(started.after.v4, chain)).toEqual(ports.flatMap((p) => scopedRules({ ...base, hostPort: p, containerPort: 80 }, [NODE_IP2])));
+    expect(started.after.v4.filter((l) => l.startsWith("-A CNI-HOSTPORT-DNAT ") && l.endsWith(chain))).toHaveLength(2);
+    expect(outside(started.after, chain)).toEqual(outside(started.before, chain));
   });
 });

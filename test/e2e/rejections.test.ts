@@ -15,6 +15,8 @@ const cases: { what: string; annotation: string; hostip: Partial<PluginConf> }[]
   { what: "the ClusterIP on kube-ipvs0 (excluded interface)", annotation: CLUSTER_IP, hostip: {} },
   { what: "an address the node does not have", annotation: FOREIGN_IP, hostip: {} },
   { what: "a node address outside allowedHostCIDRs", annotation: NODE_IP2, hostip: { allowedHostCIDRs: ["192.0.2.10/32"] } },
+  { what: "an annotation that is not an IP", annotation: "not-an-ip", hostip: {} },
+  { what: "an annotation with an unknown protocol", annotation: `8080/xyz=${NODE_IP2}`, hostip: {} },
 ];
 
 describeAsRoot("rejected host IPs", () => {

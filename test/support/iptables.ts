@@ -3,7 +3,7 @@ import { createHash } from "node:crypto";
 import { mkdtempSync, symlinkSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { nsRun, nsRunOk } from "./netns.js";
+import { nsRunOk } from "./netns.js";
 import type { RunOptions } from "./exec.js";
 
 export type Family = 4 | 6;
@@ -46,14 +46,13 @@ export async function natSave(ns: string, family: Family = 4, opts: IptablesOpti
     .map((l) => l.replace(/\[\d+:\d+\]$/, "[0:0]"));
 }
 
-/** The rules of one nat chain as `-A CHAIN …` lines (iptables -S order), or null when the chain does not exist. */
+/**
+ * The rules of one nat chain as `-A CHAIN …` lines, or null when the chain does not exist. Read from
+ * iptables-save: iptables-nft 1.8.9's `-S CHAIN` calls a missing chain "incompatible".
+ */
 export async function chainRules(ns: string, chain: string, family: Family = 4, opts: IptablesOptions = {}): Promise<string[] | null> {
-  const r = await nsRun(ns, family === 4 ? "iptables" : "ip6tables", ["-w", "-t", "nat", "-S", chain], runOpts(opts));
-  if (r.code !== 0) {
-    if (/No chain|does not exist/i.test(r.stderr)) return null;
-    throw new Error(`iptables -S ${chain} in ${ns}: ${r.stderr}`);
-  }
-  return r.stdout.split("\n").filter((l) => l.startsWith("-A "));
+  const save = await natSave(ns, family, opts);
+  return save.some((l) => l.startsWith(`:${chain} `)) ? rulesIn(save, chain) : null;
 }
 
 /** The `-A CHAIN …` lines of a natSave() dump. */
