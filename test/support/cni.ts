@@ -5,7 +5,7 @@ import { existsSync, mkdtempSync, rmSync, symlinkSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { nsRun } from "./netns.js";
-import { SYSTEM_CNI_DIR, pluginBinary } from "./paths.js";
+import { SYSTEM_CNI_DIR, pluginBinary, pluginPath } from "./paths.js";
 
 export const PLUGIN_TYPE = "portmap-hostip";
 
@@ -76,7 +76,7 @@ export interface InvokerOptions {
   pluginBinary?: string;
   /** Directories searched for plugin types after our binary's (default [/usr/lib/cni]). */
   cniPath?: string[];
-  /** PATH given to plugins (default: ours) — e.g. a directory of iptables-legacy links first. */
+  /** PATH given to plugins (default: pluginSearchPath()) — e.g. a directory of iptables-legacy links first. */
   path?: string;
   /** Extra environment for every plugin (e.g. NODE_OPTIONS as a runtime would leak it). */
   extraEnv?: Record<string, string>;
@@ -161,7 +161,7 @@ export class CniInvoker {
     const stdin = this.pluginStdin(list, conf, rt, prevResult);
     const env: Record<string, string> = {
       ...(this.opts.extraEnv ?? {}),
-      PATH: this.opts.path ?? process.env["PATH"] ?? "/usr/sbin:/usr/bin:/sbin:/bin",
+      PATH: this.opts.path ?? pluginPath(),
       CNI_COMMAND: command,
       CNI_CONTAINERID: rt.containerID,
       CNI_NETNS: rt.netns,

@@ -4,6 +4,8 @@ import { mkdtempSync, symlinkSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { nsRunOk } from "./netns.js";
+import { pluginSearchPath } from "./paths.js";
+import { pluginPath } from "./paths.js";
 import type { RunOptions } from "./exec.js";
 
 export type Family = 4 | 6;
@@ -26,7 +28,7 @@ export function legacyIptablesPath(parent: string): string {
   for (const fam of ["iptables", "ip6tables"]) {
     for (const suffix of ["", "-save", "-restore"]) symlinkSync(`/usr/sbin/${fam}-legacy${suffix}`, join(dir, `${fam}${suffix}`));
   }
-  return `${dir}:${process.env["PATH"] ?? "/usr/sbin:/usr/bin:/sbin:/bin"}`;
+  return `${dir}:${pluginPath()}`;
 }
 
 /** portmap's per-pod chain: ("CNI-DN-" + sha512hex(networkName + containerID)) cut to 28 characters. */

@@ -21,5 +21,21 @@ export function pluginBinary(): string {
   return resolve(REPO_ROOT, process.env["PMH_PLUGIN_BIN"] ?? "dist/portmap-hostip");
 }
 
+/**
+ * PATH that plugins get: $PMH_PLUGIN_PATH, else ours. The single executable's suite sets one without node
+ * (e.g. /usr/sbin:/sbin) to prove it needs none.
+ */
+export function pluginPath(): string {
+  return process.env["PMH_PLUGIN_PATH"] ?? process.env["PATH"] ?? "/usr/sbin:/usr/bin:/sbin:/bin";
+}
+
 /** The TCP/UDP identity server/client script (plain JS, run with this Node). */
 export const ECHO_NET_SCRIPT = join(REPO_ROOT, "test/support/echo-net.mjs");
+
+/**
+ * PATH given to the plugins (and used to find iptables): $PMH_PLUGIN_PATH (e.g. "/usr/sbin:/sbin" to prove
+ * the single executable needs no node on PATH), else ours.
+ */
+export function pluginSearchPath(): string {
+  return process.env["PMH_PLUGIN_PATH"] ?? process.env["PATH"] ?? "/usr/sbin:/usr/bin:/sbin:/bin";
+}
