@@ -76,7 +76,7 @@ export interface InvokerOptions {
   pluginBinary?: string;
   /** Directories searched for plugin types after our binary's (default [/usr/lib/cni]). */
   cniPath?: string[];
-  /** PATH given to plugins (default: pluginSearchPath()) — e.g. a directory of iptables-legacy links first. */
+  /** PATH given to plugins (default: pluginPath()) — e.g. a directory of iptables-legacy links first. */
   path?: string;
   /** Extra environment for every plugin (e.g. NODE_OPTIONS as a runtime would leak it). */
   extraEnv?: Record<string, string>;

@@ -4,7 +4,6 @@ import { mkdtempSync, symlinkSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { nsRunOk } from "./netns.js";
-import { pluginSearchPath } from "./paths.js";
 import { pluginPath } from "./paths.js";
 import type { RunOptions } from "./exec.js";
 

@@ -31,11 +31,3 @@ export function pluginPath(): string {
 
 /** The TCP/UDP identity server/client script (plain JS, run with this Node). */
 export const ECHO_NET_SCRIPT = join(REPO_ROOT, "test/support/echo-net.mjs");
-
-/**
- * PATH given to the plugins (and used to find iptables): $PMH_PLUGIN_PATH (e.g. "/usr/sbin:/sbin" to prove
- * the single executable needs no node on PATH), else ours.
- */
-export function pluginSearchPath(): string {
-  return process.env["PMH_PLUGIN_PATH"] ?? process.env["PATH"] ?? "/usr/sbin:/usr/bin:/sbin:/bin";
-}
