@@ -78,6 +78,8 @@ export interface InvokerOptions {
   cniPath?: string[];
   /** PATH given to plugins (default: pluginPath()) — e.g. a directory of iptables-legacy links first. */
   path?: string;
+  /** Directory to create the plugin link directory in (default: the system temp directory). */
+  workDir?: string;
   /** Extra environment for every plugin (e.g. NODE_OPTIONS as a runtime would leak it). */
   extraEnv?: Record<string, string>;
   timeoutMs?: number;
@@ -118,7 +120,7 @@ export class CniInvoker {
     this.opts = opts;
     this.nodeNs = opts.nodeNs;
     // Our binary is reachable as `portmap-hostip` through a directory holding just a link to it.
-    this.binDir = mkdtempSync(join(tmpdir(), "pmh-cnibin-"));
+    this.binDir = mkdtempSync(join(opts.workDir ?? tmpdir(), "pmh-cnibin-"));
     symlinkSync(opts.pluginBinary ?? pluginBinary(), join(this.binDir, PLUGIN_TYPE));
     this.cniPath = [...(opts.cniPath ?? [SYSTEM_CNI_DIR]), this.binDir];
   }

@@ -70,7 +70,7 @@ export interface StartedPod {
 export async function createHarness(opts: Omit<InvokerOptions, "nodeNs"> & { legacyIptables?: boolean } = {}): Promise<Harness> {
   const topo = await createTopology();
   if (opts.legacyIptables) opts = { ...opts, path: legacyIptablesPath(topo.tmpDir) };
-  const cni = new CniInvoker({ ...opts, nodeNs: topo.node });
+  const cni = new CniInvoker({ workDir: topo.tmpDir, ...opts, nodeNs: topo.node });
   const iptables: IptablesOptions = opts.path === undefined ? {} : { path: opts.path };
   return {
     topo,
