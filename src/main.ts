@@ -1,12 +1,13 @@
 // Entry point. With CNI_COMMAND set we are a CNI plugin; otherwise arguments select an operator subcommand.
+import { isatty } from "node:tty";
 import { runCni } from "./cni/run.js";
 
 async function main(): Promise<number> {
   const args = process.argv.slice(2);
-  if (process.env["CNI_COMMAND"] === undefined && args.length > 0) {
+  if (process.env["CNI_COMMAND"] === undefined && (args.length > 0 || isatty(0))) {
     // Loaded lazily: the per-pod ADD path never pays for operator code.
     const { runCli } = await import("./cli/main.js");
-    return runCli(args);
+    return runCli(args.length > 0 ? args : ["--help"]);
   }
   return runCni();
 }

