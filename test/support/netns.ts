@@ -1,6 +1,9 @@
 // Network namespaces and background processes owned by this process, with a last-resort cleanup on exit.
 import { execFileSync, spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { run, runOk, type RunOptions, type RunResult } from "./exec.js";
 
 /** Every name starts with this, so a leftover is recognisable as ours. */
@@ -8,6 +11,7 @@ export const NETNS_PREFIX = "pmh-";
 
 const liveNamespaces = new Set<string>();
 const liveChildren = new Set<ChildProcess>();
+const liveTempDirs = new Set<string>();
 
 /**
  * A fresh `pmh-<random>` prefix for one topology's namespaces; with $PMH_NETNS_TAG set, `pmh-<tag>-<random>`
@@ -17,6 +21,18 @@ export function uniquePrefix(): string {
   const tag = process.env["PMH_NETNS_TAG"];
   const rand = randomBytes(3).toString("hex");
   return tag ? `${NETNS_PREFIX}${tag}-${rand}` : `${NETNS_PREFIX}${rand}`;
+}
+
+/** A temporary directory named `<prefix>-XXXXXX`, removed by removeTempDir() or, at the latest, at exit. */
+export function makeTempDir(prefix: string): string {
+  const dir = mkdtempSync(join(tmpdir(), `${prefix}-`));
+  liveTempDirs.add(dir);
+  return dir;
+}
+
+export function removeTempDir(dir: string): void {
+  rmSync(dir, { recursive: true, force: true, maxRetries: 3 });
+  liveTempDirs.delete(dir);
 }
 
 export function netnsPath(name: string): string {
@@ -111,7 +127,8 @@ export async function stopChild(child: ChildProcess): Promise<void> {
   liveChildren.delete(child);
 }
 
-// Last resort (a crashed or interrupted run): kill our children and remove our namespaces synchronously.
+// Last resort (a crashed or interrupted run, or hooks that never ran): kill our children, remove our
+// namespaces and temporary directories, synchronously.
 function cleanupSync(): void {
   for (const child of liveChildren) child.kill("SIGKILL");
   liveChildren.clear();
@@ -123,6 +140,14 @@ function cleanupSync(): void {
     }
   }
   liveNamespaces.clear();
+  for (const dir of liveTempDirs) {
+    try {
+      rmSync(dir, { recursive: true, force: true });
+    } catch {
+      // best effort
+    }
+  }
+  liveTempDirs.clear();
 }
 process.once("exit", cleanupSync);
 for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {

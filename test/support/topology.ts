@@ -5,10 +5,20 @@
 //   node: default via 192.0.2.1 / 2001:db8::1, kube-ipvs0 (bridge) 10.96.0.50/32, ip_forward on
 //   client: 10.96.0.0/12 via 192.0.2.10
 import type { ChildProcess } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { addNetns, deleteNetns, ipIn, netnsPath, spawnInNs, stopChild, sysctlIn, uniquePrefix, waitNoTentative } from "./netns.js";
+import {
+  addNetns,
+  deleteNetns,
+  ipIn,
+  makeTempDir,
+  netnsPath,
+  removeTempDir,
+  spawnInNs,
+  stopChild,
+  sysctlIn,
+  uniquePrefix,
+  waitNoTentative,
+} from "./netns.js";
 import { ECHO_NET_SCRIPT } from "./paths.js";
 
 export const NODE_IP1 = "192.0.2.10";
@@ -63,7 +73,7 @@ export async function createTopology(): Promise<Topology> {
   const prefix = uniquePrefix();
   const node = `${prefix}-node`;
   const client = `${prefix}-client`;
-  const tmpDir = mkdtempSync(join(tmpdir(), `${prefix}-`));
+  const tmpDir = makeTempDir(prefix);
   const pods = new Map<string, Pod>();
   const servers = new Map<string, ChildProcess[]>();
   const created: string[] = [];
@@ -108,7 +118,11 @@ export async function createTopology(): Promise<Topology> {
       for (const list of servers.values()) for (const child of list) await stopChild(child).catch((e: unknown) => errors.push(e));
       servers.clear();
       for (const ns of created.reverse()) await deleteNetns(ns).catch((e: unknown) => errors.push(e));
-      rmSync(tmpDir, { recursive: true, force: true });
+      try {
+        removeTempDir(tmpDir);
+      } catch (e) {
+        errors.push(e);
+      }
       if (errors.length > 0) throw new AggregateError(errors, `cleanup of ${prefix} failed`);
     },
   };
