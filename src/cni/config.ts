@@ -111,7 +111,14 @@ export function parseEnvelope(json: unknown): Envelope {
   return { cniVersion, name };
 }
 
-const ANNOTATION_KEY = /^([a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?\/)?[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$/;
+// Kubernetes annotation key: a qualified name, optionally prefixed by a DNS subdomain.
+const ANNOTATION_NAME = /^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$/;
+const ANNOTATION_PREFIX = /^(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
+
+export function isAnnotationKey(key: string): boolean {
+  const slash = key.lastIndexOf("/");
+  return ANNOTATION_NAME.test(key.slice(slash + 1)) && (slash < 0 || ANNOTATION_PREFIX.test(key.slice(0, slash)));
+}
 
 function must<T>(value: T | undefined, error: () => CniError): T {
   if (value === undefined) throw error();
@@ -166,7 +173,7 @@ export function parseNetConf(json: unknown): NetConf {
   checkVersion(raw.cniVersion, "cniVersion");
   if (raw.prevResult?.cniVersion !== undefined) checkVersion(raw.prevResult.cniVersion, "prevResult.cniVersion");
   const annotation = raw.annotation ?? DEFAULT_ANNOTATION;
-  if (!ANNOTATION_KEY.test(annotation)) throw invalid(["annotation"], annotation, "not a Kubernetes annotation key");
+  if (!isAnnotationKey(annotation)) throw invalid(["annotation"], annotation, "not a Kubernetes annotation key");
   const allowed = raw.allowedHostCIDRs?.map((v, i) => must(parseCidr(v), () => invalid(["allowedHostCIDRs", i], v, "not a CIDR (address/prefix)")));
   return {
     cniVersion: raw.cniVersion,

@@ -1,5 +1,7 @@
 // Installer flags: parsed, checked for syntax, and mapped onto the plugin's conflist entry keys.
 import { parseArgs } from "node:util";
+import { isAnnotationKey } from "../cni/config.js";
+import { isInterfaceName } from "../cni/env.js";
 import { parseCidr, parseIp } from "../policy/ip.js";
 
 export const PLUGIN_TYPE = "portmap-hostip";
@@ -46,11 +48,6 @@ Modes:
   --dry-run                  print what would change (a diff of the conflist) and change nothing
 `;
 
-// Kubernetes qualified name, optionally prefixed by a DNS subdomain (annotation key syntax).
-const NAME = /^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$/;
-const PREFIX = /^(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
-// Linux interface names: 1-15 bytes, no slash, colon or whitespace, not "." or "..".
-const IFNAME = /^(?!\.{1,2}$)[^/:\s]{1,15}$/;
 
 export function parseInstallArgs(args: string[]): InstallOptions {
   let parsed;
@@ -97,8 +94,8 @@ export function parseInstallArgs(args: string[]): InstallOptions {
     }
   }
   setList(settings, "nodeIPs", "node-ips", v["node-ips"], isIp, "expected IP addresses");
-  setList(settings, "nodeInterfaces", "node-interfaces", v["node-interfaces"], isIfname, "expected interface names");
-  setList(settings, "excludeInterfaces", "exclude-interfaces", v["exclude-interfaces"], isIfname, "expected interface names");
+  setList(settings, "nodeInterfaces", "node-interfaces", v["node-interfaces"], isInterfaceName, "expected interface names");
+  setList(settings, "excludeInterfaces", "exclude-interfaces", v["exclude-interfaces"], isInterfaceName, "expected interface names");
   setList(settings, "allowedHostCIDRs", "allowed-host-cidrs", v["allowed-host-cidrs"], isCidr, "expected CIDRs such as 192.0.2.0/24");
   if (v.annotation !== undefined) {
     if (!isAnnotationKey(v.annotation)) throw invalid("annotation", v.annotation, "expected an annotation key such as example.com/host-ip");
@@ -143,10 +140,4 @@ function invalid(flag: string, value: string, expected: string): UsageError {
 
 const isIp = (item: string): boolean => parseIp(item) !== undefined;
 const isCidr = (item: string): boolean => parseCidr(item) !== undefined;
-const isIfname = (item: string): boolean => IFNAME.test(item);
 
-function isAnnotationKey(key: string): boolean {
-  const slash = key.lastIndexOf("/");
-  const name = key.slice(slash + 1);
-  return NAME.test(name) && (slash < 0 || PREFIX.test(key.slice(0, slash)));
-}
