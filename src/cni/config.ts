@@ -86,8 +86,21 @@ function valueAt(root: unknown, path: Path): unknown {
   return path.reduce<unknown>((v, key) => (v !== null && typeof v === "object" ? (v as Record<PropertyKey, unknown>)[key] : undefined), root);
 }
 
+/** The offending value, short; a huge or deeply nested one is only named by its kind. */
+function preview(value: unknown): string {
+  if (value === undefined) return "missing";
+  let json: string | undefined;
+  try {
+    json = JSON.stringify(value);
+  } catch {
+    // Nested deeper than the stack allows.
+  }
+  if (json !== undefined && json.length <= 200) return json;
+  return Array.isArray(value) ? "an array" : typeof value === "object" ? "an object" : `${json?.slice(0, 200)}…`;
+}
+
 function invalid(path: Path, value: unknown, why: string): CniError {
-  const shown = value === undefined ? "missing" : JSON.stringify(value)?.slice(0, 200);
+  const shown = preview(value);
   return new CniError(Code.InvalidConfig, `invalid network configuration: ${pathText(path)} = ${shown}: ${why}`);
 }
 
@@ -148,8 +161,8 @@ function parseDefaultHostIp(value: string | string[] | undefined): DefaultHostIp
 /** portMappings keys are matched case-insensitively, as Go's JSON decoder does (containerd sends `HostPort`). */
 function parsePortMapping(raw: Record<string, unknown>, index: number): PortMapping {
   const field = (name: string): [string, unknown] => {
-    const key = Object.keys(raw).find((k) => k.toLowerCase() === name.toLowerCase()) ?? name;
-    return [key, raw[key]];
+    const key = Object.keys(raw).find((k) => k.toLowerCase() === name.toLowerCase());
+    return key === undefined ? [name, undefined] : [key, raw[key]];
   };
   const base = ["runtimeConfig", "portMappings", index];
   const port = (name: string): number => {
@@ -166,6 +179,11 @@ function parsePortMapping(raw: Record<string, unknown>, index: number): PortMapp
   const ip = hostIp === undefined || hostIp === "" ? undefined : parseIp(hostIp);
   if (hostIp && !ip) throw invalid([...base, ipKey], hostIp, "expected an IP address or an empty string");
   return { hostPort: port("hostPort"), containerPort: port("containerPort"), protocol, hostIp: ip };
+}
+
+// An annotation key such as "constructor" must not find Object.prototype's members.
+function ownValue(map: Record<string, string> | undefined, key: string): string | undefined {
+  return map && Object.hasOwn(map, key) ? map[key] : undefined;
 }
 
 export function parseNetConf(json: unknown): NetConf {
@@ -188,6 +206,6 @@ export function parseNetConf(json: unknown): NetConf {
     },
     prevResult: raw.prevResult,
     portMappings: (raw.runtimeConfig?.portMappings ?? []).map(parsePortMapping),
-    annotationValue: raw.runtimeConfig?.[ANNOTATIONS_CAPABILITY]?.[annotation],
+    annotationValue: ownValue(raw.runtimeConfig?.[ANNOTATIONS_CAPABILITY], annotation),
   };
 }
