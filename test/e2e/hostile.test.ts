@@ -26,8 +26,7 @@ import {
   type RuntimeConf,
 } from "../support/harness.js";
 import { describeAsRoot, useHarness } from "../support/e2e.js";
-import { CRASH_TRACE, createStandins, invocations, runPluginRaw, type Invocation, type RawRun, type Standins } from "../support/standins.js";
-import { nsRunOk } from "../support/netns.js";
+import { CRASH_TRACE, createStandins, invocations, replaceChain, runPluginRaw, type Invocation, type RawRun, type Standins } from "../support/standins.js";
 
 type Json = Record<string, unknown>;
 
@@ -197,10 +196,6 @@ const cases: Case[] = [
   { what: "config excludeInterfaces bad name", code: 7, stdin: (b) => ({ ...b, excludeInterfaces: ["kube ipvs0"] }) },
 ];
 
-function restoreText(chain: string, rules: readonly string[]): string {
-  return ["*nat", `:${chain} - [0:0]`, ...rules, "COMMIT", ""].join("\n");
-}
-
 /** Addresses as the plugin may write them after `-d`: validated, canonical, host length. */
 const HOST_CIDR = /^(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\/32$|^[0-9a-f:]+\/128$/;
 
@@ -292,11 +287,7 @@ describeAsRoot("hostile and broken input", () => {
 
   /** Puts portmap's chain back as it was (after a case that changed it, so that the next one starts clean). */
   async function resetChain(): Promise<void> {
-    for (const family of [4, 6] as const) {
-      await nsRunOk(h.topo.node, family === 4 ? "iptables-restore" : "ip6tables-restore", ["-w", "--noflush"], {
-        input: restoreText(chain, rulesIn(family === 4 ? original.v4 : original.v6, chain)),
-      });
-    }
+    for (const family of [4, 6] as const) await replaceChain(h.topo.node, family, chain, rulesIn(family === 4 ? original.v4 : original.v6, chain));
   }
 
   it.each(cases)("$what → CNI error $code, no change, no iptables-restore", async (c) => {

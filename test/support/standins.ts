@@ -5,7 +5,8 @@
 import { spawn } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
 import { basename, join } from "node:path";
-import { pluginBinary } from "./paths.js";
+import { nsRunOk } from "./netns.js";
+import { pluginBinary, pluginPath } from "./paths.js";
 
 /** The iptables programs the plugin (and portmap) may run. */
 export const IPTABLES_PROGRAMS = ["iptables", "ip6tables", "iptables-restore", "ip6tables-restore", "iptables-save", "ip6tables-save"] as const;
@@ -62,9 +63,10 @@ function script(kind: StandinKind, program: string, dir: string, logDir: string)
 
 /**
  * Creates stand-ins in a new directory under `parent`: every program of IPTABLES_PROGRAMS is a logging
- * wrapper unless `kinds` says otherwise. `basePath` is the PATH after them (default: ours).
+ * wrapper unless `kinds` says otherwise. `basePath` is the PATH after them (default: pluginPath(), or e.g.
+ * legacyIptablesPath()).
  */
-export function createStandins(parent: string, kinds: Partial<Record<IptablesProgram, StandinKind>> = {}, basePath = process.env["PATH"] ?? "/usr/sbin:/usr/bin:/sbin:/bin"): Standins {
+export function createStandins(parent: string, kinds: Partial<Record<IptablesProgram, StandinKind>> = {}, basePath = pluginPath()): Standins {
   const dir = mkdtempSync(join(parent, "standins-"));
   const logDir = join(dir, "log");
   mkdirSync(logDir);
@@ -118,7 +120,7 @@ export interface RawRun {
 }
 
 export interface RawRunOptions {
-  /** The plugin's whole environment (PATH defaults to ours). */
+  /** The plugin's whole environment (PATH defaults to pluginPath()). */
   env: Record<string, string>;
   /** Bytes on stdin (then closed). */
   input?: string | Buffer;
@@ -135,7 +137,7 @@ export interface RawRunOptions {
  */
 export function runPluginRaw(ns: string, opts: RawRunOptions): Promise<RawRun> {
   return new Promise((resolve, reject) => {
-    const env = { PATH: process.env["PATH"] ?? "/usr/sbin:/usr/bin:/sbin:/bin", ...opts.env };
+    const env = { PATH: pluginPath(), ...opts.env };
     const child = spawn("ip", ["netns", "exec", ns, opts.binary ?? pluginBinary()], { env, stdio: ["pipe", "pipe", "pipe"] });
     const out: Buffer[] = [];
     const err: Buffer[] = [];
@@ -166,3 +168,14 @@ export function runPluginRaw(ns: string, opts: RawRunOptions): Promise<RawRun> {
 
 /** What a stack trace or an unhandled failure of a Node program looks like on stderr. */
 export const CRASH_TRACE = /^\s+at .+[:(]|internal error|Uncaught|TypeError|RangeError|SyntaxError: |FATAL ERROR|Aborted|core dumped/m;
+
+/**
+ * Test-side repair: replaces the rules of one nat chain (creating it if needed) in one iptables-restore
+ * transaction inside `ns`, with the iptables found on `path` (default: the plugins' PATH).
+ */
+export async function replaceChain(ns: string, family: 4 | 6, chain: string, rules: readonly string[], path = pluginPath()): Promise<void> {
+  await nsRunOk(ns, family === 4 ? "iptables-restore" : "ip6tables-restore", ["-w", "--noflush"], {
+    input: ["*nat", `:${chain} - [0:0]`, ...rules, "COMMIT", ""].join("\n"),
+    env: { ...process.env, PATH: path },
+  });
+}
