@@ -1,5 +1,6 @@
 // The network configuration on stdin: our conflist entry, the list's name and cniVersion, prevResult and
 // runtimeConfig. zod checks the shape; the semantic checks below name the offending field and value.
+import en from "zod/v4/locales/en.js";
 import * as z from "zod/mini";
 import { type Cidr, type Ip, parseCidr, parseIp } from "../policy/ip.js";
 import { isInterfaceName } from "./env.js";
@@ -79,6 +80,7 @@ const NetConfSchema = z.looseObject({
 type Path = ReadonlyArray<PropertyKey>;
 
 function pathText(path: Path): string {
+  if (path.length === 0) return "the configuration";
   return path.map((p, i) => (typeof p === "number" ? `[${p}]` : i === 0 ? String(p) : `.${String(p)}`)).join("");
 }
 
@@ -105,7 +107,11 @@ function invalid(path: Path, value: unknown, why: string): CniError {
 }
 
 function parseShape<T>(schema: z.ZodMiniType<T>, json: unknown): T {
-  const parsed = z.safeParse(schema, json);
+  let parsed = z.safeParse(schema, json);
+  if (parsed.success) return parsed.data;
+  // zod/mini has no messages of its own ("Invalid input"); English ones are set up on this rare path only.
+  z.config(en());
+  parsed = z.safeParse(schema, json);
   if (parsed.success) return parsed.data;
   const issue = parsed.error.issues[0];
   const path = issue?.path ?? [];

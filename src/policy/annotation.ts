@@ -26,9 +26,11 @@ export function parseAnnotation(value: string, key: string, pod: string): HostIp
   const fail = (why: string) =>
     new CniError(Code.InvalidAnnotation, `invalid annotation ${key} on pod ${pod}: ${why}`, `value: ${JSON.stringify(value.slice(0, 300))}`);
   if (value.length > MAX_ANNOTATION_LENGTH) throw fail(`longer than ${MAX_ANNOTATION_LENGTH} characters`);
+  const result: HostIpAnnotation = { all: [], byPort: new Map() };
+  // An empty value (as templates often leave it) states no preference: the default applies.
+  if (value.trim() === "") return result;
   const entries = value.split(",");
   if (entries.length > MAX_ANNOTATION_ENTRIES) throw fail(`more than ${MAX_ANNOTATION_ENTRIES} entries`);
-  const result: HostIpAnnotation = { all: [], byPort: new Map() };
   for (const rawEntry of entries) {
     const entry = rawEntry.trim();
     const m = ENTRY.exec(entry);

@@ -19,12 +19,15 @@ describe("host-IP annotation grammar", () => {
     expect(texts(a.all)).toEqual(["192.0.2.12"]);
   });
 
+  it("takes an empty value as no preference", () => {
+    expect(parse(" ")).toEqual({ all: [], byPort: new Map() });
+  });
+
   it("folds IPv4-mapped forms and repeats", () => {
     expect(texts(parse("::ffff:192.0.2.10,192.0.2.10").all)).toEqual(["192.0.2.10"]);
   });
 
   it.each([
-    ["", "is not IP or PORT[/PROTO]=IP"],
     ["192.0.2.10,", "is not IP or PORT[/PROTO]=IP"],
     ["0.0.0.0/0", "is not an IP address"],
     ["1.2.3.4 -j ACCEPT", "is not IP or PORT[/PROTO]=IP"],
