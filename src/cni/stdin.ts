@@ -44,9 +44,30 @@ export function decodeJson(bytes: Buffer): unknown {
     throw new CniError(Code.DecodeFailure, "network configuration on stdin is not valid UTF-8");
   }
   if (text.trim() === "") throw new CniError(Code.DecodeFailure, "network configuration on stdin is empty");
+  let json: unknown;
   try {
-    return JSON.parse(text);
+    json = JSON.parse(text);
   } catch (err) {
     throw new CniError(Code.DecodeFailure, `network configuration on stdin is not valid JSON: ${(err as Error).message}`);
   }
+  if (depth(json) > MAX_DEPTH) throw new CniError(Code.DecodeFailure, `network configuration on stdin is nested deeper than ${MAX_DEPTH} levels`);
+  return json;
+}
+
+// Real configurations nest a handful of levels; a deeper value would only meet recursive code later
+// (validation, printing prevResult back) and overflow its stack.
+const MAX_DEPTH = 64;
+
+/** Nesting depth, counted without recursion, stopping as soon as it passes the limit. */
+function depth(root: unknown): number {
+  let deepest = 0;
+  const stack: Array<[unknown, number]> = [[root, 1]];
+  while (stack.length > 0) {
+    const [value, level] = stack.pop() as [unknown, number];
+    if (value === null || typeof value !== "object") continue;
+    deepest = Math.max(deepest, level);
+    if (deepest > MAX_DEPTH) break;
+    for (const child of Object.values(value)) stack.push([child, level + 1]);
+  }
+  return deepest;
 }

@@ -1,6 +1,6 @@
 // ADD: scope portmap's rules of this pod, all families or none, then pass prevResult on.
 import type { NetConf } from "../cni/config.js";
-import type { CniEnv } from "../cni/env.js";
+import { type CniEnv, podLabel } from "../cni/env.js";
 import { CniError, Code } from "../cni/errors.js";
 import { convertResult } from "../cni/result.js";
 import { writeChain } from "../iptables/backend.js";
@@ -10,7 +10,14 @@ export async function cmdAdd(conf: NetConf, env: CniEnv): Promise<Record<string,
   if (!conf.prevResult) {
     throw new CniError(Code.InvalidConfig, "no prevResult: portmap-hostip must run after portmap in a plugin chain");
   }
-  const plans = (await planPodChains(conf, env)).filter(changed);
+  const all = await planPodChains(conf, env);
+  for (const { family, closed } of all) {
+    // Not an error (the policy says so), but a pod that is unreachable over one family should be visible.
+    for (const s of closed) {
+      process.stderr.write(`portmap-hostip: hostPort ${s.hostPort}/${s.protocol} of pod ${podLabel(env)} has no IPv${family} host IP: no IPv${family} rules\n`);
+    }
+  }
+  const plans = all.filter(changed);
   const written: typeof plans = [];
   for (const plan of plans) {
     try {

@@ -9,13 +9,15 @@ import { readChain } from "../iptables/backend.js";
 import { scopeChain } from "../iptables/rules.js";
 import { parseAnnotation } from "../policy/annotation.js";
 import type { Family } from "../policy/ip.js";
-import { hostIpSource, mappingFamilies, resolveMappings, scopesForFamily } from "../policy/resolve.js";
+import { type FamilyScope, hostIpSource, mappingFamilies, resolveMappings, scopesForFamily } from "../policy/resolve.js";
 
 export interface ChainPlan {
   family: Family;
   chain: string;
   current: string[];
   desired: string[];
+  /** Mappings whose host IPs are all of the other family: they get no rules in this one. */
+  closed: FamilyScope[];
 }
 
 const FAMILY_NAME: Record<Family, string> = { 4: "iptables", 6: "ip6tables" };
@@ -42,7 +44,8 @@ export async function planPodChains(conf: NetConf, env: CniEnv): Promise<ChainPl
   const resolved = resolveMappings(conf.portMappings, conf.policy, annotation, network, pod);
   return families.map((family, i) => {
     const current = chains[i] ?? [];
-    const { rules, missing } = scopeChain(current, scopesForFamily(resolved, family));
+    const scopes = scopesForFamily(resolved, family);
+    const { rules, missing } = scopeChain(current, scopes);
     const first = missing[0];
     if (first) {
       throw new CniError(
@@ -50,7 +53,7 @@ export async function planPodChains(conf: NetConf, env: CniEnv): Promise<ChainPl
         `no portmap rule for hostPort ${first.hostPort}/${first.protocol} of pod ${pod} in ${FAMILY_NAME[family]} nat chain ${chain}: portmap-hostip must come after portmap in the plugin list`,
       );
     }
-    return { family, chain, current, desired: rules };
+    return { family, chain, current, desired: rules, closed: scopes.filter((s) => s.ips.length === 0) };
   });
 }
 

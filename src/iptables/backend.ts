@@ -9,7 +9,9 @@ const BINARIES: Record<Family, { iptables: string; restore: string }> = {
   6: { iptables: "ip6tables", restore: "ip6tables-restore" },
 };
 
-const NO_CHAIN = /No chain\/target\/match by that name|does not exist/;
+// iptables-nft 1.8.9 answers `-S` of a missing chain with "… is incompatible, use 'nft' tool". A chain
+// it cannot read is as good as missing to us: we never write one we could not read.
+const NO_CHAIN = /No chain\/target\/match by that name|does not exist|is incompatible/;
 // Lock contention (legacy) or a concurrent nftables transaction: the runtime should retry.
 const BUSY = /xtables lock|Resource temporarily unavailable|Device or resource busy/;
 
@@ -37,9 +39,22 @@ export async function readChain(family: Family, chain: string): Promise<string[]
 
 /** Replaces the chain's rules in one iptables-restore transaction; no other chain or rule is touched. */
 export async function writeChain(family: Family, chain: string, rules: readonly string[]): Promise<void> {
+  await restoreNat(family, restorePayload(chain, rules), `chain ${chain}`);
+}
+
+/** The whole nat table as `iptables -S` prints it (`-P`, `-N`, `-A` lines). */
+export async function readTable(family: Family): Promise<string> {
+  const bin = BINARIES[family].iptables;
+  const result = await exec(bin, ["-w", "-t", "nat", "-S"]);
+  if (result.code !== 0) throw failure(`${bin} -t nat -S`, result);
+  return result.stdout;
+}
+
+/** Applies an iptables-restore payload with --noflush: one transaction, all of it or nothing. */
+export async function restoreNat(family: Family, payload: string, what: string): Promise<void> {
   const bin = BINARIES[family].restore;
-  const result = await exec(bin, ["-w", "--noflush"], restorePayload(chain, rules));
-  if (result.code !== 0) throw failure(`${bin} --noflush of chain ${chain}`, result);
+  const result = await exec(bin, ["-w", "--noflush"], payload);
+  if (result.code !== 0) throw failure(`${bin} --noflush of ${what}`, result);
 }
 
 /** STATUS: both tools answer and the nat table accepts a (test-only) transaction. */

@@ -28,7 +28,7 @@ export function parseAnnotation(value: string, key: string, pod: string): HostIp
   if (value.length > MAX_ANNOTATION_LENGTH) throw fail(`longer than ${MAX_ANNOTATION_LENGTH} characters`);
   const result: HostIpAnnotation = { all: [], byPort: new Map() };
   // An empty value (as templates often leave it) states no preference: the default applies.
-  if (value.trim() === "") return result;
+  if (value === "") return result;
   const entries = value.split(",");
   if (entries.length > MAX_ANNOTATION_ENTRIES) throw fail(`more than ${MAX_ANNOTATION_ENTRIES} entries`);
   for (const rawEntry of entries) {

@@ -119,6 +119,8 @@ const cases: Case[] = [
     stdin: nestedAt(10_000, (b, m) => ({ ...b, prevResult: { ...(b["prevResult"] as Json), extra: m } })),
   },
   { what: "stdin nested 100,000 deep", code: [6, 7], stdin: deepText(100_000) },
+  // Unknown keys are ignored, but not at any depth: input nested past 64 levels is refused whole.
+  { what: "an unknown key nested 10,000 deep", code: 6, stdin: nestedAt(10_000, (b, m) => ({ ...b, extra: m })) },
   {
     what: "stdin invalid UTF-8 in a string",
     code: 6,
@@ -314,7 +316,8 @@ describeAsRoot("hostile and broken input", () => {
       const r = await runCase({ what: annotation, code: 0, stdin: (b) => (annotation === "" ? b : withAnnotation(b, annotation)) }, audited.path);
       const calls = invocations(audited).slice(before);
       expect(r.code, r.stdout).toBe(0);
-      expect(r.stderr).toBe("");
+      // Only the plugin's own notes (a mapping left without IPv6 host IPs), never a trace.
+      expect(r.stderr.split("\n").filter((l) => l && !l.startsWith("portmap-hostip: "))).toEqual([]);
       expect(calls.filter((c) => c.program.endsWith("-restore")).length).toBeGreaterThan(0);
       assertVocabulary(calls, chain, portmapRules);
       const after = await snapshot();
@@ -325,23 +328,6 @@ describeAsRoot("hostile and broken input", () => {
       // Put portmap's chain back for the next round (and the cases above, whatever order they run in).
       await resetChain();
       expect(await snapshot()).toEqual(original);
-    }
-  });
-
-  it("an unknown key nested 10,000 deep is ignored (the spec's rule for unknown keys): same ADD as without it", async () => {
-    const audited = createStandins(h.topo.tmpDir);
-    try {
-      const plain = await runCase({ what: "plain", code: 0, stdin: (b) => withAnnotation(b, NODE_IP2) }, audited.path);
-      expect(plain.code, plain.stdout).toBe(0);
-      const scoped = await snapshot();
-      await resetChain();
-      const r = await runCase({ what: "deep", code: 0, stdin: nestedAt(10_000, (b, m) => ({ ...withAnnotation(b, NODE_IP2), extra: m })) }, audited.path);
-      expect(r.code, r.stdout).toBe(0);
-      expect(r.stderr).not.toMatch(CRASH_TRACE);
-      expect(r.output).toEqual(plain.output);
-      expect(await snapshot()).toEqual(scoped);
-    } finally {
-      await resetChain();
     }
   });
 });

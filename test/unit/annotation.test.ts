@@ -20,7 +20,7 @@ describe("host-IP annotation grammar", () => {
   });
 
   it("takes an empty value as no preference", () => {
-    expect(parse(" ")).toEqual({ all: [], byPort: new Map() });
+    expect(parse("")).toEqual({ all: [], byPort: new Map() });
   });
 
   it("folds IPv4-mapped forms and repeats", () => {
@@ -28,6 +28,7 @@ describe("host-IP annotation grammar", () => {
   });
 
   it.each([
+    [" ", "is not IP or PORT[/PROTO]=IP"],
     ["192.0.2.10,", "is not IP or PORT[/PROTO]=IP"],
     ["0.0.0.0/0", "is not an IP address"],
     ["1.2.3.4 -j ACCEPT", "is not IP or PORT[/PROTO]=IP"],
