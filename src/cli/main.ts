@@ -13,6 +13,8 @@ follows "portmap". By hand:
 
   portmap-hostip install [options]   copy this binary into the CNI bin directory and add the
                                      entry after portmap (install --help lists the options)
+  portmap-hostip status [--json]     which pod owns which hostPort on which address, and how
+  portmap-hostip gc [--dry-run]      delete portmap chains of pods that are gone
   portmap-hostip --version
   portmap-hostip --help
 `;
@@ -32,6 +34,11 @@ export async function runCli(args: string[]): Promise<number> {
     case "install": {
       const { runInstall } = await import("../install/main.js");
       return runInstall(rest);
+    }
+    case "status":
+    case "gc": {
+      const { runOps } = await import("../ops/cli.js");
+      return runOps(command, rest);
     }
     default:
       process.stderr.write(`portmap-hostip: unknown subcommand ${JSON.stringify(command)}; try --help\n`);

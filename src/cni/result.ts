@@ -25,12 +25,17 @@ export function convertResult(prev: PrevResult, cniVersion: string): Record<stri
  * of each family whose interface, if known, is the sandbox's CNI_IFNAME).
  */
 export function podFamilies(prev: PrevResult | undefined, ifname: string): Set<Family> {
-  const families = new Set<Family>();
+  return new Set(podAddresses(prev, ifname).keys());
+}
+
+/** The pod address portmap uses per family, as the result states it (`address/prefix`). */
+export function podAddresses(prev: PrevResult | undefined, ifname: string): Map<Family, string> {
+  const addresses = new Map<Family, string>();
   for (const ip of prev?.ips ?? []) {
     const iface = ip.interface === undefined ? undefined : prev?.interfaces?.[ip.interface];
     if (iface && (iface.name !== ifname || !iface.sandbox)) continue;
     const family = ipFamily(ip.address);
-    if (family) families.add(family);
+    if (family && !addresses.has(family)) addresses.set(family, ip.address);
   }
-  return families;
+  return addresses;
 }

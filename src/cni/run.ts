@@ -26,11 +26,16 @@ async function execute(command: Command, json: unknown, attachment: CniEnv | und
       await cmdCheck(parseNetConf(json), attachment!);
       return;
     case "DEL":
-    case "GC":
-      // portmap's own DEL (run after ours) removes the pod's chain, rewritten rules included; stale chains
-      // are portmap's to collect. Only the envelope must be valid, so that DEL never sticks on our policy.
+      // portmap's own DEL (run after ours) removes the pod's chain, rewritten rules included. Only the
+      // envelope must be valid, so that DEL never sticks on our policy.
       parseEnvelope(json);
       return;
+    case "GC": {
+      // Loaded lazily, like the operator commands: ADD never pays for it.
+      const { cniGc } = await import("../ops/gc.js");
+      await cniGc(json);
+      return;
+    }
     case "STATUS":
       parseEnvelope(json);
       await checkUsable().catch((err: Error) => {

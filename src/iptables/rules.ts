@@ -32,7 +32,7 @@ export function appendRules(output: string): string[] {
 }
 
 /** The value of a non-negated option, e.g. `-p` → "tcp". */
-function option(tokens: readonly string[], flag: string): string | undefined {
+export function option(tokens: readonly string[], flag: string): string | undefined {
   const i = tokens.indexOf(flag);
   return i > 0 && tokens[i - 1] !== "!" ? tokens[i + 1] : undefined;
 }
@@ -94,5 +94,10 @@ export function scopeChain(rules: readonly string[], scopes: readonly FamilyScop
 
 /** iptables-restore input that atomically replaces one nat chain and touches nothing else (with --noflush). */
 export function restorePayload(chain: string, rules: readonly string[]): string {
-  return ["*nat", `:${chain} - [0:0]`, ...rules, "COMMIT", ""].join("\n");
+  return natTransaction([`:${chain} - [0:0]`, ...rules]);
+}
+
+/** One nat-table transaction for iptables-restore --noflush (`:CHAIN` lines first, then rule commands). */
+export function natTransaction(lines: readonly string[]): string {
+  return ["*nat", ...lines, "COMMIT", ""].join("\n");
 }

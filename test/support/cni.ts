@@ -1,11 +1,12 @@
 // A libcni-like invoker for conflists: ADD in order with chained prevResult, DEL in reverse order with the
 // cached result (cniVersion >= 0.4.0), CHECK in order with the cached result. Plugins run inside the
 // node namespace (`ip netns exec <node> <plugin>`), as a runtime runs them in the host namespace.
-import { existsSync, mkdtempSync, rmSync, symlinkSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { nsRun } from "./netns.js";
 import { SYSTEM_CNI_DIR, pluginBinary, pluginPath } from "./paths.js";
+import { cacheEntryJson, cacheFileName } from "./result-cache.js";
 
 export const PLUGIN_TYPE = "portmap-hostip";
 
@@ -36,7 +37,7 @@ export interface RuntimeConf {
   capabilityArgs?: Record<string, unknown>;
 }
 
-export type CniCommand = "ADD" | "DEL" | "CHECK";
+export type CniCommand = "ADD" | "DEL" | "CHECK" | "GC";
 
 export interface PluginRun {
   type: string;
@@ -83,6 +84,11 @@ export interface InvokerOptions {
   /** Extra environment for every plugin (e.g. NODE_OPTIONS as a runtime would leak it). */
   extraEnv?: Record<string, string>;
   timeoutMs?: number;
+  /**
+   * libcni's cache directory: when set, a successful ADD also writes `<cacheDir>/results/<name>-<id>-<ifname>`
+   * as libcni does (and DEL removes it), for the operator commands to read.
+   */
+  cacheDir?: string;
 }
 
 function versionAtLeast(version: string, min: string): boolean {
@@ -193,7 +199,10 @@ export class CniInvoker {
       if (run.code !== 0 || run.output === undefined) return { ok: false, runs, failed: run };
       prev = run.output;
     }
-    if (prev !== undefined && to === list.plugins.length) this.cache.set(this.cacheKey(list, rt), prev);
+    if (prev !== undefined && to === list.plugins.length) {
+      this.cache.set(this.cacheKey(list, rt), prev);
+      this.writeCacheFile(list, rt, prev);
+    }
     return prev === undefined ? { ok: true, runs } : { ok: true, runs, result: prev };
   }
 
@@ -206,6 +215,40 @@ export class CniInvoker {
       if (run.code !== 0) return { ok: false, runs, failed: run };
     }
     this.cache.delete(this.cacheKey(list, rt));
+    if (this.opts.cacheDir !== undefined) rmSync(this.cacheFilePath(list, rt), { force: true });
+    return { ok: true, runs };
+  }
+
+  /** Path of the attachment's libcni cache file (only written with the cacheDir option). */
+  cacheFilePath(list: NetConfList, rt: RuntimeConf): string {
+    if (this.opts.cacheDir === undefined) throw new Error("the invoker has no cacheDir");
+    return join(this.opts.cacheDir, "results", cacheFileName({ list, containerID: rt.containerID, ifName: rt.ifName ?? "eth0" }));
+  }
+
+  private writeCacheFile(list: NetConfList, rt: RuntimeConf, result: Record<string, unknown>): void {
+    if (this.opts.cacheDir === undefined) return;
+    mkdirSync(join(this.opts.cacheDir, "results"), { recursive: true });
+    const entry = { list, containerID: rt.containerID, ifName: rt.ifName ?? "eth0", netns: rt.netns, result };
+    writeFileSync(
+      this.cacheFilePath(list, rt),
+      cacheEntryJson({ ...entry, ...(rt.args === undefined ? {} : { args: rt.args }), ...(rt.capabilityArgs === undefined ? {} : { capabilityArgs: rt.capabilityArgs }) }),
+    );
+  }
+
+  /**
+   * GC as libcni sends it (cniVersion >= 1.1.0) to each plugin of the list: no container, the list's name and
+   * version with `cni.dev/valid-attachments` (and the older `cni.dev/attachments`) injected.
+   */
+  async gc(list: NetConfList, validAttachments: Array<{ containerID: string; ifname: string }>): Promise<ChainRun> {
+    const runs: PluginRun[] = [];
+    for (const conf of list.plugins) {
+      const stdin = { ...conf, name: list.name, cniVersion: list.cniVersion, "cni.dev/valid-attachments": validAttachments, "cni.dev/attachments": validAttachments };
+      const env = { ...(this.opts.extraEnv ?? {}), PATH: this.opts.path ?? pluginPath(), CNI_COMMAND: "GC", CNI_PATH: this.cniPath.join(":") };
+      const r = await nsRun(this.nodeNs, this.resolve(conf.type), [], { input: JSON.stringify(stdin), env, timeoutMs: this.opts.timeoutMs ?? 30_000 });
+      const run: PluginRun = { type: conf.type, command: "GC", stdin, env, code: r.code, stdout: r.stdout, stderr: r.stderr };
+      runs.push(run);
+      if (r.code !== 0) return { ok: false, runs, failed: run };
+    }
     return { ok: true, runs };
   }
 

@@ -14,6 +14,10 @@ import {
 import { dnChainName, legacyIptablesPath, natSave, withoutRulesOf, type IptablesOptions } from "./iptables.js";
 import { podRuntime, type PodRuntimeOptions } from "./conflists.js";
 import { createTopology, type Pod, type Topology } from "./topology.js";
+import type { RunResult } from "./exec.js";
+import { nsRun } from "./netns.js";
+import { pluginBinary, pluginPath } from "./paths.js";
+import { join } from "node:path";
 
 export * from "./cni.js";
 export * from "./conflists.js";
@@ -38,6 +42,10 @@ export interface Harness {
    * tables, then portmap-hostip alone with the previous result — what libcni does, observed in between.
    */
   startPodObserved(name: string, list: NetConfList, opts?: StartPodOptions): Promise<ObservedPod>;
+  /** libcni's cache directory the invoker writes results to (with the `libcniCache` option). */
+  cacheDir: string | undefined;
+  /** Runs the binary as an operator command (`portmap-hostip <args>`) inside the node namespace. */
+  operator(args: readonly string[]): Promise<RunResult>;
   destroy(): Promise<void>;
 }
 
@@ -67,10 +75,13 @@ export interface StartedPod {
   add: ChainRun;
 }
 
-export async function createHarness(opts: Omit<InvokerOptions, "nodeNs"> & { legacyIptables?: boolean } = {}): Promise<Harness> {
+export async function createHarness(
+  opts: Omit<InvokerOptions, "nodeNs" | "cacheDir"> & { legacyIptables?: boolean; /** Write libcni's result cache in the topology's temp dir. */ libcniCache?: boolean } = {},
+): Promise<Harness> {
   const topo = await createTopology();
   if (opts.legacyIptables) opts = { ...opts, path: legacyIptablesPath(topo.tmpDir) };
-  const cni = new CniInvoker({ workDir: topo.tmpDir, ...opts, nodeNs: topo.node });
+  const cacheDir = opts.libcniCache ? join(topo.tmpDir, "cni-cache") : undefined;
+  const cni = new CniInvoker({ workDir: topo.tmpDir, ...opts, nodeNs: topo.node, ...(cacheDir === undefined ? {} : { cacheDir }) });
   const iptables: IptablesOptions = opts.path === undefined ? {} : { path: opts.path };
   return {
     topo,
@@ -96,6 +107,10 @@ export async function createHarness(opts: Omit<InvokerOptions, "nodeNs"> & { leg
       const after = await snapshot();
       if (add.ok && podOpts.serve) await topo.servePod(pod, podOpts.serve);
       return { pod, rt, add, base, ours: add.runs[0]!, before, after };
+    },
+    cacheDir,
+    operator(args) {
+      return nsRun(topo.node, opts.pluginBinary ?? pluginBinary(), args, { env: { PATH: opts.path ?? pluginPath() }, timeoutMs: 60_000 });
     },
     async destroy() {
       cni.dispose();

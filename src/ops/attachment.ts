@@ -1,0 +1,67 @@
+// What one cached attachment's rules must be: portmap's rules rebuilt from the cached conflist, capability
+// arguments and result, then scoped by our entry's policy exactly as ADD scopes them.
+import { type NetConf, parseNetConf } from "../cni/config.js";
+import { podAddresses } from "../cni/result.js";
+import type { NodeNetwork } from "../host/network.js";
+import { portmapChainName } from "../iptables/chain-name.js";
+import { scopeChain } from "../iptables/rules.js";
+import { parseAnnotation } from "../policy/annotation.js";
+import type { Family } from "../policy/ip.js";
+import { resolveMappings, scopesForFamily } from "../policy/resolve.js";
+import { type CachedAttachment, attachmentLabel } from "./cache.js";
+import { type PodNet, type PortmapOptions, parsePortmapOptions, podNet, portmapChainRules, portmapJumpRules } from "./portmap.js";
+
+const PORTMAP_TYPE = "portmap";
+const PLUGIN_TYPE = "portmap-hostip";
+
+export interface ExpectedChain {
+  family: Family;
+  chain: string;
+  pod: PodNet;
+  /** portmap's rules as portmap wrote them. */
+  portmap: string[];
+  /** The chain as it must be: portmap's rules scoped by our policy (= portmap's when we are not in the list). */
+  rules: string[];
+  jumps: string[];
+  options: PortmapOptions;
+}
+
+/** The stdin libcni gives one entry of the list: the entry, the list's name and version, its capabilities. */
+function entryConf(a: CachedAttachment, entry: Record<string, unknown>): unknown {
+  const capabilities = (entry["capabilities"] ?? {}) as Record<string, unknown>;
+  const runtimeConfig = Object.fromEntries(Object.entries(a.capabilityArgs).filter(([cap]) => capabilities[cap] === true));
+  return { ...entry, name: a.network, cniVersion: a.cniVersion, prevResult: a.result, runtimeConfig };
+}
+
+/** The entry of our plugin, parsed as ADD parses it; undefined when the list does not have us. */
+export function ourConf(a: CachedAttachment): NetConf | undefined {
+  const ours = a.plugins.find((p) => p.type === PLUGIN_TYPE);
+  return ours && parseNetConf(entryConf(a, ours));
+}
+
+/**
+ * Per family where portmap wrote rules for this attachment, the chain they must form now. Throws an Error
+ * (CniError for policy refusals) saying why they cannot be computed.
+ */
+export function expectedChains(a: CachedAttachment, network: NodeNetwork): ExpectedChain[] {
+  const entry = a.plugins.find((p) => p.type === PORTMAP_TYPE);
+  if (!entry) return [];
+  const conf = parseNetConf(entryConf(a, entry));
+  if (conf.portMappings.length === 0) return [];
+  const options = parsePortmapOptions(entry);
+  const chain = portmapChainName(a.network, a.containerId);
+  const ours = ourConf(a);
+  const label = attachmentLabel(a);
+  const annotation = ours?.annotationValue === undefined ? undefined : parseAnnotation(ours.annotationValue, ours.policy.annotation, label);
+  const resolved = ours && resolveMappings(ours.portMappings, ours.policy, annotation, network, label);
+  return [...podAddresses(conf.prevResult, a.ifname)].flatMap(([family, address]) => {
+    const pod = podNet(address);
+    if (!pod) return [];
+    const portmap = portmapChainRules(chain, pod, conf.portMappings, options);
+    const scoped = resolved ? scopeChain(portmap, scopesForFamily(resolved, family)) : { rules: portmap, missing: [] };
+    const missing = scoped.missing[0];
+    if (missing) throw new Error(`hostPort ${missing.hostPort}/${missing.protocol} has no portmap rule to scope in IPv${family}`);
+    const jumps = portmapJumpRules(a.network, a.containerId, chain, family, conf.portMappings, options);
+    return [{ family, chain, pod, portmap, rules: scoped.rules, jumps, options }];
+  });
+}

@@ -1,0 +1,151 @@
+// `portmap-hostip status | reconcile | gc`: operator commands on the namespace they run in.
+import { readNodeNetwork } from "../host/network.js";
+import { DEFAULT_CACHE_DIR, type CacheRead, readResultCache } from "./cache.js";
+import { collect } from "./gc.js";
+import { readTables } from "./kernel.js";
+import { statusJson, statusTable } from "./render.js";
+import { status } from "./status.js";
+
+export type Out = (text: string) => void;
+
+export interface OpsContext {
+  stdout?: Out;
+  stderr?: Out;
+}
+
+class UsageError extends Error {}
+
+interface Flags {
+  cacheDir: string;
+  json: boolean;
+  dryRun: boolean;
+  networks: string[];
+  graceSeconds: number;
+  help: boolean;
+}
+
+const USAGE: Record<string, string> = {
+  status: `usage: portmap-hostip status [--cache-dir DIR] [--json]
+  One row per hostPort mapping in both nat tables: pod, port, the addresses it matches, pod address, state
+  (scoped, unscoped, captures-service, conflict, orphan).
+  --cache-dir DIR   libcni's cache directory, holding results/ (default ${DEFAULT_CACHE_DIR})
+  --json            machine-readable output
+`,
+  reconcile: `usage: portmap-hostip reconcile [--cache-dir DIR] [--dry-run]
+  Rebuilds the hostPort rules of every cached attachment whose chain is missing or wrong (portmap's rules,
+  scoped by the policy), and portmap's shared chains; one atomic write per family.
+  --cache-dir DIR   libcni's cache directory, holding results/ (default ${DEFAULT_CACHE_DIR})
+  --dry-run         print the plan and the iptables-restore input, change nothing
+`,
+  gc: `usage: portmap-hostip gc [--cache-dir DIR] [--network NAME]... [--grace SECONDS] [--dry-run]
+  Deletes portmap chains (and their CNI-HOSTPORT-DNAT jumps) of networks named in the result cache (or by
+  --network) whose container has no cached attachment. A chain is deleted only if it is still an orphan
+  after --grace seconds (default 30), so that a pod whose ADD is still running keeps its rules.
+  --cache-dir DIR   libcni's cache directory, holding results/ (default ${DEFAULT_CACHE_DIR})
+  --dry-run         print what would be deleted, change nothing
+`,
+};
+
+function parseFlags(command: string, args: readonly string[]): Flags {
+  const flags: Flags = { cacheDir: DEFAULT_CACHE_DIR, json: false, dryRun: false, networks: [], graceSeconds: 30, help: false };
+  const allowed: Record<string, string[]> = {
+    status: ["--cache-dir", "--json"],
+    reconcile: ["--cache-dir", "--dry-run"],
+    gc: ["--cache-dir", "--dry-run", "--network", "--grace"],
+  };
+  for (let i = 0; i < args.length; i++) {
+    const [flag = "", inline] = (args[i] as string).split(/=(.*)/s, 2);
+    if (flag === "--help" || flag === "-h") {
+      flags.help = true;
+      continue;
+    }
+    if (!allowed[command]?.includes(flag)) throw new UsageError(`unknown option ${JSON.stringify(args[i])}`);
+    const value = (): string => {
+      const v = inline ?? args[++i];
+      if (v === undefined || v === "") throw new UsageError(`${flag} needs a value`);
+      return v;
+    };
+    if (flag === "--cache-dir") flags.cacheDir = value();
+    else if (flag === "--json") flags.json = true;
+    else if (flag === "--dry-run") flags.dryRun = true;
+    else if (flag === "--network") flags.networks.push(value());
+    else if (flag === "--grace") {
+      const v = value();
+      if (!/^\d{1,5}$/.test(v)) throw new UsageError(`--grace needs a number of seconds, not ${JSON.stringify(v)}`);
+      flags.graceSeconds = Number(v);
+    }
+  }
+  return flags;
+}
+
+async function readCache(dir: string, stderr: Out): Promise<CacheRead> {
+  const cache = await readResultCache(dir);
+  if (!cache.present) stderr(`portmap-hostip: no result cache at ${cache.dir}: owners unknown, orphans not judged\n`);
+  for (const p of cache.problems) stderr(`portmap-hostip: ${p}\n`);
+  return cache;
+}
+
+async function runStatus(flags: Flags, stdout: Out, stderr: Out): Promise<number> {
+  const [cache, { tables, problems }, network] = await Promise.all([readCache(flags.cacheDir, stderr), readTables(), readNodeNetwork()]);
+  for (const p of problems) stderr(`portmap-hostip: ${p}\n`);
+  if (tables.size === 0) return 1;
+  const rows = status(tables, cache, network);
+  stdout(flags.json ? statusJson(rows, [...(cache.present ? [] : [`no result cache at ${cache.dir}`]), ...cache.problems, ...problems]) : statusTable(rows));
+  return 0;
+}
+
+async function runGc(flags: Flags, stdout: Out, stderr: Out): Promise<number> {
+  const liveness = async () => {
+    const cache = await readCache(flags.cacheDir, stderr);
+    const networks = new Set([...flags.networks, ...cache.attachments.map((a) => a.network)]);
+    const live = new Set(cache.attachments.map((a) => `${a.network}\n${a.containerId}`));
+    return { networks, isDead: (network: string, id: string) => networks.has(network) && !live.has(`${network}\n${id}`) };
+  };
+  const first = await liveness();
+  if (first.networks.size === 0) {
+    stderr("portmap-hostip gc: no cached attachment names a network, so nothing says which chains are dead: pass --network NAME\n");
+    return 1;
+  }
+  let isDead = first.isDead;
+  if (!flags.dryRun && flags.graceSeconds > 0) {
+    // A pod whose ADD is running has its chain before libcni caches its result: wait, and ask both reads.
+    const candidates = await collect((_f, n, id) => first.isDead(n, id), true);
+    if (candidates.plans.every((p) => p.orphans.length === 0)) {
+      stdout("no orphan portmap chains\n");
+      return 0;
+    }
+    await new Promise((r) => setTimeout(r, flags.graceSeconds * 1000));
+    const second = await liveness();
+    isDead = (n, id) => first.isDead(n, id) && second.isDead(n, id);
+  }
+  const { plans, problems } = await collect((_f, n, id) => isDead(n, id), flags.dryRun);
+  for (const p of problems) stderr(`portmap-hostip gc: ${p}\n`);
+  const verb = flags.dryRun ? "would delete" : "deleted";
+  for (const plan of plans) {
+    for (const o of plan.orphans) stdout(`IPv${plan.family}: ${verb} ${o.chain} (network ${o.network}, container ${o.containerId}) and ${o.jumps.length} jump(s)\n`);
+    for (const s of plan.skipped) stdout(`IPv${plan.family}: left alone ${s}\n`);
+  }
+  if (plans.every((p) => p.orphans.length === 0)) stdout("no orphan portmap chains\n");
+  return plans.length === 0 ? 1 : 0;
+}
+
+export async function runOps(command: "status" | "gc", args: readonly string[], context: OpsContext = {}): Promise<number> {
+  const stdout = context.stdout ?? ((text: string) => void process.stdout.write(text));
+  const stderr = context.stderr ?? ((text: string) => void process.stderr.write(text));
+  try {
+    const flags = parseFlags(command, args);
+    if (flags.help) {
+      stdout(USAGE[command] as string);
+      return 0;
+    }
+    return await (command === "status" ? runStatus : runGc)(flags, stdout, stderr);
+  } catch (err) {
+    if (err instanceof UsageError) {
+      stderr(`portmap-hostip ${command}: ${err.message}\n${USAGE[command]}`);
+      return 2;
+    }
+    const details = (err as { details?: unknown }).details;
+    stderr(`portmap-hostip ${command}: ${(err as Error).message}${typeof details === "string" && details ? `\n${details}` : ""}\n`);
+    return 1;
+  }
+}

@@ -1,0 +1,22 @@
+// What the operator commands read from the namespace they run in: both nat tables and the node's addresses.
+import type { Family } from "../policy/ip.js";
+import { readTable } from "../iptables/backend.js";
+import { type NatTable, parseTable } from "./table.js";
+
+export const FAMILIES: readonly Family[] = [4, 6];
+
+/**
+ * Both families' nat tables. A family whose tool fails (a node without ip6tables, say) is left out and said
+ * in `problems`; the caller decides whether the other family is enough.
+ */
+export async function readTables(families: readonly Family[] = FAMILIES): Promise<{ tables: Map<Family, NatTable>; problems: string[] }> {
+  const tables = new Map<Family, NatTable>();
+  const problems: string[] = [];
+  const read = await Promise.allSettled(families.map((f) => readTable(f)));
+  read.forEach((r, i) => {
+    const family = families[i] as Family;
+    if (r.status === "fulfilled") tables.set(family, parseTable(r.value));
+    else problems.push(`IPv${family} nat table not read: ${(r.reason as Error).message}`);
+  });
+  return { tables, problems };
+}

@@ -1,0 +1,153 @@
+// `portmap-hostip status`: one row per hostPort mapping found in the nat tables, with its owner and state.
+// status() is pure (tables, cache, node network in; rows out); the renderers format them.
+import { parseNetConf } from "../cni/config.js";
+import type { NodeNetwork } from "../host/network.js";
+import { portmapChainName } from "../iptables/chain-name.js";
+import { option, tokenize } from "../iptables/rules.js";
+import { type Cidr, type Family, cidrContains, parseCidr } from "../policy/ip.js";
+import { nodeAddresses } from "../policy/resolve.js";
+import { ourConf } from "./attachment.js";
+import { type CacheRead, type CachedAttachment, attachmentLabel } from "./cache.js";
+import { type NatTable, podChains, portmapJumps, rulesOf } from "./table.js";
+
+export const STATES = ["scoped", "unscoped", "captures-service", "conflict", "orphan"] as const;
+export type State = (typeof STATES)[number];
+
+export interface StatusRow {
+  family: Family;
+  /** namespace/name from the cached CNI_ARGS, else the container ID, else "?" (an unattributable chain). */
+  pod: string;
+  network: string | null;
+  containerId: string | null;
+  chain: string;
+  protocol: string;
+  hostPort: number;
+  /** Destination addresses the rules match; empty: every local address. */
+  destinations: string[];
+  /** Pod address and port (`ip:port`, `[ip6]:port`). */
+  target: string;
+  state: State;
+  /** Addresses of others (Service IPs, …) an unscoped mapping takes traffic for. */
+  captures: string[];
+  /** For a conflict: the pod whose rule takes the traffic (by rule order). */
+  winner: string | null;
+  /** False when no CNI-HOSTPORT-DNAT rule jumps to the chain: its rules take no traffic. */
+  reachable: boolean;
+}
+
+interface Owner {
+  pod: string;
+  network: string | null;
+  containerId: string | null;
+  attachment: CachedAttachment | undefined;
+}
+
+interface Dnat {
+  protocol: string;
+  hostPort: number;
+  destination: string | undefined;
+  target: string;
+}
+
+function dnatOf(rule: string): Dnat | undefined {
+  const t = tokenize(rule);
+  const target = option(t, "--to-destination");
+  const protocol = option(t, "-p");
+  const port = Number(option(t, "--dport"));
+  if (option(t, "-j") !== "DNAT" || !target || !protocol || !Number.isInteger(port)) return undefined;
+  return { protocol, hostPort: port, destination: option(t, "-d")?.replace(/\/(32|128)$/, ""), target };
+}
+
+/** The chain's mappings: DNAT rules grouped by protocol, port and target, destinations collected. */
+function mappingsOf(rules: readonly string[]): Array<Omit<Dnat, "destination"> & { destinations: string[]; order: number }> {
+  const out: Array<Omit<Dnat, "destination"> & { destinations: string[]; order: number }> = [];
+  rules.forEach((rule, order) => {
+    const d = dnatOf(rule);
+    if (!d) return;
+    const same = out.find((m) => m.protocol === d.protocol && m.hostPort === d.hostPort && m.target === d.target);
+    const row = same ?? { protocol: d.protocol, hostPort: d.hostPort, target: d.target, destinations: [], order };
+    if (!same) out.push(row);
+    // An unscoped rule makes the whole mapping unscoped: it matches every address.
+    if (d.destination === undefined) row.destinations = [""];
+    else if (!row.destinations.includes("")) row.destinations.push(d.destination);
+  });
+  return out.map((m) => ({ ...m, destinations: m.destinations.includes("") ? [] : m.destinations }));
+}
+
+const overlaps = (a: readonly string[], b: readonly string[]) => a.length === 0 || b.length === 0 || a.some((x) => b.includes(x));
+
+/**
+ * Local addresses an unscoped mapping takes traffic for that is meant for someone else: of its family, scope
+ * global, and either on an excluded interface (kube-ipvs0: Service IPs) or neither a node address (as policy
+ * "node" resolves them) nor inside a pod subnet (the node's own gateway address towards its pods).
+ */
+function capturedAddresses(family: Family, owner: Owner, network: NodeNetwork, podSubnets: readonly Cidr[]): string[] {
+  const policy = (owner.attachment && ourConf(owner.attachment)?.policy) ?? parseNetConf({ cniVersion: "1.0.0", name: "status" }).policy;
+  const node = nodeAddresses(policy, network).map((ip) => ip.text);
+  return network.addresses
+    .filter((a) => a.ip.family === family && a.scope === "global")
+    .filter((a) => policy.excludeInterfaces.includes(a.ifname) || (!node.includes(a.ip.text) && !podSubnets.some((c) => cidrContains(c, a.ip))))
+    .map((a) => a.ip.text)
+    .filter((ip, i, all) => all.indexOf(ip) === i);
+}
+
+function podSubnetsOf(tables: ReadonlyMap<Family, NatTable>, cache: CacheRead): Cidr[] {
+  const fromResults = cache.attachments.flatMap((a) => ((a.result?.["ips"] ?? []) as Array<{ address?: unknown }>).map((ip) => String(ip.address ?? "")));
+  const hairpins = [...tables.values()].flatMap((t) => podChains(t).flatMap((c) => rulesOf(t, c).map((r) => option(tokenize(r), "-s") ?? "")));
+  return [...fromResults, ...hairpins].flatMap((text) => {
+    const c = parseCidr(text);
+    // A pod address with its prefix names the subnet; 127.0.0.1/32 (the localhost mark) is none.
+    return c && !(c.family === 4 ? c.text.endsWith("/32") : c.text.endsWith("/128")) ? [c] : [];
+  });
+}
+
+export function status(tables: ReadonlyMap<Family, NatTable>, cache: CacheRead, network: NodeNetwork): StatusRow[] {
+  const byChain = new Map(cache.attachments.map((a) => [portmapChainName(a.network, a.containerId), a]));
+  const subnets = podSubnetsOf(tables, cache);
+  const rows: Array<StatusRow & { rank: [number, number] }> = [];
+  for (const [family, table] of tables) {
+    const jumps = portmapJumps(table);
+    for (const chain of podChains(table)) {
+      const attachment = byChain.get(chain);
+      const jump = jumps.find((j) => j.chain === chain);
+      const owner: Owner = attachment
+        ? { pod: attachmentLabel(attachment), network: attachment.network, containerId: attachment.containerId, attachment }
+        : { pod: jump?.owner?.containerId ?? "?", network: jump?.owner?.network ?? null, containerId: jump?.owner?.containerId ?? null, attachment: undefined };
+      for (const m of mappingsOf(rulesOf(table, chain))) {
+        const orphan = cache.present && !attachment;
+        const captures = m.destinations.length === 0 ? capturedAddresses(family, owner, network, subnets) : [];
+        const state: State = orphan ? "orphan" : m.destinations.length > 0 ? "scoped" : captures.length > 0 ? "captures-service" : "unscoped";
+        rows.push({
+          family,
+          pod: owner.pod,
+          network: owner.network,
+          containerId: owner.containerId,
+          chain,
+          protocol: m.protocol,
+          hostPort: m.hostPort,
+          destinations: m.destinations,
+          target: m.target,
+          state,
+          captures,
+          winner: null,
+          reachable: jump !== undefined,
+          rank: [jump?.index ?? Number.MAX_SAFE_INTEGER, m.order],
+        });
+      }
+    }
+  }
+  // Two pods claiming the same address:port: the one whose jump comes first in CNI-HOSTPORT-DNAT takes it.
+  for (const row of rows) {
+    if (!row.reachable) continue;
+    const rivals = rows.filter(
+      (o) => o.reachable && o.family === row.family && o.protocol === row.protocol && o.hostPort === row.hostPort && o.chain !== row.chain && overlaps(o.destinations, row.destinations),
+    );
+    if (rivals.length === 0) continue;
+    const winner = [row, ...rivals].sort((a, b) => a.rank[0] - b.rank[0] || a.rank[1] - b.rank[1])[0] as StatusRow;
+    row.winner = winner.pod;
+    if (row.state !== "orphan") row.state = "conflict";
+  }
+  return rows
+    .sort((a, b) => a.pod.localeCompare(b.pod) || a.family - b.family || a.protocol.localeCompare(b.protocol) || a.hostPort - b.hostPort)
+    .map(({ rank: _rank, ...row }) => row);
+}
