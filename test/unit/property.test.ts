@@ -150,12 +150,19 @@ describe("annotation parser (property)", () => {
   it("rejects (code 101) any annotation with one invalid entry among valid ones", () => {
     fc.assert(
       fc.property(fc.array(entry, { maxLength: 10 }), badEntry, fc.nat(), (entries, bad, at) => {
+        // An empty value as a whole states no preference (it is valid).
+        fc.pre(entries.length > 0 || bad !== "");
         const texts = entries.map(entryText);
         texts.splice(at % (texts.length + 1), 0, bad);
         expect(rejects(() => parse(texts.join(",")), 101)).toBe(true);
       }),
       RUNS,
     );
+  });
+
+  it("reads an empty value as no preference; a blank one is refused (101)", () => {
+    expect(parse("")).toEqual({ all: [], byPort: new Map() });
+    for (const blank of [" ", "\t", " \n ", ","]) expect(rejects(() => parse(blank), 101)).toBe(true);
   });
 
   it("rejects (code 101) more than 64 entries or more than 4096 characters", () => {
@@ -345,7 +352,7 @@ describe("rule transformer (property)", () => {
         const without = rules.filter((r) => !portmapBlock(c, gone).includes(r));
         const { rules: out, missing } = scopeChain(without, scopesOf(c));
         expect(missing.map((s) => `${s.hostPort}/${s.protocol}`)).toEqual([`${gone.hostPort}/${gone.protocol}`]);
-        expect(out.some((r) => r.includes(`--dport ${gone.hostPort} `))).toBe(false);
+        expect(out.some((r) => r.includes(`-p ${gone.protocol} -m ${gone.protocol} --dport ${gone.hostPort} `))).toBe(false);
       }),
       RUNS,
     );
