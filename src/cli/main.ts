@@ -14,6 +14,7 @@ follows "portmap". By hand:
   portmap-hostip install [options]   copy this binary into the CNI bin directory and add the
                                      entry after portmap (install --help lists the options)
   portmap-hostip status [--json]     which pod owns which hostPort on which address, and how
+  portmap-hostip reconcile           rebuild missing or wrong hostPort rules from the result cache
   portmap-hostip gc [--dry-run]      delete portmap chains of pods that are gone
   portmap-hostip --version
   portmap-hostip --help
@@ -36,6 +37,7 @@ export async function runCli(args: string[]): Promise<number> {
       return runInstall(rest);
     }
     case "status":
+    case "reconcile":
     case "gc": {
       const { runOps } = await import("../ops/cli.js");
       return runOps(command, rest);

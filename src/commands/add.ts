@@ -29,5 +29,12 @@ export async function cmdAdd(conf: NetConf, env: CniEnv): Promise<Record<string,
       throw err;
     }
   }
+  // A UDP flow keeps the NAT decision of its first datagram: those made by portmap's unscoped rule in the
+  // moment before our rewrite must go. Only pods with UDP mappings load and run this.
+  if (written.length > 0 && conf.portMappings.some((m) => m.protocol === "udp")) {
+    const { dropStaleUdp } = await import("../ops/conntrack.js");
+    const warn = (text: string) => void process.stderr.write(`portmap-hostip: pod ${podLabel(env)}: ${text}\n`);
+    for (const plan of written) await dropStaleUdp(plan.family, plan.current, plan.desired, warn).catch((err: Error) => warn(err.message));
+  }
   return convertResult(conf.prevResult, conf.cniVersion);
 }

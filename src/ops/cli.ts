@@ -3,6 +3,7 @@ import { readNodeNetwork } from "../host/network.js";
 import { DEFAULT_CACHE_DIR, type CacheRead, readResultCache } from "./cache.js";
 import { collect } from "./gc.js";
 import { readTables } from "./kernel.js";
+import { runReconcile } from "./reconcile.js";
 import { statusJson, statusTable } from "./render.js";
 import { status } from "./status.js";
 
@@ -129,7 +130,7 @@ async function runGc(flags: Flags, stdout: Out, stderr: Out): Promise<number> {
   return plans.length === 0 ? 1 : 0;
 }
 
-export async function runOps(command: "status" | "gc", args: readonly string[], context: OpsContext = {}): Promise<number> {
+export async function runOps(command: "status" | "reconcile" | "gc", args: readonly string[], context: OpsContext = {}): Promise<number> {
   const stdout = context.stdout ?? ((text: string) => void process.stdout.write(text));
   const stderr = context.stderr ?? ((text: string) => void process.stderr.write(text));
   try {
@@ -138,7 +139,8 @@ export async function runOps(command: "status" | "gc", args: readonly string[], 
       stdout(USAGE[command] as string);
       return 0;
     }
-    return await (command === "status" ? runStatus : runGc)(flags, stdout, stderr);
+    const commands = { status: runStatus, reconcile: runReconcile, gc: runGc };
+    return await commands[command](flags, stdout, stderr);
   } catch (err) {
     if (err instanceof UsageError) {
       stderr(`portmap-hostip ${command}: ${err.message}\n${USAGE[command]}`);

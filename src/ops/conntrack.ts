@@ -1,0 +1,116 @@
+// Stale UDP conntrack entries after a hostPort's rules changed. A UDP "connection" keeps the NAT decision of
+// its first datagram for as long as datagrams keep coming, so a client that sends steadily never sees new
+// rules: after a pod re-creation (new pod IP), a firewall reload or our own rewrite of portmap's rules, its
+// datagrams keep going where the old rules sent them. The entries to drop are chosen from the rules:
+// for every entry of the host port, the DNAT target the rules now give its original destination address;
+// an entry that goes elsewhere is stale, and so is one that goes to this pod from an address the rules no
+// longer map (portmap's unscoped rule caught it in the moment before we scoped it). Entries that already
+// go where the rules say are kept: their flows continue untouched.
+import { option, tokenize } from "../iptables/rules.js";
+import type { Family } from "../policy/ip.js";
+import { run } from "../system/run.js";
+
+export interface UdpRule {
+  /** `-d` address without prefix; undefined: every local address. */
+  destination: string | undefined;
+  /** `ip:port` / `[ip6]:port` as in --to-destination. */
+  target: string;
+}
+
+/** The UDP DNAT rules of a chain, per host port, in order. */
+function udpRules(rules: readonly string[]): Map<number, UdpRule[]> {
+  const out = new Map<number, UdpRule[]>();
+  for (const rule of rules) {
+    const t = tokenize(rule);
+    const target = option(t, "--to-destination");
+    if (option(t, "-p") !== "udp" || option(t, "-j") !== "DNAT" || !target) continue;
+    const port = Number(option(t, "--dport"));
+    out.set(port, [...(out.get(port) ?? []), { destination: option(t, "-d")?.replace(/\/(32|128)$/, ""), target }]);
+  }
+  return out;
+}
+
+export interface UdpChange {
+  hostPort: number;
+  /** The rules for the port now (possibly none). */
+  rules: UdpRule[];
+  /** Every target the port had before or has now: this chain's pods. */
+  targets: Set<string>;
+}
+
+const same = (a: readonly UdpRule[], b: readonly UdpRule[]) => a.length === b.length && a.every((r, i) => r.destination === b[i]?.destination && r.target === b[i]?.target);
+
+/** UDP host ports whose DNAT rules differ between the chain before and after a write. */
+export function udpChanges(before: readonly string[], after: readonly string[]): UdpChange[] {
+  const old = udpRules(before);
+  const now = udpRules(after);
+  return [...new Set([...old.keys(), ...now.keys()])].flatMap((hostPort) => {
+    const was = old.get(hostPort) ?? [];
+    const is = now.get(hostPort) ?? [];
+    return same(was, is) ? [] : [{ hostPort, rules: is, targets: new Set([...was, ...is].map((r) => r.target)) }];
+  });
+}
+
+export interface ConntrackEntry {
+  /** The original tuple, as `conntrack -D` selects it. */
+  src: string;
+  dst: string;
+  sport: number;
+  dport: number;
+  /** Where the reply comes from: the DNAT target (or the original destination when not translated). */
+  replyTarget: string;
+}
+
+const hostPortText = (ip: string, port: string) => (ip.includes(":") ? `[${ip}]:${port}` : `${ip}:${port}`);
+
+/** `conntrack -L` lines (protocol udp): original tuple, then the reply tuple. */
+export function parseConntrack(text: string): ConntrackEntry[] {
+  return text.split("\n").flatMap((line) => {
+    const fields = [...line.matchAll(/\b(src|dst|sport|dport)=(\S+)/g)].map((m) => [m[1], m[2]] as const);
+    if (!line.startsWith("udp") || fields.length < 8) return [];
+    const v = (i: number) => fields[i]?.[1] as string;
+    const [src, dst, sport, dport, replySrc, , replySport] = [v(0), v(1), v(2), v(3), v(4), v(5), v(6)];
+    return [{ src, dst, sport: Number(sport), dport: Number(dport), replyTarget: hostPortText(replySrc, replySport) }];
+  });
+}
+
+/** The entries of a changed host port that the rules would no longer give the same destination. */
+export function staleEntries(entries: readonly ConntrackEntry[], change: UdpChange): ConntrackEntry[] {
+  return entries.filter((e) => {
+    if (e.dport !== change.hostPort) return false;
+    const expected = change.rules.find((r) => r.destination === undefined || r.destination === e.dst)?.target;
+    return expected === undefined ? change.targets.has(e.replyTarget) : e.replyTarget !== expected;
+  });
+}
+
+const FAMILY_ARG: Record<Family, string> = { 4: "ipv4", 6: "ipv6" };
+
+/**
+ * Deletes the stale entries of every UDP host port whose rules changed between `before` and `after`. Best
+ * effort: without the conntrack tool, or when it fails, it says so on stderr and returns.
+ */
+export async function dropStaleUdp(family: Family, before: readonly string[], after: readonly string[], warn: (text: string) => void): Promise<number> {
+  let dropped = 0;
+  for (const change of udpChanges(before, after)) {
+    const base = ["-f", FAMILY_ARG[family], "-p", "udp"];
+    let listed;
+    try {
+      listed = await run("conntrack", ["-L", ...base, "--orig-port-dst", String(change.hostPort)]);
+    } catch (err) {
+      warn(`conntrack not usable (${(err as Error).message}): stale UDP conntrack entries of hostPort ${change.hostPort} are not removed`);
+      return dropped;
+    }
+    if (listed.code !== 0) {
+      warn(`conntrack -L failed (exit ${listed.code}): ${listed.stderr.trim()}`);
+      continue;
+    }
+    for (const e of staleEntries(parseConntrack(listed.stdout), change)) {
+      const args = ["-D", ...base, "--orig-src", e.src, "--orig-dst", e.dst, "--orig-port-src", String(e.sport), "--orig-port-dst", String(e.dport)];
+      const r = await run("conntrack", args);
+      // Exit 1 with "0 flow entries": the entry expired or was deleted meanwhile.
+      if (r.code === 0) dropped++;
+      else if (!/0 flow entries/.test(r.stderr)) warn(`conntrack ${args.join(" ")} failed (exit ${r.code}): ${r.stderr.trim()}`);
+    }
+  }
+  return dropped;
+}

@@ -1,0 +1,147 @@
+// `portmap-hostip reconcile`: rebuild, from libcni's result cache, the hostPort rules of every attachment
+// whose chain is missing or wrong (after a firewall reload or a flush), and the shared chains portmap needs,
+// in one iptables-restore transaction per family. Correct chains are not touched.
+import { readNodeNetwork } from "../host/network.js";
+import { restoreNat } from "../iptables/backend.js";
+import { natTransaction } from "../iptables/rules.js";
+import type { Family } from "../policy/ip.js";
+import { type ExpectedChain, expectedChains } from "./attachment.js";
+import { attachmentLabel, readResultCache } from "./cache.js";
+import { dropStaleUdp } from "./conntrack.js";
+import { readTables } from "./kernel.js";
+import { portmapSharedRules } from "./portmap.js";
+import { type NatTable, portmapJumps, rulesOf } from "./table.js";
+
+export interface Wanted {
+  label: string;
+  expected: ExpectedChain;
+}
+
+export interface Rebuilt extends Wanted {
+  /** The chain's rules before (empty when it was missing). */
+  before: string[];
+}
+
+export interface FamilyPlan {
+  family: Family;
+  /** iptables-restore --noflush lines: declarations first, then rule commands. Empty: nothing to do. */
+  lines: string[];
+  actions: string[];
+  rebuilt: Rebuilt[];
+  correct: string[];
+  skipped: string[];
+}
+
+const equal = (a: readonly string[], b: readonly string[]) => a.length === b.length && a.every((x, i) => x === b[i]);
+
+/** Pure: what to write so that every wanted chain, its jumps and portmap's shared rules are as they must be. */
+export function planReconcile(table: NatTable, family: Family, wanted: readonly Wanted[]): FamilyPlan {
+  const plan: FamilyPlan = { family, lines: [], actions: [], rebuilt: [], correct: [], skipped: [] };
+  const declared = new Set(table.chains);
+  const declarations: string[] = [];
+  const commands: string[] = [];
+  const added = new Set<string>();
+  const ensureChain = (chain: string) => {
+    if (declared.has(chain)) return;
+    declared.add(chain);
+    declarations.push(`:${chain} - [0:0]`);
+    plan.actions.push(`created chain ${chain}`);
+  };
+  const jumps = portmapJumps(table);
+
+  for (const w of wanted) {
+    const e = w.expected;
+    const mark = e.options.externalSetMarkChain;
+    if (mark !== undefined && !declared.has(mark)) {
+      plan.skipped.push(`${w.label}: its externalSetMarkChain ${mark} does not exist (not portmap's to create)`);
+      continue;
+    }
+    // portmap sets up the shared chains before the pod's own: so do we, once per distinct rule.
+    const shared = portmapSharedRules(e.options);
+    shared.chains.forEach(ensureChain);
+    for (const s of shared.rules) {
+      if (rulesOf(table, s.chain).includes(s.rule) || added.has(s.rule)) continue;
+      added.add(s.rule);
+      commands.push(s.first ? `-I ${s.chain} 1 ${s.rule.slice(`-A ${s.chain} `.length)}` : s.rule);
+      plan.actions.push(`added ${s.rule}`);
+    }
+    const exists = table.chains.has(e.chain);
+    const before = exists ? rulesOf(table, e.chain) : [];
+    const currentJumps = jumps.filter((j) => j.chain === e.chain).map((j) => j.rule);
+    const chainOk = exists && equal(before, e.rules);
+    const jumpsOk = currentJumps.length === e.jumps.length && e.jumps.every((j) => currentJumps.includes(j));
+    if (chainOk && jumpsOk) {
+      plan.correct.push(w.label);
+      continue;
+    }
+    if (!chainOk) {
+      // Declaring an existing chain in a --noflush transaction flushes it: rewritten atomically.
+      declarations.push(`:${e.chain} - [0:0]`);
+      declared.add(e.chain);
+      commands.push(...e.rules);
+    }
+    commands.push(...currentJumps.filter((j) => !e.jumps.includes(j)).map((j) => `-D ${j.slice("-A ".length)}`));
+    commands.push(...e.jumps.filter((j) => !currentJumps.includes(j)));
+    plan.rebuilt.push({ ...w, before });
+    const what = chainOk ? "kept" : exists ? `rewrote (${e.rules.length} rules)` : `created (${e.rules.length} rules)`;
+    plan.actions.push(`${w.label}: ${what} ${e.chain}${jumpsOk ? "" : `, jumps ${currentJumps.length} → ${e.jumps.length}`}`);
+  }
+  plan.lines = [...declarations, ...commands];
+  return plan;
+}
+
+interface Flags {
+  cacheDir: string;
+  dryRun: boolean;
+}
+
+export async function runReconcile(flags: Flags, stdout: (t: string) => void, stderr: (t: string) => void): Promise<number> {
+  const [cache, { tables, problems }, network] = await Promise.all([readResultCache(flags.cacheDir), readTables(), readNodeNetwork()]);
+  let failed = problems.length + cache.problems.length;
+  for (const p of [...cache.problems, ...problems]) stderr(`portmap-hostip reconcile: ${p}\n`);
+  if (!cache.present) {
+    stderr(`portmap-hostip reconcile: no result cache at ${cache.dir}: nothing to rebuild from\n`);
+    return 1;
+  }
+  const wanted: Wanted[] = [];
+  for (const a of cache.attachments) {
+    const label = `${attachmentLabel(a)} (${a.network}, ${a.containerId})`;
+    try {
+      for (const expected of expectedChains(a, network)) wanted.push({ label, expected });
+    } catch (err) {
+      failed++;
+      // Left as it is: writing portmap's unscoped rules would open what the policy refuses.
+      stdout(`skipped ${label}: ${(err as Error).message}\n`);
+    }
+  }
+  const verb = flags.dryRun ? "would write" : "wrote";
+  for (const [family, table] of tables) {
+    const plan = planReconcile(
+      table,
+      family,
+      wanted.filter((w) => w.expected.family === family),
+    );
+    for (const s of plan.skipped) stdout(`IPv${family}: skipped ${s}\n`);
+    failed += plan.skipped.length;
+    for (const a of plan.actions) stdout(`IPv${family}: ${a}\n`);
+    stdout(`IPv${family}: ${plan.correct.length} attachment(s) correct, left alone; ${plan.rebuilt.length} rebuilt${plan.lines.length > 0 ? ` (${verb} ${plan.lines.length} lines in one transaction)` : ""}\n`);
+    if (plan.lines.length === 0) continue;
+    const payload = natTransaction(plan.lines);
+    if (flags.dryRun) {
+      stdout(payload.replace(/^/gm, "    ").trimEnd() + "\n");
+      continue;
+    }
+    try {
+      await restoreNat(family, payload, `the reconciled hostPort rules`);
+    } catch (err) {
+      failed++;
+      stderr(`portmap-hostip reconcile: IPv${family}: ${(err as Error).message}${(err as { details?: string }).details ? `\n${(err as { details?: string }).details}` : ""}\n`);
+      continue;
+    }
+    for (const r of plan.rebuilt) {
+      const dropped = await dropStaleUdp(family, r.before, r.expected.rules, (t) => stderr(`portmap-hostip reconcile: ${t}\n`));
+      if (dropped > 0) stdout(`IPv${family}: ${r.label}: removed ${dropped} stale UDP conntrack entr${dropped === 1 ? "y" : "ies"}\n`);
+    }
+  }
+  return failed > 0 ? 1 : 0;
+}
