@@ -5,7 +5,7 @@ import { existsSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { REPO_ROOT } from "../test/support/paths.js";
 import { growPayload } from "./kube.js";
-import type { Job } from "./protocol.js";
+import type { Job, JobResult } from "./protocol.js";
 import { machineInfo, printReport, renderChart, type Artifact, type BenchResults, type ConcurrentResult, type ConfigResult, type RssResult } from "./report.js";
 import { BenchNode, chainsPayload, cniOk, portmapChain, sameRules, scopedChain, which, type BenchPod, type Variant } from "./setup.js";
 import { M } from "./names.js";
@@ -66,18 +66,50 @@ async function capturePods(node: BenchNode, pods: BenchPod[]): Promise<PodGroup>
   return group;
 }
 
-/** The measured rounds of one configuration (variant × table size × other pods present). */
-async function measureConfig(node: BenchNode, pod: BenchPod, size: number, others: number): Promise<ConfigResult> {
-  const samples: Record<string, number[]> = {};
-  const record = (name: string, ns: number): void => {
+type Record_ = (name: string, ns: number) => void;
+
+function recorder(samples: Record<string, number[]>): Record_ {
+  return (name, ns) => {
     (samples[name] ??= []).push(ns / 1e6);
   };
-  const save = await node.natSave();
-  const natRules = save.filter((l) => l.startsWith("-A ")).length;
-  const floor = which("node", node.path);
-  const job = (file: string, args: string[]): Job => ({ ...node.tool(file, args) });
+}
 
-  // Warm-up round (not recorded): portmap's chain as written, our rewrite checked once more, caches warm.
+/**
+ * One round on the timed pod: `node -e 0`, portmap ADD, our artifacts' ADDs (each on the chain exactly as portmap
+ * wrote it, checked after), the floors and components in between, portmap DEL to reset.
+ */
+async function round(node: BenchNode, pod: BenchPod, record: Record_, resetPayload: string, index: number): Promise<void> {
+  const floor = which("node", node.path);
+  // A B A B: which of our artifacts goes first alternates; the floors sit between them.
+  const order = index % 2 === 0 ? artifacts : [...artifacts].reverse();
+  record(M.floor, (await node.runner.runOk(node.tool(floor, ["-e", "0"]))).ns);
+  const pm = await cniOk(node.runner, node.portmapAdd(pod), "portmap ADD");
+  record(M.portmapAdd, pm.result.ns);
+  for (const [i, a] of order.entries()) {
+    if (i > 0) {
+      // Back to exactly what portmap wrote (one transaction on this chain only).
+      record(M.restoreChain, (await node.restore(resetPayload)).ns);
+      if (existsSync(node24)) record(M.floor24, (await node.runner.runOk(node.tool(node24, ["-e", "0"]))).ns);
+    }
+    const r = await cniOk(node.runner, node.oursAdd(a.path, pod, pm.output), `${a.name} ADD`);
+    record(a.add, r.result.ns);
+    // The sanity check (and the cost of one `iptables -S <chain>` at this size).
+    const after = await node.listChain(pod.chain);
+    record(M.listChain, after.result.ns);
+    if (!sameRules(after.rules, scopedChain(pod))) throw new Error(`${a.name} ADD left an unexpected chain:\n${after.rules.join("\n")}`);
+  }
+  for (const a of order) record(a.version, (await cniOk(node.runner, node.cniJob("VERSION", a.path, 2, pod), `${a.name} VERSION`)).result.ns);
+  record(M.ipAddr, (await node.runner.runOk(node.tool("ip", ["-j", "address", "show"]))).ns);
+  if (node.variant === "nft") record(M.nftList, (await node.runner.runOk(node.tool("nft", ["list", "chain", "ip", "nat", pod.chain]))).ns);
+  record(M.portmapDel, (await cniOk(node.runner, node.portmapDel(pod), "portmap DEL")).result.ns);
+}
+
+/**
+ * The measured rounds at one table size, without and with the other pods' chains, interleaved: each round runs
+ * once in each state (which first alternates), the other pods' rules put in or taken out (untimed) in between.
+ */
+async function measureSize(node: BenchNode, pod: BenchPod, size: number, others: PodGroup): Promise<ConfigResult[]> {
+  // Warm-up (not recorded): portmap's chain as written, our rewrite checked once more, caches warm.
   const warm = await cniOk(node.runner, node.portmapAdd(pod), "portmap ADD");
   const written = (await node.listChain(pod.chain)).rules;
   if (!sameRules(written, portmapChain(pod))) throw new Error(`portmap wrote an unexpected chain:\n${written.join("\n")}`);
@@ -88,55 +120,54 @@ async function measureConfig(node: BenchNode, pod: BenchPod, size: number, other
   }
   await cniOk(node.runner, node.portmapDel(pod), "portmap DEL");
 
-  const ourAdd = async (a: Artifact, portmapResult: Record<string, unknown>): Promise<void> => {
-    const r = await cniOk(node.runner, node.oursAdd(a.path, pod, portmapResult), `${a.name} ADD`);
-    record(a.add, r.result.ns);
-    // The sanity check (and the cost of one `iptables -S <chain>` at this size).
-    const after = await node.listChain(pod.chain);
-    record(M.listChain, after.result.ns);
-    if (!sameRules(after.rules, scopedChain(pod))) throw new Error(`${a.name} ADD left an unexpected chain:\n${after.rules.join("\n")}`);
+  const states = [0, others.pods.length];
+  const configs = new Map<number, ConfigResult>();
+  let present = false;
+  const setOthers = async (n: number): Promise<void> => {
+    if (n > 0 !== present) await node.restore(n > 0 ? others.add : others.remove);
+    present = n > 0;
   };
-
-  for (let round = 0; round < ROUNDS; round++) {
-    // A B A B: which of our artifacts goes first alternates; the floors sit between them.
-    const order = round % 2 === 0 ? artifacts : [...artifacts].reverse();
-    record(M.floor, (await node.runner.runOk(job(floor, ["-e", "0"]))).ns);
-    const pm = await cniOk(node.runner, node.portmapAdd(pod), "portmap ADD");
-    record(M.portmapAdd, pm.result.ns);
-    for (const [i, a] of order.entries()) {
-      if (i > 0) {
-        // Back to exactly what portmap wrote (one transaction on this chain only).
-        record(M.restoreChain, (await node.restore(resetPayload)).ns);
-        if (existsSync(node24)) record(M.floor24, (await node.runner.runOk(job(node24, ["-e", "0"]))).ns);
-      }
-      await ourAdd(a, pm.output);
-    }
-    for (const a of order) record(a.version, (await cniOk(node.runner, node.cniJob("VERSION", a.path, 2, pod), `${a.name} VERSION`)).result.ns);
-    record(M.ipAddr, (await node.runner.runOk(job("ip", ["-j", "address", "show"]))).ns);
-    if (node.variant === "nft") record(M.nftList, (await node.runner.runOk(job("nft", ["list", "chain", "ip", "nat", pod.chain]))).ns);
-    record(M.portmapDel, (await cniOk(node.runner, node.portmapDel(pod), "portmap DEL")).result.ns);
+  for (const n of states) {
+    await setOthers(n);
+    const natRules = (await node.natSave()).filter((l) => l.startsWith("-A ")).length;
+    configs.set(n, { variant: node.variant, size, others: n, natRules, samples: {}, stats: {} });
   }
-  const result: ConfigResult = { variant: node.variant, size, others, natRules, samples, stats: {} };
-  for (const [name, values] of Object.entries(samples)) result.stats[name] = stats(values);
-  return result;
+  for (let i = 0; i < ROUNDS; i++) {
+    for (const n of i % 2 === 0 ? states : [...states].reverse()) {
+      await setOthers(n);
+      await round(node, pod, recorder(configs.get(n)!.samples), resetPayload, i);
+    }
+  }
+  await setOthers(0);
+  for (const c of configs.values()) for (const [name, values] of Object.entries(c.samples)) c.stats[name] = stats(values);
+  return [...configs.values()];
 }
 
-/** 16 pods' ADDs started at once, on chains portmap wrote; alternately each artifact. */
+/**
+ * 16 pods' ADDs started at once, on chains portmap wrote; in turn each artifact, and 16 `node -e 0` at once (the
+ * floor of 16 Node starts on this many cores).
+ */
 async function measureConcurrent(node: BenchNode, group: PodGroup, size: number, others: number): Promise<ConcurrentResult[]> {
+  const floor = which("node", node.path);
+  const contenders = [
+    ...artifacts.map((a) => ({ name: a.name, jobs: group.pods.map((p, i) => node.oursAdd(a.path, p, group.results[i]!)), check: true })),
+    { name: M.floor, jobs: group.pods.map(() => node.tool(floor, ["-e", "0"])), check: false },
+  ];
   const out = new Map<string, ConcurrentResult>();
-  for (const a of artifacts) out.set(a.name, { variant: node.variant, size, others, artifact: a.name, pods: group.pods.length, wallMs: [], failures: [], allSucceeded: true, chainsCorrect: true });
-  for (let round = 0; round < CONCURRENT_ROUNDS * artifacts.length; round++) {
-    const a = artifacts[round % artifacts.length]!;
-    const r = out.get(a.name)!;
+  for (const c of contenders) out.set(c.name, { variant: node.variant, size, others, artifact: c.name, pods: group.pods.length, wallMs: [], failures: [], allSucceeded: true, chainsCorrect: true });
+  for (let i = 0; i < CONCURRENT_ROUNDS * contenders.length; i++) {
+    const c = contenders[i % contenders.length]!;
+    const r = out.get(c.name)!;
     await node.restore(group.reset);
-    const batch = await node.runner.batch(group.pods.map((p, i) => node.oursAdd(a.path, p, group.results[i]!)));
+    const batch = await node.runner.batch(c.jobs);
     r.wallMs.push(batch.wallNs / 1e6);
-    batch.results.forEach((res, i) => {
+    batch.results.forEach((res, j) => {
       if (res.code !== 0) {
         r.allSucceeded = false;
-        r.failures.push(`${group.pods[i]!.rt.containerID}: exit ${res.code} ${res.stdout.trim()} ${res.stderr.trim()}`);
+        r.failures.push(`${group.pods[j]!.rt.containerID}: exit ${res.code} ${res.stdout.trim()} ${res.stderr.trim()}`);
       }
     });
+    if (!c.check) continue;
     const save = await node.natSave();
     for (const p of group.pods) {
       if (!sameRules(save.filter((l) => l.startsWith(`-A ${p.chain} `)), scopedChain(p))) {
@@ -149,28 +180,32 @@ async function measureConcurrent(node: BenchNode, group: PodGroup, size: number,
   return [...out.values()];
 }
 
-/** Peak RSS (GNU time, %M) of single runs, each of our ADDs on a chain portmap just wrote. */
+/** Peak RSS and CPU time (GNU time) of single runs, each of our ADDs on a chain portmap just wrote. */
 async function measureRss(node: BenchNode, pod: BenchPod, size: number, others: number): Promise<RssResult[]> {
-  const kib: Record<string, number[]> = {};
-  const record = (name: string, value: number | undefined): void => {
-    if (value !== undefined) (kib[name] ??= []).push(value);
+  const runs: Record<string, { kib: number[]; cpuMs: number[] }> = {};
+  const record = (name: string, r: JobResult): JobResult => {
+    const entry = (runs[name] ??= { kib: [], cpuMs: [] });
+    if (r.rssKiB !== undefined) entry.kib.push(r.rssKiB);
+    if (r.cpuMs !== undefined) entry.cpuMs.push(r.cpuMs);
+    return r;
   };
+  const measured = (job: Job): Job => ({ ...job, rss: true });
   const floor = which("node", node.path);
   const written = portmapChain(pod);
   for (let i = 0; i < RSS_RUNS; i++) {
-    record(M.floor, (await node.runner.runOk({ ...node.tool(floor, ["-e", "0"]), rss: true })).rssKiB);
-    if (existsSync(node24)) record(M.floor24, (await node.runner.runOk({ ...node.tool(node24, ["-e", "0"]), rss: true })).rssKiB);
-    const pm = await cniOk(node.runner, { ...node.portmapAdd(pod), rss: true }, "portmap ADD");
-    record(M.portmapAdd, pm.result.rssKiB);
+    record(M.floor, await node.runner.runOk(measured(node.tool(floor, ["-e", "0"]))));
+    if (existsSync(node24)) record(M.floor24, await node.runner.runOk(measured(node.tool(node24, ["-e", "0"]))));
+    const pm = await cniOk(node.runner, measured(node.portmapAdd(pod)), "portmap ADD");
+    record(M.portmapAdd, pm.result);
     for (const a of artifacts) {
-      record(a.add, (await cniOk(node.runner, { ...node.oursAdd(a.path, pod, pm.output), rss: true }, `${a.name} ADD`)).result.rssKiB);
+      record(a.add, (await cniOk(node.runner, measured(node.oursAdd(a.path, pod, pm.output)), `${a.name} ADD`)).result);
       if (!sameRules((await node.listChain(pod.chain)).rules, scopedChain(pod))) throw new Error(`${a.name} ADD (RSS run) left an unexpected chain`);
-      await node.restore(chainsPayload(new Map([[pod.chain, written]])));
+      record(M.restoreChain, await node.runner.runOk(measured(node.tool("iptables-restore", ["-w", "--noflush"], chainsPayload(new Map([[pod.chain, written]]))))));
     }
-    record(M.listChain, (await node.runner.runOk({ ...node.tool("iptables", ["-w", "-t", "nat", "-S", pod.chain]), rss: true })).rssKiB);
+    record(M.listChain, await node.runner.runOk(measured(node.tool("iptables", ["-w", "-t", "nat", "-S", pod.chain]))));
     await cniOk(node.runner, node.portmapDel(pod), "portmap DEL");
   }
-  return Object.entries(kib).map(([name, values]) => ({ variant: node.variant, size, others, name, kib: values, maxKiB: Math.max(...values) }));
+  return Object.entries(runs).map(([name, r]) => ({ variant: node.variant, size, others, name, kib: r.kib, maxKiB: Math.max(...r.kib), cpuMs: r.cpuMs }));
 }
 
 async function benchVariant(variant: Variant, runnerScript: string, results: BenchResults): Promise<void> {
@@ -203,12 +238,11 @@ async function benchVariant(variant: Variant, runnerScript: string, results: Ben
         log(`${variant}: +${grow.rules} kube-proxy-like rules in one iptables-restore (${(r.ns / 1e6).toFixed(0)} ms)`);
         size = target;
       }
-      for (const withOthers of [0, OTHER_PODS]) {
-        if (withOthers > 0) await node.restore(others.add);
-        const cfg = await measureConfig(node, pod, size, withOthers);
+      for (const cfg of await measureSize(node, pod, size, others)) {
         results.configs.push(cfg);
-        log(`${variant}: ${size} rules, ${withOthers} other pods: portmap ADD ${cfg.stats[M.portmapAdd]!.median.toFixed(1)} ms, bundle ADD ${cfg.stats[M.bundleAdd]!.median.toFixed(1)} ms`);
+        log(`${variant}: ${size} rules, ${cfg.others} other pods: portmap ADD ${cfg.stats[M.portmapAdd]!.median.toFixed(1)} ms, bundle ADD ${cfg.stats[M.bundleAdd]!.median.toFixed(1)} ms`);
       }
+      await node.restore(others.add);
       // With the other pods still present: the concurrent ADDs and the RSS runs.
       await node.restore(concurrent.add);
       results.concurrent.push(...(await measureConcurrent(node, concurrent, size, OTHER_PODS)));

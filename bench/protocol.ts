@@ -5,7 +5,7 @@ export interface Job {
   /** The child's whole environment (nothing is inherited from the runner). */
   env: Record<string, string>;
   input?: string;
-  /** Wrap in GNU time to read the peak RSS (then the timing is not used). */
+  /** Wrap in GNU time to read the peak RSS and CPU time (then the timing is not used). */
   rss?: boolean;
   timeoutMs?: number;
 }
@@ -17,6 +17,8 @@ export interface JobResult {
   stdout: string;
   stderr: string;
   rssKiB?: number;
+  /** With rss: user + system CPU time of the process and its waited-for children (10 ms resolution). */
+  cpuMs?: number;
 }
 
 export type Request = { id: number; op: "run"; job: Job } | { id: number; op: "batch"; jobs: Job[] };

@@ -5,7 +5,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { cpus, release, totalmem } from "node:os";
 import { M } from "./names.js";
 import type { Variant } from "./setup.js";
-import type { Stats } from "./stats.js";
+import { median, type Stats } from "./stats.js";
 
 export interface Artifact {
   name: string;
@@ -48,6 +48,8 @@ export interface RssResult {
   name: string;
   kib: number[];
   maxKiB: number;
+  /** User + system CPU time of each run (GNU time, 10 ms resolution). */
+  cpuMs: number[];
 }
 
 export interface Machine {
@@ -179,7 +181,7 @@ function targets(results: BenchResults, artifacts: Artifact[]): Target[] {
       out.push({ target: `peak RSS of one ${a.name} ADD ≤ 60 MiB`, measured: `${mib(peak)} MiB (largest of ${runs.reduce((n, r) => n + r.kib.length, 0)} runs)`, met: peak <= 60 * 1024 });
     }
   }
-  for (const c of results.concurrent) {
+  for (const c of results.concurrent.filter((x) => x.artifact !== M.floor)) {
     out.push({
       target: `${c.variant}, ${c.size} rules: ${c.pods} concurrent ${c.artifact} ADDs all succeed, every chain correct`,
       measured: `${c.allSucceeded ? "all exit 0" : "failures"}, ${c.chainsCorrect ? "chains correct" : "chains wrong"}; wall ${ms(c.stats?.median)} ms median`,
@@ -227,20 +229,24 @@ export function printReport(results: BenchResults, artifacts: Artifact[]): strin
   );
 
   if (results.concurrent.length > 0) {
-    parts.push("Concurrent ADDs (wall time from the first start to the last exit, ms):");
+    parts.push(`Concurrent ADDs (wall time from the first start to the last exit, ms; "${M.floor}" is as many Node starts at once, nothing else):`);
     parts.push(
       table(
-        ["iptables", "unrelated rules", "other pods", "artifact", "pods", "median", "min", "max", "all exit 0", "chains correct"],
-        results.concurrent.map((c) => [c.variant, String(c.size), String(c.others), c.artifact, String(c.pods), ms(c.stats?.median), ms(c.stats?.min), ms(c.stats?.max), c.allSucceeded ? "yes" : "NO", c.chainsCorrect ? "yes" : "NO"]),
+        ["iptables", "unrelated rules", "other pods", "processes", "count", "median", "min", "max", `× ${M.floor} at once`, "all exit 0", "chains correct"],
+        results.concurrent.map((c) => {
+          const floor = results.concurrent.find((f) => f.artifact === M.floor && f.variant === c.variant && f.size === c.size && f.others === c.others);
+          const checked = c.artifact !== M.floor;
+          return [c.variant, String(c.size), String(c.others), c.artifact, String(c.pods), ms(c.stats?.median), ms(c.stats?.min), ms(c.stats?.max), ratio(c.stats?.median, floor?.stats?.median), c.allSucceeded ? "yes" : "NO", checked ? (c.chainsCorrect ? "yes" : "NO") : "–"];
+        }),
       ),
     );
   }
   if (results.rss.length > 0) {
-    parts.push("Peak RSS (GNU time %M: the largest of the process and the children it waited for), MiB:");
+    parts.push("Peak RSS (GNU time %M: the largest of the process and the children it waited for, MiB) and CPU time (user + system of that tree, ms, 10 ms resolution):");
     parts.push(
       table(
-        ["iptables", "unrelated rules", "other pods", "process", "max", "runs"],
-        results.rss.map((r) => [r.variant, String(r.size), String(r.others), r.name, mib(r.maxKiB), r.kib.map(mib).join(" ")]),
+        ["iptables", "unrelated rules", "other pods", "process", "peak RSS max", "RSS runs", "CPU median", "CPU runs"],
+        results.rss.map((r) => [r.variant, String(r.size), String(r.others), r.name, mib(r.maxKiB), r.kib.map(mib).join(" "), ms(median(r.cpuMs)), r.cpuMs.join(" ")]),
       ),
     );
   }

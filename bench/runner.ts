@@ -19,9 +19,10 @@ let rssCount = 0;
 /** Starts one job; resolves when it has exited and its output is closed. */
 function start(job: Job): Promise<JobResult> {
   return new Promise((resolve) => {
-    // Peak RSS: GNU time reports the largest ru_maxrss of the process and what it waited for (wait4).
+    // Peak RSS: GNU time reports the largest ru_maxrss of the process and what it waited for (wait4); with it the
+    // CPU time (user + system, 10 ms resolution) of the whole tree.
     const rssFile = job.rss ? join(rssDir, `${rssCount++}`) : undefined;
-    const [file, args] = rssFile === undefined ? [job.file, job.args] : [TIME, ["-f", "%M", "-o", rssFile, job.file, ...job.args]];
+    const [file, args] = rssFile === undefined ? [job.file, job.args] : [TIME, ["-f", "%M %U %S", "-o", rssFile, job.file, ...job.args]];
     const out: Buffer[] = [];
     const err: Buffer[] = [];
     let ns = 0;
@@ -39,8 +40,9 @@ function start(job: Job): Promise<JobResult> {
       const result: JobResult = { code, ns, stdout: Buffer.concat(out).toString("utf8"), stderr };
       if (rssFile !== undefined) {
         try {
-          const kib = Number(readFileSync(rssFile, "utf8").trim().split("\n").pop());
-          if (Number.isFinite(kib)) result.rssKiB = kib;
+          const [kib, user, sys] = (readFileSync(rssFile, "utf8").trim().split("\n").pop() ?? "").split(" ").map(Number);
+          if (kib !== undefined && Number.isFinite(kib)) result.rssKiB = kib;
+          if (user !== undefined && sys !== undefined && Number.isFinite(user + sys)) result.cpuMs = Math.round((user + sys) * 1000);
         } catch {
           // time did not get to write it: no RSS
         }
