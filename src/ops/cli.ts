@@ -98,6 +98,8 @@ async function runStatus(flags: Flags, stdout: Out, stderr: Out): Promise<number
 async function runGc(flags: Flags, stdout: Out, stderr: Out): Promise<number> {
   const liveness = async () => {
     const cache = await readCache(flags.cacheDir, stderr);
+    // A wrong --cache-dir must not make every chain of a --network look dead.
+    if (!cache.present) throw new Error(`no result cache at ${cache.dir}: refusing to judge which chains are dead`);
     const networks = new Set([...flags.networks, ...cache.attachments.map((a) => a.network)]);
     const live = new Set(cache.attachments.map((a) => `${a.network}\n${a.containerId}`));
     return { networks, isDead: (network: string, id: string) => networks.has(network) && !live.has(`${network}\n${id}`) };

@@ -85,32 +85,39 @@ export function staleEntries(entries: readonly ConntrackEntry[], change: UdpChan
 
 const FAMILY_ARG: Record<Family, string> = { 4: "ipv4", 6: "ipv6" };
 
+export interface Rewrite {
+  before: readonly string[];
+  after: readonly string[];
+}
+
 /**
- * Deletes the stale entries of every UDP host port whose rules changed between `before` and `after`. Best
- * effort: without the conntrack tool, or when it fails, it says so on stderr and returns.
+ * Deletes the stale entries of every UDP host port whose rules changed in the rewrites of one family: one
+ * listing of the family's UDP entries, then one deletion per stale entry. Best effort: without the conntrack
+ * tool, or when it fails, it says so through `warn` and returns.
  */
-export async function dropStaleUdp(family: Family, before: readonly string[], after: readonly string[], warn: (text: string) => void): Promise<number> {
+export async function dropStaleUdp(family: Family, rewrites: readonly Rewrite[], warn: (text: string) => void): Promise<number> {
+  const changes = rewrites.flatMap((r) => udpChanges(r.before, r.after));
+  if (changes.length === 0) return 0;
+  const base = ["-f", FAMILY_ARG[family], "-p", "udp"];
+  let listed;
+  try {
+    listed = await run("conntrack", ["-L", ...base]);
+  } catch (err) {
+    warn(`conntrack not usable (${(err as Error).message}): stale UDP conntrack entries of hostPort ${changes.map((c) => c.hostPort).join(", ")} are not removed`);
+    return 0;
+  }
+  if (listed.code !== 0) {
+    warn(`conntrack -L failed (exit ${listed.code}): ${listed.stderr.trim()}`);
+    return 0;
+  }
+  const entries = parseConntrack(listed.stdout);
   let dropped = 0;
-  for (const change of udpChanges(before, after)) {
-    const base = ["-f", FAMILY_ARG[family], "-p", "udp"];
-    let listed;
-    try {
-      listed = await run("conntrack", ["-L", ...base, "--orig-port-dst", String(change.hostPort)]);
-    } catch (err) {
-      warn(`conntrack not usable (${(err as Error).message}): stale UDP conntrack entries of hostPort ${change.hostPort} are not removed`);
-      return dropped;
-    }
-    if (listed.code !== 0) {
-      warn(`conntrack -L failed (exit ${listed.code}): ${listed.stderr.trim()}`);
-      continue;
-    }
-    for (const e of staleEntries(parseConntrack(listed.stdout), change)) {
-      const args = ["-D", ...base, "--orig-src", e.src, "--orig-dst", e.dst, "--orig-port-src", String(e.sport), "--orig-port-dst", String(e.dport)];
-      const r = await run("conntrack", args);
-      // Exit 1 with "0 flow entries": the entry expired or was deleted meanwhile.
-      if (r.code === 0) dropped++;
-      else if (!/0 flow entries/.test(r.stderr)) warn(`conntrack ${args.join(" ")} failed (exit ${r.code}): ${r.stderr.trim()}`);
-    }
+  for (const e of changes.flatMap((c) => staleEntries(entries, c))) {
+    const args = ["-D", ...base, "--orig-src", e.src, "--orig-dst", e.dst, "--orig-port-src", String(e.sport), "--orig-port-dst", String(e.dport)];
+    const r = await run("conntrack", args);
+    // Exit 1 with "0 flow entries": the entry expired or was deleted meanwhile.
+    if (r.code === 0) dropped++;
+    else if (!/0 flow entries/.test(r.stderr)) warn(`conntrack ${args.join(" ")} failed (exit ${r.code}): ${r.stderr.trim()}`);
   }
   return dropped;
 }

@@ -138,10 +138,9 @@ export async function runReconcile(flags: Flags, stdout: (t: string) => void, st
       stderr(`portmap-hostip reconcile: IPv${family}: ${(err as Error).message}${(err as { details?: string }).details ? `\n${(err as { details?: string }).details}` : ""}\n`);
       continue;
     }
-    for (const r of plan.rebuilt) {
-      const dropped = await dropStaleUdp(family, r.before, r.expected.rules, (t) => stderr(`portmap-hostip reconcile: ${t}\n`));
-      if (dropped > 0) stdout(`IPv${family}: ${r.label}: removed ${dropped} stale UDP conntrack entr${dropped === 1 ? "y" : "ies"}\n`);
-    }
+    const rewrites = plan.rebuilt.map((r) => ({ before: r.before, after: r.expected.rules }));
+    const dropped = await dropStaleUdp(family, rewrites, (t) => stderr(`portmap-hostip reconcile: ${t}\n`));
+    if (dropped > 0) stdout(`IPv${family}: removed ${dropped} stale UDP conntrack entr${dropped === 1 ? "y" : "ies"}\n`);
   }
   return failed > 0 ? 1 : 0;
 }

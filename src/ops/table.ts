@@ -23,7 +23,9 @@ export function parseTable(text: string): NatTable {
     if (verb === "-P" || verb === "-N") table.chains.add(chain);
     else if (verb === "-A") {
       table.chains.add(chain);
-      table.rules.set(chain, [...rulesOf(table, chain), line]);
+      const rules = table.rules.get(chain);
+      if (rules) rules.push(line);
+      else table.rules.set(chain, [line]);
     }
   }
   return table;

@@ -169,7 +169,7 @@ describeAsRoot("UDP flows that keep sending", () => {
     await new Promise((r) => setTimeout(r, 500));
     expect(await conntrackFor()).toMatch(new RegExp(`sport=40054 dport=5353 \\[UNREPLIED\\] src=${NODE_IP1} dst=${CLIENT_IP} sport=5353`));
     const out = await reconcile(h);
-    expect(out).toMatch(/IPv4: default\/u2 \(cbr0, \S+\): removed 1 stale UDP conntrack entry/);
+    expect(out).toContain("IPv4: removed 1 stale UDP conntrack entry\n");
     await eventuallyHears("pod-u2");
   });
 });
