@@ -75,7 +75,8 @@ describeAsRoot("reconcile after the nat table was flushed", () => {
     expect(at(h.topo.client, CLUSTER_IP, 8080)).toBe("service");
     expect(at(h.topo.client, CLUSTER_IP, 8082)).toBe("pod-c");
     expect(at(h.topo.client, NODE_IP2, 8081)).toBe("pod-b");
-    expect(answers.filter((x) => x === "pod-a").length).toBeGreaterThanOrEqual(4);
+    // Hairpin and localhost: portmap's masquerade marks at work (checked again after the rebuild).
+    expect(answers.slice(-3)).toEqual(["pod-a", "pod-b", "pod-a"]);
   });
 
   it("--dry-run shows the plan and changes nothing", async () => {
