@@ -10,6 +10,8 @@ export async function cmdAdd(conf: NetConf, env: CniEnv): Promise<Record<string,
   if (!conf.prevResult) {
     throw new CniError(Code.InvalidConfig, "no prevResult: portmap-hostip must run after portmap in a plugin chain");
   }
+  // Computed before anything is written: a result we could not print must not follow a rewrite.
+  const result = convertResult(conf.prevResult, conf.cniVersion);
   const all = await planPodChains(conf, env);
   for (const { family, closed } of all) {
     // Not an error (the policy says so), but a pod that is unreachable over one family should be visible.
@@ -36,5 +38,5 @@ export async function cmdAdd(conf: NetConf, env: CniEnv): Promise<Record<string,
     const warn = (text: string) => void process.stderr.write(`portmap-hostip: pod ${podLabel(env)}: ${text}\n`);
     for (const plan of written) await dropStaleUdp(plan.family, [{ before: plan.current, after: plan.desired }], warn).catch((err: Error) => warn(err.message));
   }
-  return convertResult(conf.prevResult, conf.cniVersion);
+  return result;
 }
