@@ -19,17 +19,15 @@ export async function cmdAdd(conf: NetConf, env: CniEnv): Promise<Record<string,
       process.stderr.write(`portmap-hostip: hostPort ${s.hostPort}/${s.protocol} of pod ${podLabel(env)} has no IPv${family} host IP: no IPv${family} rules\n`);
     }
   }
-  const plans = all.filter(changed);
-  const written: typeof plans = [];
-  for (const plan of plans) {
-    try {
-      await writeChain(plan.family, plan.chain, plan.desired);
-      written.push(plan);
-    } catch (err) {
-      // Each family is one transaction; undo the families already written so the pod is never half-scoped.
-      for (const done of written) await writeChain(done.family, done.chain, done.current).catch(() => {});
-      throw err;
-    }
+  const written = all.filter(changed);
+  // One transaction per family, both at once; if one fails, the other is put back so the pod is never
+  // half-scoped.
+  const outcomes = await Promise.allSettled(written.map((plan) => writeChain(plan.family, plan.chain, plan.desired)));
+  const failure = outcomes.find((o) => o.status === "rejected");
+  if (failure) {
+    const done = written.filter((_, i) => outcomes[i]?.status === "fulfilled");
+    await Promise.allSettled(done.map((plan) => writeChain(plan.family, plan.chain, plan.current)));
+    throw failure.reason;
   }
   // A UDP flow keeps the NAT decision of its first datagram: those made by portmap's unscoped rule in the
   // moment before our rewrite must go. Only pods with UDP mappings load and run this.
