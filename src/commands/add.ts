@@ -34,7 +34,7 @@ export async function cmdAdd(conf: NetConf, env: CniEnv): Promise<Record<string,
   if (written.length > 0 && conf.portMappings.some((m) => m.protocol === "udp")) {
     const { dropStaleUdp } = await import("../ops/conntrack.js");
     const warn = (text: string) => void process.stderr.write(`portmap-hostip: pod ${podLabel(env)}: ${text}\n`);
-    for (const plan of written) await dropStaleUdp(plan.family, [{ before: plan.current, after: plan.desired }], warn).catch((err: Error) => warn(err.message));
+    await Promise.all(written.map((plan) => dropStaleUdp(plan.family, [{ before: plan.current, after: plan.desired }], warn).catch((err: Error) => warn(err.message))));
   }
   return result;
 }

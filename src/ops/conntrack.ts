@@ -99,9 +99,11 @@ export async function dropStaleUdp(family: Family, rewrites: readonly Rewrite[],
   const changes = rewrites.flatMap((r) => udpChanges(r.before, r.after));
   if (changes.length === 0) return 0;
   const base = ["-f", FAMILY_ARG[family], "-p", "udp"];
+  // A pod's ADD changes a port or two: list just that port, not every UDP flow of a busy node.
+  const only = changes.length === 1 ? ["--orig-port-dst", String(changes[0]?.hostPort)] : [];
   let listed;
   try {
-    listed = await run("conntrack", ["-L", ...base]);
+    listed = await run("conntrack", ["-L", ...base, ...only]);
   } catch (err) {
     warn(`conntrack not usable (${(err as Error).message}): stale UDP conntrack entries of hostPort ${changes.map((c) => c.hostPort).join(", ")} are not removed`);
     return 0;
