@@ -26,10 +26,11 @@ export interface Standins {
 
 function script(kind: StandinKind, program: string, dir: string, logDir: string): string {
   // The stand-in's own directory is dropped from PATH, so `program` below is the next one: the real binary
-  // (or a legacy link before it).
+  // (or a legacy link before it). Coreutils come after it: the single executable's suite runs on a PATH
+  // without /usr/bin.
   const head = [
     "#!/bin/bash",
-    `export PATH="\${PATH#${dir}:}"`,
+    `export PATH="\${PATH#${dir}:}:/usr/bin:/bin"`,
     `log="${logDir}/$(date +%s%N)-$$-${program}"`,
     `printf '%s\\0' "$@" > "$log.argv"`,
     `cat > "$log.stdin"`,
