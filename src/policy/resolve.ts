@@ -76,14 +76,13 @@ export function resolveMappings(
   mappings: readonly PortMapping[],
   policy: Policy,
   annotation: HostIpAnnotation | undefined,
-  network: NodeNetwork | undefined,
+  network: NodeNetwork,
   pod: string,
 ): ResolvedMapping[] {
   let node: Ip[] | undefined;
   return mappings.map((mapping) => {
     const source = hostIpSource(mapping, policy, annotation);
     if (source.kind === "any") return { mapping, source: source.kind, ips: undefined };
-    if (!network) throw new Error("node network is required to resolve host IPs");
     let ips: Ip[];
     let implicit: Ip | undefined;
     if (source.kind === "node") {
