@@ -322,6 +322,9 @@ async function bench(runnerScript: string): Promise<void> {
   writeFileSync(join(OUT_DIR, "results.md"), markdown);
   writeFileSync(join(OUT_DIR, "chart.svg"), renderChart(results, artifacts));
   log(`wrote ${join(OUT_DIR, "results.json")}, results.md and chart.svg`);
+  // Timings are reported, never asserted; correctness is: a failed or wrong concurrent ADD fails the run.
+  const broken = results.concurrent.filter((c) => !c.allSucceeded || !c.chainsCorrect);
+  if (broken.length > 0) throw new Error(`concurrent ADDs failed or left wrong chains:\n${broken.flatMap((c) => c.failures).join("\n")}`);
 }
 
 main().catch((err: unknown) => {
