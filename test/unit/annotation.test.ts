@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { CniError } from "../../src/cni/errors.js";
 import { MAX_ANNOTATION_ENTRIES, parseAnnotation } from "../../src/policy/annotation.js";
+import { cniError } from "./fixtures.js";
 
 const parse = (value: string) => parseAnnotation(value, "portmap-hostip/host-ip", "default/web");
 const texts = (ips: Array<{ text: string }> | undefined) => ips?.map((ip) => ip.text);
@@ -49,14 +49,8 @@ describe("host-IP annotation grammar", () => {
 });
 
 function expectRefusal(value: string, why: string): void {
-    let error: unknown;
-    try {
-      parse(value);
-    } catch (err) {
-      error = err;
-    }
-    expect(error).toBeInstanceOf(CniError);
-    expect((error as CniError).code).toBe(101);
-    expect((error as CniError).message).toContain(why);
-    expect((error as CniError).message).toContain("portmap-hostip/host-ip on pod default/web");
+  const error = cniError(() => parse(value));
+  expect(error.code).toBe(101);
+  expect(error.message).toContain(why);
+  expect(error.message).toContain("portmap-hostip/host-ip on pod default/web");
 }

@@ -1,18 +1,8 @@
 import { describe, expect, it } from "vitest";
 import { parseEnvelope, parseNetConf } from "../../src/cni/config.js";
-import { CniError } from "../../src/cni/errors.js";
+import { cniError } from "./fixtures.js";
 
 const base = { cniVersion: "1.0.0", name: "cbr0", type: "portmap-hostip" };
-
-function error(fn: () => unknown): CniError {
-  try {
-    fn();
-  } catch (err) {
-    if (err instanceof CniError) return err;
-    throw err;
-  }
-  throw new Error("expected a CniError");
-}
 
 describe("network configuration", () => {
   it("applies defaults: node policy, kube-ipvs0 excluded, default annotation key", () => {
@@ -88,14 +78,14 @@ describe("network configuration", () => {
     [{ prevResult: { ips: [{ address: 5 }] } }, "prevResult.ips[0].address = 5"],
     [{ name: undefined }, "name = missing"],
   ])("rejects %j with code 7 naming the field and value", (change, text) => {
-    const e = error(() => parseNetConf({ ...base, ...change }));
+    const e = cniError(() => parseNetConf({ ...base, ...change }));
     expect(e.code).toBe(7);
     expect(e.message).toContain(text);
   });
 
   it.each([["0.2.0"], ["2.0.0"], [""]])("rejects cniVersion %j with code 1", (cniVersion) => {
-    expect(error(() => parseNetConf({ ...base, cniVersion })).code).toBe(1);
-    expect(error(() => parseEnvelope({ ...base, cniVersion })).code).toBe(1);
+    expect(cniError(() => parseNetConf({ ...base, cniVersion })).code).toBe(1);
+    expect(cniError(() => parseEnvelope({ ...base, cniVersion })).code).toBe(1);
   });
 
   it("checks only the envelope for DEL, so DEL never sticks on a policy key", () => {

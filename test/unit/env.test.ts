@@ -1,16 +1,9 @@
 import { describe, expect, it } from "vitest";
 import { podLabel, readAttachmentEnv, readCommand } from "../../src/cni/env.js";
+import { cniError } from "./fixtures.js";
 
 const base = { CNI_COMMAND: "ADD", CNI_CONTAINERID: "abc123", CNI_NETNS: "/var/run/netns/p", CNI_IFNAME: "eth0" };
 
-function codeOf(fn: () => unknown): number | undefined {
-  try {
-    fn();
-  } catch (err) {
-    return (err as { code?: number }).code;
-  }
-  return undefined;
-}
 
 describe("CNI environment", () => {
   it("reads a valid ADD environment and kubelet's CNI_ARGS", () => {
@@ -34,7 +27,7 @@ describe("CNI environment", () => {
     [{ CNI_ARGS: "novalue" }, 4],
   ])("%j → code %i", (change, code) => {
     const env = { ...base, ...change };
-    expect(codeOf(() => readAttachmentEnv(env, readCommand(env)))).toBe(code);
+    expect(cniError(() => readAttachmentEnv(env, readCommand(env))).code).toBe(code);
   });
 
   it("does not need CNI_NETNS for DEL", () => {

@@ -1,6 +1,7 @@
 // Loads the recorded real outputs under test/fixtures.
 import { readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
+import { CniError } from "../../src/cni/errors.js";
 import { parseIpAddressJson, parseProcIpv6Route, parseProcRoute, type NodeNetwork } from "../../src/host/network.js";
 
 const dir = fileURLToPath(new URL("../fixtures/", import.meta.url));
@@ -21,3 +22,14 @@ export const NODE: NodeNetwork = {
   addresses: parseIpAddressJson(fixture("host/ip-address.json")),
   defaultRouteInterfaces: { 4: parseProcRoute(fixture("host/proc-net-route")), 6: parseProcIpv6Route(fixture("host/proc-net-ipv6_route")) },
 };
+
+/** The CniError that `fn` throws; fails the test when it returns or throws anything else. */
+export function cniError(fn: () => unknown): CniError {
+  try {
+    fn();
+  } catch (err) {
+    if (err instanceof CniError) return err;
+    throw err;
+  }
+  throw new Error("expected a CniError");
+}

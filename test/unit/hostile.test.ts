@@ -11,14 +11,15 @@ import { CniError, Code } from "../../src/cni/errors.js";
 import { decodeJson, readStdin } from "../../src/cni/stdin.js";
 import { planPodChains } from "../../src/commands/plan.js";
 
+/** The CniError's code, or "ok" when `f` returns. */
 function codeOf(f: () => unknown): number | "ok" {
   try {
     f();
-    return "ok";
   } catch (err) {
     if (err instanceof CniError) return err.code;
     throw err;
   }
+  return "ok";
 }
 
 const dir = mkdtempSync(join(tmpdir(), "pmh-hostile-"));

@@ -1,9 +1,8 @@
 import { describe, expect, it } from "vitest";
 import { type PortMapping, parseNetConf } from "../../src/cni/config.js";
-import { CniError } from "../../src/cni/errors.js";
 import { parseAnnotation } from "../../src/policy/annotation.js";
 import { nodeAddresses, resolveMappings, scopesForFamily } from "../../src/policy/resolve.js";
-import { NODE } from "./fixtures.js";
+import { NODE, cniError } from "./fixtures.js";
 
 function setup(conf: Record<string, unknown>, mappings: Array<Record<string, unknown>>, annotation?: string) {
   const parsed = parseNetConf({ cniVersion: "1.0.0", name: "cbr0", ...conf, runtimeConfig: { portMappings: mappings } });
@@ -19,15 +18,8 @@ const ips = (r: { ips?: Array<{ text: string }> | undefined }) => r.ips?.map((ip
 const tcp8080 = { hostPort: 8080, containerPort: 80, protocol: "tcp" };
 const udp5353 = { hostPort: 5353, containerPort: 53, protocol: "udp" };
 
-function refusal(conf: Record<string, unknown>, mappings: Array<Record<string, unknown>>, annotation?: string): CniError {
-  try {
-    resolve(conf, mappings, annotation);
-  } catch (err) {
-    if (err instanceof CniError) return err;
-    throw err;
-  }
-  throw new Error("expected a refusal");
-}
+const refusal = (conf: Record<string, unknown>, mappings: Array<Record<string, unknown>>, annotation?: string) =>
+  cniError(() => resolve(conf, mappings, annotation));
 
 describe("host IP policy", () => {
   it('"node" gives the default-route interface\'s global addresses plus 127.0.0.1', () => {
