@@ -1,7 +1,6 @@
 // Reading the nat table inside a namespace with the iptables binaries on PATH (the ones portmap uses).
 import { createHash } from "node:crypto";
 import { mkdtempSync, symlinkSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { nsRunOk } from "./netns.js";
 import { pluginPath } from "./paths.js";
