@@ -1,4 +1,5 @@
 // `portmap-hostip status | reconcile | gc`: operator commands on the namespace they run in.
+import { parseArgs } from "node:util";
 import { readNodeNetwork } from "../host/network.js";
 import { DEFAULT_CACHE_DIR, type CacheRead, readResultCache } from "./cache.js";
 import { collect } from "./gc.js";
@@ -47,36 +48,44 @@ const USAGE: Record<string, string> = {
 `,
 };
 
+const OPTIONS = {
+  "cache-dir": { type: "string" },
+  json: { type: "boolean" },
+  "dry-run": { type: "boolean" },
+  network: { type: "string", multiple: true },
+  grace: { type: "string" },
+  help: { type: "boolean", short: "h" },
+} as const;
+
+const ALLOWED: Record<string, ReadonlyArray<keyof typeof OPTIONS>> = {
+  status: ["cache-dir", "json", "help"],
+  reconcile: ["cache-dir", "dry-run", "help"],
+  gc: ["cache-dir", "dry-run", "network", "grace", "help"],
+};
+
 function parseFlags(command: string, args: readonly string[]): Flags {
-  const flags: Flags = { cacheDir: DEFAULT_CACHE_DIR, json: false, dryRun: false, networks: [], graceSeconds: 30, help: false };
-  const allowed: Record<string, string[]> = {
-    status: ["--cache-dir", "--json"],
-    reconcile: ["--cache-dir", "--dry-run"],
-    gc: ["--cache-dir", "--dry-run", "--network", "--grace"],
-  };
-  for (let i = 0; i < args.length; i++) {
-    const [flag = "", inline] = (args[i] as string).split(/=(.*)/s, 2);
-    if (flag === "--help" || flag === "-h") {
-      flags.help = true;
-      continue;
-    }
-    if (!allowed[command]?.includes(flag)) throw new UsageError(`unknown option ${JSON.stringify(args[i])}`);
-    const value = (): string => {
-      const v = inline ?? args[++i];
-      if (v === undefined || v === "") throw new UsageError(`${flag} needs a value`);
-      return v;
-    };
-    if (flag === "--cache-dir") flags.cacheDir = value();
-    else if (flag === "--json") flags.json = true;
-    else if (flag === "--dry-run") flags.dryRun = true;
-    else if (flag === "--network") flags.networks.push(value());
-    else if (flag === "--grace") {
-      const v = value();
-      if (!/^\d{1,5}$/.test(v)) throw new UsageError(`--grace needs a number of seconds, not ${JSON.stringify(v)}`);
-      flags.graceSeconds = Number(v);
-    }
+  let values;
+  try {
+    ({ values } = parseArgs({ args: [...args], options: OPTIONS, strict: true, allowPositionals: false }));
+  } catch (err) {
+    throw new UsageError((err as Error).message);
   }
-  return flags;
+  for (const key of Object.keys(values)) {
+    if (!ALLOWED[command]?.includes(key as keyof typeof OPTIONS)) throw new UsageError(`unknown option "--${key}"`);
+  }
+  const cacheDir = values["cache-dir"];
+  if (cacheDir === "") throw new UsageError("--cache-dir needs a value");
+  if (values.network?.includes("")) throw new UsageError("--network needs a value");
+  const grace = values.grace;
+  if (grace !== undefined && !/^\d{1,5}$/.test(grace)) throw new UsageError(`--grace needs a number of seconds, not ${JSON.stringify(grace)}`);
+  return {
+    cacheDir: cacheDir ?? DEFAULT_CACHE_DIR,
+    json: values.json ?? false,
+    dryRun: values["dry-run"] ?? false,
+    networks: values.network ?? [],
+    graceSeconds: grace === undefined ? 30 : Number(grace),
+    help: values.help ?? false,
+  };
 }
 
 async function readCache(dir: string, stderr: Out): Promise<CacheRead> {

@@ -35,7 +35,7 @@ describe("portmap-hostip status | reconcile | gc", () => {
   it("refuse unknown options and missing values with exit code 2", async () => {
     const cases: Array<["status" | "reconcile" | "gc", string[], RegExp]> = [
       ["status", ["--dry-run"], /unknown option "--dry-run"/],
-      ["reconcile", ["--cache-dir"], /--cache-dir needs a value/],
+      ["reconcile", ["--cache-dir"], /'--cache-dir <value>' argument missing/],
       ["gc", ["--grace", "soon"], /--grace needs a number of seconds/],
       ["gc", ["--network="], /--network needs a value/],
     ];
