@@ -106,7 +106,8 @@ function invalid(path: Path, value: unknown, why: string): CniError {
   return new CniError(Code.InvalidConfig, `invalid network configuration: ${pathText(path)} = ${shown}: ${why}`);
 }
 
-function parseShape<T>(schema: z.ZodMiniType<T>, json: unknown): T {
+/** Checks `json` against a schema; a mismatch is code 7 naming the first offending field and its value. */
+export function parseShape<T>(schema: z.ZodMiniType<T>, json: unknown): T {
   let parsed = z.safeParse(schema, json);
   if (parsed.success) return parsed.data;
   // zod/mini has no messages of its own ("Invalid input"); English ones are set up on this rare path only.

@@ -14,6 +14,8 @@ export interface CniEnv {
 }
 
 const CONTAINER_ID = /^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/;
+
+export const isContainerId = (id: string): boolean => CONTAINER_ID.test(id);
 // Linux IFNAMSIZ is 16 including the NUL.
 const IFNAME_MAX = 15;
 
@@ -51,7 +53,7 @@ export function readCommand(env: Env): Command {
 /** The attachment's environment for ADD, CHECK and DEL (DEL needs no netns). */
 export function readAttachmentEnv(env: Env, command: Command): CniEnv {
   const containerId = required(env, "CNI_CONTAINERID");
-  if (!CONTAINER_ID.test(containerId)) {
+  if (!isContainerId(containerId)) {
     throw new CniError(Code.UnknownContainer, `CNI_CONTAINERID ${JSON.stringify(containerId)} is not a valid container ID`);
   }
   const ifname = required(env, "CNI_IFNAME");
@@ -60,9 +62,15 @@ export function readAttachmentEnv(env: Env, command: Command): CniEnv {
   return { command, containerId, netns, ifname, args: parseArgs(env["CNI_ARGS"] ?? "") };
 }
 
-/** How error messages name the pod: namespace/name from kubelet's CNI_ARGS, else the container ID. */
+/** namespace/name of the pod, from kubelet's CNI_ARGS; undefined when they do not say. */
+export function kubernetesPod(args: ReadonlyMap<string, string>): string | undefined {
+  const ns = args.get("K8S_POD_NAMESPACE");
+  const name = args.get("K8S_POD_NAME");
+  return ns && name ? `${ns}/${name}` : undefined;
+}
+
+/** How error messages name the pod: namespace/name and container ID, else the container ID. */
 export function podLabel(env: CniEnv): string {
-  const ns = env.args.get("K8S_POD_NAMESPACE");
-  const name = env.args.get("K8S_POD_NAME");
-  return ns && name ? `${ns}/${name} (container ${env.containerId})` : `container ${env.containerId}`;
+  const pod = kubernetesPod(env.args);
+  return pod ? `${pod} (container ${env.containerId})` : `container ${env.containerId}`;
 }

@@ -4,12 +4,11 @@
 import { lstat, readFile, readdir } from "node:fs/promises";
 import { join } from "node:path";
 import * as z from "zod/mini";
-import { isInterfaceName } from "../cni/env.js";
+import { isContainerId, isInterfaceName, kubernetesPod } from "../cni/env.js";
 
 export const DEFAULT_CACHE_DIR = "/var/lib/cni";
 // A cached attachment is a few KiB; anything near this is not one.
 const MAX_FILE_BYTES = 1 << 20;
-const CONTAINER_ID = /^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/;
 // Network names go into iptables comments and restore payloads: printable, no quotes or backslashes.
 const NETWORK_NAME = /^[\x21\x23-\x5b\x5d-\x7e]{1,255}$/;
 
@@ -66,7 +65,7 @@ export function parseCacheFile(text: string, file: string, mtimeMs: number): Cac
   const parsed = z.safeParse(CacheSchema, json);
   if (!parsed.success) throw new Error(`not a libcni cache entry (${issue(parsed.error)})`);
   const c = parsed.data;
-  if (!CONTAINER_ID.test(c.containerId)) throw new Error(`containerId ${JSON.stringify(c.containerId)} is not a container ID`);
+  if (!isContainerId(c.containerId)) throw new Error(`containerId ${JSON.stringify(c.containerId)} is not a container ID`);
   if (!isInterfaceName(c.ifName)) throw new Error(`ifName ${JSON.stringify(c.ifName)} is not an interface name`);
   if (!NETWORK_NAME.test(c.networkName)) throw new Error(`networkName ${JSON.stringify(c.networkName)} is not a usable network name`);
   let conf: unknown;
@@ -120,7 +119,5 @@ export async function readResultCache(cacheDir: string): Promise<CacheRead> {
 
 /** How status and reports name the pod: namespace/name from kubelet's CNI_ARGS, else the container ID. */
 export function attachmentLabel(a: CachedAttachment): string {
-  const ns = a.cniArgs.get("K8S_POD_NAMESPACE");
-  const name = a.cniArgs.get("K8S_POD_NAME");
-  return ns && name ? `${ns}/${name}` : a.containerId;
+  return kubernetesPod(a.cniArgs) ?? a.containerId;
 }

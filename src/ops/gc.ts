@@ -1,7 +1,7 @@
 // Garbage collection of portmap chains whose attachment is gone: as CNI GC (the runtime names the valid
 // attachments) and as `portmap-hostip gc` (the result cache is the set of live attachments).
 import * as z from "zod/mini";
-import { parseEnvelope } from "../cni/config.js";
+import { parseEnvelope, parseShape } from "../cni/config.js";
 import { CniError, Code } from "../cni/errors.js";
 import { restoreNat } from "../iptables/backend.js";
 import { natTransaction } from "../iptables/rules.js";
@@ -86,12 +86,8 @@ const GcConfSchema = z.looseObject({
 /** CNI GC: delete this network's chains whose container is in no valid attachment. Never another network's. */
 export async function cniGc(json: unknown): Promise<void> {
   const { name } = parseEnvelope(json);
-  const parsed = z.safeParse(GcConfSchema, json);
-  if (!parsed.success) {
-    const issue = parsed.error.issues[0];
-    throw new CniError(Code.InvalidConfig, `invalid network configuration: ${issue?.path.join(".")}: ${issue?.message}`);
-  }
-  const valid = parsed.data["cni.dev/valid-attachments"] ?? parsed.data["cni.dev/attachments"];
+  const conf = parseShape(GcConfSchema, json);
+  const valid = conf["cni.dev/valid-attachments"] ?? conf["cni.dev/attachments"];
   // Without the list, nothing says which attachments are dead.
   if (valid === undefined) return;
   const live = new Set(valid.map((a) => a.containerID));
