@@ -6,7 +6,7 @@ import { podFamilies } from "../cni/result.js";
 import { type NodeNetwork, readNodeNetwork } from "../host/network.js";
 import { portmapChainName } from "../iptables/chain-name.js";
 import { readChain } from "../iptables/backend.js";
-import { scopeChain } from "../iptables/rules.js";
+import { sameRules, scopeChain } from "../iptables/rules.js";
 import { parseAnnotation } from "../policy/annotation.js";
 import type { Family } from "../policy/ip.js";
 import { type FamilyScope, hostIpSource, mappingFamilies, resolveMappings, scopesForFamily } from "../policy/resolve.js";
@@ -57,5 +57,4 @@ export async function planPodChains(conf: NetConf, env: CniEnv): Promise<ChainPl
   });
 }
 
-export const changed = (plan: ChainPlan): boolean =>
-  plan.current.length !== plan.desired.length || plan.current.some((rule, i) => rule !== plan.desired[i]);
+export const changed = (plan: ChainPlan): boolean => !sameRules(plan.current, plan.desired);

@@ -92,6 +92,9 @@ export function scopeChain(rules: readonly string[], scopes: readonly FamilyScop
   return { rules: out, missing: scopes.filter((s, i) => s.ips.length > 0 && templates[i]?.size === 0) };
 }
 
+/** Same rules in the same order: a chain that needs no write. */
+export const sameRules = (a: readonly string[], b: readonly string[]): boolean => a.length === b.length && a.every((rule, i) => rule === b[i]);
+
 /** iptables-restore input that atomically replaces one nat chain and touches nothing else (with --noflush). */
 export function restorePayload(chain: string, rules: readonly string[]): string {
   return natTransaction([`:${chain} - [0:0]`, ...rules]);

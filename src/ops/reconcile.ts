@@ -3,7 +3,7 @@
 // in one iptables-restore transaction per family. Correct chains are not touched.
 import { readNodeNetwork } from "../host/network.js";
 import { restoreNat } from "../iptables/backend.js";
-import { natTransaction } from "../iptables/rules.js";
+import { natTransaction, sameRules } from "../iptables/rules.js";
 import type { Family } from "../policy/ip.js";
 import { type ExpectedChain, expectedChains } from "./attachment.js";
 import { attachmentLabel, readResultCache } from "./cache.js";
@@ -31,8 +31,6 @@ export interface FamilyPlan {
   correct: string[];
   skipped: string[];
 }
-
-const equal = (a: readonly string[], b: readonly string[]) => a.length === b.length && a.every((x, i) => x === b[i]);
 
 /** Pure: what to write so that every wanted chain, its jumps and portmap's shared rules are as they must be. */
 export function planReconcile(table: NatTable, family: Family, wanted: readonly Wanted[]): FamilyPlan {
@@ -68,7 +66,7 @@ export function planReconcile(table: NatTable, family: Family, wanted: readonly 
     const exists = table.chains.has(e.chain);
     const before = exists ? rulesOf(table, e.chain) : [];
     const currentJumps = jumps.filter((j) => j.chain === e.chain).map((j) => j.rule);
-    const chainOk = exists && equal(before, e.rules);
+    const chainOk = exists && sameRules(before, e.rules);
     const jumpsOk = currentJumps.length === e.jumps.length && e.jumps.every((j) => currentJumps.includes(j));
     if (chainOk && jumpsOk) {
       plan.correct.push(w.label);
