@@ -26,7 +26,7 @@ import { attachNetns, netnsPath, nsRun, nsRunOk } from "../support/netns.js";
 import { pluginPath } from "../support/paths.js";
 import { grpcMessage, type CriPortMapping } from "../support/cri/client.js";
 import { Containerd, LIBCNI_CACHE_DIR } from "../support/cri/containerd.js";
-import { type PodShape, recordFixtures, shapeCalls } from "../support/cri/recordings.js";
+import { type PodShape, callShapes, normaliseCall, readFixture, recordFixtures, shapeCalls } from "../support/cri/recordings.js";
 
 const HOST_IP_ANNOTATION = "portmap-hostip/host-ip";
 const K8S_NAMESPACE = "e2e";
@@ -134,10 +134,12 @@ describeAsRoot("containerd (CRI) runs the chain with portmap-hostip", () => {
     );
   }, 120_000);
 
+  const runInfo = () => ({ network, dir: join(topo.tmpDir, "containerd"), path: pluginPath(), runtime });
+
   afterAll(async () => {
     const errors: unknown[] = [];
     if (ctd) {
-      if (process.env["PMH_RECORD_FIXTURES"] === "1") recordFixtures(ctd, fixtureShapes(), { network, dir: join(topo.tmpDir, "containerd"), path: pluginPath(), runtime });
+      if (process.env["PMH_RECORD_FIXTURES"] === "1") recordFixtures(ctd, fixtureShapes(), runInfo());
       await ctd.destroy().catch((e: unknown) => errors.push(e));
     }
     for (const s of started.values()) await topo.removePod(s.pod).catch((e: unknown) => errors.push(e));
@@ -277,5 +279,13 @@ describeAsRoot("containerd (CRI) runs the chain with portmap-hostip", () => {
     expect(ctd.cacheFiles()).toEqual([]);
     expect((await nat()).filter((l) => l.startsWith("-A CNI-HOSTPORT-DNAT"))).toEqual([]);
     expect(await whoAnswers(topo.client, "tcp", NODE_IP2, 8080, { attempts: 1 })).toBeNull();
+  });
+
+  it("sent the plugin what test/fixtures/containerd records: the same calls, codes and keys per pod shape", () => {
+    const calls = ctd.calls();
+    for (const shape of fixtureShapes()) {
+      const live = shapeCalls(calls, shape.id).map((c) => normaliseCall(c, shape, runInfo()));
+      expect(callShapes(live), shape.name).toEqual(callShapes(readFixture(shape.name).calls));
+    }
   });
 });

@@ -4,6 +4,7 @@
 // is removed by destroy() or, at the latest, at exit: sandboxes, containerd, shims, pause processes, cgroups,
 // its files in libcni's shared cache (/var/lib/cni), the directory. Facts: ../shared/reference/containerd-facts.md.
 import { spawn, type ChildProcess } from "node:child_process";
+import { createHash } from "node:crypto";
 import { copyFileSync, existsSync, mkdirSync, openSync, closeSync, readFileSync, readdirSync, rmSync, rmdirSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { runOk } from "../exec.js";
@@ -16,6 +17,8 @@ import { PAUSE_IMAGE, buildPauseImage } from "./image.js";
 export const LIBCNI_CACHE_DIR = "/var/lib/cni";
 const RESULTS_DIR = join(LIBCNI_CACHE_DIR, "results");
 const CRI_NAMESPACE = "k8s.io";
+// containerd 1.6 puts shim sockets here whatever its state dir; a shim killed (not shut down) leaves its own.
+const SHIM_SOCKET_DIR = "/run/containerd/s";
 const ENTER_NODE = join(REPO_ROOT, "test/support/cri/enter-node.sh");
 const RECORDER = join(REPO_ROOT, "test/support/cri/record-plugin.sh");
 const PLUGIN_TYPE = "portmap-hostip";
@@ -131,6 +134,10 @@ export class Containerd {
   private readonly binDir: string;
   private daemon: ChildProcess | undefined;
   private mounts: string[][] = [];
+  /** Sandbox IDs whose shim may have left a socket. */
+  private readonly sandboxIds = new Set<string>();
+  /** Directories of /run/containerd this run had to create. */
+  private readonly createdRunDirs = ["/run/containerd", SHIM_SOCKET_DIR].filter((d) => !existsSync(d));
   private readonly unregister: () => void;
 
   private constructor(private readonly o: ContainerdOptions) {
@@ -251,24 +258,19 @@ export class Containerd {
 
   /**
    * This run's entries in libcni's shared result cache: those of its network, and those of containerd's own
-   * loopback network (`cni-loopback-<id>-lo`, shared by every containerd) whose netns is under our state dir.
+   * loopback network (`cni-loopback-<id>-lo`, the same name in every containerd) for its sandboxes.
    */
   cacheFiles(): string[] {
     if (!existsSync(RESULTS_DIR)) return [];
-    return readdirSync(RESULTS_DIR).filter((f) => {
-      if (f.startsWith(`${this.o.conflist.name}-`)) return true;
-      if (!f.startsWith("cni-loopback-")) return false;
-      try {
-        return (JSON.parse(readFileSync(join(RESULTS_DIR, f), "utf8")) as { netns?: unknown }).netns?.toString().startsWith(`${this.o.dir}/`) === true;
-      } catch {
-        return false;
-      }
-    });
+    this.noteSandboxIds();
+    const loopback = new Set([...this.sandboxIds].map((id) => `cni-loopback-${id}-lo`));
+    return readdirSync(RESULTS_DIR).filter((f) => f.startsWith(`${this.o.conflist.name}-`) || loopback.has(f));
   }
 
   /** Stops and removes every sandbox, stops containerd, then removes whatever is left of this run. */
   async destroy(): Promise<void> {
     const errors: unknown[] = [];
+    this.noteSandboxIds();
     if (this.daemon) {
       try {
         for (const sandbox of await this.cri.listPodSandbox()) {
@@ -282,15 +284,17 @@ export class Containerd {
     this.cri.close();
     await this.stopDaemon();
     this.killEverything();
-    // Processes take a moment to leave their cgroups after SIGKILL.
-    for (let i = 0; i < 50 && !this.removeCgroups(); i++) await sleep(100);
     if (!this.removeCgroups()) errors.push(new Error(`cgroups under ${this.o.cgroupParent} could not be removed`));
     this.unregister();
     if (errors.length > 0) throw new AggregateError(errors, `containerd clean-up in ${this.o.dir} failed`);
   }
 
-  /** Synchronous, idempotent: kills containerd, its shims and sandbox processes, removes our cache files. */
+  /**
+   * Synchronous, idempotent: kills containerd, its shims and sandbox processes, removes our cache files, the
+   * sockets of killed shims and the /run/containerd directories we created (when empty).
+   */
   private killEverything(): void {
+    this.noteSandboxIds();
     if (this.daemon?.pid !== undefined && this.daemon.exitCode === null) kill(this.daemon.pid);
     // Shims outlive containerd; each names our socket in its arguments.
     for (const pid of processesWith(this.socket)) kill(pid);
@@ -304,7 +308,24 @@ export class Containerd {
       }
     }
     for (const file of this.cacheFiles()) rmSync(join(RESULTS_DIR, file), { force: true });
-    this.removeCgroups();
+    // The shim's socket name: sha256 of containerd's address, namespace and task ID.
+    for (const id of this.sandboxIds) rmSync(join(SHIM_SOCKET_DIR, createHash("sha256").update(join(this.socket, CRI_NAMESPACE, id)).digest("hex")), { force: true });
+    for (const dir of [...this.createdRunDirs].reverse()) {
+      try {
+        rmdirSync(dir);
+      } catch {
+        // not empty: someone else's too
+      }
+    }
+    // Killed processes leave their cgroups a moment later; this may run at exit, where nothing can be awaited.
+    for (let i = 0; i < 40 && !this.removeCgroups(); i++) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 50);
+  }
+
+  /** Every sandbox ID this containerd has had a task for or sent the plugin. */
+  private noteSandboxIds(): void {
+    const tasks = join(this.o.dir, "state", "io.containerd.runtime.v2.task", CRI_NAMESPACE);
+    if (existsSync(tasks)) for (const id of readdirSync(tasks)) this.sandboxIds.add(id);
+    if (existsSync(this.recordsDir)) for (const call of this.calls()) if (call.env["CNI_CONTAINERID"]) this.sandboxIds.add(call.env["CNI_CONTAINERID"]);
   }
 
   /** Our cgroup parent in each hierarchy that has it. */

@@ -3,7 +3,7 @@
 // (temporary paths, the run's network name, container IDs, netns names, MACs, veth names) is replaced by
 // fixed stand-ins, so that the fixtures change only when what containerd sends changes.
 import { createHash } from "node:crypto";
-import { mkdirSync, writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { REPO_ROOT } from "../paths.js";
 import type { Containerd, PluginCall } from "./containerd.js";
@@ -93,4 +93,21 @@ export function recordFixtures(ctd: Containerd, shapes: readonly PodShape[], run
     };
     writeFileSync(join(FIXTURE_DIR, `${shape.name}.json`), `${JSON.stringify(fixture, null, 2)}\n`);
   }
+}
+
+export function readFixture(shape: string): ContainerdFixture {
+  return JSON.parse(readFileSync(join(FIXTURE_DIR, `${shape}.json`), "utf8")) as ContainerdFixture;
+}
+
+const keys = (v: unknown) => (v !== null && typeof v === "object" ? Object.keys(v).sort() : []);
+
+/** What must stay as recorded: the calls in order, their exit codes, and which keys they carry where. */
+export function callShapes(calls: readonly FixtureCall[]): unknown[] {
+  return calls.map((c) => ({
+    command: c.command,
+    code: c.code,
+    env: keys(c.env),
+    stdin: keys(c.stdin),
+    runtimeConfig: Object.fromEntries(Object.entries((c.stdin as { runtimeConfig?: object }).runtimeConfig ?? {}).map(([k, v]) => [k, v === null ? null : keys(v)])),
+  }));
 }
