@@ -12,7 +12,8 @@ import {
   NODE_IP1,
   NODE_IP2,
   bridgeConflist,
-  createTopology,
+  createHarness,
+  type Harness,
   dnChainName,
   natSave,
   pluginBinary,
@@ -22,7 +23,7 @@ import {
 } from "../support/harness.js";
 import { describeAsRoot } from "../support/e2e.js";
 import { runOk } from "../support/exec.js";
-import { attachNetns, netnsPath, nsRun, nsRunOk } from "../support/netns.js";
+import { attachNetns, netnsPath, nsRunOk } from "../support/netns.js";
 import { pluginPath } from "../support/paths.js";
 import { grpcMessage, type CriPortMapping } from "../support/cri/client.js";
 import { Containerd, LIBCNI_CACHE_DIR } from "../support/cri/containerd.js";
@@ -57,6 +58,7 @@ interface Started {
 }
 
 describeAsRoot("containerd (CRI) runs the chain with portmap-hostip", () => {
+  let h: Harness;
   let topo: Topology;
   let ctd: Containerd;
   let network: string;
@@ -74,7 +76,6 @@ describeAsRoot("containerd (CRI) runs the chain with portmap-hostip", () => {
     labels: { "pmh-run": topo.prefix },
     linux: { cgroupParent: `/${topo.prefix}` },
   });
-  const operator = (args: string[]) => nsRun(topo.node, pluginBinary(), args, { env: { PATH: pluginPath() }, timeoutMs: 60_000 });
   const nat = () => natSave(topo.node, 4);
   const chainOf = (name: ShapeName) => dnChainName(network, started.get(name)!.id);
   /** The container ID containerd gave a pod, from what it sent the plugin (a refused pod has no other trace). */
@@ -97,7 +98,8 @@ describeAsRoot("containerd (CRI) runs the chain with portmap-hostip", () => {
   const nothingLeft = { nat: [], cache: [], leases: [] };
 
   beforeAll(async () => {
-    topo = await createTopology();
+    h = await createHarness();
+    topo = h.topo;
     network = topo.prefix;
     dataDir = topo.ipamDataDir;
     // flannel's shape (cniVersion 0.3.1) with bridge + host-local in place of the flannel binary.
@@ -123,9 +125,10 @@ describeAsRoot("containerd (CRI) runs the chain with portmap-hostip", () => {
           refusals.set(name, err);
           return;
         }
-        const pod: Pod = { name, ns: `${topo.prefix}-pod-${name}`, netnsPath: "", containerID: id };
-        await attachNetns(pod.ns, await ctd.sandboxPid(id));
-        pod.netnsPath = netnsPath(pod.ns);
+        // The sandbox's netns (under containerd's private mount namespace) gets a name of ours, for the pod's server.
+        const ns = `${topo.prefix}-pod-${name}`;
+        await attachNetns(ns, await ctd.sandboxPid(id));
+        const pod: Pod = { name, ns, netnsPath: netnsPath(ns), containerID: id };
         const status = await ctd.cri.podSandboxStatus(id);
         started.set(name, { id, pod, ip: status.status.network?.ip ?? "" });
         const serve = SHAPES[name].serve;
@@ -143,7 +146,7 @@ describeAsRoot("containerd (CRI) runs the chain with portmap-hostip", () => {
       await ctd.destroy().catch((e: unknown) => errors.push(e));
     }
     for (const s of started.values()) await topo.removePod(s.pod).catch((e: unknown) => errors.push(e));
-    await topo?.destroy().catch((e: unknown) => errors.push(e));
+    await h?.destroy().catch((e: unknown) => errors.push(e));
     if (errors.length > 0) throw new AggregateError(errors, "containerd e2e clean-up failed");
   }, 120_000);
 
@@ -154,10 +157,12 @@ describeAsRoot("containerd (CRI) runs the chain with portmap-hostip", () => {
       request: { portMappings: SHAPES[name].ports, annotations: SHAPES[name].annotations },
     }));
 
-  it("talks CRI v1 to containerd 1.6 with runc", async () => {
+  it("talks CRI v1 to containerd with runc, which starts every pod but those the policy refuses", async () => {
     const v = await ctd.version();
     expect(v.runtimeName).toBe("containerd");
     expect(v.runtimeApiVersion).toBe("v1");
+    const messages = [...refusals].map(([name, err]) => `${name}: ${grpcMessage(err)}`).join("\n");
+    expect([...refusals.keys()].sort(), messages).toEqual([...REFUSED].sort());
   });
 
   it("1: a hostPort pod with the host-IP annotation answers on that IP only; the ClusterIP answers the Service", async () => {
@@ -211,7 +216,7 @@ describeAsRoot("containerd (CRI) runs the chain with portmap-hostip", () => {
   });
 
   it("8: status --json --network shows this network's mappings as containerd's cache owns them", async () => {
-    const r = await operator(["status", "--json", "--network", network]);
+    const r = await h.operator(["status", "--json", "--network", network]);
     expect(r.code, r.stderr).toBe(0);
     const rows = (JSON.parse(r.stdout) as { mappings: Array<{ pod: string; network: string; hostPort: number; destinations: string[]; state: string }> }).mappings;
     const row = (name: ShapeName) => rows.find((m) => m.pod === `${K8S_NAMESPACE}/${name}`);
@@ -222,7 +227,7 @@ describeAsRoot("containerd (CRI) runs the chain with portmap-hostip", () => {
     expect(row("udp")).toMatchObject({ hostPort: 8053, state: "scoped" });
     expect(row("cri-host-ip")).toMatchObject({ hostPort: 8082, destinations: [NODE_IP2], state: "scoped" });
     expect(rows.every((m) => m.network === network)).toBe(true);
-    const other = await operator(["status", "--json", "--network", `${network}-other`]);
+    const other = await h.operator(["status", "--json", "--network", `${network}-other`]);
     expect(other.code, other.stderr).toBe(0);
     expect((JSON.parse(other.stdout) as { mappings: unknown[] }).mappings).toEqual([]);
   });
@@ -231,10 +236,10 @@ describeAsRoot("containerd (CRI) runs the chain with portmap-hostip", () => {
     const before = await nat();
     await nsRunOk(topo.node, "iptables", ["-t", "nat", "-F"]);
     expect(await whoAnswers(topo.client, "tcp", NODE_IP2, 8080, { attempts: 1 })).toBeNull();
-    const elsewhere = await operator(["reconcile", "--network", `${network}-other`]);
+    const elsewhere = await h.operator(["reconcile", "--network", `${network}-other`]);
     expect(elsewhere.code, elsewhere.stdout + elsewhere.stderr).toBe(0);
     expect((await nat()).filter((l) => l.startsWith("-A "))).toEqual([]);
-    const r = await operator(["reconcile", "--network", network]);
+    const r = await h.operator(["reconcile", "--network", network]);
     expect(r.code, r.stdout + r.stderr).toBe(0);
     // The same rules (pods ADDed in parallel leave portmap's shared rules duplicated: its -C/-A races).
     const unique = (lines: string[]) => [...new Set(lines)].sort();
@@ -250,7 +255,7 @@ describeAsRoot("containerd (CRI) runs the chain with portmap-hostip", () => {
     const file = `${network}-${lost.id}-eth0`;
     expect(ctd.cacheFiles()).toContain(file);
     rmSync(join(LIBCNI_CACHE_DIR, "results", file));
-    const r = await operator(["gc", "--network", network, "--grace", "0"]);
+    const r = await h.operator(["gc", "--network", network, "--grace", "0"]);
     expect(r.code, r.stdout + r.stderr).toBe(0);
     expect(r.stdout).toContain(`IPv4: deleted ${chainOf("cri-host-ip")} (network ${network}, container ${lost.id})`);
     expect(r.stdout.match(/deleted/g)).toHaveLength(1);
