@@ -70,8 +70,8 @@ const NetConfSchema = z.looseObject({
   annotation: z.optional(z.string()),
   prevResult: z.optional(PrevResultSchema),
   runtimeConfig: z.optional(
-    // containerd sends a capability it has no value for as null (a Go nil slice or map): a pod without
-    // hostPorts or without annotations.
+    // Runtimes built on go-cni marshal a capability they have no value for as null (a Go nil map or slice):
+    // containerd 1.6 sends pod-annotations null for every pod without annotations.
     z.looseObject({
       portMappings: z.optional(z.nullable(z.array(z.record(z.string(), z.unknown())))),
       [ANNOTATIONS_CAPABILITY]: z.optional(z.nullable(z.record(z.string(), z.string()))),
