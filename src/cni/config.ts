@@ -70,9 +70,11 @@ const NetConfSchema = z.looseObject({
   annotation: z.optional(z.string()),
   prevResult: z.optional(PrevResultSchema),
   runtimeConfig: z.optional(
+    // Runtimes built on go-cni marshal a capability they have no value for as null (a Go nil map or slice):
+    // containerd 1.6 sends pod-annotations null for every pod without annotations.
     z.looseObject({
-      portMappings: z.optional(z.array(z.record(z.string(), z.unknown()))),
-      [ANNOTATIONS_CAPABILITY]: z.optional(z.record(z.string(), z.string())),
+      portMappings: z.optional(z.nullable(z.array(z.record(z.string(), z.unknown())))),
+      [ANNOTATIONS_CAPABILITY]: z.optional(z.nullable(z.record(z.string(), z.string()))),
     }),
   ),
 });
@@ -189,7 +191,7 @@ function parsePortMapping(raw: Record<string, unknown>, index: number): PortMapp
 }
 
 // An annotation key such as "constructor" must not find Object.prototype's members.
-function ownValue(map: Record<string, string> | undefined, key: string): string | undefined {
+function ownValue(map: Record<string, string> | null | undefined, key: string): string | undefined {
   return map && Object.hasOwn(map, key) ? map[key] : undefined;
 }
 

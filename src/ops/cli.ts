@@ -1,7 +1,7 @@
 // `portmap-hostip status | reconcile | gc`: operator commands on the namespace they run in.
 import { parseArgs } from "node:util";
 import { readNodeNetwork } from "../host/network.js";
-import { DEFAULT_CACHE_DIR, type CacheRead, readResultCache } from "./cache.js";
+import { DEFAULT_CACHE_DIR, type CacheRead, readResultCache, selectsNetwork } from "./cache.js";
 import { collect } from "./gc.js";
 import { readTables } from "./kernel.js";
 import { runReconcile } from "./reconcile.js";
@@ -27,23 +27,27 @@ interface Flags {
 }
 
 const USAGE: Record<string, string> = {
-  status: `usage: portmap-hostip status [--cache-dir DIR] [--json]
+  status: `usage: portmap-hostip status [--cache-dir DIR] [--network NAME]... [--json]
   One row per hostPort mapping in both nat tables: pod, port, the addresses it matches, pod address, state
   (scoped, unscoped, captures-service, conflict, orphan).
   --cache-dir DIR   libcni's cache directory, holding results/ (default ${DEFAULT_CACHE_DIR})
+  --network NAME    only the mappings of this network (repeatable; default: every network)
   --json            machine-readable output
 `,
-  reconcile: `usage: portmap-hostip reconcile [--cache-dir DIR] [--dry-run]
+  reconcile: `usage: portmap-hostip reconcile [--cache-dir DIR] [--network NAME]... [--dry-run]
   Rebuilds the hostPort rules of every cached attachment whose chain is missing or wrong (portmap's rules,
   scoped by the policy), and portmap's shared chains; one atomic write per family.
   --cache-dir DIR   libcni's cache directory, holding results/ (default ${DEFAULT_CACHE_DIR})
+  --network NAME    only the attachments of this network (repeatable; default: every network)
   --dry-run         print the plan and the iptables-restore input, change nothing
 `,
   gc: `usage: portmap-hostip gc [--cache-dir DIR] [--network NAME]... [--grace SECONDS] [--dry-run]
-  Deletes portmap chains (and their CNI-HOSTPORT-DNAT jumps) of networks named in the result cache (or by
-  --network) whose container has no cached attachment. A chain is deleted only if it is still an orphan
-  after --grace seconds (default 30), so that a pod whose ADD is still running keeps its rules.
+  Deletes portmap chains (and their CNI-HOSTPORT-DNAT jumps) of the networks named by --network (default:
+  every network named in the result cache) whose container has no cached attachment. A chain is deleted
+  only if it is still an orphan after --grace seconds (default 30), so that a pod whose ADD is still running
+  keeps its rules.
   --cache-dir DIR   libcni's cache directory, holding results/ (default ${DEFAULT_CACHE_DIR})
+  --network NAME    only this network's chains (repeatable); a network the cache no longer names too
   --dry-run         print what would be deleted, change nothing
 `,
 };
@@ -58,8 +62,8 @@ const OPTIONS = {
 } as const;
 
 const ALLOWED: Record<string, ReadonlyArray<keyof typeof OPTIONS>> = {
-  status: ["cache-dir", "json", "help"],
-  reconcile: ["cache-dir", "dry-run", "help"],
+  status: ["cache-dir", "json", "network", "help"],
+  reconcile: ["cache-dir", "dry-run", "network", "help"],
   gc: ["cache-dir", "dry-run", "network", "grace", "help"],
 };
 
@@ -99,7 +103,8 @@ async function runStatus(flags: Flags, stdout: Out, stderr: Out): Promise<number
   const [cache, { tables, problems }, network] = await Promise.all([readCache(flags.cacheDir, stderr), readTables(), readNodeNetwork()]);
   for (const p of problems) stderr(`portmap-hostip: ${p}\n`);
   if (tables.size === 0) return 1;
-  const rows = status(tables, cache, network);
+  // Owners come from the whole cache; only the rows are filtered (another network's chain is no orphan).
+  const rows = status(tables, cache, network).filter((row) => selectsNetwork(flags.networks, row.network));
   stdout(flags.json ? statusJson(rows, [...(cache.present ? [] : [`no result cache at ${cache.dir}`]), ...cache.problems, ...problems]) : statusTable(rows));
   return 0;
 }
@@ -109,7 +114,7 @@ async function runGc(flags: Flags, stdout: Out, stderr: Out): Promise<number> {
     const cache = await readCache(flags.cacheDir, stderr);
     // A wrong --cache-dir must not make every chain of a --network look dead.
     if (!cache.present) throw new Error(`no result cache at ${cache.dir}: refusing to judge which chains are dead`);
-    const networks = new Set([...flags.networks, ...cache.attachments.map((a) => a.network)]);
+    const networks = new Set(flags.networks.length > 0 ? flags.networks : cache.attachments.map((a) => a.network));
     const live = new Set(cache.attachments.map((a) => `${a.network}\n${a.containerId}`));
     return { networks, isDead: (network: string, id: string) => networks.has(network) && !live.has(`${network}\n${id}`) };
   };

@@ -6,7 +6,7 @@ import { restoreNat } from "../iptables/backend.js";
 import { natTransaction, sameRules } from "../iptables/rules.js";
 import type { Family } from "../policy/ip.js";
 import { type ExpectedChain, expectedChains } from "./attachment.js";
-import { attachmentLabel, readResultCache } from "./cache.js";
+import { attachmentLabel, readResultCache, selectsNetwork } from "./cache.js";
 import { dropStaleUdp } from "./conntrack.js";
 import { readTables } from "./kernel.js";
 import { portmapSharedRules } from "./portmap.js";
@@ -91,6 +91,8 @@ export function planReconcile(table: NatTable, family: Family, wanted: readonly 
 interface Flags {
   cacheDir: string;
   dryRun: boolean;
+  /** Only these networks' attachments (none: every network). */
+  networks: readonly string[];
 }
 
 export async function runReconcile(flags: Flags, stdout: (t: string) => void, stderr: (t: string) => void): Promise<number> {
@@ -102,7 +104,7 @@ export async function runReconcile(flags: Flags, stdout: (t: string) => void, st
     return 1;
   }
   const wanted: Wanted[] = [];
-  for (const a of cache.attachments) {
+  for (const a of cache.attachments.filter((c) => selectsNetwork(flags.networks, c.network))) {
     const label = `${attachmentLabel(a)} (${a.network}, ${a.containerId})`;
     try {
       for (const expected of expectedChains(a, network)) wanted.push({ label, expected });
