@@ -1,21 +1,9 @@
 // The node's own addresses and default-route interfaces, read in the namespace the plugin runs in.
 import { readFileSync } from "node:fs";
-import { CniError, Code } from "../cni/errors.js";
-import { type Family, type Ip, parseIp } from "../policy/ip.js";
-import { run } from "../system/run.js";
-
-export interface NodeAddress {
-  ifname: string;
-  ip: Ip;
-  /** Kernel scope: global, link, host. */
-  scope: string;
-}
-
-export interface NodeNetwork {
-  addresses: NodeAddress[];
-  /** Interfaces holding a default route, per family. */
-  defaultRouteInterfaces: Record<Family, string[]>;
-}
+import { CniError, Code } from "../core/errors.js";
+import { parseIp } from "../core/ip.js";
+import type { NodeAddress, NodeNetwork } from "../core/node.js";
+import { run } from "./run.js";
 
 interface IpAddrLink {
   ifname?: string;

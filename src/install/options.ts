@@ -1,8 +1,8 @@
 // Installer flags: parsed, checked for syntax, and mapped onto the plugin's conflist entry keys.
 import { parseArgs } from "node:util";
-import { isAnnotationKey } from "../cni/config.js";
-import { isInterfaceName } from "../cni/env.js";
-import { parseCidr, parseIp } from "../policy/ip.js";
+import { isAnnotationKey } from "../core/config.js";
+import { isInterfaceName } from "../core/names.js";
+import { parseCidr, parseIp } from "../core/ip.js";
 
 export const PLUGIN_TYPE = "portmap-hostip";
 

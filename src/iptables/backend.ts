@@ -1,8 +1,9 @@
 // The nat table through the iptables binaries on PATH (the ones portmap used: nft or legacy alike).
-import { CniError, Code } from "../cni/errors.js";
-import type { Family } from "../policy/ip.js";
-import { type RunResult, run } from "../system/run.js";
-import { appendRules, restorePayload } from "./rules.js";
+import { CniError, Code } from "../core/errors.js";
+import type { Family } from "../core/ip.js";
+import { type RunResult, run } from "../host/run.js";
+import type { Rule } from "../core/rule.js";
+import { appendRules, restorePayload } from "./text.js";
 
 const BINARIES: Record<Family, { iptables: string; restore: string }> = {
   4: { iptables: "iptables", restore: "iptables-restore" },
@@ -28,8 +29,8 @@ function failure(what: string, result: RunResult): CniError {
   return new CniError(BUSY.test(stderr) ? Code.TryAgainLater : Code.IoFailure, `${what} failed (exit ${result.code})`, stderr);
 }
 
-/** The `-A` rules of a nat chain; undefined when the chain does not exist. */
-export async function readChain(family: Family, chain: string): Promise<string[] | undefined> {
+/** The rules of a nat chain; undefined when the chain does not exist. */
+export async function readChain(family: Family, chain: string): Promise<Rule[] | undefined> {
   const bin = BINARIES[family].iptables;
   const result = await exec(bin, ["-w", "-t", "nat", "-S", chain]);
   if (result.code === 0) return appendRules(result.stdout);
@@ -38,7 +39,7 @@ export async function readChain(family: Family, chain: string): Promise<string[]
 }
 
 /** Replaces the chain's rules in one iptables-restore transaction; no other chain or rule is touched. */
-export async function writeChain(family: Family, chain: string, rules: readonly string[]): Promise<void> {
+export async function writeChain(family: Family, chain: string, rules: readonly Rule[]): Promise<void> {
   await restoreNat(family, restorePayload(chain, rules), `chain ${chain}`);
 }
 

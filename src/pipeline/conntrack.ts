@@ -6,26 +6,25 @@
 // an entry that goes elsewhere is stale, and so is one that goes to this pod from an address the rules no
 // longer map (portmap's unscoped rule caught it in the moment before we scoped it). Entries that already
 // go where the rules say are kept: their flows continue untouched.
-import { option, tokenize } from "../iptables/rules.js";
-import type { Family } from "../policy/ip.js";
-import { run } from "../system/run.js";
+import type { Family } from "../core/ip.js";
+import { type Rule, destinationOf, dnatOf, dportOf, protocolOf } from "../core/rule.js";
+import { run } from "../host/run.js";
 
 export interface UdpRule {
-  /** `-d` address without prefix; undefined: every local address. */
+  /** Destination address without prefix; undefined: every local address. */
   destination: string | undefined;
   /** `ip:port` / `[ip6]:port` as in --to-destination. */
   target: string;
 }
 
 /** The UDP DNAT rules of a chain, per host port, in order. */
-function udpRules(rules: readonly string[]): Map<number, UdpRule[]> {
+function udpRules(rules: readonly Rule[]): Map<number, UdpRule[]> {
   const out = new Map<number, UdpRule[]>();
   for (const rule of rules) {
-    const t = tokenize(rule);
-    const target = option(t, "--to-destination");
-    if (option(t, "-p") !== "udp" || option(t, "-j") !== "DNAT" || !target) continue;
-    const port = Number(option(t, "--dport"));
-    out.set(port, [...(out.get(port) ?? []), { destination: option(t, "-d")?.replace(/\/(32|128)$/, ""), target }]);
+    const target = dnatOf(rule);
+    const port = dportOf(rule);
+    if (protocolOf(rule) !== "udp" || !target || port === undefined) continue;
+    out.set(port, [...(out.get(port) ?? []), { destination: destinationOf(rule), target }]);
   }
   return out;
 }
@@ -41,7 +40,7 @@ export interface UdpChange {
 const same = (a: readonly UdpRule[], b: readonly UdpRule[]) => a.length === b.length && a.every((r, i) => r.destination === b[i]?.destination && r.target === b[i]?.target);
 
 /** UDP host ports whose DNAT rules differ between the chain before and after a write. */
-export function udpChanges(before: readonly string[], after: readonly string[]): UdpChange[] {
+export function udpChanges(before: readonly Rule[], after: readonly Rule[]): UdpChange[] {
   const old = udpRules(before);
   const now = udpRules(after);
   return [...new Set([...old.keys(), ...now.keys()])].flatMap((hostPort) => {
@@ -86,8 +85,8 @@ export function staleEntries(entries: readonly ConntrackEntry[], change: UdpChan
 const FAMILY_ARG: Record<Family, string> = { 4: "ipv4", 6: "ipv6" };
 
 export interface Rewrite {
-  before: readonly string[];
-  after: readonly string[];
+  before: readonly Rule[];
+  after: readonly Rule[];
 }
 
 /**
