@@ -60,7 +60,7 @@ function readOptional(path: string): string {
 }
 
 export async function readNodeNetwork(): Promise<NodeNetwork> {
-  const addr = await run("ip", ["-j", "address", "show"]).catch((err: Error) => ({ code: -1, stdout: "", stderr: err.message }));
+  const addr = await run("ip", ["-j", "address", "show"], { timeoutMs: 10_000 }).catch((err: Error) => ({ code: -1, stdout: "", stderr: err.message }));
   if (addr.code !== 0) throw new CniError(Code.IoFailure, `cannot list the node's addresses with "ip -j address show": ${addr.stderr.trim()}`);
   return {
     addresses: parseIpAddressJson(addr.stdout),

@@ -90,7 +90,7 @@ export function parseRule(line: string): Rule {
     rule.matches.push(match(group));
   }
   if (formatRule(rule) === line) return rule;
-  return { chain, matches: [{ kind: "other", text: tokens.slice(2).join(" ") }], target: { kind: "none" } };
+  return { chain, matches: [{ kind: "other", text: line.slice(`-A ${chain} `.length) }], target: { kind: "none" } };
 }
 
 function matchText(m: Match): string {

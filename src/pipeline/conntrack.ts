@@ -83,6 +83,8 @@ export function staleEntries(entries: readonly ConntrackEntry[], change: UdpChan
 }
 
 const FAMILY_ARG: Record<Family, string> = { 4: "ipv4", 6: "ipv6" };
+// Listing a busy node's UDP flows takes well under a second; a conntrack stuck longer is given up (best effort).
+const LIMIT_MS = 10_000;
 
 export interface Rewrite {
   before: readonly Rule[];
@@ -102,7 +104,7 @@ export async function dropStaleUdp(family: Family, rewrites: readonly Rewrite[],
   const only = changes.length === 1 ? ["--orig-port-dst", String(changes[0]?.hostPort)] : [];
   let listed;
   try {
-    listed = await run("conntrack", ["-L", ...base, ...only]);
+    listed = await run("conntrack", ["-L", ...base, ...only], { timeoutMs: LIMIT_MS });
   } catch (err) {
     warn(`conntrack not usable (${(err as Error).message}): stale UDP conntrack entries of hostPort ${changes.map((c) => c.hostPort).join(", ")} are not removed`);
     return 0;
@@ -115,7 +117,7 @@ export async function dropStaleUdp(family: Family, rewrites: readonly Rewrite[],
   let dropped = 0;
   for (const e of changes.flatMap((c) => staleEntries(entries, c))) {
     const args = ["-D", ...base, "--orig-src", e.src, "--orig-dst", e.dst, "--orig-port-src", String(e.sport), "--orig-port-dst", String(e.dport)];
-    const r = await run("conntrack", args);
+    const r = await run("conntrack", args, { timeoutMs: LIMIT_MS });
     // Exit 1 with "0 flow entries": the entry expired or was deleted meanwhile.
     if (r.code === 0) dropped++;
     else if (!/0 flow entries/.test(r.stderr)) warn(`conntrack ${args.join(" ")} failed (exit ${r.code}): ${r.stderr.trim()}`);
