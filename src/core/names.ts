@@ -1,4 +1,7 @@
 // Names the CNI protocol and libcni's cache carry: commands, container IDs, interface names, the pod in CNI_ARGS.
+/** The plugin's type in a conflist. */
+export const PLUGIN_TYPE = "portmap-hostip";
+
 export const COMMANDS = ["ADD", "DEL", "CHECK", "GC", "STATUS", "VERSION"] as const;
 export type Command = (typeof COMMANDS)[number];
 

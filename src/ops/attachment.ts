@@ -4,6 +4,7 @@ import { type NetConf, parseNetConf } from "../core/config.js";
 import type { Family } from "../core/ip.js";
 import type { NodeNetwork } from "../core/node.js";
 import { podAddresses, podFamilies } from "../core/result.js";
+import { PLUGIN_TYPE } from "../core/names.js";
 import type { Rule } from "../core/rule.js";
 import { portmapChainName } from "../iptables/chain-name.js";
 import { podScoping, resolvePod, scopeFamily } from "../pipeline/pod.js";
@@ -11,7 +12,6 @@ import { type CachedAttachment, attachmentLabel } from "./cache.js";
 import { type PodNet, type PortmapOptions, parsePortmapOptions, podNet, portmapChainRules, portmapJumpRules } from "./portmap.js";
 
 const PORTMAP_TYPE = "portmap";
-const PLUGIN_TYPE = "portmap-hostip";
 
 export interface ExpectedChain {
   family: Family;

@@ -6,20 +6,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, expect, it } from "vitest";
-import {
-  NODE_IP1,
-  PLUGIN_TYPE,
-  POD_SUBNET,
-  bridgeConflist,
-  chainRules,
-  containerdMapping,
-  describeRun,
-  dnChainName,
-  natSave,
-  podIPs,
-  podRuntime,
-  scopedRules,
-} from "../support/harness.js";
+import { NODE_IP1, PLUGIN_TYPE, POD_SUBNET, bridgeConflist, chainRules, containerdMapping, describeRun, dnChainName, natSave, podIPs, podRuntime, scopedRules } from "../support/harness.js";
 import { describeAsRoot, useHarness } from "../support/e2e.js";
 import { run } from "../support/exec.js";
 

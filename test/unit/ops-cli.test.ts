@@ -2,7 +2,7 @@
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { runCli } from "../../src/cli/main.js";
 import { dropStaleUdp } from "../../src/pipeline/conntrack.js";
-import { runOps } from "../../src/ops/cli.js";
+import { runOps } from "../../src/cli/ops.js";
 import { chainOf, rules } from "./fixtures.js";
 
 afterEach(() => {
