@@ -9,7 +9,7 @@ import { readChain } from "../iptables/backend.js";
 import { sameRules, scopeChain } from "../iptables/rules.js";
 import { parseAnnotation } from "../policy/annotation.js";
 import type { Family } from "../policy/ip.js";
-import { type FamilyScope, hostIpSource, mappingFamilies, resolveMappings, scopesForFamily } from "../policy/resolve.js";
+import { type FamilyScope, type ResolvedMapping, hostIpSource, mappingFamilies, resolveMappings, scopesForFamily } from "../policy/resolve.js";
 
 export interface ChainPlan {
   family: Family;
@@ -20,14 +20,23 @@ export interface ChainPlan {
   closed: FamilyScope[];
 }
 
+export interface PodPlan {
+  /** Every mapping with the host IPs decided for it (for the log file). */
+  resolved: ResolvedMapping[];
+  /** Per family whose rules may need scoping. */
+  plans: ChainPlan[];
+}
+
 const FAMILY_NAME: Record<Family, string> = { 4: "iptables", 6: "ip6tables" };
 
-export async function planPodChains(conf: NetConf, env: CniEnv): Promise<ChainPlan[]> {
-  if (conf.portMappings.length === 0) return [];
+export async function planPodChains(conf: NetConf, env: CniEnv): Promise<PodPlan> {
+  if (conf.portMappings.length === 0) return { resolved: [], plans: [] };
   const pod = podLabel(env);
   const annotation = conf.annotationValue === undefined ? undefined : parseAnnotation(conf.annotationValue, conf.policy.annotation, pod);
   const sources = conf.portMappings.map((m) => hostIpSource(m, conf.policy, annotation));
-  if (sources.every((s) => s.kind === "any")) return [];
+  if (sources.every((s) => s.kind === "any")) {
+    return { resolved: conf.portMappings.map((mapping) => ({ mapping, source: "any", ips: undefined })), plans: [] };
+  }
 
   // Only families where the pod has an address and some mapping may need scoping; read them while the
   // node's addresses are listed.
@@ -42,7 +51,7 @@ export async function planPodChains(conf: NetConf, env: CniEnv): Promise<ChainPl
   ]);
 
   const resolved = resolveMappings(conf.portMappings, conf.policy, annotation, network, pod);
-  return families.map((family, i) => {
+  const plans = families.map((family, i) => {
     const current = chains[i] ?? [];
     const scopes = scopesForFamily(resolved, family);
     const { rules, missing } = scopeChain(current, scopes);
@@ -55,6 +64,7 @@ export async function planPodChains(conf: NetConf, env: CniEnv): Promise<ChainPl
     }
     return { family, chain, current, desired: rules, closed: scopes.filter((s) => s.ips.length === 0) };
   });
+  return { resolved, plans };
 }
 
 export const changed = (plan: ChainPlan): boolean => !sameRules(plan.current, plan.desired);
