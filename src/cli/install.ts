@@ -1,6 +1,6 @@
 // `portmap-hostip install`: its flags, parsed, checked for syntax and mapped onto the plugin's conflist entry
 // keys; the installer itself is install/.
-import { isAnnotationKey } from "../core/config.js";
+import { isAnnotationKey, isLogFilePath } from "../core/config.js";
 import { parseCidr, parseIp } from "../core/ip.js";
 import { isInterfaceName } from "../core/names.js";
 import { type InstallOptions, Installer } from "../install/main.js";
@@ -44,6 +44,7 @@ Entry options (omitted ones use the plugin's defaults); lists are comma-separate
   --exclude-interfaces IF,...  interfaces whose addresses never are (default kube-ipvs0; "" for none)
   --allowed-host-cidrs CIDR,...  host IPs a pod may ask for by annotation
   --annotation KEY           pod annotation that carries host IPs (default portmap-hostip/host-ip)
+  --log-file PATH            append one line per CNI call to this file (absolute path; default: no log)
 
 Modes:
   --watch                    keep running; put the entry back within 2 s whenever someone (flannel)
@@ -65,6 +66,7 @@ export function parseInstallArgs(args: string[]): InstallOptions {
         "exclude-interfaces": { type: "string", multiple: true },
         "allowed-host-cidrs": { type: "string", multiple: true },
         annotation: { type: "string" },
+        "log-file": { type: "string" },
         watch: { type: "boolean" },
         uninstall: { type: "boolean" },
         "dry-run": { type: "boolean" },
@@ -93,6 +95,11 @@ export function parseInstallArgs(args: string[]): InstallOptions {
   if (v.annotation !== undefined) {
     if (!isAnnotationKey(v.annotation)) throw invalid("annotation", v.annotation, "expected an annotation key such as example.com/host-ip");
     settings["annotation"] = v.annotation;
+  }
+  const logFile = v["log-file"];
+  if (logFile !== undefined) {
+    if (!isLogFilePath(logFile)) throw invalid("log-file", logFile, "expected an absolute path of a file such as /var/log/portmap-hostip.log");
+    settings["logFile"] = logFile;
   }
 
   return {

@@ -10,7 +10,7 @@ import { readNodeNetwork } from "../host/network.js";
 import { readChain } from "../iptables/backend.js";
 import { portmapChainName } from "../iptables/chain-name.js";
 import { podScoping, resolvePod, scopeFamily } from "../pipeline/pod.js";
-import type { FamilyScope } from "../policy/resolve.js";
+import type { FamilyScope, ResolvedMapping } from "../policy/resolve.js";
 
 export interface ChainPlan {
   family: Family;
@@ -21,13 +21,20 @@ export interface ChainPlan {
   closed: FamilyScope[];
 }
 
+export interface PodPlan {
+  /** Every mapping with the host IPs decided for it (for the log file). */
+  resolved: ResolvedMapping[];
+  /** Per family whose rules may need scoping. */
+  plans: ChainPlan[];
+}
+
 const FAMILY_NAME: Record<Family, string> = { 4: "iptables", 6: "ip6tables" };
 
-export async function planPodChains(conf: NetConf, env: CniEnv): Promise<ChainPlan[]> {
-  if (conf.portMappings.length === 0) return [];
+export async function planPodChains(conf: NetConf, env: CniEnv): Promise<PodPlan> {
+  if (conf.portMappings.length === 0) return { resolved: [], plans: [] };
   const pod = podLabel(env);
   const scoping = podScoping(conf, pod, podFamilies(conf.prevResult, env.ifname));
-  if (!scoping) return [];
+  if (!scoping) return { resolved: conf.portMappings.map((mapping) => ({ mapping, source: "any", ips: undefined })), plans: [] };
   // Only the families where some mapping may need scoping; read them while the node's addresses are listed.
   const chain = portmapChainName(conf.name, env.containerId);
   const [network, ...chains] = await Promise.all<[Promise<NodeNetwork>, ...Promise<Rule[] | undefined>[]]>([
@@ -35,7 +42,7 @@ export async function planPodChains(conf: NetConf, env: CniEnv): Promise<ChainPl
     ...scoping.families.map((f) => readChain(f, chain)),
   ]);
   const resolved = resolvePod(scoping, network);
-  return scoping.families.map((family, i) => {
+  const plans = scoping.families.map((family, i) => {
     const current = chains[i] ?? [];
     const { rules, missing, closed } = scopeFamily(resolved, family, current);
     const first = missing[0];
@@ -47,6 +54,7 @@ export async function planPodChains(conf: NetConf, env: CniEnv): Promise<ChainPl
     }
     return { family, chain, current, desired: rules, closed };
   });
+  return { resolved, plans };
 }
 
 export const changed = (plan: ChainPlan): boolean => !sameRules(plan.current, plan.desired);

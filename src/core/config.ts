@@ -68,6 +68,7 @@ const NetConfSchema = z.looseObject({
   excludeInterfaces: z.optional(stringList),
   allowedHostCIDRs: z.optional(stringList),
   annotation: z.optional(z.string()),
+  logFile: z.optional(z.string()),
   prevResult: z.optional(PrevResultSchema),
   runtimeConfig: z.optional(
     // Runtimes built on go-cni marshal a capability they have no value for as null (a Go nil map or slice):
@@ -131,6 +132,23 @@ export function parseEnvelope(json: unknown): Envelope {
   const { cniVersion, name } = parseShape(EnvelopeSchema, json);
   checkVersion(cniVersion, "cniVersion");
   return { cniVersion, name };
+}
+
+const LogFileSchema = z.looseObject({ logFile: z.optional(z.string()) });
+
+/** An absolute path naming a file (not a folder), as the logFile key and the installer's --log-file need. */
+export function isLogFilePath(path: string): boolean {
+  return path.startsWith("/") && !path.endsWith("/") && !path.includes("\0");
+}
+
+/**
+ * The entry's logFile, read apart from the rest of the configuration so that a call whose configuration is
+ * otherwise invalid is still logged.
+ */
+export function parseLogFile(json: unknown): string | undefined {
+  const { logFile } = parseShape(LogFileSchema, json);
+  if (logFile !== undefined && !isLogFilePath(logFile)) throw invalid(["logFile"], logFile, "expected an absolute path of a file");
+  return logFile;
 }
 
 // Kubernetes annotation key: a qualified name, optionally prefixed by a DNS subdomain.

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { parseEnvelope, parseNetConf } from "../../src/core/config.js";
+import { parseEnvelope, parseLogFile, parseNetConf } from "../../src/core/config.js";
 import { cniError } from "./fixtures.js";
 
 const base = { cniVersion: "1.0.0", name: "cbr0", type: "portmap-hostip" };
@@ -77,6 +77,7 @@ describe("network configuration", () => {
     [{ runtimeConfig: { "io.kubernetes.cri.pod-annotations": { a: 1 } } }, "runtimeConfig.io.kubernetes.cri.pod-annotations.a = 1"],
     [{ prevResult: { ips: [{ address: 5 }] } }, "prevResult.ips[0].address = 5"],
     [{ name: undefined }, "name = missing"],
+    [{ logFile: 5 }, "logFile = 5"],
   ])("rejects %j with code 7 naming the field and value", (change, text) => {
     const e = cniError(() => parseNetConf({ ...base, ...change }));
     expect(e.code).toBe(7);
@@ -90,5 +91,15 @@ describe("network configuration", () => {
 
   it("checks only the envelope for DEL, so DEL never sticks on a policy key", () => {
     expect(parseEnvelope({ ...base, defaultHostIP: 5 })).toEqual({ cniVersion: "1.0.0", name: "cbr0" });
+  });
+
+  it("reads logFile apart from the rest, as an absolute path of a file", () => {
+    expect(parseLogFile(base)).toBeUndefined();
+    expect(parseLogFile({ ...base, logFile: "/var/log/portmap-hostip.log", defaultHostIP: 5 })).toBe("/var/log/portmap-hostip.log");
+    for (const logFile of ["portmap-hostip.log", "./x.log", "/var/log/", "", "/var/log/a\0b"]) {
+      const e = cniError(() => parseLogFile({ ...base, logFile }));
+      expect(e.code).toBe(7);
+      expect(e.message).toContain(`logFile = ${JSON.stringify(logFile)}: expected an absolute path of a file`);
+    }
   });
 });

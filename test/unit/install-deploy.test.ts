@@ -21,6 +21,11 @@ interface Container {
 }
 
 describe("deploy/daemonset.yaml", () => {
+  it("runs on every Linux node, amd64 and arm64 alike (no architecture selector)", () => {
+    expect(pod.nodeSelector).toEqual({ "kubernetes.io/os": "linux" });
+    expect(JSON.stringify(pod.affinity ?? {})).not.toContain("kubernetes.io/arch");
+  });
+
   it("is a node-critical DaemonSet in kube-system that runs everywhere and needs no API access", () => {
     expect(manifest).toMatchObject({ apiVersion: "apps/v1", kind: "DaemonSet", metadata: { namespace: "kube-system" } });
     expect(manifest.spec.selector.matchLabels).toEqual(manifest.spec.template.metadata.labels);
@@ -54,13 +59,39 @@ describe("deploy/daemonset.yaml", () => {
     }
   });
 
-  it("runs this release's image, whose entrypoint is the single executable", () => {
+  it("runs this release's image", () => {
     for (const container of [...pod.initContainers, ...pod.containers] as Container[]) {
       expect(container.image).toBe(`portmap-hostip:${version}`);
     }
-    const copied = /^COPY dist\/portmap-hostip-linux-x64 (\S+)$/m.exec(dockerfile)?.[1];
-    expect(copied).toBeDefined();
-    expect(dockerfile).toMatch(new RegExp(`^ENTRYPOINT \\["${copied}"\\]$`, "m"));
-    expect(dockerfile).toContain(`-t portmap-hostip:${version} .`);
+  });
+});
+
+/** The Dockerfile's stages: name (or base image) and instructions, comments dropped. */
+function stages(text: string): Array<{ from: string; name: string | undefined; steps: string[] }> {
+  const out: Array<{ from: string; name: string | undefined; steps: string[] }> = [];
+  for (const line of text.split("\n").filter((l) => l.trim() !== "" && !l.startsWith("#"))) {
+    const from = /^FROM (\S+)(?: AS (\S+))?$/.exec(line);
+    if (from) out.push({ from: from[1]!, name: from[2], steps: [] });
+    else out.at(-1)!.steps.push(line);
+  }
+  return out;
+}
+
+describe("deploy/Dockerfile", () => {
+  const all = stages(dockerfile);
+  const final = all.at(-1)!;
+
+  it("builds one image for amd64 and arm64, each with its own single executable", () => {
+    const executables = { amd64: "dist/portmap-hostip-linux-x64", arm64: "dist/portmap-hostip-linux-arm64" };
+    for (const [arch, file] of Object.entries(executables)) {
+      expect(all.find((s) => s.name === `plugin-${arch}`)).toEqual({ from: "scratch", name: `plugin-${arch}`, steps: [`COPY ${file} /portmap-hostip`] });
+    }
+    expect(all.find((s) => s.name === "plugin")?.from).toBe("plugin-${TARGETARCH}");
+    expect(dockerfile).toContain(`docker buildx build --platform linux/amd64,linux/arm64 -f deploy/Dockerfile -t portmap-hostip:${version} .`);
+  });
+
+  it("runs the executable on a multi-arch distroless base as the installer's watch mode", () => {
+    expect(final.from).toBe("gcr.io/distroless/cc-debian12");
+    expect(final.steps).toEqual(["COPY --from=plugin /portmap-hostip /portmap-hostip", 'ENTRYPOINT ["/portmap-hostip"]', 'CMD ["install", "--watch"]']);
   });
 });

@@ -228,6 +228,7 @@ describe("install", () => {
       [["--exclude-interfaces", "a/b"], '--exclude-interfaces: invalid value "a/b"'],
       [["--allowed-host-cidrs", "192.0.2.0/33"], '--allowed-host-cidrs: invalid value "192.0.2.0/33"'],
       [["--annotation=-bad"], '--annotation: invalid value "-bad"'],
+      [["--log-file", "portmap-hostip.log"], '--log-file: invalid value "portmap-hostip.log"'],
       [["--bogus"], "Unknown option '--bogus'"],
       [["--watch", "--uninstall"], "--watch and --uninstall exclude each other"],
     ] as const) {
@@ -248,6 +249,7 @@ describe("install", () => {
       "--allowed-host-cidrs=192.0.2.0/24",
       "--allowed-host-cidrs=2001:db8::/64",
       "--annotation=example.com/ip",
+      "--log-file=/var/log/portmap-hostip.log",
     ]);
     expect((await plugins())[2]).toEqual({
       type: "portmap-hostip",
@@ -258,6 +260,7 @@ describe("install", () => {
       excludeInterfaces: [],
       allowedHostCIDRs: ["192.0.2.0/24", "2001:db8::/64"],
       annotation: "example.com/ip",
+      logFile: "/var/log/portmap-hostip.log",
     });
   });
 });
