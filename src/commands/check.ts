@@ -6,7 +6,7 @@ import { changed, planPodChains } from "./plan.js";
 
 export async function cmdCheck(conf: NetConf, env: CniEnv): Promise<void> {
   if (!conf.prevResult) throw new CniError(Code.InvalidConfig, "no prevResult: CHECK needs the attachment's result");
-  const wrong = (await planPodChains(conf, env)).find(changed);
+  const wrong = (await planPodChains(conf, env)).plans.find(changed);
   if (wrong) {
     throw new CniError(
       Code.RulesNotScoped,

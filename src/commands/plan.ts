@@ -9,7 +9,7 @@ import { readChain } from "../iptables/backend.js";
 import { sameRules, scopeChain } from "../iptables/rules.js";
 import { parseAnnotation } from "../policy/annotation.js";
 import type { Family } from "../policy/ip.js";
-import { type FamilyScope, hostIpSource, mappingFamilies, resolveMappings, scopesForFamily } from "../policy/resolve.js";
+import { type FamilyScope, hostIpSource, mappingFamilies, resolutionNotes, resolveMappings, scopesForFamily } from "../policy/resolve.js";
 
 export interface ChainPlan {
   family: Family;
@@ -22,12 +22,20 @@ export interface ChainPlan {
 
 const FAMILY_NAME: Record<Family, string> = { 4: "iptables", 6: "ip6tables" };
 
-export async function planPodChains(conf: NetConf, env: CniEnv): Promise<ChainPlan[]> {
-  if (conf.portMappings.length === 0) return [];
+export interface PodPlan {
+  plans: ChainPlan[];
+  /** What the default left out, and mappings it left closed: for stderr. */
+  notes: string[];
+}
+
+const NOTHING: PodPlan = { plans: [], notes: [] };
+
+export async function planPodChains(conf: NetConf, env: CniEnv): Promise<PodPlan> {
+  if (conf.portMappings.length === 0) return NOTHING;
   const pod = podLabel(env);
   const annotation = conf.annotationValue === undefined ? undefined : parseAnnotation(conf.annotationValue, conf.policy.annotation, pod);
   const sources = conf.portMappings.map((m) => hostIpSource(m, conf.policy, annotation));
-  if (sources.every((s) => s.kind === "any")) return [];
+  if (sources.every((s) => s.kind === "any")) return NOTHING;
 
   // Only families where the pod has an address and some mapping may need scoping; read them while the
   // node's addresses are listed.
@@ -37,12 +45,12 @@ export async function planPodChains(conf: NetConf, env: CniEnv): Promise<ChainPl
   );
   const chain = portmapChainName(conf.name, env.containerId);
   const [network, ...chains] = await Promise.all<[Promise<NodeNetwork>, ...Promise<string[] | undefined>[]]>([
-    readNodeNetwork(),
+    readNodeNetwork(families),
     ...families.map((f) => readChain(f, chain)),
   ]);
 
-  const resolved = resolveMappings(conf.portMappings, conf.policy, annotation, network, pod);
-  return families.map((family, i) => {
+  const resolved = resolveMappings(conf.portMappings, conf.policy, annotation, network, pod, pods);
+  const plans = families.map((family, i) => {
     const current = chains[i] ?? [];
     const scopes = scopesForFamily(resolved, family);
     const { rules, missing } = scopeChain(current, scopes);
@@ -55,6 +63,7 @@ export async function planPodChains(conf: NetConf, env: CniEnv): Promise<ChainPl
     }
     return { family, chain, current, desired: rules, closed: scopes.filter((s) => s.ips.length === 0) };
   });
+  return { plans, notes: resolutionNotes(resolved, pod) };
 }
 
 export const changed = (plan: ChainPlan): boolean => !sameRules(plan.current, plan.desired);

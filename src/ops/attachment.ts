@@ -53,8 +53,9 @@ export function expectedChains(a: CachedAttachment, network: NodeNetwork): Expec
   const ours = ourConf(a);
   const label = attachmentLabel(a);
   const annotation = ours?.annotationValue === undefined ? undefined : parseAnnotation(ours.annotationValue, ours.policy.annotation, label);
-  const resolved = ours && resolveMappings(ours.portMappings, ours.policy, annotation, network, label);
-  return [...podAddresses(conf.prevResult, a.ifname)].flatMap(([family, address]) => {
+  const addresses = podAddresses(conf.prevResult, a.ifname);
+  const resolved = ours && resolveMappings(ours.portMappings, ours.policy, annotation, network, label, new Set(addresses.keys()));
+  return [...addresses].flatMap(([family, address]) => {
     const pod = podNet(address);
     if (!pod) return [];
     const portmap = portmapChainRules(chain, pod, conf.portMappings, options);

@@ -9,7 +9,7 @@ import { scopeChain } from "../../src/iptables/rules.js";
 import { parseAnnotation } from "../../src/policy/annotation.js";
 import { parseIp, type Ip } from "../../src/policy/ip.js";
 import { resolveMappings, type FamilyScope } from "../../src/policy/resolve.js";
-import { NODE } from "./fixtures.js";
+import { BOTH, NODE } from "./fixtures.js";
 
 const RUNS = { numRuns: 300 };
 const parse = (value: string) => parseAnnotation(value, "portmap-hostip/host-ip", "default/web");
@@ -372,7 +372,7 @@ describe("host IP resolution (property)", () => {
         const parsed = parseIp(ip.text)!;
         fc.pre(!nodeIps.has(parsed.text));
         const annotation = { all: [parsed], byPort: new Map<string, Ip[]>() };
-        expect(rejects(() => resolveMappings([mapping], policy, annotation, NODE, "default/web"), 100)).toBe(true);
+        expect(rejects(() => resolveMappings([mapping], policy, annotation, NODE, "default/web", BOTH), 100)).toBe(true);
       }),
       RUNS,
     );
