@@ -19,6 +19,11 @@ describe("node network (recorded from the e2e node namespace)", () => {
     expect(parseDefaultRoutesJson(fixture("host/ip-route-default-nhgroup-v6.json"))).toEqual(["u1", "u2"]);
   });
 
+  it("takes every default route, whatever its metric (a backup uplink)", () => {
+    const recorded = '[{"dst":"default","gateway":"192.0.2.1","dev":"u1","metric":100,"flags":[]},{"dst":"default","gateway":"198.51.100.1","dev":"u2","metric":200,"flags":[]}]';
+    expect(parseDefaultRoutesJson(recorded)).toEqual(["u1", "u2"]);
+  });
+
   it("ignores unreachable and blackhole default routes (recorded next to a real one)", () => {
     const v4 = '[{"dst":"default","gateway":"192.0.2.1","dev":"up0","flags":[]},{"type":"unreachable","dst":"default","metric":5000,"flags":[]}]';
     const v6 =
