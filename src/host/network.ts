@@ -1,24 +1,8 @@
 // The node's own addresses and default-route interfaces, read in the namespace the plugin runs in.
-import { CniError, Code } from "../cni/errors.js";
-import { type Family, type Ip, parseIp } from "../policy/ip.js";
-import { run } from "../system/run.js";
-
-export interface NodeAddress {
-  ifname: string;
-  ip: Ip;
-  /** Kernel scope: global, link, host. */
-  scope: string;
-  /** IPv6 privacy address: for outgoing connections only, replaced every day or so. */
-  temporary: boolean;
-  /** IPv6 duplicate address detection failed: the kernel does not use it. */
-  dadFailed: boolean;
-}
-
-export interface NodeNetwork {
-  addresses: NodeAddress[];
-  /** Interfaces holding a default route of the main table, per family (every nexthop of a multipath route). */
-  defaultRouteInterfaces: Record<Family, string[]>;
-}
+import { CniError, Code } from "../core/errors.js";
+import { type Family, parseIp } from "../core/ip.js";
+import type { NodeAddress, NodeNetwork } from "../core/node.js";
+import { run } from "./run.js";
 
 interface IpAddrLink {
   ifname?: string;
@@ -62,7 +46,7 @@ export function parseDefaultRoutesJson(text: string): string[] {
 }
 
 async function ip(args: string[], input = ""): Promise<string> {
-  const r = await run("ip", args, input).catch((err: Error) => ({ code: -1, stdout: "", stderr: err.message }));
+  const r = await run("ip", args, { input, timeoutMs: 10_000 }).catch((err: Error) => ({ code: -1, stdout: "", stderr: err.message }));
   if (r.code !== 0) throw new CniError(Code.IoFailure, `cannot read the node's network with "ip ${args.join(" ")}": ${r.stderr.trim()}`);
   return r.stdout;
 }

@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
-import { type PortMapping, parseNetConf } from "../../src/cni/config.js";
+import { type PortMapping, parseNetConf } from "../../src/core/config.js";
 import { parseAnnotation } from "../../src/policy/annotation.js";
-import type { NodeNetwork } from "../../src/host/network.js";
+import type { NodeNetwork } from "../../src/core/node.js";
 import { nodeAddresses, resolutionNotes, resolveMappings, scopesForFamily } from "../../src/policy/resolve.js";
 import { BOTH, NODE, cniError } from "./fixtures.js";
 
