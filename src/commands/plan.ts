@@ -9,7 +9,7 @@ import { type CniEnv, podLabel } from "../core/names.js";
 import { readNodeNetwork } from "../host/network.js";
 import { readChain } from "../iptables/backend.js";
 import { portmapChainName } from "../iptables/chain-name.js";
-import { podScoping, resolvePod, scopeFamily } from "../pipeline/pod.js";
+import { neverReceiving, podScoping, resolvePod, scopeFamily } from "../pipeline/pod.js";
 import { type FamilyScope, resolutionNotes } from "../policy/resolve.js";
 
 export interface ChainPlan {
@@ -43,9 +43,8 @@ export async function planPodChains(conf: NetConf, env: CniEnv): Promise<PodPlan
     ...scoping.families.map((f) => readChain(f, chain)),
   ]);
   const resolved = resolvePod(scoping, network);
-  const plans = scoping.families.map((family, i) => {
-    const current = chains[i] ?? [];
-    const { rules, missing, closed } = scopeFamily(resolved, family, current);
+  const scoped = scoping.families.map((family, i) => scopeFamily(resolved, family, chains[i] ?? []));
+  const plans = scoped.map(({ family, rules, missing, closed }, i) => {
     const first = missing[0];
     if (first) {
       throw new CniError(
@@ -53,9 +52,9 @@ export async function planPodChains(conf: NetConf, env: CniEnv): Promise<PodPlan
         `no portmap rule for hostPort ${first.hostPort}/${first.protocol} of pod ${pod} in ${FAMILY_NAME[family]} nat chain ${chain}: portmap-hostip must come after portmap in the plugin list`,
       );
     }
-    return { family, chain, current, desired: rules, closed };
+    return { family, chain, current: chains[i] ?? [], desired: rules, closed };
   });
-  return { plans, notes: resolutionNotes(resolved, pod) };
+  return { plans, notes: [...resolutionNotes(resolved, pod), ...neverReceiving(scoped, pod)] };
 }
 
 export const changed = (plan: ChainPlan): boolean => !sameRules(plan.current, plan.desired);

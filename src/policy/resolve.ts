@@ -152,29 +152,62 @@ export function resolutionNotes(resolved: readonly ResolvedMapping[], pod: strin
 
 /** What the rule rewrite needs for one mapping in one family. */
 export interface FamilyScope {
+  mapping: PortMapping;
   protocol: PortMapping["protocol"];
   hostPort: number;
-  /** Host IPs of this family; empty: the mapping gets no rules in this family. */
-  ips: Ip[];
-  /** Destinations of sibling mappings on the same port that the runtime scoped itself: not ours to touch. */
-  foreign: Ip[];
+  containerPort: number;
+  /** Host IPs of this family; empty: the mapping gets no rules in this family; undefined: as portmap wrote it. */
+  ips: Ip[] | undefined;
+  /** With `ips` undefined: the runtime's specific hostIP, which portmap wrote as the destination; else none. */
+  hostIp: Ip | undefined;
 }
 
-/** Splits resolved mappings per family, refusing two mappings that would claim the same rules. */
+const hostIpField = (m: PortMapping) => m.hostIp?.text ?? "";
+
+/**
+ * Every mapping portmap wrote rules for in this family, in portmap's order (the runtime's). Two mappings with
+ * the same protocol, port and hostIP (Kubernetes' own key for a hostPort) are refused; the same port with
+ * different hostIPs (a specific one and none, `0.0.0.0` and none, none and an IPv6 one) is kept, in order.
+ */
 export function scopesForFamily(resolved: readonly ResolvedMapping[], family: Family): FamilyScope[] {
   const inFamily = resolved.filter((r) => mappingFamilies(r.mapping).includes(family));
-  const scopes: FamilyScope[] = [];
-  for (const r of inFamily) {
-    if (!r.ips) continue;
-    const { protocol, hostPort } = r.mapping;
-    const siblings = inFamily.filter((o) => o !== r && o.mapping.protocol === protocol && o.mapping.hostPort === hostPort);
-    const foreign = siblings.flatMap((o) => (o.source === "runtime" && o.mapping.hostIp ? [o.mapping.hostIp] : []));
-    const ips = r.ips.filter((ip) => ip.family === family);
-    const twin = siblings.some((o) => o.source !== "runtime");
-    if (twin || ips.some((ip) => foreign.some((f) => f.text === ip.text))) {
-      throw new CniError(Code.InvalidConfig, `invalid network configuration: runtimeConfig.portMappings has ${describe(r.mapping)} more than once for the same host IPs`);
+  return inFamily.map((r, i) => {
+    const m = r.mapping;
+    const twin = inFamily.slice(0, i).some((o) => o.mapping.protocol === m.protocol && o.mapping.hostPort === m.hostPort && hostIpField(o.mapping) === hostIpField(m));
+    if (twin) {
+      throw new CniError(
+        Code.InvalidConfig,
+        `invalid network configuration: runtimeConfig.portMappings has ${describe(m)} with hostIP ${JSON.stringify(hostIpField(m))} more than once`,
+      );
     }
-    scopes.push({ protocol, hostPort, ips, foreign });
-  }
-  return scopes;
+    const ips = r.ips?.filter((ip) => ip.family === family);
+    return { mapping: m, protocol: m.protocol, hostPort: m.hostPort, containerPort: m.containerPort, ips, hostIp: r.source === "runtime" ? m.hostIp : undefined };
+  });
+}
+
+/**
+ * The mappings of one family that can never receive traffic there: first match wins, and mappings before them
+ * on the same protocol and port take every address they have. Each with the first of those.
+ */
+export interface Shadowed {
+  scope: FamilyScope;
+  /** The first earlier mapping on the same port that takes some of its addresses. */
+  by: FamilyScope;
+}
+
+export function shadowedScopes(scopes: readonly FamilyScope[]): Shadowed[] {
+  const shadowed: Shadowed[] = [];
+  scopes.forEach((s, i) => {
+    const destinations = s.ips ? s.ips.map((ip) => ip.text) : s.hostIp ? [s.hostIp.text] : undefined;
+    if (destinations?.length === 0) return;
+    const before = scopes.slice(0, i).filter((o) => o.protocol === s.protocol && o.hostPort === s.hostPort);
+    const claims = (o: FamilyScope, d: string | undefined) => {
+      const theirs = o.ips ? o.ips.map((ip) => ip.text) : o.hostIp ? [o.hostIp.text] : undefined;
+      return theirs === undefined || (d !== undefined && theirs.includes(d));
+    };
+    const covered = (destinations ?? [undefined]).every((d) => before.some((o) => claims(o, d)));
+    const by = before.find((o) => (destinations ?? [undefined]).some((d) => claims(o, d)));
+    if (covered && by) shadowed.push({ scope: s, by });
+  });
+  return shadowed;
 }

@@ -293,10 +293,12 @@ function scopesOf(c: GenChain): FamilyScope[] {
   return c.mappings
     .filter((m) => m.ours !== undefined)
     .map((m) => ({
+      mapping: { protocol: m.protocol, hostPort: m.hostPort, containerPort: m.containerPort, hostIp: undefined },
       protocol: m.protocol,
       hostPort: m.hostPort,
+      containerPort: m.containerPort,
       ips: m.ours!.map((t) => parseIp(t)!),
-      foreign: [],
+      hostIp: undefined,
     }));
 }
 

@@ -1,8 +1,8 @@
 import { describe, expect, it } from "vitest";
-import { type PortMapping, parseNetConf } from "../../src/core/config.js";
+import { parseNetConf } from "../../src/core/config.js";
 import { parseAnnotation } from "../../src/policy/annotation.js";
 import type { NodeNetwork } from "../../src/core/node.js";
-import { nodeAddresses, resolutionNotes, resolveMappings, scopesForFamily } from "../../src/policy/resolve.js";
+import { type FamilyScope, nodeAddresses, resolutionNotes, resolveMappings, scopesForFamily, shadowedScopes } from "../../src/policy/resolve.js";
 import { BOTH, NODE, cniError } from "./fixtures.js";
 
 function setup(conf: Record<string, unknown>, mappings: Array<Record<string, unknown>>, annotation?: string) {
@@ -142,23 +142,60 @@ describe("host IP policy", () => {
 });
 
 describe("scopesForFamily", () => {
-  const scopes = (mappings: Array<Record<string, unknown>>, annotation: string, family: 4 | 6) => {
+  const scopes = (mappings: Array<Record<string, unknown>>, annotation: string | undefined, family: 4 | 6) => {
     const s = setup({}, mappings, annotation);
     return scopesForFamily(resolveMappings(s.mappings, s.policy, s.annotation, NODE, "p", BOTH), family);
   };
+  const brief = (list: FamilyScope[]) => list.map((s) => [s.hostPort, s.containerPort, s.ips?.map((ip) => ip.text), s.hostIp?.text]);
 
-  it("splits IPs per family and lists the runtime-scoped siblings on the same port", () => {
-    const mappings: PortMapping[] | Array<Record<string, unknown>> = [tcp8080, { ...tcp8080, containerPort: 81, hostIP: "192.0.2.10" }];
-    expect(scopes(mappings, "192.0.2.11,2001:db8::10", 4)).toEqual([
-      { protocol: "tcp", hostPort: 8080, ips: [{ family: 4, text: "192.0.2.11" }], foreign: [{ family: 4, text: "192.0.2.10" }] },
+  // Until issue 11 the runtime-scoped sibling was left out here (as "foreign"): every mapping is now listed,
+  // in portmap's order, so that the rewrite keeps that order.
+  it("lists every mapping of the family in portmap's order, the runtime-scoped ones as portmap wrote them", () => {
+    const mappings = [tcp8080, { ...tcp8080, containerPort: 81, hostIP: "192.0.2.10" }];
+    expect(brief(scopes(mappings, "192.0.2.11,2001:db8::10", 4))).toEqual([
+      [8080, 80, ["192.0.2.11"], undefined],
+      [8080, 81, undefined, "192.0.2.10"],
     ]);
-    expect(scopes(mappings, "192.0.2.11,2001:db8::10", 6)).toEqual([{ protocol: "tcp", hostPort: 8080, ips: [{ family: 6, text: "2001:db8::10" }], foreign: [] }]);
-    expect(scopes([tcp8080], "192.0.2.11", 6)).toEqual([{ protocol: "tcp", hostPort: 8080, ips: [], foreign: [] }]);
+    expect(brief(scopes(mappings, "192.0.2.11,2001:db8::10", 6))).toEqual([[8080, 80, ["2001:db8::10"], undefined]]);
+    expect(brief(scopes([tcp8080], "192.0.2.11", 6))).toEqual([[8080, 80, [], undefined]]);
   });
 
-  it("refuses two mappings that claim the same port and address", () => {
+  it("refuses two mappings with the same protocol, port and hostIP (code 7)", () => {
     expect(() => scopes([tcp8080, { ...tcp8080, containerPort: 81 }], "192.0.2.11", 4)).toThrow(expect.objectContaining({ code: 7 }));
-    expect(() => scopes([tcp8080, { ...tcp8080, hostIP: "192.0.2.11" }], "192.0.2.11", 4)).toThrow(/more than once/);
+    expect(() => scopes([{ ...tcp8080, hostIP: "192.0.2.10" }, { ...tcp8080, containerPort: 81, hostIP: "192.0.2.10" }], undefined, 4)).toThrow(/more than once/);
+  });
+
+  // Until issue 11 these were refused with code 7: Kubernetes accepts them (its key is protocol, hostIP and port).
+  it("keeps the same port with a specific hostIP and none, 0.0.0.0 and none, none and an IPv6 hostIP, in order", () => {
+    expect(brief(scopes([{ ...tcp8080, hostIP: "192.0.2.10" }, { ...tcp8080, containerPort: 81 }], undefined, 4))).toEqual([
+      [8080, 80, undefined, "192.0.2.10"],
+      [8080, 81, ["192.0.2.10", "192.0.2.11", "127.0.0.1"], undefined],
+    ]);
+    expect(brief(scopes([{ ...tcp8080, hostIP: "0.0.0.0" }, { ...tcp8080, containerPort: 81 }], undefined, 4)).map((s) => s[1])).toEqual([80, 81]);
+    expect(brief(scopes([{ ...tcp8080, hostIP: "0.0.0.0" }, { ...tcp8080, containerPort: 81 }], undefined, 6)).map((s) => s[1])).toEqual([81]);
+    expect(brief(scopes([tcp8080, { ...tcp8080, containerPort: 81, hostIP: "2001:db8::10" }], undefined, 6))).toEqual([
+      [8080, 80, ["2001:db8::10"], undefined],
+      [8080, 81, undefined, "2001:db8::10"],
+    ]);
   });
 });
 
+describe("shadowedScopes: first match wins", () => {
+  const shadowed = (mappings: Array<Record<string, unknown>>, family: 4 | 6 = 4) => {
+    const s = setup({}, mappings);
+    const list = scopesForFamily(resolveMappings(s.mappings, s.policy, undefined, NODE, "p", BOTH), family);
+    return shadowedScopes(list).map((x) => [x.scope.containerPort, x.by.containerPort]);
+  };
+
+  it("names a mapping whose every address an earlier one on its port takes", () => {
+    expect(shadowed([tcp8080, { ...tcp8080, containerPort: 81, hostIP: "192.0.2.10" }])).toEqual([[81, 80]]);
+    expect(shadowed([tcp8080, { ...tcp8080, containerPort: 81, hostIP: "2001:db8::10" }], 6)).toEqual([[81, 80]]);
+    expect(shadowed([{ ...tcp8080, hostIP: "0.0.0.0", containerPort: 79 }, tcp8080], 4)).toEqual([[80, 79]]);
+  });
+
+  it("not one that keeps an address of its own, nor mappings of other ports", () => {
+    expect(shadowed([{ ...tcp8080, hostIP: "192.0.2.10" }, { ...tcp8080, containerPort: 81 }])).toEqual([]);
+    expect(shadowed([{ ...tcp8080, hostIP: "0.0.0.0" }, { ...tcp8080, containerPort: 81 }], 6)).toEqual([]);
+    expect(shadowed([tcp8080, { ...tcp8080, hostPort: 8081 }, udp5353])).toEqual([]);
+  });
+});
