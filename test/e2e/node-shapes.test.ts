@@ -34,7 +34,7 @@ import {
   type Harness,
   type PluginConf,
 } from "../support/harness.js";
-import { describeAsRoot, useHarness } from "../support/e2e.js";
+import { IPTABLES_VARIANTS, describeAsRoot, useHarness } from "../support/e2e.js";
 import { ipIn } from "../support/netns.js";
 
 
@@ -48,10 +48,7 @@ async function startShaped(h: Harness, name: string, hostPort: number, hostip: P
   return { ...started, chain, v4: dests(started.after.v4), v6: dests(started.after.v6), stderr: started.ours.stderr };
 }
 
-describeAsRoot.each([
-  { variant: "iptables-nft", legacy: false },
-  { variant: "iptables-legacy", legacy: true },
-])("node shapes, $variant", ({ legacy }) => {
+describeAsRoot.each(IPTABLES_VARIANTS)("node shapes, $variant", ({ legacy }) => {
   describe("the default never fails a pod", () => {
     const h = useHarness({ legacyIptables: legacy });
 

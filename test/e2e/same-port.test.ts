@@ -17,7 +17,7 @@ import {
   type Harness,
   type PortMapping,
 } from "../support/harness.js";
-import { describeAsRoot, useHarness } from "../support/e2e.js";
+import { IPTABLES_VARIANTS, describeAsRoot, useHarness } from "../support/e2e.js";
 
 /** The pod answers "port-80" on container port 80 and "port-81" on 81: which mapping took the packet. */
 async function start(h: Harness, name: string, portMappings: PortMapping[], o: { dualStack?: boolean } = {}) {
@@ -31,10 +31,7 @@ async function start(h: Harness, name: string, portMappings: PortMapping[], o: {
 
 const NEVER = /warning: pod default\/\S+ .*: hostPort (\d+)\/tcp → container port (\d+) \(hostIP "([^"]*)"\) can never receive traffic/;
 
-describeAsRoot.each([
-  { variant: "iptables-nft", legacy: false },
-  { variant: "iptables-legacy", legacy: true },
-])("the same hostPort twice in one pod, $variant", ({ legacy }) => {
+describeAsRoot.each(IPTABLES_VARIANTS)("the same hostPort twice in one pod, $variant", ({ legacy }) => {
   describe("a specific hostIP, then none", () => {
     const h = useHarness({ legacyIptables: legacy });
     const alone = useHarness({ legacyIptables: legacy });
