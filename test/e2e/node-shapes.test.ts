@@ -136,9 +136,9 @@ describeAsRoot.each(IPTABLES_VARIANTS)("node shapes, $variant", ({ legacy }) => 
   });
 
   describe("the uplink down at pod start", () => {
-    const h = useHarness({ legacyIptables: legacy });
+    const h = useHarness({ legacyIptables: legacy, libcniCache: true });
 
-    it("the pod starts closed: its hostPort answers on 127.0.0.1 only, with a warning, and stays closed when the uplink returns", async () => {
+    it("the pod starts closed: its hostPort answers on 127.0.0.1 only, with a warning, until reconcile widens it", async () => {
       await ipIn(h.topo.node, "link", "set", UPLINK, "down");
       const p = await startShaped(h, "down", 8241, {}, { dualStack: true });
       expect([p.v4, p.v6]).toEqual([["127.0.0.1"], []]);
@@ -147,6 +147,9 @@ describeAsRoot.each(IPTABLES_VARIANTS)("node shapes, $variant", ({ legacy }) => 
       await ipIn(h.topo.node, "link", "set", UPLINK, "up");
       await ipIn(h.topo.node, "route", "add", "default", "via", "192.0.2.1", "dev", UPLINK);
       expect(await whoAnswers(h.topo.client, "tcp", NODE_IP1, 8241)).toBeNull();
+      const reconcile = await h.operator(["reconcile", "--cache-dir", h.cacheDir!]);
+      expect(reconcile.code, reconcile.stdout + reconcile.stderr).toBe(0);
+      expect(await whoAnswers(h.topo.client, "tcp", NODE_IP1, 8241)).toBe("pod-down");
     });
   });
 
