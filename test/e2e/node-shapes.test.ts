@@ -8,6 +8,7 @@ import {
   DEPRECATED_IP6,
   DUPLICATE_IP6,
   LABELLED_IP,
+  LOOPBACK_NODE_IP,
   NODE_IP1,
   NODE_IP2,
   NODE_IP6,
@@ -26,10 +27,12 @@ import {
   ecmpNexthopGroup6,
   ecmpUplinks,
   labelledAddress,
+  loopbackNodeIp,
   privateNic,
   rulesIn,
   serviceIpOnNodeAddress,
   subInterfaceUplink,
+  uplinkWithoutCarrier,
   whoAnswers,
   type Harness,
   type PluginConf,
@@ -129,6 +132,13 @@ describeAsRoot.each(IPTABLES_VARIANTS)("node shapes, $variant", ({ legacy }) => 
       expect(await whoAnswers(h.topo.client, "tcp", NODE_IP2, 8231)).toBe("pod-kube");
     });
 
+    it("kubeNodeIPs also adds an address held on lo (announced by BGP)", async () => {
+      await loopbackNodeIp(h.topo);
+      const p = await startShaped(h, "lo", 8233, { kubeNodeIPs: [LOOPBACK_NODE_IP] });
+      expect(p.v4).toEqual([NODE_IP1, NODE_IP2, LOOPBACK_NODE_IP, "127.0.0.1"]);
+      expect(await whoAnswers(h.topo.client, "tcp", LOOPBACK_NODE_IP, 8233)).toBe("pod-lo");
+    });
+
     it("nodeIPs still replaces everything", async () => {
       const p = await startShaped(h, "nodeips", 8232, { kubeNodeIPs: [PRIVATE_IP], nodeIPs: [NODE_IP1] });
       expect(p.v4).toEqual([NODE_IP1, "127.0.0.1"]);
@@ -150,6 +160,18 @@ describeAsRoot.each(IPTABLES_VARIANTS)("node shapes, $variant", ({ legacy }) => 
       const reconcile = await h.operator(["reconcile", "--cache-dir", h.cacheDir!]);
       expect(reconcile.code, reconcile.stdout + reconcile.stderr).toBe(0);
       expect(await whoAnswers(h.topo.client, "tcp", NODE_IP1, 8241)).toBe("pod-down");
+    });
+  });
+
+  describe("the uplink without carrier at pod start", () => {
+    const h = useHarness({ legacyIptables: legacy });
+
+    it("still counts (its routes stay, flagged linkdown): the pod answers there once the carrier is back", async () => {
+      await uplinkWithoutCarrier(h.topo, false);
+      const p = await startShaped(h, "nocarrier", 8245, {});
+      expect(p.v4).toEqual([NODE_IP1, NODE_IP2, "127.0.0.1"]);
+      await uplinkWithoutCarrier(h.topo, true);
+      expect(await whoAnswers(h.topo.client, "tcp", NODE_IP1, 8245)).toBe("pod-nocarrier");
     });
   });
 

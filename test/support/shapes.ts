@@ -1,7 +1,7 @@
 // Node shapes beyond the tidy one-uplink node of topology.ts, built on it: what real nodes look like. Each
 // builder changes the node of a fresh topology and returns what tests need to reach it.
 import { ipIn, nsRunOk, sysctlIn } from "./netns.js";
-import { CLIENT_IP6, IPVS_DEVICE, NODE_IP2, UPLINK, type Topology } from "./topology.js";
+import { CLIENT_IP6, IPVS_DEVICE, NODE_IP1, NODE_IP2, UPLINK, type Topology } from "./topology.js";
 
 /** The second uplink's network (TEST-NET-2 and a second IPv6 /64). */
 export const UPLINK2 = "uplink2";
@@ -35,6 +35,18 @@ export async function ecmpNexthopGroup6(topo: Topology): Promise<string> {
 export const PRIVATE_IP = UPLINK2_IP;
 export function privateNic(topo: Topology): Promise<string> {
   return secondUplink(topo, [`${PRIVATE_IP}/24`]);
+}
+
+/** The node's address announced by BGP on `lo` (a /32), reached by the client through the uplink. */
+export const LOOPBACK_NODE_IP = "198.51.100.50";
+export async function loopbackNodeIp(topo: Topology): Promise<void> {
+  await ipIn(topo.node, "addr", "add", `${LOOPBACK_NODE_IP}/32`, "dev", "lo");
+  await ipIn(topo.client, "route", "add", `${LOOPBACK_NODE_IP}/32`, "via", NODE_IP1);
+}
+
+/** The uplink without carrier (its peer down): the kernel keeps its routes, flagged `linkdown`. */
+export function uplinkWithoutCarrier(topo: Topology, carrier: boolean): Promise<string> {
+  return ipIn(topo.client, "link", "set", "eth0", carrier ? "up" : "down");
 }
 
 /** The uplink enslaved to a bridge that holds the node's address and the default route (a VM host's br0). */
