@@ -50,7 +50,7 @@ export function resolvePod(s: PodScoping, network: NodeNetwork): ResolvedMapping
 
 export interface ScopedFamily extends ScopedChain {
   family: Family;
-  /** Mappings whose host IPs are all of the other family: they get no rules in this one. */
+  /** Mappings left with no host IP in this family (all of the other one, or the default found none): no rules. */
   closed: FamilyScope[];
   /** Every mapping portmap wrote in this family, in its order. */
   scopes: FamilyScope[];
