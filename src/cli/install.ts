@@ -40,6 +40,8 @@ Where:
 Entry options (omitted ones use the plugin's defaults); lists are comma-separated or repeated:
   --default-host-ip VALUE    node (default), any, or IP[,IP...]: host IPs of a mapping with no hostIP
   --node-ips IP,...          this node's IPs, instead of reading them from the interfaces
+  --kube-node-ips IP,...     the node's Kubernetes addresses (status.hostIPs), in addition to the
+                             default-route interfaces' addresses
   --node-interfaces IF,...   interfaces whose addresses are node IPs
   --exclude-interfaces IF,...  interfaces whose addresses never are (default kube-ipvs0; "" for none)
   --allowed-host-cidrs CIDR,...  host IPs a pod may ask for by annotation
@@ -62,6 +64,7 @@ export function parseInstallArgs(args: string[]): InstallOptions {
         binary: { type: "string" },
         "default-host-ip": { type: "string", multiple: true },
         "node-ips": { type: "string", multiple: true },
+        "kube-node-ips": { type: "string", multiple: true },
         "node-interfaces": { type: "string", multiple: true },
         "exclude-interfaces": { type: "string", multiple: true },
         "allowed-host-cidrs": { type: "string", multiple: true },
@@ -89,6 +92,7 @@ export function parseInstallArgs(args: string[]): InstallOptions {
     }
   }
   setList(settings, "nodeIPs", "node-ips", v["node-ips"], isIp, "expected IP addresses");
+  setList(settings, "kubeNodeIPs", "kube-node-ips", v["kube-node-ips"], isIp, "expected IP addresses");
   setList(settings, "nodeInterfaces", "node-interfaces", v["node-interfaces"], isInterfaceName, "expected interface names");
   setList(settings, "excludeInterfaces", "exclude-interfaces", v["exclude-interfaces"], isInterfaceName, "expected interface names");
   setList(settings, "allowedHostCIDRs", "allowed-host-cidrs", v["allowed-host-cidrs"], isCidr, "expected CIDRs such as 192.0.2.0/24");

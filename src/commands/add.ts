@@ -14,7 +14,9 @@ export async function cmdAdd(conf: NetConf, env: CniEnv): Promise<{ result: Reco
   }
   // Computed before anything is written: a result we could not print must not follow a rewrite.
   const result = convertResult(conf.prevResult, conf.cniVersion);
-  const { resolved, plans: all } = await planPodChains(conf, env);
+  const { resolved, plans: all, notes } = await planPodChains(conf, env);
+  // The default never fails a pod: what it left out, and why, must still be visible.
+  for (const note of notes) process.stderr.write(`portmap-hostip: ${note}\n`);
   for (const { family, closed } of all) {
     // Not an error (the policy says so), but a pod that is unreachable over one family should be visible.
     for (const s of closed) {

@@ -9,8 +9,8 @@ import { type CniEnv, podLabel } from "../core/names.js";
 import { readNodeNetwork } from "../host/network.js";
 import { readChain } from "../iptables/backend.js";
 import { portmapChainName } from "../iptables/chain-name.js";
-import { podScoping, resolvePod, scopeFamily } from "../pipeline/pod.js";
-import type { FamilyScope, ResolvedMapping } from "../policy/resolve.js";
+import { neverReceiving, podScoping, resolvePod, scopeFamily } from "../pipeline/pod.js";
+import { type FamilyScope, type ResolvedMapping, resolutionNotes } from "../policy/resolve.js";
 
 export interface ChainPlan {
   family: Family;
@@ -21,30 +21,34 @@ export interface ChainPlan {
   closed: FamilyScope[];
 }
 
+const FAMILY_NAME: Record<Family, string> = { 4: "iptables", 6: "ip6tables" };
+
 export interface PodPlan {
   /** Every mapping with the host IPs decided for it (for the log file). */
   resolved: ResolvedMapping[];
   /** Per family whose rules may need scoping. */
   plans: ChainPlan[];
+  /** What the default left out, and mappings it left closed: for stderr. */
+  notes: string[];
 }
 
-const FAMILY_NAME: Record<Family, string> = { 4: "iptables", 6: "ip6tables" };
-
 export async function planPodChains(conf: NetConf, env: CniEnv): Promise<PodPlan> {
-  if (conf.portMappings.length === 0) return { resolved: [], plans: [] };
+  if (conf.portMappings.length === 0) return { resolved: [], plans: [], notes: [] };
   const pod = podLabel(env);
   const scoping = podScoping(conf, pod, podFamilies(conf.prevResult, env.ifname));
-  if (!scoping) return { resolved: conf.portMappings.map((mapping) => ({ mapping, source: "any", ips: undefined })), plans: [] };
+  if (!scoping) {
+    const resolved = conf.portMappings.map((mapping): ResolvedMapping => ({ mapping, source: "any", ips: undefined, leftOut: [], closed: false }));
+    return { resolved, plans: [], notes: [] };
+  }
   // Only the families where some mapping may need scoping; read them while the node's addresses are listed.
   const chain = portmapChainName(conf.name, env.containerId);
   const [network, ...chains] = await Promise.all<[Promise<NodeNetwork>, ...Promise<Rule[] | undefined>[]]>([
-    readNodeNetwork(),
+    readNodeNetwork(scoping.families),
     ...scoping.families.map((f) => readChain(f, chain)),
   ]);
   const resolved = resolvePod(scoping, network);
-  const plans = scoping.families.map((family, i) => {
-    const current = chains[i] ?? [];
-    const { rules, missing, closed } = scopeFamily(resolved, family, current);
+  const scoped = scoping.families.map((family, i) => scopeFamily(resolved, family, chains[i] ?? []));
+  const plans = scoped.map(({ family, rules, missing, closed }, i) => {
     const first = missing[0];
     if (first) {
       throw new CniError(
@@ -52,9 +56,9 @@ export async function planPodChains(conf: NetConf, env: CniEnv): Promise<PodPlan
         `no portmap rule for hostPort ${first.hostPort}/${first.protocol} of pod ${pod} in ${FAMILY_NAME[family]} nat chain ${chain}: portmap-hostip must come after portmap in the plugin list`,
       );
     }
-    return { family, chain, current, desired: rules, closed };
+    return { family, chain, current: chains[i] ?? [], desired: rules, closed };
   });
-  return { resolved, plans };
+  return { resolved, plans, notes: [...resolutionNotes(resolved, pod), ...neverReceiving(scoped, pod)] };
 }
 
 export const changed = (plan: ChainPlan): boolean => !sameRules(plan.current, plan.desired);

@@ -28,6 +28,8 @@ export type DefaultHostIp = { kind: "node" } | { kind: "any" } | { kind: "ips"; 
 export interface Policy {
   defaultHostIp: DefaultHostIp;
   nodeIps: Ip[] | undefined;
+  /** The node's Kubernetes addresses (status.hostIPs): added to those read from its interfaces. */
+  kubeNodeIps: Ip[] | undefined;
   nodeInterfaces: string[] | undefined;
   excludeInterfaces: string[];
   allowedHostCidrs: Cidr[] | undefined;
@@ -64,6 +66,7 @@ const NetConfSchema = z.looseObject({
   name: z.string(),
   defaultHostIP: z.optional(z.union([z.string(), stringList], { error: 'expected "node", "any", an IP address or a list of IP addresses' })),
   nodeIPs: z.optional(stringList),
+  kubeNodeIPs: z.optional(stringList),
   nodeInterfaces: z.optional(stringList),
   excludeInterfaces: z.optional(stringList),
   allowedHostCIDRs: z.optional(stringList),
@@ -226,6 +229,7 @@ export function parseNetConf(json: unknown): NetConf {
     policy: {
       defaultHostIp: parseDefaultHostIp(raw.defaultHostIP),
       nodeIps: raw.nodeIPs && ipList(raw.nodeIPs, ["nodeIPs"]),
+      kubeNodeIps: raw.kubeNodeIPs && ipList(raw.kubeNodeIPs, ["kubeNodeIPs"]),
       nodeInterfaces: raw.nodeInterfaces && ifnameList(raw.nodeInterfaces, ["nodeInterfaces"]),
       excludeInterfaces: raw.excludeInterfaces ? ifnameList(raw.excludeInterfaces, ["excludeInterfaces"]) : DEFAULT_EXCLUDED,
       allowedHostCidrs: allowed,

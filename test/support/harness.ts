@@ -22,6 +22,7 @@ import { join } from "node:path";
 export * from "./cni.js";
 export * from "./conflists.js";
 export * from "./iptables.js";
+export * from "./shapes.js";
 export * from "./topology.js";
 export * from "./traffic.js";
 export { netnsPath } from "./netns.js";

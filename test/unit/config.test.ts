@@ -24,6 +24,7 @@ describe("network configuration", () => {
       ...base,
       defaultHostIP: ["192.0.2.10", "2001:db8::10"],
       nodeIPs: ["192.0.2.10"],
+      kubeNodeIPs: ["192.0.2.11", "2001:db8::11"],
       nodeInterfaces: ["eth0"],
       excludeInterfaces: [],
       allowedHostCIDRs: ["192.0.2.0/24", "2001:db8::/64"],
@@ -33,6 +34,7 @@ describe("network configuration", () => {
     expect(conf.policy.defaultHostIp).toEqual({ kind: "ips", ips: [{ family: 4, text: "192.0.2.10" }, { family: 6, text: "2001:db8::10" }] });
     expect(conf.policy.allowedHostCidrs?.map((c) => c.text)).toEqual(["192.0.2.0/24", "2001:db8::/64"]);
     expect(conf.policy.excludeInterfaces).toEqual([]);
+    expect(conf.policy.kubeNodeIps).toEqual([{ family: 4, text: "192.0.2.11" }, { family: 6, text: "2001:db8::11" }]);
     expect(conf.annotationValue).toBe("192.0.2.10");
     expect(parseNetConf({ ...base, defaultHostIP: "any" }).policy.defaultHostIp).toEqual({ kind: "any" });
     expect(parseNetConf({ ...base, defaultHostIP: "192.0.2.10" }).policy.defaultHostIp).toEqual({ kind: "ips", ips: [{ family: 4, text: "192.0.2.10" }] });
@@ -61,6 +63,7 @@ describe("network configuration", () => {
     [{ defaultHostIP: "nodes" }, 'defaultHostIP = "nodes"'],
     [{ defaultHostIP: [] }, "defaultHostIP = []"],
     [{ nodeIPs: ["192.0.2.300"] }, 'nodeIPs[0] = "192.0.2.300": not an IP address'],
+    [{ kubeNodeIPs: ["192.0.2.10", "node-1"] }, 'kubeNodeIPs[1] = "node-1": not an IP address'],
     [{ nodeInterfaces: ["eth0", "bad/name"] }, 'nodeInterfaces[1] = "bad/name": not an interface name'],
     [{ excludeInterfaces: "kube-ipvs0" }, 'excludeInterfaces = "kube-ipvs0"'],
     [{ allowedHostCIDRs: ["192.0.2.0"] }, 'allowedHostCIDRs[0] = "192.0.2.0": not a CIDR'],

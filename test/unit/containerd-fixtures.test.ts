@@ -8,10 +8,9 @@ import { readAttachmentEnv, readCommand } from "../../src/cni/env.js";
 import { parseEnvelope, parseNetConf } from "../../src/core/config.js";
 import { CniError } from "../../src/core/errors.js";
 import { podLabel } from "../../src/core/names.js";
-import { convertResult } from "../../src/core/result.js";
+import { convertResult, podFamilies } from "../../src/core/result.js";
 import { decodeJson } from "../../src/cni/stdin.js";
-import { parseAnnotation } from "../../src/policy/annotation.js";
-import { resolveMappings } from "../../src/policy/resolve.js";
+import { podScoping, resolvePod } from "../../src/pipeline/pod.js";
 import { NODE } from "./fixtures.js";
 
 interface Call {
@@ -42,9 +41,10 @@ const stdinOf = (call: Call) => decodeJson(Buffer.from(JSON.stringify(call.stdin
 function policyOf(call: Call) {
   const env = readAttachmentEnv(call.env, "ADD");
   const conf = parseNetConf(stdinOf(call));
-  const pod = podLabel(env);
-  const annotation = conf.annotationValue === undefined ? undefined : parseAnnotation(conf.annotationValue, conf.policy.annotation, pod);
-  return () => resolveMappings(conf.portMappings, conf.policy, annotation, NODE, pod);
+  return () => {
+    const scoping = podScoping(conf, podLabel(env), podFamilies(conf.prevResult, env.ifname));
+    return scoping ? resolvePod(scoping, NODE) : [];
+  };
 }
 
 describe("what containerd sends, replayed", () => {

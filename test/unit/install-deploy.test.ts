@@ -16,8 +16,16 @@ interface Container {
   name: string;
   image: string;
   args: string[];
+  env?: Array<{ name: string; valueFrom?: { fieldRef?: { fieldPath: string } } }>;
   securityContext: { privileged?: boolean };
   volumeMounts: Array<{ name: string; mountPath: string; readOnly?: boolean }>;
+}
+
+/** The flags as kubelet passes them: `$(VAR)` expanded from the container's env (here: a dual-stack node's status.hostIPs). */
+function installArgs(container: Container) {
+  const values: Record<string, string> = { "status.hostIPs": "192.0.2.10,2001:db8::10" };
+  const env = new Map((container.env ?? []).map((e) => [e.name, values[e.valueFrom?.fieldRef?.fieldPath ?? ""]]));
+  return parseInstallArgs(container.args.slice(1).map((a) => a.replace(/\$\((\w+)\)/g, (_, name: string) => env.get(name) ?? `$(${name})`)));
 }
 
 describe("deploy/daemonset.yaml", () => {
@@ -38,8 +46,8 @@ describe("deploy/daemonset.yaml", () => {
   it("installs in a privileged init container and keeps the entry with a privileged --watch container", () => {
     const [init] = pod.initContainers as Container[];
     const [watch] = pod.containers as Container[];
-    expect([init?.args[0], parseInstallArgs(init!.args.slice(1)).mode]).toEqual(["install", "install"]);
-    expect([watch?.args[0], parseInstallArgs(watch!.args.slice(1)).mode]).toEqual(["install", "watch"]);
+    expect([init?.args[0], installArgs(init!).mode]).toEqual(["install", "install"]);
+    expect([watch?.args[0], installArgs(watch!).mode]).toEqual(["install", "watch"]);
     for (const container of [init!, watch!]) expect(container.securityContext.privileged).toBe(true);
   });
 
@@ -48,7 +56,7 @@ describe("deploy/daemonset.yaml", () => {
       (pod.volumes as Array<{ name: string; hostPath: { path: string } }>).map((volume) => [volume.name, volume.hostPath.path]),
     );
     for (const container of [...pod.initContainers, ...pod.containers] as Container[]) {
-      const options = parseInstallArgs(container.args.slice(1));
+      const options = installArgs(container);
       const hostPathOf = (dir: string | undefined): string | undefined => {
         const mount = container.volumeMounts.find((m) => m.mountPath === dir);
         expect(mount?.readOnly, `${container.name} mount of ${dir}`).toBeFalsy();
@@ -56,6 +64,12 @@ describe("deploy/daemonset.yaml", () => {
       };
       expect(hostPathOf(options.cniBinDir), container.name).toBe(STANDARD.binDir);
       expect(hostPathOf(options.cniConfDir), container.name).toBe(STANDARD.confDir);
+    }
+  });
+
+  it("gives both containers the node's Kubernetes addresses from the downward API as kubeNodeIPs", () => {
+    for (const container of [...pod.initContainers, ...pod.containers] as Container[]) {
+      expect(installArgs(container).settings, container.name).toEqual({ kubeNodeIPs: ["192.0.2.10", "2001:db8::10"] });
     }
   });
 

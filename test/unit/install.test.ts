@@ -224,6 +224,7 @@ describe("install", () => {
       [["--default-host-ip", "192.0.2.300"], '--default-host-ip: invalid value "192.0.2.300"'],
       [["--default-host-ip", "node,192.0.2.1"], '--default-host-ip: invalid value "node"'],
       [["--node-ips", "192.0.2.1/24"], '--node-ips: invalid value "192.0.2.1/24"'],
+      [["--kube-node-ips", "$(HOST_IPS)"], '--kube-node-ips: invalid value "$(HOST_IPS)"'],
       [["--node-interfaces", "eth0,this-name-is-too-long"], '--node-interfaces: invalid value "this-name-is-too-long"'],
       [["--exclude-interfaces", "a/b"], '--exclude-interfaces: invalid value "a/b"'],
       [["--allowed-host-cidrs", "192.0.2.0/33"], '--allowed-host-cidrs: invalid value "192.0.2.0/33"'],
@@ -244,6 +245,7 @@ describe("install", () => {
     await install([
       "--default-host-ip=198.51.100.7",
       "--node-ips=192.0.2.1,2001:db8::1",
+      "--kube-node-ips=192.0.2.2,2001:db8::2",
       "--node-interfaces=eth0",
       "--exclude-interfaces=",
       "--allowed-host-cidrs=192.0.2.0/24",
@@ -256,6 +258,7 @@ describe("install", () => {
       capabilities: CAPABILITIES,
       defaultHostIP: "198.51.100.7",
       nodeIPs: ["192.0.2.1", "2001:db8::1"],
+      kubeNodeIPs: ["192.0.2.2", "2001:db8::2"],
       nodeInterfaces: ["eth0"],
       excludeInterfaces: [],
       allowedHostCIDRs: ["192.0.2.0/24", "2001:db8::/64"],

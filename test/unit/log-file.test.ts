@@ -36,9 +36,9 @@ describe("formatCall", () => {
     const line = formatCall(
       call({
         resolved: [
-          { mapping: { hostPort: 8080, containerPort: 80, protocol: "tcp", hostIp: undefined }, source: "node", ips: [ip("192.0.2.10"), ip("127.0.0.1")] },
-          { mapping: { hostPort: 8443, containerPort: 443, protocol: "tcp", hostIp: ip("192.0.2.11") }, source: "runtime", ips: undefined },
-          { mapping: { hostPort: 5353, containerPort: 53, protocol: "udp", hostIp: undefined }, source: "any", ips: undefined },
+          { mapping: { hostPort: 8080, containerPort: 80, protocol: "tcp", hostIp: undefined }, source: "node", ips: [ip("192.0.2.10"), ip("127.0.0.1")], leftOut: [], closed: false },
+          { mapping: { hostPort: 8443, containerPort: 443, protocol: "tcp", hostIp: ip("192.0.2.11") }, source: "runtime", ips: undefined, leftOut: [], closed: false },
+          { mapping: { hostPort: 5353, containerPort: 53, protocol: "udp", hostIp: undefined }, source: "any", ips: undefined, leftOut: [], closed: false },
         ],
       }),
     );
