@@ -70,8 +70,9 @@ function openLog(path: string): number {
 /**
  * Moves the full file at `path` (open as `fd`) to `<path>.1`. Several processes may find it full at once:
  * a lock file (O_EXCL) lets one of them rotate, and it renames only if `path` still is the file it measured,
- * so a file another process just started is never rotated away. The others write to the full file, which
- * becomes the previous one: their lines are kept. Returns whether `path` is now a new file to open.
+ * so a file another process just started is never rotated away. The others wait for the new file (bounded),
+ * else write to the full file, which becomes the previous one: their lines are kept. Returns whether `path`
+ * is now a new file to open.
  */
 function rotate(path: string, fd: number): boolean {
   const lock = `${path}.lock`;
@@ -95,13 +96,30 @@ function rotate(path: string, fd: number): boolean {
   }
 }
 
+// How long a writer that finds another process rotating waits for the new file before it appends to the full
+// one: a rotation takes microseconds, but a loaded node may deschedule the rotator in between.
+const ROTATION_WAIT_MS = 200;
+const ROTATION_POLL_MS = 2;
+
+/** Waits, bounded, until `path` is no longer the file open as `fd` (another process rotated it). */
+function awaitRotation(path: string, fd: number): boolean {
+  const ino = fstatSync(fd).ino;
+  const pause = new Int32Array(new SharedArrayBuffer(4));
+  for (let waited = 0; waited < ROTATION_WAIT_MS; waited += ROTATION_POLL_MS) {
+    const now = statSync(path, { throwIfNoEntry: false });
+    if (now !== undefined && now.ino !== ino) return true;
+    Atomics.wait(pause, 0, 0, ROTATION_POLL_MS);
+  }
+  return false;
+}
+
 /** Appends `line` (ending in a newline) to the file at `path` with one write(), rotating it at `cap` bytes. */
 export function appendLine(path: string, line: string, cap = LOG_FILE_CAP): void {
   const data = Buffer.from(line);
   let fd = openLog(path);
   try {
     const size = fstatSync(fd).size;
-    if (size > 0 && size + data.length > cap && rotate(path, fd)) {
+    if (size > 0 && size + data.length > cap && (rotate(path, fd) || awaitRotation(path, fd))) {
       const full = fd;
       fd = -1;
       closeSync(full);
