@@ -2,9 +2,10 @@
 import { cmdAdd } from "../commands/add.js";
 import { cmdCheck } from "../commands/check.js";
 import { checkUsable } from "../iptables/backend.js";
-import { LATEST_VERSION, SUPPORTED_VERSIONS, parseEnvelope, parseNetConf } from "./config.js";
-import { type CniEnv, type Command, readAttachmentEnv, readCommand } from "./env.js";
-import { CniError, Code } from "./errors.js";
+import { LATEST_VERSION, SUPPORTED_VERSIONS, parseEnvelope, parseNetConf } from "../core/config.js";
+import type { CniEnv, Command } from "../core/names.js";
+import { readAttachmentEnv, readCommand } from "./env.js";
+import { CniError, Code } from "../core/errors.js";
 import { decodeJson, readStdin } from "./stdin.js";
 
 function print(value: unknown): void {

@@ -1,8 +1,8 @@
 // ADD: scope portmap's rules of this pod, all families or none, then pass prevResult on.
-import type { NetConf } from "../cni/config.js";
-import { type CniEnv, podLabel } from "../cni/env.js";
-import { CniError, Code } from "../cni/errors.js";
-import { convertResult } from "../cni/result.js";
+import type { NetConf } from "../core/config.js";
+import { type CniEnv, podLabel } from "../core/names.js";
+import { CniError, Code } from "../core/errors.js";
+import { convertResult } from "../core/result.js";
 import { writeChain } from "../iptables/backend.js";
 import { changed, planPodChains } from "./plan.js";
 
@@ -32,7 +32,7 @@ export async function cmdAdd(conf: NetConf, env: CniEnv): Promise<Record<string,
   // A UDP flow keeps the NAT decision of its first datagram: those made by portmap's unscoped rule in the
   // moment before our rewrite must go. Only pods with UDP mappings load and run this.
   if (written.length > 0 && conf.portMappings.some((m) => m.protocol === "udp")) {
-    const { dropStaleUdp } = await import("../ops/conntrack.js");
+    const { dropStaleUdp } = await import("../pipeline/conntrack.js");
     const warn = (text: string) => void process.stderr.write(`portmap-hostip: pod ${podLabel(env)}: ${text}\n`);
     await Promise.all(written.map((plan) => dropStaleUdp(plan.family, [{ before: plan.current, after: plan.desired }], warn).catch((err: Error) => warn(err.message))));
   }

@@ -1,21 +1,22 @@
-// What ADD and CHECK share: resolve the pod's host IPs and compute, per family, the pod chain as it must be.
-import type { NetConf } from "../cni/config.js";
-import { type CniEnv, podLabel } from "../cni/env.js";
-import { CniError, Code } from "../cni/errors.js";
-import { podFamilies } from "../cni/result.js";
-import { type NodeNetwork, readNodeNetwork } from "../host/network.js";
-import { portmapChainName } from "../iptables/chain-name.js";
+// What ADD and CHECK share: read the node's network and the pod's chains, and run the scoping pipeline on them.
+import type { NetConf } from "../core/config.js";
+import { CniError, Code } from "../core/errors.js";
+import type { Family } from "../core/ip.js";
+import type { NodeNetwork } from "../core/node.js";
+import { podFamilies } from "../core/result.js";
+import { type Rule, sameRules } from "../core/rule.js";
+import { type CniEnv, podLabel } from "../core/names.js";
+import { readNodeNetwork } from "../host/network.js";
 import { readChain } from "../iptables/backend.js";
-import { sameRules, scopeChain } from "../iptables/rules.js";
-import { parseAnnotation } from "../policy/annotation.js";
-import type { Family } from "../policy/ip.js";
-import { type FamilyScope, hostIpSource, mappingFamilies, resolveMappings, scopesForFamily } from "../policy/resolve.js";
+import { portmapChainName } from "../iptables/chain-name.js";
+import { podScoping, resolvePod, scopeFamily } from "../pipeline/pod.js";
+import type { FamilyScope } from "../policy/resolve.js";
 
 export interface ChainPlan {
   family: Family;
   chain: string;
-  current: string[];
-  desired: string[];
+  current: Rule[];
+  desired: Rule[];
   /** Mappings whose host IPs are all of the other family: they get no rules in this one. */
   closed: FamilyScope[];
 }
@@ -25,27 +26,18 @@ const FAMILY_NAME: Record<Family, string> = { 4: "iptables", 6: "ip6tables" };
 export async function planPodChains(conf: NetConf, env: CniEnv): Promise<ChainPlan[]> {
   if (conf.portMappings.length === 0) return [];
   const pod = podLabel(env);
-  const annotation = conf.annotationValue === undefined ? undefined : parseAnnotation(conf.annotationValue, conf.policy.annotation, pod);
-  const sources = conf.portMappings.map((m) => hostIpSource(m, conf.policy, annotation));
-  if (sources.every((s) => s.kind === "any")) return [];
-
-  // Only families where the pod has an address and some mapping may need scoping; read them while the
-  // node's addresses are listed.
-  const pods = podFamilies(conf.prevResult, env.ifname);
-  const families = ([4, 6] as const).filter(
-    (f) => pods.has(f) && conf.portMappings.some((m, i) => sources[i]?.kind !== "runtime" && mappingFamilies(m).includes(f)),
-  );
+  const scoping = podScoping(conf, pod, podFamilies(conf.prevResult, env.ifname));
+  if (!scoping) return [];
+  // Only the families where some mapping may need scoping; read them while the node's addresses are listed.
   const chain = portmapChainName(conf.name, env.containerId);
-  const [network, ...chains] = await Promise.all<[Promise<NodeNetwork>, ...Promise<string[] | undefined>[]]>([
+  const [network, ...chains] = await Promise.all<[Promise<NodeNetwork>, ...Promise<Rule[] | undefined>[]]>([
     readNodeNetwork(),
-    ...families.map((f) => readChain(f, chain)),
+    ...scoping.families.map((f) => readChain(f, chain)),
   ]);
-
-  const resolved = resolveMappings(conf.portMappings, conf.policy, annotation, network, pod);
-  return families.map((family, i) => {
+  const resolved = resolvePod(scoping, network);
+  return scoping.families.map((family, i) => {
     const current = chains[i] ?? [];
-    const scopes = scopesForFamily(resolved, family);
-    const { rules, missing } = scopeChain(current, scopes);
+    const { rules, missing, closed } = scopeFamily(resolved, family, current);
     const first = missing[0];
     if (first) {
       throw new CniError(
@@ -53,7 +45,7 @@ export async function planPodChains(conf: NetConf, env: CniEnv): Promise<ChainPl
         `no portmap rule for hostPort ${first.hostPort}/${first.protocol} of pod ${pod} in ${FAMILY_NAME[family]} nat chain ${chain}: portmap-hostip must come after portmap in the plugin list`,
       );
     }
-    return { family, chain, current, desired: rules, closed: scopes.filter((s) => s.ips.length === 0) };
+    return { family, chain, current, desired: rules, closed };
   });
 }
 

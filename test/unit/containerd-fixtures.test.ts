@@ -4,10 +4,11 @@
 import { readFileSync, readdirSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
-import { parseEnvelope, parseNetConf } from "../../src/cni/config.js";
-import { podLabel, readAttachmentEnv, readCommand } from "../../src/cni/env.js";
-import { CniError } from "../../src/cni/errors.js";
-import { convertResult } from "../../src/cni/result.js";
+import { parseEnvelope, parseNetConf } from "../../src/core/config.js";
+import { readAttachmentEnv, readCommand } from "../../src/cni/env.js";
+import { podLabel } from "../../src/core/names.js";
+import { CniError } from "../../src/core/errors.js";
+import { convertResult } from "../../src/core/result.js";
 import { decodeJson } from "../../src/cni/stdin.js";
 import { parseAnnotation } from "../../src/policy/annotation.js";
 import { resolveMappings } from "../../src/policy/resolve.js";
