@@ -32,9 +32,12 @@ function entryConf(a: CachedAttachment, entry: Record<string, unknown>): unknown
   return { ...entry, name: a.network, cniVersion: a.cniVersion, prevResult: a.result, runtimeConfig };
 }
 
-/** The entry of our plugin, parsed as ADD parses it; undefined when the list does not have us. */
-export function ourConf(a: CachedAttachment): NetConf | undefined {
-  const ours = a.plugins.find((p) => p.type === PLUGIN_TYPE);
+/**
+ * The entry of our plugin, parsed as ADD parses it; undefined when the list does not have us and no
+ * `fallback` entry (the keeper's own, for pods that started while our entry was missing) is given.
+ */
+export function ourConf(a: CachedAttachment, fallback?: Record<string, unknown>): NetConf | undefined {
+  const ours = a.plugins.find((p) => p.type === PLUGIN_TYPE) ?? fallback;
   return ours && parseNetConf(entryConf(a, ours));
 }
 
@@ -42,14 +45,14 @@ export function ourConf(a: CachedAttachment): NetConf | undefined {
  * Per family where portmap wrote rules for this attachment, the chain they must form now. Throws an Error
  * (CniError for policy refusals) saying why they cannot be computed.
  */
-export function expectedChains(a: CachedAttachment, network: NodeNetwork): ExpectedChain[] {
+export function expectedChains(a: CachedAttachment, network: NodeNetwork, fallback?: Record<string, unknown>): ExpectedChain[] {
   const entry = a.plugins.find((p) => p.type === PORTMAP_TYPE);
   if (!entry) return [];
   const conf = parseNetConf(entryConf(a, entry));
   if (conf.portMappings.length === 0) return [];
   const options = parsePortmapOptions(entry);
   const chain = portmapChainName(a.network, a.containerId);
-  const ours = ourConf(a);
+  const ours = ourConf(a, fallback);
   const addresses = podAddresses(conf.prevResult, a.ifname);
   const scoping = ours && podScoping(ours, attachmentLabel(a), podFamilies(ours.prevResult, a.ifname));
   const resolved = scoping && resolvePod(scoping, network);

@@ -1,0 +1,304 @@
+// One pass of the node's keeper (and of `reconcile`): under the keeper lock, read the result cache, the
+// container records and the node's addresses, judge every container, and have the backend bring its rules to
+// what the live pods need — rebuilding missing or wrong chains, deleting dead chains that would take a live
+// pod's traffic at once and other dead chains after the grace — in one transaction per family.
+//
+// The backend is the only part that knows a rule syntax: iptables now (ipTablesBackend); an nftables backend
+// implements KeeperBackend the same way from the same inputs.
+import type { Family } from "../core/ip.js";
+import type { NodeNetwork } from "../core/node.js";
+import { type Rule, dnatOf, dportOf, protocolOf } from "../core/rule.js";
+import { readNodeNetwork } from "../host/network.js";
+import { type ContainerRecord, addMayBeRunning, readRecords, recordKey, withKeeperLock } from "../host/state.js";
+import { restoreNat } from "../iptables/backend.js";
+import { type NatTable, portmapJumps, rulesOf } from "../iptables/table.js";
+import { natTransaction } from "../iptables/text.js";
+import { dropStaleUdp } from "../pipeline/conntrack.js";
+import { expectedChains } from "./attachment.js";
+import { type CacheRead, type CachedAttachment, attachmentLabel, ownedByUnreadable, readResultCache, selectsNetwork } from "./cache.js";
+import { planGc } from "./gc.js";
+import { readTables } from "./kernel.js";
+import { type FamilyPlan, type Wanted, planReconcile } from "./reconcile.js";
+
+/**
+ * What a container is to the keeper:
+ * - live: a readable cache entry and no "deleted" record — its rules must be there;
+ * - deleting: its DEL has started — never rebuilt (portmap's DEL is removing them);
+ * - adding: no cache entry yet, but its ADD started less than ADD_RECORD_TTL_MS ago — never deleted;
+ * - unknown: a cache file that cannot be read may be its — never deleted, reported;
+ * - dead: none of these — its chains go.
+ */
+export type Verdict = "live" | "deleting" | "adding" | "unknown" | "dead";
+
+export interface NodeView {
+  cache: CacheRead;
+  records: Map<string, ContainerRecord>;
+  network: NodeNetwork;
+  now: number;
+}
+
+export function judge(view: Pick<NodeView, "cache" | "records" | "now">): (network: string, containerId: string) => Verdict {
+  const cached = new Set(view.cache.attachments.map((a) => recordKey(a.network, a.containerId)));
+  return (network, containerId) => {
+    const key = recordKey(network, containerId);
+    const record = view.records.get(key);
+    if (record?.state === "deleted") return "deleting";
+    if (cached.has(key)) return "live";
+    if (ownedByUnreadable(view.cache, network, containerId)) return "unknown";
+    return addMayBeRunning(record, view.now) ? "adding" : "dead";
+  };
+}
+
+/** What the keeper remembers between passes. */
+export interface PassMemory {
+  /**
+   * Live containers without a record (their ADD ran before this version, or without our entry) whose rules
+   * need a rebuild, and since when. Their DEL leaves no mark, and between portmap's DEL and libcni dropping
+   * the cache entry they look exactly like a pod whose rules a flush took: rebuilt only when a later pass,
+   * CONFIRM_MS on, still finds the cache entry and the rules missing.
+   */
+  unconfirmed: Map<string, number>;
+  /** Dead chains ("<family>\n<chain>"), and since when. */
+  dead: Map<string, number>;
+}
+
+export const CONFIRM_MS = 1_500;
+
+export const newMemory = (): PassMemory => ({ unconfirmed: new Map(), dead: new Map() });
+
+export interface PassOptions {
+  dryRun: boolean;
+  /** Only these networks' attachments and chains (none: every network). */
+  networks: readonly string[];
+  /** Our entry for attachments whose cached conflist has none (the keeper's own options). */
+  fallbackEntry: Record<string, unknown> | undefined;
+  /** A dead chain that takes no live pod's port goes after this long dead (Infinity: never). */
+  graceMs: number;
+}
+
+/** One family's part of a pass, for the report. */
+export interface FamilyOutcome {
+  family: Family;
+  /** One line per change (written, or planned under dryRun). */
+  actions: string[];
+  correct: number;
+  rebuilt: number;
+  /** Lines of the one transaction (0: nothing written). */
+  lines: number;
+  /** The transaction itself, for --dry-run. */
+  payload: string;
+  skipped: string[];
+  waiting: string[];
+  failure: string | undefined;
+  droppedUdp: number;
+}
+
+export interface PassReport {
+  families: FamilyOutcome[];
+  /** Attachments whose rules cannot be computed (a policy refusal, a bad entry) and what the reads reported. */
+  problems: string[];
+  /** Whether some container waits for confirmation: the caller runs another pass CONFIRM_MS later. */
+  pending: boolean;
+}
+
+/** A live attachment and its record, as every backend gets it. */
+export interface LiveAttachment {
+  key: string;
+  label: string;
+  attachment: CachedAttachment;
+  record: ContainerRecord | undefined;
+}
+
+export interface BackendPass {
+  view: NodeView;
+  live: LiveAttachment[];
+  verdict: (network: string, containerId: string) => Verdict;
+  /** Whether the pass may rebuild this attachment's rules now (false: wait for confirmation). */
+  mayRebuild: (key: string) => boolean;
+  /** Called for every dead chain seen; whether it goes now (conflicting: it takes a live pod's port). */
+  collectNow: (family: Family, chain: string, conflicting: boolean) => boolean;
+  /** Networks whose dead chains may go: those given, else every network the cache names. */
+  gcNetworks: ReadonlySet<string>;
+  options: PassOptions;
+}
+
+/** A rule backend the keeper drives: reads its rules, plans and writes one transaction per family. */
+export interface KeeperBackend {
+  readonly name: string;
+  pass(input: BackendPass): Promise<{ families: FamilyOutcome[]; problems: string[] }>;
+}
+
+/** Runs one pass under the keeper lock. */
+export async function keeperPass(backend: KeeperBackend, dirs: { cacheDir: string; stateDir: string }, memory: PassMemory, options: PassOptions): Promise<PassReport> {
+  return withKeeperLock(dirs.stateDir, LOCK_WAIT_MS, async () => {
+    const [cache, { records, problems: recordProblems }, network] = await Promise.all([readResultCache(dirs.cacheDir), readRecords(dirs.stateDir), readNodeNetwork()]);
+    const problems = [...cache.problems, ...recordProblems];
+    if (!cache.present) throw new Error(`no result cache at ${cache.dir}: nothing to keep`);
+    const view: NodeView = { cache, records, network, now: Date.now() };
+    const verdict = judge(view);
+    const live = cache.attachments
+      .filter((a) => selectsNetwork(options.networks, a.network) && verdict(a.network, a.containerId) === "live")
+      .map((a) => {
+        const key = recordKey(a.network, a.containerId);
+        return { key, label: `${attachmentLabel(a)} (${a.network}, ${a.containerId})`, attachment: a, record: records.get(key) };
+      });
+    const withRecord = new Set(live.filter((l) => l.record?.state === "added").map((l) => l.key));
+    const waitingNow = new Set<string>();
+    const mayRebuild = (key: string): boolean => {
+      if (withRecord.has(key)) return true;
+      const since = memory.unconfirmed.get(key);
+      if (since !== undefined && view.now - since >= CONFIRM_MS) return true;
+      waitingNow.add(key);
+      return false;
+    };
+    const deadSeen = new Set<string>();
+    const collectNow = (family: Family, chain: string, conflicting: boolean): boolean => {
+      const key = `${family}\n${chain}`;
+      deadSeen.add(key);
+      const since = memory.dead.get(key) ?? view.now;
+      memory.dead.set(key, since);
+      return conflicting || view.now - since >= options.graceMs;
+    };
+    const gcNetworks = new Set(options.networks.length > 0 ? options.networks : cache.attachments.map((a) => a.network));
+    const result = await backend.pass({ view, live, verdict, mayRebuild, collectNow, gcNetworks, options });
+    // Forget what resolved itself; remember what still waits (from its first sighting).
+    for (const key of [...memory.unconfirmed.keys()]) if (!waitingNow.has(key)) memory.unconfirmed.delete(key);
+    for (const key of waitingNow) if (!memory.unconfirmed.has(key)) memory.unconfirmed.set(key, view.now);
+    for (const key of [...memory.dead.keys()]) if (!deadSeen.has(key)) memory.dead.delete(key);
+    return { families: result.families, problems: [...problems, ...result.problems], pending: waitingNow.size > 0 };
+  });
+}
+
+// A manual reconcile or gc holds the lock for one pass: the keeper waits for it, not forever.
+const LOCK_WAIT_MS = 30_000;
+
+/** "tcp/8080" for each port a chain's DNAT rules take. */
+function portsOf(rules: readonly Rule[]): Set<string> {
+  return new Set(rules.filter((r) => dnatOf(r) !== undefined).map((r) => `${protocolOf(r) ?? "?"}/${dportOf(r) ?? "?"}`));
+}
+
+/** The iptables backend: the nat tables through iptables-save/-restore (nft or legacy variant alike). */
+export const iptablesBackend: KeeperBackend = {
+  name: "iptables",
+  async pass({ view, live, verdict, mayRebuild, collectNow, gcNetworks, options }) {
+    const problems: string[] = [];
+    const wanted: Wanted[] = [];
+    for (const l of live) {
+      try {
+        for (const expected of expectedChains(l.attachment, view.network, options.fallbackEntry)) wanted.push({ label: l.label, key: l.key, expected });
+      } catch (err) {
+        // Left as it is: writing portmap's unscoped rules would open what the policy refuses.
+        problems.push(`skipped ${l.label}: ${(err as Error).message}`);
+      }
+    }
+    const { tables, problems: readProblems } = await readTables();
+    problems.push(...readProblems);
+    const families: FamilyOutcome[] = [];
+    for (const [family, table] of tables) {
+      const mine = wanted.filter((w) => w.expected.family === family);
+      const plan = planReconcile(table, family, mine, (w) => mayRebuild(w.key));
+      const gc = planDead(table, family, mine, verdict, collectNow, gcNetworks);
+      const lines = [...plan.declarations, ...gc.lines, ...plan.commands];
+      const outcome: FamilyOutcome = {
+        family,
+        actions: [...gc.actions, ...plan.actions],
+        correct: plan.correct.length,
+        rebuilt: plan.rebuilt.length,
+        lines: lines.length,
+        payload: lines.length > 0 ? natTransaction(lines) : "",
+        skipped: plan.skipped,
+        waiting: plan.waiting,
+        failure: undefined,
+        droppedUdp: 0,
+      };
+      families.push(outcome);
+      if (lines.length === 0 || options.dryRun) continue;
+      try {
+        await restoreNat(family, outcome.payload, "the keeper's hostPort rules");
+      } catch (err) {
+        outcome.failure = `${(err as Error).message}${(err as { details?: string }).details ? `\n${(err as { details?: string }).details}` : ""}`;
+        continue;
+      }
+      outcome.droppedUdp = await dropStale(plan, family, (t) => problems.push(t));
+    }
+    return { families, problems };
+  },
+};
+
+/** Dead chains of this family that go now: those a live pod's port conflicts with, and those past the grace. */
+function planDead(
+  table: NatTable,
+  family: Family,
+  wanted: ReadonlyArray<Wanted>,
+  verdict: (network: string, containerId: string) => Verdict,
+  collectNow: BackendPass["collectNow"],
+  gcNetworks: ReadonlySet<string>,
+): { lines: string[]; actions: string[] } {
+  const livePorts = new Set(wanted.flatMap((w) => [...portsOf(w.expected.rules)]));
+  const chainOf = new Map(portmapJumps(table).flatMap((j) => (j.owner ? [[recordKey(j.owner.network, j.owner.containerId), j.chain] as const] : [])));
+  const liveChains = new Set(wanted.map((w) => w.expected.chain));
+  const decided = new Map<string, boolean>();
+  const gc = planGc(table, family, (network, containerId) => {
+    if (!gcNetworks.has(network) || verdict(network, containerId) !== "dead") return false;
+    const chain = chainOf.get(recordKey(network, containerId));
+    if (chain === undefined || liveChains.has(chain)) return false;
+    if (!decided.has(chain)) {
+      const conflicting = [...portsOf(rulesOf(table, chain))].some((p) => livePorts.has(p));
+      decided.set(chain, collectNow(family, chain, conflicting));
+    }
+    return decided.get(chain) as boolean;
+  });
+  const actions = gc.orphans.map((o) => `deleted dead ${o.chain} (network ${o.network}, container ${o.containerId}) and ${o.jumps.length} jump(s)`);
+  return { lines: gc.lines, actions: [...actions, ...gc.skipped.map((s) => `left alone ${s}`)] };
+}
+
+async function dropStale(plan: FamilyPlan, family: Family, warn: (t: string) => void): Promise<number> {
+  const rewrites = plan.rebuilt.map((r) => ({ before: r.before, after: r.expected.rules }));
+  if (rewrites.length === 0) return 0;
+  return dropStaleUdp(family, rewrites, warn).catch((err: Error) => {
+    warn(err.message);
+    return 0;
+  });
+}
+
+export interface ReconcileFlags {
+  cacheDir: string;
+  stateDir: string;
+  dryRun: boolean;
+  /** Only these networks' attachments (none: every network). */
+  networks: readonly string[];
+  /** Our entry for attachments whose cached conflist has none (from the installed conflist). */
+  fallbackEntry: Record<string, unknown> | undefined;
+}
+
+/**
+ * The keeper's pass, once, without the grace-delayed gc (dead chains that take a live pod's port go, others
+ * are gc's). A container without a record whose rules need a rebuild is confirmed by a second pass.
+ */
+export async function runReconcile(flags: ReconcileFlags, stdout: (t: string) => void, stderr: (t: string) => void): Promise<number> {
+  const memory = newMemory();
+  const options = { dryRun: flags.dryRun, networks: flags.networks, fallbackEntry: flags.fallbackEntry, graceMs: Infinity };
+  const dirs = { cacheDir: flags.cacheDir, stateDir: flags.stateDir };
+  let report = await keeperPass(iptablesBackend, dirs, memory, options);
+  if (report.pending && !flags.dryRun) {
+    await new Promise((r) => setTimeout(r, CONFIRM_MS));
+    report = await keeperPass(iptablesBackend, dirs, memory, options);
+  }
+  let failed = report.problems.length;
+  for (const p of report.problems) stderr(`portmap-hostip reconcile: ${p}\n`);
+  const verb = flags.dryRun ? "would write" : "wrote";
+  for (const f of report.families) {
+    for (const s of f.skipped) stdout(`IPv${f.family}: skipped ${s}\n`);
+    for (const w of f.waiting) stdout(`IPv${f.family}: waiting ${w}: no record of its ADD, and its rules are missing (its DEL may be under way)\n`);
+    failed += f.skipped.length;
+    for (const a of f.actions) stdout(`IPv${f.family}: ${a}\n`);
+    stdout(`IPv${f.family}: ${f.correct} attachment(s) correct, left alone; ${f.rebuilt} rebuilt${f.lines > 0 ? ` (${verb} ${f.lines} lines in one transaction)` : ""}\n`);
+    if (flags.dryRun && f.lines > 0) stdout(f.payload.replace(/^/gm, "    ").trimEnd() + "\n");
+    if (f.failure !== undefined) {
+      failed++;
+      stderr(`portmap-hostip reconcile: IPv${f.family}: ${f.failure}\n`);
+    }
+    if (f.droppedUdp > 0) stdout(`IPv${f.family}: removed ${f.droppedUdp} stale UDP conntrack entr${f.droppedUdp === 1 ? "y" : "ies"}\n`);
+  }
+  return failed > 0 ? 1 : 0;
+}
