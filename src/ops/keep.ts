@@ -239,7 +239,9 @@ function planDead(
   const liveChains = new Set(wanted.map((w) => w.expected.chain));
   const decided = new Map<string, boolean>();
   const gc = planGc(table, family, (network, containerId) => {
-    if (!gcNetworks.has(network) || verdict(network, containerId) !== "dead") return false;
+    // "deleting": its DEL started and no cache entry keeps it (portmap's DEL removes it too).
+    const v = verdict(network, containerId);
+    if (!gcNetworks.has(network) || (v !== "dead" && v !== "deleting")) return false;
     const chain = chainOf.get(recordKey(network, containerId));
     if (chain === undefined || liveChains.has(chain)) return false;
     if (!decided.has(chain)) {
