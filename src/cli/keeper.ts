@@ -46,7 +46,8 @@ export class Keeper {
   /** Starts the event sources and the resync; resolves once `signal` aborted and the running pass ended. */
   async run(signal: AbortSignal): Promise<void> {
     const log = (message: string) => this.stderr(`keeper: ${message}\n`);
-    monitor("ip", ["-o", "monitor", "address"], () => this.trigger("node address changed"), signal, log);
+    // Only global addresses are node IPs to the policy; a pod's veth gets a link-local one at every start.
+    monitor("ip", ["-o", "monitor", "address"], (line) => !/ scope (link|host)\b/.test(line) && this.trigger("node address changed"), signal, log);
     if (await usesNft()) {
       monitor("nft", ["monitor", "ruleset"], (line) => /\b(nat|cni_hostport)\b/.test(line) && this.trigger("nat table changed"), signal, log);
       this.stdout(`keeper: watching node addresses and the nat table (iptables-nft), resync every ${this.settings.resyncMs / 1000} s\n`);

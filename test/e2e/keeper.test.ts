@@ -114,5 +114,6 @@ describeAsRoot.each([
     keeper.kill("SIGTERM");
     expect(await exited).toBe(0);
     expect(output).toContain("stopped\n");
+    if (process.env["PMH_SHOW"]) console.log(output);
   });
 });

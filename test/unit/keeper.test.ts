@@ -1,0 +1,167 @@
+// The keeper's parts that need no kernel: the verdict on each container (cache, unreadable files, records),
+// libcni 1.1.0 cache entries, the records and the lock under the state directory, the heartbeat probe, the
+// iptables variant choice (on what iptables-nft-save and iptables-legacy-save printed), the flags.
+import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { checkKeeper } from "../../src/cli/keeper.js";
+import { parseInstallArgs, runInstall } from "../../src/cli/install.js";
+import { ADD_RECORD_TTL_MS, awaitKeeperLock, readRecords, withKeeperLock, writeRecord } from "../../src/host/state.js";
+import { chooseVariant } from "../../src/iptables/variant.js";
+import { type CacheRead, ownedByUnreadable, parseCacheFile, readResultCache } from "../../src/ops/cache.js";
+import { judge } from "../../src/ops/keep.js";
+import { cacheEntryJson } from "../support/result-cache.js";
+import { fixture } from "./fixtures.js";
+
+const ID = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+const RESULT = { cniVersion: "1.1.0", interfaces: [{ name: "eth0" }], ips: [{ address: "10.244.1.5/24", interface: 0 }] };
+const entry = (list: Record<string, unknown> & { name: string }, id = ID) => cacheEntryJson({ list, containerID: id, ifName: "eth0", result: RESULT });
+
+let dir: string;
+beforeEach(async () => {
+  dir = await mkdtemp(join(tmpdir(), "pmh-keeper-"));
+});
+afterEach(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+describe("libcni's cache entries", () => {
+  it("reads a conflist of spec 1.1.0 that gives cniVersions instead of cniVersion (the highest we speak)", () => {
+    const a = parseCacheFile(entry({ name: "cbr0", cniVersions: ["0.4.0", "1.1.0", "9.9.9"], plugins: [{ type: "portmap" }] }), "f", 0);
+    expect(a.cniVersion).toBe("1.1.0");
+    expect(() => parseCacheFile(entry({ name: "cbr0", cniVersions: ["9.9.9"], plugins: [] }), "f", 0)).toThrow(/no cniVersion and no supported cniVersions/);
+  });
+
+  it("keeps an unreadable file as a container nobody can judge: reported, never 'no attachment'", async () => {
+    const results = join(dir, "results");
+    await mkdir(results);
+    await writeFile(join(results, `cbr0-${ID}-eth0`), "{ not json");
+    await writeFile(join(results, `cbr0-other-eth0`), entry({ name: "cbr0", cniVersion: "1.0.0", plugins: [] }, "other"));
+    const cache = await readResultCache(dir);
+    expect(cache.attachments.map((a) => a.containerId)).toEqual(["other"]);
+    expect(cache.problems).toEqual([expect.stringMatching(/unreadable cache file .*not JSON.*its container's chains are kept/)]);
+    expect(ownedByUnreadable(cache, "cbr0", ID)).toBe(true);
+    expect(ownedByUnreadable(cache, "cbr0", "0123")).toBe(false);
+    const verdict = judge({ cache, records: new Map(), now: 0 });
+    expect([verdict("cbr0", ID), verdict("cbr0", "other"), verdict("cbr0", "gone")]).toEqual(["unknown", "live", "dead"]);
+  });
+});
+
+describe("the verdict on a container", () => {
+  const cache = (ids: string[]): CacheRead => ({
+    dir,
+    present: true,
+    attachments: ids.map((id) => parseCacheFile(entry({ name: "cbr0", cniVersion: "1.0.0", plugins: [] }, id), id, 0)),
+    unreadable: [],
+    problems: [],
+  });
+  const rec = (id: string, state: "added" | "deleted", at: number) => [`cbr0\n${id}`, { network: "cbr0", containerId: id, state, at }] as const;
+
+  it("live when cached; deleting once its DEL started (even while still cached); adding while its ADD may run", () => {
+    const now = 10 * ADD_RECORD_TTL_MS;
+    const verdict = judge({
+      cache: cache(["live", "going"]),
+      records: new Map([rec("going", "deleted", now), rec("starting", "added", now - 1000), rec("stale", "added", now - ADD_RECORD_TTL_MS - 1)]),
+      now,
+    });
+    expect(["live", "going", "starting", "stale", "never"].map((id) => verdict("cbr0", id))).toEqual(["live", "deleting", "adding", "dead", "dead"]);
+    expect(verdict("other-net", "live")).toBe("dead");
+  });
+});
+
+describe("records and the keeper lock", () => {
+  it("records ADD and DEL per network and container (any network name)", async () => {
+    await writeRecord(dir, "a/b net", "c1", "added");
+    await writeRecord(dir, "cbr0", "c1", "added");
+    await writeRecord(dir, "cbr0", "c1", "deleted");
+    const { records, problems } = await readRecords(dir);
+    expect(problems).toEqual([]);
+    expect([...records.values()].map((r) => [r.network, r.containerId, r.state]).sort()).toEqual([
+      ["a/b net", "c1", "added"],
+      ["cbr0", "c1", "deleted"],
+    ]);
+    expect((await readRecords(join(dir, "none"))).records.size).toBe(0);
+  });
+
+  it("makes a DEL wait for the pass that holds the lock, and no longer than its bound", async () => {
+    const order: string[] = [];
+    let release!: () => void;
+    const held = withKeeperLock(dir, 1000, async () => {
+      order.push("pass starts");
+      await new Promise<void>((r) => (release = r));
+      order.push("pass ends");
+    });
+    await new Promise((r) => setTimeout(r, 50));
+    expect(await awaitKeeperLock(dir, 100)).toBe(false);
+    const waiting = awaitKeeperLock(dir, 5000).then((free) => order.push(`DEL goes on (${free})`));
+    await new Promise((r) => setTimeout(r, 50));
+    release();
+    await Promise.all([held, waiting]);
+    expect(order).toEqual(["pass starts", "pass ends", "DEL goes on (true)"]);
+  });
+
+  it("takes over a lock whose holder died (its lease ran out), and refuses one that is held", async () => {
+    await writeFile(join(dir, "keeper.lock"), JSON.stringify({ pid: 1, until: Date.now() - 1 }));
+    expect(await withKeeperLock(dir, 100, async () => "ran")).toBe("ran");
+    await writeFile(join(dir, "keeper.lock"), JSON.stringify({ pid: 1, until: Date.now() + 60_000 }));
+    await expect(withKeeperLock(dir, 100, async () => "ran")).rejects.toThrow(/held by process 1/);
+  });
+});
+
+describe("install --check (the exec probe)", () => {
+  it("passes while the keeper completes passes, fails when it stopped or never ran", async () => {
+    await expect(checkKeeper(dir)).rejects.toThrow(/no keeper heartbeat/);
+    await writeFile(join(dir, "keeper.alive"), JSON.stringify({ at: 1_000_000, resyncMs: 10_000 }));
+    expect(await checkKeeper(dir, 1_005_000)).toBe("keeper: last complete pass 5 s ago");
+    await expect(checkKeeper(dir, 1_000_000 + 61_000)).rejects.toThrow(/last complete pass was 61 s ago/);
+  });
+
+  it("checks the binary and the entry in the conflist", async () => {
+    const out: string[] = [];
+    const conf = join(dir, "net.d");
+    const bin = join(dir, "bin");
+    await mkdir(conf);
+    await mkdir(bin);
+    await writeFile(join(conf, "10.conflist"), JSON.stringify({ name: "n", cniVersion: "1.0.0", plugins: [{ type: "portmap" }] }));
+    const check = () => runInstall(["--check", "--cni-conf-dir", conf, "--cni-bin-dir", bin], { stdout: (t) => void out.push(t), stderr: (t) => void out.push(t) });
+    expect(await check()).toBe(1);
+    await writeFile(join(bin, "portmap-hostip"), "", { mode: 0o755 });
+    expect(await check()).toBe(1);
+    expect(out.at(-1)).toMatch(/has no portmap-hostip entry/);
+    await writeFile(join(conf, "10.conflist"), JSON.stringify({ name: "n", cniVersion: "1.0.0", plugins: [{ type: "portmap" }, { type: "portmap-hostip" }] }));
+    expect(await check()).toBe(0);
+    expect(await readFile(join(conf, "10.conflist"), "utf8")).toContain("portmap-hostip");
+  });
+});
+
+describe("the keeper's flags", () => {
+  it("--check excludes the other modes; keeper flags need --cache-dir and valid values", async () => {
+    expect(parseInstallArgs(["--check"]).mode).toBe("check");
+    expect(() => parseInstallArgs(["--check", "--watch"])).toThrow(/--check excludes/);
+    for (const [args, message] of [
+      [["--watch", "--resync", "5"], /--resync needs --cache-dir/],
+      [["--watch", "--cache-dir", "/c", "--resync", "0"], /--resync: invalid value "0"/],
+      [["--watch", "--cache-dir", "/c", "--state-dir", "run"], /--state-dir: invalid value "run"/],
+      [["--watch", "--cache-dir", "/c", "--iptables", "xt"], /--iptables: invalid value "xt"/],
+    ] as const) {
+      const err: string[] = [];
+      expect(await runInstall([...args], { stdout: () => {}, stderr: (t) => void err.push(t) })).toBe(2);
+      expect(err.join("")).toMatch(message);
+    }
+  });
+});
+
+describe("the iptables variant (as kube-proxy's image picks it)", () => {
+  const v = (name: string) => ({ mangle: fixture(`host/iptables-variant/${name}-mangle.save`), all: fixture(`host/iptables-variant/${name}-all.save`) });
+  it("follows kubelet's KUBE-IPTABLES-HINT chain", () => {
+    expect(chooseVariant({ legacy: v("legacy-hint"), nft: v("nft-rules") })).toEqual({ variant: "legacy", why: "kubelet's KUBE-IPTABLES-HINT chain is in legacy's mangle table" });
+  });
+  it("else the variant with more rules, nft on a tie", () => {
+    const legacy = v("legacy-hint");
+    const noHint = { mangle: "", all: legacy.all.replace(/^:KUBE-IPTABLES-HINT .*\n/m, "") };
+    expect(chooseVariant({ legacy: noHint, nft: v("nft-rules") }).variant).toBe("nft");
+    expect(chooseVariant({ legacy: noHint, nft: v("nft-empty") })).toEqual({ variant: "legacy", why: "1 legacy rules against 0 nft rules" });
+    expect(chooseVariant({ legacy: { mangle: "", all: "" }, nft: v("nft-empty") }).variant).toBe("nft");
+  });
+});
