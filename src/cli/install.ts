@@ -1,5 +1,7 @@
 // `portmap-hostip install`: its flags, parsed, checked for syntax and mapped onto the plugin's conflist entry
 // keys; the installer itself is install/.
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { isAnnotationKey } from "../core/config.js";
 import { parseCidr, parseIp } from "../core/ip.js";
 import { isInterfaceName } from "../core/names.js";
@@ -35,7 +37,7 @@ export async function runInstall(args: string[], context: InstallContext = {}): 
       return 0;
     }
     const signal = context.signal ?? terminationSignal();
-    if (keeper.iptables !== undefined) await selectIptables(keeper.iptables, keeper.stateDir, stdout);
+    if (keeper.iptables !== undefined) await selectIptables(keeper.iptables, stdout);
     const { Keeper } = await import("./keeper.js");
     const k = new Keeper({ ...keeper, graceMs: KEEPER_GRACE_MS, entry: pluginEntry(options.settings) }, stdout, stderr);
     const installer = new Installer(options, root, signal, stdout, stderr, () => k.trigger("entry put back"));
@@ -77,10 +79,10 @@ async function checkKeeperAlive(stateDir: string): Promise<string> {
 }
 
 /** Puts the node's iptables variant (or the one given) first on PATH, for the keeper and the tools it runs. */
-async function selectIptables(choice: "auto" | "nft" | "legacy", stateDir: string, stdout: (t: string) => void): Promise<void> {
+async function selectIptables(choice: "auto" | "nft" | "legacy", stdout: (t: string) => void): Promise<void> {
   const { detectVariant, useVariant } = await import("../iptables/variant.js");
   const { variant, why } = choice === "auto" ? await detectVariant() : { variant: choice, why: "--iptables" };
-  process.env["PATH"] = await useVariant(variant, `${stateDir}/iptables-${process.pid}`, process.env["PATH"] ?? "/usr/sbin:/usr/bin:/sbin:/bin");
+  process.env["PATH"] = await useVariant(variant, join(tmpdir(), `portmap-hostip-iptables-${process.pid}`), process.env["PATH"] ?? "/usr/sbin:/usr/bin:/sbin:/bin");
   stdout(`keeper: using iptables-${variant} (${why})\n`);
 }
 
