@@ -109,8 +109,11 @@ export function parseCacheFile(text: string, file: string, mtimeMs: number): Cac
   };
 }
 
+/** Files parsed by an earlier read, by path: reused while their mtime and size are the same (the keeper's resync). */
+export type CacheMemo = Map<string, { mtimeMs: number; size: number; attachment: CachedAttachment }>;
+
 /** Every readable attachment of the cache, oldest first (the order the runtime added them). */
-export async function readResultCache(cacheDir: string): Promise<CacheRead> {
+export async function readResultCache(cacheDir: string, memo?: CacheMemo): Promise<CacheRead> {
   const dir = join(cacheDir, "results");
   const read: CacheRead = { dir, present: true, attachments: [], unreadable: [], problems: [] };
   let names: string[];
@@ -126,11 +129,22 @@ export async function readResultCache(cacheDir: string): Promise<CacheRead> {
       const st = await lstat(file);
       if (!st.isFile()) throw new Error("not a regular file");
       if (st.size > MAX_FILE_BYTES) throw new Error(`larger than ${MAX_FILE_BYTES} bytes`);
-      read.attachments.push(parseCacheFile(await readFile(file, "utf8"), file, st.mtimeMs));
+      const known = memo?.get(file);
+      if (known && known.mtimeMs === st.mtimeMs && known.size === st.size) {
+        read.attachments.push(known.attachment);
+        continue;
+      }
+      const attachment = parseCacheFile(await readFile(file, "utf8"), file, st.mtimeMs);
+      memo?.set(file, { mtimeMs: st.mtimeMs, size: st.size, attachment });
+      read.attachments.push(attachment);
     } catch (err) {
       read.unreadable.push(file);
       read.problems.push(`unreadable cache file ${file}: ${(err as Error).message} (its container's chains are kept)`);
     }
+  }
+  if (memo) {
+    const present = new Set(names);
+    for (const file of memo.keys()) if (!present.has(basename(file))) memo.delete(file);
   }
   read.attachments.sort((a, b) => a.mtimeMs - b.mtimeMs || a.file.localeCompare(b.file));
   return read;

@@ -9,15 +9,15 @@ import type { Family } from "../core/ip.js";
 import type { NodeNetwork } from "../core/node.js";
 import { type Rule, dnatOf, dportOf, protocolOf } from "../core/rule.js";
 import { readNodeNetwork } from "../host/network.js";
-import { type ContainerRecord, addMayBeRunning, readRecords, recordKey, withKeeperLock } from "../host/state.js";
-import { restoreNat } from "../iptables/backend.js";
-import { type NatTable, portmapJumps, rulesOf } from "../iptables/table.js";
+import { type ContainerRecord, type RecordMemo, addMayBeRunning, readRecords, recordKey, withKeeperLock } from "../host/state.js";
+import { readTable, restoreNat } from "../iptables/backend.js";
+import { type NatTable, parseTable, portmapJumps, rulesOf } from "../iptables/table.js";
 import { natTransaction } from "../iptables/text.js";
 import { dropStaleUdp } from "../pipeline/conntrack.js";
-import { expectedChains } from "./attachment.js";
-import { type CacheRead, type CachedAttachment, attachmentLabel, ownedByUnreadable, readResultCache, selectsNetwork } from "./cache.js";
+import { type ExpectedChain, expectedChains } from "./attachment.js";
+import { type CacheMemo, type CacheRead, type CachedAttachment, attachmentLabel, ownedByUnreadable, readResultCache, selectsNetwork } from "./cache.js";
 import { planGc } from "./gc.js";
-import { readTables } from "./kernel.js";
+import { FAMILIES } from "./kernel.js";
 import { type FamilyPlan, type Wanted, planReconcile } from "./reconcile.js";
 
 /**
@@ -60,11 +60,26 @@ export interface PassMemory {
   unconfirmed: Map<string, number>;
   /** Dead chains ("<family>\n<chain>"), and since when. */
   dead: Map<string, number>;
+  /** Cache files and records parsed by earlier passes. */
+  parsed: CacheMemo;
+  records: RecordMemo;
+  /**
+   * Per backend and family, what a pass found all correct (and nothing left to judge): the next pass that
+   * reads the same table text for the same expected chains has nothing to plan — the cheap resync.
+   */
+  settled: Map<string, Settled>;
+}
+
+export interface Settled {
+  text: string;
+  expected: readonly unknown[];
+  gcNetworks: string;
+  correct: number;
 }
 
 export const CONFIRM_MS = 1_500;
 
-export const newMemory = (): PassMemory => ({ unconfirmed: new Map(), dead: new Map() });
+export const newMemory = (): PassMemory => ({ unconfirmed: new Map(), dead: new Map(), parsed: new Map(), records: new Map(), settled: new Map() });
 
 export interface PassOptions {
   dryRun: boolean;
@@ -119,6 +134,8 @@ export interface BackendPass {
   collectNow: (family: Family, chain: string, conflicting: boolean) => boolean;
   /** Networks whose dead chains may go: those given, else every network the cache names. */
   gcNetworks: ReadonlySet<string>;
+  /** The backend's record of settled families (PassMemory.settled). */
+  settled: Map<string, Settled>;
   options: PassOptions;
 }
 
@@ -131,7 +148,7 @@ export interface KeeperBackend {
 /** Runs one pass under the keeper lock. */
 export async function keeperPass(backend: KeeperBackend, dirs: { cacheDir: string; stateDir: string }, memory: PassMemory, options: PassOptions): Promise<PassReport> {
   return withKeeperLock(dirs.stateDir, LOCK_WAIT_MS, async () => {
-    const [cache, { records, problems: recordProblems }, network] = await Promise.all([readResultCache(dirs.cacheDir), readRecords(dirs.stateDir), readNodeNetwork()]);
+    const [cache, { records, problems: recordProblems }, network] = await Promise.all([readResultCache(dirs.cacheDir, memory.parsed), readRecords(dirs.stateDir, memory.records), readNodeNetwork()]);
     const problems = [...cache.problems, ...recordProblems];
     if (!cache.present) throw new Error(`no result cache at ${cache.dir}: nothing to keep`);
     const view: NodeView = { cache, records, network, now: Date.now() };
@@ -160,7 +177,7 @@ export async function keeperPass(backend: KeeperBackend, dirs: { cacheDir: strin
       return conflicting || view.now - since >= options.graceMs;
     };
     const gcNetworks = new Set(options.networks.length > 0 ? options.networks : cache.attachments.map((a) => a.network));
-    const result = await backend.pass({ view, live, verdict, mayRebuild, collectNow, gcNetworks, options });
+    const result = await backend.pass({ view, live, verdict, mayRebuild, collectNow, gcNetworks, settled: memory.settled, options });
     // Forget what resolved itself; remember what still waits (from its first sighting).
     for (const key of [...memory.unconfirmed.keys()]) if (!waitingNow.has(key)) memory.unconfirmed.delete(key);
     for (const key of waitingNow) if (!memory.unconfirmed.has(key)) memory.unconfirmed.set(key, view.now);
@@ -177,30 +194,58 @@ function portsOf(rules: readonly Rule[]): Set<string> {
   return new Set(rules.filter((r) => dnatOf(r) !== undefined).map((r) => `${protocolOf(r) ?? "?"}/${dportOf(r) ?? "?"}`));
 }
 
+// An attachment parsed once (CacheMemo) is the same object at every pass: its chains are computed again only
+// when the node's addresses or the fallback entry changed.
+const expectedMemo = new WeakMap<CachedAttachment, { key: string; chains: ExpectedChain[] }>();
+
+function expectedOf(a: CachedAttachment, network: NodeNetwork, fallback: Record<string, unknown> | undefined, key: string): ExpectedChain[] {
+  const known = expectedMemo.get(a);
+  if (known?.key === key) return known.chains;
+  const chains = expectedChains(a, network, fallback);
+  expectedMemo.set(a, { key, chains });
+  return chains;
+}
+
 /** The iptables backend: the nat tables through iptables-save/-restore (nft or legacy variant alike). */
 export const iptablesBackend: KeeperBackend = {
   name: "iptables",
-  async pass({ view, live, verdict, mayRebuild, collectNow, gcNetworks, options }) {
+  async pass({ view, live, verdict, mayRebuild, collectNow, gcNetworks, settled, options }) {
     const problems: string[] = [];
     const wanted: Wanted[] = [];
+    const inputsKey = JSON.stringify([view.network, options.fallbackEntry ?? null]);
     for (const l of live) {
       try {
-        for (const expected of expectedChains(l.attachment, view.network, options.fallbackEntry)) wanted.push({ label: l.label, key: l.key, expected });
+        for (const expected of expectedOf(l.attachment, view.network, options.fallbackEntry, inputsKey)) wanted.push({ label: l.label, key: l.key, expected });
       } catch (err) {
         // Left as it is: writing portmap's unscoped rules would open what the policy refuses.
         problems.push(`skipped ${l.label}: ${(err as Error).message}`);
       }
     }
-    const { tables, problems: readProblems } = await readTables();
-    problems.push(...readProblems);
     const families: FamilyOutcome[] = [];
-    for (const [family, table] of tables) {
+    const networksKey = [...gcNetworks].sort().join("\n");
+    const texts = await Promise.allSettled(FAMILIES.map((f) => readTable(f)));
+    for (const [i, read] of texts.entries()) {
+      const family = FAMILIES[i] as Family;
+      if (read.status === "rejected") {
+        problems.push(`IPv${family} nat table not read: ${(read.reason as Error).message}`);
+        continue;
+      }
       const mine = wanted.filter((w) => w.expected.family === family);
+      const expected = mine.map((w) => w.expected);
+      const settledKey = `iptables\n${family}`;
+      const before = settled.get(settledKey);
+      settled.delete(settledKey);
+      if (before && before.text === read.value && before.gcNetworks === networksKey && sameItems(before.expected, expected)) {
+        settled.set(settledKey, before);
+        families.push({ ...emptyOutcome(family), correct: before.correct });
+        continue;
+      }
+      const table = parseTable(read.value);
       const plan = planReconcile(table, family, mine, (w) => mayRebuild(w.key));
       const gc = planDead(table, family, mine, verdict, collectNow, gcNetworks);
       const lines = [...plan.declarations, ...gc.lines, ...plan.commands];
       const outcome: FamilyOutcome = {
-        family,
+        ...emptyOutcome(family),
         actions: [...gc.actions, ...plan.actions],
         correct: plan.correct.length,
         rebuilt: plan.rebuilt.length,
@@ -208,10 +253,11 @@ export const iptablesBackend: KeeperBackend = {
         payload: lines.length > 0 ? natTransaction(lines) : "",
         skipped: plan.skipped,
         waiting: plan.waiting,
-        failure: undefined,
-        droppedUdp: 0,
       };
       families.push(outcome);
+      if (lines.length === 0 && plan.waiting.length === 0 && plan.skipped.length === 0 && gc.undecided === 0) {
+        settled.set(settledKey, { text: read.value, expected, gcNetworks: networksKey, correct: plan.correct.length });
+      }
       if (lines.length === 0 || options.dryRun) continue;
       try {
         await restoreNat(family, outcome.payload, "the keeper's hostPort rules");
@@ -225,6 +271,21 @@ export const iptablesBackend: KeeperBackend = {
   },
 };
 
+const sameItems = (a: readonly unknown[], b: readonly unknown[]): boolean => a.length === b.length && a.every((x, i) => x === b[i]);
+
+const emptyOutcome = (family: Family): FamilyOutcome => ({
+  family,
+  actions: [],
+  correct: 0,
+  rebuilt: 0,
+  lines: 0,
+  payload: "",
+  skipped: [],
+  waiting: [],
+  failure: undefined,
+  droppedUdp: 0,
+});
+
 /** Dead chains of this family that go now: those a live pod's port conflicts with, and those past the grace. */
 function planDead(
   table: NatTable,
@@ -233,7 +294,7 @@ function planDead(
   verdict: (network: string, containerId: string) => Verdict,
   collectNow: BackendPass["collectNow"],
   gcNetworks: ReadonlySet<string>,
-): { lines: string[]; actions: string[] } {
+): { lines: string[]; actions: string[]; undecided: number } {
   const livePorts = new Set(wanted.flatMap((w) => [...portsOf(w.expected.rules)]));
   const chainOf = new Map(portmapJumps(table).flatMap((j) => (j.owner ? [[recordKey(j.owner.network, j.owner.containerId), j.chain] as const] : [])));
   const liveChains = new Set(wanted.map((w) => w.expected.chain));
@@ -251,7 +312,10 @@ function planDead(
     return decided.get(chain) as boolean;
   });
   const actions = gc.orphans.map((o) => `deleted dead ${o.chain} (network ${o.network}, container ${o.containerId}) and ${o.jumps.length} jump(s)`);
-  return { lines: gc.lines, actions: [...actions, ...gc.skipped.map((s) => `left alone ${s}`)] };
+  // Chains of the judged networks that are not live pods': their verdict may change with time alone (a grace,
+  // an ADD record's age), so the family cannot be settled.
+  const undecided = [...chainOf].filter(([key, chain]) => gcNetworks.has(key.split("\n")[0] as string) && !liveChains.has(chain)).length;
+  return { lines: gc.lines, actions: [...actions, ...gc.skipped.map((s) => `left alone ${s}`)], undecided };
 }
 
 async function dropStale(plan: FamilyPlan, family: Family, warn: (t: string) => void): Promise<number> {

@@ -6,7 +6,7 @@ import { formatRule } from "../iptables/text.js";
 import type { Family } from "../core/ip.js";
 import type { ExpectedChain } from "./attachment.js";
 import { portmapSharedRules } from "./portmap.js";
-import { type NatTable, portmapJumps, rulesOf } from "../iptables/table.js";
+import { type NatTable, portmapJumps, printedLine, rulesOf } from "../iptables/table.js";
 
 export interface Wanted {
   label: string;
@@ -34,6 +34,19 @@ export interface FamilyPlan {
   waiting: string[];
 }
 
+// Expected rules live across passes (the keeper memoizes them): each is formatted once.
+const formatted = new WeakMap<Rule, string>();
+const formatOnce = (rule: Rule): string => {
+  let line = formatted.get(rule);
+  if (line === undefined) formatted.set(rule, (line = formatRule(rule)));
+  return line;
+};
+
+/** The fast path of sameRules for rules read by parseTable: the lines iptables printed are the ones we would write. */
+function samePrinted(current: readonly Rule[], expected: readonly Rule[]): boolean {
+  return current.length === expected.length && current.every((r, i) => printedLine(r) === formatOnce(expected[i] as Rule));
+}
+
 /** Pure: what to write so that every wanted chain, its jumps and portmap's shared rules are as they must be. */
 export function planReconcile(table: NatTable, family: Family, wanted: readonly Wanted[], mayRebuild: (w: Wanted) => boolean = () => true): FamilyPlan {
   const plan: FamilyPlan = { family, lines: [], declarations: [], commands: [], actions: [], rebuilt: [], correct: [], skipped: [], waiting: [] };
@@ -47,7 +60,15 @@ export function planReconcile(table: NatTable, family: Family, wanted: readonly 
     declarations.push(`:${chain} - [0:0]`);
     plan.actions.push(`created chain ${chain}`);
   };
-  const jumps = portmapJumps(table);
+  // Keys computed once per pass: at 1,000 pods the comparisons dominate a pass that changes nothing.
+  const jumpsByChain = new Map<string, Rule[]>();
+  for (const j of portmapJumps(table)) jumpsByChain.set(j.chain, [...(jumpsByChain.get(j.chain) ?? []), j.rule]);
+  const presentKeys = new Map<string, Set<string>>();
+  const present = (chain: string): Set<string> => {
+    let keys = presentKeys.get(chain);
+    if (!keys) presentKeys.set(chain, (keys = new Set(rulesOf(table, chain).map(ruleKey))));
+    return keys;
+  };
 
   for (const w of wanted) {
     const e = w.expected;
@@ -61,15 +82,15 @@ export function planReconcile(table: NatTable, family: Family, wanted: readonly 
     shared.chains.forEach(ensureChain);
     for (const s of shared.rules) {
       const key = ruleKey(s.rule);
-      if (rulesOf(table, s.rule.chain).some((r) => sameRule(r, s.rule)) || added.has(key)) continue;
+      if (present(s.rule.chain).has(key) || added.has(key)) continue;
       added.add(key);
       commands.push(formatRule(s.rule, s.first ? "-I" : "-A"));
       plan.actions.push(`added ${formatRule(s.rule)}`);
     }
     const exists = table.chains.has(e.chain);
     const before = exists ? rulesOf(table, e.chain) : [];
-    const currentJumps = jumps.filter((j) => j.chain === e.chain).map((j) => j.rule);
-    const chainOk = exists && sameRules(before, e.rules);
+    const currentJumps = jumpsByChain.get(e.chain) ?? [];
+    const chainOk = exists && (samePrinted(before, e.rules) || sameRules(before, e.rules));
     const has = (rules: readonly Rule[], rule: Rule) => rules.some((r) => sameRule(r, rule));
     const jumpsOk = currentJumps.length === e.jumps.length && e.jumps.every((j) => has(currentJumps, j));
     if (chainOk && jumpsOk) {
