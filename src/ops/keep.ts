@@ -346,7 +346,7 @@ export async function runReconcile(flags: ReconcileFlags, stdout: (t: string) =>
   const options = { dryRun: flags.dryRun, networks: flags.networks, fallbackEntry: flags.fallbackEntry, graceMs: Infinity };
   const dirs = { cacheDir: flags.cacheDir, stateDir: flags.stateDir };
   let report = await keeperPass(iptablesBackend, dirs, memory, options);
-  if (report.pending && !flags.dryRun) {
+  if (report.pending) {
     await new Promise((r) => setTimeout(r, CONFIRM_MS));
     report = await keeperPass(iptablesBackend, dirs, memory, options);
   }
