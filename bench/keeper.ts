@@ -40,7 +40,7 @@ async function inner(cacheDir: string, stateDir: string): Promise<void> {
   const memory = newMemory();
   const dirs = { cacheDir, stateDir };
   const t0 = process.hrtime.bigint();
-  const first = await keeperPass(iptablesBackend, dirs, memory, options);
+  const first = await keeperPass([iptablesBackend], dirs, memory, options);
   const firstPassMs = Number(process.hrtime.bigint() - t0) / 1e6;
   const failures = first.families.flatMap((f) => (f.failure ? [f.failure] : []));
   if (failures.length > 0 || first.problems.length > 0) throw new Error(`the building pass failed: ${[...failures, ...first.problems].join("; ")}`);
@@ -49,7 +49,7 @@ async function inner(cacheDir: string, stateDir: string): Promise<void> {
     const cpu = process.cpuUsage();
     const children = childrenCpuMs();
     const t = process.hrtime.bigint();
-    const report = await keeperPass(iptablesBackend, dirs, memory, options);
+    const report = await keeperPass([iptablesBackend], dirs, memory, options);
     timing.wallMs.push(Number(process.hrtime.bigint() - t) / 1e6);
     const used = process.cpuUsage(cpu);
     timing.cpuMs.push((used.user + used.system) / 1000);

@@ -11,7 +11,7 @@ import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { run } from "../host/run.js";
 import { monitor } from "../host/monitor.js";
-import { CONFIRM_MS, type PassReport, iptablesBackend, keeperPass, newMemory } from "../ops/keep.js";
+import { BACKENDS, CONFIRM_MS, type PassReport, droppedLine, familyLabel, keeperPass, newMemory } from "../ops/keep.js";
 import type { Out } from "./args.js";
 
 export interface KeeperSettings {
@@ -87,18 +87,18 @@ export class Keeper {
     const { cacheDir, stateDir, graceMs, entry } = this.settings;
     let report: PassReport;
     try {
-      report = await keeperPass(iptablesBackend, { cacheDir, stateDir }, this.memory, { dryRun: false, networks: [], fallbackEntry: entry, graceMs });
+      report = await keeperPass(BACKENDS, { cacheDir, stateDir }, this.memory, { dryRun: false, networks: [], fallbackEntry: entry, graceMs });
     } catch (err) {
       this.problems([(err as Error).message]);
       return;
     }
     let failed = false;
     for (const f of report.families) {
-      for (const action of [...f.actions, ...f.skipped.map((s) => `skipped ${s}`)]) this.stdout(`keeper (${reason}): IPv${f.family}: ${action}\n`);
-      if (f.droppedUdp > 0) this.stdout(`keeper (${reason}): IPv${f.family}: removed ${f.droppedUdp} stale UDP conntrack entr${f.droppedUdp === 1 ? "y" : "ies"}\n`);
+      const at = `keeper (${reason}): ${familyLabel(f)}`;
+      for (const action of [...f.actions, ...f.skipped.map((s) => `skipped ${s}`), ...(f.droppedUdp > 0 ? [droppedLine(f)] : [])]) this.stdout(`${at}: ${action}\n`);
       if (f.failure !== undefined) {
         failed = true;
-        this.stderr(`keeper (${reason}): IPv${f.family}: write failed: ${f.failure}\n`);
+        this.stderr(`${at}: write failed: ${f.failure}\n`);
       }
     }
     this.problems(report.problems);

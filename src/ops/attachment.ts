@@ -25,6 +25,16 @@ export interface ExpectedChain {
   options: PortmapOptions;
 }
 
+export type PortmapBackend = "iptables" | "nftables";
+
+/**
+ * Which rules portmap wrote for this attachment: its entry's `backend` (portmap ≥ 1.5); iptables when it
+ * names none (every portmap before 1.5, and the default after).
+ */
+export function portmapBackendOf(a: CachedAttachment): PortmapBackend {
+  return a.plugins.find((p) => p.type === PORTMAP_TYPE)?.["backend"] === "nftables" ? "nftables" : "iptables";
+}
+
 /** The stdin libcni gives one entry of the list: the entry, the list's name and version, its capabilities. */
 function entryConf(a: CachedAttachment, entry: Record<string, unknown>): unknown {
   const capabilities = (entry["capabilities"] ?? {}) as Record<string, unknown>;

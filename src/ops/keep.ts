@@ -14,7 +14,7 @@ import { readTable, restoreNat } from "../iptables/backend.js";
 import { type NatTable, parseTable, portmapJumps, rulesOf } from "../iptables/table.js";
 import { natTransaction } from "../iptables/text.js";
 import { dropStaleUdp } from "../pipeline/conntrack.js";
-import { type ExpectedChain, expectedChains } from "./attachment.js";
+import { type ExpectedChain, type PortmapBackend, expectedChains, portmapBackendOf } from "./attachment.js";
 import { type CacheMemo, type CacheRead, type CachedAttachment, attachmentLabel, ownedByUnreadable, readResultCache, selectsNetwork } from "./cache.js";
 import { planGc } from "./gc.js";
 import { FAMILIES } from "./kernel.js";
@@ -93,6 +93,8 @@ export interface PassOptions {
 
 /** One family's part of a pass, for the report. */
 export interface FamilyOutcome {
+  /** The backend's name (KeeperBackend.name). */
+  backend: string;
   family: Family;
   /** One line per change (written, or planned under dryRun). */
   actions: string[];
@@ -119,6 +121,8 @@ export interface PassReport {
 /** A live attachment and its record, as every backend gets it. */
 export interface LiveAttachment {
   key: string;
+  /** The backend portmap used for it: only that backend keeps its rules. */
+  backend: PortmapBackend;
   label: string;
   attachment: CachedAttachment;
   record: ContainerRecord | undefined;
@@ -139,14 +143,18 @@ export interface BackendPass {
   options: PassOptions;
 }
 
-/** A rule backend the keeper drives: reads its rules, plans and writes one transaction per family. */
+/**
+ * A rule backend the keeper drives: reads its rules, plans and writes one transaction per family. It gets
+ * only the live attachments whose portmap used it (LiveAttachment.backend === name) and judges only its own
+ * chains.
+ */
 export interface KeeperBackend {
-  readonly name: string;
+  readonly name: PortmapBackend;
   pass(input: BackendPass): Promise<{ families: FamilyOutcome[]; problems: string[] }>;
 }
 
 /** Runs one pass under the keeper lock. */
-export async function keeperPass(backend: KeeperBackend, dirs: { cacheDir: string; stateDir: string }, memory: PassMemory, options: PassOptions): Promise<PassReport> {
+export async function keeperPass(backends: readonly KeeperBackend[], dirs: { cacheDir: string; stateDir: string }, memory: PassMemory, options: PassOptions): Promise<PassReport> {
   return withKeeperLock(dirs.stateDir, LOCK_WAIT_MS, async () => {
     const [cache, { records, problems: recordProblems }, network] = await Promise.all([readResultCache(dirs.cacheDir, memory.parsed), readRecords(dirs.stateDir, memory.records), readNodeNetwork()]);
     const problems = [...cache.problems, ...recordProblems];
@@ -157,7 +165,7 @@ export async function keeperPass(backend: KeeperBackend, dirs: { cacheDir: strin
       .filter((a) => selectsNetwork(options.networks, a.network) && verdict(a.network, a.containerId) === "live")
       .map((a) => {
         const key = recordKey(a.network, a.containerId);
-        return { key, label: `${attachmentLabel(a)} (${a.network}, ${a.containerId})`, attachment: a, record: records.get(key) };
+        return { key, backend: portmapBackendOf(a), label: `${attachmentLabel(a)} (${a.network}, ${a.containerId})`, attachment: a, record: records.get(key) };
       });
     const withRecord = new Set(live.filter((l) => l.record?.state === "added").map((l) => l.key));
     const waitingNow = new Set<string>();
@@ -170,19 +178,25 @@ export async function keeperPass(backend: KeeperBackend, dirs: { cacheDir: strin
     };
     const deadSeen = new Set<string>();
     const collectNow = (family: Family, chain: string, conflicting: boolean): boolean => {
-      const key = `${family}\n${chain}`;
+      const key = `${family}\n${chain}`;  // chain names carry the backend's own prefix
       deadSeen.add(key);
       const since = memory.dead.get(key) ?? view.now;
       memory.dead.set(key, since);
       return conflicting || view.now - since >= options.graceMs;
     };
     const gcNetworks = new Set(options.networks.length > 0 ? options.networks : cache.attachments.map((a) => a.network));
-    const result = await backend.pass({ view, live, verdict, mayRebuild, collectNow, gcNetworks, settled: memory.settled, options });
+    const families: FamilyOutcome[] = [];
+    for (const backend of backends) {
+      const mine = live.filter((l) => l.backend === backend.name);
+      const result = await backend.pass({ view, live: mine, verdict, mayRebuild, collectNow, gcNetworks, settled: memory.settled, options });
+      families.push(...result.families);
+      problems.push(...result.problems);
+    }
     // Forget what resolved itself; remember what still waits (from its first sighting).
     for (const key of [...memory.unconfirmed.keys()]) if (!waitingNow.has(key)) memory.unconfirmed.delete(key);
     for (const key of waitingNow) if (!memory.unconfirmed.has(key)) memory.unconfirmed.set(key, view.now);
     for (const key of [...memory.dead.keys()]) if (!deadSeen.has(key)) memory.dead.delete(key);
-    return { families: result.families, problems: [...problems, ...result.problems], pending: waitingNow.size > 0 };
+    return { families, problems, pending: waitingNow.size > 0 };
   });
 }
 
@@ -274,6 +288,7 @@ export const iptablesBackend: KeeperBackend = {
 const sameItems = (a: readonly unknown[], b: readonly unknown[]): boolean => a.length === b.length && a.every((x, i) => x === b[i]);
 
 const emptyOutcome = (family: Family): FamilyOutcome => ({
+  backend: "iptables",
   family,
   actions: [],
   correct: 0,
@@ -287,7 +302,7 @@ const emptyOutcome = (family: Family): FamilyOutcome => ({
 });
 
 /** Dead chains of this family that go now: those a live pod's port conflicts with, and those past the grace. */
-function planDead(
+export function planDead(
   table: NatTable,
   family: Family,
   wanted: ReadonlyArray<Wanted>,
@@ -327,6 +342,14 @@ async function dropStale(plan: FamilyPlan, family: Family, warn: (t: string) => 
   });
 }
 
+/** Every backend the node's pods may use; an nftables backend (portmap's `backend: "nftables"`) joins here. */
+export const BACKENDS: readonly KeeperBackend[] = [iptablesBackend];
+
+/** How lines name a family: "IPv4" for the iptables backend, "<backend> IPv4" for another. */
+export const familyLabel = (f: FamilyOutcome): string => `${f.backend === "iptables" ? "" : `${f.backend} `}IPv${f.family}`;
+
+export const droppedLine = (f: FamilyOutcome): string => `removed ${f.droppedUdp} stale UDP conntrack entr${f.droppedUdp === 1 ? "y" : "ies"}`;
+
 export interface ReconcileFlags {
   cacheDir: string;
   stateDir: string;
@@ -345,26 +368,27 @@ export async function runReconcile(flags: ReconcileFlags, stdout: (t: string) =>
   const memory = newMemory();
   const options = { dryRun: flags.dryRun, networks: flags.networks, fallbackEntry: flags.fallbackEntry, graceMs: Infinity };
   const dirs = { cacheDir: flags.cacheDir, stateDir: flags.stateDir };
-  let report = await keeperPass(iptablesBackend, dirs, memory, options);
+  let report = await keeperPass(BACKENDS, dirs, memory, options);
   if (report.pending) {
     await new Promise((r) => setTimeout(r, CONFIRM_MS));
-    report = await keeperPass(iptablesBackend, dirs, memory, options);
+    report = await keeperPass(BACKENDS, dirs, memory, options);
   }
   let failed = report.problems.length;
   for (const p of report.problems) stderr(`portmap-hostip reconcile: ${p}\n`);
   const verb = flags.dryRun ? "would write" : "wrote";
   for (const f of report.families) {
-    for (const s of f.skipped) stdout(`IPv${f.family}: skipped ${s}\n`);
-    for (const w of f.waiting) stdout(`IPv${f.family}: waiting ${w}: no record of its ADD, and its rules are missing (its DEL may be under way)\n`);
+    const at = familyLabel(f);
+    for (const s of f.skipped) stdout(`${at}: skipped ${s}\n`);
+    for (const w of f.waiting) stdout(`${at}: waiting ${w}: no record of its ADD, and its rules are missing (its DEL may be under way)\n`);
     failed += f.skipped.length;
-    for (const a of f.actions) stdout(`IPv${f.family}: ${a}\n`);
-    stdout(`IPv${f.family}: ${f.correct} attachment(s) correct, left alone; ${f.rebuilt} rebuilt${f.lines > 0 ? ` (${verb} ${f.lines} lines in one transaction)` : ""}\n`);
+    for (const a of f.actions) stdout(`${at}: ${a}\n`);
+    stdout(`${at}: ${f.correct} attachment(s) correct, left alone; ${f.rebuilt} rebuilt${f.lines > 0 ? ` (${verb} ${f.lines} lines in one transaction)` : ""}\n`);
     if (flags.dryRun && f.lines > 0) stdout(f.payload.replace(/^/gm, "    ").trimEnd() + "\n");
     if (f.failure !== undefined) {
       failed++;
-      stderr(`portmap-hostip reconcile: IPv${f.family}: ${f.failure}\n`);
+      stderr(`portmap-hostip reconcile: ${at}: ${f.failure}\n`);
     }
-    if (f.droppedUdp > 0) stdout(`IPv${f.family}: removed ${f.droppedUdp} stale UDP conntrack entr${f.droppedUdp === 1 ? "y" : "ies"}\n`);
+    if (f.droppedUdp > 0) stdout(`${at}: ${droppedLine(f)}\n`);
   }
   return failed > 0 ? 1 : 0;
 }

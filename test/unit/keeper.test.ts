@@ -10,9 +10,13 @@ import { parseInstallArgs, runInstall } from "../../src/cli/install.js";
 import { ADD_RECORD_TTL_MS, awaitKeeperLock, readRecords, withKeeperLock, writeRecord } from "../../src/host/state.js";
 import { chooseVariant } from "../../src/iptables/variant.js";
 import { type CacheRead, ownedByUnreadable, parseCacheFile, readResultCache } from "../../src/ops/cache.js";
-import { judge } from "../../src/ops/keep.js";
+import { expectedChains, portmapBackendOf } from "../../src/ops/attachment.js";
+import { judge, planDead } from "../../src/ops/keep.js";
+import { type Wanted, planReconcile } from "../../src/ops/reconcile.js";
+import { parseTable } from "../../src/iptables/table.js";
+import { formatRule } from "../../src/iptables/text.js";
 import { cacheEntryJson } from "../support/result-cache.js";
-import { fixture } from "./fixtures.js";
+import { CHAIN, NODE, fixture } from "./fixtures.js";
 
 const ID = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 const RESULT = { cniVersion: "1.1.0", interfaces: [{ name: "eth0" }], ips: [{ address: "10.244.1.5/24", interface: 0 }] };
@@ -163,5 +167,64 @@ describe("the iptables variant (as kube-proxy's image picks it)", () => {
     expect(chooseVariant({ legacy: noHint, nft: v("nft-rules") }).variant).toBe("nft");
     expect(chooseVariant({ legacy: noHint, nft: v("nft-empty") })).toEqual({ variant: "legacy", why: "1 legacy rules against 0 nft rules" });
     expect(chooseVariant({ legacy: { mangle: "", all: "" }, nft: v("nft-empty") }).variant).toBe("nft");
+  });
+});
+
+describe("a pass's plan on a recorded table (portmap's chain for container abc123, hostPorts 8080, 8443, 5353)", () => {
+  // iptables-save → the `iptables -S` form parseTable reads.
+  const table = parseTable(
+    fixture("iptables/reference-v4.save")
+      .split("\n")
+      .map((l) => (l.startsWith(":") ? `-N ${l.slice(1).split(" ")[0]}` : l))
+      .join("\n"),
+  );
+  const pod = (id: string, hostPort: number, portmap: Record<string, unknown> = {}) =>
+    parseCacheFile(
+      cacheEntryJson({
+        list: { name: "cbr0", cniVersion: "1.0.0", plugins: [{ type: "portmap", capabilities: { portMappings: true }, ...portmap }, { type: "portmap-hostip", capabilities: { portMappings: true } }] },
+        containerID: id,
+        ifName: "eth0",
+        capabilityArgs: { portMappings: [{ HostPort: hostPort, ContainerPort: 80, Protocol: "tcp", HostIP: "" }] },
+        result: { cniVersion: "1.0.0", interfaces: [{ name: "eth0", sandbox: "/var/run/netns/x" }], ips: [{ address: "10.244.1.9/24", interface: 0 }] },
+      }),
+      id,
+      0,
+    );
+  const wantedOf = (id: string, hostPort: number): Wanted[] => {
+    const wanted = expectedChains(pod(id, hostPort), NODE).filter((e) => e.family === 4).map((expected) => ({ label: id, key: id, expected }));
+    expect(wanted).toHaveLength(1);
+    return wanted;
+  };
+  const dead = () => "dead" as const;
+
+  it("deletes at once a dead chain that takes a live pod's port, with its jumps", () => {
+    const asked: Array<[string, boolean]> = [];
+    const plan = planDead(table, 4, wantedOf("def456", 8080), dead, (_f, chain, conflicting) => (asked.push([chain, conflicting]), conflicting), new Set(["cbr0"]));
+    expect(asked).toEqual([[CHAIN, true]]);
+    expect(plan.lines).toEqual([...table.rules.get("CNI-HOSTPORT-DNAT")!.map((r) => formatRule(r, "-D")), `-F ${CHAIN}`, `-X ${CHAIN}`]);
+    expect(plan.actions).toEqual([`deleted dead ${CHAIN} (network cbr0, container abc123) and 2 jump(s)`]);
+  });
+
+  it("leaves a dead chain that takes no live pod's port to the grace, and never judges an ADD under way or another network", () => {
+    const asked: Array<[string, boolean]> = [];
+    const later = planDead(table, 4, wantedOf("def456", 9090), dead, (_f, chain, conflicting) => (asked.push([chain, conflicting]), false), new Set(["cbr0"]));
+    expect([asked, later.lines, later.undecided]).toEqual([[[CHAIN, false]], [], 1]);
+    const never = () => {
+      throw new Error("asked");
+    };
+    expect(planDead(table, 4, [], () => "adding", never, new Set(["cbr0"])).lines).toEqual([]);
+    expect(planDead(table, 4, [], dead, never, new Set(["other"])).lines).toEqual([]);
+  });
+
+  it("lets a chain that needs a rebuild wait when the pass may not rebuild it yet", () => {
+    const plan = planReconcile(table, 4, wantedOf("def456", 9090), () => false);
+    expect(plan.waiting).toEqual(["def456"]);
+    expect(plan.commands).toEqual([]);
+  });
+
+  it("gives each backend the attachments whose portmap used it", () => {
+    expect(portmapBackendOf(pod("a", 1))).toBe("iptables");
+    expect(portmapBackendOf(pod("a", 1, { backend: "iptables" }))).toBe("iptables");
+    expect(portmapBackendOf(pod("a", 1, { backend: "nftables" }))).toBe("nftables");
   });
 });
