@@ -158,7 +158,8 @@ export async function keeperPass(backends: readonly KeeperBackend[], dirs: { cac
   return withKeeperLock(dirs.stateDir, LOCK_WAIT_MS, async () => {
     const [cache, { records, problems: recordProblems }, network] = await Promise.all([readResultCache(dirs.cacheDir, memory.parsed), readRecords(dirs.stateDir, memory.records), readNodeNetwork()]);
     const problems = [...cache.problems, ...recordProblems];
-    if (!cache.present) throw new Error(`no result cache at ${cache.dir}: nothing to keep`);
+    // A node where no pod has started yet: nothing to keep, and no failure (the keeper's probe stays green).
+    if (!cache.present) return { families: [], problems: [...problems, `no result cache at ${cache.dir} (yet): nothing to rebuild from`], pending: false };
     const view: NodeView = { cache, records, network, now: Date.now() };
     const verdict = judge(view);
     const live = cache.attachments

@@ -228,3 +228,31 @@ describe("a pass's plan on a recorded table (portmap's chain for container abc12
     expect(portmapBackendOf(pod("a", 1, { backend: "nftables" }))).toBe("nftables");
   });
 });
+
+describe("install --watch --cache-dir on a node where no pod has started yet", () => {
+  it("keeps the entry, completes passes (the probe passes) and ends with 0 on the signal", async () => {
+    const conf = join(dir, "net.d");
+    const bin = join(dir, "bin");
+    const state = join(dir, "state");
+    await mkdir(conf);
+    await mkdir(bin);
+    await writeFile(join(conf, "10.conflist"), JSON.stringify({ name: "n", cniVersion: "1.0.0", plugins: [{ type: "portmap" }] }));
+    await writeFile(join(dir, "binary"), "");
+    const controller = new AbortController();
+    const out: string[] = [];
+    const args = ["--watch", "--binary", join(dir, "binary"), "--cni-conf-dir", conf, "--cni-bin-dir", bin, "--cache-dir", join(dir, "no-cache"), "--state-dir", state];
+    const running = runInstall(args, { signal: controller.signal, stdout: (t) => void out.push(t), stderr: (t) => void out.push(t) });
+    const deadline = Date.now() + 10_000;
+    while ((await checkKeeper(state).catch(() => undefined)) === undefined) {
+      if (Date.now() > deadline) throw new Error(`no keeper pass within 10 s:\n${out.join("")}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    expect(await runInstall(["--check", "--cni-conf-dir", conf, "--cni-bin-dir", bin, "--cache-dir", join(dir, "no-cache"), "--state-dir", state], { stdout: () => {}, stderr: () => {} })).toBe(0);
+    controller.abort();
+    expect(await running).toBe(0);
+    const log = out.join("");
+    expect(log).toContain("added the entry after portmap");
+    expect(log).toContain(`keeper: no result cache at ${join(dir, "no-cache", "results")} (yet): nothing to rebuild from\n`);
+    expect(log).toContain("stopped\n");
+  });
+});
