@@ -3,7 +3,7 @@ import type { NetConf } from "../core/config.js";
 import { type CniEnv, podLabel } from "../core/names.js";
 import { CniError, Code } from "../core/errors.js";
 import { convertResult } from "../core/result.js";
-import { awaitKeeperLock, writeRecord } from "../host/state.js";
+import { writeRecord } from "../host/state.js";
 import { writeChain } from "../iptables/backend.js";
 import { changed, planPodChains } from "./plan.js";
 
@@ -41,17 +41,13 @@ export async function cmdAdd(conf: NetConf, env: CniEnv): Promise<Record<string,
   return result;
 }
 
-// Let a keeper pass that is writing the nat tables finish before we read our chain.
-const KEEPER_WAIT_MS = 5_000;
-
 /**
  * Tells gc (and the keeper) that this container's chain is live though libcni has not cached the result yet.
- * Best effort: a node without a writable state directory scopes pods all the same, with a warning.
+ * ADD never waits for the keeper lock: no pass writes the chain of a container that is not cached. Best effort: a node without a writable state directory scopes pods all the same, with a warning.
  */
 async function recordAdd(conf: NetConf, env: CniEnv): Promise<void> {
   try {
     await writeRecord(conf.stateDir, conf.name, env.containerId, "added");
-    await awaitKeeperLock(conf.stateDir, KEEPER_WAIT_MS);
   } catch (err) {
     process.stderr.write(`portmap-hostip: pod ${podLabel(env)}: no record in ${conf.stateDir} (${(err as Error).message}); gc --grace may take its chain for dead while ADD runs\n`);
   }

@@ -116,7 +116,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /**
  * Waits while a pass holds the lock, at most `waitMs`; true when it is free. A lease past its deadline (its
- * holder died) counts as free. For DEL and ADD: they never take the lock, they only let a pass finish.
+ * holder died) counts as free. For DEL: it never takes the lock, it only lets a pass finish.
  */
 export async function awaitKeeperLock(dir: string, waitMs: number): Promise<boolean> {
   const deadline = Date.now() + waitMs;

@@ -78,6 +78,8 @@ export interface Settled {
 }
 
 export const CONFIRM_MS = 1_500;
+/** A conflicting dead chain with no record of its DEL goes once seen dead this long (PassReport.pending). */
+export const DEAD_CONFIRM_MS = 3_000;
 
 export const newMemory = (): PassMemory => ({ unconfirmed: new Map(), dead: new Map(), parsed: new Map(), records: new Map(), settled: new Map() });
 
@@ -134,8 +136,11 @@ export interface BackendPass {
   verdict: (network: string, containerId: string) => Verdict;
   /** Whether the pass may rebuild this attachment's rules now (false: wait for confirmation). */
   mayRebuild: (key: string) => boolean;
-  /** Called for every dead chain seen; whether it goes now (conflicting: it takes a live pod's port). */
-  collectNow: (family: Family, chain: string, conflicting: boolean) => boolean;
+  /**
+   * Called for every dead chain seen; whether it goes now. `conflicting`: it takes a live pod's port;
+   * `deleted`: its DEL is recorded (no doubt it is dead).
+   */
+  collectNow: (family: Family, chain: string, conflicting: boolean, deleted: boolean) => boolean;
   /** Networks whose dead chains may go: those given, else every network the cache names. */
   gcNetworks: ReadonlySet<string>;
   /** The backend's record of settled families (PassMemory.settled). */
@@ -178,12 +183,15 @@ export async function keeperPass(backends: readonly KeeperBackend[], dirs: { cac
       return false;
     };
     const deadSeen = new Set<string>();
-    const collectNow = (family: Family, chain: string, conflicting: boolean): boolean => {
-      const key = `${family}\n${chain}`;  // chain names carry the backend's own prefix
+    let deadWaiting = false;
+    const collectNow = (family: Family, chain: string, conflicting: boolean, deleted: boolean): boolean => {
+      const key = `${family}\n${chain}`; // chain names carry the backend's own prefix
       deadSeen.add(key);
       const since = memory.dead.get(key) ?? view.now;
       memory.dead.set(key, since);
-      return conflicting || view.now - since >= options.graceMs;
+      const age = view.now - since;
+      if (conflicting && !deleted && age < DEAD_CONFIRM_MS) deadWaiting = true;
+      return deadChainGoes({ conflicting, deleted, age, graceMs: options.graceMs });
     };
     const gcNetworks = new Set(options.networks.length > 0 ? options.networks : cache.attachments.map((a) => a.network));
     const families: FamilyOutcome[] = [];
@@ -197,12 +205,22 @@ export async function keeperPass(backends: readonly KeeperBackend[], dirs: { cac
     for (const key of [...memory.unconfirmed.keys()]) if (!waitingNow.has(key)) memory.unconfirmed.delete(key);
     for (const key of waitingNow) if (!memory.unconfirmed.has(key)) memory.unconfirmed.set(key, view.now);
     for (const key of [...memory.dead.keys()]) if (!deadSeen.has(key)) memory.dead.delete(key);
-    return { families, problems, pending: waitingNow.size > 0 };
+    return { families, problems, pending: waitingNow.size > 0 || deadWaiting };
   });
 }
 
 // A manual reconcile or gc holds the lock for one pass: the keeper waits for it, not forever.
 const LOCK_WAIT_MS = 30_000;
+
+/**
+ * Whether a dead chain goes now: after the grace; at once when it takes a live pod's port and its DEL is
+ * recorded. Without that record, a chain with no cache entry and no ADD record may be a pod's whose ADD is
+ * between portmap and us (another pod may hold the same port on another host IP): it must look dead for
+ * DEAD_CONFIRM_MS first.
+ */
+export function deadChainGoes(c: { conflicting: boolean; deleted: boolean; age: number; graceMs: number }): boolean {
+  return (c.conflicting && (c.deleted || c.age >= DEAD_CONFIRM_MS)) || c.age >= c.graceMs;
+}
 
 /** "tcp/8080" for each port a chain's DNAT rules take. */
 function portsOf(rules: readonly Rule[]): Set<string> {
@@ -323,7 +341,7 @@ export function planDead(
     if (chain === undefined || liveChains.has(chain)) return false;
     if (!decided.has(chain)) {
       const conflicting = [...portsOf(rulesOf(table, chain))].some((p) => livePorts.has(p));
-      decided.set(chain, collectNow(family, chain, conflicting));
+      decided.set(chain, collectNow(family, chain, conflicting, v === "deleting"));
     }
     return decided.get(chain) as boolean;
   });
@@ -363,14 +381,16 @@ export interface ReconcileFlags {
 
 /**
  * The keeper's pass, once, without the grace-delayed gc (dead chains that take a live pod's port go, others
- * are gc's). A container without a record whose rules need a rebuild is confirmed by a second pass.
+ * are gc's). What needs a second look (a container without a record whose rules need a rebuild, a dead chain
+ * without a record of its DEL that takes a live pod's port) gets it from later passes.
  */
 export async function runReconcile(flags: ReconcileFlags, stdout: (t: string) => void, stderr: (t: string) => void): Promise<number> {
   const memory = newMemory();
   const options = { dryRun: flags.dryRun, networks: flags.networks, fallbackEntry: flags.fallbackEntry, graceMs: Infinity };
   const dirs = { cacheDir: flags.cacheDir, stateDir: flags.stateDir };
   let report = await keeperPass(BACKENDS, dirs, memory, options);
-  if (report.pending) {
+  // Second looks (CONFIRM_MS, DEAD_CONFIRM_MS) take at most three more passes.
+  for (let look = 0; report.pending && look < 3; look++) {
     await new Promise((r) => setTimeout(r, CONFIRM_MS));
     report = await keeperPass(BACKENDS, dirs, memory, options);
   }

@@ -11,7 +11,7 @@ import { ADD_RECORD_TTL_MS, awaitKeeperLock, readRecords, withKeeperLock, writeR
 import { chooseVariant } from "../../src/iptables/variant.js";
 import { type CacheRead, ownedByUnreadable, parseCacheFile, readResultCache } from "../../src/ops/cache.js";
 import { expectedChains, portmapBackendOf } from "../../src/ops/attachment.js";
-import { judge, planDead } from "../../src/ops/keep.js";
+import { DEAD_CONFIRM_MS, deadChainGoes, judge, planDead } from "../../src/ops/keep.js";
 import { type Wanted, planReconcile } from "../../src/ops/reconcile.js";
 import { parseTable } from "../../src/iptables/table.js";
 import { formatRule } from "../../src/iptables/text.js";
@@ -214,6 +214,11 @@ describe("a pass's plan on a recorded table (portmap's chain for container abc12
     };
     expect(planDead(table, 4, [], () => "adding", never, new Set(["cbr0"])).lines).toEqual([]);
     expect(planDead(table, 4, [], dead, never, new Set(["other"])).lines).toEqual([]);
+  });
+
+  it("decides when a dead chain goes: conflicting and deleted at once, conflicting after a second look, others after the grace", () => {
+    const goes = (conflicting: boolean, deleted: boolean, age: number) => deadChainGoes({ conflicting, deleted, age, graceMs: 30_000 });
+    expect([goes(true, true, 0), goes(true, false, 0), goes(true, false, DEAD_CONFIRM_MS), goes(false, true, 29_999), goes(false, false, 30_000)]).toEqual([true, false, true, false, true]);
   });
 
   it("lets a chain that needs a rebuild wait when the pass may not rebuild it yet", () => {
