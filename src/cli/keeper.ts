@@ -27,6 +27,10 @@ export interface KeeperSettings {
 // Events come in bursts (an address change is several netlink messages, a firewall reload many rule events).
 const MIN_GAP_MS = 1_000;
 const HEARTBEAT = "keeper.alive";
+// `nft monitor` lines that touch what portmap writes: its chains, the built-in chains holding its jumps, the
+// nat table as a whole (a flush, a restore), or portmap's own nftables table. kube-proxy rewrites its KUBE-*
+// chains all the time: those events alone start no pass.
+export const NAT_EVENT = /\bip6? nat (?:CNI-|PREROUTING\b|OUTPUT\b|POSTROUTING\b)|\btable ip6? nat\b|\bcni_hostport\b/;
 
 export class Keeper {
   private readonly memory = newMemory();
@@ -49,7 +53,7 @@ export class Keeper {
     // Only global addresses are node IPs to the policy; a pod's veth gets a link-local one at every start.
     monitor("ip", ["-o", "monitor", "address"], (line) => !/ scope (link|host)\b/.test(line) && this.trigger("node address changed"), signal, log);
     if (await usesNft()) {
-      monitor("nft", ["monitor", "ruleset"], (line) => /\b(nat|cni_hostport)\b/.test(line) && this.trigger("nat table changed"), signal, log);
+      monitor("nft", ["monitor", "ruleset"], (line) => NAT_EVENT.test(line) && this.trigger("nat table changed"), signal, log);
       this.stdout(`keeper: watching node addresses and the nat table (iptables-nft), resync every ${this.settings.resyncMs / 1000} s\n`);
     } else {
       this.stdout(`keeper: watching node addresses; iptables-legacy sends no events: resync every ${this.settings.resyncMs / 1000} s\n`);
@@ -65,8 +69,9 @@ export class Keeper {
 
   /** Asks for a pass soon; one runs at a time, at most one per MIN_GAP_MS. */
   trigger(reason: string): void {
-    if (this.stopped) return;
-    if (this.running || this.timer) {
+    // A pass already scheduled will see this change too; one running may have read before it.
+    if (this.stopped || this.timer) return;
+    if (this.running) {
       this.again ??= reason;
       return;
     }

@@ -5,7 +5,7 @@ import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { checkKeeper } from "../../src/cli/keeper.js";
+import { NAT_EVENT, checkKeeper } from "../../src/cli/keeper.js";
 import { parseInstallArgs, runInstall } from "../../src/cli/install.js";
 import { ADD_RECORD_TTL_MS, awaitKeeperLock, readRecords, withKeeperLock, writeRecord } from "../../src/host/state.js";
 import { chooseVariant } from "../../src/iptables/variant.js";
@@ -152,6 +152,22 @@ describe("the keeper's flags", () => {
       const err: string[] = [];
       expect(await runInstall([...args], { stdout: () => {}, stderr: (t) => void err.push(t) })).toBe(2);
       expect(err.join("")).toMatch(message);
+    }
+  });
+});
+
+describe("which nft monitor events start a pass", () => {
+  // Recorded: iptables-nft creating portmap's chains and a kube-proxy-like chain, a kube-proxy restore
+  // (--noflush), `iptables -t nat -F`, `-X`, and a restore of the saved table.
+  const lines = fixture("host/nft-monitor-ruleset.txt").trim().split("\n");
+  it("portmap's chains, the built-in chains with its jumps and the table as a whole; not kube-proxy's chains", () => {
+    const kube = lines.filter((l) => /ip nat KUBE-/.test(l));
+    expect(kube.length).toBeGreaterThan(5);
+    expect(kube.filter((l) => NAT_EVENT.test(l))).toEqual([]);
+    expect(lines.filter((l) => / ip nat CNI-/.test(l)).every((l) => NAT_EVENT.test(l))).toBe(true);
+    for (const l of ["delete rule ip nat CNI-DN-abc handle 5", "delete table ip nat", "add table ip nat", "add rule ip nat PREROUTING fib daddr type local counter packets 0 bytes 0 jump CNI-HOSTPORT-DNAT"]) {
+      expect(lines).toContain(l);
+      expect(NAT_EVENT.test(l), l).toBe(true);
     }
   });
 });
