@@ -1,9 +1,12 @@
 // `portmap-hostip install`: its flags, parsed, checked for syntax and mapped onto the plugin's conflist entry
 // keys; the installer itself is install/.
-import { isAnnotationKey, isLogFilePath } from "../core/config.js";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { DEFAULT_STATE_DIR, isAnnotationKey, isLogFilePath, isStateDir } from "../core/config.js";
 import { parseCidr, parseIp } from "../core/ip.js";
 import { isInterfaceName } from "../core/names.js";
-import { type InstallOptions, Installer } from "../install/main.js";
+import { pluginEntry } from "../install/conflist.js";
+import { type InstallOptions, Installer, terminationSignal } from "../install/main.js";
 import { type CliContext, UsageError, parseFlags, runCommand } from "./args.js";
 
 export interface InstallContext extends CliContext {
@@ -21,9 +24,65 @@ export async function runInstall(args: string[], context: InstallContext = {}): 
       stdout(INSTALL_HELP);
       return 0;
     }
-    await new Installer(options, context.root ?? "/", context.signal, stdout, stderr).run();
+    const root = context.root ?? "/";
+    const keeper = keeperFlags(args);
+    if (options.mode === "check") {
+      await new Installer(options, root, undefined, stdout, stderr).run();
+      if (keeper) stdout(`${await checkKeeperAlive(keeper.stateDir)}\n`);
+      return 0;
+    }
+    if (options.mode !== "watch" || !keeper) {
+      await new Installer(options, root, context.signal, stdout, stderr).run();
+      return 0;
+    }
+    const signal = context.signal ?? terminationSignal();
+    if (keeper.iptables !== undefined) await selectIptables(keeper.iptables, stdout);
+    const { Keeper } = await import("./keeper.js");
+    const k = new Keeper({ ...keeper, graceMs: KEEPER_GRACE_MS, entry: pluginEntry(options.settings) }, stdout, stderr);
+    const installer = new Installer(options, root, signal, stdout, stderr, () => k.trigger("entry put back"));
+    await Promise.all([installer.run(), k.run(signal)]);
     return 0;
   });
+}
+
+// As gc's default grace: a pod's ADD has long reached our plugin (and written its record) by then.
+const KEEPER_GRACE_MS = 30_000;
+
+interface KeeperFlags {
+  cacheDir: string;
+  stateDir: string;
+  resyncMs: number;
+  iptables: "auto" | "nft" | "legacy" | undefined;
+}
+
+/** The keeper's flags; undefined without --cache-dir (then --watch keeps only the conflist entry). */
+function keeperFlags(args: string[]): KeeperFlags | undefined {
+  const v = parseFlags(args, FLAGS);
+  if (v["cache-dir"] === undefined) {
+    for (const flag of ["state-dir", "resync", "iptables"] as const) if (v[flag] !== undefined) throw new UsageError(`--${flag} needs --cache-dir (the keeper)`);
+    return undefined;
+  }
+  const stateDir = v["state-dir"] ?? DEFAULT_STATE_DIR;
+  if (v["cache-dir"] === "") throw new UsageError("--cache-dir must not be empty");
+  if (!isStateDir(stateDir)) throw invalid("state-dir", stateDir, "expected an absolute path");
+  const resync = v.resync ?? "10";
+  if (!/^\d{1,4}$/.test(resync) || Number(resync) < 1) throw invalid("resync", resync, "expected a number of seconds from 1 to 9999");
+  const iptables = v.iptables;
+  if (iptables !== undefined && !["auto", "nft", "legacy"].includes(iptables)) throw invalid("iptables", iptables, "expected auto, nft or legacy");
+  return { cacheDir: v["cache-dir"], stateDir, resyncMs: Number(resync) * 1000, iptables: iptables as KeeperFlags["iptables"] };
+}
+
+async function checkKeeperAlive(stateDir: string): Promise<string> {
+  const { checkKeeper } = await import("./keeper.js");
+  return checkKeeper(stateDir);
+}
+
+/** Puts the node's iptables variant (or the one given) first on PATH, for the keeper and the tools it runs. */
+async function selectIptables(choice: "auto" | "nft" | "legacy", stdout: (t: string) => void): Promise<void> {
+  const { detectVariant, useVariant } = await import("../iptables/variant.js");
+  const { variant, why } = choice === "auto" ? await detectVariant() : { variant: choice, why: "--iptables" };
+  process.env["PATH"] = await useVariant(variant, join(tmpdir(), `portmap-hostip-iptables-${process.pid}`), process.env["PATH"] ?? "/usr/sbin:/usr/bin:/sbin:/bin");
+  stdout(`keeper: using iptables-${variant} (${why})\n`);
 }
 
 export const INSTALL_HELP = `Usage: portmap-hostip install [options]
@@ -50,14 +109,23 @@ Entry options (omitted ones use the plugin's defaults); lists are comma-separate
 
 Modes:
   --watch                    keep running; put the entry back within 2 s whenever someone (flannel)
-                             rewrites the conflist; SIGTERM ends it
+                             rewrites the conflist; SIGTERM ends it (exit 0)
+  --check                    exit 0 when the binary and the entry are in place (and, with --cache-dir,
+                             the keeper completed a pass lately): the DaemonSet's exec probe
+
+The keeper (with --watch and --cache-dir): also keep every cached pod's hostPort rules as they must be,
+after conflist rewrites, nat table flushes or restores, and node address changes:
+  --cache-dir DIR            libcni's cache directory (the node's: /var/lib/cni)
+  --state-dir DIR            where the plugin records ADD and DEL (default ${DEFAULT_STATE_DIR})
+  --resync SECONDS           full resync period (default 10)
+  --iptables auto|nft|legacy the iptables variant to use; auto: the node's, as kube-proxy's image picks it
+                             (default: iptables on PATH)
   --uninstall                remove the entry, then the binary
   --dry-run                  print what would change (a diff of the conflist) and change nothing
 `;
 
 
-export function parseInstallArgs(args: string[]): InstallOptions {
-  const v = parseFlags(args, {
+const FLAGS = {
         "cni-bin-dir": { type: "string" },
         "cni-conf-dir": { type: "string" },
         conflist: { type: "string" },
@@ -74,7 +142,16 @@ export function parseInstallArgs(args: string[]): InstallOptions {
         uninstall: { type: "boolean" },
         "dry-run": { type: "boolean" },
         help: { type: "boolean", short: "h" },
-  });
+        check: { type: "boolean" },
+        "cache-dir": { type: "string" },
+        "state-dir": { type: "string" },
+        resync: { type: "string" },
+        iptables: { type: "string" },
+} as const;
+
+export function parseInstallArgs(args: string[]): InstallOptions {
+  const v = parseFlags(args, FLAGS);
+  if (v.check && (v.watch || v.uninstall || v["dry-run"])) throw new UsageError("--check excludes --watch, --uninstall and --dry-run");
   if (v.watch && v.uninstall) throw new UsageError("--watch and --uninstall exclude each other");
   if (v.watch && v["dry-run"]) throw new UsageError("--watch and --dry-run exclude each other");
   for (const flag of ["cni-bin-dir", "cni-conf-dir", "conflist", "binary"] as const) {
@@ -107,7 +184,7 @@ export function parseInstallArgs(args: string[]): InstallOptions {
   }
 
   return {
-    mode: v.help ? "help" : v.watch ? "watch" : v.uninstall ? "uninstall" : "install",
+    mode: v.help ? "help" : v.watch ? "watch" : v.uninstall ? "uninstall" : v.check ? "check" : "install",
     dryRun: v["dry-run"] ?? false,
     cniBinDir: v["cni-bin-dir"],
     cniConfDir: v["cni-conf-dir"],

@@ -1,15 +1,22 @@
 // `portmap-hostip status | reconcile | gc`: operator commands on the namespace they run in.
+import { readFile } from "node:fs/promises";
+import { DEFAULT_STATE_DIR, isStateDir } from "../core/config.js";
 import { readNodeNetwork } from "../host/network.js";
+import { readRecords, withKeeperLock } from "../host/state.js";
+import { installedEntry } from "../install/conflist.js";
+import { findConflist, resolveLayout } from "../install/files.js";
 import { DEFAULT_CACHE_DIR, type CacheRead, readResultCache, selectsNetwork } from "../ops/cache.js";
 import { collect } from "../ops/gc.js";
+import { judge, runReconcile } from "../ops/keep.js";
 import { readTables } from "../ops/kernel.js";
-import { runReconcile } from "../ops/reconcile.js";
 import { statusJson, statusTable } from "../ops/render.js";
 import { status } from "../ops/status.js";
 import { type CliContext, type Out, UsageError, parseFlags as parseCommandLine, runCommand } from "./args.js";
 
 interface Flags {
   cacheDir: string;
+  stateDir: string;
+  cniConfDir: string | undefined;
   json: boolean;
   dryRun: boolean;
   networks: string[];
@@ -25,11 +32,14 @@ const USAGE: Record<string, string> = {
   --network NAME    only the mappings of this network (repeatable; default: every network)
   --json            machine-readable output
 `,
-  reconcile: `usage: portmap-hostip reconcile [--cache-dir DIR] [--network NAME]... [--dry-run]
+  reconcile: `usage: portmap-hostip reconcile [--cache-dir DIR] [--network NAME]... [--cni-conf-dir DIR] [--dry-run]
   Rebuilds the hostPort rules of every cached attachment whose chain is missing or wrong (portmap's rules,
-  scoped by the policy), and portmap's shared chains; one atomic write per family.
+  scoped by the policy: the cached entry's, else the installed conflist's), and portmap's shared chains;
+  deletes at once the chains of dead pods that take a live pod's hostPort; one atomic write per family.
   --cache-dir DIR   libcni's cache directory, holding results/ (default ${DEFAULT_CACHE_DIR})
   --network NAME    only the attachments of this network (repeatable; default: every network)
+  --cni-conf-dir DIR  where the installed conflist is (default: the node's, as install finds it)
+  --state-dir DIR   the plugin's records of ADD and DEL (default ${DEFAULT_STATE_DIR})
   --dry-run         print the plan and the iptables-restore input, change nothing
 `,
   gc: `usage: portmap-hostip gc [--cache-dir DIR] [--network NAME]... [--grace SECONDS] [--dry-run]
@@ -37,8 +47,10 @@ const USAGE: Record<string, string> = {
   every network named in the result cache) whose container has no cached attachment. A chain is deleted
   only if it is still an orphan after --grace seconds (default 30), so that a pod whose ADD is still running
   keeps its rules.
+  A chain is never deleted while its container's ADD may be running or its cache file is unreadable.
   --cache-dir DIR   libcni's cache directory, holding results/ (default ${DEFAULT_CACHE_DIR})
   --network NAME    only this network's chains (repeatable); a network the cache no longer names too
+  --state-dir DIR   the plugin's records of ADD and DEL (default ${DEFAULT_STATE_DIR})
   --dry-run         print what would be deleted, change nothing
 `,
 };
@@ -49,13 +61,15 @@ const OPTIONS = {
   "dry-run": { type: "boolean" },
   network: { type: "string", multiple: true },
   grace: { type: "string" },
+  "state-dir": { type: "string" },
+  "cni-conf-dir": { type: "string" },
   help: { type: "boolean", short: "h" },
 } as const;
 
 const ALLOWED: Record<string, ReadonlyArray<keyof typeof OPTIONS>> = {
   status: ["cache-dir", "json", "network", "help"],
-  reconcile: ["cache-dir", "dry-run", "network", "help"],
-  gc: ["cache-dir", "dry-run", "network", "grace", "help"],
+  reconcile: ["cache-dir", "dry-run", "network", "state-dir", "cni-conf-dir", "help"],
+  gc: ["cache-dir", "dry-run", "network", "grace", "state-dir", "help"],
 };
 
 function parseFlags(command: string, args: readonly string[]): Flags {
@@ -65,11 +79,16 @@ function parseFlags(command: string, args: readonly string[]): Flags {
   }
   const cacheDir = values["cache-dir"];
   if (cacheDir === "") throw new UsageError("--cache-dir needs a value");
+  const stateDir = values["state-dir"] ?? DEFAULT_STATE_DIR;
+  if (!isStateDir(stateDir)) throw new UsageError(`--state-dir needs an absolute path, not ${JSON.stringify(stateDir)}`);
+  if (values["cni-conf-dir"] === "") throw new UsageError("--cni-conf-dir needs a value");
   if (values.network?.includes("")) throw new UsageError("--network needs a value");
   const grace = values.grace;
   if (grace !== undefined && !/^\d{1,5}$/.test(grace)) throw new UsageError(`--grace needs a number of seconds, not ${JSON.stringify(grace)}`);
   return {
     cacheDir: cacheDir ?? DEFAULT_CACHE_DIR,
+    stateDir,
+    cniConfDir: values["cni-conf-dir"],
     json: values.json ?? false,
     dryRun: values["dry-run"] ?? false,
     networks: values.network ?? [],
@@ -96,20 +115,21 @@ async function runStatus(flags: Flags, stdout: Out, stderr: Out): Promise<number
 }
 
 async function runGc(flags: Flags, stdout: Out, stderr: Out): Promise<number> {
+  // Dead: no cache entry (readable or not) and no ADD that may still be running (host/state.ts).
   const liveness = async () => {
-    const cache = await readCache(flags.cacheDir, stderr);
+    const [cache, { records, problems }] = await Promise.all([readCache(flags.cacheDir, stderr), readRecords(flags.stateDir)]);
+    for (const p of problems) stderr(`portmap-hostip: ${p}\n`);
     // A wrong --cache-dir must not make every chain of a --network look dead.
     if (!cache.present) throw new Error(`no result cache at ${cache.dir}: refusing to judge which chains are dead`);
     const networks = new Set(flags.networks.length > 0 ? flags.networks : cache.attachments.map((a) => a.network));
-    const live = new Set(cache.attachments.map((a) => `${a.network}\n${a.containerId}`));
-    return { networks, isDead: (network: string, id: string) => networks.has(network) && !live.has(`${network}\n${id}`) };
+    const verdict = judge({ cache, records, now: Date.now() });
+    return { networks, isDead: (network: string, id: string) => networks.has(network) && ["dead", "deleting"].includes(verdict(network, id)) };
   };
   const first = await liveness();
   if (first.networks.size === 0) {
     stderr("portmap-hostip gc: no cached attachment names a network, so nothing says which chains are dead: pass --network NAME\n");
     return 1;
   }
-  let isDead = first.isDead;
   if (!flags.dryRun && flags.graceSeconds > 0) {
     // A pod whose ADD is running has its chain before libcni caches its result: wait, and ask both reads.
     const candidates = await collect((_f, n, id) => first.isDead(n, id), true);
@@ -118,10 +138,12 @@ async function runGc(flags: Flags, stdout: Out, stderr: Out): Promise<number> {
       return 0;
     }
     await new Promise((r) => setTimeout(r, flags.graceSeconds * 1000));
-    const second = await liveness();
-    isDead = (n, id) => first.isDead(n, id) && second.isDead(n, id);
   }
-  const { plans, problems } = await collect((_f, n, id) => isDead(n, id), flags.dryRun);
+  // The second read and the write under the keeper lock: no ADD record can slip in between.
+  const { plans, problems } = await withKeeperLock(flags.stateDir, 30_000, async () => {
+    const second = flags.dryRun ? first : await liveness();
+    return collect((_f, n, id) => first.isDead(n, id) && second.isDead(n, id), flags.dryRun);
+  });
   for (const p of problems) stderr(`portmap-hostip gc: ${p}\n`);
   const verb = flags.dryRun ? "would delete" : "deleted";
   for (const plan of plans) {
@@ -132,6 +154,22 @@ async function runGc(flags: Flags, stdout: Out, stderr: Out): Promise<number> {
   return plans.length === 0 ? 1 : 0;
 }
 
+/** Our entry in the installed conflist, for reconcile's pods whose cached conflist lacks it (none: undefined). */
+async function installedFallback(flags: Flags, stderr: Out): Promise<Record<string, unknown> | undefined> {
+  try {
+    const { confDir } = await resolveLayout({ confDir: flags.cniConfDir }, "/");
+    const file = await findConflist(confDir, undefined);
+    return installedEntry(await readFile(file, "utf8"), file);
+  } catch (err) {
+    if (flags.cniConfDir !== undefined) stderr(`portmap-hostip reconcile: no installed entry to scope pods whose cached conflist lacks ours: ${(err as Error).message}\n`);
+    return undefined;
+  }
+}
+
+async function runReconcileCommand(flags: Flags, stdout: Out, stderr: Out): Promise<number> {
+  return runReconcile({ ...flags, fallbackEntry: await installedFallback(flags, stderr) }, stdout, stderr);
+}
+
 export async function runOps(command: "status" | "reconcile" | "gc", args: readonly string[], context: CliContext = {}): Promise<number> {
   return runCommand(`portmap-hostip ${command}`, USAGE[command] as string, context, async (stdout, stderr) => {
     const flags = parseFlags(command, args);
@@ -139,7 +177,7 @@ export async function runOps(command: "status" | "reconcile" | "gc", args: reado
       stdout(USAGE[command] as string);
       return 0;
     }
-    const commands = { status: runStatus, reconcile: runReconcile, gc: runGc };
+    const commands = { status: runStatus, reconcile: runReconcileCommand, gc: runGc };
     return commands[command](flags, stdout, stderr);
   });
 }

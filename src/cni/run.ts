@@ -3,8 +3,9 @@ import { cmdAdd } from "../commands/add.js";
 import { cmdCheck } from "../commands/check.js";
 import type { CallRecord } from "./log-file.js";
 import { checkUsable } from "../iptables/backend.js";
-import { LATEST_VERSION, SUPPORTED_VERSIONS, parseEnvelope, parseLogFile, parseNetConf } from "../core/config.js";
+import { LATEST_VERSION, SUPPORTED_VERSIONS, parseEnvelope, parseLogFile, parseNetConf, stateDirOf } from "../core/config.js";
 import { type CniEnv, type Command, kubernetesPod } from "../core/names.js";
+import { awaitKeeperLock, writeRecord } from "../host/state.js";
 import { readAttachmentEnv, readCommand } from "./env.js";
 import { CniError, Code } from "../core/errors.js";
 import { decodeJson, readStdin } from "./stdin.js";
@@ -38,11 +39,13 @@ async function execute(command: Command, json: unknown, attachment: CniEnv | und
       await cmdCheck(conf, attachment!);
       return;
     }
-    case "DEL":
+    case "DEL": {
       // portmap's own DEL (run after ours) removes the pod's chain, rewritten rules included. Only the
       // envelope must be valid, so that DEL never sticks on our policy.
-      parseEnvelope(json);
+      const { name } = parseEnvelope(json);
+      if (hasPortMappings(json)) await recordDel(stateDirOf(json), name, attachment!);
       return;
+    }
     case "GC": {
       // Loaded lazily, like the operator commands: ADD never pays for it.
       const { cniGc } = await import("../ops/gc.js");
@@ -68,6 +71,27 @@ function logFileOf(command: Command, json: unknown): string | undefined {
   } catch (err) {
     if (command === "DEL") return undefined;
     throw err;
+  }
+}
+
+// Long enough for a keeper pass to finish its write (one iptables-restore per family); DEL goes on after it.
+const DEL_KEEPER_WAIT_MS = 10_000;
+
+function hasPortMappings(json: unknown): boolean {
+  const rc = (json as { runtimeConfig?: { portMappings?: unknown } }).runtimeConfig;
+  return Array.isArray(rc?.portMappings) && rc.portMappings.length > 0;
+}
+
+/**
+ * Marks the container deleted before portmap's DEL removes its chain, so that no reconcile brings it back,
+ * and lets a pass that read the records before the mark finish its write first. Never fails DEL.
+ */
+async function recordDel(dir: string, network: string, env: CniEnv): Promise<void> {
+  try {
+    await writeRecord(dir, network, env.containerId, "deleted");
+    if (!(await awaitKeeperLock(dir, DEL_KEEPER_WAIT_MS))) process.stderr.write(`portmap-hostip: DEL of container ${env.containerId}: the keeper lock in ${dir} was still held after ${DEL_KEEPER_WAIT_MS} ms; going on\n`);
+  } catch (err) {
+    process.stderr.write(`portmap-hostip: DEL of container ${env.containerId}: no record in ${dir} (${(err as Error).message})\n`);
   }
 }
 

@@ -3,6 +3,7 @@ import type { NetConf } from "../core/config.js";
 import { type CniEnv, podLabel } from "../core/names.js";
 import { CniError, Code } from "../core/errors.js";
 import { convertResult } from "../core/result.js";
+import { writeRecord } from "../host/state.js";
 import { writeChain } from "../iptables/backend.js";
 import type { ResolvedMapping } from "../policy/resolve.js";
 import { changed, planPodChains } from "./plan.js";
@@ -14,6 +15,7 @@ export async function cmdAdd(conf: NetConf, env: CniEnv): Promise<{ result: Reco
   }
   // Computed before anything is written: a result we could not print must not follow a rewrite.
   const result = convertResult(conf.prevResult, conf.cniVersion);
+  if (conf.portMappings.length > 0) await recordAdd(conf, env);
   const { resolved, plans: all, notes } = await planPodChains(conf, env);
   // The default never fails a pod: what it left out, and why, must still be visible.
   for (const note of notes) process.stderr.write(`portmap-hostip: ${note}\n`);
@@ -41,4 +43,16 @@ export async function cmdAdd(conf: NetConf, env: CniEnv): Promise<{ result: Reco
     await Promise.all(written.map((plan) => dropStaleUdp(plan.family, [{ before: plan.current, after: plan.desired }], warn).catch((err: Error) => warn(err.message))));
   }
   return { result, resolved };
+}
+
+/**
+ * Tells gc (and the keeper) that this container's chain is live though libcni has not cached the result yet.
+ * ADD never waits for the keeper lock: no pass writes the chain of a container that is not cached. Best effort: a node without a writable state directory scopes pods all the same, with a warning.
+ */
+async function recordAdd(conf: NetConf, env: CniEnv): Promise<void> {
+  try {
+    await writeRecord(conf.stateDir, conf.name, env.containerId, "added");
+  } catch (err) {
+    process.stderr.write(`portmap-hostip: pod ${podLabel(env)}: no record in ${conf.stateDir} (${(err as Error).message}); gc --grace may take its chain for dead while ADD runs\n`);
+  }
 }

@@ -11,6 +11,8 @@ export const LATEST_VERSION = "1.1.0";
 export const ANNOTATIONS_CAPABILITY = "io.kubernetes.cri.pod-annotations";
 const DEFAULT_ANNOTATION = "portmap-hostip/host-ip";
 const DEFAULT_EXCLUDED = ["kube-ipvs0"];
+/** Where ADD and DEL leave their per-container records for the keeper (host/state.ts). */
+export const DEFAULT_STATE_DIR = "/run/portmap-hostip";
 
 export type Protocol = "tcp" | "udp" | "sctp";
 export const PROTOCOLS: readonly Protocol[] = ["tcp", "udp", "sctp"];
@@ -48,6 +50,8 @@ export interface NetConf extends Envelope {
   portMappings: PortMapping[];
   /** The value of the policy's annotation on this pod, if the runtime sent it. */
   annotationValue: string | undefined;
+  /** The entry's stateDir: where ADD and DEL leave their records (absolute). */
+  stateDir: string;
 }
 
 const stringList = z.array(z.string());
@@ -72,6 +76,7 @@ const NetConfSchema = z.looseObject({
   allowedHostCIDRs: z.optional(stringList),
   annotation: z.optional(z.string()),
   logFile: z.optional(z.string()),
+  stateDir: z.optional(z.string()),
   prevResult: z.optional(PrevResultSchema),
   runtimeConfig: z.optional(
     // Runtimes built on go-cni marshal a capability they have no value for as null (a Go nil map or slice):
@@ -222,6 +227,8 @@ export function parseNetConf(json: unknown): NetConf {
   if (raw.prevResult?.cniVersion !== undefined) checkVersion(raw.prevResult.cniVersion, "prevResult.cniVersion");
   const annotation = raw.annotation ?? DEFAULT_ANNOTATION;
   if (!isAnnotationKey(annotation)) throw invalid(["annotation"], annotation, "not a Kubernetes annotation key");
+  const stateDir = raw.stateDir ?? DEFAULT_STATE_DIR;
+  if (!isStateDir(stateDir)) throw invalid(["stateDir"], stateDir, "expected an absolute directory path");
   const allowed = raw.allowedHostCIDRs?.map((v, i) => must(parseCidr(v), () => invalid(["allowedHostCIDRs", i], v, "not a CIDR (address/prefix)")));
   return {
     cniVersion: raw.cniVersion,
@@ -238,5 +245,14 @@ export function parseNetConf(json: unknown): NetConf {
     prevResult: raw.prevResult,
     portMappings: (raw.runtimeConfig?.portMappings ?? []).map(parsePortMapping),
     annotationValue: ownValue(raw.runtimeConfig?.[ANNOTATIONS_CAPABILITY], annotation),
+    stateDir,
   };
+}
+
+export const isStateDir = (path: string): boolean => path.startsWith("/") && !path.includes("\0") && path.length < 4096;
+
+/** DEL's state directory: the entry's when it is usable, else the default (DEL never fails on it). */
+export function stateDirOf(json: unknown): string {
+  const dir = json !== null && typeof json === "object" ? (json as { stateDir?: unknown }).stateDir : undefined;
+  return typeof dir === "string" && isStateDir(dir) ? dir : DEFAULT_STATE_DIR;
 }

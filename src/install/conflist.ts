@@ -31,6 +31,11 @@ export function withEntry(text: string, entry: Record<string, unknown>, file: st
   return result;
 }
 
+/** Our entry in the conflist (the first), as `reconcile` uses it for pods whose cached conflist lacks it. */
+export function installedEntry(text: string, file: string): Record<string, unknown> | undefined {
+  return parse(text, file).plugins.find(isOurs) as Record<string, unknown> | undefined;
+}
+
 /** The text without any entry of ours; the same string when there is none. */
 export function withoutEntry(text: string, file: string): string {
   const doc = parse(text, file);

@@ -1,15 +1,16 @@
 // The installer: puts the plugin on a node and keeps its conflist entry in place (its flags: cli/install.ts).
-import { readFile, rm } from "node:fs/promises";
+import { constants } from "node:fs";
+import { access, readFile, rm } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { isSea } from "node:sea";
 import { PLUGIN_TYPE } from "../core/names.js";
-import { pluginEntry, withEntry, withoutEntry } from "./conflist.js";
+import { installedEntry, pluginEntry, withEntry, withoutEntry } from "./conflist.js";
 import { unifiedDiff } from "./diff.js";
 import { copyExecutableAtomic, findConflist, resolveLayout, writeTextAtomic } from "./files.js";
 import { watchDirectory } from "./watch.js";
 
 export interface InstallOptions {
-  mode: "install" | "watch" | "uninstall" | "help";
+  mode: "install" | "watch" | "uninstall" | "check" | "help";
   dryRun: boolean;
   /** Undefined: the default for this node's layout (standard or k3s). */
   cniBinDir: string | undefined;
@@ -29,6 +30,8 @@ export class Installer {
     private readonly signal: AbortSignal | undefined,
     private readonly stdout: (text: string) => void,
     private readonly stderr: (text: string) => void,
+    /** Called after --watch has written the entry back (the keeper scopes the pods started meanwhile). */
+    private readonly onEntryWritten: () => void = () => {},
   ) {}
 
   async run(): Promise<void> {
@@ -49,6 +52,14 @@ export class Installer {
           this.stdout(`removed ${target}\n`);
         }
         return;
+      case "check": {
+        // The exec probe: the binary is in place and the conflist the runtime uses has our entry.
+        await access(target, constants.X_OK);
+        const file = await findConflist(layout.confDir, options.conflist);
+        if (!installedEntry(await readFile(file, "utf8"), file)) throw new Error(`${file} has no ${PLUGIN_TYPE} entry`);
+        this.stdout(`${target} and the entry in ${file} are in place\n`);
+        return;
+      }
       case "watch":
         await this.copyBinary(target);
         this.stdout(`watching ${layout.confDir}\n`);
@@ -87,6 +98,7 @@ export class Installer {
     } else {
       await writeTextAtomic(file, next, text);
       this.stdout(`${file}: ${done}\n`);
+      this.onEntryWritten();
     }
   }
 }
@@ -100,7 +112,7 @@ function ownBinary(stderr: (text: string) => void): string {
   return resolve(script);
 }
 
-function terminationSignal(): AbortSignal {
+export function terminationSignal(): AbortSignal {
   const controller = new AbortController();
   const stop = (): void => controller.abort();
   process.once("SIGTERM", stop);

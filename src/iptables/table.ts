@@ -25,6 +25,7 @@ export function parseTable(text: string): NatTable {
     else if (verb === "-A") {
       table.chains.add(chain);
       const rule = parseRule(line);
+      printed.set(rule, line);
       const rules = table.rules.get(chain);
       if (rules) rules.push(rule);
       else table.rules.set(chain, [rule]);
@@ -32,6 +33,12 @@ export function parseTable(text: string): NatTable {
   }
   return table;
 }
+
+// The line each parsed rule came from: comparing it with a formatted rule is much cheaper than ruleKey.
+const printed = new WeakMap<Rule, string>();
+
+/** The `-A …` line `rule` was parsed from by parseTable, if it was. */
+export const printedLine = (rule: Rule): string | undefined => printed.get(rule);
 
 export function rulesOf(table: NatTable, chain: string): Rule[] {
   return table.rules.get(chain) ?? [];

@@ -25,6 +25,16 @@ export interface ExpectedChain {
   options: PortmapOptions;
 }
 
+export type PortmapBackend = "iptables" | "nftables";
+
+/**
+ * Which rules portmap wrote for this attachment: its entry's `backend` (portmap ≥ 1.5); iptables when it
+ * names none (every portmap before 1.5, and the default after).
+ */
+export function portmapBackendOf(a: CachedAttachment): PortmapBackend {
+  return a.plugins.find((p) => p.type === PORTMAP_TYPE)?.["backend"] === "nftables" ? "nftables" : "iptables";
+}
+
 /** The stdin libcni gives one entry of the list: the entry, the list's name and version, its capabilities. */
 function entryConf(a: CachedAttachment, entry: Record<string, unknown>): unknown {
   const capabilities = (entry["capabilities"] ?? {}) as Record<string, unknown>;
@@ -32,9 +42,12 @@ function entryConf(a: CachedAttachment, entry: Record<string, unknown>): unknown
   return { ...entry, name: a.network, cniVersion: a.cniVersion, prevResult: a.result, runtimeConfig };
 }
 
-/** The entry of our plugin, parsed as ADD parses it; undefined when the list does not have us. */
-export function ourConf(a: CachedAttachment): NetConf | undefined {
-  const ours = a.plugins.find((p) => p.type === PLUGIN_TYPE);
+/**
+ * The entry of our plugin, parsed as ADD parses it; undefined when the list does not have us and no
+ * `fallback` entry (the keeper's own, for pods that started while our entry was missing) is given.
+ */
+export function ourConf(a: CachedAttachment, fallback?: Record<string, unknown>): NetConf | undefined {
+  const ours = a.plugins.find((p) => p.type === PLUGIN_TYPE) ?? fallback;
   return ours && parseNetConf(entryConf(a, ours));
 }
 
@@ -42,14 +55,14 @@ export function ourConf(a: CachedAttachment): NetConf | undefined {
  * Per family where portmap wrote rules for this attachment, the chain they must form now. Throws an Error
  * (CniError for policy refusals) saying why they cannot be computed.
  */
-export function expectedChains(a: CachedAttachment, network: NodeNetwork): ExpectedChain[] {
+export function expectedChains(a: CachedAttachment, network: NodeNetwork, fallback?: Record<string, unknown>): ExpectedChain[] {
   const entry = a.plugins.find((p) => p.type === PORTMAP_TYPE);
   if (!entry) return [];
   const conf = parseNetConf(entryConf(a, entry));
   if (conf.portMappings.length === 0) return [];
   const options = parsePortmapOptions(entry);
   const chain = portmapChainName(a.network, a.containerId);
-  const ours = ourConf(a);
+  const ours = ourConf(a, fallback);
   const addresses = podAddresses(conf.prevResult, a.ifname);
   const scoping = ours && podScoping(ours, attachmentLabel(a), podFamilies(ours.prevResult, a.ifname));
   const resolved = scoping && resolvePod(scoping, network);

@@ -2,8 +2,9 @@
 // the conflist it used, its CNI_ARGS, capability arguments and final result. Every file is untrusted input: a
 // malformed one is reported and skipped.
 import { lstat, readFile, readdir } from "node:fs/promises";
-import { join } from "node:path";
+import { basename, join } from "node:path";
 import * as z from "zod/mini";
+import { SUPPORTED_VERSIONS } from "../core/config.js";
 import { isContainerId, isInterfaceName, kubernetesPod } from "../core/names.js";
 
 export const DEFAULT_CACHE_DIR = "/var/lib/cni";
@@ -24,7 +25,22 @@ const CacheSchema = z.looseObject({
 });
 
 const PluginSchema = z.looseObject({ type: z.string() });
-const ConfSchema = z.looseObject({ name: z.string(), cniVersion: z.string(), plugins: z.optional(z.array(PluginSchema)) });
+// A conflist of spec 1.1.0 may give cniVersions (the versions it is valid for) instead of cniVersion.
+const ConfSchema = z.looseObject({
+  name: z.string(),
+  cniVersion: z.optional(z.string()),
+  cniVersions: z.optional(z.array(z.string())),
+  plugins: z.optional(z.array(PluginSchema)),
+});
+
+/** The version libcni runs a list with: cniVersion, else the highest of cniVersions we speak too. */
+function listVersion(conf: { cniVersion?: string | undefined; cniVersions?: string[] | undefined }): string {
+  if (conf.cniVersion !== undefined) return conf.cniVersion;
+  const known = (conf.cniVersions ?? []).filter((v) => (SUPPORTED_VERSIONS as readonly string[]).includes(v));
+  const highest = known.sort((a, b) => SUPPORTED_VERSIONS.indexOf(a as never) - SUPPORTED_VERSIONS.indexOf(b as never)).at(-1);
+  if (highest === undefined) throw new Error(`config has no cniVersion and no supported cniVersions (${JSON.stringify(conf.cniVersions ?? null)})`);
+  return highest;
+}
 
 export interface CachedAttachment {
   file: string;
@@ -46,6 +62,8 @@ export interface CacheRead {
   /** False when the results directory does not exist: nothing can be said about liveness. */
   present: boolean;
   attachments: CachedAttachment[];
+  /** Files that are not readable attachments: never taken as "no attachment" (see ownedByUnreadable). */
+  unreadable: string[];
   problems: string[];
 }
 
@@ -81,7 +99,7 @@ export function parseCacheFile(text: string, file: string, mtimeMs: number): Cac
     file,
     mtimeMs,
     network: c.networkName,
-    cniVersion: list.data.cniVersion,
+    cniVersion: listVersion(list.data),
     containerId: c.containerId,
     ifname: c.ifName,
     plugins: list.data.plugins ?? (typeof list.data["type"] === "string" ? [{ ...list.data, type: list.data["type"] }] : []),
@@ -91,10 +109,13 @@ export function parseCacheFile(text: string, file: string, mtimeMs: number): Cac
   };
 }
 
+/** Files parsed by an earlier read, by path: reused while their mtime and size are the same (the keeper's resync). */
+export type CacheMemo = Map<string, { mtimeMs: number; size: number; attachment: CachedAttachment }>;
+
 /** Every readable attachment of the cache, oldest first (the order the runtime added them). */
-export async function readResultCache(cacheDir: string): Promise<CacheRead> {
+export async function readResultCache(cacheDir: string, memo?: CacheMemo): Promise<CacheRead> {
   const dir = join(cacheDir, "results");
-  const read: CacheRead = { dir, present: true, attachments: [], problems: [] };
+  const read: CacheRead = { dir, present: true, attachments: [], unreadable: [], problems: [] };
   let names: string[];
   try {
     names = (await readdir(dir)).sort();
@@ -108,13 +129,34 @@ export async function readResultCache(cacheDir: string): Promise<CacheRead> {
       const st = await lstat(file);
       if (!st.isFile()) throw new Error("not a regular file");
       if (st.size > MAX_FILE_BYTES) throw new Error(`larger than ${MAX_FILE_BYTES} bytes`);
-      read.attachments.push(parseCacheFile(await readFile(file, "utf8"), file, st.mtimeMs));
+      const known = memo?.get(file);
+      if (known && known.mtimeMs === st.mtimeMs && known.size === st.size) {
+        read.attachments.push(known.attachment);
+        continue;
+      }
+      const attachment = parseCacheFile(await readFile(file, "utf8"), file, st.mtimeMs);
+      memo?.set(file, { mtimeMs: st.mtimeMs, size: st.size, attachment });
+      read.attachments.push(attachment);
     } catch (err) {
-      read.problems.push(`skipped cache file ${file}: ${(err as Error).message}`);
+      read.unreadable.push(file);
+      read.problems.push(`unreadable cache file ${file}: ${(err as Error).message} (its container's chains are kept)`);
     }
+  }
+  if (memo) {
+    const present = new Set(names);
+    for (const file of memo.keys()) if (!present.has(basename(file))) memo.delete(file);
   }
   read.attachments.sort((a, b) => a.mtimeMs - b.mtimeMs || a.file.localeCompare(b.file));
   return read;
+}
+
+/**
+ * Whether an unreadable cache file may be this container's attachment: libcni names it
+ * <network>-<containerID>-<ifname>. Such a container is live as far as anyone can tell.
+ */
+export function ownedByUnreadable(cache: CacheRead, network: string, containerId: string): boolean {
+  const prefix = `${network}-${containerId}-`;
+  return cache.unreadable.some((file) => basename(file).startsWith(prefix));
 }
 
 /** Whether an operator command given `--network` names (none: every network) acts on `network` (null: unknown). */

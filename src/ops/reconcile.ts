@@ -1,20 +1,17 @@
 // `portmap-hostip reconcile`: rebuild, from libcni's result cache, the hostPort rules of every attachment
 // whose chain is missing or wrong (after a firewall reload or a flush), and the shared chains portmap needs,
-// in one iptables-restore transaction per family. Correct chains are not touched.
-import { readNodeNetwork } from "../host/network.js";
-import { restoreNat } from "../iptables/backend.js";
+// in one iptables-restore transaction per family. Correct chains are not touched. The pass itself: keep.ts.
 import { type Rule, ruleKey, sameRule, sameRules } from "../core/rule.js";
-import { formatRule, natTransaction } from "../iptables/text.js";
+import { formatRule } from "../iptables/text.js";
 import type { Family } from "../core/ip.js";
-import { type ExpectedChain, expectedChains } from "./attachment.js";
-import { attachmentLabel, readResultCache, selectsNetwork } from "./cache.js";
-import { dropStaleUdp } from "../pipeline/conntrack.js";
-import { readTables } from "./kernel.js";
+import type { ExpectedChain } from "./attachment.js";
 import { portmapSharedRules } from "./portmap.js";
-import { type NatTable, portmapJumps, rulesOf } from "../iptables/table.js";
+import { type NatTable, portmapJumps, printedLine, rulesOf } from "../iptables/table.js";
 
 export interface Wanted {
   label: string;
+  /** The container's record key (host/state.ts). */
+  key: string;
   expected: ExpectedChain;
 }
 
@@ -27,15 +24,32 @@ export interface FamilyPlan {
   family: Family;
   /** iptables-restore --noflush lines: declarations first, then rule commands. Empty: nothing to do. */
   lines: string[];
+  declarations: string[];
+  commands: string[];
   actions: string[];
   rebuilt: Rebuilt[];
   correct: string[];
   skipped: string[];
+  /** Wanted chains that need a rebuild which `mayRebuild` refused for now (labels). */
+  waiting: string[];
+}
+
+// Expected rules live across passes (the keeper memoizes them): each is formatted once.
+const formatted = new WeakMap<Rule, string>();
+const formatOnce = (rule: Rule): string => {
+  let line = formatted.get(rule);
+  if (line === undefined) formatted.set(rule, (line = formatRule(rule)));
+  return line;
+};
+
+/** The fast path of sameRules for rules read by parseTable: the lines iptables printed are the ones we would write. */
+function samePrinted(current: readonly Rule[], expected: readonly Rule[]): boolean {
+  return current.length === expected.length && current.every((r, i) => printedLine(r) === formatOnce(expected[i] as Rule));
 }
 
 /** Pure: what to write so that every wanted chain, its jumps and portmap's shared rules are as they must be. */
-export function planReconcile(table: NatTable, family: Family, wanted: readonly Wanted[]): FamilyPlan {
-  const plan: FamilyPlan = { family, lines: [], actions: [], rebuilt: [], correct: [], skipped: [] };
+export function planReconcile(table: NatTable, family: Family, wanted: readonly Wanted[], mayRebuild: (w: Wanted) => boolean = () => true): FamilyPlan {
+  const plan: FamilyPlan = { family, lines: [], declarations: [], commands: [], actions: [], rebuilt: [], correct: [], skipped: [], waiting: [] };
   const declared = new Set(table.chains);
   const declarations: string[] = [];
   const commands: string[] = [];
@@ -46,7 +60,15 @@ export function planReconcile(table: NatTable, family: Family, wanted: readonly 
     declarations.push(`:${chain} - [0:0]`);
     plan.actions.push(`created chain ${chain}`);
   };
-  const jumps = portmapJumps(table);
+  // Keys computed once per pass: at 1,000 pods the comparisons dominate a pass that changes nothing.
+  const jumpsByChain = new Map<string, Rule[]>();
+  for (const j of portmapJumps(table)) jumpsByChain.set(j.chain, [...(jumpsByChain.get(j.chain) ?? []), j.rule]);
+  const presentKeys = new Map<string, Set<string>>();
+  const present = (chain: string): Set<string> => {
+    let keys = presentKeys.get(chain);
+    if (!keys) presentKeys.set(chain, (keys = new Set(rulesOf(table, chain).map(ruleKey))));
+    return keys;
+  };
 
   for (const w of wanted) {
     const e = w.expected;
@@ -60,19 +82,23 @@ export function planReconcile(table: NatTable, family: Family, wanted: readonly 
     shared.chains.forEach(ensureChain);
     for (const s of shared.rules) {
       const key = ruleKey(s.rule);
-      if (rulesOf(table, s.rule.chain).some((r) => sameRule(r, s.rule)) || added.has(key)) continue;
+      if (present(s.rule.chain).has(key) || added.has(key)) continue;
       added.add(key);
       commands.push(formatRule(s.rule, s.first ? "-I" : "-A"));
       plan.actions.push(`added ${formatRule(s.rule)}`);
     }
     const exists = table.chains.has(e.chain);
     const before = exists ? rulesOf(table, e.chain) : [];
-    const currentJumps = jumps.filter((j) => j.chain === e.chain).map((j) => j.rule);
-    const chainOk = exists && sameRules(before, e.rules);
+    const currentJumps = jumpsByChain.get(e.chain) ?? [];
+    const chainOk = exists && (samePrinted(before, e.rules) || sameRules(before, e.rules));
     const has = (rules: readonly Rule[], rule: Rule) => rules.some((r) => sameRule(r, rule));
     const jumpsOk = currentJumps.length === e.jumps.length && e.jumps.every((j) => has(currentJumps, j));
     if (chainOk && jumpsOk) {
       plan.correct.push(w.label);
+      continue;
+    }
+    if (!mayRebuild(w)) {
+      plan.waiting.push(w.label);
       continue;
     }
     if (!chainOk) {
@@ -87,63 +113,8 @@ export function planReconcile(table: NatTable, family: Family, wanted: readonly 
     const what = chainOk ? "kept" : exists ? `rewrote (${e.rules.length} rules)` : `created (${e.rules.length} rules)`;
     plan.actions.push(`${w.label}: ${what} ${e.chain}${jumpsOk ? "" : `, jumps ${currentJumps.length} → ${e.jumps.length}`}`);
   }
+  plan.declarations = declarations;
+  plan.commands = commands;
   plan.lines = [...declarations, ...commands];
   return plan;
-}
-
-interface Flags {
-  cacheDir: string;
-  dryRun: boolean;
-  /** Only these networks' attachments (none: every network). */
-  networks: readonly string[];
-}
-
-export async function runReconcile(flags: Flags, stdout: (t: string) => void, stderr: (t: string) => void): Promise<number> {
-  const [cache, { tables, problems }, network] = await Promise.all([readResultCache(flags.cacheDir), readTables(), readNodeNetwork()]);
-  let failed = problems.length + cache.problems.length;
-  for (const p of [...cache.problems, ...problems]) stderr(`portmap-hostip reconcile: ${p}\n`);
-  if (!cache.present) {
-    stderr(`portmap-hostip reconcile: no result cache at ${cache.dir}: nothing to rebuild from\n`);
-    return 1;
-  }
-  const wanted: Wanted[] = [];
-  for (const a of cache.attachments.filter((c) => selectsNetwork(flags.networks, c.network))) {
-    const label = `${attachmentLabel(a)} (${a.network}, ${a.containerId})`;
-    try {
-      for (const expected of expectedChains(a, network)) wanted.push({ label, expected });
-    } catch (err) {
-      failed++;
-      // Left as it is: writing portmap's unscoped rules would open what the policy refuses.
-      stdout(`skipped ${label}: ${(err as Error).message}\n`);
-    }
-  }
-  const verb = flags.dryRun ? "would write" : "wrote";
-  for (const [family, table] of tables) {
-    const plan = planReconcile(
-      table,
-      family,
-      wanted.filter((w) => w.expected.family === family),
-    );
-    for (const s of plan.skipped) stdout(`IPv${family}: skipped ${s}\n`);
-    failed += plan.skipped.length;
-    for (const a of plan.actions) stdout(`IPv${family}: ${a}\n`);
-    stdout(`IPv${family}: ${plan.correct.length} attachment(s) correct, left alone; ${plan.rebuilt.length} rebuilt${plan.lines.length > 0 ? ` (${verb} ${plan.lines.length} lines in one transaction)` : ""}\n`);
-    if (plan.lines.length === 0) continue;
-    const payload = natTransaction(plan.lines);
-    if (flags.dryRun) {
-      stdout(payload.replace(/^/gm, "    ").trimEnd() + "\n");
-      continue;
-    }
-    try {
-      await restoreNat(family, payload, `the reconciled hostPort rules`);
-    } catch (err) {
-      failed++;
-      stderr(`portmap-hostip reconcile: IPv${family}: ${(err as Error).message}${(err as { details?: string }).details ? `\n${(err as { details?: string }).details}` : ""}\n`);
-      continue;
-    }
-    const rewrites = plan.rebuilt.map((r) => ({ before: r.before, after: r.expected.rules }));
-    const dropped = await dropStaleUdp(family, rewrites, (t) => stderr(`portmap-hostip reconcile: ${t}\n`));
-    if (dropped > 0) stdout(`IPv${family}: removed ${dropped} stale UDP conntrack entr${dropped === 1 ? "y" : "ies"}\n`);
-  }
-  return failed > 0 ? 1 : 0;
 }

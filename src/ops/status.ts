@@ -7,7 +7,7 @@ import { portmapChainName } from "../iptables/chain-name.js";
 import { type Cidr, type Family, cidrContains, parseCidr } from "../core/ip.js";
 import { nodeAddresses } from "../policy/resolve.js";
 import { ourConf } from "./attachment.js";
-import { type CacheRead, type CachedAttachment, attachmentLabel } from "./cache.js";
+import { type CacheRead, type CachedAttachment, attachmentLabel, ownedByUnreadable } from "./cache.js";
 import { type NatTable, podChains, portmapJumps, rulesOf } from "../iptables/table.js";
 
 export const STATES = ["scoped", "unscoped", "captures-service", "conflict", "orphan"] as const;
@@ -113,7 +113,9 @@ export function status(tables: ReadonlyMap<Family, NatTable>, cache: CacheRead, 
         ? { pod: attachmentLabel(attachment), network: attachment.network, containerId: attachment.containerId, attachment }
         : { pod: jump?.owner?.containerId ?? "?", network: jump?.owner?.network ?? null, containerId: jump?.owner?.containerId ?? null, attachment: undefined };
       for (const m of mappingsOf(rulesOf(table, chain))) {
-        const orphan = cache.present && !attachment;
+        // A chain whose cache file is unreadable is no orphan: nobody can tell.
+        const unreadable = owner.network !== null && owner.containerId !== null && ownedByUnreadable(cache, owner.network, owner.containerId);
+        const orphan = cache.present && !attachment && !unreadable;
         const captures = m.destinations.length === 0 ? capturedAddresses(family, owner, network, subnets) : [];
         const state: State = orphan ? "orphan" : m.destinations.length > 0 ? "scoped" : captures.length > 0 ? "captures-service" : "unscoped";
         rows.push({

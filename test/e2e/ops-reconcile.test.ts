@@ -17,6 +17,7 @@ import {
   containerdMapping,
   describeRun,
   natSave,
+  stateDirFor,
   whoAnswers,
 } from "../support/harness.js";
 import { nsRun, nsRunOk, spawnInNs, stopChild } from "../support/netns.js";
@@ -37,7 +38,7 @@ async function flushNat(h: Harness): Promise<void> {
 }
 
 async function reconcile(h: Harness, ...extra: string[]) {
-  const r = await h.operator(["reconcile", "--cache-dir", h.cacheDir!, ...extra]);
+  const r = await h.operator(["reconcile", "--cache-dir", h.cacheDir!, "--state-dir", stateDirFor(h.topo.ipamDataDir), ...extra]);
   expect(r.code, `${r.stdout}\n${r.stderr}`).toBe(0);
   return r.stdout;
 }

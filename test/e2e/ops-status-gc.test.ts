@@ -12,7 +12,9 @@ import {
   dnChainName,
   natSave,
   PLUGIN_TYPE,
+  stateDirFor,
 } from "../support/harness.js";
+import { recordPath } from "../../src/host/state.js";
 import { describeAsRoot, useHarness } from "../support/e2e.js";
 
 interface Row {
@@ -108,13 +110,17 @@ describeAsRoot("GC with two networks", () => {
       const { pod, rt } = await start(h, name, list, { portMappings: [containerdMapping(port, 80)], hostIPAnnotation: "192.0.2.10" });
       chains[name] = dnChainName(list.name, pod.containerID);
       // b and d: pods the runtime no longer knows (a crash between portmap's ADD and libcni's bookkeeping, say).
-      if (name === "b" || name === "d") rmSync(h.cni.cacheFilePath(list, rt));
+      if (name === "b" || name === "d") {
+        rmSync(h.cni.cacheFilePath(list, rt));
+        // Long ago: no record of an ADD that may still be running protects them.
+        rmSync(recordPath(stateDirFor(h.topo.ipamDataDir), list.name, pod.containerID));
+      }
     }
   });
   const present = async (name: string) => (await chainRules(h.topo.node, chains[name]!)) !== null;
 
   it("gc --dry-run names the orphans of both networks and deletes nothing", async () => {
-    const r = await h.operator(["gc", "--dry-run", "--cache-dir", h.cacheDir!]);
+    const r = await h.operator(["gc", "--dry-run", "--cache-dir", h.cacheDir!, "--state-dir", stateDirFor(h.topo.ipamDataDir)]);
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout).toContain(`IPv4: would delete ${chains["b"]} (network cbr0,`);
     expect(r.stdout).toContain(`IPv4: would delete ${chains["d"]} (network net2,`);
@@ -136,12 +142,12 @@ describeAsRoot("GC with two networks", () => {
   });
 
   it("gc removes the other network's orphan and leaves live pods alone", async () => {
-    const r = await h.operator(["gc", "--grace", "0", "--cache-dir", h.cacheDir!]);
+    const r = await h.operator(["gc", "--grace", "0", "--cache-dir", h.cacheDir!, "--state-dir", stateDirFor(h.topo.ipamDataDir)]);
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout).toContain(`IPv4: deleted ${chains["d"]} (network net2,`);
     expect(await present("d")).toBe(false);
     for (const name of ["a", "c"]) expect(await present(name)).toBe(true);
-    const again = await h.operator(["gc", "--grace", "0", "--cache-dir", h.cacheDir!]);
+    const again = await h.operator(["gc", "--grace", "0", "--cache-dir", h.cacheDir!, "--state-dir", stateDirFor(h.topo.ipamDataDir)]);
     expect(again.stdout).toBe("no orphan portmap chains\n");
   });
 });

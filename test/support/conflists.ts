@@ -1,4 +1,5 @@
 // Conflists and runtime arguments as Kubernetes runtimes build them.
+import { dirname, join } from "node:path";
 import type { NetConfList, PluginConf, PortMapping, RuntimeConf } from "./cni.js";
 import { PLUGIN_TYPE } from "./cni.js";
 import type { Pod } from "./topology.js";
@@ -19,7 +20,15 @@ export interface ConflistOptions {
   portmap?: Partial<PluginConf>;
   /** Our entry's options (merged over type + capabilities); false = no portmap-hostip entry. */
   hostip?: Partial<PluginConf> | false;
+  /**
+   * Our entry's stateDir (the records of ADD and DEL); default: "state" beside dataDir, in the test's own
+   * temporary directory; false: none (the plugin's default, /run/portmap-hostip).
+   */
+  stateDir?: string | false;
 }
+
+/** Where bridgeConflist's entry has the plugin keep its records, by default. */
+export const stateDirFor = (dataDir: string): string => join(dirname(dataDir), "state");
 
 /** bridge (+host-local) → portmap → portmap-hostip, like conflist/10-bridge.conflist. */
 export function bridgeConflist(opts: ConflistOptions): NetConfList {
@@ -38,9 +47,11 @@ export function bridgeConflist(opts: ConflistOptions): NetConfList {
     { type: "portmap", capabilities: { portMappings: true }, ...(opts.portmap ?? {}) },
   ];
   if (opts.hostip !== false) {
+    const stateDir = opts.stateDir ?? stateDirFor(opts.dataDir);
     plugins.push({
       type: PLUGIN_TYPE,
       capabilities: { portMappings: true, [ANNOTATIONS_CAP]: true },
+      ...(stateDir === false ? {} : { stateDir }),
       ...(opts.hostip ?? {}),
     });
   }

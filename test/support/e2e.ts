@@ -33,3 +33,12 @@ export function useHarness(opts?: Parameters<typeof createHarness>[0]): Harness 
     },
   });
 }
+
+/** Polls `probe` until it returns true, for at most `ms`: the deadline is a requirement (15 s), not a timing. */
+export async function eventually(what: string, probe: () => Promise<boolean>, ms = 15_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!(await probe())) {
+    if (Date.now() > deadline) throw new Error(`not within ${ms} ms: ${what}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}

@@ -5,6 +5,7 @@ import { describe, expect, it } from "vitest";
 import { parse } from "yaml";
 import { STANDARD } from "../../src/install/files.js";
 import { parseInstallArgs } from "../../src/cli/install.js";
+import { DEFAULT_STATE_DIR } from "../../src/core/config.js";
 
 const ROOT = join(import.meta.dirname, "../..");
 const { version } = JSON.parse(readFileSync(join(ROOT, "package.json"), "utf8"));
@@ -19,6 +20,8 @@ interface Container {
   env?: Array<{ name: string; valueFrom?: { fieldRef?: { fieldPath: string } } }>;
   securityContext: { privileged?: boolean };
   volumeMounts: Array<{ name: string; mountPath: string; readOnly?: boolean }>;
+  livenessProbe?: { exec: { command: string[] } };
+  readinessProbe?: { exec: { command: string[] } };
 }
 
 /** The flags as kubelet passes them: `$(VAR)` expanded from the container's env (here: a dual-stack node's status.hostIPs). */
@@ -40,8 +43,37 @@ describe("deploy/daemonset.yaml", () => {
     expect(pod.priorityClassName).toBe("system-node-critical");
     expect(pod.tolerations).toEqual([{ operator: "Exists" }]);
     expect(pod.automountServiceAccountToken).toBe(false);
-    expect(pod.hostNetwork).toBeUndefined();
   });
+
+  it("runs the keeper in the node's network namespace, with the cache, the plugin's records and the xtables lock", () => {
+    expect(pod.hostNetwork).toBe(true);
+    const [watch] = pod.containers as Container[];
+    const args = watch!.args;
+    const flag = (name: string) => args[args.indexOf(name) + 1];
+    expect(flag("--iptables")).toBe("auto");
+    const hostPaths = new Map<string, { path: string; type: string }>((pod.volumes as Array<{ name: string; hostPath: { path: string; type: string } }>).map((v) => [v.name, v.hostPath]));
+    const mount = (path: string) => {
+      const m = watch!.volumeMounts.find((x) => x.mountPath === path);
+      return m && { ...hostPaths.get(m.name), readOnly: m.readOnly ?? false };
+    };
+    expect(mount(flag("--cache-dir")!)).toEqual({ path: "/var/lib/cni", type: "DirectoryOrCreate", readOnly: true });
+    // Where the plugin on the node writes its records by default: the same directory.
+    expect(mount(flag("--state-dir")!)).toEqual({ path: DEFAULT_STATE_DIR, type: "DirectoryOrCreate", readOnly: false });
+    expect(mount("/run/xtables.lock")).toEqual({ path: "/run/xtables.lock", type: "FileOrCreate", readOnly: false });
+  });
+
+  it("probes the keeper with install --check on the same directories", () => {
+    const [watch] = pod.containers as Container[];
+    for (const probe of [watch!.livenessProbe, watch!.readinessProbe]) {
+      const [binary, ...args] = probe!.exec.command;
+      expect(dockerfile).toMatch(new RegExp(`^ENTRYPOINT \\["${binary}"\\]$`, "m"));
+      expect(parseInstallArgs(args.slice(1)).mode).toBe("check");
+      for (const name of ["--cni-bin-dir", "--cni-conf-dir", "--cache-dir", "--state-dir"]) expect(args[args.indexOf(name) + 1]).toBe(watch!.args[watch!.args.indexOf(name) + 1]);
+    }
+  });
+});
+
+describe("deploy/daemonset.yaml (install)", () => {
 
   it("installs in a privileged init container and keeps the entry with a privileged --watch container", () => {
     const [init] = pod.initContainers as Container[];
@@ -104,8 +136,13 @@ describe("deploy/Dockerfile", () => {
     expect(dockerfile).toContain(`docker buildx build --platform linux/amd64,linux/arm64 -f deploy/Dockerfile -t portmap-hostip:${version} .`);
   });
 
-  it("runs the executable on a multi-arch distroless base as the installer's watch mode", () => {
-    expect(final.from).toBe("gcr.io/distroless/cc-debian12");
-    expect(final.steps).toEqual(["COPY --from=plugin /portmap-hostip /portmap-hostip", 'ENTRYPOINT ["/portmap-hostip"]', 'CMD ["install", "--watch"]']);
+  it("runs the executable on a multi-arch Debian base as the installer's watch mode", () => {
+    expect(final.from).toBe("debian:12-slim");
+    expect(final.steps.slice(-3)).toEqual(["COPY --from=plugin /portmap-hostip /portmap-hostip", 'ENTRYPOINT ["/portmap-hostip"]', 'CMD ["install", "--watch"]']);
+  });
+
+  it("carries what the keeper runs: iptables (both variants), ip, conntrack, nft", () => {
+    const installed = /apt-get install -y --no-install-recommends ([^\\\n]+)/.exec(dockerfile)?.[1]?.trim().split(/\s+/);
+    expect(installed).toEqual(["iptables", "iproute2", "conntrack", "nftables"]);
   });
 });

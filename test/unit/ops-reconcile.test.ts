@@ -48,7 +48,7 @@ function attachment(o: { portmap?: object; hostip?: object | false; mappings?: o
 const wanted = (a: ReturnType<typeof attachment>, family: Family): Wanted[] =>
   expectedChains(a, NODE)
     .filter((e) => e.family === family)
-    .map((expected) => ({ label: "default/a", expected }));
+    .map((expected) => ({ label: "default/a", key: "k", expected }));
 
 /** What iptables-restore --noflush does with the plan's lines, on the table model. */
 function apply(table: NatTable, lines: readonly string[]): NatTable {

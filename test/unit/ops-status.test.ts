@@ -47,7 +47,7 @@ const three = [
 ];
 const a = entry("cbr0", "abc123", "a", three, "10.244.1.5", "2001:db8:244:1::5", 1);
 const b = entry("cbr0", "def456", "b", [{ HostPort: 5353, ContainerPort: 53, Protocol: "udp", HostIP: "" }], "10.244.1.6", "2001:db8:244:1::6", 2);
-const cache = (attachments = [a, b]): CacheRead => ({ dir: "/cache/results", present: true, attachments, problems: [] });
+const cache = (attachments = [a, b]): CacheRead => ({ dir: "/cache/results", present: true, attachments, unreadable: [], problems: [] });
 const tables = (name: string) => new Map<Family, ReturnType<typeof parseTable>>([4, 6].map((f) => [f as Family, parseTable(fixture(`ops/${name}-v${f}.rules`))]));
 
 describe("the result cache", () => {
@@ -116,7 +116,7 @@ describe("status", () => {
   });
 
   it("without a cache, judges no orphans", () => {
-    const none = status(tables("default"), { dir: "/x", present: false, attachments: [], problems: [] }, NODE);
+    const none = status(tables("default"), { dir: "/x", present: false, attachments: [], unreadable: [], problems: [] }, NODE);
     expect(none.some((r) => r.state === "orphan")).toBe(false);
   });
 

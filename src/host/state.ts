@@ -1,0 +1,163 @@
+// What ADD and DEL leave for the keeper, reconcile and gc under the node's state directory (a tmpfs, /run):
+// one record per container ("added" when ADD starts scoping, "deleted" when DEL starts), and the keeper lock,
+// a file that says "a reconcile or gc pass is reading and writing the nat tables until <deadline>".
+//
+// Why no flock: Node.js has none, and a helper process per ADD would cost more than the whole record. The
+// protocol needs only ordered file operations on one host:
+//   DEL:    write "deleted" → wait (bounded) while the lock is held → portmap's DEL runs after ours.
+//   keeper: take the lock → read records, cache, tables → write → release.
+// A pass that read the records before the "deleted" one holds the lock until its write is done, so DEL waits
+// for it and portmap's DEL then removes what it wrote; a pass that reads after sees the record and skips the pod.
+// gc never deletes the chain of a container whose "added" record is younger than ADD_RECORD_TTL_MS.
+import { lstat, mkdir, open, readFile, readdir, rename, rm, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+
+/** No runtime keeps an ADD going longer than this (kubelet gives up on sandbox creation within 4 minutes). */
+export const ADD_RECORD_TTL_MS = 5 * 60_000;
+/** A pass holds the lock at most this long (each of its iptables calls ends within 15 s). */
+export const LOCK_LEASE_MS = 60_000;
+/** "deleted" records are dropped this long after their DEL, once no cache entry names the container. */
+export const DELETED_RECORD_TTL_MS = 10 * 60_000;
+const POLL_MS = 20;
+
+export type RecordState = "added" | "deleted";
+
+export interface ContainerRecord {
+  network: string;
+  containerId: string;
+  state: RecordState;
+  /** When it was written (ms since the epoch). */
+  at: number;
+}
+
+export const recordKey = (network: string, containerId: string): string => `${network}\n${containerId}`;
+
+const recordsDir = (dir: string): string => join(dir, "containers");
+// Network names may hold characters a file name must not ("/"): encoded; the container ID is [A-Za-z0-9_.-].
+export const recordPath = (dir: string, network: string, containerId: string): string => join(recordsDir(dir), `${encodeURIComponent(network)}_${containerId}`);
+
+/** Writes the container's record atomically (temporary file and rename). */
+export async function writeRecord(dir: string, network: string, containerId: string, state: RecordState): Promise<void> {
+  const file = recordPath(dir, network, containerId);
+  await mkdir(recordsDir(dir), { recursive: true, mode: 0o700 });
+  const tmp = `${file}.${process.pid}.tmp`;
+  const record: ContainerRecord = { network, containerId, state, at: Date.now() };
+  await writeFile(tmp, JSON.stringify(record), { mode: 0o600 });
+  await rename(tmp, file);
+}
+
+export async function removeRecord(dir: string, network: string, containerId: string): Promise<void> {
+  await rm(recordPath(dir, network, containerId), { force: true });
+}
+
+/** Records read by an earlier call, by file name: reused while the file's mtime is the same (the keeper's resync). */
+export type RecordMemo = Map<string, { mtimeMs: number; record: ContainerRecord }>;
+
+/** Every record; a missing directory is no record, an unreadable file is skipped (reported). */
+export async function readRecords(dir: string, memo?: RecordMemo): Promise<{ records: Map<string, ContainerRecord>; problems: string[] }> {
+  const records = new Map<string, ContainerRecord>();
+  const problems: string[] = [];
+  let names: string[];
+  try {
+    names = await readdir(recordsDir(dir));
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return { records, problems };
+    throw new Error(`cannot read the container records in ${recordsDir(dir)}: ${(err as Error).message}`);
+  }
+  for (const name of names.filter((n) => !n.endsWith(".tmp"))) {
+    try {
+      const file = join(recordsDir(dir), name);
+      const mtimeMs = memo ? (await lstat(file)).mtimeMs : 0;
+      const known = memo?.get(name);
+      if (known && known.mtimeMs === mtimeMs) {
+        records.set(recordKey(known.record.network, known.record.containerId), known.record);
+        continue;
+      }
+      const r = JSON.parse(await readFile(file, "utf8")) as Partial<ContainerRecord>;
+      if (typeof r.network !== "string" || typeof r.containerId !== "string" || (r.state !== "added" && r.state !== "deleted") || typeof r.at !== "number") throw new Error("not a container record");
+      records.set(recordKey(r.network, r.containerId), r as ContainerRecord);
+      memo?.set(name, { mtimeMs, record: r as ContainerRecord });
+    } catch (err) {
+      // Gone between readdir and read (DEL removed it) is no problem.
+      if ((err as NodeJS.ErrnoException).code !== "ENOENT") problems.push(`skipped container record ${name}: ${(err as Error).message}`);
+    }
+  }
+  if (memo) {
+    const present = new Set(names);
+    for (const name of memo.keys()) if (!present.has(name)) memo.delete(name);
+  }
+  return { records, problems };
+}
+
+/** Whether an "added" record says ADD may still be running (its chain is live though no cache entry names it). */
+export function addMayBeRunning(record: ContainerRecord | undefined, now = Date.now()): boolean {
+  return record?.state === "added" && now - record.at < ADD_RECORD_TTL_MS;
+}
+
+const lockFile = (dir: string): string => join(dir, "keeper.lock");
+
+interface Lease {
+  pid: number;
+  until: number;
+}
+
+async function readLease(dir: string): Promise<Lease | undefined> {
+  try {
+    const lease = JSON.parse(await readFile(lockFile(dir), "utf8")) as Partial<Lease>;
+    // A lock file being written (empty) or garbled counts as held until it is old enough to be stale.
+    return typeof lease.until === "number" ? (lease as Lease) : { pid: 0, until: Date.now() + POLL_MS };
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+    throw err;
+  }
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * Waits while a pass holds the lock, at most `waitMs`; true when it is free. A lease past its deadline (its
+ * holder died) counts as free. For DEL: it never takes the lock, it only lets a pass finish.
+ */
+export async function awaitKeeperLock(dir: string, waitMs: number): Promise<boolean> {
+  const deadline = Date.now() + waitMs;
+  for (;;) {
+    const lease = await readLease(dir).catch(() => undefined);
+    if (lease === undefined || lease.until < Date.now()) return true;
+    if (Date.now() >= deadline) return false;
+    await sleep(POLL_MS);
+  }
+}
+
+/**
+ * Runs `body` holding the keeper lock; waits at most `waitMs` for another pass to release it (then throws).
+ * A stale lease (its holder died mid-pass) is taken over.
+ */
+export async function withKeeperLock<T>(dir: string, waitMs: number, body: () => Promise<T>): Promise<T> {
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  const deadline = Date.now() + waitMs;
+  for (;;) {
+    try {
+      const handle = await open(lockFile(dir), "wx", 0o600);
+      try {
+        await handle.writeFile(JSON.stringify({ pid: process.pid, until: Date.now() + LOCK_LEASE_MS }));
+      } finally {
+        await handle.close();
+      }
+      break;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+      const lease = await readLease(dir);
+      if (lease !== undefined && lease.until < Date.now()) {
+        await rm(lockFile(dir), { force: true });
+        continue;
+      }
+      if (Date.now() >= deadline) throw new Error(`the keeper lock ${lockFile(dir)} is held by process ${lease?.pid ?? "?"}; try again`);
+      await sleep(POLL_MS);
+    }
+  }
+  try {
+    return await body();
+  } finally {
+    await rm(lockFile(dir), { force: true });
+  }
+}
