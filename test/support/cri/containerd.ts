@@ -6,6 +6,8 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { createHash } from "node:crypto";
 import { copyFileSync, existsSync, mkdirSync, openSync, closeSync, readFileSync, readdirSync, rmSync, rmdirSync, statSync, symlinkSync, writeFileSync } from "node:fs";
+import { DEFAULT_STATE_DIR } from "../../../src/core/config.js";
+import { recordPath } from "../../../src/host/state.js";
 import { join } from "node:path";
 import { runOk } from "../exec.js";
 import { atLastResort } from "../netns.js";
@@ -308,6 +310,8 @@ export class Containerd {
       }
     }
     for (const file of this.cacheFiles()) rmSync(join(RESULTS_DIR, file), { force: true });
+    // The plugin's ADD and DEL records (the entry has no stateDir: the node's default directory).
+    for (const id of this.sandboxIds) rmSync(recordPath(DEFAULT_STATE_DIR, this.o.conflist.name, id), { force: true });
     // The shim's socket name: sha256 of containerd's address, namespace and task ID.
     for (const id of this.sandboxIds) rmSync(join(SHIM_SOCKET_DIR, createHash("sha256").update(join(this.socket, CRI_NAMESPACE, id)).digest("hex")), { force: true });
     for (const dir of [...this.createdRunDirs].reverse()) {
