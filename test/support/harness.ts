@@ -23,6 +23,7 @@ export * from "./cni.js";
 export * from "./conflists.js";
 export * from "./iptables.js";
 export * from "./topology.js";
+export * from "./portmap-variant.js";
 export * from "./traffic.js";
 export { netnsPath } from "./netns.js";
 export { pluginBinary, REPO_ROOT } from "./paths.js";
