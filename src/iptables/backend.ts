@@ -28,10 +28,19 @@ function failure(what: string, result: RunResult): CniError {
   return new CniError(BUSY.test(stderr) ? Code.TryAgainLater : Code.IoFailure, `${what} failed (exit ${result.code})`, stderr);
 }
 
-/** The `-A` rules of a nat chain; undefined when the chain does not exist. */
+/**
+ * The `-A` rules of a nat chain; undefined when the chain does not exist, or when there is no iptables at
+ * all (a node left to portmap's nftables backend: portmap cannot have written iptables rules there).
+ */
 export async function readChain(family: Family, chain: string): Promise<string[] | undefined> {
   const bin = BINARIES[family].iptables;
-  const result = await exec(bin, ["-w", "-t", "nat", "-S", chain]);
+  let result: RunResult;
+  try {
+    result = await run(bin, ["-w", "-t", "nat", "-S", chain]);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+    throw new CniError(Code.IoFailure, `cannot run ${bin}: ${(err as Error).message}`);
+  }
   if (result.code === 0) return appendRules(result.stdout);
   if (NO_CHAIN.test(result.stderr)) return undefined;
   throw failure(`${bin} -t nat -S ${chain}`, result);

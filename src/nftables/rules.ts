@@ -177,6 +177,19 @@ export function rewriteBatch(containerId: string, rewrites: readonly Rewrite[]):
   return JSON.stringify({ nftables: commands });
 }
 
+/** The UDP DNAT rules per host port (the conntrack step's view of a chain), in order. */
+export function udpDnats(exprs: readonly Statement[][]): Map<number, Array<{ destination: string | undefined; target: string }>> {
+  const out = new Map<number, Array<{ destination: string | undefined; target: string }>>();
+  for (const expr of exprs) {
+    const port = dportOf(expr);
+    const target = dnatOf(expr);
+    const d = destination(expr);
+    if (port?.protocol !== "udp" || !target || d === null) continue;
+    out.set(port.port, [...(out.get(port.port) ?? []), { destination: d, target }]);
+  }
+  return out;
+}
+
 /** Text of a rule, close to `nft list`'s, for messages. */
 export function describeRule(expr: readonly Statement[]): string {
   const port = dportOf(expr);

@@ -17,8 +17,11 @@ export interface UdpRule {
   target: string;
 }
 
-/** The UDP DNAT rules of a chain, per host port, in order. */
-function udpRules(rules: readonly string[]): Map<number, UdpRule[]> {
+/** UDP DNAT rules per host port, in order (nftables: from src/nftables/rules.ts's udpDnats). */
+export type UdpRules = Map<number, UdpRule[]>;
+
+/** The UDP DNAT rules of an iptables chain. */
+function udpRules(rules: readonly string[]): UdpRules {
   const out = new Map<number, UdpRule[]>();
   for (const rule of rules) {
     const t = tokenize(rule);
@@ -40,10 +43,12 @@ export interface UdpChange {
 
 const same = (a: readonly UdpRule[], b: readonly UdpRule[]) => a.length === b.length && a.every((r, i) => r.destination === b[i]?.destination && r.target === b[i]?.target);
 
+const asUdpRules = (rules: readonly string[] | UdpRules): UdpRules => (rules instanceof Map ? rules : udpRules(rules));
+
 /** UDP host ports whose DNAT rules differ between the chain before and after a write. */
-export function udpChanges(before: readonly string[], after: readonly string[]): UdpChange[] {
-  const old = udpRules(before);
-  const now = udpRules(after);
+export function udpChanges(before: readonly string[] | UdpRules, after: readonly string[] | UdpRules): UdpChange[] {
+  const old = asUdpRules(before);
+  const now = asUdpRules(after);
   return [...new Set([...old.keys(), ...now.keys()])].flatMap((hostPort) => {
     const was = old.get(hostPort) ?? [];
     const is = now.get(hostPort) ?? [];
@@ -85,9 +90,10 @@ export function staleEntries(entries: readonly ConntrackEntry[], change: UdpChan
 
 const FAMILY_ARG: Record<Family, string> = { 4: "ipv4", 6: "ipv6" };
 
+/** A chain before and after a write: iptables rules, or the UDP rules read from nftables. */
 export interface Rewrite {
-  before: readonly string[];
-  after: readonly string[];
+  before: readonly string[] | UdpRules;
+  after: readonly string[] | UdpRules;
 }
 
 /**
