@@ -1,0 +1,52 @@
+// Reading portmap's nftables tables (`ip`/`ip6 cni_hostport`) inside a namespace, and the rules portmap's
+// nftables backend writes, as `nft list` prints them.
+import { nsRun } from "./netns.js";
+import type { Family } from "./iptables.js";
+
+const NFT_FAMILY = { 4: "ip", 6: "ip6" } as const;
+
+/** `nft list chain <family> cni_hostport <chain>` as rule lines (no handles), or null when there is no such chain. */
+export async function nftChain(ns: string, family: Family, chain = "hostports"): Promise<string[] | null> {
+  const r = await nsRun(ns, "nft", ["list", "chain", NFT_FAMILY[family], "cni_hostport", chain], { timeoutMs: 15_000 });
+  if (r.code !== 0) {
+    if (/No such file or directory/.test(r.stderr)) return null;
+    throw new Error(`nft list chain ${NFT_FAMILY[family]} cni_hostport ${chain}: ${r.stderr.trim()}`);
+  }
+  return r.stdout
+    .split("\n")
+    .map((l) => l.trim())
+    .filter((l) => l !== "" && !/^(table|chain|type) |^}$/.test(l));
+}
+
+/** The rules of one container (comment = its ID) in `hostports`, or null when there is no such chain. */
+export async function nftPodRules(ns: string, family: Family, containerID: string): Promise<string[] | null> {
+  const rules = await nftChain(ns, family);
+  return rules && rules.filter((l) => l.endsWith(` comment "${containerID}"`));
+}
+
+/** Both `cni_hostport` tables as `nft list table` prints them (empty when absent). */
+export async function nftTables(ns: string): Promise<{ v4: string[]; v6: string[] }> {
+  const table = async (family: Family) => {
+    const r = await nsRun(ns, "nft", ["list", "table", NFT_FAMILY[family], "cni_hostport"], { timeoutMs: 15_000 });
+    if (r.code !== 0 && /No such file or directory/.test(r.stderr)) return [];
+    if (r.code !== 0) throw new Error(`nft list table ${NFT_FAMILY[family]} cni_hostport: ${r.stderr.trim()}`);
+    return r.stdout.split("\n").filter((l) => l.trim() !== "");
+  };
+  return { v4: await table(4), v6: await table(6) };
+}
+
+export interface NftRuleSpec {
+  family: Family;
+  podIP: string;
+  hostPort: number;
+  containerPort: number;
+  protocol?: "tcp" | "udp";
+  containerID: string;
+}
+
+/** The `hostports` rule portmap's nftables backend writes for one mapping, with `ip daddr` for a host IP. */
+export function nftPortmapRule(spec: NftRuleSpec, hostIP?: string): string {
+  const daddr = hostIP === undefined ? "" : `${NFT_FAMILY[spec.family]} daddr ${hostIP} `;
+  const to = spec.family === 4 ? `${spec.podIP}:${spec.containerPort}` : `[${spec.podIP}]:${spec.containerPort}`;
+  return `${daddr}${spec.protocol ?? "tcp"} dport ${spec.hostPort} dnat to ${to} comment "${spec.containerID}"`;
+}
