@@ -5,6 +5,9 @@ import type { Family } from "./iptables.js";
 
 const NFT_FAMILY = { 4: "ip", 6: "ip6" } as const;
 
+/** The destination portmap-hostip gives the rule of a mapping left with no host IP in a family (it matches nothing). */
+export const NEVER_MATCHING_IP = { 4: "0.0.0.0", 6: "::" } as const;
+
 /** `nft list chain <family> cni_hostport <chain>` as rule lines (no handles), or null when there is no such chain. */
 export async function nftChain(ns: string, family: Family, chain = "hostports"): Promise<string[] | null> {
   const r = await nsRun(ns, "nft", ["list", "chain", NFT_FAMILY[family], "cni_hostport", chain], { timeoutMs: 15_000 });
