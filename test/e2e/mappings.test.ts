@@ -102,6 +102,6 @@ describeAsRoot("several mappings", () => {
     const base = { chain, family: 4 as const, podSubnet: POD_SUBNET, podIP: podIPs(started.add.result).v4! };
     expect(rulesIn(started.after.v4, chain)).toEqual(ports.flatMap((p) => scopedRules({ ...base, hostPort: p, containerPort: 80 }, [NODE_IP2])));
     expect(started.after.v4.filter((l) => l.startsWith("-A CNI-HOSTPORT-DNAT ") && l.endsWith(chain))).toHaveLength(2);
-    expect(outside(started.after, chain)).toEqual(outside(started.before, chain));
+    expect(outside(started.after, list.name, started.pod.containerID)).toEqual(outside(started.before, list.name, started.pod.containerID));
   });
 });

@@ -17,12 +17,13 @@ import {
   legacyIptablesPath,
   natSave,
   portmapRules,
+  rulesIn,
   withoutRulesOf,
   type Family,
   type IptablesOptions,
   type MappingRuleSpec,
 } from "./iptables.js";
-import { nftPodRules, nftPortmapRule, nftTables } from "./nftables.js";
+import { hostportsRuleMask, nftPodRules, nftPortmapRule, nftTables } from "./nftables.js";
 import { portmapVariant } from "./portmap-variant.js";
 import { podRuntime, type PodRuntimeOptions } from "./conflists.js";
 import { createTopology, type Pod, type Topology } from "./topology.js";
@@ -150,9 +151,33 @@ export function podIPs(result: Record<string, unknown> | undefined): { v4?: stri
   return out;
 }
 
-/** Both nat tables of the node without the rules of one chain (what must not change). */
-export function outside(s: NatSnapshot, chain: string): NatSnapshot {
-  return { ...s, v4: withoutRulesOf(s.v4, chain), v6: withoutRulesOf(s.v6, chain) };
+/**
+ * A snapshot without one pod's hostPort rules (what must not change): the rules of its iptables chain
+ * `CNI-DN-…` (its declaration stays) and its rules in nftables `hostports` (comment = container ID).
+ */
+export function outside(s: NatSnapshot, listName: string, containerID: string): NatSnapshot {
+  const chain = dnChainName(listName, containerID);
+  const others = (table: string[]) => {
+    const mine = hostportsRuleMask(table, containerID);
+    return table.filter((_, i) => !mine[i]);
+  };
+  const nft = s.nft && { v4: others(s.nft.v4), v6: others(s.nft.v6) };
+  return { ...s, v4: withoutRulesOf(s.v4, chain), v6: withoutRulesOf(s.v6, chain), ...(nft ? { nft } : {}) };
+}
+
+/** One pod's hostPort rules in a snapshot, where the matrix's portmap writes them (as podHostportRules()). */
+export function podRulesIn(s: NatSnapshot, listName: string, containerID: string, family: Family): string[] {
+  if (portmapVariant().backend === "iptables") return rulesIn(family === 4 ? s.v4 : s.v6, dnChainName(listName, containerID));
+  const table = s.nft?.[family === 4 ? "v4" : "v6"] ?? [];
+  const mine = hostportsRuleMask(table, containerID);
+  return table.filter((_, i) => mine[i]).map((l) => l.trim());
+}
+
+/** Every line of a snapshot that belongs to the pod: its chain, jumps to it, its rules in either backend. */
+export function podTraces(s: NatSnapshot, listName: string, containerID: string): string[] {
+  const chain = dnChainName(listName, containerID);
+  const lines = [...s.v4, ...s.v6, ...(s.nft?.v4 ?? []), ...(s.nft?.v6 ?? [])];
+  return lines.filter((l) => l.includes(chain) || l.includes(`id: \\"${containerID}\\"`) || l.includes(`"${containerID}"`));
 }
 
 export interface AgainstPortmapAlone {

@@ -27,6 +27,15 @@ export async function nftPodRules(ns: string, family: Family, containerID: strin
   return rules && rules.filter((l) => l.endsWith(` comment "${containerID}"`));
 }
 
+/** Whether each line of `nft list table` output is a rule of chain `hostports` of one container. */
+export function hostportsRuleMask(table: readonly string[], containerID: string): boolean[] {
+  let chain = "";
+  return table.map((l) => {
+    chain = /^\s*chain (\S+) \{/.exec(l)?.[1] ?? chain;
+    return chain === "hostports" && l.endsWith(` comment "${containerID}"`);
+  });
+}
+
 /** Both `cni_hostport` tables as `nft list table` prints them (empty when absent). */
 export async function nftTables(ns: string): Promise<{ v4: string[]; v6: string[] }> {
   const table = async (family: Family) => {
