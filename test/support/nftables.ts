@@ -1,5 +1,7 @@
 // Reading portmap's nftables tables (`ip`/`ip6 cni_hostport`) inside a namespace, and the rules portmap's
 // nftables backend writes, as `nft list` prints them.
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { nsRun } from "./netns.js";
 import type { Family } from "./iptables.js";
 
@@ -61,4 +63,33 @@ export function nftPortmapRule(spec: NftRuleSpec, hostIP?: string): string {
   const daddr = hostIP === undefined ? "" : `${NFT_FAMILY[spec.family]} daddr ${hostIP} `;
   const to = spec.family === 4 ? `${spec.podIP}:${spec.containerPort}` : `[${spec.podIP}]:${spec.containerPort}`;
   return `${daddr}${spec.protocol ?? "tcp"} dport ${spec.hostPort} dnat to ${to} comment "${spec.containerID}"`;
+}
+
+/**
+ * An `nft` stand-in (first on PATH: `${dir}:…`) that, before each of the first `races` batches (`nft -j …`),
+ * deletes every rule of both `hostports` chains and adds it back: what a DEL and ADD of a pod between the
+ * plugin's read and its batch do (same rules, new handles). Then it runs the real nft.
+ */
+export function racingNft(parent: string, races: number): { dir: string; racesLeft(): number } {
+  const dir = mkdtempSync(join(parent, "racing-nft-"));
+  writeFileSync(join(dir, "races"), `${races}\n`);
+  const script = [
+    "#!/bin/bash",
+    `dir=${dir}`,
+    'export PATH="${PATH#$dir:}"',
+    'left=$(cat "$dir/races")',
+    'if [ "$1" = "-j" ] && [ "$left" -gt 0 ]; then',
+    '  echo $((left - 1)) > "$dir/races"',
+    "  for family in ip ip6; do",
+    `    nft -a list chain $family cni_hostport hostports 2>/dev/null | grep ' comment "' | while read -r line; do`,
+    '      nft delete rule $family cni_hostport hostports handle "${line##*# handle }"',
+    "      nft add rule $family cni_hostport hostports ${line% # handle*}",
+    "    done",
+    "  done",
+    "fi",
+    'exec nft "$@"',
+    "",
+  ].join("\n");
+  writeFileSync(join(dir, "nft"), script, { mode: 0o755 });
+  return { dir, racesLeft: () => Number(readFileSync(join(dir, "races"), "utf8")) };
 }
