@@ -38,8 +38,13 @@ async function execute(command: Command, json: unknown, attachment: CniEnv | und
     }
     case "STATUS":
       parseEnvelope(json);
-      await checkUsable().catch((err: Error) => {
-        throw new CniError(Code.PluginNotAvailable, `iptables is not usable: ${err.message}`, err instanceof CniError ? err.details : "");
+      await checkUsable().catch(async (err: Error) => {
+        // A node without iptables at all leaves portmap only its nftables backend: then nft must work.
+        if (!/ENOENT/.test(err.message)) throw new CniError(Code.PluginNotAvailable, `iptables is not usable: ${err.message}`, err instanceof CniError ? err.details : "");
+        const { checkNftUsable } = await import("../nftables/backend.js");
+        await checkNftUsable().catch((nftErr: Error) => {
+          throw new CniError(Code.PluginNotAvailable, `neither iptables nor nft is usable: ${nftErr.message}`, nftErr instanceof CniError ? nftErr.details : "");
+        });
       });
       return;
     case "VERSION":
