@@ -3,11 +3,11 @@
 // `ip netns exec` in the measurement. It serves JSON lines on a unix socket (a path in the file system, hence
 // reachable from the bench's own namespace): one request, one answer, in order. The bench owns both paths
 // (they live in the topology's temporary directory) and kills this process when it is done.
-import { spawn } from "node:child_process";
 import { readFileSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
+import { run } from "../src/host/run.js";
 import type { Job, JobResult, Request, Response } from "./protocol.js";
 
 const TIME = "/usr/bin/time";
@@ -17,43 +17,29 @@ const rssDir: string = scratch;
 let rssCount = 0;
 
 /** Starts one job; resolves when it has exited and its output is closed. */
-function start(job: Job): Promise<JobResult> {
-  return new Promise((resolve) => {
-    // Peak RSS: GNU time reports the largest ru_maxrss of the process and what it waited for (wait4); with it the
-    // CPU time (user + system, 10 ms resolution) of the whole tree.
-    const rssFile = job.rss ? join(rssDir, `${rssCount++}`) : undefined;
-    const [file, args] = rssFile === undefined ? [job.file, job.args] : [TIME, ["-f", "%M %U %S", "-o", rssFile, job.file, ...job.args]];
-    const out: Buffer[] = [];
-    const err: Buffer[] = [];
-    let ns = 0;
-    const t0 = process.hrtime.bigint();
-    const child = spawn(file, args, { env: job.env, stdio: ["pipe", "pipe", "pipe"] });
-    child.on("exit", () => {
-      ns = Number(process.hrtime.bigint() - t0);
-    });
-    child.stdout.on("data", (d: Buffer) => out.push(d));
-    child.stderr.on("data", (d: Buffer) => err.push(d));
-    child.stdin.on("error", () => {});
-    const timer = setTimeout(() => child.kill("SIGKILL"), job.timeoutMs ?? 120_000);
-    const finish = (code: number, stderr: string): void => {
-      clearTimeout(timer);
-      const result: JobResult = { code, ns, stdout: Buffer.concat(out).toString("utf8"), stderr };
-      if (rssFile !== undefined) {
-        try {
-          const [kib, user, sys] = (readFileSync(rssFile, "utf8").trim().split("\n").pop() ?? "").split(" ").map(Number);
-          if (kib !== undefined && Number.isFinite(kib)) result.rssKiB = kib;
-          if (user !== undefined && sys !== undefined && Number.isFinite(user + sys)) result.cpuMs = Math.round((user + sys) * 1000);
-        } catch {
-          // time did not get to write it: no RSS
-        }
-        rmSync(rssFile, { force: true });
-      }
-      resolve(result);
-    };
-    child.on("error", (e) => finish(127, e.message));
-    child.on("close", (code, signal) => finish(code ?? 128, Buffer.concat(err).toString("utf8") + (signal ? `\n[killed by ${signal}]` : "")));
-    child.stdin.end(job.input ?? "");
-  });
+async function start(job: Job): Promise<JobResult> {
+  // Peak RSS: GNU time reports the largest ru_maxrss of the process and what it waited for (wait4); with it the
+  // CPU time (user + system, 10 ms resolution) of the whole tree.
+  const rssFile = job.rss ? join(rssDir, `${rssCount++}`) : undefined;
+  const [file, args] = rssFile === undefined ? [job.file, job.args] : [TIME, ["-f", "%M %U %S", "-o", rssFile, job.file, ...job.args]];
+  let result: JobResult;
+  try {
+    const r = await run(file, args, { env: job.env, input: job.input ?? "", timeoutMs: job.timeoutMs ?? 120_000 });
+    result = { code: r.code, ns: r.ns, stdout: r.stdout, stderr: r.stderr };
+  } catch (e) {
+    result = { code: 127, ns: 0, stdout: "", stderr: (e as Error).message };
+  }
+  if (rssFile !== undefined) {
+    try {
+      const [kib, user, sys] = (readFileSync(rssFile, "utf8").trim().split("\n").pop() ?? "").split(" ").map(Number);
+      if (kib !== undefined && Number.isFinite(kib)) result.rssKiB = kib;
+      if (user !== undefined && sys !== undefined && Number.isFinite(user + sys)) result.cpuMs = Math.round((user + sys) * 1000);
+    } catch {
+      // time did not get to write it: no RSS
+    }
+    rmSync(rssFile, { force: true });
+  }
+  return result;
 }
 
 async function serve(request: Request): Promise<Response> {

@@ -33,13 +33,13 @@ export async function runCli(args: string[]): Promise<number> {
       process.stdout.write(HELP);
       return 0;
     case "install": {
-      const { runInstall } = await import("../install/main.js");
+      const { runInstall } = await import("./install.js");
       return runInstall(rest);
     }
     case "status":
     case "reconcile":
     case "gc": {
-      const { runOps } = await import("../ops/cli.js");
+      const { runOps } = await import("./ops.js");
       return runOps(command, rest);
     }
     default:

@@ -1,23 +1,6 @@
 // The CNI_* environment, validated as the spec and libcni's skel do.
-import { CniError, Code } from "./errors.js";
-
-export const COMMANDS = ["ADD", "DEL", "CHECK", "GC", "STATUS", "VERSION"] as const;
-export type Command = (typeof COMMANDS)[number];
-
-export interface CniEnv {
-  command: Command;
-  containerId: string;
-  netns: string;
-  ifname: string;
-  /** CNI_ARGS as key/value pairs. */
-  args: ReadonlyMap<string, string>;
-}
-
-const CONTAINER_ID = /^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/;
-
-export const isContainerId = (id: string): boolean => CONTAINER_ID.test(id);
-// Linux IFNAMSIZ is 16 including the NUL.
-const IFNAME_MAX = 15;
+import { CniError, Code } from "../core/errors.js";
+import { COMMANDS, type CniEnv, type Command, isContainerId, isInterfaceName } from "../core/names.js";
 
 type Env = Readonly<Record<string, string | undefined>>;
 
@@ -25,10 +8,6 @@ function required(env: Env, key: string): string {
   const value = env[key];
   if (value === undefined || value === "") throw new CniError(Code.InvalidEnvironment, `required env variable ${key} is missing`);
   return value;
-}
-
-export function isInterfaceName(name: string): boolean {
-  return name.length >= 1 && name.length <= IFNAME_MAX && name !== "." && name !== ".." && !/[/:\s]/.test(name);
 }
 
 function parseArgs(raw: string): Map<string, string> {
@@ -60,17 +39,4 @@ export function readAttachmentEnv(env: Env, command: Command): CniEnv {
   if (!isInterfaceName(ifname)) throw new CniError(Code.InvalidEnvironment, `CNI_IFNAME ${JSON.stringify(ifname)} is not a valid interface name`);
   const netns = command === "DEL" ? (env["CNI_NETNS"] ?? "") : required(env, "CNI_NETNS");
   return { command, containerId, netns, ifname, args: parseArgs(env["CNI_ARGS"] ?? "") };
-}
-
-/** namespace/name of the pod, from kubelet's CNI_ARGS; undefined when they do not say. */
-export function kubernetesPod(args: ReadonlyMap<string, string>): string | undefined {
-  const ns = args.get("K8S_POD_NAMESPACE");
-  const name = args.get("K8S_POD_NAME");
-  return ns && name ? `${ns}/${name}` : undefined;
-}
-
-/** How error messages name the pod: namespace/name and container ID, else the container ID. */
-export function podLabel(env: CniEnv): string {
-  const pod = kubernetesPod(env.args);
-  return pod ? `${pod} (container ${env.containerId})` : `container ${env.containerId}`;
 }

@@ -1,10 +1,11 @@
 // The CNI protocol around the commands: environment, stdin, result or error on stdout, exit code.
 import { cmdAdd } from "../commands/add.js";
 import { cmdCheck } from "../commands/check.js";
-import { checkUsable } from "../iptables/backend.js";
-import { LATEST_VERSION, SUPPORTED_VERSIONS, parseEnvelope, parseNetConf } from "./config.js";
-import { type CniEnv, type Command, readAttachmentEnv, readCommand } from "./env.js";
-import { CniError, Code } from "./errors.js";
+import { NotInstalled, checkUsable } from "../iptables/backend.js";
+import { LATEST_VERSION, SUPPORTED_VERSIONS, parseEnvelope, parseNetConf } from "../core/config.js";
+import type { CniEnv, Command } from "../core/names.js";
+import { readAttachmentEnv, readCommand } from "./env.js";
+import { CniError, Code } from "../core/errors.js";
 import { decodeJson, readStdin } from "./stdin.js";
 
 function print(value: unknown): void {
@@ -40,7 +41,7 @@ async function execute(command: Command, json: unknown, attachment: CniEnv | und
       parseEnvelope(json);
       await checkUsable().catch(async (err: Error) => {
         // A node without iptables at all leaves portmap only its nftables backend: then nft must work.
-        if (!/ENOENT/.test(err.message)) throw new CniError(Code.PluginNotAvailable, `iptables is not usable: ${err.message}`, err instanceof CniError ? err.details : "");
+        if (!(err instanceof NotInstalled)) throw new CniError(Code.PluginNotAvailable, `iptables is not usable: ${err.message}`, err instanceof CniError ? err.details : "");
         const { checkNftUsable } = await import("../nftables/backend.js");
         await checkNftUsable().catch((nftErr: Error) => {
           throw new CniError(Code.PluginNotAvailable, `neither iptables nor nft is usable: ${nftErr.message}`, nftErr instanceof CniError ? nftErr.details : "");

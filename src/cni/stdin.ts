@@ -1,6 +1,6 @@
 // Reads the network configuration from stdin: bounded, strict UTF-8, JSON.
 import { readSync } from "node:fs";
-import { CniError, Code } from "./errors.js";
+import { CniError, Code } from "../core/errors.js";
 
 // A real conflist entry with prevResult is a few KiB; anything near this is not a configuration.
 const MAX_BYTES = 1 << 20;

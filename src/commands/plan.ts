@@ -1,95 +1,67 @@
-// What ADD and CHECK share: resolve the pod's host IPs, read what portmap wrote for the pod (iptables chain
-// `CNI-DN-…`, or its rules in nftables `cni_hostport hostports`: whichever holds them says which backend
-// portmap used) and compute, per family, the rules as they must be.
-import type { NetConf } from "../cni/config.js";
-import { type CniEnv, podLabel } from "../cni/env.js";
-import { CniError, Code } from "../cni/errors.js";
-import { podFamilies } from "../cni/result.js";
+// What ADD and CHECK share: read the node's network and the pod's rules where portmap wrote them (its
+// iptables chain `CNI-DN-…`, or its rules in nftables `cni_hostport hostports`: whichever holds them says
+// which backend portmap used), and run the scoping pipeline on them.
+import type { NetConf } from "../core/config.js";
+import { CniError, Code } from "../core/errors.js";
+import type { Family } from "../core/ip.js";
+import { podFamilies } from "../core/result.js";
+import { type Rule, sameRules } from "../core/rule.js";
+import { type CniEnv, podLabel } from "../core/names.js";
 import { readNodeNetwork } from "../host/network.js";
-import { portmapChainName } from "../iptables/chain-name.js";
 import { readChain } from "../iptables/backend.js";
-import { sameRules, scopeChain } from "../iptables/rules.js";
+import { portmapChainName } from "../iptables/chain-name.js";
 import { readHostports } from "../nftables/backend.js";
-import { CHAIN, NFT_FAMILY, type NftRule, type Rewrite, TABLE, podRules, scopeHostports } from "../nftables/rules.js";
-import { parseAnnotation } from "../policy/annotation.js";
-import type { Family } from "../policy/ip.js";
-import { type FamilyScope, hostIpSource, mappingFamilies, resolveMappings, scopesForFamily } from "../policy/resolve.js";
+import { CHAIN, NEVER, NFT_FAMILY, TABLE, podRules } from "../nftables/json.js";
+import { podScoping, resolvePod, scopeFamily } from "../pipeline/pod.js";
+import type { FamilyScope } from "../policy/resolve.js";
 
-interface PlanBase {
+export interface ChainPlan {
+  backend: "iptables" | "nftables";
   family: Family;
-  /** Mappings whose host IPs are all of the other family: they get no rules (iptables) or a never-matching one (nftables). */
+  /** Where the rules are: the pod's nat chain, or `ip cni_hostport hostports` (the pod's rules in it). */
+  chain: string;
+  /** iptables: the whole chain; nftables: the pod's rules, with their handles. */
+  current: Rule[];
+  desired: Rule[];
+  /** Mappings whose host IPs are all of the other family: no rules (iptables), a never-matching one (nftables). */
   closed: FamilyScope[];
 }
 
-/** portmap's iptables backend: the pod's nat chain, as it is and as it must be. */
-export interface ChainPlan extends PlanBase {
-  backend: "iptables";
-  chain: string;
-  current: string[];
-  desired: string[];
-}
-
-/** portmap's nftables backend: the family's `hostports` chain as read, and the rewrites of the pod's rules. */
-export interface NftPlan extends PlanBase {
-  backend: "nftables";
-  rules: NftRule[];
-  rewrites: Rewrite[];
-}
-
-export type FamilyPlan = ChainPlan | NftPlan;
-
 const FAMILY_NAME: Record<Family, string> = { 4: "iptables", 6: "ip6tables" };
 
-export async function planPodChains(conf: NetConf, env: CniEnv): Promise<FamilyPlan[]> {
+export async function planPodChains(conf: NetConf, env: CniEnv): Promise<ChainPlan[]> {
   if (conf.portMappings.length === 0) return [];
   const pod = podLabel(env);
-  const annotation = conf.annotationValue === undefined ? undefined : parseAnnotation(conf.annotationValue, conf.policy.annotation, pod);
-  const sources = conf.portMappings.map((m) => hostIpSource(m, conf.policy, annotation));
-  if (sources.every((s) => s.kind === "any")) return [];
-
-  // Only families where the pod has an address and some mapping may need scoping; read both backends of
-  // them while the node's addresses are listed.
-  const pods = podFamilies(conf.prevResult, env.ifname);
-  const families = ([4, 6] as const).filter(
-    (f) => pods.has(f) && conf.portMappings.some((m, i) => sources[i]?.kind !== "runtime" && mappingFamilies(m).includes(f)),
-  );
+  const scoping = podScoping(conf, pod, podFamilies(conf.prevResult, env.ifname));
+  if (!scoping) return [];
+  // Only the families where some mapping may need scoping, both backends at once, while the node's
+  // addresses are listed.
   const chain = portmapChainName(conf.name, env.containerId);
   const [network, chains, nft] = await Promise.all([
     readNodeNetwork(),
-    Promise.all(families.map((f) => readChain(f, chain))),
-    Promise.all(families.map((f) => readHostports(f))),
+    Promise.all(scoping.families.map((f) => readChain(f, chain))),
+    Promise.all(scoping.families.map(async (f) => podRules((await readHostports(f)) ?? [], env.containerId))),
   ]);
-  const nftables = nft.some((rules) => rules !== undefined && podRules(rules, env.containerId).length > 0);
+  const nftables = nft.some((rules) => rules.length > 0);
   if (nftables && chains.some((c) => c !== undefined)) {
-    throw new CniError(
-      Code.InvalidConfig,
-      `pod ${pod} has portmap rules both in iptables chain ${chain} and in nftables table ${TABLE}: two portmap entries with different backends?`,
-    );
+    throw new CniError(Code.InvalidConfig, `pod ${pod} has portmap rules both in iptables chain ${chain} and in nftables table ${TABLE}: two portmap entries with different backends?`);
   }
-
-  const resolved = resolveMappings(conf.portMappings, conf.policy, annotation, network, pod);
-  return families.map((family, i): FamilyPlan => {
-    const scopes = scopesForFamily(resolved, family);
-    const closed = scopes.filter((s) => s.ips.length === 0);
-    const missingError = (s: FamilyScope, where: string) =>
-      new CniError(
+  const resolved = resolvePod(scoping, network);
+  return scoping.families.map((family, i): ChainPlan => {
+    const where = `nftables chain ${NFT_FAMILY[family]} ${TABLE} ${CHAIN}`;
+    const current = (nftables ? nft[i] : chains[i]) ?? [];
+    // portmap's nftables CHECK counts the pod's rules per family: a family without host IPs keeps its rules,
+    // matching nothing.
+    const { rules, missing, closed } = scopeFamily(resolved, family, current, nftables ? NEVER[family] : undefined);
+    const first = missing[0];
+    if (first) {
+      throw new CniError(
         Code.PortmapRulesMissing,
-        `no portmap rule for hostPort ${s.hostPort}/${s.protocol} of pod ${pod} in ${where}: portmap-hostip must come after portmap in the plugin list`,
+        `no portmap rule for hostPort ${first.hostPort}/${first.protocol} of pod ${pod} in ${nftables ? where : `${FAMILY_NAME[family]} nat chain ${chain} (nor in ${where})`}: portmap-hostip must come after portmap in the plugin list`,
       );
-    if (nftables) {
-      const rules = nft[i] ?? [];
-      const { rewrites, missing } = scopeHostports(rules, env.containerId, family, scopes);
-      if (missing[0]) throw missingError(missing[0], `nftables chain ${NFT_FAMILY[family]} ${TABLE} ${CHAIN}`);
-      return { backend: "nftables", family, rules, rewrites, closed };
     }
-    const current = chains[i] ?? [];
-    const { rules, missing } = scopeChain(current, scopes);
-    if (missing[0]) {
-      throw missingError(missing[0], `${FAMILY_NAME[family]} nat chain ${chain} (nor in nftables chain ${NFT_FAMILY[family]} ${TABLE} ${CHAIN})`);
-    }
-    return { backend: "iptables", family, chain, current, desired: rules, closed };
+    return { backend: nftables ? "nftables" : "iptables", family, chain: nftables ? where : chain, current, desired: rules, closed };
   });
 }
 
-export const changed = (plan: FamilyPlan): boolean =>
-  plan.backend === "iptables" ? !sameRules(plan.current, plan.desired) : plan.rewrites.length > 0;
+export const changed = (plan: ChainPlan): boolean => !sameRules(plan.current, plan.desired);

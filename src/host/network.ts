@@ -1,21 +1,9 @@
 // The node's own addresses and default-route interfaces, read in the namespace the plugin runs in.
 import { readFileSync } from "node:fs";
-import { CniError, Code } from "../cni/errors.js";
-import { type Family, type Ip, parseIp } from "../policy/ip.js";
-import { run } from "../system/run.js";
-
-export interface NodeAddress {
-  ifname: string;
-  ip: Ip;
-  /** Kernel scope: global, link, host. */
-  scope: string;
-}
-
-export interface NodeNetwork {
-  addresses: NodeAddress[];
-  /** Interfaces holding a default route, per family. */
-  defaultRouteInterfaces: Record<Family, string[]>;
-}
+import { CniError, Code } from "../core/errors.js";
+import { parseIp } from "../core/ip.js";
+import type { NodeAddress, NodeNetwork } from "../core/node.js";
+import { run } from "./run.js";
 
 interface IpAddrLink {
   ifname?: string;
@@ -72,7 +60,7 @@ function readOptional(path: string): string {
 }
 
 export async function readNodeNetwork(): Promise<NodeNetwork> {
-  const addr = await run("ip", ["-j", "address", "show"]).catch((err: Error) => ({ code: -1, stdout: "", stderr: err.message }));
+  const addr = await run("ip", ["-j", "address", "show"], { timeoutMs: 10_000 }).catch((err: Error) => ({ code: -1, stdout: "", stderr: err.message }));
   if (addr.code !== 0) throw new CniError(Code.IoFailure, `cannot list the node's addresses with "ip -j address show": ${addr.stderr.trim()}`);
   return {
     addresses: parseIpAddressJson(addr.stdout),

@@ -1,6 +1,6 @@
 // Edits the plugins list of a conflist as text, so everything but our entry stays byte-for-byte.
 import { isDeepStrictEqual } from "node:util";
-import { PLUGIN_TYPE } from "./options.js";
+import { PLUGIN_TYPE } from "../core/names.js";
 
 const CAPABILITIES = { portMappings: true, "io.kubernetes.cri.pod-annotations": true } as const;
 

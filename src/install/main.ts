@@ -1,40 +1,28 @@
-// `portmap-hostip install`: puts the plugin on a node and keeps its conflist entry in place.
+// The installer: puts the plugin on a node and keeps its conflist entry in place (its flags: cli/install.ts).
 import { readFile, rm } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { isSea } from "node:sea";
+import { PLUGIN_TYPE } from "../core/names.js";
 import { pluginEntry, withEntry, withoutEntry } from "./conflist.js";
 import { unifiedDiff } from "./diff.js";
 import { copyExecutableAtomic, findConflist, resolveLayout, writeTextAtomic } from "./files.js";
-import { INSTALL_HELP, parseInstallArgs, PLUGIN_TYPE, UsageError, type InstallOptions } from "./options.js";
 import { watchDirectory } from "./watch.js";
 
-export interface InstallContext {
-  /** Where the default (standard and k3s) CNI directories are looked for. */
-  root?: string;
-  /** Ends --watch; by default SIGTERM or SIGINT do. */
-  signal?: AbortSignal;
-  stdout?: (text: string) => void;
-  stderr?: (text: string) => void;
+export interface InstallOptions {
+  mode: "install" | "watch" | "uninstall" | "help";
+  dryRun: boolean;
+  /** Undefined: the default for this node's layout (standard or k3s). */
+  cniBinDir: string | undefined;
+  cniConfDir: string | undefined;
+  /** A file name in the conf dir or a path; undefined: the file the runtime uses. */
+  conflist: string | undefined;
+  /** What to copy; undefined: this executable. */
+  binary: string | undefined;
+  /** The conflist entry, without `type` and `capabilities`. */
+  settings: Record<string, unknown>;
 }
 
-export async function runInstall(args: string[], context: InstallContext = {}): Promise<number> {
-  const stdout = context.stdout ?? ((text: string) => void process.stdout.write(text));
-  const stderr = context.stderr ?? ((text: string) => void process.stderr.write(text));
-  try {
-    const options = parseInstallArgs(args);
-    if (options.mode === "help") {
-      stdout(INSTALL_HELP);
-      return 0;
-    }
-    await new Installer(options, context.root ?? "/", context.signal, stdout, stderr).run();
-    return 0;
-  } catch (err) {
-    stderr(`portmap-hostip install: ${(err as Error).message}\n`);
-    return err instanceof UsageError ? 2 : 1;
-  }
-}
-
-class Installer {
+export class Installer {
   constructor(
     private readonly options: InstallOptions,
     private readonly root: string,

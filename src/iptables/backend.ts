@@ -1,8 +1,9 @@
 // The nat table through the iptables binaries on PATH (the ones portmap used: nft or legacy alike).
-import { CniError, Code } from "../cni/errors.js";
-import type { Family } from "../policy/ip.js";
-import { type RunResult, run } from "../system/run.js";
-import { appendRules, restorePayload } from "./rules.js";
+import { CniError, Code } from "../core/errors.js";
+import type { Family } from "../core/ip.js";
+import { type RunResult, run } from "../host/run.js";
+import type { Rule } from "../core/rule.js";
+import { appendRules, restorePayload } from "./text.js";
 
 const BINARIES: Record<Family, { iptables: string; restore: string }> = {
   4: { iptables: "iptables", restore: "iptables-restore" },
@@ -14,13 +15,28 @@ const BINARIES: Record<Family, { iptables: string; restore: string }> = {
 const NO_CHAIN = /No chain\/target\/match by that name|does not exist|is incompatible/;
 // Lock contention (legacy) or a concurrent nftables transaction: the runtime should retry.
 const BUSY = /xtables lock|Resource temporarily unavailable|Device or resource busy/;
+// iptables-legacy waits for the machine-wide xtables lock; `-w` alone waits forever, and a pod's ADD stuck
+// behind another program's lock holds the runtime's sandbox setup with it. Five seconds is many times what
+// any of our calls holds the lock, and an ADD that ends with code 11 is retried by the runtime.
+// (iptables-nft takes no lock and ignores the value.)
+const WAIT = ["-w", "5"];
+// Every call ends by then, lock wait included (reading a 20,000-rule table takes under a second here);
+// a tool killed at the limit is "try again later" too.
+const LIMIT_MS = 15_000;
+
+/** The program is not installed (a node left to portmap's nftables backend has no iptables at all). */
+export class NotInstalled extends CniError {}
 
 async function exec(file: string, args: readonly string[], input?: string): Promise<RunResult> {
+  let result: RunResult;
   try {
-    return await run(file, args, input);
+    result = await run(file, [...WAIT, ...args], { input, timeoutMs: LIMIT_MS });
   } catch (err) {
-    throw new CniError(Code.IoFailure, `cannot run ${file}: ${(err as Error).message}`);
+    const Failure = (err as NodeJS.ErrnoException).code === "ENOENT" ? NotInstalled : CniError;
+    throw new Failure(Code.IoFailure, `cannot run ${file}: ${(err as Error).message}`);
   }
+  if (result.timedOut) throw new CniError(Code.TryAgainLater, `${file} did not finish within ${LIMIT_MS} ms and was killed`, result.stderr.trim());
+  return result;
 }
 
 function failure(what: string, result: RunResult): CniError {
@@ -29,32 +45,30 @@ function failure(what: string, result: RunResult): CniError {
 }
 
 /**
- * The `-A` rules of a nat chain; undefined when the chain does not exist, or when there is no iptables at
- * all (a node left to portmap's nftables backend: portmap cannot have written iptables rules there).
+ * The rules of a nat chain; undefined when the chain does not exist, or there is no iptables at all (then
+ * portmap cannot have written iptables rules either).
  */
-export async function readChain(family: Family, chain: string): Promise<string[] | undefined> {
+export async function readChain(family: Family, chain: string): Promise<Rule[] | undefined> {
   const bin = BINARIES[family].iptables;
-  let result: RunResult;
-  try {
-    result = await run(bin, ["-w", "-t", "nat", "-S", chain]);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
-    throw new CniError(Code.IoFailure, `cannot run ${bin}: ${(err as Error).message}`);
-  }
+  const result = await exec(bin, ["-t", "nat", "-S", chain]).catch((err: Error) => {
+    if (err instanceof NotInstalled) return undefined;
+    throw err;
+  });
+  if (result === undefined) return undefined;
   if (result.code === 0) return appendRules(result.stdout);
   if (NO_CHAIN.test(result.stderr)) return undefined;
   throw failure(`${bin} -t nat -S ${chain}`, result);
 }
 
 /** Replaces the chain's rules in one iptables-restore transaction; no other chain or rule is touched. */
-export async function writeChain(family: Family, chain: string, rules: readonly string[]): Promise<void> {
+export async function writeChain(family: Family, chain: string, rules: readonly Rule[]): Promise<void> {
   await restoreNat(family, restorePayload(chain, rules), `chain ${chain}`);
 }
 
 /** The whole nat table as `iptables -S` prints it (`-P`, `-N`, `-A` lines). */
 export async function readTable(family: Family): Promise<string> {
   const bin = BINARIES[family].iptables;
-  const result = await exec(bin, ["-w", "-t", "nat", "-S"]);
+  const result = await exec(bin, ["-t", "nat", "-S"]);
   if (result.code !== 0) throw failure(`${bin} -t nat -S`, result);
   return result.stdout;
 }
@@ -62,14 +76,14 @@ export async function readTable(family: Family): Promise<string> {
 /** Applies an iptables-restore payload with --noflush: one transaction, all of it or nothing. */
 export async function restoreNat(family: Family, payload: string, what: string): Promise<void> {
   const bin = BINARIES[family].restore;
-  const result = await exec(bin, ["-w", "--noflush"], payload);
+  const result = await exec(bin, ["--noflush"], payload);
   if (result.code !== 0) throw failure(`${bin} --noflush of ${what}`, result);
 }
 
 /** STATUS: both tools answer and the nat table accepts a (test-only) transaction. */
 export async function checkUsable(): Promise<void> {
-  const list = await exec(BINARIES[4].iptables, ["-w", "-t", "nat", "-S", "POSTROUTING"]);
+  const list = await exec(BINARIES[4].iptables, ["-t", "nat", "-S", "POSTROUTING"]);
   if (list.code !== 0) throw failure(`${BINARIES[4].iptables} -t nat -S POSTROUTING`, list);
-  const test = await exec(BINARIES[4].restore, ["-w", "--noflush", "--test"], "*nat\nCOMMIT\n");
+  const test = await exec(BINARIES[4].restore, ["--noflush", "--test"], "*nat\nCOMMIT\n");
   if (test.code !== 0) throw failure(`${BINARIES[4].restore} --test`, test);
 }

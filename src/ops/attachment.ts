@@ -1,28 +1,27 @@
 // What one cached attachment's rules must be: portmap's rules rebuilt from the cached conflist, capability
 // arguments and result, then scoped by our entry's policy exactly as ADD scopes them.
-import { type NetConf, parseNetConf } from "../cni/config.js";
-import { podAddresses } from "../cni/result.js";
-import type { NodeNetwork } from "../host/network.js";
+import { type NetConf, parseNetConf } from "../core/config.js";
+import type { Family } from "../core/ip.js";
+import type { NodeNetwork } from "../core/node.js";
+import { podAddresses, podFamilies } from "../core/result.js";
+import { PLUGIN_TYPE } from "../core/names.js";
+import type { Rule } from "../core/rule.js";
 import { portmapChainName } from "../iptables/chain-name.js";
-import { scopeChain } from "../iptables/rules.js";
-import { parseAnnotation } from "../policy/annotation.js";
-import type { Family } from "../policy/ip.js";
-import { resolveMappings, scopesForFamily } from "../policy/resolve.js";
+import { podScoping, resolvePod, scopeFamily } from "../pipeline/pod.js";
 import { type CachedAttachment, attachmentLabel } from "./cache.js";
 import { type PodNet, type PortmapOptions, parsePortmapOptions, podNet, portmapChainRules, portmapJumpRules } from "./portmap.js";
 
 const PORTMAP_TYPE = "portmap";
-const PLUGIN_TYPE = "portmap-hostip";
 
 export interface ExpectedChain {
   family: Family;
   chain: string;
   pod: PodNet;
   /** portmap's rules as portmap wrote them. */
-  portmap: string[];
+  portmap: Rule[];
   /** The chain as it must be: portmap's rules scoped by our policy (= portmap's when we are not in the list). */
-  rules: string[];
-  jumps: string[];
+  rules: Rule[];
+  jumps: Rule[];
   options: PortmapOptions;
 }
 
@@ -51,14 +50,14 @@ export function expectedChains(a: CachedAttachment, network: NodeNetwork): Expec
   const options = parsePortmapOptions(entry);
   const chain = portmapChainName(a.network, a.containerId);
   const ours = ourConf(a);
-  const label = attachmentLabel(a);
-  const annotation = ours?.annotationValue === undefined ? undefined : parseAnnotation(ours.annotationValue, ours.policy.annotation, label);
-  const resolved = ours && resolveMappings(ours.portMappings, ours.policy, annotation, network, label);
-  return [...podAddresses(conf.prevResult, a.ifname)].flatMap(([family, address]) => {
+  const addresses = podAddresses(conf.prevResult, a.ifname);
+  const scoping = ours && podScoping(ours, attachmentLabel(a), podFamilies(ours.prevResult, a.ifname));
+  const resolved = scoping && resolvePod(scoping, network);
+  return [...addresses].flatMap(([family, address]) => {
     const pod = podNet(address);
     if (!pod) return [];
     const portmap = portmapChainRules(chain, pod, conf.portMappings, options);
-    const scoped = resolved ? scopeChain(portmap, scopesForFamily(resolved, family)) : { rules: portmap, missing: [] };
+    const scoped = resolved ? scopeFamily(resolved, family, portmap) : { rules: portmap, missing: [] };
     const missing = scoped.missing[0];
     if (missing) throw new Error(`hostPort ${missing.hostPort}/${missing.protocol} has no portmap rule to scope in IPv${family}`);
     const jumps = portmapJumpRules(a.network, a.containerId, chain, family, conf.portMappings, options);

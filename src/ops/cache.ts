@@ -4,7 +4,7 @@
 import { lstat, readFile, readdir } from "node:fs/promises";
 import { join } from "node:path";
 import * as z from "zod/mini";
-import { isContainerId, isInterfaceName, kubernetesPod } from "../cni/env.js";
+import { isContainerId, isInterfaceName, kubernetesPod } from "../core/names.js";
 
 export const DEFAULT_CACHE_DIR = "/var/lib/cni";
 // A cached attachment is a few KiB; anything near this is not one.

@@ -1,19 +1,20 @@
 // Garbage collection of portmap chains whose attachment is gone: as CNI GC (the runtime names the valid
 // attachments) and as `portmap-hostip gc` (the result cache is the set of live attachments).
 import * as z from "zod/mini";
-import { parseEnvelope, parseShape } from "../cni/config.js";
-import { CniError, Code } from "../cni/errors.js";
+import { parseEnvelope, parseShape } from "../core/config.js";
+import { CniError, Code } from "../core/errors.js";
 import { restoreNat } from "../iptables/backend.js";
-import { natTransaction } from "../iptables/rules.js";
-import type { Family } from "../policy/ip.js";
+import type { Rule } from "../core/rule.js";
+import { formatRule, natTransaction } from "../iptables/text.js";
+import type { Family } from "../core/ip.js";
 import { readTables } from "./kernel.js";
-import { DNAT_CHAIN, type NatTable, foreignReferences, portmapJumps } from "./table.js";
+import { DNAT_CHAIN, type NatTable, foreignReferences, portmapJumps } from "../iptables/table.js";
 
 export interface Orphan {
   chain: string;
   network: string;
   containerId: string;
-  jumps: string[];
+  jumps: Rule[];
 }
 
 export interface GcPlan {
@@ -43,12 +44,12 @@ export function planGc(table: NatTable, family: Family, isOrphan: (network: stri
     if (!owner || !isOrphan(owner.network, owner.containerId) || plan.orphans.some((o) => o.chain === jump.chain)) continue;
     const foreign = foreignReferences(table, jump.chain);
     if (foreign.length > 0) {
-      plan.skipped.push(`IPv${family} ${jump.chain} (network ${owner.network}, container ${owner.containerId}): referenced outside ${DNAT_CHAIN}: ${foreign[0]}`);
+      plan.skipped.push(`IPv${family} ${jump.chain} (network ${owner.network}, container ${owner.containerId}): referenced outside ${DNAT_CHAIN}: ${formatRule(foreign[0] as Rule)}`);
       continue;
     }
     plan.orphans.push({ ...owner, chain: jump.chain, jumps: jumps.filter((j) => j.chain === jump.chain).map((j) => j.rule) });
   }
-  const deletes = plan.orphans.flatMap((o) => o.jumps.map((rule) => `-D ${rule.slice("-A ".length)}`));
+  const deletes = plan.orphans.flatMap((o) => o.jumps.map((rule) => formatRule(rule, "-D")));
   const chains = plan.orphans.flatMap((o) => (table.chains.has(o.chain) ? [`-F ${o.chain}`, `-X ${o.chain}`] : []));
   plan.lines = [...deletes, ...chains];
   return plan;

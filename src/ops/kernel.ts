@@ -1,7 +1,7 @@
 // What the operator commands read from the namespace they run in: both nat tables and the node's addresses.
-import type { Family } from "../policy/ip.js";
+import type { Family } from "../core/ip.js";
 import { readTable } from "../iptables/backend.js";
-import { type NatTable, parseTable } from "./table.js";
+import { type NatTable, parseTable } from "../iptables/table.js";
 
 export const FAMILIES: readonly Family[] = [4, 6];
 

@@ -1,10 +1,12 @@
-// The nat rules Debian's portmap (1.1.1) writes for one pod, in the form `iptables -S` prints them, so that
-// reconcile can rebuild them without running portmap. Checked byte for byte against real portmap output
+// The nat rules Debian's portmap (1.1.1) writes for one pod, as rules that print as `iptables -S` prints them,
+// so that reconcile can rebuild them without running portmap. Checked byte for byte against real portmap output
 // (test/fixtures/ops, recorded by record.sh). portmap 1.1.1 has no masqAll option; it is ignored as there.
 import * as z from "zod/mini";
-import type { PortMapping } from "../cni/config.js";
-import { type Family, hostCidr, parseCidr, parseIp } from "../policy/ip.js";
-import { DNAT_CHAIN, MASQ_CHAIN, SETMARK_CHAIN } from "./table.js";
+import type { PortMapping } from "../core/config.js";
+import { type Family, hostCidr, parseCidr, parseIp } from "../core/ip.js";
+import { type Match, type Rule, addressMatch } from "../core/rule.js";
+import { DNAT_CHAIN, MASQ_CHAIN, SETMARK_CHAIN } from "../iptables/table.js";
+import { parseRule } from "../iptables/text.js";
 
 export interface PortmapOptions {
   snat: boolean;
@@ -69,17 +71,20 @@ const markDef = (bit: number): string => {
 };
 
 /** The rules of the pod chain, in portmap's order: per mapping hairpin mark, localhost mark (IPv4), DNAT. */
-export function portmapChainRules(chain: string, pod: PodNet, mappings: readonly PortMapping[], o: PortmapOptions): string[] {
-  const mark = o.externalSetMarkChain ?? SETMARK_CHAIN;
+export function portmapChainRules(chain: string, pod: PodNet, mappings: readonly PortMapping[], o: PortmapOptions): Rule[] {
+  const mark = { kind: "jump", chain: o.externalSetMarkChain ?? SETMARK_CHAIN } as const;
   const to = pod.family === 4 ? pod.ip : `[${pod.ip}]`;
   return mappings.flatMap((m) => {
     if (m.hostIp && m.hostIp.family !== pod.family) return [];
     const unspecified = m.hostIp?.text === "0.0.0.0" || m.hostIp?.text === "::";
-    const d = m.hostIp && !unspecified ? ` -d ${hostCidr(m.hostIp)}` : "";
-    const match = `-p ${m.protocol} -m ${m.protocol} --dport ${m.hostPort}`;
-    const rules = o.snat ? [`-A ${chain} -s ${pod.subnet}${d} ${match} -j ${mark}`] : [];
-    if (o.snat && pod.family === 4) rules.push(`-A ${chain} -s 127.0.0.1/32${d} ${match} -j ${mark}`);
-    rules.push(`-A ${chain}${d} ${match} -j DNAT --to-destination ${to}:${m.containerPort}`);
+    const d = m.hostIp && !unspecified ? { destination: addressMatch(m.hostIp.text) } : {};
+    const matches = (): Match[] => [
+      { kind: "protocol", protocol: m.protocol },
+      { kind: "dport", protocol: m.protocol, port: m.hostPort },
+    ];
+    const rules: Rule[] = o.snat ? [{ chain, source: addressMatch(pod.subnet), ...d, matches: matches(), target: mark }] : [];
+    if (o.snat && pod.family === 4) rules.push({ chain, source: addressMatch("127.0.0.1"), ...d, matches: matches(), target: mark });
+    rules.push({ chain, ...d, matches: matches(), target: { kind: "dnat", to: `${to}:${m.containerPort}` } });
     return rules;
   });
 }
@@ -128,18 +133,23 @@ function conditionParts(tokens: readonly string[], family: Family): { front: str
   return { front: HOISTED.flatMap(([, c]) => (front.has(c) ? [front.get(c) as string] : [])), rest };
 }
 
-/** The jumps from CNI-HOSTPORT-DNAT: per protocol (sorted), every host port of it (≤ 15 per rule, in order). */
-export function portmapJumpRules(network: string, containerId: string, chain: string, family: Family, mappings: readonly PortMapping[], o: PortmapOptions): string[] {
+/**
+ * The jumps from CNI-HOSTPORT-DNAT: per protocol (sorted), every host port of it (≤ 15 per rule, in order).
+ * portmap's extra conditions are iptables words: the line is assembled as iptables prints it, then read.
+ */
+export function portmapJumpRules(network: string, containerId: string, chain: string, family: Family, mappings: readonly PortMapping[], o: PortmapOptions): Rule[] {
   const byProto = new Map<string, number[]>();
   for (const m of mappings) byProto.set(m.protocol, [...(byProto.get(m.protocol) ?? []), m.hostPort]);
   const { front, rest } = conditionParts(o.conditions[family], family);
   return [...byProto.keys()].sort().flatMap((proto) => {
     const ports = byProto.get(proto) as number[];
-    const rules: string[] = [];
+    const rules: Rule[] = [];
     for (let i = 0; i < ports.length; i += MAX_MULTIPORT) {
       const spec = ports.slice(i, i + MAX_MULTIPORT).join(",");
       rules.push(
-        [`-A ${DNAT_CHAIN}`, ...front, `-p ${proto} -m comment --comment ${comment(network, containerId)} -m multiport --dports ${spec}`, ...rest, `-j ${chain}`].join(" "),
+        parseRule(
+          [`-A ${DNAT_CHAIN}`, ...front, `-p ${proto} -m comment --comment ${comment(network, containerId)} -m multiport --dports ${spec}`, ...rest, `-j ${chain}`].join(" "),
+        ),
       );
     }
     return rules;
@@ -148,8 +158,7 @@ export function portmapJumpRules(network: string, containerId: string, chain: st
 
 /** A rule portmap keeps in a shared chain; `first`: inserted at the top (portmap's POSTROUTING jump). */
 export interface SharedRule {
-  chain: string;
-  rule: string;
+  rule: Rule;
   first?: boolean;
 }
 
@@ -161,12 +170,17 @@ export function portmapSharedRules(o: PortmapOptions): { chains: string[]; rules
     const mark = markDef(o.markMasqBit);
     chains.push(SETMARK_CHAIN, MASQ_CHAIN);
     rules.push(
-      { chain: SETMARK_CHAIN, rule: `-A ${SETMARK_CHAIN} -m comment --comment "CNI portfwd masquerade mark" -j MARK --set-xmark ${mark}` },
-      { chain: MASQ_CHAIN, rule: `-A ${MASQ_CHAIN} -m mark --mark ${mark} -j MASQUERADE` },
-      { chain: "POSTROUTING", rule: `-A POSTROUTING -m comment --comment "CNI portfwd requiring masquerade" -j ${MASQ_CHAIN}`, first: true },
+      { rule: { chain: SETMARK_CHAIN, matches: [{ kind: "comment", text: "CNI portfwd masquerade mark" }], target: { kind: "mark", mark } } },
+      { rule: { chain: MASQ_CHAIN, matches: [{ kind: "other", text: `-m mark --mark ${mark}` }], target: { kind: "masquerade" } } },
+      {
+        rule: { chain: "POSTROUTING", matches: [{ kind: "comment", text: "CNI portfwd requiring masquerade" }], target: { kind: "jump", chain: MASQ_CHAIN } },
+        first: true,
+      },
     );
   }
   chains.push(DNAT_CHAIN);
-  for (const entry of ["PREROUTING", "OUTPUT"]) rules.push({ chain: entry, rule: `-A ${entry} -m addrtype --dst-type LOCAL -j ${DNAT_CHAIN}` });
+  for (const entry of ["PREROUTING", "OUTPUT"]) {
+    rules.push({ rule: { chain: entry, matches: [{ kind: "other", text: "-m addrtype --dst-type LOCAL" }], target: { kind: "jump", chain: DNAT_CHAIN } } });
+  }
   return { chains, rules };
 }

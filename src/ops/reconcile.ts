@@ -3,14 +3,15 @@
 // in one iptables-restore transaction per family. Correct chains are not touched.
 import { readNodeNetwork } from "../host/network.js";
 import { restoreNat } from "../iptables/backend.js";
-import { natTransaction, sameRules } from "../iptables/rules.js";
-import type { Family } from "../policy/ip.js";
+import { type Rule, ruleKey, sameRule, sameRules } from "../core/rule.js";
+import { formatRule, natTransaction } from "../iptables/text.js";
+import type { Family } from "../core/ip.js";
 import { type ExpectedChain, expectedChains } from "./attachment.js";
 import { attachmentLabel, readResultCache } from "./cache.js";
-import { dropStaleUdp } from "./conntrack.js";
+import { dropStaleUdp } from "../pipeline/conntrack.js";
 import { readTables } from "./kernel.js";
 import { portmapSharedRules } from "./portmap.js";
-import { type NatTable, portmapJumps, rulesOf } from "./table.js";
+import { type NatTable, portmapJumps, rulesOf } from "../iptables/table.js";
 
 export interface Wanted {
   label: string;
@@ -19,7 +20,7 @@ export interface Wanted {
 
 export interface Rebuilt extends Wanted {
   /** The chain's rules before (empty when it was missing). */
-  before: string[];
+  before: Rule[];
 }
 
 export interface FamilyPlan {
@@ -58,16 +59,18 @@ export function planReconcile(table: NatTable, family: Family, wanted: readonly 
     const shared = portmapSharedRules(e.options);
     shared.chains.forEach(ensureChain);
     for (const s of shared.rules) {
-      if (rulesOf(table, s.chain).includes(s.rule) || added.has(s.rule)) continue;
-      added.add(s.rule);
-      commands.push(s.first ? `-I ${s.chain} 1 ${s.rule.slice(`-A ${s.chain} `.length)}` : s.rule);
-      plan.actions.push(`added ${s.rule}`);
+      const key = ruleKey(s.rule);
+      if (rulesOf(table, s.rule.chain).some((r) => sameRule(r, s.rule)) || added.has(key)) continue;
+      added.add(key);
+      commands.push(formatRule(s.rule, s.first ? "-I" : "-A"));
+      plan.actions.push(`added ${formatRule(s.rule)}`);
     }
     const exists = table.chains.has(e.chain);
     const before = exists ? rulesOf(table, e.chain) : [];
     const currentJumps = jumps.filter((j) => j.chain === e.chain).map((j) => j.rule);
     const chainOk = exists && sameRules(before, e.rules);
-    const jumpsOk = currentJumps.length === e.jumps.length && e.jumps.every((j) => currentJumps.includes(j));
+    const has = (rules: readonly Rule[], rule: Rule) => rules.some((r) => sameRule(r, rule));
+    const jumpsOk = currentJumps.length === e.jumps.length && e.jumps.every((j) => has(currentJumps, j));
     if (chainOk && jumpsOk) {
       plan.correct.push(w.label);
       continue;
@@ -76,10 +79,10 @@ export function planReconcile(table: NatTable, family: Family, wanted: readonly 
       // Declaring an existing chain in a --noflush transaction flushes it: rewritten atomically.
       declarations.push(`:${e.chain} - [0:0]`);
       declared.add(e.chain);
-      commands.push(...e.rules);
+      commands.push(...e.rules.map((r) => formatRule(r)));
     }
-    commands.push(...currentJumps.filter((j) => !e.jumps.includes(j)).map((j) => `-D ${j.slice("-A ".length)}`));
-    commands.push(...e.jumps.filter((j) => !currentJumps.includes(j)));
+    commands.push(...currentJumps.filter((j) => !has(e.jumps, j)).map((j) => formatRule(j, "-D")));
+    commands.push(...e.jumps.filter((j) => !has(currentJumps, j)).map((j) => formatRule(j)));
     plan.rebuilt.push({ ...w, before });
     const what = chainOk ? "kept" : exists ? `rewrote (${e.rules.length} rules)` : `created (${e.rules.length} rules)`;
     plan.actions.push(`${w.label}: ${what} ${e.chain}${jumpsOk ? "" : `, jumps ${currentJumps.length} → ${e.jumps.length}`}`);

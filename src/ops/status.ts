@@ -1,14 +1,14 @@
 // `portmap-hostip status`: one row per hostPort mapping found in the nat tables, with its owner and state.
 // status() is pure (tables, cache, node network in; rows out); the renderers format them.
-import { parseNetConf } from "../cni/config.js";
-import type { NodeNetwork } from "../host/network.js";
+import { parseNetConf } from "../core/config.js";
+import type { NodeNetwork } from "../core/node.js";
+import { type Rule, destinationOf, dnatOf, dportOf, protocolOf, sourceOf } from "../core/rule.js";
 import { portmapChainName } from "../iptables/chain-name.js";
-import { option, tokenize } from "../iptables/rules.js";
-import { type Cidr, type Family, cidrContains, parseCidr } from "../policy/ip.js";
+import { type Cidr, type Family, cidrContains, parseCidr } from "../core/ip.js";
 import { nodeAddresses } from "../policy/resolve.js";
 import { ourConf } from "./attachment.js";
 import { type CacheRead, type CachedAttachment, attachmentLabel } from "./cache.js";
-import { type NatTable, podChains, portmapJumps, rulesOf } from "./table.js";
+import { type NatTable, podChains, portmapJumps, rulesOf } from "../iptables/table.js";
 
 export const STATES = ["scoped", "unscoped", "captures-service", "conflict", "orphan"] as const;
 export type State = (typeof STATES)[number];
@@ -49,20 +49,19 @@ interface Dnat {
   target: string;
 }
 
-function dnatOf(rule: string): Dnat | undefined {
-  const t = tokenize(rule);
-  const target = option(t, "--to-destination");
-  const protocol = option(t, "-p");
-  const port = Number(option(t, "--dport"));
-  if (option(t, "-j") !== "DNAT" || !target || !protocol || !Number.isInteger(port)) return undefined;
-  return { protocol, hostPort: port, destination: option(t, "-d")?.replace(/\/(32|128)$/, ""), target };
+function dnatRule(rule: Rule): Dnat | undefined {
+  const target = dnatOf(rule);
+  const protocol = protocolOf(rule);
+  const port = dportOf(rule);
+  if (!target || !protocol || port === undefined) return undefined;
+  return { protocol, hostPort: port, destination: destinationOf(rule), target };
 }
 
 /** The chain's mappings: DNAT rules grouped by protocol, port and target, destinations collected. */
-function mappingsOf(rules: readonly string[]): Array<Omit<Dnat, "destination"> & { destinations: string[]; order: number }> {
+function mappingsOf(rules: readonly Rule[]): Array<Omit<Dnat, "destination"> & { destinations: string[]; order: number }> {
   const out: Array<Omit<Dnat, "destination"> & { destinations: string[]; order: number }> = [];
   rules.forEach((rule, order) => {
-    const d = dnatOf(rule);
+    const d = dnatRule(rule);
     if (!d) return;
     const same = out.find((m) => m.protocol === d.protocol && m.hostPort === d.hostPort && m.target === d.target);
     const row = same ?? { protocol: d.protocol, hostPort: d.hostPort, target: d.target, destinations: [], order };
@@ -93,7 +92,7 @@ function capturedAddresses(family: Family, owner: Owner, network: NodeNetwork, p
 
 function podSubnetsOf(tables: ReadonlyMap<Family, NatTable>, cache: CacheRead): Cidr[] {
   const fromResults = cache.attachments.flatMap((a) => ((a.result?.["ips"] ?? []) as Array<{ address?: unknown }>).map((ip) => String(ip.address ?? "")));
-  const hairpins = [...tables.values()].flatMap((t) => podChains(t).flatMap((c) => rulesOf(t, c).map((r) => option(tokenize(r), "-s") ?? "")));
+  const hairpins = [...tables.values()].flatMap((t) => podChains(t).flatMap((c) => rulesOf(t, c).map((r) => sourceOf(r) ?? "")));
   return [...fromResults, ...hairpins].flatMap((text) => {
     const c = parseCidr(text);
     // A pod address with its prefix names the subnet; 127.0.0.1/32 (the localhost mark) is none.

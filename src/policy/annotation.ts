@@ -1,7 +1,7 @@
 // The pod's host-IP annotation: comma-separated entries, each `IP` or `PORT[/PROTO]=IP`.
-import { CniError, Code } from "../cni/errors.js";
-import { PROTOCOLS, type Protocol } from "../cni/config.js";
-import { type Ip, parseIp } from "./ip.js";
+import { CniError, Code } from "../core/errors.js";
+import { PROTOCOLS, type Protocol } from "../core/config.js";
+import { type Ip, parseIp } from "../core/ip.js";
 
 // A pod needs a handful of entries; the bounds keep a hostile value from costing anything.
 export const MAX_ANNOTATION_LENGTH = 4096;

@@ -1,10 +1,10 @@
 // Which destination IPs each hostPort mapping gets, and whether the pod may have them. Pure: the node's
 // network is an input.
-import type { Policy, PortMapping } from "../cni/config.js";
-import { CniError, Code } from "../cni/errors.js";
-import type { NodeNetwork } from "../host/network.js";
+import type { Policy, PortMapping } from "../core/config.js";
+import { CniError, Code } from "../core/errors.js";
+import type { NodeNetwork } from "../core/node.js";
 import { type HostIpAnnotation, portKey } from "./annotation.js";
-import { type Family, type Ip, cidrContains, notUnicastReason } from "./ip.js";
+import { type Family, type Ip, cidrContains, notUnicastReason } from "../core/ip.js";
 
 const LOCALHOST: Ip = { family: 4, text: "127.0.0.1" };
 

@@ -37,11 +37,11 @@ function assertVocabulary(calls: readonly Invocation[], chain: string, portmapRu
   for (const call of calls) {
     const argv = call.argv.join(" ");
     if (call.program === "iptables" || call.program === "ip6tables") {
-      expect(argv, call.program).toMatch(/^-w -t nat -S (CNI-DN-[0-9a-f]{21}|POSTROUTING)$/);
+      expect(argv, call.program).toMatch(/^-w 5 -t nat -S (CNI-DN-[0-9a-f]{21}|POSTROUTING)$/);
       continue;
     }
     expect(call.program).toMatch(/^ip6?tables-restore$/);
-    expect(argv).toMatch(/^-w --noflush( --test)?$/);
+    expect(argv).toMatch(/^-w 5 --noflush( --test)?$/);
     const lines = call.stdin.split("\n");
     expect(lines.at(-1)).toBe("");
     expect(lines[0]).toBe("*nat");

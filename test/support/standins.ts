@@ -2,9 +2,9 @@
 // (argv and stdin) and then run the real binary, and iptables-restore replacements that fail or are killed
 // half-way. None of them ever pretends success. Plus a raw plugin runner (bytes on stdin, any environment,
 // optional SIGKILL after a delay) for inputs the libcni-like invoker cannot produce.
-import { spawn } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
 import { basename, join } from "node:path";
+import { run } from "./exec.js";
 import { nsRunOk } from "./netns.js";
 import { pluginBinary, pluginPath } from "./paths.js";
 
@@ -141,35 +141,18 @@ export interface RawRunOptions {
  * Runs the plugin binary in namespace `ns` (`ip netns exec` execs it: the pid is the plugin's own) with
  * exactly the given environment and stdin bytes.
  */
-export function runPluginRaw(ns: string, opts: RawRunOptions): Promise<RawRun> {
-  return new Promise((resolve, reject) => {
-    const env = { PATH: pluginPath(), ...opts.env };
-    const child = spawn("ip", ["netns", "exec", ns, opts.binary ?? pluginBinary()], { env, stdio: ["pipe", "pipe", "pipe"] });
-    const out: Buffer[] = [];
-    const err: Buffer[] = [];
-    const timers = [setTimeout(() => child.kill("SIGKILL"), opts.timeoutMs ?? 30_000)];
-    if (opts.killAfterMs !== undefined) timers.push(setTimeout(() => child.kill("SIGKILL"), opts.killAfterMs));
-    child.stdout.on("data", (d: Buffer) => out.push(d));
-    child.stderr.on("data", (d: Buffer) => err.push(d));
-    child.stdin.on("error", () => {});
-    child.on("error", (e) => {
-      timers.forEach(clearTimeout);
-      reject(e);
-    });
-    child.on("close", (code, signal) => {
-      timers.forEach(clearTimeout);
-      const stdout = Buffer.concat(out).toString("utf8");
-      const run: RawRun = { code, signal, stdout, stderr: Buffer.concat(err).toString("utf8") };
-      try {
-        const v: unknown = JSON.parse(stdout);
-        if (v !== null && typeof v === "object" && !Array.isArray(v)) run.output = v as Record<string, unknown>;
-      } catch {
-        // not JSON
-      }
-      resolve(run);
-    });
-    child.stdin.end(opts.input ?? "");
-  });
+export async function runPluginRaw(ns: string, opts: RawRunOptions): Promise<RawRun> {
+  const env = { PATH: pluginPath(), ...opts.env };
+  const timeoutMs = Math.min(opts.killAfterMs ?? Infinity, opts.timeoutMs ?? 30_000);
+  const r = await run("ip", ["netns", "exec", ns, opts.binary ?? pluginBinary()], { env, input: opts.input ?? "", timeoutMs });
+  const raw: RawRun = { code: r.signal ? null : r.code, signal: r.signal, stdout: r.stdout, stderr: r.stderr };
+  try {
+    const v: unknown = JSON.parse(r.stdout);
+    if (v !== null && typeof v === "object" && !Array.isArray(v)) raw.output = v as Record<string, unknown>;
+  } catch {
+    // not JSON
+  }
+  return raw;
 }
 
 /** What a stack trace or an unhandled failure of a Node program looks like on stderr. */

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { parseEnvelope, parseNetConf } from "../../src/cni/config.js";
+import { parseEnvelope, parseNetConf } from "../../src/core/config.js";
 import { cniError } from "./fixtures.js";
 
 const base = { cniVersion: "1.0.0", name: "cbr0", type: "portmap-hostip" };

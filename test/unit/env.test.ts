@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { podLabel, readAttachmentEnv, readCommand } from "../../src/cni/env.js";
+import { podLabel } from "../../src/core/names.js";
+import { readAttachmentEnv, readCommand } from "../../src/cni/env.js";
 import { cniError } from "./fixtures.js";
 
 const base = { CNI_COMMAND: "ADD", CNI_CONTAINERID: "abc123", CNI_NETNS: "/var/run/netns/p", CNI_IFNAME: "eth0" };

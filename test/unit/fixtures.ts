@@ -1,8 +1,13 @@
 // Loads the recorded real outputs under test/fixtures.
 import { readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
-import { CniError } from "../../src/cni/errors.js";
-import { parseIpAddressJson, parseProcIpv6Route, parseProcRoute, type NodeNetwork } from "../../src/host/network.js";
+import { CniError } from "../../src/core/errors.js";
+import { parseIpAddressJson, parseProcIpv6Route, parseProcRoute } from "../../src/host/network.js";
+import type { NodeNetwork } from "../../src/core/node.js";
+import type { Rule } from "../../src/core/rule.js";
+import { formatRule, parseRule } from "../../src/iptables/text.js";
+import { scopeChain as scopeRules } from "../../src/pipeline/scope.js";
+import type { FamilyScope } from "../../src/policy/resolve.js";
 
 const dir = fileURLToPath(new URL("../fixtures/", import.meta.url));
 
@@ -42,3 +47,15 @@ export function cniError(fn: () => unknown): CniError {
   }
   throw new Error("expected a CniError");
 }
+
+/** The scoping transform on rule lines: read, scoped on the rule model, printed (the plugin's own edges). */
+export function scopeChain(lines: readonly string[], scopes: readonly FamilyScope[]): { rules: string[]; missing: FamilyScope[] } {
+  const { rules, missing } = scopeRules(lines.map(parseRule), scopes);
+  return { rules: rules.map((r) => formatRule(r)), missing };
+}
+
+/** Rule lines read into the rule model. */
+export const rules = (lines: readonly string[]): Rule[] => lines.map(parseRule);
+
+/** Rules printed as `iptables -S` lines. */
+export const lines = (rules: readonly Rule[]): string[] => rules.map((r) => formatRule(r));

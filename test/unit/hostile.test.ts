@@ -5,9 +5,9 @@ import { closeSync, mkdtempSync, openSync, rmSync, writeFileSync } from "node:fs
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { parseNetConf } from "../../src/cni/config.js";
+import { parseNetConf } from "../../src/core/config.js";
 import { readAttachmentEnv, readCommand } from "../../src/cni/env.js";
-import { CniError, Code } from "../../src/cni/errors.js";
+import { CniError, Code } from "../../src/core/errors.js";
 import { decodeJson, readStdin } from "../../src/cni/stdin.js";
 import { planPodChains } from "../../src/commands/plan.js";
 

@@ -4,7 +4,7 @@ import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { parse } from "yaml";
 import { STANDARD } from "../../src/install/files.js";
-import { parseInstallArgs } from "../../src/install/options.js";
+import { parseInstallArgs } from "../../src/cli/install.js";
 
 const ROOT = join(import.meta.dirname, "../..");
 const { version } = JSON.parse(readFileSync(join(ROOT, "package.json"), "utf8"));

@@ -3,7 +3,7 @@ import { chmod, mkdir, mkdtemp, readdir, readFile, rename, rm, stat, writeFile }
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { runInstall, type InstallContext } from "../../src/install/main.js";
+import { runInstall, type InstallContext } from "../../src/cli/install.js";
 
 const FLANNEL = join(import.meta.dirname, "../fixtures/flannel/cni-conf.json");
 const CAPABILITIES = { portMappings: true, "io.kubernetes.cri.pod-annotations": true };

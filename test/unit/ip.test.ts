@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { cidrContains, hostCidr, notUnicastReason, parseCidr, parseIp } from "../../src/policy/ip.js";
+import { cidrContains, hostCidr, notUnicastReason, parseCidr, parseIp } from "../../src/core/ip.js";
 
 describe("parseIp", () => {
   it.each([

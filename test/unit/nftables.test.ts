@@ -1,158 +1,175 @@
-// The nftables edge against what portmap v1.9.1's nftables backend wrote (test/fixtures/nftables/record.sh).
+// The nftables edge against what portmap v1.9.1's nftables backend wrote (test/fixtures/nftables/record.sh):
+// nft's JSON read into the rule model and written back, the scoping pipeline on it, and the batch that
+// turns a pod's rules into the scoped ones (applied here to a model of the chain, as the kernel does).
+import { readdirSync } from "node:fs";
+import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
-import {
-  NEVER,
-  type NftRule,
-  type Rewrite,
-  applyRewrites,
-  describeRule,
-  parseChainJson,
-  podRules,
-  rewriteBatch,
-  scopeHostports,
-} from "../../src/nftables/rules.js";
-import { parseIp } from "../../src/policy/ip.js";
-import type { FamilyScope } from "../../src/policy/resolve.js";
+import type { PortMapping } from "../../src/core/config.js";
+import { type Family, parseIp } from "../../src/core/ip.js";
+import { type Rule, sameRules } from "../../src/core/rule.js";
+import { NEVER, batch, describeRule, parseChainJson, podRules, rewriteCommands, writeRule } from "../../src/nftables/json.js";
+import { scopeFamily } from "../../src/pipeline/pod.js";
+import type { ResolvedMapping } from "../../src/policy/resolve.js";
 import { cniError, fixture } from "./fixtures.js";
 
 const ID = "abc123";
+type Json = Record<string, unknown>;
 const chain = (name: string) => parseChainJson(fixture(`nftables/${name}.json`));
-const exprsOf = (name: string) => podRules(chain(name), ID).map((r) => r.expr);
-const scope = (hostPort: number, ips: string[], protocol: FamilyScope["protocol"] = "tcp", foreign: string[] = []): FamilyScope => ({
-  protocol,
-  hostPort,
-  ips: ips.map((t) => parseIp(t)!),
-  foreign: foreign.map((t) => parseIp(t)!),
+const familyOf = (name: string): Family => (name.endsWith("-v6") ? 6 : 4);
+/** The `rule` objects of a recorded listing, as nft printed them. */
+const recorded = (name: string) =>
+  (JSON.parse(fixture(`nftables/${name}.json`)) as { nftables: Json[] }).nftables.flatMap((i) => (i["rule"] ? [i["rule"] as Json] : []));
+
+/** A mapping resolved to host IPs (undefined: left as portmap wrote it). */
+const mapping = (hostPort: number, ips: string[] | undefined, protocol: PortMapping["protocol"] = "tcp", hostIp?: string): ResolvedMapping => ({
+  mapping: { hostPort, containerPort: 80, protocol, hostIp: hostIp === undefined ? undefined : parseIp(hostIp)! },
+  source: ips === undefined ? "runtime" : "annotation",
+  ips: ips?.map((t) => parseIp(t)!),
 });
 
-/** What the kernel holds after the batch: rewritten rules get fresh handles, the anchor keeps its own. */
-function applied(rules: readonly NftRule[], rewrites: readonly Rewrite[]): NftRule[] {
-  let next = Math.max(...rules.map((r) => r.handle)) + 1;
-  return rules.flatMap((r) => {
-    const at = rewrites.find((w) => w.anchor === r.handle);
-    if (at) return at.exprs.map((expr, i) => ({ handle: i === at.exprs.length - 1 ? r.handle : next++, comment: r.comment, expr }));
-    return rewrites.some((w) => w.drop.includes(r.handle)) ? [] : [r];
-  });
+/** The pod's rules in one family as ADD plans them on nftables (a family without host IPs keeps never-matching rules). */
+function plan(name: string, resolved: ResolvedMapping[], containerId = ID) {
+  const family = familyOf(name);
+  const current = podRules(chain(name), containerId);
+  return { current, ...scopeFamily(resolved, family, current, NEVER[family]) };
+}
+
+/** The kernel's side of a batch on a model of the chain: handles, insert before, add after, delete. */
+function apply(rules: readonly Rule[], commands: readonly Json[]): Rule[] {
+  let next = Math.max(0, ...rules.map((r) => r.handle ?? 0)) + 1;
+  const out = [...rules];
+  const index = (handle: unknown) => {
+    const i = out.findIndex((r) => r.handle === handle);
+    if (i < 0) throw new Error(`handle ${String(handle)} is gone`);
+    return i;
+  };
+  for (const command of commands) {
+    const [verb, body] = Object.entries(command)[0] as [string, { rule: Json }];
+    const read = () => parseChainJson(JSON.stringify({ nftables: [{ rule: { ...body.rule, handle: next++ } }] }))[0]!;
+    if (verb === "insert") out.splice(index(body.rule["handle"]), 0, read());
+    else if (verb === "add") out.splice(index(body.rule["handle"]) + 1, 0, read());
+    else if (verb === "delete") out.splice(index(body.rule["handle"]), 1);
+    else throw new Error(`unexpected ${verb}`);
+  }
+  return out;
+}
+
+/** ADD on a recorded chain: plan, batch, apply; the pod's rules afterwards. */
+function added(name: string, resolved: ResolvedMapping[]) {
+  const p = plan(name, resolved);
+  const after = apply(chain(name), rewriteCommands(p.family, p.current, p.rules));
+  return { ...p, after, mine: podRules(after, ID) };
 }
 
 describe("reading nft -a -j list chain", () => {
-  it("gives each rule with its handle and comment, in chain order", () => {
-    const rules = chain("reference-v4");
-    expect(rules.map((r) => [r.handle, r.comment])).toEqual([
-      [11, ID],
-      [12, ID],
-      [13, ID],
+  it("gives each rule with its handle, destination, port, target and comment, in chain order", () => {
+    expect(chain("reference-v4").map((r) => [r.handle, describeRule(4, r)])).toEqual([
+      [11, 'tcp dport 8080 dnat to 10.244.1.5:80 comment "abc123"'],
+      [12, 'ip daddr 192.0.2.10 tcp dport 8443 dnat to 10.244.1.5:443 comment "abc123"'],
+      [13, 'udp dport 5353 dnat to 10.244.1.5:53 comment "abc123"'],
     ]);
-    expect(rules.map((r) => describeRule(r.expr))).toEqual([
-      "tcp dport 8080 dnat to 10.244.1.5:80",
-      "daddr 192.0.2.10 tcp dport 8443 dnat to 10.244.1.5:443",
-      "udp dport 5353 dnat to 10.244.1.5:53",
-    ]);
-    expect(chain("reference-v6").map((r) => describeRule(r.expr))).toEqual(["tcp dport 8080 dnat to [2001:db8:244:1::5]:80"]);
+    expect(chain("reference-v6").map((r) => describeRule(6, r))).toEqual(['tcp dport 8080 dnat to [2001:db8:244:1::5]:80 comment "abc123"']);
+  });
+
+  it("writes every recorded rule back exactly as nft printed it", () => {
+    const dir = fileURLToPath(new URL("../fixtures/nftables/", import.meta.url));
+    const names = readdirSync(dir).filter((f) => f.endsWith(".json")).map((f) => f.slice(0, -".json".length));
+    expect(names.length).toBeGreaterThan(10);
+    for (const name of names) {
+      const rules = chain(name);
+      recorded(name).forEach((original, i) => {
+        const { handle: _h, ...written } = writeRule(familyOf(name), rules[i]!);
+        expect(written, `${name} #${i}`).toEqual({ family: original["family"], table: original["table"], chain: original["chain"], comment: original["comment"], expr: original["expr"] });
+      });
+    }
   });
 
   it("refuses what is not nft's JSON listing (CniError, code 5)", () => {
     expect(cniError(() => parseChainJson("table ip cni_hostport {")).code).toBe(5);
-    expect(cniError(() => parseChainJson('{"nftables":[{"rule":{"handle":"11","expr":[]}}]}')).message).toMatch(/unexpected output of nft/);
+    expect(cniError(() => parseChainJson('{"nftables":[{"rule":{"chain":"hostports","handle":"11","expr":[]}}]}')).message).toMatch(/unexpected output of nft/);
   });
 });
 
 describe("scoping on what real portmap v1.9.1 wrote", () => {
-  it("gives exactly the rule portmap writes itself for that hostIP (IPv4), in place, same handle", () => {
-    const rules = chain("unscoped-v4");
-    const { rewrites, missing } = scopeHostports(rules, ID, 4, [scope(8080, ["192.0.2.11"])]);
+  it("gives exactly the rule portmap writes itself for that hostIP (IPv4), in place", () => {
+    const { mine, missing, after } = added("unscoped-v4", [mapping(8080, ["192.0.2.11"])]);
     expect(missing).toEqual([]);
-    expect(rewrites).toEqual([{ family: 4, anchor: 11, drop: [], exprs: exprsOf("scoped-192.0.2.11-v4") }]);
-    expect(applyRewrites(rules, rewrites)).toEqual(exprsOf("scoped-192.0.2.11-v4"));
+    expect(mine.map((r) => writeRule(4, r).expr)).toEqual(recorded("scoped-192.0.2.11-v4").map((r) => r["expr"]));
+    expect(after).toHaveLength(1);
   });
 
   it("gives exactly the rule portmap writes itself for that hostIP (IPv6)", () => {
-    const { rewrites } = scopeHostports(chain("unscoped-v6"), ID, 6, [scope(8080, ["2001:db8::10"])]);
-    expect(applyRewrites(chain("unscoped-v6"), rewrites)).toEqual(exprsOf("scoped-2001.db8..10-v6"));
+    const { mine } = added("unscoped-v6", [mapping(8080, ["2001:db8::10"])]);
+    expect(mine.map((r) => writeRule(6, r).expr)).toEqual(recorded("scoped-2001.db8..10-v6").map((r) => r["expr"]));
   });
 
   it("writes one rule per host IP where the mapping's rule was: portmap's rules for those hostIPs, in order", () => {
-    const { rewrites } = scopeHostports(chain("unscoped-v4"), ID, 4, [scope(8080, ["192.0.2.10", "192.0.2.11", "127.0.0.1"])]);
-    expect(applyRewrites(chain("unscoped-v4"), rewrites)).toEqual(exprsOf("scoped-three-v4"));
+    const { mine } = added("unscoped-v4", [mapping(8080, ["192.0.2.10", "192.0.2.11", "127.0.0.1"])]);
+    expect(sameRules(mine, chain("scoped-three-v4"))).toBe(true);
   });
 
   it("leaves runtime-scoped mappings and other ports where they are", () => {
-    const rules = chain("reference-v4");
-    const { rewrites } = scopeHostports(rules, ID, 4, [scope(5353, ["192.0.2.11"], "udp")]);
-    expect(rewrites.map((w) => w.anchor)).toEqual([13]);
-    const after = applyRewrites(rules, rewrites);
-    expect(after.slice(0, 2)).toEqual(rules.slice(0, 2).map((r) => r.expr));
-    expect(describeRule(after[2]!)).toBe("daddr 192.0.2.11 udp dport 5353 dnat to 10.244.1.5:53");
-  });
-
-  it("does not take a runtime-scoped sibling on the same port for its own", () => {
-    const rules = chain("reference-v4").map((r) => (r.handle === 12 ? { ...r, expr: chain("scoped-192.0.2.11-v4")[0]!.expr.map((s) => s) } : r));
-    const sibling = rules[1]!;
-    // Pretend the runtime scoped the sibling 8080 mapping to 192.0.2.11; ours goes to 192.0.2.10.
-    const { rewrites } = scopeHostports(rules, ID, 4, [scope(8080, ["192.0.2.10"], "tcp", ["192.0.2.11"])]);
-    expect(rewrites.map((w) => [w.anchor, w.drop])).toEqual([[11, []]]);
-    expect(applyRewrites(rules, rewrites)[1]).toEqual(sibling.expr);
+    const { after, current } = added("reference-v4", [mapping(8080, undefined), mapping(8443, undefined, "tcp", "192.0.2.10"), mapping(5353, ["192.0.2.11"], "udp")]);
+    expect(after.slice(0, 2)).toEqual(current.slice(0, 2));
+    expect(describeRule(4, after[2]!)).toBe('ip daddr 192.0.2.11 udp dport 5353 dnat to 10.244.1.5:53 comment "abc123"');
   });
 
   it("never touches another container's rules", () => {
-    const rules = chain("repeated-v4");
-    const { rewrites } = scopeHostports(rules, "def456", 4, [scope(8080, ["192.0.2.11"])]);
-    expect(rewrites).toEqual([{ family: 4, anchor: 20, drop: [], exprs: [expect.anything()] }]);
-    expect(scopeHostports(rules, ID, 4, [scope(8080, ["192.0.2.11"])]).rewrites.flatMap((w) => [w.anchor, ...w.drop])).not.toContain(20);
+    const { after } = added("repeated-v4", [mapping(8080, ["192.0.2.11"]), mapping(8443, undefined, "tcp", "192.0.2.10"), mapping(5353, ["192.0.2.11"], "udp")]);
+    expect(podRules(after, "def456")).toEqual(podRules(chain("repeated-v4"), "def456"));
   });
 
   it("after portmap's repeated ADD (every rule appended again), ends where one ADD ends", () => {
-    const scopes = [scope(8080, ["192.0.2.10", "192.0.2.11"]), scope(5353, ["192.0.2.11"], "udp")];
-    const once = applied(chain("reference-v4"), scopeHostports(chain("reference-v4"), ID, 4, scopes).rewrites);
-    const repeated = chain("repeated-v4");
-    const { rewrites } = scopeHostports(repeated, ID, 4, scopes);
-    expect(rewrites.map((w) => [w.anchor, w.drop])).toEqual([
-      [11, [27]],
-      [13, [29]],
-    ]);
-    const after = podRules(applied(repeated, rewrites), ID);
-    // portmap's own duplicate of the runtime-scoped 8443 rule is portmap's, left as it is.
-    expect(after.map((r) => r.expr)).toEqual([...podRules(once, ID).map((r) => r.expr), chain("repeated-v4")[5]!.expr]);
+    const resolved = [mapping(8080, ["192.0.2.10", "192.0.2.11"]), mapping(8443, undefined, "tcp", "192.0.2.10"), mapping(5353, ["192.0.2.11"], "udp")];
+    const once = added("reference-v4", resolved).mine;
+    const twice = added("repeated-v4", resolved).mine;
+    // portmap's own second copy of the runtime-scoped 8443 rule is portmap's: left where it is.
+    expect(sameRules(twice, [...once, podRules(chain("repeated-v4"), ID)[4]!])).toBe(true);
+    const order = added("repeated-v4", resolved).after.map((r) => describeRule(4, r).replace(/ comment .*/, ""));
+    expect(order.indexOf("tcp dport 8080 dnat to 10.244.1.6:80")).toBeGreaterThan(order.indexOf("ip daddr 192.0.2.11 udp dport 5353 dnat to 10.244.1.5:53"));
   });
 
-  it("is idempotent: the scoped chain needs no rewrite", () => {
-    const scopes = [scope(8080, ["192.0.2.10", "127.0.0.1"]), scope(5353, ["192.0.2.11"], "udp")];
-    const once = applied(chain("reference-v4"), scopeHostports(chain("reference-v4"), ID, 4, scopes).rewrites);
-    expect(scopeHostports(once, ID, 4, scopes).rewrites).toEqual([]);
+  it("is idempotent: the scoped rules need no command", () => {
+    const resolved = [mapping(8080, ["192.0.2.10", "127.0.0.1"])];
+    const once = added("unscoped-v4", resolved).after;
+    const again = scopeFamily(resolved, 4, podRules(once, ID), NEVER[4]);
+    expect(rewriteCommands(4, podRules(once, ID), again.rules)).toEqual([]);
   });
 
   it("re-scopes when the host IPs changed", () => {
-    const first = applied(chain("unscoped-v4"), scopeHostports(chain("unscoped-v4"), ID, 4, [scope(8080, ["192.0.2.10"])]).rewrites);
-    const { rewrites } = scopeHostports(first, ID, 4, [scope(8080, ["192.0.2.11"])]);
-    expect(applyRewrites(first, rewrites)).toEqual(exprsOf("scoped-192.0.2.11-v4"));
+    const first = added("unscoped-v4", [mapping(8080, ["192.0.2.10"])]).after;
+    const second = scopeFamily([mapping(8080, ["192.0.2.11"])], 4, podRules(first, ID), NEVER[4]);
+    const after = apply(first, rewriteCommands(4, podRules(first, ID), second.rules));
+    expect(sameRules(after, chain("scoped-192.0.2.11-v4"))).toBe(true);
   });
 
   it("keeps one never-matching rule for a mapping left with no host IP in a family (portmap's CHECK counts rules)", () => {
-    const { rewrites } = scopeHostports(chain("unscoped-v6"), ID, 6, [scope(8080, [])]);
-    const after = applyRewrites(chain("unscoped-v6"), rewrites);
-    expect(after).toHaveLength(podRules(chain("unscoped-v6"), ID).length);
-    expect(describeRule(after[0]!)).toBe(`daddr ${NEVER[6]} tcp dport 8080 dnat to [2001:db8:244:1::5]:80`);
-    expect(scopeHostports(applied(chain("unscoped-v6"), rewrites), ID, 6, [scope(8080, [])]).rewrites).toEqual([]);
+    const { mine, closed, current } = added("unscoped-v6", [mapping(8080, ["192.0.2.11"])]);
+    expect(closed).toHaveLength(1);
+    expect(mine).toHaveLength(current.length);
+    expect(describeRule(6, mine[0]!)).toBe(`ip6 daddr ${NEVER[6]} tcp dport 8080 dnat to [2001:db8:244:1::5]:80 comment "abc123"`);
   });
 
   it("reports a mapping to scope that has no rule (portmap missing or after us)", () => {
-    const s = scope(9090, ["192.0.2.11"]);
-    expect(scopeHostports(chain("unscoped-v4"), ID, 4, [s]).missing).toEqual([s]);
-    expect(scopeHostports([], ID, 4, [s]).missing).toEqual([s]);
-    expect(scopeHostports([], ID, 6, [scope(9090, [])]).missing).toEqual([]);
+    expect(plan("unscoped-v4", [mapping(9090, ["192.0.2.11"])]).missing).toHaveLength(1);
+    expect(scopeFamily([mapping(9090, ["192.0.2.11"])], 6, [], NEVER[6]).missing).toEqual([]);
   });
 });
 
 describe("the batch", () => {
-  it("inserts before the anchor, replaces the anchor with the last rule, deletes the rest, both families in one document", () => {
-    const w4 = scopeHostports(chain("repeated-v4"), ID, 4, [scope(8080, ["192.0.2.10", "192.0.2.11"])]).rewrites;
-    const w6 = scopeHostports(chain("reference-v6"), ID, 6, [scope(8080, ["2001:db8::10"])]).rewrites;
-    const doc = JSON.parse(rewriteBatch(ID, [...w4, ...w6])) as { nftables: Record<string, { rule: Record<string, unknown> }>[] };
+  it("inserts before the rules it replaces, deletes them by handle, both families in one document", () => {
+    const v4 = plan("repeated-v4", [mapping(8080, ["192.0.2.10", "192.0.2.11"]), mapping(8443, undefined, "tcp", "192.0.2.10"), mapping(5353, undefined, "udp")]);
+    const v6 = plan("reference-v6", [mapping(8080, ["2001:db8::10"])]);
+    const doc = JSON.parse(batch([...rewriteCommands(4, v4.current, v4.rules), ...rewriteCommands(6, v6.current, v6.rules)])) as {
+      nftables: Array<Record<string, { rule: Json }>>;
+    };
     expect(doc.nftables.map((c) => [Object.keys(c)[0], Object.values(c)[0]!.rule["family"], Object.values(c)[0]!.rule["handle"]])).toEqual([
       ["insert", "ip", 11],
-      ["replace", "ip", 11],
+      ["insert", "ip", 11],
+      ["delete", "ip", 11],
       ["delete", "ip", 27],
-      ["replace", "ip6", 11],
+      ["insert", "ip6", 11],
+      ["delete", "ip6", 11],
     ]);
     for (const c of doc.nftables) {
       const rule = Object.values(c)[0]!.rule;

@@ -1,9 +1,9 @@
 // The operator subcommands' command line: help, refusals, and the conntrack step without the tool.
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { runCli } from "../../src/cli/main.js";
-import { dropStaleUdp } from "../../src/ops/conntrack.js";
-import { runOps } from "../../src/ops/cli.js";
-import { chainOf } from "./fixtures.js";
+import { dropStaleUdp } from "../../src/pipeline/conntrack.js";
+import { runOps } from "../../src/cli/ops.js";
+import { chainOf, rules } from "./fixtures.js";
 
 afterEach(() => {
   vi.unstubAllEnvs();
@@ -53,14 +53,14 @@ describe("the UDP conntrack step", () => {
     const warnings: string[] = [];
     const unscoped = chainOf("reference-v4");
     const scoped = unscoped.map((r) => (r.includes("udp") ? r.replace(/^(-A \S+( -s \S+)?)/, "$1 -d 192.0.2.10/32") : r));
-    expect(await dropStaleUdp(4, [{ before: unscoped, after: scoped }], (t) => warnings.push(t))).toBe(0);
+    expect(await dropStaleUdp(4, [{ before: rules(unscoped), after: rules(scoped) }], (t) => warnings.push(t))).toBe(0);
     expect(warnings).toEqual([expect.stringMatching(/^conntrack not usable \(.*ENOENT.*\): stale UDP conntrack entries of hostPort 5353 are not removed$/)]);
   });
 
   it("runs nothing when no UDP rule changed", async () => {
     vi.stubEnv("PATH", "/nonexistent");
     const warnings: string[] = [];
-    expect(await dropStaleUdp(4, [{ before: chainOf("reference-v4"), after: chainOf("reference-v4") }], (t) => warnings.push(t))).toBe(0);
+    expect(await dropStaleUdp(4, [{ before: rules(chainOf("reference-v4")), after: rules(chainOf("reference-v4")) }], (t) => warnings.push(t))).toBe(0);
     expect(warnings).toEqual([]);
   });
 });

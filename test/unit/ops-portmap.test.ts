@@ -1,11 +1,11 @@
 // The portmap rule generator against what real portmap wrote (test/fixtures/ops/record.sh): Debian's 1.1.1 and v1.9.1.
 import { describe, expect, it } from "vitest";
-import { parseNetConf } from "../../src/cni/config.js";
+import { parseNetConf } from "../../src/core/config.js";
 import { portmapChainName } from "../../src/iptables/chain-name.js";
 import { parsePortmapOptions, podNet, portmapChainRules, portmapJumpRules, portmapSharedRules } from "../../src/ops/portmap.js";
-import { parseTable, rulesOf } from "../../src/ops/table.js";
-import type { Family } from "../../src/policy/ip.js";
-import { PORTMAP_VERSIONS, fixture } from "./fixtures.js";
+import { parseTable, rulesOf } from "../../src/iptables/table.js";
+import type { Family } from "../../src/core/ip.js";
+import { PORTMAP_VERSIONS, fixture, lines } from "./fixtures.js";
 
 const three = [
   { hostPort: 8080, containerPort: 80, protocol: "tcp", hostIP: "" },
@@ -26,9 +26,9 @@ function generated(name: string, id: string, family: Family, options: object, ra
   const mappings = mappingsOf(raw);
   const rules = new Map<string, string[]>();
   const add = (c: string, r: string) => rules.set(c, [...(rules.get(c) ?? []), r]);
-  for (const s of portmapSharedRules(o).rules) add(s.chain, s.rule);
-  for (const r of portmapChainRules(chain, podNet(pods[family])!, mappings, o)) add(chain, r);
-  for (const r of portmapJumpRules(name, id, chain, family, mappings, o)) add("CNI-HOSTPORT-DNAT", r);
+  for (const s of portmapSharedRules(o).rules) add(s.rule.chain, lines([s.rule])[0]!);
+  for (const r of lines(portmapChainRules(chain, podNet(pods[family])!, mappings, o))) add(chain, r);
+  for (const r of lines(portmapJumpRules(name, id, chain, family, mappings, o))) add("CNI-HOSTPORT-DNAT", r);
   return { chain, rules };
 }
 
@@ -48,7 +48,7 @@ describe.each(PORTMAP_VERSIONS)("portmap's rules, generated, against portmap $po
         const table = parseTable(fixture(`ops/${dir}${name}-v${family}.rules`));
         const { chain, rules } = generated(network ?? "cbr0", "abc123", family, options, raw);
         for (const c of new Set([...rules.keys(), chain, "CNI-HOSTPORT-DNAT", "POSTROUTING", "PREROUTING", "OUTPUT"])) {
-          expect(rules.get(c) ?? [], c).toEqual(rulesOf(table, c));
+          expect(rules.get(c) ?? [], c).toEqual(lines(rulesOf(table, c)));
         }
       });
     }
@@ -58,8 +58,8 @@ describe.each(PORTMAP_VERSIONS)("portmap's rules, generated, against portmap $po
     for (const family of [4, 6] as const) {
       const table = parseTable(fixture(`ops/${dir}default-v${family}.rules`));
       const { chain, rules } = generated("cbr0", "abc123", family, {}, three);
-      expect(rules.get(chain)).toEqual(rulesOf(table, chain));
-      expect(rules.get("CNI-HOSTPORT-DNAT")).toEqual(rulesOf(table, "CNI-HOSTPORT-DNAT").slice(0, 2));
+      expect(rules.get(chain)).toEqual(lines(rulesOf(table, chain)));
+      expect(rules.get("CNI-HOSTPORT-DNAT")).toEqual(lines(rulesOf(table, "CNI-HOSTPORT-DNAT").slice(0, 2)));
     }
   });
 

@@ -2,12 +2,12 @@
 import { describe, expect, it } from "vitest";
 import { expectedChains } from "../../src/ops/attachment.js";
 import { parseCacheFile } from "../../src/ops/cache.js";
-import { parseConntrack, staleEntries, udpChanges } from "../../src/ops/conntrack.js";
+import { parseConntrack, staleEntries, udpChanges } from "../../src/pipeline/conntrack.js";
 import { type Wanted, planReconcile } from "../../src/ops/reconcile.js";
-import { type NatTable, parseTable, rulesOf } from "../../src/ops/table.js";
-import type { Family } from "../../src/policy/ip.js";
+import { type NatTable, parseTable, rulesOf } from "../../src/iptables/table.js";
+import type { Family } from "../../src/core/ip.js";
 import { cacheEntryJson } from "../support/result-cache.js";
-import { CHAIN, NODE, PORTMAP_VERSIONS, chainOf, fixture } from "./fixtures.js";
+import { CHAIN, NODE, PORTMAP_VERSIONS, chainOf, fixture, lines as print, rules as read } from "./fixtures.js";
 
 const THREE = [
   { HostPort: 8080, ContainerPort: 80, Protocol: "tcp", HostIP: "" },
@@ -59,9 +59,9 @@ function apply(table: NatTable, lines: readonly string[]): NatTable {
     if (verb.startsWith(":")) {
       out.chains.add(verb.slice(1));
       out.rules.set(verb.slice(1), []);
-    } else if (verb === "-A") out.rules.set(chain, [...rulesOf(out, chain), line]);
-    else if (verb === "-I") out.rules.set(chain, [`-A ${chain} ${rest.replace(/^1 /, "")}`, ...rulesOf(out, chain)]);
-    else if (verb === "-D") out.rules.set(chain, rulesOf(out, chain).filter((r) => r !== `-A ${chain} ${rest}`));
+    } else if (verb === "-A") out.rules.set(chain, [...rulesOf(out, chain), ...read([line])]);
+    else if (verb === "-I") out.rules.set(chain, [...read([`-A ${chain} ${rest.replace(/^1 /, "")}`]), ...rulesOf(out, chain)]);
+    else if (verb === "-D") out.rules.set(chain, rulesOf(out, chain).filter((r) => print([r])[0] !== `-A ${chain} ${rest}`));
     else throw new Error(`unexpected line ${line}`);
   }
   return out;
@@ -95,14 +95,14 @@ describe("reconcile planning", () => {
   it("puts portmap's POSTROUTING jump first, where portmap inserts it, ahead of others' masquerade rules", () => {
     const withMasq = parseTable("-P POSTROUTING ACCEPT\n-A POSTROUTING -s 10.244.1.0/24 -j MASQUERADE\n");
     const after = apply(withMasq, planReconcile(withMasq, 4, wanted(attachment({ hostip: false }), 4)).lines);
-    expect(rulesOf(after, "POSTROUTING")[0]).toBe('-A POSTROUTING -m comment --comment "CNI portfwd requiring masquerade" -j CNI-HOSTPORT-MASQ');
+    expect(print(rulesOf(after, "POSTROUTING"))[0]).toBe('-A POSTROUTING -m comment --comment "CNI portfwd requiring masquerade" -j CNI-HOSTPORT-MASQ');
   });
 
   it("scopes the rebuilt chain by our policy: byte for byte what portmap writes for that hostIP", () => {
     const a = attachment({ mappings: [{ HostPort: 8080, ContainerPort: 80, Protocol: "tcp", HostIP: "" }], annotation: "192.0.2.11" });
     const plan = planReconcile(parseTable(fixture("ops/default-v4.rules")), 4, wanted(a, 4));
     expect(plan.rebuilt.map((r) => r.before)).toEqual([rulesOf(parseTable(fixture("ops/default-v4.rules")), CHAIN)]);
-    expect(rulesOf(apply(parseTable(fixture("ops/default-v4.rules")), plan.lines), CHAIN)).toEqual(chainOf("scoped-192.0.2.11-v4"));
+    expect(print(rulesOf(apply(parseTable(fixture("ops/default-v4.rules")), plan.lines), CHAIN))).toEqual(chainOf("scoped-192.0.2.11-v4"));
   });
 
   it("replaces a pod's wrong jumps by its right ones, and leaves other pods' jumps alone", () => {
@@ -137,22 +137,22 @@ describe("stale UDP conntrack entries", () => {
   });
 
   it("only UDP ports whose rules changed are looked at", () => {
-    expect(udpChanges(unscoped, unscoped)).toEqual([]);
-    expect(udpChanges(unscoped, scopedTo("192.0.2.11")).map((c) => c.hostPort)).toEqual([5353]);
+    expect(udpChanges(read(unscoped), read(unscoped))).toEqual([]);
+    expect(udpChanges(read(unscoped), read(scopedTo("192.0.2.11"))).map((c) => c.hostPort)).toEqual([5353]);
   });
 
   it("drops the flow the old rule sent to the pod from an address no longer mapped, and the one a now-mapped address sent elsewhere", () => {
-    const [change] = udpChanges(unscoped, scopedTo("192.0.2.11"));
+    const [change] = udpChanges(read(unscoped), read(scopedTo("192.0.2.11")));
     expect(staleEntries(entries, change!).map((e) => e.dst)).toEqual(["192.0.2.10", "192.0.2.11"]);
   });
 
   it("keeps flows that already go where the rules say", () => {
-    const [change] = udpChanges(unscoped, scopedTo("192.0.2.10"));
+    const [change] = udpChanges(read(unscoped), read(scopedTo("192.0.2.10")));
     expect(staleEntries(entries, change!)).toEqual([]);
   });
 
   it("after a pod re-creation (new pod IP), drops the flows to the old pod", () => {
-    const [change] = udpChanges([], unscoped.map((r) => r.replace("10.244.1.5:53", "10.244.1.9:53")));
+    const [change] = udpChanges([], read(unscoped.map((r) => r.replace("10.244.1.5:53", "10.244.1.9:53"))));
     expect(staleEntries(entries, change!).map((e) => e.dst)).toEqual(["192.0.2.10", "192.0.2.11"]);
   });
 });

@@ -4,8 +4,8 @@ import { type CacheRead, attachmentLabel, parseCacheFile } from "../../src/ops/c
 import { planGc } from "../../src/ops/gc.js";
 import { statusJson, statusTable } from "../../src/ops/render.js";
 import { status } from "../../src/ops/status.js";
-import { parseTable, portmapJumps } from "../../src/ops/table.js";
-import type { Family } from "../../src/policy/ip.js";
+import { parseTable, portmapJumps } from "../../src/iptables/table.js";
+import type { Family } from "../../src/core/ip.js";
 import { cacheEntryJson } from "../support/result-cache.js";
 import { NODE, fixture } from "./fixtures.js";
 

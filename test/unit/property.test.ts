@@ -3,13 +3,12 @@
 // with the documented CNI error and nothing else (no other exception).
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { parseNetConf, type PortMapping, type Protocol } from "../../src/cni/config.js";
-import { CniError } from "../../src/cni/errors.js";
-import { scopeChain } from "../../src/iptables/rules.js";
+import { parseNetConf, type PortMapping, type Protocol } from "../../src/core/config.js";
+import { CniError } from "../../src/core/errors.js";
 import { parseAnnotation } from "../../src/policy/annotation.js";
-import { parseIp, type Ip } from "../../src/policy/ip.js";
+import { parseIp, type Ip } from "../../src/core/ip.js";
 import { resolveMappings, type FamilyScope } from "../../src/policy/resolve.js";
-import { NODE } from "./fixtures.js";
+import { NODE, scopeChain } from "./fixtures.js";
 
 const RUNS = { numRuns: 300 };
 const parse = (value: string) => parseAnnotation(value, "portmap-hostip/host-ip", "default/web");

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { type PortMapping, parseNetConf } from "../../src/cni/config.js";
+import { type PortMapping, parseNetConf } from "../../src/core/config.js";
 import { parseAnnotation } from "../../src/policy/annotation.js";
 import { nodeAddresses, resolveMappings, scopesForFamily } from "../../src/policy/resolve.js";
 import { NODE, cniError } from "./fixtures.js";

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { convertResult, podFamilies } from "../../src/cni/result.js";
+import { convertResult, podFamilies } from "../../src/core/result.js";
 
 const prev = {
   cniVersion: "1.0.0",

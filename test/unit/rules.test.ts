@@ -1,8 +1,8 @@
 import { describe, expect, it } from "vitest";
-import { appendRules, restorePayload, scopeChain, tokenize } from "../../src/iptables/rules.js";
-import { parseIp } from "../../src/policy/ip.js";
+import { appendRules, restorePayload, tokenize } from "../../src/iptables/text.js";
+import { parseIp } from "../../src/core/ip.js";
 import type { FamilyScope } from "../../src/policy/resolve.js";
-import { CHAIN, PORTMAP_VERSIONS, chainOf as chainIn, fixture } from "./fixtures.js";
+import { CHAIN, PORTMAP_VERSIONS, chainOf as chainIn, fixture, lines, rules as read, scopeChain } from "./fixtures.js";
 
 const ip = (text: string) => parseIp(text)!;
 const scope = (hostPort: number, ips: string[], protocol: FamilyScope["protocol"] = "tcp", foreign: string[] = []): FamilyScope => ({
@@ -91,10 +91,10 @@ describe.each(PORTMAP_VERSIONS)("scopeChain on what real portmap $portmap wrote"
 
 describe("iptables-restore payload", () => {
   it("replaces exactly one chain of the nat table", () => {
-    expect(restorePayload("CNI-DN-x", ["-A CNI-DN-x -j RETURN"])).toBe("*nat\n:CNI-DN-x - [0:0]\n-A CNI-DN-x -j RETURN\nCOMMIT\n");
+    expect(restorePayload("CNI-DN-x", read(["-A CNI-DN-x -j RETURN"]))).toBe("*nat\n:CNI-DN-x - [0:0]\n-A CNI-DN-x -j RETURN\nCOMMIT\n");
   });
 
   it("reads the rules of `iptables -S <chain>`", () => {
-    expect(appendRules(`-N ${CHAIN}\n${chainIn("unscoped-v4").join("\n")}\n`)).toEqual(chainIn("unscoped-v4"));
+    expect(lines(appendRules(`-N ${CHAIN}\n${chainIn("unscoped-v4").join("\n")}\n`))).toEqual(chainIn("unscoped-v4"));
   });
 });

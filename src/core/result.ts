@@ -1,5 +1,5 @@
 // The result we print (prevResult, content unchanged, in the config's cniVersion) and what we read from it.
-import { type Family, parseIp } from "../policy/ip.js";
+import { type Family, parseIp } from "./ip.js";
 import type { PrevResult } from "./config.js";
 
 function ipFamily(address: string): Family | undefined {

@@ -1,21 +1,12 @@
 // `portmap-hostip status | reconcile | gc`: operator commands on the namespace they run in.
-import { parseArgs } from "node:util";
 import { readNodeNetwork } from "../host/network.js";
-import { DEFAULT_CACHE_DIR, type CacheRead, readResultCache } from "./cache.js";
-import { collect } from "./gc.js";
-import { readTables } from "./kernel.js";
-import { runReconcile } from "./reconcile.js";
-import { statusJson, statusTable } from "./render.js";
-import { status } from "./status.js";
-
-export type Out = (text: string) => void;
-
-export interface OpsContext {
-  stdout?: Out;
-  stderr?: Out;
-}
-
-class UsageError extends Error {}
+import { DEFAULT_CACHE_DIR, type CacheRead, readResultCache } from "../ops/cache.js";
+import { collect } from "../ops/gc.js";
+import { readTables } from "../ops/kernel.js";
+import { runReconcile } from "../ops/reconcile.js";
+import { statusJson, statusTable } from "../ops/render.js";
+import { status } from "../ops/status.js";
+import { type CliContext, type Out, UsageError, parseFlags as parseCommandLine, runCommand } from "./args.js";
 
 interface Flags {
   cacheDir: string;
@@ -64,12 +55,7 @@ const ALLOWED: Record<string, ReadonlyArray<keyof typeof OPTIONS>> = {
 };
 
 function parseFlags(command: string, args: readonly string[]): Flags {
-  let values;
-  try {
-    ({ values } = parseArgs({ args: [...args], options: OPTIONS, strict: true, allowPositionals: false }));
-  } catch (err) {
-    throw new UsageError((err as Error).message);
-  }
+  const values = parseCommandLine(args, OPTIONS);
   for (const key of Object.keys(values)) {
     if (!ALLOWED[command]?.includes(key as keyof typeof OPTIONS)) throw new UsageError(`unknown option "--${key}"`);
   }
@@ -141,24 +127,14 @@ async function runGc(flags: Flags, stdout: Out, stderr: Out): Promise<number> {
   return plans.length === 0 ? 1 : 0;
 }
 
-export async function runOps(command: "status" | "reconcile" | "gc", args: readonly string[], context: OpsContext = {}): Promise<number> {
-  const stdout = context.stdout ?? ((text: string) => void process.stdout.write(text));
-  const stderr = context.stderr ?? ((text: string) => void process.stderr.write(text));
-  try {
+export async function runOps(command: "status" | "reconcile" | "gc", args: readonly string[], context: CliContext = {}): Promise<number> {
+  return runCommand(`portmap-hostip ${command}`, USAGE[command] as string, context, async (stdout, stderr) => {
     const flags = parseFlags(command, args);
     if (flags.help) {
       stdout(USAGE[command] as string);
       return 0;
     }
     const commands = { status: runStatus, reconcile: runReconcile, gc: runGc };
-    return await commands[command](flags, stdout, stderr);
-  } catch (err) {
-    if (err instanceof UsageError) {
-      stderr(`portmap-hostip ${command}: ${err.message}\n${USAGE[command]}`);
-      return 2;
-    }
-    const details = (err as { details?: unknown }).details;
-    stderr(`portmap-hostip ${command}: ${(err as Error).message}${typeof details === "string" && details ? `\n${details}` : ""}\n`);
-    return 1;
-  }
+    return commands[command](flags, stdout, stderr);
+  });
 }

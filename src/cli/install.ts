@@ -1,26 +1,30 @@
-// Installer flags: parsed, checked for syntax, and mapped onto the plugin's conflist entry keys.
-import { parseArgs } from "node:util";
-import { isAnnotationKey } from "../cni/config.js";
-import { isInterfaceName } from "../cni/env.js";
-import { parseCidr, parseIp } from "../policy/ip.js";
+// `portmap-hostip install`: its flags, parsed, checked for syntax and mapped onto the plugin's conflist entry
+// keys; the installer itself is install/.
+import { isAnnotationKey } from "../core/config.js";
+import { parseCidr, parseIp } from "../core/ip.js";
+import { isInterfaceName } from "../core/names.js";
+import { type InstallOptions, Installer } from "../install/main.js";
+import { type CliContext, UsageError, parseFlags, runCommand } from "./args.js";
 
-export const PLUGIN_TYPE = "portmap-hostip";
-
-export interface InstallOptions {
-  mode: "install" | "watch" | "uninstall" | "help";
-  dryRun: boolean;
-  /** Undefined: the default for this node's layout (standard or k3s). */
-  cniBinDir: string | undefined;
-  cniConfDir: string | undefined;
-  /** A file name in the conf dir or a path; undefined: the file the runtime uses. */
-  conflist: string | undefined;
-  /** What to copy; undefined: this executable. */
-  binary: string | undefined;
-  /** The conflist entry, without `type` and `capabilities`. */
-  settings: Record<string, unknown>;
+export interface InstallContext extends CliContext {
+  /** Where the default (standard and k3s) CNI directories are looked for. */
+  root?: string;
+  /** Ends --watch; by default SIGTERM or SIGINT do. */
+  signal?: AbortSignal;
 }
 
-export class UsageError extends Error {}
+export async function runInstall(args: string[], context: InstallContext = {}): Promise<number> {
+  // A usage error names the flag; the help is one --help away.
+  return runCommand("portmap-hostip install", "", context, async (stdout, stderr) => {
+    const options = parseInstallArgs(args);
+    if (options.mode === "help") {
+      stdout(INSTALL_HELP);
+      return 0;
+    }
+    await new Installer(options, context.root ?? "/", context.signal, stdout, stderr).run();
+    return 0;
+  });
+}
 
 export const INSTALL_HELP = `Usage: portmap-hostip install [options]
 
@@ -50,13 +54,7 @@ Modes:
 
 
 export function parseInstallArgs(args: string[]): InstallOptions {
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args,
-      strict: true,
-      allowPositionals: false,
-      options: {
+  const v = parseFlags(args, {
         "cni-bin-dir": { type: "string" },
         "cni-conf-dir": { type: "string" },
         conflist: { type: "string" },
@@ -71,12 +69,7 @@ export function parseInstallArgs(args: string[]): InstallOptions {
         uninstall: { type: "boolean" },
         "dry-run": { type: "boolean" },
         help: { type: "boolean", short: "h" },
-      },
-    });
-  } catch (err) {
-    throw new UsageError((err as Error).message);
-  }
-  const v = parsed.values;
+  });
   if (v.watch && v.uninstall) throw new UsageError("--watch and --uninstall exclude each other");
   if (v.watch && v["dry-run"]) throw new UsageError("--watch and --dry-run exclude each other");
   for (const flag of ["cni-bin-dir", "cni-conf-dir", "conflist", "binary"] as const) {

@@ -6,29 +6,25 @@
 // an entry that goes elsewhere is stale, and so is one that goes to this pod from an address the rules no
 // longer map (portmap's unscoped rule caught it in the moment before we scoped it). Entries that already
 // go where the rules say are kept: their flows continue untouched.
-import { option, tokenize } from "../iptables/rules.js";
-import type { Family } from "../policy/ip.js";
-import { run } from "../system/run.js";
+import type { Family } from "../core/ip.js";
+import { type Rule, destinationOf, dnatOf, dportOf, protocolOf } from "../core/rule.js";
+import { run } from "../host/run.js";
 
 export interface UdpRule {
-  /** `-d` address without prefix; undefined: every local address. */
+  /** Destination address without prefix; undefined: every local address. */
   destination: string | undefined;
   /** `ip:port` / `[ip6]:port` as in --to-destination. */
   target: string;
 }
 
-/** UDP DNAT rules per host port, in order (nftables: from src/nftables/rules.ts's udpDnats). */
-export type UdpRules = Map<number, UdpRule[]>;
-
-/** The UDP DNAT rules of an iptables chain. */
-function udpRules(rules: readonly string[]): UdpRules {
+/** The UDP DNAT rules of a chain, per host port, in order. */
+function udpRules(rules: readonly Rule[]): Map<number, UdpRule[]> {
   const out = new Map<number, UdpRule[]>();
   for (const rule of rules) {
-    const t = tokenize(rule);
-    const target = option(t, "--to-destination");
-    if (option(t, "-p") !== "udp" || option(t, "-j") !== "DNAT" || !target) continue;
-    const port = Number(option(t, "--dport"));
-    out.set(port, [...(out.get(port) ?? []), { destination: option(t, "-d")?.replace(/\/(32|128)$/, ""), target }]);
+    const target = dnatOf(rule);
+    const port = dportOf(rule);
+    if (protocolOf(rule) !== "udp" || !target || port === undefined) continue;
+    out.set(port, [...(out.get(port) ?? []), { destination: destinationOf(rule), target }]);
   }
   return out;
 }
@@ -43,12 +39,10 @@ export interface UdpChange {
 
 const same = (a: readonly UdpRule[], b: readonly UdpRule[]) => a.length === b.length && a.every((r, i) => r.destination === b[i]?.destination && r.target === b[i]?.target);
 
-const asUdpRules = (rules: readonly string[] | UdpRules): UdpRules => (rules instanceof Map ? rules : udpRules(rules));
-
 /** UDP host ports whose DNAT rules differ between the chain before and after a write. */
-export function udpChanges(before: readonly string[] | UdpRules, after: readonly string[] | UdpRules): UdpChange[] {
-  const old = asUdpRules(before);
-  const now = asUdpRules(after);
+export function udpChanges(before: readonly Rule[], after: readonly Rule[]): UdpChange[] {
+  const old = udpRules(before);
+  const now = udpRules(after);
   return [...new Set([...old.keys(), ...now.keys()])].flatMap((hostPort) => {
     const was = old.get(hostPort) ?? [];
     const is = now.get(hostPort) ?? [];
@@ -89,11 +83,12 @@ export function staleEntries(entries: readonly ConntrackEntry[], change: UdpChan
 }
 
 const FAMILY_ARG: Record<Family, string> = { 4: "ipv4", 6: "ipv6" };
+// Listing a busy node's UDP flows takes well under a second; a conntrack stuck longer is given up (best effort).
+const LIMIT_MS = 10_000;
 
-/** A chain before and after a write: iptables rules, or the UDP rules read from nftables. */
 export interface Rewrite {
-  before: readonly string[] | UdpRules;
-  after: readonly string[] | UdpRules;
+  before: readonly Rule[];
+  after: readonly Rule[];
 }
 
 /**
@@ -109,7 +104,7 @@ export async function dropStaleUdp(family: Family, rewrites: readonly Rewrite[],
   const only = changes.length === 1 ? ["--orig-port-dst", String(changes[0]?.hostPort)] : [];
   let listed;
   try {
-    listed = await run("conntrack", ["-L", ...base, ...only]);
+    listed = await run("conntrack", ["-L", ...base, ...only], { timeoutMs: LIMIT_MS });
   } catch (err) {
     warn(`conntrack not usable (${(err as Error).message}): stale UDP conntrack entries of hostPort ${changes.map((c) => c.hostPort).join(", ")} are not removed`);
     return 0;
@@ -122,7 +117,7 @@ export async function dropStaleUdp(family: Family, rewrites: readonly Rewrite[],
   let dropped = 0;
   for (const e of changes.flatMap((c) => staleEntries(entries, c))) {
     const args = ["-D", ...base, "--orig-src", e.src, "--orig-dst", e.dst, "--orig-port-src", String(e.sport), "--orig-port-dst", String(e.dport)];
-    const r = await run("conntrack", args);
+    const r = await run("conntrack", args, { timeoutMs: LIMIT_MS });
     // Exit 1 with "0 flow entries": the entry expired or was deleted meanwhile.
     if (r.code === 0) dropped++;
     else if (!/0 flow entries/.test(r.stderr)) warn(`conntrack ${args.join(" ")} failed (exit ${r.code}): ${r.stderr.trim()}`);

@@ -1,7 +1,8 @@
 // The whole nat table as `iptables -t nat -S` prints it, and portmap's part of it: per-pod chains, the jumps
-// to them in CNI-HOSTPORT-DNAT and whom they belong to. Pure: text in, structure out.
-import { portmapChainName } from "../iptables/chain-name.js";
-import { option, tokenize } from "../iptables/rules.js";
+// to them in CNI-HOSTPORT-DNAT and whom they belong to. Pure: text in, rules out.
+import { type Rule, commentOf, jumpOf } from "../core/rule.js";
+import { portmapChainName } from "./chain-name.js";
+import { parseRule } from "./text.js";
 
 export const DNAT_CHAIN = "CNI-HOSTPORT-DNAT";
 export const SETMARK_CHAIN = "CNI-HOSTPORT-SETMARK";
@@ -11,8 +12,8 @@ export const POD_CHAIN_PREFIX = "CNI-DN-";
 export interface NatTable {
   /** Every chain, built-in and user-defined. */
   chains: Set<string>;
-  /** The `-A CHAIN …` lines of each chain, in order. */
-  rules: Map<string, string[]>;
+  /** The rules of each chain, in order. */
+  rules: Map<string, Rule[]>;
 }
 
 export function parseTable(text: string): NatTable {
@@ -23,21 +24,22 @@ export function parseTable(text: string): NatTable {
     if (verb === "-P" || verb === "-N") table.chains.add(chain);
     else if (verb === "-A") {
       table.chains.add(chain);
+      const rule = parseRule(line);
       const rules = table.rules.get(chain);
-      if (rules) rules.push(line);
-      else table.rules.set(chain, [line]);
+      if (rules) rules.push(rule);
+      else table.rules.set(chain, [rule]);
     }
   }
   return table;
 }
 
-export function rulesOf(table: NatTable, chain: string): string[] {
+export function rulesOf(table: NatTable, chain: string): Rule[] {
   return table.rules.get(chain) ?? [];
 }
 
 export interface PortmapJump {
-  /** The rule as printed, `-A CNI-HOSTPORT-DNAT …`. */
-  rule: string;
+  /** The rule in CNI-HOSTPORT-DNAT. */
+  rule: Rule;
   /** Its position in CNI-HOSTPORT-DNAT: earlier jumps win. */
   index: number;
   chain: string;
@@ -48,22 +50,16 @@ export interface PortmapJump {
 // portmap's comment: dnat name: "<network>" id: "<containerID>" (cut to 255 characters for long names).
 const COMMENT = /^dnat name: "(.*)" id: "([a-zA-Z0-9][a-zA-Z0-9_.-]*)"$/;
 
-/** The text of a quoted token as iptables prints it (`"a \"b\""` → `a "b"`). */
-function unquote(token: string): string {
-  return token.startsWith('"') && token.endsWith('"') && token.length >= 2 ? token.slice(1, -1).replace(/\\(.)/g, "$1") : token;
-}
-
 /**
  * Every CNI-HOSTPORT-DNAT rule that jumps to a portmap pod chain. The owner is taken from the comment only when
  * portmapChainName(network, id) is the target: a comment that was cut, edited or copied attributes nothing.
  */
 export function portmapJumps(table: NatTable): PortmapJump[] {
   return rulesOf(table, DNAT_CHAIN).flatMap((rule, index) => {
-    const tokens = tokenize(rule);
-    const chain = option(tokens, "-j");
+    const chain = jumpOf(rule);
     if (!chain?.startsWith(POD_CHAIN_PREFIX)) return [];
-    const comment = option(tokens, "--comment");
-    const m = comment === undefined ? null : COMMENT.exec(unquote(comment));
+    const comment = commentOf(rule);
+    const m = comment === undefined ? null : COMMENT.exec(comment);
     const owner = m && portmapChainName(m[1] as string, m[2] as string) === chain ? { network: m[1] as string, containerId: m[2] as string } : undefined;
     return [{ rule, index, chain, owner }];
   });
@@ -75,6 +71,6 @@ export function podChains(table: NatTable): string[] {
 }
 
 /** Rules outside CNI-HOSTPORT-DNAT that jump to `chain` (someone else's references). */
-export function foreignReferences(table: NatTable, chain: string): string[] {
-  return [...table.rules].flatMap(([from, rules]) => (from === DNAT_CHAIN ? [] : rules.filter((r) => option(tokenize(r), "-j") === chain)));
+export function foreignReferences(table: NatTable, chain: string): Rule[] {
+  return [...table.rules].flatMap(([from, rules]) => (from === DNAT_CHAIN ? [] : rules.filter((r) => jumpOf(r) === chain)));
 }

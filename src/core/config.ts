@@ -2,8 +2,8 @@
 // runtimeConfig. zod checks the shape; the semantic checks below name the offending field and value.
 import en from "zod/v4/locales/en.js";
 import * as z from "zod/mini";
-import { type Cidr, type Ip, parseCidr, parseIp } from "../policy/ip.js";
-import { isInterfaceName } from "./env.js";
+import { type Cidr, type Ip, parseCidr, parseIp } from "./ip.js";
+import { isInterfaceName } from "./names.js";
 import { CniError, Code } from "./errors.js";
 
 export const SUPPORTED_VERSIONS = ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"] as const;
