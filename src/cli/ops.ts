@@ -4,12 +4,14 @@ import { DEFAULT_CACHE_DIR, type CacheRead, readResultCache } from "../ops/cache
 import { collect } from "../ops/gc.js";
 import { readTables } from "../ops/kernel.js";
 import { runReconcile } from "../ops/reconcile.js";
+import { resolveLayout } from "../install/files.js";
 import { statusJson, statusTable } from "../ops/render.js";
 import { status } from "../ops/status.js";
 import { type CliContext, type Out, UsageError, parseFlags as parseCommandLine, runCommand } from "./args.js";
 
 interface Flags {
   cacheDir: string;
+  cniBinDir: string | undefined;
   json: boolean;
   dryRun: boolean;
   networks: string[];
@@ -24,10 +26,13 @@ const USAGE: Record<string, string> = {
   --cache-dir DIR   libcni's cache directory, holding results/ (default ${DEFAULT_CACHE_DIR})
   --json            machine-readable output
 `,
-  reconcile: `usage: portmap-hostip reconcile [--cache-dir DIR] [--dry-run]
+  reconcile: `usage: portmap-hostip reconcile [--cache-dir DIR] [--cni-bin-dir DIR] [--dry-run]
   Rebuilds the hostPort rules of every cached attachment whose chain is missing or wrong (portmap's rules,
-  scoped by the policy), and portmap's shared chains; one atomic write per family.
+  scoped by the policy), and portmap's shared chains; one atomic write per family. Attachments of portmap's
+  nftables backend: rules still there are re-scoped; rules gone are written again by running the node's
+  portmap ADD from the cache, then scoped.
   --cache-dir DIR   libcni's cache directory, holding results/ (default ${DEFAULT_CACHE_DIR})
+  --cni-bin-dir DIR where the node's portmap is (default /opt/cni/bin, or k3s's /var/lib/rancher/k3s/data/cni)
   --dry-run         print the plan and the iptables-restore input, change nothing
 `,
   gc: `usage: portmap-hostip gc [--cache-dir DIR] [--network NAME]... [--grace SECONDS] [--dry-run]
@@ -41,6 +46,7 @@ const USAGE: Record<string, string> = {
 
 const OPTIONS = {
   "cache-dir": { type: "string" },
+  "cni-bin-dir": { type: "string" },
   json: { type: "boolean" },
   "dry-run": { type: "boolean" },
   network: { type: "string", multiple: true },
@@ -50,7 +56,7 @@ const OPTIONS = {
 
 const ALLOWED: Record<string, ReadonlyArray<keyof typeof OPTIONS>> = {
   status: ["cache-dir", "json", "help"],
-  reconcile: ["cache-dir", "dry-run", "help"],
+  reconcile: ["cache-dir", "cni-bin-dir", "dry-run", "help"],
   gc: ["cache-dir", "dry-run", "network", "grace", "help"],
 };
 
@@ -64,8 +70,10 @@ function parseFlags(command: string, args: readonly string[]): Flags {
   if (values.network?.includes("")) throw new UsageError("--network needs a value");
   const grace = values.grace;
   if (grace !== undefined && !/^\d{1,5}$/.test(grace)) throw new UsageError(`--grace needs a number of seconds, not ${JSON.stringify(grace)}`);
+  if (values["cni-bin-dir"] === "") throw new UsageError("--cni-bin-dir needs a value");
   return {
     cacheDir: cacheDir ?? DEFAULT_CACHE_DIR,
+    cniBinDir: values["cni-bin-dir"],
     json: values.json ?? false,
     dryRun: values["dry-run"] ?? false,
     networks: values.network ?? [],
@@ -134,7 +142,9 @@ export async function runOps(command: "status" | "reconcile" | "gc", args: reado
       stdout(USAGE[command] as string);
       return 0;
     }
-    const commands = { status: runStatus, reconcile: runReconcile, gc: runGc };
+    const reconcile = async (f: Flags, out: Out, err: Out) =>
+      runReconcile({ ...f, cniBinDir: (await resolveLayout(f.cniBinDir === undefined ? {} : { binDir: f.cniBinDir }, "/")).binDir }, out, err);
+    const commands = { status: runStatus, reconcile, gc: runGc };
     return commands[command](flags, stdout, stderr);
   });
 }

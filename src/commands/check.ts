@@ -5,7 +5,7 @@ import { CniError, Code } from "../core/errors.js";
 import type { Rule } from "../core/rule.js";
 import { formatRule } from "../iptables/text.js";
 import { describeRule } from "../nftables/json.js";
-import { type ChainPlan, changed, planPodChains } from "./plan.js";
+import { type ChainPlan, changed, planPodChains } from "../pipeline/plan.js";
 
 export async function cmdCheck(conf: NetConf, env: CniEnv): Promise<void> {
   if (!conf.prevResult) throw new CniError(Code.InvalidConfig, "no prevResult: CHECK needs the attachment's result");

@@ -1,7 +1,9 @@
 // `portmap-hostip reconcile`: rebuild, from libcni's result cache, the hostPort rules of every attachment
 // whose chain is missing or wrong (after a firewall reload or a flush), and the shared chains portmap needs,
-// in one iptables-restore transaction per family. Correct chains are not touched.
+// in one iptables-restore transaction per family. Correct chains are not touched. Attachments of portmap's
+// nftables backend are reconciled by reconcile-nft.ts.
 import { readNodeNetwork } from "../host/network.js";
+import { isNftAttachment, nftPods, reconcileNft } from "./reconcile-nft.js";
 import { restoreNat } from "../iptables/backend.js";
 import { type Rule, ruleKey, sameRule, sameRules } from "../core/rule.js";
 import { formatRule, natTransaction } from "../iptables/text.js";
@@ -94,10 +96,12 @@ export function planReconcile(table: NatTable, family: Family, wanted: readonly 
 interface Flags {
   cacheDir: string;
   dryRun: boolean;
+  /** Where the node's portmap is (for attachments of its nftables backend). */
+  cniBinDir: string;
 }
 
 export async function runReconcile(flags: Flags, stdout: (t: string) => void, stderr: (t: string) => void): Promise<number> {
-  const [cache, { tables, problems }, network] = await Promise.all([readResultCache(flags.cacheDir), readTables(), readNodeNetwork()]);
+  const [cache, { tables, problems }, network, inNft] = await Promise.all([readResultCache(flags.cacheDir), readTables(), readNodeNetwork(), nftPods()]);
   let failed = problems.length + cache.problems.length;
   for (const p of [...cache.problems, ...problems]) stderr(`portmap-hostip reconcile: ${p}\n`);
   if (!cache.present) {
@@ -105,7 +109,8 @@ export async function runReconcile(flags: Flags, stdout: (t: string) => void, st
     return 1;
   }
   const wanted: Wanted[] = [];
-  for (const a of cache.attachments) {
+  const nft = cache.attachments.filter((a) => isNftAttachment(a, inNft));
+  for (const a of cache.attachments.filter((x) => !nft.includes(x))) {
     const label = `${attachmentLabel(a)} (${a.network}, ${a.containerId})`;
     try {
       for (const expected of expectedChains(a, network)) wanted.push({ label, expected });
@@ -142,6 +147,15 @@ export async function runReconcile(flags: Flags, stdout: (t: string) => void, st
     const rewrites = plan.rebuilt.map((r) => ({ before: r.before, after: r.expected.rules }));
     const dropped = await dropStaleUdp(family, rewrites, (t) => stderr(`portmap-hostip reconcile: ${t}\n`));
     if (dropped > 0) stdout(`IPv${family}: removed ${dropped} stale UDP conntrack entr${dropped === 1 ? "y" : "ies"}\n`);
+  }
+  for (const a of nft) {
+    const label = `${attachmentLabel(a)} (${a.network}, ${a.containerId})`;
+    try {
+      stdout(`nftables: ${label}: ${await reconcileNft(a, inNft.has(a.containerId), flags)}\n`);
+    } catch (err) {
+      failed++;
+      stdout(`nftables: skipped ${label}: ${(err as Error).message}\n`);
+    }
   }
   return failed > 0 ? 1 : 0;
 }

@@ -30,6 +30,7 @@ import {
 import { useHarness } from "../support/e2e.js";
 import { type Json, cases, withAnnotation } from "../support/hostile-cases.js";
 import { racingNft } from "../support/nftables.js";
+import { nsRunOk } from "../support/netns.js";
 import { pluginPath } from "../support/paths.js";
 import { CRASH_TRACE, createStandins, invocations, runPluginRaw, type RawRun } from "../support/standins.js";
 
@@ -121,6 +122,46 @@ describeNft("portmap's nftables backend", () => {
     expect(run.code).toBe(1);
     expect(run.output).toMatchObject({ code: 11, msg: expect.stringMatching(/changed during each of 3 rewrites/) });
     expect(await nftPodRules(h.topo.node, 4, rt.containerID)).toEqual([nftPortmapRule({ family: 4, podIP, hostPort: 8111, containerPort: 80, containerID: rt.containerID })]);
+  });
+
+  describe("reconcile", () => {
+    const r = useHarness({ libcniCache: true });
+
+    it("after the tables were deleted: runs portmap's ADD again from the cache, scopes it, and the ruleset is as before", async () => {
+      const list = bridgeConflist({ dataDir: r.topo.ipamDataDir, dualStack: true, hostip: { defaultHostIP: "node" } });
+      const { add } = await r.startPod("wiped", list, { portMappings: [containerdMapping(8120, 80)], hostIPAnnotation: NODE_IP2, serve: { tcp: [80] } });
+      expect(add.ok, describeRun(add)).toBe(true);
+      const before = await snapshot(r.topo, r.iptables);
+      for (const family of ["ip", "ip6"]) await nsRunOk(r.topo.node, "nft", ["delete", "table", family, "cni_hostport"]);
+      expect(await whoAnswers(r.topo.client, "tcp", NODE_IP2, 8120)).toBeNull();
+
+      const run = await r.operator(["reconcile", "--cache-dir", r.cacheDir!, "--cni-bin-dir", r.cni.cniPath[0]!]);
+      expect(run.code, run.stdout.slice(-700) + run.stderr).toBe(0);
+      expect(run.stdout).toMatch(/nftables: .*ran portmap's ADD again .*re-scoped its nftables rules/);
+      expect((await snapshot(r.topo, r.iptables)).nft).toEqual(before.nft);
+      expect(await whoAnswers(r.topo.client, "tcp", NODE_IP2, 8120)).toBe("pod-wiped");
+      expect(await whoAnswers(r.topo.client, "tcp", NODE_IP1, 8120)).toBeNull();
+
+      const again = await r.operator(["reconcile", "--cache-dir", r.cacheDir!, "--cni-bin-dir", r.cni.cniPath[0]!]);
+      expect(again.stdout).toMatch(/nftables: .*correct, left alone/);
+      expect((await snapshot(r.topo, r.iptables)).nft).toEqual(before.nft);
+    });
+
+    it("re-scopes a pod whose unscoped rules are back (portmap's ADD again), without running portmap", async () => {
+      const list = bridgeConflist({ dataDir: r.topo.ipamDataDir, hostip: { defaultHostIP: "node" } });
+      const { add, rt, pod } = await r.startPod("unscoped", list, { portMappings: [containerdMapping(8121, 80)], hostIPAnnotation: NODE_IP2 });
+      expect(add.ok, describeRun(add)).toBe(true);
+      const scoped = await nftPodRules(r.topo.node, 4, pod.containerID);
+      const portmapAgain = await r.cni.add(list, rt, { from: 1, to: 2, prevResult: add.runs[0]!.output! });
+      expect(portmapAgain.ok, describeRun(portmapAgain)).toBe(true);
+      expect(await nftPodRules(r.topo.node, 4, pod.containerID)).not.toEqual(scoped);
+
+      const dry = await r.operator(["reconcile", "--cache-dir", r.cacheDir!, "--dry-run"]);
+      expect(dry.stdout).toMatch(/nftables: .*unscoped.*would re-scope its nftables rules \(IPv4\)/);
+      const run = await r.operator(["reconcile", "--cache-dir", r.cacheDir!]);
+      expect(run.code, run.stdout + run.stderr).toBe(0);
+      expect(await nftPodRules(r.topo.node, 4, pod.containerID)).toEqual(scoped);
+    });
   });
 
   describe("hostile and broken input", () => {

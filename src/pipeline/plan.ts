@@ -1,6 +1,6 @@
-// What ADD and CHECK share: read the node's network and the pod's rules where portmap wrote them (its
-// iptables chain `CNI-DN-…`, or its rules in nftables `cni_hostport hostports`: whichever holds them says
-// which backend portmap used), and run the scoping pipeline on them.
+// The scoping pipeline on the node, for ADD, CHECK and reconcile: read the node's network and the pod's rules
+// where portmap wrote them (its iptables chain `CNI-DN-…`, or its rules in nftables `cni_hostport hostports`:
+// whichever holds them says which backend portmap used), run the pure pipeline on them, and write.
 import type { NetConf } from "../core/config.js";
 import { CniError, Code } from "../core/errors.js";
 import type { Family } from "../core/ip.js";
@@ -8,11 +8,11 @@ import { podFamilies } from "../core/result.js";
 import { type Rule, sameRules } from "../core/rule.js";
 import { type CniEnv, podLabel } from "../core/names.js";
 import { readNodeNetwork } from "../host/network.js";
-import { readChain } from "../iptables/backend.js";
+import { readChain, writeChain } from "../iptables/backend.js";
 import { portmapChainName } from "../iptables/chain-name.js";
-import { readHostports } from "../nftables/backend.js";
-import { CHAIN, NEVER, NFT_FAMILY, TABLE, podRules } from "../nftables/json.js";
-import { podScoping, resolvePod, scopeFamily } from "../pipeline/pod.js";
+import { RulesChanged, applyBatch, readHostports } from "../nftables/backend.js";
+import { CHAIN, NEVER, NFT_FAMILY, TABLE, batch, podRules, rewriteCommands } from "../nftables/json.js";
+import { podScoping, resolvePod, scopeFamily } from "./pod.js";
 import type { FamilyScope } from "../policy/resolve.js";
 
 export interface ChainPlan {
@@ -65,3 +65,38 @@ export async function planPodChains(conf: NetConf, env: CniEnv): Promise<ChainPl
 }
 
 export const changed = (plan: ChainPlan): boolean => !sameRules(plan.current, plan.desired);
+
+/** Rewrites of a pod's nftables rules tried before giving up on rules that keep changing under us. */
+const NFT_ATTEMPTS = 3;
+
+/**
+ * Plans the pod's rules and writes what changed: nftables, both families in one batch (read again and
+ * retried when a concurrent DEL or ADD of the pod changed its rules in between); iptables, one transaction
+ * per family, the other put back if one fails. Returns every plan and the written ones.
+ */
+export async function scopePod(conf: NetConf, env: CniEnv): Promise<{ all: ChainPlan[]; written: ChainPlan[] }> {
+  for (let attempt = 1; ; attempt++) {
+    const all = await planPodChains(conf, env);
+    const written = all.filter(changed);
+    const nft = written.filter((p) => p.backend === "nftables");
+    try {
+      if (nft.length > 0) await applyBatch(batch(nft.flatMap((p) => rewriteCommands(p.family, p.current, p.desired))));
+    } catch (err) {
+      if (!(err instanceof RulesChanged)) throw err;
+      if (attempt < NFT_ATTEMPTS) continue;
+      throw new CniError(Code.TryAgainLater, `the nftables rules of pod ${podLabel(env)} changed during each of ${NFT_ATTEMPTS} rewrites`, err.details);
+    }
+    await writeChains(written.filter((p) => p.backend === "iptables"));
+    return { all, written };
+  }
+}
+
+async function writeChains(written: readonly ChainPlan[]): Promise<void> {
+  const outcomes = await Promise.allSettled(written.map((plan) => writeChain(plan.family, plan.chain, plan.desired)));
+  const failure = outcomes.find((o) => o.status === "rejected");
+  if (failure) {
+    const done = written.filter((_, i) => outcomes[i]?.status === "fulfilled");
+    await Promise.allSettled(done.map((plan) => writeChain(plan.family, plan.chain, plan.current)));
+    throw failure.reason;
+  }
+}

@@ -1,0 +1,79 @@
+// `portmap-hostip reconcile` for attachments of portmap's nftables backend. After a wiped table there is
+// nothing left to read, and what portmap writes there depends on its version (v1.6.0, v1.6.1–v1.8 and v1.9
+// lay the tables out differently; the nftables backend also ignores options the iptables one has): instead
+// of rebuilding that, run the node's own portmap ADD again from the cached attachment, as the runtime ran
+// it, then scope its rules exactly as our ADD does. A pod whose rules are still there is only re-scoped
+// (portmap's ADD would append its rules a second time).
+import type { Family } from "../core/ip.js";
+import type { CniEnv } from "../core/names.js";
+import { commentOf } from "../core/rule.js";
+import { run } from "../host/run.js";
+import { readHostports } from "../nftables/backend.js";
+import { planPodChains, scopePod, changed } from "../pipeline/plan.js";
+import { entryConf, ourConf } from "./attachment.js";
+import type { CachedAttachment } from "./cache.js";
+
+const FAMILIES: readonly Family[] = [4, 6];
+// portmap's ADD takes milliseconds; a portmap that hangs must not hold the whole reconcile.
+const PORTMAP_LIMIT_MS = 30_000;
+
+/** Container IDs with rules in either `cni_hostport hostports` chain (their comment). */
+export async function nftPods(): Promise<Set<string>> {
+  const chains = await Promise.all(FAMILIES.map((f) => readHostports(f)));
+  return new Set(chains.flatMap((rules) => (rules ?? []).flatMap((r) => commentOf(r) ?? [])));
+}
+
+const portmapEntry = (a: CachedAttachment) => a.plugins.find((p) => p.type === "portmap");
+
+/**
+ * Whether the attachment's portmap writes to nftables: its rules are there, or, when there is nothing to
+ * read (a wiped table), the cached portmap entry asks for that backend.
+ */
+export const isNftAttachment = (a: CachedAttachment, inNft: ReadonlySet<string>): boolean =>
+  inNft.has(a.containerId) || portmapEntry(a)?.["backend"] === "nftables";
+
+/** The sandbox's namespace path, as the cached result's interface names it (libcni's cache has no CNI_NETNS). */
+function sandboxOf(a: CachedAttachment): string {
+  const interfaces = (a.result?.["interfaces"] ?? []) as Array<{ name?: unknown; sandbox?: unknown }>;
+  const sandbox = interfaces.find((i) => i.name === a.ifname && typeof i.sandbox === "string")?.sandbox;
+  if (typeof sandbox !== "string" || sandbox === "") throw new Error(`the cached result names no sandbox for interface ${a.ifname}`);
+  return sandbox;
+}
+
+function attachmentEnv(a: CachedAttachment): CniEnv {
+  return { command: "ADD", containerId: a.containerId, netns: sandboxOf(a), ifname: a.ifname, args: a.cniArgs };
+}
+
+async function runPortmapAdd(a: CachedAttachment, cniBinDir: string): Promise<void> {
+  const env = attachmentEnv(a);
+  const result = await run(`${cniBinDir}/portmap`, [], {
+    input: JSON.stringify(entryConf(a, portmapEntry(a) as Record<string, unknown>)),
+    env: {
+      PATH: process.env["PATH"] ?? "/usr/sbin:/usr/bin:/sbin:/bin",
+      CNI_COMMAND: "ADD",
+      CNI_CONTAINERID: env.containerId,
+      CNI_NETNS: env.netns,
+      CNI_IFNAME: env.ifname,
+      CNI_ARGS: [...a.cniArgs].map(([k, v]) => `${k}=${v}`).join(";"),
+      CNI_PATH: cniBinDir,
+    },
+    timeoutMs: PORTMAP_LIMIT_MS,
+  });
+  // On failure its CNI error is the last JSON on stdout (it may print a result first).
+  if (result.code !== 0) throw new Error(`portmap ADD failed (exit ${result.code}): ${(/\{[^{]*\}\s*$/.exec(result.stdout)?.[0] ?? result.stderr).replace(/\s+/g, " ").trim()}`);
+}
+
+/** Reconciles one attachment of portmap's nftables backend; returns what it did (or would do). */
+export async function reconcileNft(a: CachedAttachment, present: boolean, opts: { cniBinDir: string; dryRun: boolean }): Promise<string> {
+  const ours = ourConf(a);
+  if (opts.dryRun) {
+    if (!present) return `would run portmap's ADD again (${opts.cniBinDir}/portmap: its nftables rules are gone)${ours ? ", then scope its rules" : ""}`;
+    const wrong = ours ? (await planPodChains(ours, attachmentEnv(a))).filter(changed) : [];
+    return wrong.length > 0 ? `would re-scope its nftables rules (IPv${wrong.map((p) => p.family).join(", IPv")})` : "correct, left alone";
+  }
+  if (!present) await runPortmapAdd(a, opts.cniBinDir);
+  const written = ours ? (await scopePod(ours, attachmentEnv(a))).written : [];
+  const scoped = written.length > 0 ? `re-scoped its nftables rules (IPv${written.map((p) => p.family).join(", IPv")})` : "";
+  if (!present) return `ran portmap's ADD again (its nftables rules were gone)${scoped ? `, ${scoped}` : ""}`;
+  return scoped || "correct, left alone";
+}
