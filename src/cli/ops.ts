@@ -2,7 +2,7 @@
 import { readNodeNetwork } from "../host/network.js";
 import { DEFAULT_CACHE_DIR, type CacheRead, readResultCache } from "../ops/cache.js";
 import { collect } from "../ops/gc.js";
-import { readTables } from "../ops/kernel.js";
+import { readNftTables, readTables } from "../ops/kernel.js";
 import { runReconcile } from "../ops/reconcile.js";
 import { resolveLayout } from "../install/files.js";
 import { statusJson, statusTable } from "../ops/render.js";
@@ -21,8 +21,8 @@ interface Flags {
 
 const USAGE: Record<string, string> = {
   status: `usage: portmap-hostip status [--cache-dir DIR] [--json]
-  One row per hostPort mapping in both nat tables: pod, port, the addresses it matches, pod address, state
-  (scoped, unscoped, captures-service, conflict, orphan).
+  One row per hostPort mapping in both nat tables and in portmap's nftables tables: pod, port, the addresses
+  it matches, pod address, state (scoped, unscoped, captures-service, conflict, orphan).
   --cache-dir DIR   libcni's cache directory, holding results/ (default ${DEFAULT_CACHE_DIR})
   --json            machine-readable output
 `,
@@ -90,10 +90,10 @@ async function readCache(dir: string, stderr: Out): Promise<CacheRead> {
 }
 
 async function runStatus(flags: Flags, stdout: Out, stderr: Out): Promise<number> {
-  const [cache, { tables, problems }, network] = await Promise.all([readCache(flags.cacheDir, stderr), readTables(), readNodeNetwork()]);
+  const [cache, { tables, problems }, network, nft] = await Promise.all([readCache(flags.cacheDir, stderr), readTables(), readNodeNetwork(), readNftTables()]);
   for (const p of problems) stderr(`portmap-hostip: ${p}\n`);
-  if (tables.size === 0) return 1;
-  const rows = status(tables, cache, network);
+  if (tables.size === 0 && nft.size === 0) return 1;
+  const rows = status(tables, cache, network, nft);
   stdout(flags.json ? statusJson(rows, [...(cache.present ? [] : [`no result cache at ${cache.dir}`]), ...cache.problems, ...problems]) : statusTable(rows));
   return 0;
 }

@@ -4,23 +4,20 @@
 // of rebuilding that, run the node's own portmap ADD again from the cached attachment, as the runtime ran
 // it, then scope its rules exactly as our ADD does. A pod whose rules are still there is only re-scoped
 // (portmap's ADD would append its rules a second time).
-import type { Family } from "../core/ip.js";
 import type { CniEnv } from "../core/names.js";
 import { commentOf } from "../core/rule.js";
 import { run } from "../host/run.js";
-import { readHostports } from "../nftables/backend.js";
-import { planPodChains, scopePod, changed } from "../pipeline/plan.js";
+import { changed, planPodChains, scopePod } from "../pipeline/plan.js";
 import { entryConf, ourConf } from "./attachment.js";
 import type { CachedAttachment } from "./cache.js";
-
-const FAMILIES: readonly Family[] = [4, 6];
+import { readNftTables } from "./kernel.js";
 // portmap's ADD takes milliseconds; a portmap that hangs must not hold the whole reconcile.
 const PORTMAP_LIMIT_MS = 30_000;
 
 /** Container IDs with rules in either `cni_hostport hostports` chain (their comment). */
 export async function nftPods(): Promise<Set<string>> {
-  const chains = await Promise.all(FAMILIES.map((f) => readHostports(f)));
-  return new Set(chains.flatMap((rules) => (rules ?? []).flatMap((r) => commentOf(r) ?? [])));
+  const chains = await readNftTables();
+  return new Set([...chains.values()].flatMap((rules) => rules.flatMap((r) => commentOf(r) ?? [])));
 }
 
 const portmapEntry = (a: CachedAttachment) => a.plugins.find((p) => p.type === "portmap");

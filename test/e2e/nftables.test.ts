@@ -161,6 +161,12 @@ describeNft("portmap's nftables backend", () => {
       const run = await r.operator(["reconcile", "--cache-dir", r.cacheDir!]);
       expect(run.code, run.stdout + run.stderr).toBe(0);
       expect(await nftPodRules(r.topo.node, 4, pod.containerID)).toEqual(scoped);
+
+      // status reads the same rules: the pod's mapping, scoped to the annotated IP.
+      const st = await r.operator(["status", "--cache-dir", r.cacheDir!, "--json"]);
+      expect(st.code, st.stderr).toBe(0);
+      const rows = (JSON.parse(st.stdout) as { mappings: Array<Record<string, unknown>> }).mappings.filter((m) => m["containerId"] === pod.containerID);
+      expect(rows).toEqual([expect.objectContaining({ family: 4, pod: "default/unscoped", chain: "ip cni_hostport hostports", hostPort: 8121, destinations: [NODE_IP2], state: "scoped" })]);
     });
   });
 
