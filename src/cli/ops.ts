@@ -2,6 +2,7 @@
 import { readNodeNetwork } from "../host/network.js";
 import { DEFAULT_CACHE_DIR, type CacheRead, readResultCache } from "../ops/cache.js";
 import { collect } from "../ops/gc.js";
+import { collectNft } from "../ops/gc-nft.js";
 import { readNftTables, readTables } from "../ops/kernel.js";
 import { runReconcile } from "../ops/reconcile.js";
 import { resolveLayout } from "../install/files.js";
@@ -37,7 +38,8 @@ const USAGE: Record<string, string> = {
 `,
   gc: `usage: portmap-hostip gc [--cache-dir DIR] [--network NAME]... [--grace SECONDS] [--dry-run]
   Deletes portmap chains (and their CNI-HOSTPORT-DNAT jumps) of networks named in the result cache (or by
-  --network) whose container has no cached attachment. A chain is deleted only if it is still an orphan
+  --network) whose container has no cached attachment, and the nftables rules of portmap's nftables backend
+  whose container has no cached attachment in any network. A chain is deleted only if it is still an orphan
   after --grace seconds (default 30), so that a pod whose ADD is still running keeps its rules.
   --cache-dir DIR   libcni's cache directory, holding results/ (default ${DEFAULT_CACHE_DIR})
   --dry-run         print what would be deleted, change nothing
@@ -105,7 +107,13 @@ async function runGc(flags: Flags, stdout: Out, stderr: Out): Promise<number> {
     if (!cache.present) throw new Error(`no result cache at ${cache.dir}: refusing to judge which chains are dead`);
     const networks = new Set([...flags.networks, ...cache.attachments.map((a) => a.network)]);
     const live = new Set(cache.attachments.map((a) => `${a.network}\n${a.containerId}`));
-    return { networks, isDead: (network: string, id: string) => networks.has(network) && !live.has(`${network}\n${id}`) };
+    const containers = new Set(cache.attachments.map((a) => a.containerId));
+    return {
+      networks,
+      isDead: (network: string, id: string) => networks.has(network) && !live.has(`${network}\n${id}`),
+      // portmap's nftables rules name no network: dead only when no attachment at all has the container.
+      isDeadContainer: (id: string) => !containers.has(id),
+    };
   };
   const first = await liveness();
   if (first.networks.size === 0) {
@@ -113,16 +121,19 @@ async function runGc(flags: Flags, stdout: Out, stderr: Out): Promise<number> {
     return 1;
   }
   let isDead = first.isDead;
+  let isDeadContainer = first.isDeadContainer;
   if (!flags.dryRun && flags.graceSeconds > 0) {
     // A pod whose ADD is running has its chain before libcni caches its result: wait, and ask both reads.
     const candidates = await collect((_f, n, id) => first.isDead(n, id), true);
-    if (candidates.plans.every((p) => p.orphans.length === 0)) {
+    const nftCandidates = await collectNft(first.isDeadContainer, true);
+    if (candidates.plans.every((p) => p.orphans.length === 0) && nftCandidates.length === 0) {
       stdout("no orphan portmap chains\n");
       return 0;
     }
     await new Promise((r) => setTimeout(r, flags.graceSeconds * 1000));
     const second = await liveness();
     isDead = (n, id) => first.isDead(n, id) && second.isDead(n, id);
+    isDeadContainer = (id) => first.isDeadContainer(id) && second.isDeadContainer(id);
   }
   const { plans, problems } = await collect((_f, n, id) => isDead(n, id), flags.dryRun);
   for (const p of problems) stderr(`portmap-hostip gc: ${p}\n`);
@@ -131,7 +142,9 @@ async function runGc(flags: Flags, stdout: Out, stderr: Out): Promise<number> {
     for (const o of plan.orphans) stdout(`IPv${plan.family}: ${verb} ${o.chain} (network ${o.network}, container ${o.containerId}) and ${o.jumps.length} jump(s)\n`);
     for (const s of plan.skipped) stdout(`IPv${plan.family}: left alone ${s}\n`);
   }
-  if (plans.every((p) => p.orphans.length === 0)) stdout("no orphan portmap chains\n");
+  const nft = await collectNft(isDeadContainer, flags.dryRun);
+  for (const o of nft) stdout(`nftables: ${verb} ${o.rules} rule(s) of container ${o.containerId}\n`);
+  if (plans.every((p) => p.orphans.length === 0) && nft.length === 0) stdout("no orphan portmap chains\n");
   return plans.length === 0 ? 1 : 0;
 }
 

@@ -15,7 +15,7 @@ const LIMIT_MS = 15_000;
 // The kernel's limit for one argument (MAX_ARG_STRLEN), less a margin: about 350 rules of a pod.
 const MAX_BATCH = 120 * 1024;
 
-/** A batch named a rule that is gone: a concurrent DEL (or ADD) of the pod changed its rules. */
+/** A batch named a rule that is gone: a concurrent DEL (or ADD) of a pod changed its rules. */
 export class RulesChanged extends CniError {}
 
 async function nft(args: readonly string[]): Promise<RunResult | undefined> {
@@ -36,9 +36,9 @@ function failure(what: string, result: RunResult): CniError {
   return new CniError(BUSY.test(stderr) ? Code.TryAgainLater : Code.IoFailure, `${what} failed (exit ${result.code})`, stderr);
 }
 
-/** The rules of `<family> cni_hostport hostports`; undefined when that chain (or nft) does not exist. */
-export async function readHostports(family: Family): Promise<Rule[] | undefined> {
-  const args = ["-a", "-j", "list", "chain", NFT_FAMILY[family], TABLE, CHAIN];
+/** The rules of `<family> cni_hostport <chain>` (default `hostports`); undefined when that chain (or nft) does not exist. */
+export async function readHostports(family: Family, chain = CHAIN): Promise<Rule[] | undefined> {
+  const args = ["-a", "-j", "list", "chain", NFT_FAMILY[family], TABLE, chain];
   const result = await nft(args);
   if (result === undefined) return undefined;
   if (result.code === 0) return parseChainJson(result.stdout);
@@ -52,12 +52,12 @@ export async function readHostports(family: Family): Promise<Rule[] | undefined>
  */
 export async function applyBatch(batch: string): Promise<void> {
   const size = Buffer.byteLength(batch);
-  if (size > MAX_BATCH) throw new CniError(Code.IoFailure, `the pod's nftables rewrite is ${size} bytes, over nft's argument limit of ${MAX_BATCH}`);
+  if (size > MAX_BATCH) throw new CniError(Code.IoFailure, `the nftables batch is ${size} bytes, over nft's argument limit of ${MAX_BATCH}`);
   const result = await nft(["-j", batch]);
   if (result === undefined) throw new CniError(Code.IoFailure, "cannot run nft: not found on PATH");
   if (result.code === 0) return;
-  if (NOT_FOUND.test(result.stderr)) throw new RulesChanged(Code.TryAgainLater, "the pod's nftables rules changed while they were rewritten", result.stderr.trim());
-  throw failure("nft -j (rewrite of the pod's hostports rules)", result);
+  if (NOT_FOUND.test(result.stderr)) throw new RulesChanged(Code.TryAgainLater, "the nftables rules changed while they were rewritten", result.stderr.trim());
+  throw failure("nft -j (a batch on portmap's cni_hostport tables)", result);
 }
 
 /** STATUS: nft answers and accepts a (check-only) transaction; portmap creates its tables itself. */

@@ -12,6 +12,8 @@ import { type Match, type Rule, type Target, addressMatch, commentOf, sameRule }
 
 export const TABLE = "cni_hostport";
 export const CHAIN = "hostports";
+/** portmap's hairpin and localhost masquerade rules, keyed by the same comment. */
+export const MASQ_CHAIN = "masquerading";
 export const NFT_FAMILY: Record<Family, "ip" | "ip6"> = { 4: "ip", 6: "ip6" };
 
 /**
@@ -190,10 +192,13 @@ export function rewriteCommands(family: Family, current: readonly Rule[], desire
   });
   place(current.length);
   current.forEach((r, i) => {
-    if (!kept.has(i)) commands.push({ delete: { rule: { family: NFT_FAMILY[family], table: TABLE, chain: r.chain, handle: r.handle } } });
+    if (!kept.has(i)) commands.push(deleteCommand(family, r));
   });
   return commands;
 }
+
+/** The command deleting one rule by handle. */
+export const deleteCommand = (family: Family, rule: Rule): Json => ({ delete: { rule: { family: NFT_FAMILY[family], table: TABLE, chain: rule.chain, handle: rule.handle } } });
 
 /** One `nft -j` document: one netlink transaction, all of it or nothing. */
 export const batch = (commands: readonly Json[]): string => JSON.stringify({ nftables: commands });

@@ -7,6 +7,7 @@
 import type { CniEnv } from "../core/names.js";
 import { commentOf } from "../core/rule.js";
 import { run } from "../host/run.js";
+import { dropStaleUdp } from "../pipeline/conntrack.js";
 import { changed, planPodChains, scopePod } from "../pipeline/plan.js";
 import { entryConf, ourConf } from "./attachment.js";
 import type { CachedAttachment } from "./cache.js";
@@ -61,7 +62,11 @@ async function runPortmapAdd(a: CachedAttachment, cniBinDir: string): Promise<vo
 }
 
 /** Reconciles one attachment of portmap's nftables backend; returns what it did (or would do). */
-export async function reconcileNft(a: CachedAttachment, present: boolean, opts: { cniBinDir: string; dryRun: boolean }): Promise<string> {
+export async function reconcileNft(
+  a: CachedAttachment,
+  present: boolean,
+  opts: { cniBinDir: string; dryRun: boolean; warn: (text: string) => void },
+): Promise<string> {
   const ours = ourConf(a);
   if (opts.dryRun) {
     if (!present) return `would run portmap's ADD again (${opts.cniBinDir}/portmap: its nftables rules are gone)${ours ? ", then scope its rules" : ""}`;
@@ -70,6 +75,8 @@ export async function reconcileNft(a: CachedAttachment, present: boolean, opts: 
   }
   if (!present) await runPortmapAdd(a, opts.cniBinDir);
   const written = ours ? (await scopePod(ours, attachmentEnv(a))).written : [];
+  // As after ADD: UDP flows that the unscoped rules (or no rules) sent elsewhere meanwhile must go.
+  for (const plan of written) await dropStaleUdp(plan.family, [{ before: plan.current, after: plan.desired }], opts.warn);
   const scoped = written.length > 0 ? `re-scoped its nftables rules (IPv${written.map((p) => p.family).join(", IPv")})` : "";
   if (!present) return `ran portmap's ADD again (its nftables rules were gone)${scoped ? `, ${scoped}` : ""}`;
   return scoped || "correct, left alone";

@@ -151,7 +151,8 @@ export async function runReconcile(flags: Flags, stdout: (t: string) => void, st
   for (const a of nft) {
     const label = `${attachmentLabel(a)} (${a.network}, ${a.containerId})`;
     try {
-      stdout(`nftables: ${label}: ${await reconcileNft(a, inNft.has(a.containerId), flags)}\n`);
+      const warn = (t: string) => stderr(`portmap-hostip reconcile: ${t}\n`);
+      stdout(`nftables: ${label}: ${await reconcileNft(a, inNft.has(a.containerId), { ...flags, warn })}\n`);
     } catch (err) {
       failed++;
       stdout(`nftables: skipped ${label}: ${(err as Error).message}\n`);

@@ -2,6 +2,7 @@
 // family) and DEL (by comment) on our rewritten rules, concurrent ADDs, a batch racing a DEL and ADD of the
 // same pod, and hostile inputs that never reach nft. Runs in the 1.9.1-nftables run of
 // scripts/test-portmap-matrix (the other scenarios of that run are the backend-neutral files).
+import { rmSync } from "node:fs";
 import { beforeAll, describe, expect, it } from "vitest";
 import {
   IS_ROOT,
@@ -167,6 +168,29 @@ describeNft("portmap's nftables backend", () => {
       expect(st.code, st.stderr).toBe(0);
       const rows = (JSON.parse(st.stdout) as { mappings: Array<Record<string, unknown>> }).mappings.filter((m) => m["containerId"] === pod.containerID);
       expect(rows).toEqual([expect.objectContaining({ family: 4, pod: "default/unscoped", chain: "ip cni_hostport hostports", hostPort: 8121, destinations: [NODE_IP2], state: "scoped" })]);
+    });
+  });
+
+  describe("gc", () => {
+    const g = useHarness({ libcniCache: true });
+
+    it("deletes the rules of a container no cached attachment has, and leaves the live pod's alone", async () => {
+      const list = bridgeConflist({ dataDir: g.topo.ipamDataDir, dualStack: true, hostip: { defaultHostIP: "node" } });
+      const live = await g.startPod("live", list, { portMappings: [containerdMapping(8130, 80)] });
+      const dead = await g.startPod("dead", list, { portMappings: [containerdMapping(8131, 80)] });
+      expect(live.add.ok && dead.add.ok, describeRun(dead.add)).toBe(true);
+      // Its attachment is gone without portmap's DEL (a runtime that lost it): its rules are orphans.
+      rmSync(g.cni.cacheFilePath(list, dead.rt));
+      const before = await snapshot(g.topo, g.iptables);
+
+      const dry = await g.operator(["gc", "--cache-dir", g.cacheDir!, "--dry-run"]);
+      expect(dry.stdout).toMatch(new RegExp(`nftables: would delete \\d+ rule\\(s\\) of container ${dead.pod.containerID}`));
+      expect(await snapshot(g.topo, g.iptables)).toEqual(before);
+
+      const run = await g.operator(["gc", "--cache-dir", g.cacheDir!, "--grace", "0"]);
+      expect(run.code, run.stdout + run.stderr).toBe(0);
+      expect(podTraces(await snapshot(g.topo, g.iptables), list.name, dead.pod.containerID)).toEqual([]);
+      expect(podTraces(await snapshot(g.topo, g.iptables), list.name, live.pod.containerID)).toEqual(podTraces(before, list.name, live.pod.containerID));
     });
   });
 

@@ -76,7 +76,8 @@ export function racingNft(parent: string, races: number): { dir: string; racesLe
   const script = [
     "#!/bin/bash",
     `dir=${dir}`,
-    'export PATH="${PATH#$dir:}"',
+    // Coreutils after the real nft: the single executable's suite runs on a PATH without /usr/bin.
+    'export PATH="${PATH#$dir:}:/usr/bin:/bin"',
     'left=$(cat "$dir/races")',
     'if [ "$1" = "-j" ] && [ "$left" -gt 0 ]; then',
     '  echo $((left - 1)) > "$dir/races"',

@@ -8,6 +8,7 @@ import type { PortMapping } from "../../src/core/config.js";
 import { type Family, parseIp } from "../../src/core/ip.js";
 import { type Rule, sameRules } from "../../src/core/rule.js";
 import { NEVER, batch, describeRule, parseChainJson, podRules, rewriteCommands, writeRule } from "../../src/nftables/json.js";
+import { planNftGc } from "../../src/ops/gc-nft.js";
 import { scopeFamily } from "../../src/pipeline/pod.js";
 import type { ResolvedMapping } from "../../src/policy/resolve.js";
 import { cniError, fixture } from "./fixtures.js";
@@ -176,5 +177,21 @@ describe("the batch", () => {
       expect(rule).toMatchObject({ table: "cni_hostport", chain: "hostports" });
       if (!("delete" in c)) expect(rule["comment"]).toBe(ID);
     }
+  });
+});
+
+describe("GC of dead containers' rules", () => {
+  it("deletes every rule of a container no attachment has, in both chains and families, nothing else", () => {
+    const chains = [
+      { family: 4 as Family, rules: chain("repeated-v4") },
+      { family: 6 as Family, rules: chain("repeated-v6") },
+    ];
+    const plan = planNftGc(chains, (id) => id === "def456");
+    expect(plan.orphans).toEqual([{ containerId: "def456", rules: 2 }]);
+    expect(plan.commands.map((c) => (c["delete"] as { rule: Json }).rule)).toEqual([
+      { family: "ip", table: "cni_hostport", chain: "hostports", handle: 20 },
+      { family: "ip6", table: "cni_hostport", chain: "hostports", handle: podRules(chain("repeated-v6"), "def456")[0]!.handle },
+    ]);
+    expect(planNftGc(chains, () => false)).toEqual({ orphans: [], commands: [] });
   });
 });
