@@ -2,13 +2,14 @@
 // nothing left to read, and what portmap writes there depends on its version (v1.6.0, v1.6.1–v1.8 and v1.9
 // lay the tables out differently; the nftables backend also ignores options the iptables one has): instead
 // of rebuilding that, run the node's own portmap ADD again from the cached attachment, as the runtime ran
-// it, then scope its rules exactly as our ADD does. A pod whose rules are still there is only re-scoped
-// (portmap's ADD would append its rules a second time).
+// it, then scope its rules exactly as our ADD does. A pod whose rules are all still there is only
+// re-scoped (portmap's ADD would append its rules a second time).
+import { CniError, Code } from "../core/errors.js";
 import type { CniEnv } from "../core/names.js";
 import { commentOf } from "../core/rule.js";
 import { run } from "../host/run.js";
 import { dropStaleUdp } from "../pipeline/conntrack.js";
-import { changed, planPodChains, scopePod } from "../pipeline/plan.js";
+import { type ChainPlan, changed, planPodChains, scopePod } from "../pipeline/plan.js";
 import { entryConf, ourConf } from "./attachment.js";
 import type { CachedAttachment } from "./cache.js";
 import { readNftTables } from "./kernel.js";
@@ -61,23 +62,50 @@ async function runPortmapAdd(a: CachedAttachment, cniBinDir: string): Promise<vo
   if (result.code !== 0) throw new Error(`portmap ADD failed (exit ${result.code}): ${(/\{[^{]*\}\s*$/.exec(result.stdout)?.[0] ?? result.stderr).replace(/\s+/g, " ").trim()}`);
 }
 
-/** Reconciles one attachment of portmap's nftables backend; returns what it did (or would do). */
+const isMissing = (err: unknown) => err instanceof CniError && err.code === Code.PortmapRulesMissing;
+
+/**
+ * Reconciles one attachment of portmap's nftables backend; returns what it did (or would do). portmap's ADD
+ * runs again when a family lacks the pod's rules (`present`: the pod has rules in some family).
+ */
 export async function reconcileNft(
   a: CachedAttachment,
   present: boolean,
   opts: { cniBinDir: string; dryRun: boolean; warn: (text: string) => void },
 ): Promise<string> {
   const ours = ourConf(a);
+  const env = attachmentEnv(a);
+  const rerun = `portmap's ADD again (${opts.cniBinDir}/portmap: its nftables rules are gone)`;
   if (opts.dryRun) {
-    if (!present) return `would run portmap's ADD again (${opts.cniBinDir}/portmap: its nftables rules are gone)${ours ? ", then scope its rules" : ""}`;
-    const wrong = ours ? (await planPodChains(ours, attachmentEnv(a))).filter(changed) : [];
-    return wrong.length > 0 ? `would re-scope its nftables rules (IPv${wrong.map((p) => p.family).join(", IPv")})` : "correct, left alone";
+    if (!present) return `would run ${rerun}${ours ? ", then scope its rules" : ""}`;
+    try {
+      const wrong = ours ? (await planPodChains(ours, env)).filter(changed) : [];
+      return wrong.length > 0 ? `would re-scope its nftables rules (IPv${wrong.map((p) => p.family).join(", IPv")})` : "correct, left alone";
+    } catch (err) {
+      if (!isMissing(err)) throw err;
+      return `would run ${rerun.replace("are gone", "are gone in a family")}, then scope its rules`;
+    }
   }
-  if (!present) await runPortmapAdd(a, opts.cniBinDir);
-  const written = ours ? (await scopePod(ours, attachmentEnv(a))).written : [];
+  let reran = !present;
+  if (reran) await runPortmapAdd(a, opts.cniBinDir);
+  let written: ChainPlan[] = [];
+  if (ours) {
+    try {
+      written = (await scopePod(ours, env)).written;
+    } catch (err) {
+      // Rules gone in one family only (a table deleted): portmap writes them again (and appends a second
+      // copy in the other family, which scoping folds into one).
+      if (reran || !isMissing(err)) throw err;
+      reran = true;
+      await runPortmapAdd(a, opts.cniBinDir);
+      written = (await scopePod(ours, env)).written;
+    }
+  }
   // As after ADD: UDP flows that the unscoped rules (or no rules) sent elsewhere meanwhile must go.
-  for (const plan of written) await dropStaleUdp(plan.family, [{ before: plan.current, after: plan.desired }], opts.warn);
-  const scoped = written.length > 0 ? `re-scoped its nftables rules (IPv${written.map((p) => p.family).join(", IPv")})` : "";
-  if (!present) return `ran portmap's ADD again (its nftables rules were gone)${scoped ? `, ${scoped}` : ""}`;
+  let dropped = 0;
+  for (const plan of written) dropped += await dropStaleUdp(plan.family, [{ before: plan.current, after: plan.desired }], opts.warn);
+  const removed = dropped > 0 ? `, removed ${dropped} stale UDP conntrack entr${dropped === 1 ? "y" : "ies"}` : "";
+  const scoped = written.length > 0 ? `re-scoped its nftables rules (IPv${written.map((p) => p.family).join(", IPv")})${removed}` : "";
+  if (reran) return `ran portmap's ADD again (its nftables rules were gone)${scoped ? `, ${scoped}` : ""}`;
   return scoped || "correct, left alone";
 }

@@ -3,6 +3,7 @@
 // same pod, and hostile inputs that never reach nft. Runs in the 1.9.1-nftables run of
 // scripts/test-portmap-matrix (the other scenarios of that run are the backend-neutral files).
 import { rmSync } from "node:fs";
+import { join } from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
 import {
   IS_ROOT,
@@ -11,6 +12,7 @@ import {
   NODE_IP2,
   NODE_IP6,
   PLUGIN_TYPE,
+  REPO_ROOT,
   bridgeConflist,
   containerdMapping,
   describeRun,
@@ -31,7 +33,7 @@ import {
 import { useHarness } from "../support/e2e.js";
 import { type Json, cases, withAnnotation } from "../support/hostile-cases.js";
 import { racingNft } from "../support/nftables.js";
-import { nsRunOk } from "../support/netns.js";
+import { nsRunOk, spawnInNs, stopChild } from "../support/netns.js";
 import { pluginPath } from "../support/paths.js";
 import { CRASH_TRACE, createStandins, invocations, runPluginRaw, type RawRun } from "../support/standins.js";
 
@@ -146,6 +148,35 @@ describeNft("portmap's nftables backend", () => {
       const again = await r.operator(["reconcile", "--cache-dir", r.cacheDir!, "--cni-bin-dir", r.cni.cniPath[0]!]);
       expect(again.stdout).toMatch(/nftables: .*correct, left alone/);
       expect((await snapshot(r.topo, r.iptables)).nft).toEqual(before.nft);
+    });
+
+    it("after deleted tables, a UDP flow that started during the outage reaches the pod again", async () => {
+      const list = bridgeConflist({ dataDir: r.topo.ipamDataDir, hostip: { defaultHostIP: "node" } });
+      const { add } = await r.startPod("udp", list, { portMappings: [containerdMapping(5353, 53, "udp")], serve: { udp: [53] } });
+      expect(add.ok, describeRun(add)).toBe(true);
+      // A stateful firewall keeps connection tracking on while portmap's tables are gone.
+      await nsRunOk(r.topo.node, "iptables", ["-w", "-A", "INPUT", "-m", "conntrack", "--ctstate", "INVALID", "-j", "DROP"]);
+      await nsRunOk(r.topo.node, "nft", ["delete", "table", "ip", "cni_hostport"]);
+      const heard: string[] = [];
+      const stream = await spawnInNs(r.topo.client, process.execPath, [join(REPO_ROOT, "test/support/udp-stream.mjs"), NODE_IP1, "5353", "100", "40055"], "ready");
+      try {
+        stream.stdout!.on("data", (d: Buffer) => heard.push(...d.toString().split("\n")));
+        await new Promise((done) => setTimeout(done, 500));
+        const run = await r.operator(["reconcile", "--cache-dir", r.cacheDir!, "--cni-bin-dir", r.cni.cniPath[0]!]);
+        // portmap's own ADD deletes the port's conntrack entries (the one made during the outage too); ours
+        // then finds none that the scoped rules would send elsewhere.
+        expect(run.stdout).toMatch(/nftables: default\/udp .*ran portmap's ADD again .*re-scoped its nftables rules \(IPv4\)\n/);
+        // The first test's dual-stack pod lost only its IPv4 rules with that table: written again, scoped.
+        expect(run.stdout).toMatch(/nftables: default\/wiped .*ran portmap's ADD again .*re-scoped its nftables rules \(IPv4, IPv6\)\n/);
+        expect(run.code, run.stdout + run.stderr).toBe(0);
+        const deadline = Date.now() + 8000;
+        while (!heard.includes("pod-udp")) {
+          if (Date.now() > deadline) throw new Error(`the flow did not reach the pod; heard: ${heard.slice(-5).join(", ")}`);
+          await new Promise((done) => setTimeout(done, 100));
+        }
+      } finally {
+        await stopChild(stream);
+      }
     });
 
     it("re-scopes a pod whose unscoped rules are back (portmap's ADD again), without running portmap", async () => {
