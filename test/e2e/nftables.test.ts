@@ -105,6 +105,9 @@ describeNft("portmap's nftables backend", () => {
       const spec = { family: 4 as const, podIP: podIPs(add.result).v4!, hostPort: ports[i]!, containerPort: 80, containerID: pod.containerID };
       expect(await nftPodRules(h.topo.node, 4, pod.containerID)).toEqual([NODE_IP1, NODE_IP2, "127.0.0.1"].map((ip) => nftPortmapRule(spec, ip)));
     }
+    // Three rules where portmap wrote one: its CHECK (at least as many as it wrote) passes.
+    const check = await h.cni.check(list, started[0]!.rt);
+    expect(check.ok, describeRun(check)).toBe(true);
     expect(await whoAnswers(h.topo.client, "tcp", NODE_IP1, ports[0]!)).toBe("pod-p0");
     expect(await whoAnswers(h.topo.client, "tcp", NODE_IP2, ports[5]!)).toBe("pod-p5");
   });
