@@ -150,10 +150,12 @@ function keptRules(current: readonly Rule[], desired: readonly Rule[]): Map<numb
     for (let j = desired.length - 1; j >= 0; j--) table[i * width + j] = same(i, j) ? lcs(i + 1, j + 1) + 1 : Math.max(lcs(i + 1, j), lcs(i, j + 1));
   }
   const kept = new Map<number, number>();
+  // On a tie, pass over a rule of `desired` first: the earliest of equal current rules stays (portmap's
+  // re-appended copies are the ones that go).
   for (let i = 0, j = 0; i < current.length && j < desired.length; ) {
     if (same(i, j)) kept.set(i++, j++);
-    else if (lcs(i + 1, j) >= lcs(i, j + 1)) i++;
-    else j++;
+    else if (lcs(i, j + 1) >= lcs(i + 1, j)) j++;
+    else i++;
   }
   return kept;
 }
