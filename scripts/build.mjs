@@ -1,9 +1,27 @@
-// Bundles the plugin into one CommonJS file that runs as-is from /opt/cni/bin wherever `node` is on PATH.
+// Bundles the plugin into one CommonJS file that runs as-is from /opt/cni/bin wherever `node` is on PATH, and
+// wraps it into the x64 single executable. `--arm64` (npm run build:arm64, needs `scripts/setup --arm64`)
+// builds the arm64 single executable instead, under qemu-user.
 import { build } from "esbuild";
-import { chmodSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
-import { buildSea } from "./build-sea.mjs";
+import { execFileSync } from "node:child_process";
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { X64, arm64Target, buildSea } from "./build-sea.mjs";
+import { arm64Node } from "./node-linux-arm64.mjs";
 
+const arm64 = process.argv.includes("--arm64");
 const { version } = JSON.parse(readFileSync("package.json", "utf8"));
+
+/** The commit built from: short hash, `-dirty` when files differ from it (untracked ones too), `unknown` without git. */
+function gitCommit() {
+  const git = (args) => execFileSync("git", args, { encoding: "utf8", stdio: ["ignore", "pipe", "ignore"], timeout: 10_000 }).trim();
+  try {
+    const hash = git(["rev-parse", "--short", "HEAD"]);
+    return git(["status", "--porcelain"]) === "" ? hash : `${hash}-dirty`;
+  } catch {
+    return "unknown";
+  }
+}
+
 const outfile = "dist/portmap-hostip";
 mkdirSync("dist", { recursive: true });
 await build({
@@ -15,8 +33,8 @@ await build({
   target: "node20",
   minify: true,
   legalComments: "none",
-  // `--version` needs no package.json at run time.
-  define: { PORTMAP_HOSTIP_VERSION: JSON.stringify(version) },
+  // `--version` needs no package.json or git at run time.
+  define: { PORTMAP_HOSTIP_VERSION: JSON.stringify(version), PORTMAP_HOSTIP_COMMIT: JSON.stringify(gitCommit()) },
   // The runtime hands plugins its whole environment: keep its Node flags and CA bundle out of our process.
   banner: { js: "#!/usr/bin/env -S -u NODE_OPTIONS -u NODE_EXTRA_CA_CERTS node" },
 });
@@ -25,4 +43,13 @@ chmodSync(outfile, 0o755);
 writeFileSync("dist/package.json", '{ "type": "commonjs" }\n');
 
 // The same bundle, with its own runtime, for nodes without Node.js.
-buildSea(outfile, "dist/portmap-hostip-linux-x64", version);
+if (arm64) {
+  const runtimeDir = mkdtempSync(join("dist", ".node-arm64-"));
+  try {
+    buildSea(outfile, "dist/portmap-hostip-linux-arm64", version, arm64Target(arm64Node(runtimeDir)));
+  } finally {
+    rmSync(runtimeDir, { recursive: true, force: true });
+  }
+} else {
+  buildSea(outfile, "dist/portmap-hostip-linux-x64", version, X64);
+}

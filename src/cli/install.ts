@@ -1,6 +1,6 @@
 // `portmap-hostip install`: its flags, parsed, checked for syntax and mapped onto the plugin's conflist entry
 // keys; the installer itself is install/.
-import { isAnnotationKey } from "../core/config.js";
+import { isAnnotationKey, isLogFilePath } from "../core/config.js";
 import { parseCidr, parseIp } from "../core/ip.js";
 import { isInterfaceName } from "../core/names.js";
 import { type InstallOptions, Installer } from "../install/main.js";
@@ -40,10 +40,13 @@ Where:
 Entry options (omitted ones use the plugin's defaults); lists are comma-separated or repeated:
   --default-host-ip VALUE    node (default), any, or IP[,IP...]: host IPs of a mapping with no hostIP
   --node-ips IP,...          this node's IPs, instead of reading them from the interfaces
+  --kube-node-ips IP,...     the node's Kubernetes addresses (status.hostIPs), in addition to the
+                             default-route interfaces' addresses
   --node-interfaces IF,...   interfaces whose addresses are node IPs
   --exclude-interfaces IF,...  interfaces whose addresses never are (default kube-ipvs0; "" for none)
   --allowed-host-cidrs CIDR,...  host IPs a pod may ask for by annotation
   --annotation KEY           pod annotation that carries host IPs (default portmap-hostip/host-ip)
+  --log-file PATH            append one line per CNI call to this file (absolute path; default: no log)
 
 Modes:
   --watch                    keep running; put the entry back within 2 s whenever someone (flannel)
@@ -61,10 +64,12 @@ export function parseInstallArgs(args: string[]): InstallOptions {
         binary: { type: "string" },
         "default-host-ip": { type: "string", multiple: true },
         "node-ips": { type: "string", multiple: true },
+        "kube-node-ips": { type: "string", multiple: true },
         "node-interfaces": { type: "string", multiple: true },
         "exclude-interfaces": { type: "string", multiple: true },
         "allowed-host-cidrs": { type: "string", multiple: true },
         annotation: { type: "string" },
+        "log-file": { type: "string" },
         watch: { type: "boolean" },
         uninstall: { type: "boolean" },
         "dry-run": { type: "boolean" },
@@ -87,12 +92,18 @@ export function parseInstallArgs(args: string[]): InstallOptions {
     }
   }
   setList(settings, "nodeIPs", "node-ips", v["node-ips"], isIp, "expected IP addresses");
+  setList(settings, "kubeNodeIPs", "kube-node-ips", v["kube-node-ips"], isIp, "expected IP addresses");
   setList(settings, "nodeInterfaces", "node-interfaces", v["node-interfaces"], isInterfaceName, "expected interface names");
   setList(settings, "excludeInterfaces", "exclude-interfaces", v["exclude-interfaces"], isInterfaceName, "expected interface names");
   setList(settings, "allowedHostCIDRs", "allowed-host-cidrs", v["allowed-host-cidrs"], isCidr, "expected CIDRs such as 192.0.2.0/24");
   if (v.annotation !== undefined) {
     if (!isAnnotationKey(v.annotation)) throw invalid("annotation", v.annotation, "expected an annotation key such as example.com/host-ip");
     settings["annotation"] = v.annotation;
+  }
+  const logFile = v["log-file"];
+  if (logFile !== undefined) {
+    if (!isLogFilePath(logFile)) throw invalid("log-file", logFile, "expected an absolute path of a file such as /var/log/portmap-hostip.log");
+    settings["logFile"] = logFile;
   }
 
   return {

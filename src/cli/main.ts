@@ -3,7 +3,9 @@ import { isSea } from "node:sea";
 
 // Injected by scripts/build.mjs; absent when the sources run unbundled (tests).
 declare const PORTMAP_HOSTIP_VERSION: string;
+declare const PORTMAP_HOSTIP_COMMIT: string;
 export const version = typeof PORTMAP_HOSTIP_VERSION === "string" ? PORTMAP_HOSTIP_VERSION : "0.0.0-dev";
+const commit = typeof PORTMAP_HOSTIP_COMMIT === "string" ? PORTMAP_HOSTIP_COMMIT : "unknown";
 
 const HELP = `portmap-hostip ${version}: CNI chained plugin that runs after portmap and scopes its hostPort
 DNAT rules to the host IPs each mapping should have.
@@ -25,7 +27,7 @@ export async function runCli(args: string[]): Promise<number> {
   switch (command) {
     case "--version":
     case "version":
-      process.stdout.write(`portmap-hostip ${version} (node ${process.version}${isSea() ? ", single executable" : ""})\n`);
+      process.stdout.write(`portmap-hostip ${version} (commit ${commit}, node ${process.version}${isSea() ? ", single executable" : ""})\n`);
       return 0;
     case "--help":
     case "-h":

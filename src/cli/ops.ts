@@ -1,6 +1,6 @@
 // `portmap-hostip status | reconcile | gc`: operator commands on the namespace they run in.
 import { readNodeNetwork } from "../host/network.js";
-import { DEFAULT_CACHE_DIR, type CacheRead, readResultCache } from "../ops/cache.js";
+import { DEFAULT_CACHE_DIR, type CacheRead, readResultCache, selectsNetwork } from "../ops/cache.js";
 import { collect } from "../ops/gc.js";
 import { collectNft } from "../ops/gc-nft.js";
 import { readNftTables, readTables } from "../ops/kernel.js";
@@ -21,27 +21,31 @@ interface Flags {
 }
 
 const USAGE: Record<string, string> = {
-  status: `usage: portmap-hostip status [--cache-dir DIR] [--json]
+  status: `usage: portmap-hostip status [--cache-dir DIR] [--network NAME]... [--json]
   One row per hostPort mapping in both nat tables and in portmap's nftables tables: pod, port, the addresses
   it matches, pod address, state (scoped, unscoped, captures-service, conflict, orphan).
   --cache-dir DIR   libcni's cache directory, holding results/ (default ${DEFAULT_CACHE_DIR})
+  --network NAME    only the mappings of this network (repeatable; default: every network)
   --json            machine-readable output
 `,
-  reconcile: `usage: portmap-hostip reconcile [--cache-dir DIR] [--cni-bin-dir DIR] [--dry-run]
+  reconcile: `usage: portmap-hostip reconcile [--cache-dir DIR] [--network NAME]... [--cni-bin-dir DIR] [--dry-run]
   Rebuilds the hostPort rules of every cached attachment whose chain is missing or wrong (portmap's rules,
   scoped by the policy), and portmap's shared chains; one atomic write per family. Attachments of portmap's
   nftables backend: rules still there are re-scoped; rules gone are written again by running the node's
   portmap ADD from the cache, then scoped.
   --cache-dir DIR   libcni's cache directory, holding results/ (default ${DEFAULT_CACHE_DIR})
+  --network NAME    only the attachments of this network (repeatable; default: every network)
   --cni-bin-dir DIR where the node's portmap is (default /opt/cni/bin, or k3s's /var/lib/rancher/k3s/data/cni)
   --dry-run         print the plan and the iptables-restore input, change nothing
 `,
   gc: `usage: portmap-hostip gc [--cache-dir DIR] [--network NAME]... [--grace SECONDS] [--dry-run]
-  Deletes portmap chains (and their CNI-HOSTPORT-DNAT jumps) of networks named in the result cache (or by
-  --network) whose container has no cached attachment, and the nftables rules of portmap's nftables backend
-  whose container has no cached attachment in any network. A chain is deleted only if it is still an orphan
-  after --grace seconds (default 30), so that a pod whose ADD is still running keeps its rules.
+  Deletes portmap chains (and their CNI-HOSTPORT-DNAT jumps) of the networks named by --network (default:
+  every network named in the result cache) whose container has no cached attachment; without --network
+  also the nftables rules of portmap's nftables backend whose container has no cached attachment at all
+  (they name no network). A chain is deleted only if it is still an orphan after --grace seconds (default
+  30), so that a pod whose ADD is still running keeps its rules.
   --cache-dir DIR   libcni's cache directory, holding results/ (default ${DEFAULT_CACHE_DIR})
+  --network NAME    only this network's chains (repeatable); a network the cache no longer names too
   --dry-run         print what would be deleted, change nothing
 `,
 };
@@ -57,8 +61,8 @@ const OPTIONS = {
 } as const;
 
 const ALLOWED: Record<string, ReadonlyArray<keyof typeof OPTIONS>> = {
-  status: ["cache-dir", "json", "help"],
-  reconcile: ["cache-dir", "cni-bin-dir", "dry-run", "help"],
+  status: ["cache-dir", "json", "network", "help"],
+  reconcile: ["cache-dir", "cni-bin-dir", "dry-run", "network", "help"],
   gc: ["cache-dir", "dry-run", "network", "grace", "help"],
 };
 
@@ -95,7 +99,8 @@ async function runStatus(flags: Flags, stdout: Out, stderr: Out): Promise<number
   const [cache, { tables, problems }, network, nft] = await Promise.all([readCache(flags.cacheDir, stderr), readTables(), readNodeNetwork(), readNftTables()]);
   for (const p of problems) stderr(`portmap-hostip: ${p}\n`);
   if (tables.size === 0 && nft.size === 0) return 1;
-  const rows = status(tables, cache, network, nft);
+  // Owners come from the whole cache; only the rows are filtered (another network's chain is no orphan).
+  const rows = status(tables, cache, network, nft).filter((row) => selectsNetwork(flags.networks, row.network));
   stdout(flags.json ? statusJson(rows, [...(cache.present ? [] : [`no result cache at ${cache.dir}`]), ...cache.problems, ...problems]) : statusTable(rows));
   return 0;
 }
@@ -105,14 +110,15 @@ async function runGc(flags: Flags, stdout: Out, stderr: Out): Promise<number> {
     const cache = await readCache(flags.cacheDir, stderr);
     // A wrong --cache-dir must not make every chain of a --network look dead.
     if (!cache.present) throw new Error(`no result cache at ${cache.dir}: refusing to judge which chains are dead`);
-    const networks = new Set([...flags.networks, ...cache.attachments.map((a) => a.network)]);
+    const networks = new Set(flags.networks.length > 0 ? flags.networks : cache.attachments.map((a) => a.network));
     const live = new Set(cache.attachments.map((a) => `${a.network}\n${a.containerId}`));
     const containers = new Set(cache.attachments.map((a) => a.containerId));
     return {
       networks,
       isDead: (network: string, id: string) => networks.has(network) && !live.has(`${network}\n${id}`),
-      // portmap's nftables rules name no network: dead only when no attachment at all has the container.
-      isDeadContainer: (id: string) => !containers.has(id),
+      // portmap's nftables rules name no network: dead only when no attachment at all has the container, and
+      // only judged when no --network narrows the GC.
+      isDeadContainer: (id: string) => flags.networks.length === 0 && !containers.has(id),
     };
   };
   const first = await liveness();

@@ -1,9 +1,10 @@
 // The CNI protocol around the commands: environment, stdin, result or error on stdout, exit code.
 import { cmdAdd } from "../commands/add.js";
 import { cmdCheck } from "../commands/check.js";
+import type { CallRecord } from "./log-file.js";
 import { NotInstalled, checkUsable } from "../iptables/backend.js";
-import { LATEST_VERSION, SUPPORTED_VERSIONS, parseEnvelope, parseNetConf } from "../core/config.js";
-import type { CniEnv, Command } from "../core/names.js";
+import { LATEST_VERSION, SUPPORTED_VERSIONS, parseEnvelope, parseLogFile, parseNetConf } from "../core/config.js";
+import { type CniEnv, type Command, kubernetesPod } from "../core/names.js";
 import { readAttachmentEnv, readCommand } from "./env.js";
 import { CniError, Code } from "../core/errors.js";
 import { decodeJson, readStdin } from "./stdin.js";
@@ -18,14 +19,25 @@ function versionOf(json: unknown): string {
   return typeof v === "string" && (SUPPORTED_VERSIONS as readonly string[]).includes(v) ? v : LATEST_VERSION;
 }
 
-async function execute(command: Command, json: unknown, attachment: CniEnv | undefined): Promise<void> {
+/** What the log file records of a call, filled in as the call gets there. */
+type CallLog = Pick<CallRecord, "mappings" | "resolved">;
+
+async function execute(command: Command, json: unknown, attachment: CniEnv | undefined, log: CallLog): Promise<void> {
   switch (command) {
-    case "ADD":
-      print(await cmdAdd(parseNetConf(json), attachment!));
+    case "ADD": {
+      const conf = parseNetConf(json);
+      log.mappings = conf.portMappings;
+      const { result, resolved } = await cmdAdd(conf, attachment!);
+      log.resolved = resolved;
+      print(result);
       return;
-    case "CHECK":
-      await cmdCheck(parseNetConf(json), attachment!);
+    }
+    case "CHECK": {
+      const conf = parseNetConf(json);
+      log.mappings = conf.portMappings;
+      await cmdCheck(conf, attachment!);
       return;
+    }
     case "DEL":
       // portmap's own DEL (run after ours) removes the pod's chain, rewritten rules included. Only the
       // envelope must be valid, so that DEL never sticks on our policy.
@@ -54,20 +66,50 @@ async function execute(command: Command, json: unknown, attachment: CniEnv | und
   }
 }
 
+/** The entry's logFile; DEL ignores an invalid one rather than stick (ADD has refused it already). */
+function logFileOf(command: Command, json: unknown): string | undefined {
+  try {
+    return parseLogFile(json);
+  } catch (err) {
+    if (command === "DEL") return undefined;
+    throw err;
+  }
+}
+
 export async function runCni(): Promise<number> {
+  const time = new Date();
+  const started = performance.now();
   let version = LATEST_VERSION;
+  let logFile: string | undefined;
+  let command: Command | undefined;
+  let attachment: CniEnv | undefined;
+  const log: CallLog = { mappings: undefined, resolved: undefined };
+  let error: CniError | undefined;
   try {
     const env = process.env;
-    const command = readCommand(env);
-    const attachment = command === "ADD" || command === "DEL" || command === "CHECK" ? readAttachmentEnv(env, command) : undefined;
+    command = readCommand(env);
+    attachment = command === "ADD" || command === "DEL" || command === "CHECK" ? readAttachmentEnv(env, command) : undefined;
     // VERSION needs no configuration (and must not wait on a terminal for one).
     const json = command === "VERSION" ? undefined : decodeJson(readStdin());
     version = versionOf(json);
-    await execute(command, json, attachment);
-    return 0;
+    logFile = command === "VERSION" ? undefined : logFileOf(command, json);
+    await execute(command, json, attachment, log);
   } catch (err) {
-    const e = err instanceof CniError ? err : new CniError(Code.IoFailure, (err as Error).message ?? String(err));
-    print({ cniVersion: version, code: e.code, msg: e.message, details: e.details });
-    return 1;
+    error = err instanceof CniError ? err : new CniError(Code.IoFailure, (err as Error).message ?? String(err));
+    print({ cniVersion: version, code: error.code, msg: error.message, details: error.details });
   }
+  if (logFile !== undefined) {
+    // Loaded only when configured: calls without a logFile pay nothing for it.
+    const { logCall } = await import("./log-file.js");
+    logCall(logFile, {
+      time,
+      command: command!,
+      pod: attachment && kubernetesPod(attachment.args),
+      containerId: attachment?.containerId,
+      ...log,
+      error: error && { code: error.code, msg: error.message },
+      durationMs: performance.now() - started,
+    });
+  }
+  return error ? 1 : 0;
 }

@@ -4,14 +4,18 @@ import { type CniEnv, podLabel } from "../core/names.js";
 import { CniError, Code } from "../core/errors.js";
 import { convertResult } from "../core/result.js";
 import { scopePod } from "../pipeline/plan.js";
+import type { ResolvedMapping } from "../policy/resolve.js";
 
-export async function cmdAdd(conf: NetConf, env: CniEnv): Promise<Record<string, unknown>> {
+/** The result to print, and the host IPs decided per mapping (for the log file). */
+export async function cmdAdd(conf: NetConf, env: CniEnv): Promise<{ result: Record<string, unknown>; resolved: ResolvedMapping[] }> {
   if (!conf.prevResult) {
     throw new CniError(Code.InvalidConfig, "no prevResult: portmap-hostip must run after portmap in a plugin chain");
   }
   // Computed before anything is written: a result we could not print must not follow a rewrite.
   const result = convertResult(conf.prevResult, conf.cniVersion);
-  const { all, written } = await scopePod(conf, env);
+  const { resolved, plans: all, notes, written } = await scopePod(conf, env);
+  // The default never fails a pod: what it left out, and why, must still be visible.
+  for (const note of notes) process.stderr.write(`portmap-hostip: ${note}\n`);
   for (const { family, closed } of all) {
     // Not an error (the policy says so), but a pod that is unreachable over one family should be visible.
     for (const s of closed) {
@@ -25,5 +29,5 @@ export async function cmdAdd(conf: NetConf, env: CniEnv): Promise<Record<string,
     const warn = (text: string) => void process.stderr.write(`portmap-hostip: pod ${podLabel(env)}: ${text}\n`);
     await Promise.all(written.map((plan) => dropStaleUdp(plan.family, [{ before: plan.current, after: plan.desired }], warn).catch((err: Error) => warn(err.message))));
   }
-  return result;
+  return { result, resolved };
 }

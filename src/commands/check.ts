@@ -9,7 +9,7 @@ import { type ChainPlan, changed, planPodChains } from "../pipeline/plan.js";
 
 export async function cmdCheck(conf: NetConf, env: CniEnv): Promise<void> {
   if (!conf.prevResult) throw new CniError(Code.InvalidConfig, "no prevResult: CHECK needs the attachment's result");
-  const wrong = (await planPodChains(conf, env)).find(changed);
+  const wrong = (await planPodChains(conf, env)).plans.find(changed);
   if (wrong) {
     const text = (plan: ChainPlan, rules: Rule[]) => rules.map((r) => (plan.backend === "iptables" ? formatRule(r) : describeRule(plan.family, r))).join("\n");
     throw new CniError(

@@ -28,6 +28,8 @@ export type DefaultHostIp = { kind: "node" } | { kind: "any" } | { kind: "ips"; 
 export interface Policy {
   defaultHostIp: DefaultHostIp;
   nodeIps: Ip[] | undefined;
+  /** The node's Kubernetes addresses (status.hostIPs): added to those read from its interfaces. */
+  kubeNodeIps: Ip[] | undefined;
   nodeInterfaces: string[] | undefined;
   excludeInterfaces: string[];
   allowedHostCidrs: Cidr[] | undefined;
@@ -64,15 +66,19 @@ const NetConfSchema = z.looseObject({
   name: z.string(),
   defaultHostIP: z.optional(z.union([z.string(), stringList], { error: 'expected "node", "any", an IP address or a list of IP addresses' })),
   nodeIPs: z.optional(stringList),
+  kubeNodeIPs: z.optional(stringList),
   nodeInterfaces: z.optional(stringList),
   excludeInterfaces: z.optional(stringList),
   allowedHostCIDRs: z.optional(stringList),
   annotation: z.optional(z.string()),
+  logFile: z.optional(z.string()),
   prevResult: z.optional(PrevResultSchema),
   runtimeConfig: z.optional(
+    // Runtimes built on go-cni marshal a capability they have no value for as null (a Go nil map or slice):
+    // containerd 1.6 sends pod-annotations null for every pod without annotations.
     z.looseObject({
-      portMappings: z.optional(z.array(z.record(z.string(), z.unknown()))),
-      [ANNOTATIONS_CAPABILITY]: z.optional(z.record(z.string(), z.string())),
+      portMappings: z.optional(z.nullable(z.array(z.record(z.string(), z.unknown())))),
+      [ANNOTATIONS_CAPABILITY]: z.optional(z.nullable(z.record(z.string(), z.string()))),
     }),
   ),
 });
@@ -129,6 +135,23 @@ export function parseEnvelope(json: unknown): Envelope {
   const { cniVersion, name } = parseShape(EnvelopeSchema, json);
   checkVersion(cniVersion, "cniVersion");
   return { cniVersion, name };
+}
+
+const LogFileSchema = z.looseObject({ logFile: z.optional(z.string()) });
+
+/** An absolute path naming a file (not a folder), as the logFile key and the installer's --log-file need. */
+export function isLogFilePath(path: string): boolean {
+  return path.startsWith("/") && !path.endsWith("/") && !path.includes("\0");
+}
+
+/**
+ * The entry's logFile, read apart from the rest of the configuration so that a call whose configuration is
+ * otherwise invalid is still logged.
+ */
+export function parseLogFile(json: unknown): string | undefined {
+  const { logFile } = parseShape(LogFileSchema, json);
+  if (logFile !== undefined && !isLogFilePath(logFile)) throw invalid(["logFile"], logFile, "expected an absolute path of a file");
+  return logFile;
 }
 
 // Kubernetes annotation key: a qualified name, optionally prefixed by a DNS subdomain.
@@ -189,7 +212,7 @@ function parsePortMapping(raw: Record<string, unknown>, index: number): PortMapp
 }
 
 // An annotation key such as "constructor" must not find Object.prototype's members.
-function ownValue(map: Record<string, string> | undefined, key: string): string | undefined {
+function ownValue(map: Record<string, string> | null | undefined, key: string): string | undefined {
   return map && Object.hasOwn(map, key) ? map[key] : undefined;
 }
 
@@ -206,6 +229,7 @@ export function parseNetConf(json: unknown): NetConf {
     policy: {
       defaultHostIp: parseDefaultHostIp(raw.defaultHostIP),
       nodeIps: raw.nodeIPs && ipList(raw.nodeIPs, ["nodeIPs"]),
+      kubeNodeIps: raw.kubeNodeIPs && ipList(raw.kubeNodeIPs, ["kubeNodeIPs"]),
       nodeInterfaces: raw.nodeInterfaces && ifnameList(raw.nodeInterfaces, ["nodeInterfaces"]),
       excludeInterfaces: raw.excludeInterfaces ? ifnameList(raw.excludeInterfaces, ["excludeInterfaces"]) : DEFAULT_EXCLUDED,
       allowedHostCidrs: allowed,

@@ -17,8 +17,6 @@ export const Code = {
   PortmapRulesMissing: 102,
   /** CHECK: the rules differ from what the policy resolves to now. */
   RulesNotScoped: 103,
-  /** Policy "node" found no node address to scope to. */
-  NoNodeAddress: 104,
 } as const;
 
 export class CniError extends Error {

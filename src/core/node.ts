@@ -6,10 +6,14 @@ export interface NodeAddress {
   ip: Ip;
   /** Kernel scope: global, link, host. */
   scope: string;
+  /** IPv6 privacy address: for outgoing connections only, replaced every day or so. */
+  temporary: boolean;
+  /** IPv6 duplicate address detection failed: the kernel does not use it. */
+  dadFailed: boolean;
 }
 
 export interface NodeNetwork {
   addresses: NodeAddress[];
-  /** Interfaces holding a default route, per family. */
+  /** Interfaces holding a default route of the main table, per family (every nexthop of a multipath route). */
   defaultRouteInterfaces: Record<Family, string[]>;
 }

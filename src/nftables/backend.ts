@@ -4,7 +4,7 @@ import { CniError, Code } from "../core/errors.js";
 import type { Family } from "../core/ip.js";
 import type { Rule } from "../core/rule.js";
 import { type RunResult, run } from "../host/run.js";
-import { CHAIN, NFT_FAMILY, TABLE, parseChainJson } from "./json.js";
+import { CHAIN, NFT_FAMILY, parseChainJson, TABLE } from "./json.js";
 
 // `nft list chain` of a table portmap never created (iptables backend, or nothing yet); in a batch: a rule
 // handle that is gone.
@@ -27,13 +27,22 @@ async function nft(args: readonly string[]): Promise<RunResult | undefined> {
     if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
     throw new CniError(Code.IoFailure, `cannot run nft: ${(err as Error).message}`);
   }
-  if (result.timedOut) throw new CniError(Code.TryAgainLater, `nft did not finish within ${LIMIT_MS} ms and was killed`, result.stderr.trim());
+  if (result.timedOut)
+    throw new CniError(
+      Code.TryAgainLater,
+      `nft did not finish within ${LIMIT_MS} ms and was killed`,
+      result.stderr.trim(),
+    );
   return result;
 }
 
 function failure(what: string, result: RunResult): CniError {
   const stderr = result.stderr.trim();
-  return new CniError(BUSY.test(stderr) ? Code.TryAgainLater : Code.IoFailure, `${what} failed (exit ${result.code})`, stderr);
+  return new CniError(
+    BUSY.test(stderr) ? Code.TryAgainLater : Code.IoFailure,
+    `${what} failed (exit ${result.code})`,
+    stderr,
+  );
 }
 
 /** The rules of `<family> cni_hostport <chain>` (default `hostports`); undefined when that chain (or nft) does not exist. */
@@ -52,11 +61,20 @@ export async function readHostports(family: Family, chain = CHAIN): Promise<Rule
  */
 export async function applyBatch(batch: string): Promise<void> {
   const size = Buffer.byteLength(batch);
-  if (size > MAX_BATCH) throw new CniError(Code.IoFailure, `the nftables batch is ${size} bytes, over nft's argument limit of ${MAX_BATCH}`);
+  if (size > MAX_BATCH)
+    throw new CniError(
+      Code.IoFailure,
+      `the nftables batch is ${size} bytes, over nft's argument limit of ${MAX_BATCH}`,
+    );
   const result = await nft(["-j", batch]);
   if (result === undefined) throw new CniError(Code.IoFailure, "cannot run nft: not found on PATH");
   if (result.code === 0) return;
-  if (NOT_FOUND.test(result.stderr)) throw new RulesChanged(Code.TryAgainLater, "the nftables rules changed while they were rewritten", result.stderr.trim());
+  if (NOT_FOUND.test(result.stderr))
+    throw new RulesChanged(
+      Code.TryAgainLater,
+      "the nftables rules changed while they were rewritten",
+      result.stderr.trim(),
+    );
   throw failure("nft -j (a batch on portmap's cni_hostport tables)", result);
 }
 

@@ -6,9 +6,10 @@
 //
 // nft's JSON both ways: `nft -a -j list chain` in, one JSON batch out. Statements the model does not type
 // stay opaque JSON and are written back exactly as nft printed them; nothing is parsed from nft's text.
-import type { Family } from "../core/ip.js";
+
 import { CniError, Code } from "../core/errors.js";
-import { type Match, type Rule, type Target, addressMatch, commentOf, sameRule } from "../core/rule.js";
+import type { Family } from "../core/ip.js";
+import { addressMatch, commentOf, type Match, type Rule, sameRule, type Target } from "../core/rule.js";
 
 export const TABLE = "cni_hostport";
 export const CHAIN = "hostports";
@@ -42,10 +43,20 @@ function payloadMatch(s: Json): { protocol: unknown; field: unknown; op: unknown
 
 function targetOf(s: Json): Target | undefined {
   const [key, value] = Object.entries(s)[0] ?? [];
-  if (key === "dnat" && isObject(value) && Object.keys(value).length === 2 && typeof value["addr"] === "string" && typeof value["port"] === "number") {
-    return { kind: "dnat", to: value["addr"].includes(":") ? `[${value["addr"]}]:${value["port"]}` : `${value["addr"]}:${value["port"]}` };
+  if (
+    key === "dnat" &&
+    isObject(value) &&
+    Object.keys(value).length === 2 &&
+    typeof value["addr"] === "string" &&
+    typeof value["port"] === "number"
+  ) {
+    return {
+      kind: "dnat",
+      to: value["addr"].includes(":") ? `[${value["addr"]}]:${value["port"]}` : `${value["addr"]}:${value["port"]}`,
+    };
   }
-  if (key === "jump" && isObject(value) && typeof value["target"] === "string") return { kind: "jump", chain: value["target"] };
+  if (key === "jump" && isObject(value) && typeof value["target"] === "string")
+    return { kind: "jump", chain: value["target"] };
   if (key === "masquerade" && value === null) return { kind: "masquerade" };
   return undefined;
 }
@@ -53,14 +64,26 @@ function targetOf(s: Json): Target | undefined {
 /** One rule of nft's JSON listing in the rule model. */
 function readRule(rule: Json): Rule {
   const { chain, handle, comment, expr } = rule;
-  if (typeof chain !== "string" || typeof handle !== "number" || !Array.isArray(expr) || !expr.every(isObject)) throw malformed(`rule ${JSON.stringify(rule)}`);
+  if (typeof chain !== "string" || typeof handle !== "number" || !Array.isArray(expr) || !expr.every(isObject))
+    throw malformed(`rule ${JSON.stringify(rule)}`);
   const out: Rule = { chain, matches: [], target: { kind: "none" }, handle };
   expr.forEach((s, i) => {
     const m = payloadMatch(s);
-    const address = m && (m.protocol === "ip" || m.protocol === "ip6") && (m.op === "==" || m.op === "!=") && typeof m.right === "string";
-    if (address && m.field === "daddr" && !out.destination) out.destination = addressMatch(m.right as string, m.op === "!=");
+    const address =
+      m &&
+      (m.protocol === "ip" || m.protocol === "ip6") &&
+      (m.op === "==" || m.op === "!=") &&
+      typeof m.right === "string";
+    if (address && m.field === "daddr" && !out.destination)
+      out.destination = addressMatch(m.right as string, m.op === "!=");
     else if (address && m.field === "saddr" && !out.source) out.source = addressMatch(m.right as string, m.op === "!=");
-    else if (m && m.op === "==" && m.field === "dport" && L4.includes(m.protocol as string) && typeof m.right === "number") {
+    else if (
+      m &&
+      m.op === "==" &&
+      m.field === "dport" &&
+      L4.includes(m.protocol as string) &&
+      typeof m.right === "number"
+    ) {
       out.matches.push({ kind: "dport", protocol: m.protocol as string, port: m.right });
     } else {
       const target = i === expr.length - 1 ? targetOf(s) : undefined;
@@ -86,10 +109,17 @@ export function parseChainJson(text: string): Rule[] {
 }
 
 /** The rules of one container: their comment is its ID. */
-export const podRules = (rules: readonly Rule[], containerId: string): Rule[] => rules.filter((r) => commentOf(r) === containerId);
+export const podRules = (rules: readonly Rule[], containerId: string): Rule[] =>
+  rules.filter((r) => commentOf(r) === containerId);
 
 function addressStatement(family: Family, field: "saddr" | "daddr", a: NonNullable<Rule["destination"]>): Json {
-  return { match: { op: a.negated ? "!=" : "==", left: { payload: { protocol: NFT_FAMILY[family], field } }, right: a.address } };
+  return {
+    match: {
+      op: a.negated ? "!=" : "==",
+      left: { payload: { protocol: NFT_FAMILY[family], field } },
+      right: a.address,
+    },
+  };
 }
 
 function matchStatement(m: Match): Json | undefined {
@@ -133,7 +163,14 @@ export function writeRule(family: Family, rule: Rule, handle?: number): Json {
     ...[targetStatement(rule.target)].flatMap((s) => s ?? []),
   ];
   const comment = commentOf(rule);
-  return { family: NFT_FAMILY[family], table: TABLE, chain: rule.chain, ...(handle === undefined ? {} : { handle }), ...(comment === undefined ? {} : { comment }), expr };
+  return {
+    family: NFT_FAMILY[family],
+    table: TABLE,
+    chain: rule.chain,
+    ...(handle === undefined ? {} : { handle }),
+    ...(comment === undefined ? {} : { comment }),
+    expr,
+  };
 }
 
 /**
@@ -147,7 +184,8 @@ function keptRules(current: readonly Rule[], desired: readonly Rule[]): Map<numb
   const lcs = (i: number, j: number) => table[i * width + j] as number;
   const same = (i: number, j: number) => sameRule(current[i] as Rule, desired[j] as Rule);
   for (let i = current.length - 1; i >= 0; i--) {
-    for (let j = desired.length - 1; j >= 0; j--) table[i * width + j] = same(i, j) ? lcs(i + 1, j + 1) + 1 : Math.max(lcs(i + 1, j), lcs(i, j + 1));
+    for (let j = desired.length - 1; j >= 0; j--)
+      table[i * width + j] = same(i, j) ? lcs(i + 1, j + 1) + 1 : Math.max(lcs(i + 1, j), lcs(i, j + 1));
   }
   const kept = new Map<number, number>();
   // On a tie, pass over a rule of `desired` first: the earliest of equal current rules stays (portmap's
@@ -200,7 +238,9 @@ export function rewriteCommands(family: Family, current: readonly Rule[], desire
 }
 
 /** The command deleting one rule by handle. */
-export const deleteCommand = (family: Family, rule: Rule): Json => ({ delete: { rule: { family: NFT_FAMILY[family], table: TABLE, chain: rule.chain, handle: rule.handle } } });
+export const deleteCommand = (family: Family, rule: Rule): Json => ({
+  delete: { rule: { family: NFT_FAMILY[family], table: TABLE, chain: rule.chain, handle: rule.handle } },
+});
 
 /** One `nft -j` document: one netlink transaction, all of it or nothing. */
 export const batch = (commands: readonly Json[]): string => JSON.stringify({ nftables: commands });
@@ -209,9 +249,17 @@ export const batch = (commands: readonly Json[]): string => JSON.stringify({ nft
 export function describeRule(family: Family, rule: Rule): string {
   const parts = [
     ...(rule.source ? [`${NFT_FAMILY[family]} saddr ${rule.source.negated ? "!= " : ""}${rule.source.address}`] : []),
-    ...(rule.destination ? [`${NFT_FAMILY[family]} daddr ${rule.destination.negated ? "!= " : ""}${rule.destination.address}`] : []),
-    ...rule.matches.flatMap((m) => (m.kind === "dport" ? [`${m.protocol} dport ${m.port}`] : m.kind === "other" ? [m.text] : [])),
-    ...(rule.target.kind === "dnat" ? [`dnat to ${rule.target.to}`] : rule.target.kind === "none" ? [] : [JSON.stringify(targetStatement(rule.target))]),
+    ...(rule.destination
+      ? [`${NFT_FAMILY[family]} daddr ${rule.destination.negated ? "!= " : ""}${rule.destination.address}`]
+      : []),
+    ...rule.matches.flatMap((m) =>
+      m.kind === "dport" ? [`${m.protocol} dport ${m.port}`] : m.kind === "other" ? [m.text] : [],
+    ),
+    ...(rule.target.kind === "dnat"
+      ? [`dnat to ${rule.target.to}`]
+      : rule.target.kind === "none"
+        ? []
+        : [JSON.stringify(targetStatement(rule.target))]),
   ];
   const comment = commentOf(rule);
   return [...parts, ...(comment === undefined ? [] : [`comment "${comment}"`])].join(" ");

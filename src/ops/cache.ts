@@ -117,6 +117,11 @@ export async function readResultCache(cacheDir: string): Promise<CacheRead> {
   return read;
 }
 
+/** Whether an operator command given `--network` names (none: every network) acts on `network` (null: unknown). */
+export function selectsNetwork(networks: readonly string[], network: string | null): boolean {
+  return networks.length === 0 || (network !== null && networks.includes(network));
+}
+
 /** How status and reports name the pod: namespace/name from kubelet's CNI_ARGS, else the container ID. */
 export function attachmentLabel(a: CachedAttachment): string {
   return kubernetesPod(a.cniArgs) ?? a.containerId;

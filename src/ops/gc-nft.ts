@@ -3,9 +3,9 @@
 // network name, so CNI GC (which speaks for one network) leaves them alone: a container dead on one network
 // may be alive on another.
 import type { Family } from "../core/ip.js";
-import { type Rule, commentOf } from "../core/rule.js";
-import { RulesChanged, applyBatch, readHostports } from "../nftables/backend.js";
-import { CHAIN, MASQ_CHAIN, batch, deleteCommand } from "../nftables/json.js";
+import { commentOf, type Rule } from "../core/rule.js";
+import { applyBatch, RulesChanged, readHostports } from "../nftables/backend.js";
+import { batch, CHAIN, deleteCommand, MASQ_CHAIN } from "../nftables/json.js";
 import { FAMILIES } from "./kernel.js";
 
 export interface NftOrphan {
@@ -15,7 +15,10 @@ export interface NftOrphan {
 }
 
 /** Pure: the delete commands for the rules of dead containers, and per container how many. */
-export function planNftGc(chains: ReadonlyArray<{ family: Family; rules: readonly Rule[] }>, isDead: (containerId: string) => boolean) {
+export function planNftGc(
+  chains: ReadonlyArray<{ family: Family; rules: readonly Rule[] }>,
+  isDead: (containerId: string) => boolean,
+) {
   const orphans = new Map<string, number>();
   const commands = chains.flatMap(({ family, rules }) =>
     rules.flatMap((r) => {
@@ -29,7 +32,9 @@ export function planNftGc(chains: ReadonlyArray<{ family: Family; rules: readonl
 }
 
 async function readAll(): Promise<Array<{ family: Family; rules: Rule[] }>> {
-  const reads = FAMILIES.flatMap((family) => [CHAIN, MASQ_CHAIN].map(async (chain) => ({ family, rules: (await readHostports(family, chain)) ?? [] })));
+  const reads = FAMILIES.flatMap((family) =>
+    [CHAIN, MASQ_CHAIN].map(async (chain) => ({ family, rules: (await readHostports(family, chain)) ?? [] })),
+  );
   return Promise.all(reads);
 }
 

@@ -13,6 +13,7 @@ import { type ChainPlan, changed, planPodChains, scopePod } from "../pipeline/pl
 import { entryConf, ourConf } from "./attachment.js";
 import type { CachedAttachment } from "./cache.js";
 import { readNftTables } from "./kernel.js";
+
 // portmap's ADD takes milliseconds; a portmap that hangs must not hold the whole reconcile.
 const PORTMAP_LIMIT_MS = 30_000;
 
@@ -35,7 +36,8 @@ export const isNftAttachment = (a: CachedAttachment, inNft: ReadonlySet<string>)
 function sandboxOf(a: CachedAttachment): string {
   const interfaces = (a.result?.["interfaces"] ?? []) as Array<{ name?: unknown; sandbox?: unknown }>;
   const sandbox = interfaces.find((i) => i.name === a.ifname && typeof i.sandbox === "string")?.sandbox;
-  if (typeof sandbox !== "string" || sandbox === "") throw new Error(`the cached result names no sandbox for interface ${a.ifname}`);
+  if (typeof sandbox !== "string" || sandbox === "")
+    throw new Error(`the cached result names no sandbox for interface ${a.ifname}`);
   return sandbox;
 }
 
@@ -59,7 +61,10 @@ async function runPortmapAdd(a: CachedAttachment, cniBinDir: string): Promise<vo
     timeoutMs: PORTMAP_LIMIT_MS,
   });
   // On failure its CNI error is the last JSON on stdout (it may print a result first).
-  if (result.code !== 0) throw new Error(`portmap ADD failed (exit ${result.code}): ${(/\{[^{]*\}\s*$/.exec(result.stdout)?.[0] ?? result.stderr).replace(/\s+/g, " ").trim()}`);
+  if (result.code !== 0)
+    throw new Error(
+      `portmap ADD failed (exit ${result.code}): ${(/\{[^{]*\}\s*$/.exec(result.stdout)?.[0] ?? result.stderr).replace(/\s+/g, " ").trim()}`,
+    );
 }
 
 const isMissing = (err: unknown) => err instanceof CniError && err.code === Code.PortmapRulesMissing;
@@ -79,8 +84,10 @@ export async function reconcileNft(
   if (opts.dryRun) {
     if (!present) return `would run ${rerun}${ours ? ", then scope its rules" : ""}`;
     try {
-      const wrong = ours ? (await planPodChains(ours, env)).filter(changed) : [];
-      return wrong.length > 0 ? `would re-scope its nftables rules (IPv${wrong.map((p) => p.family).join(", IPv")})` : "correct, left alone";
+      const wrong = ours ? (await planPodChains(ours, env)).plans.filter(changed) : [];
+      return wrong.length > 0
+        ? `would re-scope its nftables rules (IPv${wrong.map((p) => p.family).join(", IPv")})`
+        : "correct, left alone";
     } catch (err) {
       if (!isMissing(err)) throw err;
       return `would run ${rerun.replace("are gone", "are gone in a family")}, then scope its rules`;
@@ -103,9 +110,13 @@ export async function reconcileNft(
   }
   // As after ADD: UDP flows that the unscoped rules (or no rules) sent elsewhere meanwhile must go.
   let dropped = 0;
-  for (const plan of written) dropped += await dropStaleUdp(plan.family, [{ before: plan.current, after: plan.desired }], opts.warn);
+  for (const plan of written)
+    dropped += await dropStaleUdp(plan.family, [{ before: plan.current, after: plan.desired }], opts.warn);
   const removed = dropped > 0 ? `, removed ${dropped} stale UDP conntrack entr${dropped === 1 ? "y" : "ies"}` : "";
-  const scoped = written.length > 0 ? `re-scoped its nftables rules (IPv${written.map((p) => p.family).join(", IPv")})${removed}` : "";
+  const scoped =
+    written.length > 0
+      ? `re-scoped its nftables rules (IPv${written.map((p) => p.family).join(", IPv")})${removed}`
+      : "";
   if (reran) return `ran portmap's ADD again (its nftables rules were gone)${scoped ? `, ${scoped}` : ""}`;
   return scoped || "correct, left alone";
 }

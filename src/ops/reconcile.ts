@@ -9,7 +9,7 @@ import { type Rule, ruleKey, sameRule, sameRules } from "../core/rule.js";
 import { formatRule, natTransaction } from "../iptables/text.js";
 import type { Family } from "../core/ip.js";
 import { type ExpectedChain, expectedChains } from "./attachment.js";
-import { attachmentLabel, readResultCache } from "./cache.js";
+import { attachmentLabel, readResultCache, selectsNetwork } from "./cache.js";
 import { dropStaleUdp } from "../pipeline/conntrack.js";
 import { readTables } from "./kernel.js";
 import { portmapSharedRules } from "./portmap.js";
@@ -96,6 +96,8 @@ export function planReconcile(table: NatTable, family: Family, wanted: readonly 
 interface Flags {
   cacheDir: string;
   dryRun: boolean;
+  /** Only these networks' attachments (none: every network). */
+  networks: readonly string[];
   /** Where the node's portmap is (for attachments of its nftables backend). */
   cniBinDir: string;
 }
@@ -109,8 +111,9 @@ export async function runReconcile(flags: Flags, stdout: (t: string) => void, st
     return 1;
   }
   const wanted: Wanted[] = [];
-  const nft = cache.attachments.filter((a) => isNftAttachment(a, inNft));
-  for (const a of cache.attachments.filter((x) => !nft.includes(x))) {
+  const selected = cache.attachments.filter((c) => selectsNetwork(flags.networks, c.network));
+  const nft = selected.filter((a) => isNftAttachment(a, inNft));
+  for (const a of selected.filter((x) => !nft.includes(x))) {
     const label = `${attachmentLabel(a)} (${a.network}, ${a.containerId})`;
     try {
       for (const expected of expectedChains(a, network)) wanted.push({ label, expected });

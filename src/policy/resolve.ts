@@ -31,16 +31,21 @@ export function hostIpSource(m: PortMapping, policy: Policy, annotation: HostIpA
   return d.kind === "ips" ? { kind: "defaultHostIP", ips: d.ips } : d;
 }
 
-/** The node's addresses for policy "node", without the implicit 127.0.0.1. */
+/**
+ * The node's addresses for policy "node", without the implicit 127.0.0.1 and before the policy judges them:
+ * `nodeIPs` alone when set; else the global addresses of `nodeInterfaces` (or of every interface holding a
+ * default route of that family), plus `kubeNodeIPs`. IPv6 privacy addresses are left out: nobody connects to
+ * them, and they change every day.
+ */
 export function nodeAddresses(policy: Policy, network: NodeNetwork): Ip[] {
   if (policy.nodeIps) return policy.nodeIps;
   const ifaces = policy.nodeInterfaces;
-  const global = network.addresses.filter((a) => a.scope === "global");
+  const global = network.addresses.filter((a) => a.scope === "global" && !a.temporary);
   const picked = ifaces
     ? global.filter((a) => ifaces.includes(a.ifname))
     : global.filter((a) => network.defaultRouteInterfaces[a.ip.family].includes(a.ifname));
   const ips: Ip[] = [];
-  for (const { ip } of picked) if (!ips.some((x) => x.text === ip.text)) ips.push(ip);
+  for (const ip of [...picked.map((a) => a.ip), ...(policy.kubeNodeIps ?? [])]) if (!ips.some((x) => x.text === ip.text)) ips.push(ip);
   return ips;
 }
 
@@ -50,8 +55,10 @@ export function refusal(ip: Ip, policy: Policy, network: NodeNetwork, checkAllow
   if (notUnicast) return `it is ${notUnicast}`;
   const holders = network.addresses.filter((a) => a.ip.text === ip.text);
   if (holders.length === 0) return "it is not an address of this node";
+  // Also when it is on an uplink too: kube-proxy (IPVS) and k3s ServiceLB put Service IPs equal to node addresses there.
   const excluded = holders.find((a) => policy.excludeInterfaces.includes(a.ifname));
   if (excluded) return `it is on excluded interface ${excluded.ifname}`;
+  if (holders.every((a) => a.dadFailed)) return "it failed duplicate address detection: the kernel does not use it";
   const allowed = policy.allowedHostCidrs;
   if (checkAllowed && allowed && !allowed.some((c) => cidrContains(c, ip))) {
     return `it is outside allowedHostCIDRs (${allowed.map((c) => c.text).join(", ")})`;
@@ -59,18 +66,29 @@ export function refusal(ip: Ip, policy: Policy, network: NodeNetwork, checkAllow
   return undefined;
 }
 
+export interface LeftOut {
+  ip: Ip;
+  why: string;
+}
+
 export interface ResolvedMapping {
   mapping: PortMapping;
   source: HostIpSource["kind"];
-  /** The host IPs to scope to; undefined: leave portmap's rules as they are. */
+  /** The host IPs to scope to, of the families judged; undefined: leave portmap's rules as they are. */
   ips: Ip[] | undefined;
+  /** Addresses of the default (not the pod's or the runtime's choice) that fail the policy: not used. */
+  leftOut: LeftOut[];
+  /** The default left no address but the implicit 127.0.0.1: closed to the outside until addresses appear. */
+  closed: boolean;
 }
 
 const describe = (m: PortMapping) => `hostPort ${m.hostPort}/${m.protocol}`;
 
 /**
- * Resolves and validates every mapping's host IPs. Throws a CniError naming the IP, the pod and the reason
- * for the first IP the pod may not have.
+ * Resolves and judges every mapping's host IPs, in the families the pod gets rules for (`families`: where
+ * it has an address). An address the pod (annotation) or the runtime asked for that fails the policy is
+ * refused: a CniError naming the IP, the pod and the reason. The default never fails a pod: what fails is
+ * left out (`leftOut`), and a mapping left with nothing is `closed`.
  */
 export function resolveMappings(
   mappings: readonly PortMapping[],
@@ -78,62 +96,118 @@ export function resolveMappings(
   annotation: HostIpAnnotation | undefined,
   network: NodeNetwork,
   pod: string,
+  families: ReadonlySet<Family>,
 ): ResolvedMapping[] {
   let node: Ip[] | undefined;
   return mappings.map((mapping) => {
     const source = hostIpSource(mapping, policy, annotation);
-    if (source.kind === "any") return { mapping, source: source.kind, ips: undefined };
-    let ips: Ip[];
-    let implicit: Ip | undefined;
-    if (source.kind === "node") {
-      node ??= nodeAddresses(policy, network);
-      if (node.length === 0) {
-        throw new CniError(Code.NoNodeAddress, `defaultHostIP "node" found no address of this node for pod ${pod}: set nodeIPs or nodeInterfaces`);
-      }
-      implicit = LOCALHOST;
-      ips = [...node, LOCALHOST];
-    } else {
-      ips = source.kind === "runtime" ? [source.ip] : source.ips;
-    }
-    for (const ip of ips) {
-      // The loopback that "node" adds keeps localhost:hostPort working as with portmap; it is not a pod's choice.
-      const why = refusal(ip, policy, network, ip !== implicit);
-      if (why) {
-        throw new CniError(Code.HostIpNotAllowed, `host IP ${ip.text} (from ${source.kind}) for ${describe(mapping)} of pod ${pod} is not allowed: ${why}`);
-      }
-    }
-    if (source.kind === "runtime") return { mapping, source: source.kind, ips: undefined };
-    const wildcard = mapping.hostIp;
+    if (source.kind === "any") return { mapping, source: source.kind, ips: undefined, leftOut: [], closed: false };
     // hostIP 0.0.0.0 or :: asks for one family only; portmap wrote nothing in the other.
-    return { mapping, source: source.kind, ips: wildcard ? ips.filter((ip) => ip.family === wildcard.family) : ips };
+    const judged = mappingFamilies(mapping).filter((f) => families.has(f));
+    const inScope = (ip: Ip) => judged.includes(ip.family);
+    if (source.kind === "runtime" || source.kind === "annotation") {
+      for (const ip of (source.kind === "runtime" ? [source.ip] : source.ips).filter(inScope)) {
+        const why = refusal(ip, policy, network, true);
+        if (why) throw new CniError(Code.HostIpNotAllowed, `host IP ${ip.text} (from ${source.kind}) for ${describe(mapping)} of pod ${pod} is not allowed: ${why}`);
+      }
+      // portmap scoped the runtime's hostIP itself.
+      return { mapping, source: source.kind, ips: source.kind === "runtime" ? undefined : source.ips.filter(inScope), leftOut: [], closed: false };
+    }
+    if (source.kind === "node") node ??= nodeAddresses(policy, network);
+    const candidates = (source.kind === "node" ? (node ?? []) : source.ips).filter(inScope);
+    const ips: Ip[] = [];
+    const leftOut: LeftOut[] = [];
+    for (const ip of candidates) {
+      const why = refusal(ip, policy, network, true);
+      if (why) leftOut.push({ ip, why });
+      else ips.push(ip);
+    }
+    const closed = judged.length > 0 && ips.length === 0;
+    // The loopback that "node" adds keeps localhost:hostPort working as with portmap; it is not a pod's
+    // choice, so allowedHostCIDRs does not apply to it.
+    if (source.kind === "node" && judged.includes(LOCALHOST.family)) {
+      const why = refusal(LOCALHOST, policy, network, false);
+      if (why) leftOut.push({ ip: LOCALHOST, why });
+      else ips.push(LOCALHOST);
+    }
+    return { mapping, source: source.kind, ips, leftOut, closed };
   });
+}
+
+/** The stderr lines for what the default left out and the mappings it left closed, each said once. */
+export function resolutionNotes(resolved: readonly ResolvedMapping[], pod: string): string[] {
+  const notes = new Set<string>();
+  for (const r of resolved) {
+    const what = r.source === "node" ? 'defaultHostIP "node"' : "defaultHostIP";
+    for (const { ip, why } of r.leftOut) notes.add(`pod ${pod}: ${what} leaves out ${ip.text}: ${why}`);
+    if (r.closed) {
+      const only = r.ips?.map((ip) => ip.text).join(", ");
+      notes.add(
+        `warning: pod ${pod}: ${describe(r.mapping)}: ${what} left no address of this node: it answers ${only ? `only on ${only}` : "on no address"} until the policy allows one`,
+      );
+    }
+  }
+  return [...notes];
 }
 
 /** What the rule rewrite needs for one mapping in one family. */
 export interface FamilyScope {
+  mapping: PortMapping;
   protocol: PortMapping["protocol"];
   hostPort: number;
-  /** Host IPs of this family; empty: the mapping gets no rules in this family. */
-  ips: Ip[];
-  /** Destinations of sibling mappings on the same port that the runtime scoped itself: not ours to touch. */
-  foreign: Ip[];
+  containerPort: number;
+  /** Host IPs of this family; empty: the mapping gets no rules in this family; undefined: as portmap wrote it. */
+  ips: Ip[] | undefined;
+  /** With `ips` undefined: the runtime's specific hostIP, which portmap wrote as the destination; else none. */
+  hostIp: Ip | undefined;
 }
 
-/** Splits resolved mappings per family, refusing two mappings that would claim the same rules. */
+const hostIpField = (m: PortMapping) => m.hostIp?.text ?? "";
+
+/**
+ * Every mapping portmap wrote rules for in this family, in portmap's order (the runtime's). Two mappings with
+ * the same protocol, port and hostIP (Kubernetes' own key for a hostPort) are refused; the same port with
+ * different hostIPs (a specific one and none, `0.0.0.0` and none, none and an IPv6 one) is kept, in order.
+ */
 export function scopesForFamily(resolved: readonly ResolvedMapping[], family: Family): FamilyScope[] {
   const inFamily = resolved.filter((r) => mappingFamilies(r.mapping).includes(family));
-  const scopes: FamilyScope[] = [];
-  for (const r of inFamily) {
-    if (!r.ips) continue;
-    const { protocol, hostPort } = r.mapping;
-    const siblings = inFamily.filter((o) => o !== r && o.mapping.protocol === protocol && o.mapping.hostPort === hostPort);
-    const foreign = siblings.flatMap((o) => (o.source === "runtime" && o.mapping.hostIp ? [o.mapping.hostIp] : []));
-    const ips = r.ips.filter((ip) => ip.family === family);
-    const twin = siblings.some((o) => o.source !== "runtime");
-    if (twin || ips.some((ip) => foreign.some((f) => f.text === ip.text))) {
-      throw new CniError(Code.InvalidConfig, `invalid network configuration: runtimeConfig.portMappings has ${describe(r.mapping)} more than once for the same host IPs`);
+  return inFamily.map((r, i) => {
+    const m = r.mapping;
+    const twin = inFamily.slice(0, i).some((o) => o.mapping.protocol === m.protocol && o.mapping.hostPort === m.hostPort && hostIpField(o.mapping) === hostIpField(m));
+    if (twin) {
+      throw new CniError(
+        Code.InvalidConfig,
+        `invalid network configuration: runtimeConfig.portMappings has ${describe(m)} with hostIP ${JSON.stringify(hostIpField(m))} more than once`,
+      );
     }
-    scopes.push({ protocol, hostPort, ips, foreign });
-  }
-  return scopes;
+    const ips = r.ips?.filter((ip) => ip.family === family);
+    return { mapping: m, protocol: m.protocol, hostPort: m.hostPort, containerPort: m.containerPort, ips, hostIp: r.source === "runtime" ? m.hostIp : undefined };
+  });
+}
+
+/**
+ * The mappings of one family that can never receive traffic there: first match wins, and mappings before them
+ * on the same protocol and port take every address they have. Each with the first of those.
+ */
+export interface Shadowed {
+  scope: FamilyScope;
+  /** The first earlier mapping on the same port that takes some of its addresses. */
+  by: FamilyScope;
+}
+
+export function shadowedScopes(scopes: readonly FamilyScope[]): Shadowed[] {
+  const shadowed: Shadowed[] = [];
+  scopes.forEach((s, i) => {
+    const destinations = s.ips ? s.ips.map((ip) => ip.text) : s.hostIp ? [s.hostIp.text] : undefined;
+    if (destinations?.length === 0) return;
+    const before = scopes.slice(0, i).filter((o) => o.protocol === s.protocol && o.hostPort === s.hostPort);
+    const claims = (o: FamilyScope, d: string | undefined) => {
+      const theirs = o.ips ? o.ips.map((ip) => ip.text) : o.hostIp ? [o.hostIp.text] : undefined;
+      return theirs === undefined || (d !== undefined && theirs.includes(d));
+    };
+    const covered = (destinations ?? [undefined]).every((d) => before.some((o) => claims(o, d)));
+    const by = before.find((o) => (destinations ?? [undefined]).some((d) => claims(o, d)));
+    if (covered && by) shadowed.push({ scope: s, by });
+  });
+  return shadowed;
 }

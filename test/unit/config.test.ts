@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { parseEnvelope, parseNetConf } from "../../src/core/config.js";
+import { parseEnvelope, parseLogFile, parseNetConf } from "../../src/core/config.js";
 import { cniError } from "./fixtures.js";
 
 const base = { cniVersion: "1.0.0", name: "cbr0", type: "portmap-hostip" };
@@ -24,6 +24,7 @@ describe("network configuration", () => {
       ...base,
       defaultHostIP: ["192.0.2.10", "2001:db8::10"],
       nodeIPs: ["192.0.2.10"],
+      kubeNodeIPs: ["192.0.2.11", "2001:db8::11"],
       nodeInterfaces: ["eth0"],
       excludeInterfaces: [],
       allowedHostCIDRs: ["192.0.2.0/24", "2001:db8::/64"],
@@ -33,6 +34,7 @@ describe("network configuration", () => {
     expect(conf.policy.defaultHostIp).toEqual({ kind: "ips", ips: [{ family: 4, text: "192.0.2.10" }, { family: 6, text: "2001:db8::10" }] });
     expect(conf.policy.allowedHostCidrs?.map((c) => c.text)).toEqual(["192.0.2.0/24", "2001:db8::/64"]);
     expect(conf.policy.excludeInterfaces).toEqual([]);
+    expect(conf.policy.kubeNodeIps).toEqual([{ family: 4, text: "192.0.2.11" }, { family: 6, text: "2001:db8::11" }]);
     expect(conf.annotationValue).toBe("192.0.2.10");
     expect(parseNetConf({ ...base, defaultHostIP: "any" }).policy.defaultHostIp).toEqual({ kind: "any" });
     expect(parseNetConf({ ...base, defaultHostIP: "192.0.2.10" }).policy.defaultHostIp).toEqual({ kind: "ips", ips: [{ family: 4, text: "192.0.2.10" }] });
@@ -61,6 +63,7 @@ describe("network configuration", () => {
     [{ defaultHostIP: "nodes" }, 'defaultHostIP = "nodes"'],
     [{ defaultHostIP: [] }, "defaultHostIP = []"],
     [{ nodeIPs: ["192.0.2.300"] }, 'nodeIPs[0] = "192.0.2.300": not an IP address'],
+    [{ kubeNodeIPs: ["192.0.2.10", "node-1"] }, 'kubeNodeIPs[1] = "node-1": not an IP address'],
     [{ nodeInterfaces: ["eth0", "bad/name"] }, 'nodeInterfaces[1] = "bad/name": not an interface name'],
     [{ excludeInterfaces: "kube-ipvs0" }, 'excludeInterfaces = "kube-ipvs0"'],
     [{ allowedHostCIDRs: ["192.0.2.0"] }, 'allowedHostCIDRs[0] = "192.0.2.0": not a CIDR'],
@@ -77,6 +80,7 @@ describe("network configuration", () => {
     [{ runtimeConfig: { "io.kubernetes.cri.pod-annotations": { a: 1 } } }, "runtimeConfig.io.kubernetes.cri.pod-annotations.a = 1"],
     [{ prevResult: { ips: [{ address: 5 }] } }, "prevResult.ips[0].address = 5"],
     [{ name: undefined }, "name = missing"],
+    [{ logFile: 5 }, "logFile = 5"],
   ])("rejects %j with code 7 naming the field and value", (change, text) => {
     const e = cniError(() => parseNetConf({ ...base, ...change }));
     expect(e.code).toBe(7);
@@ -90,5 +94,15 @@ describe("network configuration", () => {
 
   it("checks only the envelope for DEL, so DEL never sticks on a policy key", () => {
     expect(parseEnvelope({ ...base, defaultHostIP: 5 })).toEqual({ cniVersion: "1.0.0", name: "cbr0" });
+  });
+
+  it("reads logFile apart from the rest, as an absolute path of a file", () => {
+    expect(parseLogFile(base)).toBeUndefined();
+    expect(parseLogFile({ ...base, logFile: "/var/log/portmap-hostip.log", defaultHostIP: 5 })).toBe("/var/log/portmap-hostip.log");
+    for (const logFile of ["portmap-hostip.log", "./x.log", "/var/log/", "", "/var/log/a\0b"]) {
+      const e = cniError(() => parseLogFile({ ...base, logFile }));
+      expect(e.code).toBe(7);
+      expect(e.message).toContain(`logFile = ${JSON.stringify(logFile)}: expected an absolute path of a file`);
+    }
   });
 });

@@ -2,7 +2,7 @@
 import { readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { CniError } from "../../src/core/errors.js";
-import { parseIpAddressJson, parseProcIpv6Route, parseProcRoute } from "../../src/host/network.js";
+import { parseDefaultRoutesJson, parseIpAddressJson } from "../../src/host/network.js";
 import type { NodeNetwork } from "../../src/core/node.js";
 import type { Rule } from "../../src/core/rule.js";
 import { formatRule, parseRule } from "../../src/iptables/text.js";
@@ -34,8 +34,11 @@ export function chainOf(saveName: string, chain = CHAIN, dir = ""): string[] {
 /** The node namespace of the e2e topology: uplink up0 with 192.0.2.10, .11 and 2001:db8::10, kube-ipvs0 with 10.96.0.50. */
 export const NODE: NodeNetwork = {
   addresses: parseIpAddressJson(fixture("host/ip-address.json")),
-  defaultRouteInterfaces: { 4: parseProcRoute(fixture("host/proc-net-route")), 6: parseProcIpv6Route(fixture("host/proc-net-ipv6_route")) },
+  defaultRouteInterfaces: { 4: parseDefaultRoutesJson(fixture("host/ip-route-default-v4.json")), 6: parseDefaultRoutesJson(fixture("host/ip-route-default-v6.json")) },
 };
+
+/** Both families: a dual-stack pod. */
+export const BOTH: ReadonlySet<4 | 6> = new Set([4, 6]);
 
 /** The CniError that `fn` throws; fails the test when it returns or throws anything else. */
 export function cniError(fn: () => unknown): CniError {

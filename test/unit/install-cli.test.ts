@@ -14,10 +14,11 @@ afterEach(() => {
 });
 
 describe("portmap-hostip on a terminal", () => {
-  it("--version names the program, its version and its runtime", async () => {
+  it("--version names the program, its version, the commit it was built from and its runtime", async () => {
     const io = capture();
     expect(await runCli(["--version"])).toBe(0);
-    expect(io.stdout()).toMatch(new RegExp(`^portmap-hostip \\S+ \\(node ${process.version.replaceAll(".", "\\.")}\\)\n$`));
+    // Unbundled, no build injected the commit.
+    expect(io.stdout()).toMatch(new RegExp(`^portmap-hostip \\S+ \\(commit unknown, node ${process.version.replaceAll(".", "\\.")}\\)\n$`));
   });
 
   it("--help says what it is and how to install it", async () => {

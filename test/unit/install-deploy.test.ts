@@ -16,11 +16,24 @@ interface Container {
   name: string;
   image: string;
   args: string[];
+  env?: Array<{ name: string; valueFrom?: { fieldRef?: { fieldPath: string } } }>;
   securityContext: { privileged?: boolean };
   volumeMounts: Array<{ name: string; mountPath: string; readOnly?: boolean }>;
 }
 
+/** The flags as kubelet passes them: `$(VAR)` expanded from the container's env (here: a dual-stack node's status.hostIPs). */
+function installArgs(container: Container) {
+  const values: Record<string, string> = { "status.hostIPs": "192.0.2.10,2001:db8::10" };
+  const env = new Map((container.env ?? []).map((e) => [e.name, values[e.valueFrom?.fieldRef?.fieldPath ?? ""]]));
+  return parseInstallArgs(container.args.slice(1).map((a) => a.replace(/\$\((\w+)\)/g, (_, name: string) => env.get(name) ?? `$(${name})`)));
+}
+
 describe("deploy/daemonset.yaml", () => {
+  it("runs on every Linux node, amd64 and arm64 alike (no architecture selector)", () => {
+    expect(pod.nodeSelector).toEqual({ "kubernetes.io/os": "linux" });
+    expect(JSON.stringify(pod.affinity ?? {})).not.toContain("kubernetes.io/arch");
+  });
+
   it("is a node-critical DaemonSet in kube-system that runs everywhere and needs no API access", () => {
     expect(manifest).toMatchObject({ apiVersion: "apps/v1", kind: "DaemonSet", metadata: { namespace: "kube-system" } });
     expect(manifest.spec.selector.matchLabels).toEqual(manifest.spec.template.metadata.labels);
@@ -33,8 +46,8 @@ describe("deploy/daemonset.yaml", () => {
   it("installs in a privileged init container and keeps the entry with a privileged --watch container", () => {
     const [init] = pod.initContainers as Container[];
     const [watch] = pod.containers as Container[];
-    expect([init?.args[0], parseInstallArgs(init!.args.slice(1)).mode]).toEqual(["install", "install"]);
-    expect([watch?.args[0], parseInstallArgs(watch!.args.slice(1)).mode]).toEqual(["install", "watch"]);
+    expect([init?.args[0], installArgs(init!).mode]).toEqual(["install", "install"]);
+    expect([watch?.args[0], installArgs(watch!).mode]).toEqual(["install", "watch"]);
     for (const container of [init!, watch!]) expect(container.securityContext.privileged).toBe(true);
   });
 
@@ -43,7 +56,7 @@ describe("deploy/daemonset.yaml", () => {
       (pod.volumes as Array<{ name: string; hostPath: { path: string } }>).map((volume) => [volume.name, volume.hostPath.path]),
     );
     for (const container of [...pod.initContainers, ...pod.containers] as Container[]) {
-      const options = parseInstallArgs(container.args.slice(1));
+      const options = installArgs(container);
       const hostPathOf = (dir: string | undefined): string | undefined => {
         const mount = container.volumeMounts.find((m) => m.mountPath === dir);
         expect(mount?.readOnly, `${container.name} mount of ${dir}`).toBeFalsy();
@@ -54,13 +67,45 @@ describe("deploy/daemonset.yaml", () => {
     }
   });
 
-  it("runs this release's image, whose entrypoint is the single executable", () => {
+  it("gives both containers the node's Kubernetes addresses from the downward API as kubeNodeIPs", () => {
+    for (const container of [...pod.initContainers, ...pod.containers] as Container[]) {
+      expect(installArgs(container).settings, container.name).toEqual({ kubeNodeIPs: ["192.0.2.10", "2001:db8::10"] });
+    }
+  });
+
+  it("runs this release's image", () => {
     for (const container of [...pod.initContainers, ...pod.containers] as Container[]) {
       expect(container.image).toBe(`portmap-hostip:${version}`);
     }
-    const copied = /^COPY dist\/portmap-hostip-linux-x64 (\S+)$/m.exec(dockerfile)?.[1];
-    expect(copied).toBeDefined();
-    expect(dockerfile).toMatch(new RegExp(`^ENTRYPOINT \\["${copied}"\\]$`, "m"));
-    expect(dockerfile).toContain(`-t portmap-hostip:${version} .`);
+  });
+});
+
+/** The Dockerfile's stages: name (or base image) and instructions, comments dropped. */
+function stages(text: string): Array<{ from: string; name: string | undefined; steps: string[] }> {
+  const out: Array<{ from: string; name: string | undefined; steps: string[] }> = [];
+  for (const line of text.split("\n").filter((l) => l.trim() !== "" && !l.startsWith("#"))) {
+    const from = /^FROM (\S+)(?: AS (\S+))?$/.exec(line);
+    if (from) out.push({ from: from[1]!, name: from[2], steps: [] });
+    else out.at(-1)!.steps.push(line);
+  }
+  return out;
+}
+
+describe("deploy/Dockerfile", () => {
+  const all = stages(dockerfile);
+  const final = all.at(-1)!;
+
+  it("builds one image for amd64 and arm64, each with its own single executable", () => {
+    const executables = { amd64: "dist/portmap-hostip-linux-x64", arm64: "dist/portmap-hostip-linux-arm64" };
+    for (const [arch, file] of Object.entries(executables)) {
+      expect(all.find((s) => s.name === `plugin-${arch}`)).toEqual({ from: "scratch", name: `plugin-${arch}`, steps: [`COPY ${file} /portmap-hostip`] });
+    }
+    expect(all.find((s) => s.name === "plugin")?.from).toBe("plugin-${TARGETARCH}");
+    expect(dockerfile).toContain(`docker buildx build --platform linux/amd64,linux/arm64 -f deploy/Dockerfile -t portmap-hostip:${version} .`);
+  });
+
+  it("runs the executable on a multi-arch distroless base as the installer's watch mode", () => {
+    expect(final.from).toBe("gcr.io/distroless/cc-debian12");
+    expect(final.steps).toEqual(["COPY --from=plugin /portmap-hostip /portmap-hostip", 'ENTRYPOINT ["/portmap-hostip"]', 'CMD ["install", "--watch"]']);
   });
 });

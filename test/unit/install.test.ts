@@ -224,10 +224,12 @@ describe("install", () => {
       [["--default-host-ip", "192.0.2.300"], '--default-host-ip: invalid value "192.0.2.300"'],
       [["--default-host-ip", "node,192.0.2.1"], '--default-host-ip: invalid value "node"'],
       [["--node-ips", "192.0.2.1/24"], '--node-ips: invalid value "192.0.2.1/24"'],
+      [["--kube-node-ips", "$(HOST_IPS)"], '--kube-node-ips: invalid value "$(HOST_IPS)"'],
       [["--node-interfaces", "eth0,this-name-is-too-long"], '--node-interfaces: invalid value "this-name-is-too-long"'],
       [["--exclude-interfaces", "a/b"], '--exclude-interfaces: invalid value "a/b"'],
       [["--allowed-host-cidrs", "192.0.2.0/33"], '--allowed-host-cidrs: invalid value "192.0.2.0/33"'],
       [["--annotation=-bad"], '--annotation: invalid value "-bad"'],
+      [["--log-file", "portmap-hostip.log"], '--log-file: invalid value "portmap-hostip.log"'],
       [["--bogus"], "Unknown option '--bogus'"],
       [["--watch", "--uninstall"], "--watch and --uninstall exclude each other"],
     ] as const) {
@@ -243,21 +245,25 @@ describe("install", () => {
     await install([
       "--default-host-ip=198.51.100.7",
       "--node-ips=192.0.2.1,2001:db8::1",
+      "--kube-node-ips=192.0.2.2,2001:db8::2",
       "--node-interfaces=eth0",
       "--exclude-interfaces=",
       "--allowed-host-cidrs=192.0.2.0/24",
       "--allowed-host-cidrs=2001:db8::/64",
       "--annotation=example.com/ip",
+      "--log-file=/var/log/portmap-hostip.log",
     ]);
     expect((await plugins())[2]).toEqual({
       type: "portmap-hostip",
       capabilities: CAPABILITIES,
       defaultHostIP: "198.51.100.7",
       nodeIPs: ["192.0.2.1", "2001:db8::1"],
+      kubeNodeIPs: ["192.0.2.2", "2001:db8::2"],
       nodeInterfaces: ["eth0"],
       excludeInterfaces: [],
       allowedHostCIDRs: ["192.0.2.0/24", "2001:db8::/64"],
       annotation: "example.com/ip",
+      logFile: "/var/log/portmap-hostip.log",
     });
   });
 });

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { parseIpAddressJson, parseProcIpv6Route, parseProcRoute } from "../../src/host/network.js";
+import { parseDefaultRoutesJson, parseIpAddressJson } from "../../src/host/network.js";
 import { fixture, NODE } from "./fixtures.js";
 
 describe("node network (recorded from the e2e node namespace)", () => {
@@ -10,13 +10,32 @@ describe("node network (recorded from the e2e node namespace)", () => {
     );
   });
 
-  it("finds the default-route interfaces per family, ignoring lo's reject route", () => {
+  it("finds the default-route interfaces per family", () => {
     expect(NODE.defaultRouteInterfaces).toEqual({ 4: ["up0"], 6: ["up0"] });
   });
 
-  it("ignores routes that are not default, down or reject", () => {
-    const header = "Iface\tDestination\tGateway\tFlags\tRefCnt\tUse\tMetric\tMask\tMTU\tWindow\tIRTT\n";
-    expect(parseProcRoute(`${header}eth1\t00000000\t010200C0\t0002\t0\t0\t0\t00000000\t0\t0\t0\neth2\t000200C0\t0\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n`)).toEqual([]);
-    expect(parseProcIpv6Route(`${"0".repeat(32)} 00 ${"0".repeat(32)} 00 ${"0".repeat(32)} ffffffff 00000001 00000000 00200200 eth0\n`)).toEqual([]);
+  it("takes every nexthop of a multipath route and of a nexthop group, which /proc/net/route and ipv6_route show with their first only", () => {
+    expect(parseDefaultRoutesJson(fixture("host/ip-route-default-ecmp-v4.json"))).toEqual(["u1", "u2"]);
+    expect(parseDefaultRoutesJson(fixture("host/ip-route-default-nhgroup-v6.json"))).toEqual(["u1", "u2"]);
+  });
+
+  it("takes every default route, whatever its metric (a backup uplink)", () => {
+    const recorded = '[{"dst":"default","gateway":"192.0.2.1","dev":"u1","metric":100,"flags":[]},{"dst":"default","gateway":"198.51.100.1","dev":"u2","metric":200,"flags":[]}]';
+    expect(parseDefaultRoutesJson(recorded)).toEqual(["u1", "u2"]);
+  });
+
+  it("ignores unreachable and blackhole default routes (recorded next to a real one)", () => {
+    const v4 = '[{"dst":"default","gateway":"192.0.2.1","dev":"up0","flags":[]},{"type":"unreachable","dst":"default","metric":5000,"flags":[]}]';
+    const v6 =
+      '[{"dst":"default","gateway":"2001:db8::1","dev":"up0","metric":1024,"flags":[],"pref":"medium"},{"type":"blackhole","dst":"default","dev":"lo","metric":5000,"flags":[],"pref":"medium"}]';
+    expect([parseDefaultRoutesJson(v4), parseDefaultRoutesJson(v6)]).toEqual([["up0"], ["up0"]]);
+  });
+
+  it("marks IPv6 privacy and duplicate addresses", () => {
+    const link = { ifname: "eth0", addr_info: [{ family: "inet6", local: "2001:db8::5", scope: "global", temporary: true, dynamic: true }, { family: "inet6", local: "2001:db8::6", scope: "global", dadfailed: true, tentative: true }] };
+    expect(parseIpAddressJson(JSON.stringify([link])).map((a) => [a.ip.text, a.temporary, a.dadFailed])).toEqual([
+      ["2001:db8::5", true, false],
+      ["2001:db8::6", false, true],
+    ]);
   });
 });

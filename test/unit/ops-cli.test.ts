@@ -2,6 +2,7 @@
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { runCli } from "../../src/cli/main.js";
 import { dropStaleUdp } from "../../src/pipeline/conntrack.js";
+import { selectsNetwork } from "../../src/ops/cache.js";
 import { runOps } from "../../src/cli/ops.js";
 import { chainOf, rules } from "./fixtures.js";
 
@@ -25,7 +26,7 @@ describe("portmap-hostip status | reconcile | gc", () => {
   });
 
   it("each explain their options", async () => {
-    for (const [command, flags] of [["status", ["--cache-dir", "--json"]], ["reconcile", ["--cache-dir", "--dry-run"]], ["gc", ["--network", "--grace", "--dry-run"]]] as const) {
+    for (const [command, flags] of [["status", ["--cache-dir", "--network", "--json"]], ["reconcile", ["--cache-dir", "--network", "--dry-run"]], ["gc", ["--network", "--grace", "--dry-run"]]] as const) {
       const o = io();
       expect(await runOps(command, ["--help"], o.ctx)).toBe(0);
       for (const f of flags) expect(o.out()).toContain(f);
@@ -38,6 +39,8 @@ describe("portmap-hostip status | reconcile | gc", () => {
       ["reconcile", ["--cache-dir"], /'--cache-dir <value>' argument missing/],
       ["gc", ["--grace", "soon"], /--grace needs a number of seconds/],
       ["gc", ["--network="], /--network needs a value/],
+      ["status", ["--network="], /--network needs a value/],
+      ["reconcile", ["--network", ""], /--network needs a value/],
     ];
     for (const [command, args, message] of cases) {
       const o = io();
@@ -70,5 +73,16 @@ describe("gc without a result cache", () => {
     const o = io();
     expect(await runOps("gc", ["--network", "cbr0", "--cache-dir", "/nonexistent/cni"], o.ctx)).toBe(1);
     expect(o.err()).toContain("no result cache at /nonexistent/cni/results: refusing to judge which chains are dead");
+  });
+});
+
+describe("--network", () => {
+  it("selects the named networks only, and every network when none is named", () => {
+    expect(selectsNetwork([], "cbr0")).toBe(true);
+    expect(selectsNetwork([], null)).toBe(true);
+    expect(selectsNetwork(["cbr0", "net2"], "net2")).toBe(true);
+    expect(selectsNetwork(["cbr0"], "net2")).toBe(false);
+    // A chain nothing attributes to a network belongs to none that was named.
+    expect(selectsNetwork(["cbr0"], null)).toBe(false);
   });
 });

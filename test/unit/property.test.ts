@@ -8,7 +8,7 @@ import { CniError } from "../../src/core/errors.js";
 import { parseAnnotation } from "../../src/policy/annotation.js";
 import { parseIp, type Ip } from "../../src/core/ip.js";
 import { resolveMappings, type FamilyScope } from "../../src/policy/resolve.js";
-import { NODE, scopeChain } from "./fixtures.js";
+import { BOTH, NODE, scopeChain } from "./fixtures.js";
 
 const RUNS = { numRuns: 300 };
 const parse = (value: string) => parseAnnotation(value, "portmap-hostip/host-ip", "default/web");
@@ -293,10 +293,12 @@ function scopesOf(c: GenChain): FamilyScope[] {
   return c.mappings
     .filter((m) => m.ours !== undefined)
     .map((m) => ({
+      mapping: { protocol: m.protocol, hostPort: m.hostPort, containerPort: m.containerPort, hostIp: undefined },
       protocol: m.protocol,
       hostPort: m.hostPort,
+      containerPort: m.containerPort,
       ips: m.ours!.map((t) => parseIp(t)!),
-      foreign: [],
+      hostIp: undefined,
     }));
 }
 
@@ -358,6 +360,60 @@ describe("rule transformer (property)", () => {
   });
 });
 
+describe("the same hostPort several times (property)", () => {
+  // One port, mappings with distinct hostIP fields (Kubernetes' key), each scoped by us or left as portmap wrote it.
+  const PORT = 8080;
+  const same = fc.uniqueArray(
+    fc.record({
+      hostIp: fc.constantFrom("", "0.0.0.0", "192.0.2.10", "192.0.2.11"),
+      containerPort: fc.constantFrom(80, 81, 82),
+      ours: fc.option(fc.subarray(["192.0.2.10", "192.0.2.11", "127.0.0.1"]), { nil: undefined }),
+    }),
+    { minLength: 1, maxLength: 4, selector: (m) => m.hostIp },
+  );
+  const c: GenChain = { family: 4, options: { snat: true, masqAll: false, setmark: "CNI-HOSTPORT-SETMARK" }, mappings: [], others: [], positions: [] };
+  const isSpecific = (ip: string) => ip !== "" && ip !== "0.0.0.0";
+  /** portmap's ADD: each rule appended unless that exact rule is there (`-C`, then `-A`). */
+  type Written = { containerPort: number; runtimeIp?: string };
+  /** What the runtime passes portmap for a mapping: its hostIP when specific. */
+  const asPassed = (m: { hostIp: string; containerPort: number }): Written => ({ containerPort: m.containerPort, ...(isSpecific(m.hostIp) ? { runtimeIp: m.hostIp } : {}) });
+  const portmapAdd = (chain: string[], blocks: readonly Written[]) => {
+    const out = [...chain];
+    for (const b of blocks) for (const rule of portmapBlock(c, { hostPort: PORT, protocol: "tcp", ...b })) if (!out.includes(rule)) out.push(rule);
+    return out;
+  };
+  const scopesOf = (ms: Array<{ hostIp: string; containerPort: number; ours?: string[] }>): FamilyScope[] =>
+    ms.map((m) => {
+      const hostIp = isSpecific(m.hostIp) ? parseIp(m.hostIp) : undefined;
+      return {
+        mapping: { hostPort: PORT, containerPort: m.containerPort, protocol: "tcp", hostIp: m.hostIp === "" ? undefined : parseIp(m.hostIp) },
+        protocol: "tcp",
+        hostPort: PORT,
+        containerPort: m.containerPort,
+        ips: hostIp ? undefined : m.ours?.map((t) => parseIp(t)!),
+        hostIp,
+      };
+    });
+
+  it("gives the chain portmap alone writes when the runtime passes each mapping's host IPs, in order; idempotent", () => {
+    fc.assert(
+      fc.property(same, (ms) => {
+        const written = portmapAdd([], ms.map(asPassed));
+        const scopes = scopesOf(ms);
+        const { rules, missing } = scopeChain(written, scopes);
+        expect(missing).toEqual([]);
+        const expanded = ms.flatMap((m): Written[] =>
+          isSpecific(m.hostIp) || m.ours === undefined ? [asPassed(m)] : m.ours.map((ip) => ({ containerPort: m.containerPort, runtimeIp: ip })),
+        );
+        expect(rules).toEqual(portmapAdd([], expanded));
+        expect(scopeChain(rules, scopes).rules).toEqual(rules);
+        expect(scopeChain(portmapAdd(rules, ms.map(asPassed)), scopes).rules).toEqual(rules);
+      }),
+      RUNS,
+    );
+  });
+});
+
 // ---- host IPs and ports from the runtime and the pod ----
 
 describe("host IP resolution (property)", () => {
@@ -371,7 +427,7 @@ describe("host IP resolution (property)", () => {
         const parsed = parseIp(ip.text)!;
         fc.pre(!nodeIps.has(parsed.text));
         const annotation = { all: [parsed], byPort: new Map<string, Ip[]>() };
-        expect(rejects(() => resolveMappings([mapping], policy, annotation, NODE, "default/web"), 100)).toBe(true);
+        expect(rejects(() => resolveMappings([mapping], policy, annotation, NODE, "default/web", BOTH), 100)).toBe(true);
       }),
       RUNS,
     );

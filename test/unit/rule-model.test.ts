@@ -81,7 +81,16 @@ describe("a rule of portmap's nftables backend", () => {
 
   it("is scoped by the same transform: destination set per host IP, comment and handle kept", () => {
     const ip = (t: string) => parseIp(t)!;
-    const { rules, missing } = scopeChain([nft], [{ protocol: "tcp", hostPort: 8080, ips: [ip("192.0.2.10"), ip("192.0.2.11")], foreign: [] }]);
+    const { rules, missing } = scopeChain([nft], [
+      {
+        mapping: { protocol: "tcp", hostPort: 8080, containerPort: 80, hostIp: undefined },
+        protocol: "tcp",
+        hostPort: 8080,
+        containerPort: 80,
+        ips: [ip("192.0.2.10"), ip("192.0.2.11")],
+        hostIp: undefined,
+      },
+    ]);
     expect(missing).toEqual([]);
     expect(rules.map((r) => r.destination?.address)).toEqual(["192.0.2.10", "192.0.2.11"]);
     expect(rules.map((r) => [commentOf(r), r.handle, r.target])).toEqual([

@@ -4,12 +4,18 @@ import { parseIp } from "../../src/core/ip.js";
 import type { FamilyScope } from "../../src/policy/resolve.js";
 import { CHAIN, PORTMAP_VERSIONS, chainOf as chainIn, fixture, lines, rules as read, scopeChain } from "./fixtures.js";
 
+/** The recorded chains of Debian's portmap (1.1.1). */
+const chainOf = (name: string) => chainIn(name);
 const ip = (text: string) => parseIp(text)!;
-const scope = (hostPort: number, ips: string[], protocol: FamilyScope["protocol"] = "tcp", foreign: string[] = []): FamilyScope => ({
+/** The recorded chains map 8080 → 80, 8443 → 443, 5353 → 53. */
+const CONTAINER_PORT: Record<number, number> = { 8080: 80, 8443: 443, 5353: 53 };
+const scope = (hostPort: number, ips: string[] | undefined, protocol: FamilyScope["protocol"] = "tcp", containerPort = CONTAINER_PORT[hostPort] ?? 1, hostIp?: string): FamilyScope => ({
+  mapping: { hostPort, containerPort, protocol, hostIp: hostIp === undefined ? undefined : ip(hostIp) },
   protocol,
   hostPort,
-  ips: ips.map(ip),
-  foreign: foreign.map(ip),
+  containerPort,
+  ips: ips?.map(ip),
+  hostIp: hostIp === undefined ? undefined : ip(hostIp),
 });
 
 describe("tokenize", () => {
@@ -55,7 +61,7 @@ describe.each(PORTMAP_VERSIONS)("scopeChain on what real portmap $portmap wrote"
   it("does not take a runtime-scoped sibling on the same port for its own", () => {
     const sibling = `-A ${CHAIN} -d 192.0.2.10/32 -p tcp -m tcp --dport 8080 -j DNAT --to-destination 10.244.1.5:81`;
     const chain = [...chainOf("unscoped-v4"), sibling];
-    const { rules } = scopeChain(chain, [scope(8080, ["192.0.2.11"], "tcp", ["192.0.2.10"])]);
+    const { rules } = scopeChain(chain, [scope(8080, ["192.0.2.11"])]);
     expect(rules).toEqual([...chainOf("scoped-192.0.2.11-v4"), sibling]);
   });
 
@@ -86,6 +92,40 @@ describe.each(PORTMAP_VERSIONS)("scopeChain on what real portmap $portmap wrote"
     const s = scope(9090, ["192.0.2.11"]);
     expect(scopeChain(chainOf("unscoped-v4"), [s]).missing).toEqual([s]);
     expect(scopeChain([], [s]).missing).toEqual([s]);
+  });
+});
+
+describe("scopeChain: the same hostPort twice, in portmap's order", () => {
+  // portmap's rules for 8080 → 80 with hostIP 192.0.2.10, then 8080 → 81 with none (recorded chains, edited).
+  const specific = chainOf("unscoped-v4").map((r) => r.replace(/^(-A \S+( -s \S+)?)/, "$1 -d 192.0.2.10/32"));
+  const none81 = chainOf("unscoped-v4").map((r) => r.replace(":80", ":81"));
+  const d = (rules: string[], cidr: string) => rules.map((r) => r.replace(/^(-A \S+( -s \S+)?)( -d \S+)?/, `$1 -d ${cidr}`));
+
+  it("writes each mapping's rules in portmap's order: the runtime's as written, ours per host IP", () => {
+    const scopes = [scope(8080, undefined, "tcp", 80, "192.0.2.10"), scope(8080, ["192.0.2.10", "192.0.2.11"], "tcp", 81)];
+    const { rules, missing } = scopeChain([...specific, ...none81], scopes);
+    expect(missing).toEqual([]);
+    // The second mapping's marks for 192.0.2.10 equal the first's: left out, as portmap alone leaves them out.
+    expect(rules).toEqual([...specific, ...d(none81, "192.0.2.10/32").slice(-1), ...d(none81, "192.0.2.11/32")]);
+    // Once more, and after portmap's repeated ADD re-appended the rules it no longer finds.
+    expect(scopeChain(rules, scopes).rules).toEqual(rules);
+    expect(scopeChain([...rules, ...none81], scopes).rules).toEqual(rules);
+  });
+
+  it("keeps none before a specific hostIP when portmap wrote it so, also when both rule sets are the same (same container port)", () => {
+    const scopes = [scope(8080, ["192.0.2.10", "192.0.2.11"]), scope(8080, undefined, "tcp", 80, "192.0.2.10")];
+    const unscoped = chainOf("unscoped-v4");
+    const { rules } = scopeChain([...unscoped, ...specific], scopes);
+    // The specific mapping's rules all equal earlier ones: it can never receive traffic (and is warned about).
+    expect(rules).toEqual([...specific, ...d(unscoped, "192.0.2.11/32")]);
+    expect(scopeChain(rules, scopes).rules).toEqual(rules);
+    expect(scopeChain([...rules, ...unscoped], scopes).rules).toEqual(rules);
+  });
+
+  it("writes a mapping of 0.0.0.0 or none as portmap did when the policy leaves it alone", () => {
+    const scopes = [scope(8080, undefined, "tcp", 80), scope(8080, ["192.0.2.11"], "tcp", 81)];
+    const { rules } = scopeChain([...chainOf("unscoped-v4"), ...none81], scopes);
+    expect(rules).toEqual([...chainOf("unscoped-v4"), ...d(none81, "192.0.2.11/32")]);
   });
 });
 
