@@ -2,7 +2,7 @@
 import { cmdAdd } from "../commands/add.js";
 import { cmdCheck } from "../commands/check.js";
 import type { CallRecord } from "./log-file.js";
-import { checkUsable } from "../iptables/backend.js";
+import { NotInstalled, checkUsable } from "../iptables/backend.js";
 import { LATEST_VERSION, SUPPORTED_VERSIONS, parseEnvelope, parseLogFile, parseNetConf, stateDirOf } from "../core/config.js";
 import { type CniEnv, type Command, kubernetesPod } from "../core/names.js";
 import { awaitKeeperLock, writeRecord } from "../host/state.js";
@@ -54,8 +54,13 @@ async function execute(command: Command, json: unknown, attachment: CniEnv | und
     }
     case "STATUS":
       parseEnvelope(json);
-      await checkUsable().catch((err: Error) => {
-        throw new CniError(Code.PluginNotAvailable, `iptables is not usable: ${err.message}`, err instanceof CniError ? err.details : "");
+      await checkUsable().catch(async (err: Error) => {
+        // A node without iptables at all leaves portmap only its nftables backend: then nft must work.
+        if (!(err instanceof NotInstalled)) throw new CniError(Code.PluginNotAvailable, `iptables is not usable: ${err.message}`, err instanceof CniError ? err.details : "");
+        const { checkNftUsable } = await import("../nftables/backend.js");
+        await checkNftUsable().catch((nftErr: Error) => {
+          throw new CniError(Code.PluginNotAvailable, `neither iptables nor nft is usable: ${nftErr.message}`, nftErr instanceof CniError ? nftErr.details : "");
+        });
       });
       return;
     case "VERSION":

@@ -4,9 +4,8 @@ import { type CniEnv, podLabel } from "../core/names.js";
 import { CniError, Code } from "../core/errors.js";
 import { convertResult } from "../core/result.js";
 import { writeRecord } from "../host/state.js";
-import { writeChain } from "../iptables/backend.js";
+import { scopePod } from "../pipeline/plan.js";
 import type { ResolvedMapping } from "../policy/resolve.js";
-import { changed, planPodChains } from "./plan.js";
 
 /** The result to print, and the host IPs decided per mapping (for the log file). */
 export async function cmdAdd(conf: NetConf, env: CniEnv): Promise<{ result: Record<string, unknown>; resolved: ResolvedMapping[] }> {
@@ -16,24 +15,14 @@ export async function cmdAdd(conf: NetConf, env: CniEnv): Promise<{ result: Reco
   // Computed before anything is written: a result we could not print must not follow a rewrite.
   const result = convertResult(conf.prevResult, conf.cniVersion);
   if (conf.portMappings.length > 0) await recordAdd(conf, env);
-  const { resolved, plans: all, notes } = await planPodChains(conf, env);
+  const { resolved, plans: all, notes, written } = await scopePod(conf, env);
   // The default never fails a pod: what it left out, and why, must still be visible.
   for (const note of notes) process.stderr.write(`portmap-hostip: ${note}\n`);
   for (const { family, closed } of all) {
     // Not an error (the policy says so), but a pod that is unreachable over one family should be visible.
     for (const s of closed) {
-      process.stderr.write(`portmap-hostip: hostPort ${s.hostPort}/${s.protocol} of pod ${podLabel(env)} has no IPv${family} host IP: no IPv${family} rules\n`);
+      process.stderr.write(`portmap-hostip: hostPort ${s.hostPort}/${s.protocol} of pod ${podLabel(env)} has no IPv${family} host IP: not reachable over IPv${family}\n`);
     }
-  }
-  const written = all.filter(changed);
-  // One transaction per family, both at once; if one fails, the other is put back so the pod is never
-  // half-scoped.
-  const outcomes = await Promise.allSettled(written.map((plan) => writeChain(plan.family, plan.chain, plan.desired)));
-  const failure = outcomes.find((o) => o.status === "rejected");
-  if (failure) {
-    const done = written.filter((_, i) => outcomes[i]?.status === "fulfilled");
-    await Promise.allSettled(done.map((plan) => writeChain(plan.family, plan.chain, plan.current)));
-    throw failure.reason;
   }
   // A UDP flow keeps the NAT decision of its first datagram: those made by portmap's unscoped rule in the
   // moment before our rewrite must go. Only pods with UDP mappings load and run this.

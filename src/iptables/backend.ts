@@ -24,12 +24,16 @@ const WAIT = ["-w", "5"];
 // a tool killed at the limit is "try again later" too.
 const LIMIT_MS = 15_000;
 
+/** The program is not installed (a node left to portmap's nftables backend has no iptables at all). */
+export class NotInstalled extends CniError {}
+
 async function exec(file: string, args: readonly string[], input?: string): Promise<RunResult> {
   let result: RunResult;
   try {
     result = await run(file, [...WAIT, ...args], { input, timeoutMs: LIMIT_MS });
   } catch (err) {
-    throw new CniError(Code.IoFailure, `cannot run ${file}: ${(err as Error).message}`);
+    const Failure = (err as NodeJS.ErrnoException).code === "ENOENT" ? NotInstalled : CniError;
+    throw new Failure(Code.IoFailure, `cannot run ${file}: ${(err as Error).message}`);
   }
   if (result.timedOut) throw new CniError(Code.TryAgainLater, `${file} did not finish within ${LIMIT_MS} ms and was killed`, result.stderr.trim());
   return result;
@@ -40,10 +44,17 @@ function failure(what: string, result: RunResult): CniError {
   return new CniError(BUSY.test(stderr) ? Code.TryAgainLater : Code.IoFailure, `${what} failed (exit ${result.code})`, stderr);
 }
 
-/** The rules of a nat chain; undefined when the chain does not exist. */
+/**
+ * The rules of a nat chain; undefined when the chain does not exist, or there is no iptables at all (then
+ * portmap cannot have written iptables rules either).
+ */
 export async function readChain(family: Family, chain: string): Promise<Rule[] | undefined> {
   const bin = BINARIES[family].iptables;
-  const result = await exec(bin, ["-t", "nat", "-S", chain]);
+  const result = await exec(bin, ["-t", "nat", "-S", chain]).catch((err: Error) => {
+    if (err instanceof NotInstalled) return undefined;
+    throw err;
+  });
+  if (result === undefined) return undefined;
   if (result.code === 0) return appendRules(result.stdout);
   if (NO_CHAIN.test(result.stderr)) return undefined;
   throw failure(`${bin} -t nat -S ${chain}`, result);

@@ -36,7 +36,7 @@ export function portmapBackendOf(a: CachedAttachment): PortmapBackend {
 }
 
 /** The stdin libcni gives one entry of the list: the entry, the list's name and version, its capabilities. */
-function entryConf(a: CachedAttachment, entry: Record<string, unknown>): unknown {
+export function entryConf(a: CachedAttachment, entry: Record<string, unknown>): unknown {
   const capabilities = (entry["capabilities"] ?? {}) as Record<string, unknown>;
   const runtimeConfig = Object.fromEntries(Object.entries(a.capabilityArgs).filter(([cap]) => capabilities[cap] === true));
   return { ...entry, name: a.network, cniVersion: a.cniVersion, prevResult: a.result, runtimeConfig };

@@ -154,9 +154,10 @@ export async function readResultCache(cacheDir: string, memo?: CacheMemo): Promi
  * Whether an unreadable cache file may be this container's attachment: libcni names it
  * <network>-<containerID>-<ifname>. Such a container is live as far as anyone can tell.
  */
-export function ownedByUnreadable(cache: CacheRead, network: string, containerId: string): boolean {
-  const prefix = `${network}-${containerId}-`;
-  return cache.unreadable.some((file) => basename(file).startsWith(prefix));
+export function ownedByUnreadable(cache: CacheRead, network: string | null, containerId: string): boolean {
+  // Without a network (portmap's nftables rules name none), any network's file of that container.
+  const owns = (name: string) => (network === null ? name.includes(`-${containerId}-`) : name.startsWith(`${network}-${containerId}-`));
+  return cache.unreadable.some((file) => owns(basename(file)));
 }
 
 /** Whether an operator command given `--network` names (none: every network) acts on `network` (null: unknown). */

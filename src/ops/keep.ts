@@ -210,7 +210,7 @@ export async function keeperPass(backends: readonly KeeperBackend[], dirs: { cac
 }
 
 // A manual reconcile or gc holds the lock for one pass: the keeper waits for it, not forever.
-const LOCK_WAIT_MS = 30_000;
+export const LOCK_WAIT_MS = 30_000;
 
 /**
  * Whether a dead chain goes now: after the grace; at once when it takes a live pod's port and its DEL is

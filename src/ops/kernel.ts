@@ -1,5 +1,7 @@
-// What the operator commands read from the namespace they run in: both nat tables and the node's addresses.
+// What the operator commands read from the namespace they run in: both nat tables and portmap's nftables rules.
 import type { Family } from "../core/ip.js";
+import type { Rule } from "../core/rule.js";
+import { readHostports } from "../nftables/backend.js";
 import { readTable } from "../iptables/backend.js";
 import { type NatTable, parseTable } from "../iptables/table.js";
 
@@ -19,4 +21,10 @@ export async function readTables(families: readonly Family[] = FAMILIES): Promis
     else problems.push(`IPv${family} nat table not read: ${(r.reason as Error).message}`);
   });
   return { tables, problems };
+}
+
+/** portmap's nftables `hostports` rules per family; a family without that table is left out. */
+export async function readNftTables(families: readonly Family[] = FAMILIES): Promise<Map<Family, Rule[]>> {
+  const read = await Promise.all(families.map((f) => readHostports(f)));
+  return new Map(families.flatMap((f, i) => (read[i] === undefined ? [] : [[f, read[i]] as const])));
 }

@@ -1,8 +1,10 @@
-// `portmap-hostip status`: one row per hostPort mapping found in the nat tables, with its owner and state.
+// `portmap-hostip status`: one row per hostPort mapping found in the nat tables (and portmap's nftables
+// tables), with its owner and state.
 // status() is pure (tables, cache, node network in; rows out); the renderers format them.
 import { parseNetConf } from "../core/config.js";
 import type { NodeNetwork } from "../core/node.js";
-import { type Rule, destinationOf, dnatOf, dportOf, protocolOf, sourceOf } from "../core/rule.js";
+import { type Rule, commentOf, destinationOf, dnatOf, dportOf, protocolOf, sourceOf } from "../core/rule.js";
+import { CHAIN, NFT_FAMILY, TABLE, podRules } from "../nftables/json.js";
 import { portmapChainName } from "../iptables/chain-name.js";
 import { type Cidr, type Family, cidrContains, parseCidr } from "../core/ip.js";
 import { nodeAddresses } from "../policy/resolve.js";
@@ -19,6 +21,7 @@ export interface StatusRow {
   pod: string;
   network: string | null;
   containerId: string | null;
+  /** The pod's iptables chain, or `ip cni_hostport hostports` / `ip6 …` for portmap's nftables backend. */
   chain: string;
   protocol: string;
   hostPort: number;
@@ -31,7 +34,7 @@ export interface StatusRow {
   captures: string[];
   /** For a conflict: the pod whose rule takes the traffic (by rule order). */
   winner: string | null;
-  /** False when no CNI-HOSTPORT-DNAT rule jumps to the chain: its rules take no traffic. */
+  /** False when no CNI-HOSTPORT-DNAT rule jumps to the chain: its rules take no traffic (nftables: always true). */
   reachable: boolean;
 }
 
@@ -68,7 +71,7 @@ function mappingsOf(rules: readonly Rule[]): Array<Omit<Dnat, "destination"> & {
     if (!same) out.push(row);
     // An unscoped rule makes the whole mapping unscoped: it matches every address.
     if (d.destination === undefined) row.destinations = [""];
-    else if (!row.destinations.includes("")) row.destinations.push(d.destination);
+    else if (!row.destinations.includes("") && !row.destinations.includes(d.destination)) row.destinations.push(d.destination);
   });
   return out.map((m) => ({ ...m, destinations: m.destinations.includes("") ? [] : m.destinations }));
 }
@@ -100,10 +103,33 @@ function podSubnetsOf(tables: ReadonlyMap<Family, NatTable>, cache: CacheRead): 
   });
 }
 
-export function status(tables: ReadonlyMap<Family, NatTable>, cache: CacheRead, network: NodeNetwork): StatusRow[] {
+/**
+ * The rows of every mapping: from the nat tables (portmap's iptables backend: one chain per pod) and from
+ * `nft` (its nftables backend: each family's `hostports` rules, the pod's by their container-ID comment).
+ */
+export function status(tables: ReadonlyMap<Family, NatTable>, cache: CacheRead, network: NodeNetwork, nft: ReadonlyMap<Family, Rule[]> = new Map()): StatusRow[] {
   const byChain = new Map(cache.attachments.map((a) => [portmapChainName(a.network, a.containerId), a]));
   const subnets = podSubnetsOf(tables, cache);
   const rows: Array<StatusRow & { rank: [number, number] }> = [];
+  const row = (family: Family, owner: Owner, orphan: boolean, chain: string, m: ReturnType<typeof mappingsOf>[number], reachable: boolean, rank: [number, number]) => {
+    const captures = m.destinations.length === 0 ? capturedAddresses(family, owner, network, subnets) : [];
+    const state: State = orphan ? "orphan" : m.destinations.length > 0 ? "scoped" : captures.length > 0 ? "captures-service" : "unscoped";
+    const { pod, network: net, containerId } = owner;
+    rows.push({ family, pod, network: net, containerId, chain, protocol: m.protocol, hostPort: m.hostPort, destinations: m.destinations, target: m.target, state, captures, winner: null, reachable, rank });
+  };
+  for (const [family, rules] of nft) {
+    const chain = `${NFT_FAMILY[family]} ${TABLE} ${CHAIN}`;
+    // Every rule of `hostports` takes traffic (portmap's jumps into it are shared); the first one wins.
+    for (const id of new Set(rules.flatMap((r) => commentOf(r) ?? []))) {
+      const attachment = cache.attachments.find((a) => a.containerId === id);
+      const owner: Owner = attachment
+        ? { pod: attachmentLabel(attachment), network: attachment.network, containerId: id, attachment }
+        : { pod: id, network: null, containerId: id, attachment: undefined };
+      const mine = podRules(rules, id);
+      const orphan = cache.present && !attachment && !ownedByUnreadable(cache, null, id);
+      for (const m of mappingsOf(mine)) row(family, owner, orphan, chain, m, true, [0, rules.indexOf(mine[m.order] as Rule)]);
+    }
+  }
   for (const [family, table] of tables) {
     const jumps = portmapJumps(table);
     for (const chain of podChains(table)) {
@@ -114,26 +140,8 @@ export function status(tables: ReadonlyMap<Family, NatTable>, cache: CacheRead, 
         : { pod: jump?.owner?.containerId ?? "?", network: jump?.owner?.network ?? null, containerId: jump?.owner?.containerId ?? null, attachment: undefined };
       for (const m of mappingsOf(rulesOf(table, chain))) {
         // A chain whose cache file is unreadable is no orphan: nobody can tell.
-        const unreadable = owner.network !== null && owner.containerId !== null && ownedByUnreadable(cache, owner.network, owner.containerId);
-        const orphan = cache.present && !attachment && !unreadable;
-        const captures = m.destinations.length === 0 ? capturedAddresses(family, owner, network, subnets) : [];
-        const state: State = orphan ? "orphan" : m.destinations.length > 0 ? "scoped" : captures.length > 0 ? "captures-service" : "unscoped";
-        rows.push({
-          family,
-          pod: owner.pod,
-          network: owner.network,
-          containerId: owner.containerId,
-          chain,
-          protocol: m.protocol,
-          hostPort: m.hostPort,
-          destinations: m.destinations,
-          target: m.target,
-          state,
-          captures,
-          winner: null,
-          reachable: jump !== undefined,
-          rank: [jump?.index ?? Number.MAX_SAFE_INTEGER, m.order],
-        });
+        const unreadable = owner.containerId !== null && ownedByUnreadable(cache, owner.network, owner.containerId);
+        row(family, owner, cache.present && !attachment && !unreadable, chain, m, jump !== undefined, [jump?.index ?? Number.MAX_SAFE_INTEGER, m.order]);
       }
     }
   }
@@ -141,7 +149,13 @@ export function status(tables: ReadonlyMap<Family, NatTable>, cache: CacheRead, 
   for (const row of rows) {
     if (!row.reachable) continue;
     const rivals = rows.filter(
-      (o) => o.reachable && o.family === row.family && o.protocol === row.protocol && o.hostPort === row.hostPort && o.chain !== row.chain && overlaps(o.destinations, row.destinations),
+      (o) =>
+        o.reachable &&
+        o.family === row.family &&
+        o.protocol === row.protocol &&
+        o.hostPort === row.hostPort &&
+        (o.chain !== row.chain || o.containerId !== row.containerId) &&
+        overlaps(o.destinations, row.destinations),
     );
     if (rivals.length === 0) continue;
     const winner = [row, ...rivals].sort((a, b) => a.rank[0] - b.rank[0] || a.rank[1] - b.rank[1])[0] as StatusRow;

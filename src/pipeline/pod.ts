@@ -56,10 +56,16 @@ export interface ScopedFamily extends ScopedChain {
   scopes: FamilyScope[];
 }
 
-/** One family's chain as it must be, from its current rules. */
-export function scopeFamily(resolved: readonly ResolvedMapping[], family: Family, current: readonly Rule[]): ScopedFamily {
+/**
+ * One family's chain as it must be, from its current rules. A mapping left without host IPs in the family
+ * loses its rules there; with `never` (an address no packet has) it keeps them with that destination instead.
+ */
+export function scopeFamily(resolved: readonly ResolvedMapping[], family: Family, current: readonly Rule[], never?: string): ScopedFamily {
   const scopes = scopesForFamily(resolved, family);
-  return { family, ...scopeChain(current, scopes), closed: scopes.filter((s) => s.ips?.length === 0), scopes };
+  const closed = scopes.filter((s) => s.ips?.length === 0);
+  const kept: FamilyScope[] = never === undefined ? [] : closed.map((s) => ({ ...s, ips: [{ family, text: never }] }));
+  const scoped = scopeChain(current, scopes.map((s) => kept[closed.indexOf(s)] ?? s));
+  return { family, rules: scoped.rules, missing: scoped.missing.filter((s) => !kept.includes(s)), closed, scopes };
 }
 
 const describeMapping = (s: FamilyScope) => `hostPort ${s.hostPort}/${s.protocol} → container port ${s.containerPort} (hostIP ${JSON.stringify(s.mapping.hostIp?.text ?? "")})`;

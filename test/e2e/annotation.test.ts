@@ -1,8 +1,8 @@
-// The pod annotation names one node IP: only that IP answers, and the chain is exactly what portmap itself
+// The pod annotation names one node IP: only that IP answers, and the rules are exactly what portmap itself
 // writes when the runtime passes that hostIP (same network name and container ID in a second node namespace),
-// whatever portmap's own options (snat, masqAll, markMasqBit) made its rules look like.
+// whatever portmap's own options (snat, masqAll, markMasqBit) and backend made its rules look like.
 import { expect, it } from "vitest";
-import { NODE_IP1, NODE_IP2, againstPortmapAlone, bridgeConflist, containerdMapping, describeRun, rulesIn, whoAnswers } from "../support/harness.js";
+import { NODE_IP1, NODE_IP2, againstPortmapAlone, bridgeConflist, containerdMapping, describeRun, podHostportRules, whoAnswers } from "../support/harness.js";
 import { describeAsRoot, useHarness } from "../support/e2e.js";
 
 const variants = [
@@ -18,10 +18,11 @@ describeAsRoot.each(variants)("annotation host-ip, cniVersion $cniVersion, portm
   const alone = useHarness();
 
   it("scopes the hostPort to the annotated IP exactly as portmap does for a runtime hostIP", async () => {
+    const containerID = `e2e-annotation-${cniVersion.replaceAll(".", "")}-${Object.keys(portmap).join("")}`;
     const r = await againstPortmapAlone(ours, alone, {
       list: (dataDir) => bridgeConflist({ dataDir, cniVersion, portmap, hostip: { defaultHostIP: "any" } }),
       pod: {
-        containerID: `e2e-annotation-${cniVersion.replaceAll(".", "")}-${Object.keys(portmap).join("")}`,
+        containerID,
         portMappings: [containerdMapping(8080, 80), containerdMapping(5353, 53, "udp")],
         hostIPAnnotation: NODE_IP2,
         serve: { tcp: [80], udp: [53] },
@@ -32,9 +33,11 @@ describeAsRoot.each(variants)("annotation host-ip, cniVersion $cniVersion, portm
     // ADD prints the result it got.
     expect(r.ours.ours.output).toEqual(r.ours.base.result);
 
-    expect(rulesIn(r.nat.ours.v4, r.chain).length).toBeGreaterThan(0);
-    expect(rulesIn(r.nat.ours.v4, r.chain)).toEqual(rulesIn(r.nat.alone.v4, r.chain));
-    // Same name and ID: the whole nat table is the one portmap writes for hostIP 192.0.2.11.
+    const rules = await podHostportRules(ours, "cbr0", containerID);
+    expect(rules?.length).toBeGreaterThan(0);
+    expect(rules).toEqual(await podHostportRules(alone, "cbr0", containerID));
+    // Same name and ID: the whole nat table (and portmap's nftables tables) are the ones portmap writes
+    // for hostIP 192.0.2.11.
     expect(r.nat.ours).toEqual(r.nat.alone);
 
     const c = ours.topo.client;

@@ -1,8 +1,17 @@
 // VERSION, STATUS and GC as a runtime calls them: the binary in the node namespace, stdin and CNI_* only.
+import { mkdtempSync, symlinkSync } from "node:fs";
+import { join } from "node:path";
 import { expect, it } from "vitest";
 import { natSave, type NatSnapshot } from "../support/harness.js";
 import { describeAsRoot, useHarness } from "../support/e2e.js";
 import { CRASH_TRACE, createStandins, runPluginRaw } from "../support/standins.js";
+
+/** A directory holding only a link to nft. */
+function nftOnly(parent: string): string {
+  const dir = mkdtempSync(join(parent, "nft-only-"));
+  symlinkSync("/usr/sbin/nft", join(dir, "nft"));
+  return dir;
+}
 
 const conf = (cniVersion: string, extra: Record<string, unknown> = {}) =>
   JSON.stringify({ cniVersion, name: "cbr0", type: "portmap-hostip", ...extra });
@@ -33,6 +42,17 @@ describeAsRoot("VERSION, STATUS and GC", () => {
     expect(r.code).not.toBe(0);
     expect(r.output).toMatchObject({ cniVersion: "1.1.0", code: 50, msg: expect.stringContaining("iptables is not usable") });
     expect(r.stderr).not.toMatch(CRASH_TRACE);
+  });
+
+  it("STATUS on a node without iptables succeeds when nft works (portmap's nftables backend), else code 50", async () => {
+    const noIptables = mkdtempSync(join(h.topo.tmpDir, "no-iptables-"));
+    // `ip netns exec` runs the plugin; the bundle needs node on PATH.
+    symlinkSync(process.execPath, join(noIptables, "node"));
+    symlinkSync("/usr/sbin/ip", join(noIptables, "ip"));
+    const ok = await runPluginRaw(h.topo.node, { env: { CNI_COMMAND: "STATUS", PATH: `${noIptables}:${nftOnly(noIptables)}` }, input: conf("1.1.0") });
+    expect(ok.code, ok.stdout).toBe(0);
+    const none = await runPluginRaw(h.topo.node, { env: { CNI_COMMAND: "STATUS", PATH: noIptables }, input: conf("1.1.0") });
+    expect(none.output).toMatchObject({ code: 50, msg: expect.stringContaining("neither iptables nor nft is usable") });
   });
 
   it("GC without a list of valid attachments succeeds and deletes nothing", async () => {

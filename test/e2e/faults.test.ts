@@ -238,7 +238,7 @@ describeAsRoot("the node's addresses change under the plugin", () => {
     expect(r.started.add.ok, describeRun(r.started.add)).toBe(true);
     expect(r.started.ours.stderr).toMatch(/warning: pod .*: hostPort 8080\/tcp: defaultHostIP "node" left no address of this node: it answers only on 127\.0\.0\.1 /);
     expect(rulesIn(r.started.after.v4, r.chain).map((rule) => / -d (\S+)/.exec(rule)?.[1])).toEqual(Array(3).fill("127.0.0.1/32"));
-    expect(outside(r.started.after, r.chain)).toEqual(outside(r.started.before, r.chain));
+    expect(outside(r.started.after, r.list.name, r.started.pod.containerID)).toEqual(outside(r.started.before, r.list.name, r.started.pod.containerID));
   }
 
   async function cleanup(r: Awaited<ReturnType<typeof addWith>>): Promise<void> {

@@ -1,20 +1,20 @@
-// Dual-stack pods: each family gets only its own host IPs; IPv6 rules use /128.
+// Dual-stack pods: each family gets only its own host IPs (iptables: IPv6 rules use /128).
 import { expect, it } from "vitest";
 import {
   againstPortmapAlone,
-  rulesIn,
+  NEVER_MATCHING_IP,
   NODE_IP1,
   NODE_IP2,
   NODE_IP6,
   POD_SUBNET,
   POD_SUBNET6,
   bridgeConflist,
-  chainRules,
   containerdMapping,
   describeRun,
-  dnChainName,
+  podHostportRules,
   podIPs,
-  scopedRules,
+  portmapRulesFor,
+  portmapVariant,
   whoAnswers,
 } from "../support/harness.js";
 import { describeAsRoot, useHarness } from "../support/e2e.js";
@@ -30,12 +30,22 @@ describeAsRoot("IPv6 dual-stack pod", () => {
       referenceMappings: [containerdMapping(8080, 80, "tcp", NODE_IP6)],
     });
     expect(r.ours.ours.code, describeRun(r.ours.add)).toBe(0);
-    const v6 = rulesIn(r.nat.ours.v6, r.chain);
-    expect(v6).toHaveLength(2);
-    for (const rule of v6) expect(rule).toContain(` -d ${NODE_IP6}/128 `);
-    // No IPv4 host IP: no IPv4 rules for the mapping, as portmap does for an IPv6 hostIP.
-    expect(rulesIn(r.nat.ours.v4, r.chain)).toEqual([]);
-    expect(r.nat.ours).toEqual(r.nat.alone);
+    const ips = podIPs(r.ours.add.result);
+    const spec = { listName: "cbr0", containerID: "e2e-ipv6-only", hostPort: 8080, containerPort: 80 };
+    expect(await podHostportRules(h, "cbr0", spec.containerID, 6)).toEqual(
+      portmapRulesFor({ ...spec, family: 6, podSubnet: POD_SUBNET6, podIP: ips.v6! }, [NODE_IP6]),
+    );
+    if (portmapVariant().backend === "iptables") {
+      // No IPv4 host IP: no IPv4 rules for the mapping, as portmap does for an IPv6 hostIP.
+      expect(await podHostportRules(h, "cbr0", spec.containerID, 4)).toEqual([]);
+      expect(r.nat.ours).toEqual(r.nat.alone);
+    } else {
+      // portmap's nftables CHECK counts the pod's rules per family: the IPv4 one stays, matching nothing.
+      const never = portmapRulesFor({ ...spec, family: 4, podSubnet: POD_SUBNET, podIP: ips.v4! }, [NEVER_MATCHING_IP[4]]);
+      expect(await podHostportRules(h, "cbr0", spec.containerID, 4)).toEqual(never);
+      const withoutNever = { ...r.nat.ours, nft: { v4: r.nat.ours.nft!.v4.filter((l) => l.trim() !== never[0]), v6: r.nat.ours.nft!.v6 } };
+      expect(withoutNever).toEqual(r.nat.alone);
+    }
 
     await h.topo.settleIPv6();
     expect(await whoAnswers(h.topo.client, "tcp", NODE_IP6, 8080)).toBe("pod-a");
@@ -50,11 +60,10 @@ describeAsRoot("IPv6 dual-stack pod", () => {
       serve: { tcp: [80] },
     });
     expect(add.ok, describeRun(add)).toBe(true);
-    const chain = dnChainName(list.name, pod.containerID);
     const ips = podIPs(add.result);
-    const base = { chain, hostPort: 8081, containerPort: 80 };
-    expect(await chainRules(h.topo.node, chain, 4)).toEqual(scopedRules({ ...base, family: 4, podSubnet: POD_SUBNET, podIP: ips.v4! }, [NODE_IP2]));
-    expect(await chainRules(h.topo.node, chain, 6)).toEqual(scopedRules({ ...base, family: 6, podSubnet: POD_SUBNET6, podIP: ips.v6! }, [NODE_IP6]));
+    const base = { listName: list.name, containerID: pod.containerID, hostPort: 8081, containerPort: 80 };
+    expect(await podHostportRules(h, list.name, pod.containerID, 4)).toEqual(portmapRulesFor({ ...base, family: 4, podSubnet: POD_SUBNET, podIP: ips.v4! }, [NODE_IP2]));
+    expect(await podHostportRules(h, list.name, pod.containerID, 6)).toEqual(portmapRulesFor({ ...base, family: 6, podSubnet: POD_SUBNET6, podIP: ips.v6! }, [NODE_IP6]));
 
     await h.topo.settleIPv6();
     expect(await whoAnswers(h.topo.client, "tcp", NODE_IP6, 8081)).toBe("pod-b");
@@ -66,10 +75,9 @@ describeAsRoot("IPv6 dual-stack pod", () => {
     const list = bridgeConflist({ dataDir: h.topo.ipamDataDir, dualStack: true, hostip: { defaultHostIP: "node" } });
     const { pod, add } = await h.startPod("c", list, { portMappings: [containerdMapping(8082, 80)], serve: { tcp: [80] } });
     expect(add.ok, describeRun(add)).toBe(true);
-    const chain = dnChainName(list.name, pod.containerID);
     const ips = podIPs(add.result);
-    expect(await chainRules(h.topo.node, chain, 6)).toEqual(
-      scopedRules({ chain, family: 6, podSubnet: POD_SUBNET6, podIP: ips.v6!, hostPort: 8082, containerPort: 80 }, [NODE_IP6]),
+    expect(await podHostportRules(h, list.name, pod.containerID, 6)).toEqual(
+      portmapRulesFor({ listName: list.name, containerID: pod.containerID, family: 6, podSubnet: POD_SUBNET6, podIP: ips.v6!, hostPort: 8082, containerPort: 80 }, [NODE_IP6]),
     );
     await h.topo.settleIPv6();
     expect(await whoAnswers(h.topo.client, "tcp", NODE_IP6, 8082)).toBe("pod-c");

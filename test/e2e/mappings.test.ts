@@ -1,19 +1,20 @@
-// Several mappings, tcp and udp, with containerd's capitalised keys and with the spec's lowercase keys.
+// Several mappings, tcp and udp, with containerd's capitalised keys and with the spec's lowercase keys, with
+// either of portmap's backends.
 import { expect, it } from "vitest";
 import {
   NODE_IP1,
   NODE_IP2,
   POD_SUBNET,
   bridgeConflist,
-  chainRules,
   containerdMapping,
   describeRun,
   dnChainName,
   outside,
+  podHostportRules,
   podIPs,
-  rulesIn,
-  portmapRules,
-  scopedRules,
+  podRulesIn,
+  portmapRulesFor,
+  portmapVariant,
   specMapping,
   whoAnswers,
 } from "../support/harness.js";
@@ -34,12 +35,11 @@ describeAsRoot("several mappings", () => {
       serve: { tcp: [80, 443], udp: [53] },
     });
     expect(add.ok, describeRun(add)).toBe(true);
-    const chain = dnChainName(list.name, pod.containerID);
-    const base = { chain, family: 4 as const, podSubnet: POD_SUBNET, podIP: podIPs(add.result).v4! };
-    expect(await chainRules(h.topo.node, chain)).toEqual([
-      ...scopedRules({ ...base, hostPort: 8080, containerPort: 80 }, [NODE_IP2]),
-      ...scopedRules({ ...base, hostPort: 5353, containerPort: 53, protocol: "udp" }, [NODE_IP2]),
-      ...portmapRules({ ...base, hostPort: 8443, containerPort: 443, hostIP: NODE_IP1 }),
+    const base = { listName: list.name, containerID: pod.containerID, family: 4 as const, podSubnet: POD_SUBNET, podIP: podIPs(add.result).v4! };
+    expect(await podHostportRules(h, list.name, pod.containerID)).toEqual([
+      ...portmapRulesFor({ ...base, hostPort: 8080, containerPort: 80 }, [NODE_IP2]),
+      ...portmapRulesFor({ ...base, hostPort: 5353, containerPort: 53, protocol: "udp" }, [NODE_IP2]),
+      ...portmapRulesFor({ ...base, hostPort: 8443, containerPort: 443 }, [NODE_IP1]),
     ]);
 
     const c = h.topo.client;
@@ -59,15 +59,17 @@ describeAsRoot("several mappings", () => {
       serve: { tcp: [80, 90], udp: [53] },
     });
     expect(add.ok, describeRun(add)).toBe(true);
-    const chain = dnChainName(list.name, pod.containerID);
-    const base = { chain, family: 4 as const, podSubnet: POD_SUBNET, podIP: podIPs(add.result).v4! };
-    const rules = await chainRules(h.topo.node, chain);
+    const base = { listName: list.name, containerID: pod.containerID, family: 4 as const, podSubnet: POD_SUBNET, podIP: podIPs(add.result).v4! };
+    const rules = await podHostportRules(h, list.name, pod.containerID);
     // Rule order inside one mapping's IP list is the plugin's business: compare per mapping as sets.
-    const byPort = (port: number) => rules!.filter((r) => r.includes(`--dport ${port} `)).sort();
-    expect(byPort(9080)).toEqual(scopedRules({ ...base, hostPort: 9080, containerPort: 80 }, [NODE_IP1]).sort());
-    expect(byPort(9053)).toEqual(scopedRules({ ...base, hostPort: 9053, containerPort: 53, protocol: "udp" }, [NODE_IP1, NODE_IP2]).sort());
-    expect(byPort(9090)).toEqual(scopedRules({ ...base, hostPort: 9090, containerPort: 90 }, [NODE_IP2]).sort());
-    expect(rules).toHaveLength(12);
+    const byPort = (port: number) => rules!.filter((r) => r.includes(`dport ${port} `)).sort();
+    const expected = {
+      9080: portmapRulesFor({ ...base, hostPort: 9080, containerPort: 80 }, [NODE_IP1]),
+      9053: portmapRulesFor({ ...base, hostPort: 9053, containerPort: 53, protocol: "udp" }, [NODE_IP1, NODE_IP2]),
+      9090: portmapRulesFor({ ...base, hostPort: 9090, containerPort: 90 }, [NODE_IP2]),
+    };
+    for (const [port, want] of Object.entries(expected)) expect(byPort(Number(port))).toEqual(want.sort());
+    expect(rules).toHaveLength(Object.values(expected).flat().length);
 
     const c = h.topo.client;
     expect(await whoAnswers(c, "tcp", NODE_IP1, 9080)).toBe("pod-b");
@@ -86,22 +88,25 @@ describeAsRoot("several mappings", () => {
       serve: { tcp: [80] },
     });
     expect(add.ok, describeRun(add)).toBe(true);
-    const chain = dnChainName(list.name, pod.containerID);
-    const base = { chain, family: 4 as const, podSubnet: POD_SUBNET, podIP: podIPs(add.result).v4! };
-    expect(await chainRules(h.topo.node, chain)).toEqual(scopedRules({ ...base, hostPort: 9180, containerPort: 80 }, [NODE_IP1]));
+    const base = { listName: list.name, containerID: pod.containerID, family: 4 as const, podSubnet: POD_SUBNET, podIP: podIPs(add.result).v4! };
+    expect(await podHostportRules(h, list.name, pod.containerID)).toEqual(portmapRulesFor({ ...base, hostPort: 9180, containerPort: 80 }, [NODE_IP1]));
     expect(await whoAnswers(h.topo.client, "tcp", NODE_IP1, 9180)).toBe("pod-c");
     expect(await whoAnswers(h.topo.client, "tcp", NODE_IP2, 9180)).toBeNull();
   });
 
-  it("more than 15 ports (portmap splits its multiport jumps): every mapping scoped, nothing else touched", async () => {
+  it("more than 15 ports (iptables: portmap splits its multiport jumps): every mapping scoped, nothing else touched", async () => {
     const list = bridgeConflist({ dataDir: h.topo.ipamDataDir, hostip: { defaultHostIP: "any" } });
     const ports = Array.from({ length: 20 }, (_, i) => 9200 + i);
     const started = await h.startPodObserved("many", list, { portMappings: ports.map((p) => containerdMapping(p, 80)), hostIPAnnotation: NODE_IP2 });
     expect(started.ours.code, describeRun(started.add)).toBe(0);
-    const chain = dnChainName(list.name, started.pod.containerID);
-    const base = { chain, family: 4 as const, podSubnet: POD_SUBNET, podIP: podIPs(started.add.result).v4! };
-    expect(rulesIn(started.after.v4, chain)).toEqual(ports.flatMap((p) => scopedRules({ ...base, hostPort: p, containerPort: 80 }, [NODE_IP2])));
-    expect(started.after.v4.filter((l) => l.startsWith("-A CNI-HOSTPORT-DNAT ") && l.endsWith(chain))).toHaveLength(2);
-    expect(outside(started.after, chain)).toEqual(outside(started.before, chain));
+    const id = started.pod.containerID;
+    const base = { listName: list.name, containerID: id, family: 4 as const, podSubnet: POD_SUBNET, podIP: podIPs(started.add.result).v4! };
+    expect(podRulesIn(started.after, list.name, id, 4)).toEqual(ports.flatMap((p) => portmapRulesFor({ ...base, hostPort: p, containerPort: 80 }, [NODE_IP2])));
+    // iptables: portmap's jumps list at most 15 ports each (nftables has no per-pod jumps).
+    if (portmapVariant().backend === "iptables") {
+      const chain = dnChainName(list.name, id);
+      expect(started.after.v4.filter((l) => l.startsWith("-A CNI-HOSTPORT-DNAT ") && l.endsWith(chain))).toHaveLength(2);
+    }
+    expect(outside(started.after, list.name, started.pod.containerID)).toEqual(outside(started.before, list.name, started.pod.containerID));
   });
 });

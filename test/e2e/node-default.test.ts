@@ -6,14 +6,12 @@ import {
   NODE_IP1,
   NODE_IP2,
   bridgeConflist,
-  chainRules,
   containerdMapping,
   describeRun,
-  destinations,
-  dnChainName,
+  podHostportRules,
   podIPs,
+  portmapRulesFor,
   POD_SUBNET,
-  scopedRules,
   whoAnswers,
 } from "../support/harness.js";
 import { describeAsRoot, useHarness } from "../support/e2e.js";
@@ -30,9 +28,8 @@ describeAsRoot("portmap alone (the bug)", () => {
     expect(add.ok, describeRun(add)).toBe(true);
     await h.topo.serveService({ tcp: [HOST_PORT] });
 
-    const rules = await chainRules(h.topo.node, dnChainName(list.name, pod.containerID));
-    expect(rules).not.toBeNull();
-    expect(destinations(rules!)).toEqual(["", "", ""]);
+    const spec = { listName: list.name, containerID: pod.containerID, family: 4 as const, podSubnet: POD_SUBNET, podIP: podIPs(add.result).v4!, hostPort: HOST_PORT, containerPort: 80 };
+    expect(await podHostportRules(h, list.name, pod.containerID)).toEqual(portmapRulesFor(spec, [undefined]));
 
     expect(await whoAnswers(h.topo.client, "tcp", NODE_IP1, HOST_PORT)).toBe("pod-a");
     expect(await whoAnswers(h.topo.client, "tcp", NODE_IP2, HOST_PORT)).toBe("pod-a");
@@ -42,27 +39,25 @@ describeAsRoot("portmap alone (the bug)", () => {
 
 describeAsRoot("portmap-hostip, defaultHostIP node", () => {
   const h = useHarness();
-  let chain: string;
+  let listName: string;
+  let containerID: string;
   let podIP: string;
   let podNs: string;
   beforeAll(async () => {
     const list = bridgeConflist({ dataDir: h.topo.ipamDataDir, hostip: { defaultHostIP: "node" } });
     const { pod, add } = await h.startPod("a", list, { portMappings: mappings, serve: { tcp: [80] } });
     if (!add.ok) throw new Error(describeRun(add));
-    chain = dnChainName(list.name, pod.containerID);
+    listName = list.name;
+    containerID = pod.containerID;
     podIP = podIPs(add.result).v4!;
     podNs = pod.ns;
     await h.topo.serveService({ tcp: [HOST_PORT] });
   });
 
-  it("writes portmap's rule triple once per node address and 127.0.0.1", async () => {
-    const rules = await chainRules(h.topo.node, chain);
-    const expected = scopedRules({ chain, family: 4, podSubnet: POD_SUBNET, podIP, hostPort: HOST_PORT, containerPort: 80 }, [
-      NODE_IP1,
-      NODE_IP2,
-      "127.0.0.1",
-    ]);
-    expect([...rules!].sort()).toEqual([...expected].sort());
+  it("writes portmap's rules for a hostIP once per node address and 127.0.0.1", async () => {
+    const rules = await podHostportRules(h, listName, containerID);
+    const spec = { listName, containerID, family: 4 as const, podSubnet: POD_SUBNET, podIP, hostPort: HOST_PORT, containerPort: 80 };
+    expect([...rules!].sort()).toEqual(portmapRulesFor(spec, [NODE_IP1, NODE_IP2, "127.0.0.1"]).sort());
   });
 
   it("answers on both node IPs from the client", async () => {

@@ -6,6 +6,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { nsRun } from "./netns.js";
 import { SYSTEM_CNI_DIR, pluginBinary, pluginPath } from "./paths.js";
+import { portmapVariant } from "./portmap-variant.js";
 import { cacheEntryJson, cacheFileName } from "./result-cache.js";
 
 export const PLUGIN_TYPE = "portmap-hostip";
@@ -125,10 +126,12 @@ export class CniInvoker {
   constructor(opts: InvokerOptions) {
     this.opts = opts;
     this.nodeNs = opts.nodeNs;
-    // Our binary is reachable as `portmap-hostip` through a directory holding just a link to it.
+    // Our binary is reachable as `portmap-hostip` through a directory holding just a link to it, and so is
+    // the matrix's portmap ($PMH_PORTMAP), ahead of the system's.
     this.binDir = mkdtempSync(join(opts.workDir ?? tmpdir(), "pmh-cnibin-"));
     symlinkSync(opts.pluginBinary ?? pluginBinary(), join(this.binDir, PLUGIN_TYPE));
-    this.cniPath = [...(opts.cniPath ?? [SYSTEM_CNI_DIR]), this.binDir];
+    symlinkSync(portmapVariant().binary, join(this.binDir, "portmap"));
+    this.cniPath = [this.binDir, ...(opts.cniPath ?? [SYSTEM_CNI_DIR])];
   }
 
   /** Removes the link directory. */

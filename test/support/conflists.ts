@@ -2,6 +2,7 @@
 import { dirname, join } from "node:path";
 import type { NetConfList, PluginConf, PortMapping, RuntimeConf } from "./cni.js";
 import { PLUGIN_TYPE } from "./cni.js";
+import { portmapVariant } from "./portmap-variant.js";
 import type { Pod } from "./topology.js";
 
 export const POD_SUBNET = "10.244.1.0/24";
@@ -44,7 +45,7 @@ export function bridgeConflist(opts: ConflistOptions): NetConfList {
       hairpinMode: true,
       ipam: { type: "host-local", ranges, dataDir: opts.dataDir },
     },
-    { type: "portmap", capabilities: { portMappings: true }, ...(opts.portmap ?? {}) },
+    { type: "portmap", capabilities: { portMappings: true }, ...portmapVariant().conf, ...(opts.portmap ?? {}) },
   ];
   if (opts.hostip !== false) {
     const stateDir = opts.stateDir ?? stateDirFor(opts.dataDir);

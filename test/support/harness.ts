@@ -11,7 +11,20 @@ import {
   type PortMapping,
   type RuntimeConf,
 } from "./cni.js";
-import { dnChainName, legacyIptablesPath, natSave, withoutRulesOf, type IptablesOptions } from "./iptables.js";
+import {
+  chainRules,
+  dnChainName,
+  legacyIptablesPath,
+  natSave,
+  portmapRules,
+  rulesIn,
+  withoutRulesOf,
+  type Family,
+  type IptablesOptions,
+  type MappingRuleSpec,
+} from "./iptables.js";
+import { hostportsRuleMask, nftPodRules, nftPortmapRule, nftTables } from "./nftables.js";
+import { portmapVariant } from "./portmap-variant.js";
 import { podRuntime, type PodRuntimeOptions } from "./conflists.js";
 import { createTopology, type Pod, type Topology } from "./topology.js";
 import type { RunResult } from "./exec.js";
@@ -24,6 +37,8 @@ export * from "./conflists.js";
 export * from "./iptables.js";
 export * from "./shapes.js";
 export * from "./topology.js";
+export * from "./portmap-variant.js";
+export * from "./nftables.js";
 export * from "./traffic.js";
 export { netnsPath } from "./netns.js";
 export { pluginBinary, REPO_ROOT } from "./paths.js";
@@ -53,6 +68,13 @@ export interface Harness {
 export interface NatSnapshot {
   v4: string[];
   v6: string[];
+  /** portmap's nftables tables `ip`/`ip6 cni_hostport` (nft list table, without handles). */
+  nft?: { v4: string[]; v6: string[] };
+}
+
+/** Both nat tables and portmap's nftables tables of the node: what the plugins may have written. */
+export async function snapshot(topo: Topology, iptables: IptablesOptions): Promise<NatSnapshot> {
+  return { v4: await natSave(topo.node, 4, iptables), v6: await natSave(topo.node, 6, iptables), nft: await nftTables(topo.node) };
 }
 
 export interface ObservedPod extends StartedPod {
@@ -102,10 +124,9 @@ export async function createHarness(
       const rt = podRuntime(pod, podOpts);
       const base = await cni.add(list, rt, { to: at });
       if (!base.ok) throw new Error(`ADD before portmap-hostip failed:\n${describeRun(base)}`);
-      const snapshot = async (): Promise<NatSnapshot> => ({ v4: await natSave(topo.node, 4, iptables), v6: await natSave(topo.node, 6, iptables) });
-      const before = await snapshot();
+      const before = await snapshot(topo, iptables);
       const add = await cni.add(list, rt, { from: at, ...(base.result ? { prevResult: base.result } : {}) });
-      const after = await snapshot();
+      const after = await snapshot(topo, iptables);
       if (add.ok && podOpts.serve) await topo.servePod(pod, podOpts.serve);
       return { pod, rt, add, base, ours: add.runs[0]!, before, after };
     },
@@ -131,9 +152,33 @@ export function podIPs(result: Record<string, unknown> | undefined): { v4?: stri
   return out;
 }
 
-/** Both nat tables of the node without the rules of one chain (what must not change). */
-export function outside(s: NatSnapshot, chain: string): NatSnapshot {
-  return { v4: withoutRulesOf(s.v4, chain), v6: withoutRulesOf(s.v6, chain) };
+/**
+ * A snapshot without one pod's hostPort rules (what must not change): the rules of its iptables chain
+ * `CNI-DN-…` (its declaration stays) and its rules in nftables `hostports` (comment = container ID).
+ */
+export function outside(s: NatSnapshot, listName: string, containerID: string): NatSnapshot {
+  const chain = dnChainName(listName, containerID);
+  const others = (table: string[]) => {
+    const mine = hostportsRuleMask(table, containerID);
+    return table.filter((_, i) => !mine[i]);
+  };
+  const nft = s.nft && { v4: others(s.nft.v4), v6: others(s.nft.v6) };
+  return { ...s, v4: withoutRulesOf(s.v4, chain), v6: withoutRulesOf(s.v6, chain), ...(nft ? { nft } : {}) };
+}
+
+/** One pod's hostPort rules in a snapshot, where the matrix's portmap writes them (as podHostportRules()). */
+export function podRulesIn(s: NatSnapshot, listName: string, containerID: string, family: Family): string[] {
+  if (portmapVariant().backend === "iptables") return rulesIn(family === 4 ? s.v4 : s.v6, dnChainName(listName, containerID));
+  const table = s.nft?.[family === 4 ? "v4" : "v6"] ?? [];
+  const mine = hostportsRuleMask(table, containerID);
+  return table.filter((_, i) => mine[i]).map((l) => l.trim());
+}
+
+/** Every line of a snapshot that belongs to the pod: its chain, jumps to it, its rules in either backend. */
+export function podTraces(s: NatSnapshot, listName: string, containerID: string): string[] {
+  const chain = dnChainName(listName, containerID);
+  const lines = [...s.v4, ...s.v6, ...(s.nft?.v4 ?? []), ...(s.nft?.v6 ?? [])];
+  return lines.filter((l) => l.includes(chain) || l.includes(`id: \\"${containerID}\\"`) || l.includes(`"${containerID}"`));
 }
 
 export interface AgainstPortmapAlone {
@@ -164,6 +209,26 @@ export async function againstPortmapAlone(
     portMappings: o.referenceMappings,
   });
   if (!reference.add.ok) throw new Error(`portmap alone failed:\n${describeRun(reference.add)}`);
-  const snap = async (h: Harness): Promise<NatSnapshot> => ({ v4: await natSave(h.topo.node, 4, h.iptables), v6: await natSave(h.topo.node, 6, h.iptables) });
-  return { ours: started, reference, chain: dnChainName(list.name, o.pod.containerID), nat: { ours: await snap(ours), alone: await snap(alone) } };
+  const nat = { ours: await snapshot(ours.topo, ours.iptables), alone: await snapshot(alone.topo, alone.iptables) };
+  return { ours: started, reference, chain: dnChainName(list.name, o.pod.containerID), nat };
+}
+
+/**
+ * The pod's hostPort rules where the matrix's portmap ($PMH_PORTMAP) wrote them: its iptables chain
+ * `CNI-DN-…`, or its rules (comment = container ID) in nftables `hostports`; null when that chain is absent.
+ */
+export function podHostportRules(h: Harness, listName: string, containerID: string, family: Family = 4): Promise<string[] | null> {
+  return portmapVariant().backend === "nftables"
+    ? nftPodRules(h.topo.node, family, containerID)
+    : chainRules(h.topo.node, dnChainName(listName, containerID), family, h.iptables);
+}
+
+/**
+ * What the matrix's portmap writes (default options) for one mapping, once per host IP (undefined: no
+ * hostIP), in its backend's form: portmap's iptables triple, or one nftables `hostports` rule.
+ */
+export function portmapRulesFor(spec: Omit<MappingRuleSpec, "chain" | "hostIP"> & { listName: string; containerID: string }, hostIPs: ReadonlyArray<string | undefined>): string[] {
+  if (portmapVariant().backend === "nftables") return hostIPs.map((hostIP) => nftPortmapRule(spec, hostIP));
+  const chain = dnChainName(spec.listName, spec.containerID);
+  return hostIPs.flatMap((hostIP) => portmapRules({ ...spec, chain, ...(hostIP === undefined ? {} : { hostIP }) }));
 }

@@ -63,15 +63,20 @@ function script(kind: StandinKind, program: string, dir: string, logDir: string)
 }
 
 /**
- * Creates stand-ins in a new directory under `parent`: every program of IPTABLES_PROGRAMS is a logging
- * wrapper unless `kinds` says otherwise. `basePath` is the PATH after them (default: pluginPath(), or e.g.
+ * Creates stand-ins in a new directory under `parent`: every program of `programs` (default
+ * IPTABLES_PROGRAMS; e.g. ["nft"]) is a logging wrapper unless `kinds` says otherwise. `basePath` is the PATH after them (default: pluginPath(), or e.g.
  * legacyIptablesPath()).
  */
-export function createStandins(parent: string, kinds: Partial<Record<IptablesProgram, StandinKind>> = {}, basePath = pluginPath()): Standins {
+export function createStandins(
+  parent: string,
+  kinds: Partial<Record<IptablesProgram, StandinKind>> = {},
+  basePath = pluginPath(),
+  programs: readonly string[] = IPTABLES_PROGRAMS,
+): Standins {
   const dir = mkdtempSync(join(parent, "standins-"));
   const logDir = join(dir, "log");
   mkdirSync(logDir);
-  for (const program of IPTABLES_PROGRAMS) {
+  for (const program of programs as IptablesProgram[]) {
     writeFileSync(join(dir, program), script(kinds[program] ?? "log", program, dir, logDir), { mode: 0o755 });
   }
   return { dir, logDir, path: `${dir}:${basePath}` };

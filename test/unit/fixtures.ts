@@ -15,9 +15,18 @@ export const fixture = (name: string): string => readFileSync(dir + name, "utf8"
 
 export const CHAIN = "CNI-DN-3e9a3d0f9583cdc0e7133";
 
-/** The `-A` lines of one chain in a recorded iptables-save. */
-export function chainOf(saveName: string, chain = CHAIN): string[] {
-  return fixture(`iptables/${saveName}.save`)
+/**
+ * The portmap builds whose iptables output is recorded (record.sh PORTMAP SUBDIR): Debian's 1.1.1 beside
+ * the script, v1.9.1 in v1.9.1/. Tests of what portmap writes run for each.
+ */
+export const PORTMAP_VERSIONS = [
+  { portmap: "1.1.1", dir: "" },
+  { portmap: "1.9.1", dir: "v1.9.1/" },
+] as const;
+
+/** The `-A` lines of one chain in a recorded iptables-save (`dir`: a PORTMAP_VERSIONS entry's). */
+export function chainOf(saveName: string, chain = CHAIN, dir = ""): string[] {
+  return fixture(`iptables/${dir}${saveName}.save`)
     .split("\n")
     .filter((l) => l.startsWith(`-A ${chain} `));
 }

@@ -9,7 +9,7 @@ import { parseNetConf } from "../../src/core/config.js";
 import { readAttachmentEnv, readCommand } from "../../src/cni/env.js";
 import { CniError, Code } from "../../src/core/errors.js";
 import { decodeJson, readStdin } from "../../src/cni/stdin.js";
-import { planPodChains } from "../../src/commands/plan.js";
+import { planPodChains } from "../../src/pipeline/plan.js";
 
 /** The CniError's code, or "ok" when `f` returns. */
 function codeOf(f: () => unknown): number | "ok" {

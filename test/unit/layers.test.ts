@@ -13,6 +13,7 @@ const LAYER: Record<string, number> = {
   host: 1,
   policy: 2,
   iptables: 2,
+  nftables: 2,
   pipeline: 3,
   commands: 4,
   ops: 4,

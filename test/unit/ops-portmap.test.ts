@@ -1,11 +1,11 @@
-// The portmap rule generator against what Debian's real portmap wrote (test/fixtures/ops/record.sh).
+// The portmap rule generator against what real portmap wrote (test/fixtures/ops/record.sh): Debian's 1.1.1 and v1.9.1.
 import { describe, expect, it } from "vitest";
 import { parseNetConf } from "../../src/core/config.js";
 import { portmapChainName } from "../../src/iptables/chain-name.js";
 import { parsePortmapOptions, podNet, portmapChainRules, portmapJumpRules, portmapSharedRules } from "../../src/ops/portmap.js";
 import { parseTable, rulesOf } from "../../src/iptables/table.js";
 import type { Family } from "../../src/core/ip.js";
-import { fixture, lines } from "./fixtures.js";
+import { PORTMAP_VERSIONS, fixture, lines } from "./fixtures.js";
 
 const three = [
   { hostPort: 8080, containerPort: 80, protocol: "tcp", hostIP: "" },
@@ -41,11 +41,11 @@ const cases: Array<[string, object, object[], string?]> = [
   ["longname", {}, [{ hostPort: 8080, containerPort: 80, protocol: "tcp", hostIP: "" }], "n".repeat(240)],
 ];
 
-describe("portmap's rules, generated", () => {
+describe.each(PORTMAP_VERSIONS)("portmap's rules, generated, against portmap $portmap", ({ dir }) => {
   for (const [name, options, raw, network] of cases) {
     for (const family of [4, 6] as const) {
       it(`are byte for byte what portmap wrote: ${name}, IPv${family}`, () => {
-        const table = parseTable(fixture(`ops/${name}-v${family}.rules`));
+        const table = parseTable(fixture(`ops/${dir}${name}-v${family}.rules`));
         const { chain, rules } = generated(network ?? "cbr0", "abc123", family, options, raw);
         for (const c of new Set([...rules.keys(), chain, "CNI-HOSTPORT-DNAT", "POSTROUTING", "PREROUTING", "OUTPUT"])) {
           expect(rules.get(c) ?? [], c).toEqual(lines(rulesOf(table, c)));
@@ -56,13 +56,16 @@ describe("portmap's rules, generated", () => {
 
   it("match the default case of a pod among others (IPv4 and IPv6)", () => {
     for (const family of [4, 6] as const) {
-      const table = parseTable(fixture(`ops/default-v${family}.rules`));
+      const table = parseTable(fixture(`ops/${dir}default-v${family}.rules`));
       const { chain, rules } = generated("cbr0", "abc123", family, {}, three);
       expect(rules.get(chain)).toEqual(lines(rulesOf(table, chain)));
       expect(rules.get("CNI-HOSTPORT-DNAT")).toEqual(lines(rulesOf(table, "CNI-HOSTPORT-DNAT").slice(0, 2)));
     }
   });
 
+});
+
+describe("portmap's options", () => {
   it("refuses what portmap refuses, and what could not go into a restore payload", () => {
     expect(() => parsePortmapOptions({ markMasqBit: 3, externalSetMarkChain: "X" })).toThrow(/cannot specify/);
     expect(() => parsePortmapOptions({ markMasqBit: 32 })).toThrow(/between 0 and 31/);

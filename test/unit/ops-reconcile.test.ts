@@ -7,7 +7,7 @@ import { type Wanted, planReconcile } from "../../src/ops/reconcile.js";
 import { type NatTable, parseTable, rulesOf } from "../../src/iptables/table.js";
 import type { Family } from "../../src/core/ip.js";
 import { cacheEntryJson } from "../support/result-cache.js";
-import { CHAIN, NODE, chainOf, fixture, lines as print, rules as read } from "./fixtures.js";
+import { CHAIN, NODE, PORTMAP_VERSIONS, chainOf, fixture, lines as print, rules as read } from "./fixtures.js";
 
 const THREE = [
   { HostPort: 8080, ContainerPort: 80, Protocol: "tcp", HostIP: "" },
@@ -81,12 +81,12 @@ describe("reconcile planning", () => {
     }
   });
 
-  it("after a flush, rebuilds exactly what portmap wrote: shared chains, top-level jumps, pod chain and its jumps", () => {
+  it.each(PORTMAP_VERSIONS)("after a flush, rebuilds exactly what portmap $portmap wrote: shared chains, top-level jumps, pod chain and its jumps", ({ dir }) => {
     for (const [name, portmap] of [["markbit", { markMasqBit: 5 }], ["nosnat", { snat: false }], ["conditions", {
       conditionsV4: ["!", "-s", "198.51.100.0/24", "-m", "addrtype", "--dst-type", "LOCAL"], conditionsV6: ["!", "-i", "cni0"] }]] as const) {
       for (const family of [4, 6] as const) {
         const plan = planReconcile(FLUSHED, family, wanted(attachment({ portmap, hostip: false }), family));
-        sameTable(apply(FLUSHED, plan.lines), parseTable(fixture(`ops/${name}-v${family}.rules`)));
+        sameTable(apply(FLUSHED, plan.lines), parseTable(fixture(`ops/${dir}${name}-v${family}.rules`)));
         expect(plan.lines.filter((l) => l.startsWith(":"))).toEqual(plan.lines.slice(0, plan.lines.filter((l) => l.startsWith(":")).length));
       }
     }

@@ -6,6 +6,7 @@ import { statusJson, statusTable } from "../../src/ops/render.js";
 import { status } from "../../src/ops/status.js";
 import { parseTable, portmapJumps } from "../../src/iptables/table.js";
 import type { Family } from "../../src/core/ip.js";
+import { parseChainJson } from "../../src/nftables/json.js";
 import { cacheEntryJson } from "../support/result-cache.js";
 import { NODE, fixture } from "./fixtures.js";
 
@@ -151,5 +152,27 @@ describe("GC planning", () => {
     const plan = planGc(referenced, 4, (n) => n === "cbr0");
     expect(plan.orphans.map((o) => o.containerId)).toEqual(["abc123"]);
     expect(plan.skipped[0]).toMatch(/def456.*referenced outside CNI-HOSTPORT-DNAT/);
+  });
+});
+
+describe("status on portmap's nftables backend (recorded v1.9.1 output)", () => {
+  // abc123 (pod a): ADD twice (every rule appended again); def456 (not pod b's mappings: no cached owner here) on 8080 too.
+  const nft = new Map([[4 as Family, parseChainJson(fixture("nftables/repeated-v4.json"))]]);
+  const rows = status(new Map(), cache([a]), NODE, nft);
+  const row = (pod: string, port: number) => rows.find((r) => r.pod === pod && r.hostPort === port)!;
+
+  it("gives one row per mapping of each container, owned through the cache by container ID", () => {
+    expect(rows.map((r) => [r.pod, r.protocol, r.hostPort, r.chain])).toEqual([
+      ["def456", "tcp", 8080, "ip cni_hostport hostports"],
+      ["default/a", "tcp", 8080, "ip cni_hostport hostports"],
+      ["default/a", "tcp", 8443, "ip cni_hostport hostports"],
+      ["default/a", "udp", 5353, "ip cni_hostport hostports"],
+    ]);
+    expect(row("default/a", 8443)).toMatchObject({ state: "scoped", destinations: ["192.0.2.10"], target: "10.244.1.5:443", reachable: true });
+  });
+
+  it("takes rule order for who wins a shared port, and a container the cache does not know for an orphan", () => {
+    expect(row("default/a", 8080)).toMatchObject({ state: "conflict", winner: "default/a", destinations: [] });
+    expect(row("def456", 8080)).toMatchObject({ state: "orphan", winner: "default/a" });
   });
 });

@@ -2,8 +2,10 @@ import { describe, expect, it } from "vitest";
 import { appendRules, restorePayload, tokenize } from "../../src/iptables/text.js";
 import { parseIp } from "../../src/core/ip.js";
 import type { FamilyScope } from "../../src/policy/resolve.js";
-import { CHAIN, chainOf, fixture, lines, rules as read, scopeChain } from "./fixtures.js";
+import { CHAIN, PORTMAP_VERSIONS, chainOf as chainIn, fixture, lines, rules as read, scopeChain } from "./fixtures.js";
 
+/** The recorded chains of Debian's portmap (1.1.1). */
+const chainOf = (name: string) => chainIn(name);
 const ip = (text: string) => parseIp(text)!;
 /** The recorded chains map 8080 → 80, 8443 → 443, 5353 → 53. */
 const CONTAINER_PORT: Record<number, number> = { 8080: 80, 8443: 443, 5353: 53 };
@@ -25,7 +27,9 @@ describe("tokenize", () => {
   });
 });
 
-describe("scopeChain on what real portmap wrote", () => {
+describe.each(PORTMAP_VERSIONS)("scopeChain on what real portmap $portmap wrote", ({ dir }) => {
+  const chainOf = (name: string) => chainIn(name, CHAIN, dir);
+
   it("gives byte for byte the chain portmap writes itself for that hostIP (IPv4)", () => {
     const { rules, missing } = scopeChain(chainOf("unscoped-v4"), [scope(8080, ["192.0.2.11"])]);
     expect(missing).toEqual([]);
@@ -61,10 +65,10 @@ describe("scopeChain on what real portmap wrote", () => {
     expect(rules).toEqual([...chainOf("scoped-192.0.2.11-v4"), sibling]);
   });
 
-  it.each(["nosnat-v4", "masqall-v4", "setmark-v4"])("follows portmap's options as written (%s)", (name) => {
-    const original = chainOf(name);
-    const { rules } = scopeChain(original, [scope(8080, ["192.0.2.11"])]);
-    expect(rules).toEqual(original.map((r) => r.replace(/^(-A \S+( -s \S+)?)/, "$1 -d 192.0.2.11/32")));
+  it.each(["nosnat", "masqall", "setmark"])("follows portmap's option %s as written, byte for byte what portmap writes for that hostIP", (name) => {
+    const { rules, missing } = scopeChain(chainOf(`${name}-v4`), [scope(8080, ["192.0.2.11"])]);
+    expect(missing).toEqual([]);
+    expect(rules).toEqual(chainOf(`${name}-scoped-192.0.2.11-v4`));
   });
 
   it("is idempotent, also after portmap re-appends its unscoped rules on a repeated ADD", () => {
@@ -131,6 +135,6 @@ describe("iptables-restore payload", () => {
   });
 
   it("reads the rules of `iptables -S <chain>`", () => {
-    expect(lines(appendRules(`-N ${CHAIN}\n${chainOf("unscoped-v4").join("\n")}\n`))).toEqual(chainOf("unscoped-v4"));
+    expect(lines(appendRules(`-N ${CHAIN}\n${chainIn("unscoped-v4").join("\n")}\n`))).toEqual(chainIn("unscoped-v4"));
   });
 });

@@ -1,0 +1,86 @@
+// portmap's nftables tables through the `nft` binary on PATH (the one portmap's knftables runs): read a
+// family's `hostports` chain, apply one batch.
+import { CniError, Code } from "../core/errors.js";
+import type { Family } from "../core/ip.js";
+import type { Rule } from "../core/rule.js";
+import { type RunResult, run } from "../host/run.js";
+import { CHAIN, NFT_FAMILY, parseChainJson, TABLE } from "./json.js";
+
+// `nft list chain` of a table portmap never created (iptables backend, or nothing yet); in a batch: a rule
+// handle that is gone.
+const NOT_FOUND = /No such file or directory/;
+const BUSY = /Resource temporarily unavailable|Device or resource busy/;
+// nft takes no lock; a listing or a pod's batch takes milliseconds. A call killed at the limit is "try again".
+const LIMIT_MS = 15_000;
+// The kernel's limit for one argument (MAX_ARG_STRLEN), less a margin: about 350 rules of a pod.
+const MAX_BATCH = 120 * 1024;
+
+/** A batch named a rule that is gone: a concurrent DEL (or ADD) of a pod changed its rules. */
+export class RulesChanged extends CniError {}
+
+async function nft(args: readonly string[]): Promise<RunResult | undefined> {
+  let result: RunResult;
+  try {
+    result = await run("nft", args, { timeoutMs: LIMIT_MS });
+  } catch (err) {
+    // No nft at all: portmap cannot have written nftables rules either.
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+    throw new CniError(Code.IoFailure, `cannot run nft: ${(err as Error).message}`);
+  }
+  if (result.timedOut)
+    throw new CniError(
+      Code.TryAgainLater,
+      `nft did not finish within ${LIMIT_MS} ms and was killed`,
+      result.stderr.trim(),
+    );
+  return result;
+}
+
+function failure(what: string, result: RunResult): CniError {
+  const stderr = result.stderr.trim();
+  return new CniError(
+    BUSY.test(stderr) ? Code.TryAgainLater : Code.IoFailure,
+    `${what} failed (exit ${result.code})`,
+    stderr,
+  );
+}
+
+/** The rules of `<family> cni_hostport <chain>` (default `hostports`); undefined when that chain (or nft) does not exist. */
+export async function readHostports(family: Family, chain = CHAIN): Promise<Rule[] | undefined> {
+  const args = ["-a", "-j", "list", "chain", NFT_FAMILY[family], TABLE, chain];
+  const result = await nft(args);
+  if (result === undefined) return undefined;
+  if (result.code === 0) return parseChainJson(result.stdout);
+  if (NOT_FOUND.test(result.stderr)) return undefined;
+  throw failure(`nft ${args.join(" ")}`, result);
+}
+
+/**
+ * Applies a JSON batch: one transaction, all of it or nothing. It goes as nft's argument, not on stdin:
+ * `nft -f -` opens /dev/stdin, which fails on the socket Node gives a child as its stdin.
+ */
+export async function applyBatch(batch: string): Promise<void> {
+  const size = Buffer.byteLength(batch);
+  if (size > MAX_BATCH)
+    throw new CniError(
+      Code.IoFailure,
+      `the nftables batch is ${size} bytes, over nft's argument limit of ${MAX_BATCH}`,
+    );
+  const result = await nft(["-j", batch]);
+  if (result === undefined) throw new CniError(Code.IoFailure, "cannot run nft: not found on PATH");
+  if (result.code === 0) return;
+  if (NOT_FOUND.test(result.stderr))
+    throw new RulesChanged(
+      Code.TryAgainLater,
+      "the nftables rules changed while they were rewritten",
+      result.stderr.trim(),
+    );
+  throw failure("nft -j (a batch on portmap's cni_hostport tables)", result);
+}
+
+/** STATUS: nft answers and accepts a (check-only) transaction; portmap creates its tables itself. */
+export async function checkNftUsable(): Promise<void> {
+  const result = await nft(["--check", `add table ip ${TABLE}`]);
+  if (result === undefined) throw new CniError(Code.IoFailure, "cannot run nft: not found on PATH");
+  if (result.code !== 0) throw failure("nft --check", result);
+}

@@ -1,0 +1,134 @@
+// The scoping pipeline on the node, for ADD, CHECK and reconcile: read the node's network and the pod's rules
+// where portmap wrote them (its iptables chain `CNI-DN-…`, or its rules in nftables `cni_hostport hostports`:
+// whichever holds them says which backend portmap used), run the pure pipeline on them, and write.
+import type { NetConf } from "../core/config.js";
+import { CniError, Code } from "../core/errors.js";
+import type { Family } from "../core/ip.js";
+import { type CniEnv, podLabel } from "../core/names.js";
+import { podFamilies } from "../core/result.js";
+import { type Rule, sameRules } from "../core/rule.js";
+import { readNodeNetwork } from "../host/network.js";
+import { readChain, writeChain } from "../iptables/backend.js";
+import { portmapChainName } from "../iptables/chain-name.js";
+import { applyBatch, RulesChanged, readHostports } from "../nftables/backend.js";
+import { batch, CHAIN, NEVER, NFT_FAMILY, podRules, rewriteCommands, TABLE } from "../nftables/json.js";
+import { type FamilyScope, type ResolvedMapping, resolutionNotes } from "../policy/resolve.js";
+import { neverReceiving, podScoping, resolvePod, scopeFamily } from "./pod.js";
+
+export interface ChainPlan {
+  backend: "iptables" | "nftables";
+  family: Family;
+  /** Where the rules are: the pod's nat chain, or `ip cni_hostport hostports` (the pod's rules in it). */
+  chain: string;
+  /** iptables: the whole chain; nftables: the pod's rules, with their handles. */
+  current: Rule[];
+  desired: Rule[];
+  /** Mappings left with no host IP in this family: no rules (iptables), a never-matching one (nftables). */
+  closed: FamilyScope[];
+}
+
+const FAMILY_NAME: Record<Family, string> = { 4: "iptables", 6: "ip6tables" };
+
+/** What ADD and CHECK work from: the host IPs decided, the plan per family, and what to say on stderr. */
+export interface PodPlan {
+  /** Every mapping with the host IPs decided for it (for the log file). */
+  resolved: ResolvedMapping[];
+  /** Per family whose rules may need scoping. */
+  plans: ChainPlan[];
+  /** What the default left out, and mappings it left closed: for stderr. */
+  notes: string[];
+}
+
+export async function planPodChains(conf: NetConf, env: CniEnv): Promise<PodPlan> {
+  if (conf.portMappings.length === 0) return { resolved: [], plans: [], notes: [] };
+  const pod = podLabel(env);
+  const scoping = podScoping(conf, pod, podFamilies(conf.prevResult, env.ifname));
+  if (!scoping) {
+    const resolved = conf.portMappings.map(
+      (mapping): ResolvedMapping => ({ mapping, source: "any", ips: undefined, leftOut: [], closed: false }),
+    );
+    return { resolved, plans: [], notes: [] };
+  }
+  // Only the families where some mapping may need scoping, both backends at once, while the node's
+  // addresses are listed.
+  const chain = portmapChainName(conf.name, env.containerId);
+  const [network, chains, nft] = await Promise.all([
+    readNodeNetwork(scoping.families),
+    Promise.all(scoping.families.map((f) => readChain(f, chain))),
+    Promise.all(scoping.families.map(async (f) => podRules((await readHostports(f)) ?? [], env.containerId))),
+  ]);
+  const nftables = nft.some((rules) => rules.length > 0);
+  if (nftables && chains.some((c) => c !== undefined)) {
+    throw new CniError(
+      Code.InvalidConfig,
+      `pod ${pod} has portmap rules both in iptables chain ${chain} and in nftables table ${TABLE}: two portmap entries with different backends?`,
+    );
+  }
+  const resolved = resolvePod(scoping, network);
+  const current = scoping.families.map((_, i) => (nftables ? nft[i] : chains[i]) ?? []);
+  // portmap's nftables CHECK counts the pod's rules per family: a family without host IPs keeps its rules,
+  // matching nothing.
+  const scoped = scoping.families.map((family, i) =>
+    scopeFamily(resolved, family, current[i] as Rule[], nftables ? NEVER[family] : undefined),
+  );
+  const plans = scoped.map(({ family, rules, missing, closed }, i): ChainPlan => {
+    const where = `nftables chain ${NFT_FAMILY[family]} ${TABLE} ${CHAIN}`;
+    const first = missing[0];
+    if (first) {
+      throw new CniError(
+        Code.PortmapRulesMissing,
+        `no portmap rule for hostPort ${first.hostPort}/${first.protocol} of pod ${pod} in ${nftables ? where : `${FAMILY_NAME[family]} nat chain ${chain} (nor in ${where})`}: portmap-hostip must come after portmap in the plugin list`,
+      );
+    }
+    return {
+      backend: nftables ? "nftables" : "iptables",
+      family,
+      chain: nftables ? where : chain,
+      current: current[i] as Rule[],
+      desired: rules,
+      closed,
+    };
+  });
+  return { resolved, plans, notes: [...resolutionNotes(resolved, pod), ...neverReceiving(scoped, pod)] };
+}
+
+export const changed = (plan: ChainPlan): boolean => !sameRules(plan.current, plan.desired);
+
+/** Rewrites of a pod's nftables rules tried before giving up on rules that keep changing under us. */
+const NFT_ATTEMPTS = 3;
+
+/**
+ * Plans the pod's rules and writes what changed: nftables, both families in one batch (read again and
+ * retried when a concurrent DEL or ADD of the pod changed its rules in between); iptables, one transaction
+ * per family, the other put back if one fails. Returns the plan and the written families.
+ */
+export async function scopePod(conf: NetConf, env: CniEnv): Promise<PodPlan & { written: ChainPlan[] }> {
+  for (let attempt = 1; ; attempt++) {
+    const plan = await planPodChains(conf, env);
+    const written = plan.plans.filter(changed);
+    const nft = written.filter((p) => p.backend === "nftables");
+    try {
+      if (nft.length > 0) await applyBatch(batch(nft.flatMap((p) => rewriteCommands(p.family, p.current, p.desired))));
+    } catch (err) {
+      if (!(err instanceof RulesChanged)) throw err;
+      if (attempt < NFT_ATTEMPTS) continue;
+      throw new CniError(
+        Code.TryAgainLater,
+        `the nftables rules of pod ${podLabel(env)} changed during each of ${NFT_ATTEMPTS} rewrites`,
+        err.details,
+      );
+    }
+    await writeChains(written.filter((p) => p.backend === "iptables"));
+    return { ...plan, written };
+  }
+}
+
+async function writeChains(written: readonly ChainPlan[]): Promise<void> {
+  const outcomes = await Promise.allSettled(written.map((plan) => writeChain(plan.family, plan.chain, plan.desired)));
+  const failure = outcomes.find((o) => o.status === "rejected");
+  if (failure) {
+    const done = written.filter((_, i) => outcomes[i]?.status === "fulfilled");
+    await Promise.allSettled(done.map((plan) => writeChain(plan.family, plan.chain, plan.current)));
+    throw failure.reason;
+  }
+}
