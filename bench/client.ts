@@ -1,10 +1,11 @@
 // The bench's side of the runner: starts it inside the node namespace (through the harness, which kills it
 // and removes the namespace whatever happens) and sends it jobs.
+
+import type { ChildProcess } from "node:child_process";
+import { mkdirSync } from "node:fs";
 import { connect, type Socket } from "node:net";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
-import { mkdirSync } from "node:fs";
-import type { ChildProcess } from "node:child_process";
 import { spawnInNs, stopChild } from "../test/support/netns.js";
 import type { Job, JobResult, Request, Response } from "./protocol.js";
 
@@ -52,7 +53,8 @@ export class Runner {
   /** Like run(), but throws unless the job exits 0. */
   async runOk(job: Job): Promise<JobResult> {
     const r = await this.run(job);
-    if (r.code !== 0) throw new Error(`${job.file} ${job.args.join(" ")} exited ${r.code}: ${r.stderr.trim() || r.stdout.trim()}`);
+    if (r.code !== 0)
+      throw new Error(`${job.file} ${job.args.join(" ")} exited ${r.code}: ${r.stderr.trim() || r.stdout.trim()}`);
     return r;
   }
 

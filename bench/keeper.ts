@@ -6,8 +6,8 @@
 // /proc/self/stat, 10 ms ticks). Writes bench/keeper-results.json.
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { writeRecord } from "../src/host/state.js";
 import { run } from "../src/host/run.js";
+import { writeRecord } from "../src/host/state.js";
 import { iptablesBackend, keeperPass, newMemory } from "../src/ops/keep.js";
 import { bridgeConflist } from "../test/support/conflists.js";
 import { legacyIptablesPath } from "../test/support/iptables.js";
@@ -43,8 +43,16 @@ async function inner(cacheDir: string, stateDir: string): Promise<void> {
   const first = await keeperPass([iptablesBackend], dirs, memory, options);
   const firstPassMs = Number(process.hrtime.bigint() - t0) / 1e6;
   const failures = first.families.flatMap((f) => (f.failure ? [f.failure] : []));
-  if (failures.length > 0 || first.problems.length > 0) throw new Error(`the building pass failed: ${[...failures, ...first.problems].join("; ")}`);
-  const timing: Timing = { pods: PODS, chains: first.families.reduce((n, f) => n + f.rebuilt, 0), firstPassMs, wallMs: [], cpuMs: [], childCpuMs: [] };
+  if (failures.length > 0 || first.problems.length > 0)
+    throw new Error(`the building pass failed: ${[...failures, ...first.problems].join("; ")}`);
+  const timing: Timing = {
+    pods: PODS,
+    chains: first.families.reduce((n, f) => n + f.rebuilt, 0),
+    firstPassMs,
+    wallMs: [],
+    cpuMs: [],
+    childCpuMs: [],
+  };
   for (let i = 0; i < ROUNDS; i++) {
     const cpu = process.cpuUsage();
     const children = childrenCpuMs();
@@ -86,19 +94,44 @@ async function main(): Promise<void> {
             ],
             "io.kubernetes.cri.pod-annotations": {},
           },
-          result: { cniVersion: "1.0.0", interfaces: [{ name: "eth0", sandbox: "/x" }], ips: [{ address: `${ip}/16`, interface: 0 }] },
+          result: {
+            cniVersion: "1.0.0",
+            interfaces: [{ name: "eth0", sandbox: "/x" }],
+            ips: [{ address: `${ip}/16`, interface: 0 }],
+          },
         };
         writeFileSync(join(cacheDir, "results", `${list.name}-${containerID}-eth0`), cacheEntryJson(entry));
         await writeRecord(stateDir, list.name, containerID, "added");
       }
       const path = variant === "legacy" ? legacyIptablesPath(topo.tmpDir) : (process.env["PATH"] ?? "");
-      const r = await run("ip", ["netns", "exec", topo.node, process.execPath, ...(process.env["BENCH_KEEPER_PROF"] ? ["--cpu-prof", "--cpu-prof-dir", process.env["BENCH_KEEPER_PROF"]] : []), process.argv[1] as string, "--inner", cacheDir, stateDir], {
-        env: { ...process.env, PATH: path },
-        timeoutMs: 600_000,
-      });
+      const r = await run(
+        "ip",
+        [
+          "netns",
+          "exec",
+          topo.node,
+          process.execPath,
+          ...(process.env["BENCH_KEEPER_PROF"]
+            ? ["--cpu-prof", "--cpu-prof-dir", process.env["BENCH_KEEPER_PROF"]]
+            : []),
+          process.argv[1] as string,
+          "--inner",
+          cacheDir,
+          stateDir,
+        ],
+        {
+          env: { ...process.env, PATH: path },
+          timeoutMs: 600_000,
+        },
+      );
       if (r.code !== 0) throw new Error(`${variant}: ${r.stderr}`);
       const t = JSON.parse(r.stdout) as Timing;
-      results[variant] = { ...t, medianWallMs: median(t.wallMs), medianCpuMs: median(t.cpuMs), medianChildCpuMs: median(t.childCpuMs) };
+      results[variant] = {
+        ...t,
+        medianWallMs: median(t.wallMs),
+        medianCpuMs: median(t.cpuMs),
+        medianChildCpuMs: median(t.childCpuMs),
+      };
       process.stdout.write(
         `iptables-${variant}: ${t.pods} pods, ${t.chains} chains built in ${Math.round(t.firstPassMs)} ms; a pass that changes nothing: median ${median(t.wallMs).toFixed(0)} ms wall, ${median(t.cpuMs).toFixed(0)} ms CPU in the keeper + ${median(t.childCpuMs).toFixed(0)} ms in its children, over ${t.wallMs.length} passes\n`,
       );

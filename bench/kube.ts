@@ -76,7 +76,9 @@ function serviceRules(from: number, to: number): { chains: string[]; rules: stri
 export function servicesFor(size: number): number {
   if (size === 0) return 0;
   if (size < BASE_RULES.length || (size - BASE_RULES.length) % RULES_PER_SERVICE !== 0) {
-    throw new Error(`a kube-proxy-like table has 0 or ${BASE_RULES.length} + ${RULES_PER_SERVICE}·n rules, not ${size}`);
+    throw new Error(
+      `a kube-proxy-like table has 0 or ${BASE_RULES.length} + ${RULES_PER_SERVICE}·n rules, not ${size}`,
+    );
   }
   return (size - BASE_RULES.length) / RULES_PER_SERVICE;
 }

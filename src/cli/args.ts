@@ -13,7 +13,10 @@ export interface CliContext {
 export class UsageError extends Error {}
 
 /** Flags only (no positionals), unknown ones refused; a parse error is a UsageError. */
-export function parseFlags<const O extends NonNullable<ParseArgsConfig["options"]>>(args: readonly string[], options: O) {
+export function parseFlags<const O extends NonNullable<ParseArgsConfig["options"]>>(
+  args: readonly string[],
+  options: O,
+) {
   try {
     return parseArgs({ args: [...args], options, strict: true, allowPositionals: false }).values;
   } catch (err) {
@@ -26,7 +29,12 @@ export function parseFlags<const O extends NonNullable<ParseArgsConfig["options"
  * `<name>: <message>` and `usage` on stderr and gives 2; any other error prints its message (and details) and
  * gives 1.
  */
-export async function runCommand(name: string, usage: string, context: CliContext, body: (stdout: Out, stderr: Out) => Promise<number>): Promise<number> {
+export async function runCommand(
+  name: string,
+  usage: string,
+  context: CliContext,
+  body: (stdout: Out, stderr: Out) => Promise<number>,
+): Promise<number> {
   const stdout = context.stdout ?? ((text: string) => void process.stdout.write(text));
   const stderr = context.stderr ?? ((text: string) => void process.stderr.write(text));
   try {

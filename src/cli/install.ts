@@ -6,8 +6,8 @@ import { DEFAULT_STATE_DIR, isAnnotationKey, isLogFilePath, isStateDir } from ".
 import { parseCidr, parseIp } from "../core/ip.js";
 import { isInterfaceName } from "../core/names.js";
 import { pluginEntry } from "../install/conflist.js";
-import { type InstallOptions, Installer, terminationSignal } from "../install/main.js";
-import { type CliContext, UsageError, parseFlags, runCommand } from "./args.js";
+import { Installer, type InstallOptions, terminationSignal } from "../install/main.js";
+import { type CliContext, parseFlags, runCommand, UsageError } from "./args.js";
 
 export interface InstallContext extends CliContext {
   /** Where the default (standard and k3s) CNI directories are looked for. */
@@ -59,17 +59,25 @@ interface KeeperFlags {
 function keeperFlags(args: string[]): KeeperFlags | undefined {
   const v = parseFlags(args, FLAGS);
   if (v["cache-dir"] === undefined) {
-    for (const flag of ["state-dir", "resync", "iptables"] as const) if (v[flag] !== undefined) throw new UsageError(`--${flag} needs --cache-dir (the keeper)`);
+    for (const flag of ["state-dir", "resync", "iptables"] as const)
+      if (v[flag] !== undefined) throw new UsageError(`--${flag} needs --cache-dir (the keeper)`);
     return undefined;
   }
   const stateDir = v["state-dir"] ?? DEFAULT_STATE_DIR;
   if (v["cache-dir"] === "") throw new UsageError("--cache-dir must not be empty");
   if (!isStateDir(stateDir)) throw invalid("state-dir", stateDir, "expected an absolute path");
   const resync = v.resync ?? "10";
-  if (!/^\d{1,4}$/.test(resync) || Number(resync) < 1) throw invalid("resync", resync, "expected a number of seconds from 1 to 9999");
+  if (!/^\d{1,4}$/.test(resync) || Number(resync) < 1)
+    throw invalid("resync", resync, "expected a number of seconds from 1 to 9999");
   const iptables = v.iptables;
-  if (iptables !== undefined && !["auto", "nft", "legacy"].includes(iptables)) throw invalid("iptables", iptables, "expected auto, nft or legacy");
-  return { cacheDir: v["cache-dir"], stateDir, resyncMs: Number(resync) * 1000, iptables: iptables as KeeperFlags["iptables"] };
+  if (iptables !== undefined && !["auto", "nft", "legacy"].includes(iptables))
+    throw invalid("iptables", iptables, "expected auto, nft or legacy");
+  return {
+    cacheDir: v["cache-dir"],
+    stateDir,
+    resyncMs: Number(resync) * 1000,
+    iptables: iptables as KeeperFlags["iptables"],
+  };
 }
 
 async function checkKeeperAlive(stateDir: string): Promise<string> {
@@ -81,7 +89,11 @@ async function checkKeeperAlive(stateDir: string): Promise<string> {
 async function selectIptables(choice: "auto" | "nft" | "legacy", stdout: (t: string) => void): Promise<void> {
   const { detectVariant, useVariant } = await import("../iptables/variant.js");
   const { variant, why } = choice === "auto" ? await detectVariant() : { variant: choice, why: "--iptables" };
-  process.env["PATH"] = await useVariant(variant, join(tmpdir(), `portmap-hostip-iptables-${process.pid}`), process.env["PATH"] ?? "/usr/sbin:/usr/bin:/sbin:/bin");
+  process.env["PATH"] = await useVariant(
+    variant,
+    join(tmpdir(), `portmap-hostip-iptables-${process.pid}`),
+    process.env["PATH"] ?? "/usr/sbin:/usr/bin:/sbin:/bin",
+  );
   stdout(`keeper: using iptables-${variant} (${why})\n`);
 }
 
@@ -124,34 +136,34 @@ after conflist rewrites, nat table flushes or restores, and node address changes
   --dry-run                  print what would change (a diff of the conflist) and change nothing
 `;
 
-
 const FLAGS = {
-        "cni-bin-dir": { type: "string" },
-        "cni-conf-dir": { type: "string" },
-        conflist: { type: "string" },
-        binary: { type: "string" },
-        "default-host-ip": { type: "string", multiple: true },
-        "node-ips": { type: "string", multiple: true },
-        "kube-node-ips": { type: "string", multiple: true },
-        "node-interfaces": { type: "string", multiple: true },
-        "exclude-interfaces": { type: "string", multiple: true },
-        "allowed-host-cidrs": { type: "string", multiple: true },
-        annotation: { type: "string" },
-        "log-file": { type: "string" },
-        watch: { type: "boolean" },
-        uninstall: { type: "boolean" },
-        "dry-run": { type: "boolean" },
-        help: { type: "boolean", short: "h" },
-        check: { type: "boolean" },
-        "cache-dir": { type: "string" },
-        "state-dir": { type: "string" },
-        resync: { type: "string" },
-        iptables: { type: "string" },
+  "cni-bin-dir": { type: "string" },
+  "cni-conf-dir": { type: "string" },
+  conflist: { type: "string" },
+  binary: { type: "string" },
+  "default-host-ip": { type: "string", multiple: true },
+  "node-ips": { type: "string", multiple: true },
+  "kube-node-ips": { type: "string", multiple: true },
+  "node-interfaces": { type: "string", multiple: true },
+  "exclude-interfaces": { type: "string", multiple: true },
+  "allowed-host-cidrs": { type: "string", multiple: true },
+  annotation: { type: "string" },
+  "log-file": { type: "string" },
+  watch: { type: "boolean" },
+  uninstall: { type: "boolean" },
+  "dry-run": { type: "boolean" },
+  help: { type: "boolean", short: "h" },
+  check: { type: "boolean" },
+  "cache-dir": { type: "string" },
+  "state-dir": { type: "string" },
+  resync: { type: "string" },
+  iptables: { type: "string" },
 } as const;
 
 export function parseInstallArgs(args: string[]): InstallOptions {
   const v = parseFlags(args, FLAGS);
-  if (v.check && (v.watch || v.uninstall || v["dry-run"])) throw new UsageError("--check excludes --watch, --uninstall and --dry-run");
+  if (v.check && (v.watch || v.uninstall || v["dry-run"]))
+    throw new UsageError("--check excludes --watch, --uninstall and --dry-run");
   if (v.watch && v.uninstall) throw new UsageError("--watch and --uninstall exclude each other");
   if (v.watch && v["dry-run"]) throw new UsageError("--watch and --dry-run exclude each other");
   for (const flag of ["cni-bin-dir", "cni-conf-dir", "conflist", "binary"] as const) {
@@ -170,16 +182,39 @@ export function parseInstallArgs(args: string[]): InstallOptions {
   }
   setList(settings, "nodeIPs", "node-ips", v["node-ips"], isIp, "expected IP addresses");
   setList(settings, "kubeNodeIPs", "kube-node-ips", v["kube-node-ips"], isIp, "expected IP addresses");
-  setList(settings, "nodeInterfaces", "node-interfaces", v["node-interfaces"], isInterfaceName, "expected interface names");
-  setList(settings, "excludeInterfaces", "exclude-interfaces", v["exclude-interfaces"], isInterfaceName, "expected interface names");
-  setList(settings, "allowedHostCIDRs", "allowed-host-cidrs", v["allowed-host-cidrs"], isCidr, "expected CIDRs such as 192.0.2.0/24");
+  setList(
+    settings,
+    "nodeInterfaces",
+    "node-interfaces",
+    v["node-interfaces"],
+    isInterfaceName,
+    "expected interface names",
+  );
+  setList(
+    settings,
+    "excludeInterfaces",
+    "exclude-interfaces",
+    v["exclude-interfaces"],
+    isInterfaceName,
+    "expected interface names",
+  );
+  setList(
+    settings,
+    "allowedHostCIDRs",
+    "allowed-host-cidrs",
+    v["allowed-host-cidrs"],
+    isCidr,
+    "expected CIDRs such as 192.0.2.0/24",
+  );
   if (v.annotation !== undefined) {
-    if (!isAnnotationKey(v.annotation)) throw invalid("annotation", v.annotation, "expected an annotation key such as example.com/host-ip");
+    if (!isAnnotationKey(v.annotation))
+      throw invalid("annotation", v.annotation, "expected an annotation key such as example.com/host-ip");
     settings["annotation"] = v.annotation;
   }
   const logFile = v["log-file"];
   if (logFile !== undefined) {
-    if (!isLogFilePath(logFile)) throw invalid("log-file", logFile, "expected an absolute path of a file such as /var/log/portmap-hostip.log");
+    if (!isLogFilePath(logFile))
+      throw invalid("log-file", logFile, "expected an absolute path of a file such as /var/log/portmap-hostip.log");
     settings["logFile"] = logFile;
   }
 
@@ -221,4 +256,3 @@ function invalid(flag: string, value: string, expected: string): UsageError {
 
 const isIp = (item: string): boolean => parseIp(item) !== undefined;
 const isCidr = (item: string): boolean => parseCidr(item) !== undefined;
-

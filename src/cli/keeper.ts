@@ -9,9 +9,9 @@
 // Every change is one line on stdout; SIGTERM (the signal) lets the running pass finish and ends it.
 import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { run } from "../host/run.js";
 import { monitor } from "../host/monitor.js";
-import { BACKENDS, CONFIRM_MS, type PassReport, droppedLine, familyLabel, keeperPass, newMemory } from "../ops/keep.js";
+import { run } from "../host/run.js";
+import { BACKENDS, CONFIRM_MS, droppedLine, familyLabel, keeperPass, newMemory, type PassReport } from "../ops/keep.js";
 import type { Out } from "./args.js";
 
 export interface KeeperSettings {
@@ -51,16 +51,34 @@ export class Keeper {
   async run(signal: AbortSignal): Promise<void> {
     const log = (message: string) => this.stderr(`keeper: ${message}\n`);
     // Only global addresses are node IPs to the policy; a pod's veth gets a link-local one at every start.
-    monitor("ip", ["-o", "monitor", "address"], (line) => !/ scope (link|host)\b/.test(line) && this.trigger("node address changed"), signal, log);
+    monitor(
+      "ip",
+      ["-o", "monitor", "address"],
+      (line) => !/ scope (link|host)\b/.test(line) && this.trigger("node address changed"),
+      signal,
+      log,
+    );
     if (await usesNft()) {
-      monitor("nft", ["monitor", "ruleset"], (line) => NAT_EVENT.test(line) && this.trigger("nat table changed"), signal, log);
-      this.stdout(`keeper: watching node addresses and the nat table (iptables-nft), resync every ${this.settings.resyncMs / 1000} s\n`);
+      monitor(
+        "nft",
+        ["monitor", "ruleset"],
+        (line) => NAT_EVENT.test(line) && this.trigger("nat table changed"),
+        signal,
+        log,
+      );
+      this.stdout(
+        `keeper: watching node addresses and the nat table (iptables-nft), resync every ${this.settings.resyncMs / 1000} s\n`,
+      );
     } else {
-      this.stdout(`keeper: watching node addresses; iptables-legacy sends no events: resync every ${this.settings.resyncMs / 1000} s\n`);
+      this.stdout(
+        `keeper: watching node addresses; iptables-legacy sends no events: resync every ${this.settings.resyncMs / 1000} s\n`,
+      );
     }
     const resync = setInterval(() => this.trigger("resync"), this.settings.resyncMs);
     this.trigger("start");
-    await new Promise<void>((resolve) => (signal.aborted ? resolve() : signal.addEventListener("abort", () => resolve(), { once: true })));
+    await new Promise<void>((resolve) =>
+      signal.aborted ? resolve() : signal.addEventListener("abort", () => resolve(), { once: true }),
+    );
     this.stopped = true;
     clearInterval(resync);
     clearTimeout(this.timer);
@@ -92,7 +110,12 @@ export class Keeper {
     const { cacheDir, stateDir, graceMs, entry } = this.settings;
     let report: PassReport;
     try {
-      report = await keeperPass(BACKENDS, { cacheDir, stateDir }, this.memory, { dryRun: false, networks: [], fallbackEntry: entry, graceMs });
+      report = await keeperPass(BACKENDS, { cacheDir, stateDir }, this.memory, {
+        dryRun: false,
+        networks: [],
+        fallbackEntry: entry,
+        graceMs,
+      });
     } catch (err) {
       this.problems([(err as Error).message]);
       return;
@@ -100,7 +123,12 @@ export class Keeper {
     let failed = false;
     for (const f of report.families) {
       const at = `keeper (${reason}): ${familyLabel(f)}`;
-      for (const action of [...f.actions, ...f.skipped.map((s) => `skipped ${s}`), ...(f.droppedUdp > 0 ? [droppedLine(f)] : [])]) this.stdout(`${at}: ${action}\n`);
+      for (const action of [
+        ...f.actions,
+        ...f.skipped.map((s) => `skipped ${s}`),
+        ...(f.droppedUdp > 0 ? [droppedLine(f)] : []),
+      ])
+        this.stdout(`${at}: ${action}\n`);
       if (f.failure !== undefined) {
         failed = true;
         this.stderr(`${at}: write failed: ${f.failure}\n`);
@@ -108,7 +136,11 @@ export class Keeper {
     }
     this.problems(report.problems);
     if (report.pending) setTimeout(() => this.trigger("confirming"), CONFIRM_MS).unref();
-    if (!failed) await writeFile(join(stateDir, HEARTBEAT), JSON.stringify({ at: Date.now(), resyncMs: this.settings.resyncMs })).catch((err: Error) => this.problems([err.message]));
+    if (!failed)
+      await writeFile(
+        join(stateDir, HEARTBEAT),
+        JSON.stringify({ at: Date.now(), resyncMs: this.settings.resyncMs }),
+      ).catch((err: Error) => this.problems([err.message]));
   }
 
   /** Problems are said when they change, not at every pass. */
@@ -122,7 +154,10 @@ export class Keeper {
 /** Whether `iptables` here is the nft variant (whose changes `nft monitor` reports). */
 async function usesNft(): Promise<boolean> {
   const r = await run("iptables", ["--version"], { timeoutMs: 5_000 }).catch(() => undefined);
-  return r?.stdout.includes("nf_tables") === true && (await run("nft", ["--version"], { timeoutMs: 5_000 }).catch(() => undefined))?.code === 0;
+  return (
+    r?.stdout.includes("nf_tables") === true &&
+    (await run("nft", ["--version"], { timeoutMs: 5_000 }).catch(() => undefined))?.code === 0
+  );
 }
 
 /**
@@ -137,8 +172,10 @@ export async function checkKeeper(stateDir: string, now = Date.now()): Promise<s
   } catch (err) {
     throw new Error(`no keeper heartbeat in ${file}: ${(err as Error).message}`);
   }
-  if (typeof beat.at !== "number" || typeof beat.resyncMs !== "number") throw new Error(`${file} is not a keeper heartbeat`);
+  if (typeof beat.at !== "number" || typeof beat.resyncMs !== "number")
+    throw new Error(`${file} is not a keeper heartbeat`);
   const age = now - beat.at;
-  if (age > 3 * beat.resyncMs + 30_000) throw new Error(`the keeper's last complete pass was ${Math.round(age / 1000)} s ago`);
+  if (age > 3 * beat.resyncMs + 30_000)
+    throw new Error(`the keeper's last complete pass was ${Math.round(age / 1000)} s ago`);
   return `keeper: last complete pass ${Math.round(age / 1000)} s ago`;
 }

@@ -27,7 +27,9 @@ export async function runCli(args: string[]): Promise<number> {
   switch (command) {
     case "--version":
     case "version":
-      process.stdout.write(`portmap-hostip ${version} (commit ${commit}, node ${process.version}${isSea() ? ", single executable" : ""})\n`);
+      process.stdout.write(
+        `portmap-hostip ${version} (commit ${commit}, node ${process.version}${isSea() ? ", single executable" : ""})\n`,
+      );
       return 0;
     case "--help":
     case "-h":

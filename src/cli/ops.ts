@@ -5,7 +5,7 @@ import { readNodeNetwork } from "../host/network.js";
 import { addMayBeRunning, readRecords, withKeeperLock } from "../host/state.js";
 import { installedEntry } from "../install/conflist.js";
 import { findConflist, resolveLayout } from "../install/files.js";
-import { DEFAULT_CACHE_DIR, type CacheRead, ownedByUnreadable, readResultCache, selectsNetwork } from "../ops/cache.js";
+import { type CacheRead, DEFAULT_CACHE_DIR, ownedByUnreadable, readResultCache, selectsNetwork } from "../ops/cache.js";
 import { collect } from "../ops/gc.js";
 import { collectNft } from "../ops/gc-nft.js";
 import { judge, runReconcile } from "../ops/keep.js";
@@ -13,7 +13,7 @@ import { readNftTables, readTables } from "../ops/kernel.js";
 import { reconcileNftAttachments } from "../ops/reconcile-nft.js";
 import { statusJson, statusTable } from "../ops/render.js";
 import { status } from "../ops/status.js";
-import { type CliContext, type Out, UsageError, parseFlags as parseCommandLine, runCommand } from "./args.js";
+import { type CliContext, type Out, parseFlags as parseCommandLine, runCommand, UsageError } from "./args.js";
 
 interface Flags {
   cacheDir: string;
@@ -88,12 +88,14 @@ function parseFlags(command: string, args: readonly string[]): Flags {
   const cacheDir = values["cache-dir"];
   if (cacheDir === "") throw new UsageError("--cache-dir needs a value");
   const stateDir = values["state-dir"] ?? DEFAULT_STATE_DIR;
-  if (!isStateDir(stateDir)) throw new UsageError(`--state-dir needs an absolute path, not ${JSON.stringify(stateDir)}`);
+  if (!isStateDir(stateDir))
+    throw new UsageError(`--state-dir needs an absolute path, not ${JSON.stringify(stateDir)}`);
   if (values["cni-conf-dir"] === "") throw new UsageError("--cni-conf-dir needs a value");
   if (values["cni-bin-dir"] === "") throw new UsageError("--cni-bin-dir needs a value");
   if (values.network?.includes("")) throw new UsageError("--network needs a value");
   const grace = values.grace;
-  if (grace !== undefined && !/^\d{1,5}$/.test(grace)) throw new UsageError(`--grace needs a number of seconds, not ${JSON.stringify(grace)}`);
+  if (grace !== undefined && !/^\d{1,5}$/.test(grace))
+    throw new UsageError(`--grace needs a number of seconds, not ${JSON.stringify(grace)}`);
   return {
     cacheDir: cacheDir ?? DEFAULT_CACHE_DIR,
     stateDir,
@@ -115,19 +117,35 @@ async function readCache(dir: string, stderr: Out): Promise<CacheRead> {
 }
 
 async function runStatus(flags: Flags, stdout: Out, stderr: Out): Promise<number> {
-  const [cache, { tables, problems }, network, nft] = await Promise.all([readCache(flags.cacheDir, stderr), readTables(), readNodeNetwork(), readNftTables()]);
+  const [cache, { tables, problems }, network, nft] = await Promise.all([
+    readCache(flags.cacheDir, stderr),
+    readTables(),
+    readNodeNetwork(),
+    readNftTables(),
+  ]);
   for (const p of problems) stderr(`portmap-hostip: ${p}\n`);
   if (tables.size === 0 && nft.size === 0) return 1;
   // Owners come from the whole cache; only the rows are filtered (another network's chain is no orphan).
   const rows = status(tables, cache, network, nft).filter((row) => selectsNetwork(flags.networks, row.network));
-  stdout(flags.json ? statusJson(rows, [...(cache.present ? [] : [`no result cache at ${cache.dir}`]), ...cache.problems, ...problems]) : statusTable(rows));
+  stdout(
+    flags.json
+      ? statusJson(rows, [
+          ...(cache.present ? [] : [`no result cache at ${cache.dir}`]),
+          ...cache.problems,
+          ...problems,
+        ])
+      : statusTable(rows),
+  );
   return 0;
 }
 
 async function runGc(flags: Flags, stdout: Out, stderr: Out): Promise<number> {
   // Dead: no cache entry (readable or not) and no ADD that may still be running (host/state.ts).
   const liveness = async () => {
-    const [cache, { records, problems }] = await Promise.all([readCache(flags.cacheDir, stderr), readRecords(flags.stateDir)]);
+    const [cache, { records, problems }] = await Promise.all([
+      readCache(flags.cacheDir, stderr),
+      readRecords(flags.stateDir),
+    ]);
     for (const p of problems) stderr(`portmap-hostip: ${p}\n`);
     // A wrong --cache-dir must not make every chain of a --network look dead.
     if (!cache.present) throw new Error(`no result cache at ${cache.dir}: refusing to judge which chains are dead`);
@@ -138,7 +156,8 @@ async function runGc(flags: Flags, stdout: Out, stderr: Out): Promise<number> {
     const adding = new Set([...records.values()].filter((r) => addMayBeRunning(r, now)).map((r) => r.containerId));
     return {
       networks,
-      isDead: (network: string, id: string) => networks.has(network) && ["dead", "deleting"].includes(verdict(network, id)),
+      isDead: (network: string, id: string) =>
+        networks.has(network) && ["dead", "deleting"].includes(verdict(network, id)),
       // portmap's nftables rules name no network: dead only when no attachment at all has the container (nor
       // an unreadable file, nor a running ADD), and only judged when no --network narrows the GC.
       isDeadContainer: (id: string) =>
@@ -147,7 +166,9 @@ async function runGc(flags: Flags, stdout: Out, stderr: Out): Promise<number> {
   };
   const first = await liveness();
   if (first.networks.size === 0) {
-    stderr("portmap-hostip gc: no cached attachment names a network, so nothing says which chains are dead: pass --network NAME\n");
+    stderr(
+      "portmap-hostip gc: no cached attachment names a network, so nothing says which chains are dead: pass --network NAME\n",
+    );
     return 1;
   }
   if (!flags.dryRun && flags.graceSeconds > 0) {
@@ -164,12 +185,18 @@ async function runGc(flags: Flags, stdout: Out, stderr: Out): Promise<number> {
   const { plans, problems, nft } = await withKeeperLock(flags.stateDir, 30_000, async () => {
     const second = flags.dryRun ? first : await liveness();
     const chains = await collect((_f, n, id) => first.isDead(n, id) && second.isDead(n, id), flags.dryRun);
-    return { ...chains, nft: await collectNft((id) => first.isDeadContainer(id) && second.isDeadContainer(id), flags.dryRun) };
+    return {
+      ...chains,
+      nft: await collectNft((id) => first.isDeadContainer(id) && second.isDeadContainer(id), flags.dryRun),
+    };
   });
   for (const p of problems) stderr(`portmap-hostip gc: ${p}\n`);
   const verb = flags.dryRun ? "would delete" : "deleted";
   for (const plan of plans) {
-    for (const o of plan.orphans) stdout(`IPv${plan.family}: ${verb} ${o.chain} (network ${o.network}, container ${o.containerId}) and ${o.jumps.length} jump(s)\n`);
+    for (const o of plan.orphans)
+      stdout(
+        `IPv${plan.family}: ${verb} ${o.chain} (network ${o.network}, container ${o.containerId}) and ${o.jumps.length} jump(s)\n`,
+      );
     for (const s of plan.skipped) stdout(`IPv${plan.family}: left alone ${s}\n`);
   }
   for (const o of nft) stdout(`nftables: ${verb} ${o.rules} rule(s) of container ${o.containerId}\n`);
@@ -184,19 +211,30 @@ async function installedFallback(flags: Flags, stderr: Out): Promise<Record<stri
     const file = await findConflist(confDir, undefined);
     return installedEntry(await readFile(file, "utf8"), file);
   } catch (err) {
-    if (flags.cniConfDir !== undefined) stderr(`portmap-hostip reconcile: no installed entry to scope pods whose cached conflist lacks ours: ${(err as Error).message}\n`);
+    if (flags.cniConfDir !== undefined)
+      stderr(
+        `portmap-hostip reconcile: no installed entry to scope pods whose cached conflist lacks ours: ${(err as Error).message}\n`,
+      );
     return undefined;
   }
 }
 
 async function runReconcileCommand(flags: Flags, stdout: Out, stderr: Out): Promise<number> {
-  const iptables = await runReconcile({ ...flags, fallbackEntry: await installedFallback(flags, stderr) }, stdout, stderr);
+  const iptables = await runReconcile(
+    { ...flags, fallbackEntry: await installedFallback(flags, stderr) },
+    stdout,
+    stderr,
+  );
   const { binDir } = await resolveLayout(flags.cniBinDir === undefined ? {} : { binDir: flags.cniBinDir }, "/");
   const nftables = await reconcileNftAttachments({ ...flags, cniBinDir: binDir }, stdout, stderr);
   return Math.max(iptables, nftables);
 }
 
-export async function runOps(command: "status" | "reconcile" | "gc", args: readonly string[], context: CliContext = {}): Promise<number> {
+export async function runOps(
+  command: "status" | "reconcile" | "gc",
+  args: readonly string[],
+  context: CliContext = {},
+): Promise<number> {
   return runCommand(`portmap-hostip ${command}`, USAGE[command] as string, context, async (stdout, stderr) => {
     const flags = parseFlags(command, args);
     if (flags.help) {

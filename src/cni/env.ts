@@ -1,12 +1,13 @@
 // The CNI_* environment, validated as the spec and libcni's skel do.
 import { CniError, Code } from "../core/errors.js";
-import { COMMANDS, type CniEnv, type Command, isContainerId, isInterfaceName } from "../core/names.js";
+import { type CniEnv, COMMANDS, type Command, isContainerId, isInterfaceName } from "../core/names.js";
 
 type Env = Readonly<Record<string, string | undefined>>;
 
 function required(env: Env, key: string): string {
   const value = env[key];
-  if (value === undefined || value === "") throw new CniError(Code.InvalidEnvironment, `required env variable ${key} is missing`);
+  if (value === undefined || value === "")
+    throw new CniError(Code.InvalidEnvironment, `required env variable ${key} is missing`);
   return value;
 }
 
@@ -33,10 +34,14 @@ export function readCommand(env: Env): Command {
 export function readAttachmentEnv(env: Env, command: Command): CniEnv {
   const containerId = required(env, "CNI_CONTAINERID");
   if (!isContainerId(containerId)) {
-    throw new CniError(Code.UnknownContainer, `CNI_CONTAINERID ${JSON.stringify(containerId)} is not a valid container ID`);
+    throw new CniError(
+      Code.UnknownContainer,
+      `CNI_CONTAINERID ${JSON.stringify(containerId)} is not a valid container ID`,
+    );
   }
   const ifname = required(env, "CNI_IFNAME");
-  if (!isInterfaceName(ifname)) throw new CniError(Code.InvalidEnvironment, `CNI_IFNAME ${JSON.stringify(ifname)} is not a valid interface name`);
+  if (!isInterfaceName(ifname))
+    throw new CniError(Code.InvalidEnvironment, `CNI_IFNAME ${JSON.stringify(ifname)} is not a valid interface name`);
   const netns = command === "DEL" ? (env["CNI_NETNS"] ?? "") : required(env, "CNI_NETNS");
   return { command, containerId, netns, ifname, args: parseArgs(env["CNI_ARGS"] ?? "") };
 }

@@ -43,8 +43,17 @@ function hostIps(r: ResolvedMapping): string[] | "any" {
 /** The record as one line of JSON: JSON escapes every newline a message or annotation could carry. */
 export function formatCall(c: CallRecord): string {
   const mappings = c.resolved
-    ? c.resolved.map((r) => ({ hostPort: r.mapping.hostPort, protocol: r.mapping.protocol, source: r.source, hostIPs: hostIps(r) }))
-    : c.mappings?.map((m) => ({ hostPort: m.hostPort, protocol: m.protocol, ...(m.hostIp ? { hostIP: m.hostIp.text } : {}) }));
+    ? c.resolved.map((r) => ({
+        hostPort: r.mapping.hostPort,
+        protocol: r.mapping.protocol,
+        source: r.source,
+        hostIPs: hostIps(r),
+      }))
+    : c.mappings?.map((m) => ({
+        hostPort: m.hostPort,
+        protocol: m.protocol,
+        ...(m.hostIp ? { hostIP: m.hostIp.text } : {}),
+      }));
   const line = {
     time: c.time.toISOString(),
     command: c.command,

@@ -1,13 +1,20 @@
 // The CNI protocol around the commands: environment, stdin, result or error on stdout, exit code.
 import { cmdAdd } from "../commands/add.js";
 import { cmdCheck } from "../commands/check.js";
-import type { CallRecord } from "./log-file.js";
-import { NotInstalled, checkUsable } from "../iptables/backend.js";
-import { LATEST_VERSION, SUPPORTED_VERSIONS, parseEnvelope, parseLogFile, parseNetConf, stateDirOf } from "../core/config.js";
+import {
+  LATEST_VERSION,
+  parseEnvelope,
+  parseLogFile,
+  parseNetConf,
+  SUPPORTED_VERSIONS,
+  stateDirOf,
+} from "../core/config.js";
+import { CniError, Code } from "../core/errors.js";
 import { type CniEnv, type Command, kubernetesPod } from "../core/names.js";
 import { awaitKeeperLock, writeRecord } from "../host/state.js";
+import { checkUsable, NotInstalled } from "../iptables/backend.js";
 import { readAttachmentEnv, readCommand } from "./env.js";
-import { CniError, Code } from "../core/errors.js";
+import type { CallRecord } from "./log-file.js";
 import { decodeJson, readStdin } from "./stdin.js";
 
 function print(value: unknown): void {
@@ -56,10 +63,19 @@ async function execute(command: Command, json: unknown, attachment: CniEnv | und
       parseEnvelope(json);
       await checkUsable().catch(async (err: Error) => {
         // A node without iptables at all leaves portmap only its nftables backend: then nft must work.
-        if (!(err instanceof NotInstalled)) throw new CniError(Code.PluginNotAvailable, `iptables is not usable: ${err.message}`, err instanceof CniError ? err.details : "");
+        if (!(err instanceof NotInstalled))
+          throw new CniError(
+            Code.PluginNotAvailable,
+            `iptables is not usable: ${err.message}`,
+            err instanceof CniError ? err.details : "",
+          );
         const { checkNftUsable } = await import("../nftables/backend.js");
         await checkNftUsable().catch((nftErr: Error) => {
-          throw new CniError(Code.PluginNotAvailable, `neither iptables nor nft is usable: ${nftErr.message}`, nftErr instanceof CniError ? nftErr.details : "");
+          throw new CniError(
+            Code.PluginNotAvailable,
+            `neither iptables nor nft is usable: ${nftErr.message}`,
+            nftErr instanceof CniError ? nftErr.details : "",
+          );
         });
       });
       return;
@@ -94,9 +110,14 @@ function hasPortMappings(json: unknown): boolean {
 async function recordDel(dir: string, network: string, env: CniEnv): Promise<void> {
   try {
     await writeRecord(dir, network, env.containerId, "deleted");
-    if (!(await awaitKeeperLock(dir, DEL_KEEPER_WAIT_MS))) process.stderr.write(`portmap-hostip: DEL of container ${env.containerId}: the keeper lock in ${dir} was still held after ${DEL_KEEPER_WAIT_MS} ms; going on\n`);
+    if (!(await awaitKeeperLock(dir, DEL_KEEPER_WAIT_MS)))
+      process.stderr.write(
+        `portmap-hostip: DEL of container ${env.containerId}: the keeper lock in ${dir} was still held after ${DEL_KEEPER_WAIT_MS} ms; going on\n`,
+      );
   } catch (err) {
-    process.stderr.write(`portmap-hostip: DEL of container ${env.containerId}: no record in ${dir} (${(err as Error).message})\n`);
+    process.stderr.write(
+      `portmap-hostip: DEL of container ${env.containerId}: no record in ${dir} (${(err as Error).message})\n`,
+    );
   }
 }
 
@@ -112,7 +133,8 @@ export async function runCni(): Promise<number> {
   try {
     const env = process.env;
     command = readCommand(env);
-    attachment = command === "ADD" || command === "DEL" || command === "CHECK" ? readAttachmentEnv(env, command) : undefined;
+    attachment =
+      command === "ADD" || command === "DEL" || command === "CHECK" ? readAttachmentEnv(env, command) : undefined;
     // VERSION needs no configuration (and must not wait on a terminal for one).
     const json = command === "VERSION" ? undefined : decodeJson(readStdin());
     version = versionOf(json);

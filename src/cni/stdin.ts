@@ -30,7 +30,8 @@ export function readStdin(fd = 0): Buffer {
     }
     if (n === 0) break;
     size += n;
-    if (size > MAX_BYTES) throw new CniError(Code.DecodeFailure, `network configuration on stdin is larger than ${MAX_BYTES} bytes`);
+    if (size > MAX_BYTES)
+      throw new CniError(Code.DecodeFailure, `network configuration on stdin is larger than ${MAX_BYTES} bytes`);
     chunks.push(chunk.subarray(0, n));
   }
   return Buffer.concat(chunks);
@@ -48,9 +49,13 @@ export function decodeJson(bytes: Buffer): unknown {
   try {
     json = JSON.parse(text);
   } catch (err) {
-    throw new CniError(Code.DecodeFailure, `network configuration on stdin is not valid JSON: ${(err as Error).message}`);
+    throw new CniError(
+      Code.DecodeFailure,
+      `network configuration on stdin is not valid JSON: ${(err as Error).message}`,
+    );
   }
-  if (depth(json) > MAX_DEPTH) throw new CniError(Code.DecodeFailure, `network configuration on stdin is nested deeper than ${MAX_DEPTH} levels`);
+  if (depth(json) > MAX_DEPTH)
+    throw new CniError(Code.DecodeFailure, `network configuration on stdin is nested deeper than ${MAX_DEPTH} levels`);
   return json;
 }
 

@@ -1,14 +1,17 @@
 // ADD: scope portmap's rules of this pod, all families or none, then pass prevResult on.
 import type { NetConf } from "../core/config.js";
-import { type CniEnv, podLabel } from "../core/names.js";
 import { CniError, Code } from "../core/errors.js";
+import { type CniEnv, podLabel } from "../core/names.js";
 import { convertResult } from "../core/result.js";
 import { writeRecord } from "../host/state.js";
 import { scopePod } from "../pipeline/plan.js";
 import type { ResolvedMapping } from "../policy/resolve.js";
 
 /** The result to print, and the host IPs decided per mapping (for the log file). */
-export async function cmdAdd(conf: NetConf, env: CniEnv): Promise<{ result: Record<string, unknown>; resolved: ResolvedMapping[] }> {
+export async function cmdAdd(
+  conf: NetConf,
+  env: CniEnv,
+): Promise<{ result: Record<string, unknown>; resolved: ResolvedMapping[] }> {
   if (!conf.prevResult) {
     throw new CniError(Code.InvalidConfig, "no prevResult: portmap-hostip must run after portmap in a plugin chain");
   }
@@ -21,7 +24,9 @@ export async function cmdAdd(conf: NetConf, env: CniEnv): Promise<{ result: Reco
   for (const { family, closed } of all) {
     // Not an error (the policy says so), but a pod that is unreachable over one family should be visible.
     for (const s of closed) {
-      process.stderr.write(`portmap-hostip: hostPort ${s.hostPort}/${s.protocol} of pod ${podLabel(env)} has no IPv${family} host IP: not reachable over IPv${family}\n`);
+      process.stderr.write(
+        `portmap-hostip: hostPort ${s.hostPort}/${s.protocol} of pod ${podLabel(env)} has no IPv${family} host IP: not reachable over IPv${family}\n`,
+      );
     }
   }
   // A UDP flow keeps the NAT decision of its first datagram: those made by portmap's unscoped rule in the
@@ -29,7 +34,13 @@ export async function cmdAdd(conf: NetConf, env: CniEnv): Promise<{ result: Reco
   if (written.length > 0 && conf.portMappings.some((m) => m.protocol === "udp")) {
     const { dropStaleUdp } = await import("../pipeline/conntrack.js");
     const warn = (text: string) => void process.stderr.write(`portmap-hostip: pod ${podLabel(env)}: ${text}\n`);
-    await Promise.all(written.map((plan) => dropStaleUdp(plan.family, [{ before: plan.current, after: plan.desired }], warn).catch((err: Error) => warn(err.message))));
+    await Promise.all(
+      written.map((plan) =>
+        dropStaleUdp(plan.family, [{ before: plan.current, after: plan.desired }], warn).catch((err: Error) =>
+          warn(err.message),
+        ),
+      ),
+    );
   }
   return { result, resolved };
 }
@@ -42,6 +53,8 @@ async function recordAdd(conf: NetConf, env: CniEnv): Promise<void> {
   try {
     await writeRecord(conf.stateDir, conf.name, env.containerId, "added");
   } catch (err) {
-    process.stderr.write(`portmap-hostip: pod ${podLabel(env)}: no record in ${conf.stateDir} (${(err as Error).message}); gc --grace may take its chain for dead while ADD runs\n`);
+    process.stderr.write(
+      `portmap-hostip: pod ${podLabel(env)}: no record in ${conf.stateDir} (${(err as Error).message}); gc --grace may take its chain for dead while ADD runs\n`,
+    );
   }
 }

@@ -1,10 +1,11 @@
 // The network configuration on stdin: our conflist entry, the list's name and cniVersion, prevResult and
 // runtimeConfig. zod checks the shape; the semantic checks below name the offending field and value.
-import en from "zod/v4/locales/en.js";
+
 import * as z from "zod/mini";
+import en from "zod/v4/locales/en.js";
+import { CniError, Code } from "./errors.js";
 import { type Cidr, type Ip, parseCidr, parseIp } from "./ip.js";
 import { isInterfaceName } from "./names.js";
-import { CniError, Code } from "./errors.js";
 
 export const SUPPORTED_VERSIONS = ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"] as const;
 export const LATEST_VERSION = "1.1.0";
@@ -68,7 +69,9 @@ const EnvelopeSchema = z.looseObject({ cniVersion: z.string(), name: z.string() 
 const NetConfSchema = z.looseObject({
   cniVersion: z.string(),
   name: z.string(),
-  defaultHostIP: z.optional(z.union([z.string(), stringList], { error: 'expected "node", "any", an IP address or a list of IP addresses' })),
+  defaultHostIP: z.optional(
+    z.union([z.string(), stringList], { error: 'expected "node", "any", an IP address or a list of IP addresses' }),
+  ),
   nodeIPs: z.optional(stringList),
   kubeNodeIPs: z.optional(stringList),
   nodeInterfaces: z.optional(stringList),
@@ -96,7 +99,10 @@ function pathText(path: Path): string {
 }
 
 function valueAt(root: unknown, path: Path): unknown {
-  return path.reduce<unknown>((v, key) => (v !== null && typeof v === "object" ? (v as Record<PropertyKey, unknown>)[key] : undefined), root);
+  return path.reduce<unknown>(
+    (v, key) => (v !== null && typeof v === "object" ? (v as Record<PropertyKey, unknown>)[key] : undefined),
+    root,
+  );
 }
 
 /** The offending value, short; a huge or deeply nested one is only named by its kind. */
@@ -132,7 +138,10 @@ export function parseShape<T>(schema: z.ZodMiniType<T>, json: unknown): T {
 
 function checkVersion(version: string, field: string): void {
   if (!(SUPPORTED_VERSIONS as readonly string[]).includes(version)) {
-    throw new CniError(Code.IncompatibleVersion, `incompatible CNI versions: ${field} ${JSON.stringify(version)} is not one of ${SUPPORTED_VERSIONS.join(", ")}`);
+    throw new CniError(
+      Code.IncompatibleVersion,
+      `incompatible CNI versions: ${field} ${JSON.stringify(version)} is not one of ${SUPPORTED_VERSIONS.join(", ")}`,
+    );
   }
 }
 
@@ -155,7 +164,8 @@ export function isLogFilePath(path: string): boolean {
  */
 export function parseLogFile(json: unknown): string | undefined {
   const { logFile } = parseShape(LogFileSchema, json);
-  if (logFile !== undefined && !isLogFilePath(logFile)) throw invalid(["logFile"], logFile, "expected an absolute path of a file");
+  if (logFile !== undefined && !isLogFilePath(logFile))
+    throw invalid(["logFile"], logFile, "expected an absolute path of a file");
   return logFile;
 }
 
@@ -188,7 +198,8 @@ function parseDefaultHostIp(value: string | string[] | undefined): DefaultHostIp
   if (value === undefined || value === "node") return { kind: "node" };
   if (value === "any") return { kind: "any" };
   const list = typeof value === "string" ? [value] : value;
-  const error = () => invalid(["defaultHostIP"], value, 'expected "node", "any", an IP address or a non-empty list of IP addresses');
+  const error = () =>
+    invalid(["defaultHostIP"], value, 'expected "node", "any", an IP address or a non-empty list of IP addresses');
   if (list.length === 0) throw error();
   return { kind: "ips", ips: list.map((v) => must(parseIp(v), error)) };
 }
@@ -202,15 +213,18 @@ function parsePortMapping(raw: Record<string, unknown>, index: number): PortMapp
   const base = ["runtimeConfig", "portMappings", index];
   const port = (name: string): number => {
     const [key, v] = field(name);
-    if (typeof v !== "number" || !Number.isInteger(v) || v < 1 || v > 65535) throw invalid([...base, key], v, "expected a port number from 1 to 65535");
+    if (typeof v !== "number" || !Number.isInteger(v) || v < 1 || v > 65535)
+      throw invalid([...base, key], v, "expected a port number from 1 to 65535");
     return v;
   };
   const [protoKey, proto] = field("protocol");
-  if (proto !== undefined && typeof proto !== "string") throw invalid([...base, protoKey], proto, "expected tcp, udp or sctp");
+  if (proto !== undefined && typeof proto !== "string")
+    throw invalid([...base, protoKey], proto, "expected tcp, udp or sctp");
   const protocol = (proto === undefined || proto === "" ? "tcp" : proto.toLowerCase()) as Protocol;
   if (!PROTOCOLS.includes(protocol)) throw invalid([...base, protoKey], proto, "expected tcp, udp or sctp");
   const [ipKey, hostIp] = field("hostIP");
-  if (hostIp !== undefined && typeof hostIp !== "string") throw invalid([...base, ipKey], hostIp, "expected an IP address or an empty string");
+  if (hostIp !== undefined && typeof hostIp !== "string")
+    throw invalid([...base, ipKey], hostIp, "expected an IP address or an empty string");
   const ip = hostIp === undefined || hostIp === "" ? undefined : parseIp(hostIp);
   if (hostIp && !ip) throw invalid([...base, ipKey], hostIp, "expected an IP address or an empty string");
   return { hostPort: port("hostPort"), containerPort: port("containerPort"), protocol, hostIp: ip };
@@ -229,7 +243,9 @@ export function parseNetConf(json: unknown): NetConf {
   if (!isAnnotationKey(annotation)) throw invalid(["annotation"], annotation, "not a Kubernetes annotation key");
   const stateDir = raw.stateDir ?? DEFAULT_STATE_DIR;
   if (!isStateDir(stateDir)) throw invalid(["stateDir"], stateDir, "expected an absolute directory path");
-  const allowed = raw.allowedHostCIDRs?.map((v, i) => must(parseCidr(v), () => invalid(["allowedHostCIDRs", i], v, "not a CIDR (address/prefix)")));
+  const allowed = raw.allowedHostCIDRs?.map((v, i) =>
+    must(parseCidr(v), () => invalid(["allowedHostCIDRs", i], v, "not a CIDR (address/prefix)")),
+  );
   return {
     cniVersion: raw.cniVersion,
     name: raw.name,
@@ -238,7 +254,9 @@ export function parseNetConf(json: unknown): NetConf {
       nodeIps: raw.nodeIPs && ipList(raw.nodeIPs, ["nodeIPs"]),
       kubeNodeIps: raw.kubeNodeIPs && ipList(raw.kubeNodeIPs, ["kubeNodeIPs"]),
       nodeInterfaces: raw.nodeInterfaces && ifnameList(raw.nodeInterfaces, ["nodeInterfaces"]),
-      excludeInterfaces: raw.excludeInterfaces ? ifnameList(raw.excludeInterfaces, ["excludeInterfaces"]) : DEFAULT_EXCLUDED,
+      excludeInterfaces: raw.excludeInterfaces
+        ? ifnameList(raw.excludeInterfaces, ["excludeInterfaces"])
+        : DEFAULT_EXCLUDED,
       allowedHostCidrs: allowed,
       annotation,
     },

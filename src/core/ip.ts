@@ -37,12 +37,18 @@ export function parseCidr(text: string): Cidr | undefined {
   const bits = text.slice(slash + 1);
   if (!ip || !/^\d{1,3}$/.test(bits) || Number(bits) > (ip.family === 4 ? 32 : 128)) return undefined;
   const canonical = `${ip.text}/${Number(bits)}`;
-  return { family: ip.family, text: canonical, address: ip.family === 4 ? new Address4(canonical) : new Address6(canonical) };
+  return {
+    family: ip.family,
+    text: canonical,
+    address: ip.family === 4 ? new Address4(canonical) : new Address6(canonical),
+  };
 }
 
 export function cidrContains(cidr: Cidr, ip: Ip): boolean {
   if (cidr.family !== ip.family) return false;
-  return ip.family === 4 ? new Address4(ip.text).isInSubnet(cidr.address) : new Address6(ip.text).isInSubnet(cidr.address);
+  return ip.family === 4
+    ? new Address4(ip.text).isInSubnet(cidr.address)
+    : new Address6(ip.text).isInSubnet(cidr.address);
 }
 
 // Addresses that are never a unicast address of this node, whatever its interfaces say.

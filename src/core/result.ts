@@ -1,6 +1,7 @@
 // The result we print (prevResult, content unchanged, in the config's cniVersion) and what we read from it.
-import { type Family, parseIp } from "./ip.js";
+
 import type { PrevResult } from "./config.js";
+import { type Family, parseIp } from "./ip.js";
 
 function ipFamily(address: string): Family | undefined {
   const slash = address.indexOf("/");

@@ -64,10 +64,12 @@ export function commentOf(rule: Rule): string | undefined {
 }
 
 /** The address a destination match names; undefined when it has none or a negated one. */
-export const destinationOf = (rule: Rule): string | undefined => (rule.destination && !rule.destination.negated ? rule.destination.address : undefined);
+export const destinationOf = (rule: Rule): string | undefined =>
+  rule.destination && !rule.destination.negated ? rule.destination.address : undefined;
 
 /** The address a source match names; undefined when it has none or a negated one. */
-export const sourceOf = (rule: Rule): string | undefined => (rule.source && !rule.source.negated ? rule.source.address : undefined);
+export const sourceOf = (rule: Rule): string | undefined =>
+  rule.source && !rule.source.negated ? rule.source.address : undefined;
 
 /** The DNAT target address (`ip:port`, `[ip6]:port`); undefined for any other target. */
 export function dnatOf(rule: Rule): string | undefined {
@@ -117,10 +119,17 @@ function targetKey(t: Target): unknown[] {
 
 /** The rule as a comparable key: every part but the handle, independent of how the objects were built. */
 export function ruleKey(rule: Rule): string {
-  return JSON.stringify([rule.chain, addressKey(rule.source), addressKey(rule.destination), rule.matches.map(matchKey), targetKey(rule.target)]);
+  return JSON.stringify([
+    rule.chain,
+    addressKey(rule.source),
+    addressKey(rule.destination),
+    rule.matches.map(matchKey),
+    targetKey(rule.target),
+  ]);
 }
 
 export const sameRule = (a: Rule, b: Rule): boolean => ruleKey(a) === ruleKey(b);
 
 /** Same rules in the same order: a chain that needs no write. */
-export const sameRules = (a: readonly Rule[], b: readonly Rule[]): boolean => a.length === b.length && a.every((rule, i) => sameRule(rule, b[i] as Rule));
+export const sameRules = (a: readonly Rule[], b: readonly Rule[]): boolean =>
+  a.length === b.length && a.every((rule, i) => sameRule(rule, b[i] as Rule));

@@ -8,7 +8,13 @@ const MAX_DELAY_MS = 30_000;
 // A child that ran this long was healthy: its next restart starts from the first delay again.
 const HEALTHY_MS = 60_000;
 
-export function monitor(file: string, args: readonly string[], onLine: (line: string) => void, signal: AbortSignal, log: (message: string) => void): void {
+export function monitor(
+  file: string,
+  args: readonly string[],
+  onLine: (line: string) => void,
+  signal: AbortSignal,
+  log: (message: string) => void,
+): void {
   let delay = FIRST_DELAY_MS;
   const start = (): void => {
     if (signal.aborted) return;

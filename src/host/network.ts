@@ -17,7 +17,13 @@ export function parseIpAddressJson(text: string): NodeAddress[] {
     for (const info of link.addr_info ?? []) {
       const ip = info.local === undefined ? undefined : parseIp(info.local);
       if (link.ifname && ip) {
-        addresses.push({ ifname: link.ifname, ip, scope: info.scope ?? "global", temporary: info.temporary === true, dadFailed: info.dadfailed === true });
+        addresses.push({
+          ifname: link.ifname,
+          ip,
+          scope: info.scope ?? "global",
+          temporary: info.temporary === true,
+          dadFailed: info.dadfailed === true,
+        });
       }
     }
   }
@@ -46,8 +52,16 @@ export function parseDefaultRoutesJson(text: string): string[] {
 }
 
 async function ip(args: string[], input = ""): Promise<string> {
-  const r = await run("ip", args, { input, timeoutMs: 10_000 }).catch((err: Error) => ({ code: -1, stdout: "", stderr: err.message }));
-  if (r.code !== 0) throw new CniError(Code.IoFailure, `cannot read the node's network with "ip ${args.join(" ")}": ${r.stderr.trim()}`);
+  const r = await run("ip", args, { input, timeoutMs: 10_000 }).catch((err: Error) => ({
+    code: -1,
+    stdout: "",
+    stderr: err.message,
+  }));
+  if (r.code !== 0)
+    throw new CniError(
+      Code.IoFailure,
+      `cannot read the node's network with "ip ${args.join(" ")}": ${r.stderr.trim()}`,
+    );
   return r.stdout;
 }
 

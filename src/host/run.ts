@@ -52,7 +52,9 @@ export function run(file: string, args: readonly string[], options: RunOptions):
       resolve({
         code: timedOut ? 124 : (code ?? 128),
         stdout: Buffer.concat(out).toString("utf8"),
-        stderr: timedOut ? `${stderr}${stderr && !stderr.endsWith("\n") ? "\n" : ""}${file} killed: no exit within ${options.timeoutMs} ms` : stderr + (signal ? `killed by ${signal}` : ""),
+        stderr: timedOut
+          ? `${stderr}${stderr && !stderr.endsWith("\n") ? "\n" : ""}${file} killed: no exit within ${options.timeoutMs} ms`
+          : stderr + (signal ? `killed by ${signal}` : ""),
         timedOut,
         signal,
         ns,

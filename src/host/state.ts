@@ -9,7 +9,7 @@
 // A pass that read the records before the "deleted" one holds the lock until its write is done, so DEL waits
 // for it and portmap's DEL then removes what it wrote; a pass that reads after sees the record and skips the pod.
 // gc never deletes the chain of a container whose "added" record is younger than ADD_RECORD_TTL_MS.
-import { lstat, mkdir, open, readFile, readdir, rename, rm, writeFile } from "node:fs/promises";
+import { lstat, mkdir, open, readdir, readFile, rename, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 
 /** No runtime keeps an ADD going longer than this (kubelet gives up on sandbox creation within 4 minutes). */
@@ -34,10 +34,16 @@ export const recordKey = (network: string, containerId: string): string => `${ne
 
 const recordsDir = (dir: string): string => join(dir, "containers");
 // Network names may hold characters a file name must not ("/"): encoded; the container ID is [A-Za-z0-9_.-].
-export const recordPath = (dir: string, network: string, containerId: string): string => join(recordsDir(dir), `${encodeURIComponent(network)}_${containerId}`);
+export const recordPath = (dir: string, network: string, containerId: string): string =>
+  join(recordsDir(dir), `${encodeURIComponent(network)}_${containerId}`);
 
 /** Writes the container's record atomically (temporary file and rename). */
-export async function writeRecord(dir: string, network: string, containerId: string, state: RecordState): Promise<void> {
+export async function writeRecord(
+  dir: string,
+  network: string,
+  containerId: string,
+  state: RecordState,
+): Promise<void> {
   const file = recordPath(dir, network, containerId);
   await mkdir(recordsDir(dir), { recursive: true, mode: 0o700 });
   const tmp = `${file}.${process.pid}.tmp`;
@@ -54,7 +60,10 @@ export async function removeRecord(dir: string, network: string, containerId: st
 export type RecordMemo = Map<string, { mtimeMs: number; record: ContainerRecord }>;
 
 /** Every record; a missing directory is no record, an unreadable file is skipped (reported). */
-export async function readRecords(dir: string, memo?: RecordMemo): Promise<{ records: Map<string, ContainerRecord>; problems: string[] }> {
+export async function readRecords(
+  dir: string,
+  memo?: RecordMemo,
+): Promise<{ records: Map<string, ContainerRecord>; problems: string[] }> {
   const records = new Map<string, ContainerRecord>();
   const problems: string[] = [];
   let names: string[];
@@ -74,12 +83,19 @@ export async function readRecords(dir: string, memo?: RecordMemo): Promise<{ rec
         continue;
       }
       const r = JSON.parse(await readFile(file, "utf8")) as Partial<ContainerRecord>;
-      if (typeof r.network !== "string" || typeof r.containerId !== "string" || (r.state !== "added" && r.state !== "deleted") || typeof r.at !== "number") throw new Error("not a container record");
+      if (
+        typeof r.network !== "string" ||
+        typeof r.containerId !== "string" ||
+        (r.state !== "added" && r.state !== "deleted") ||
+        typeof r.at !== "number"
+      )
+        throw new Error("not a container record");
       records.set(recordKey(r.network, r.containerId), r as ContainerRecord);
       memo?.set(name, { mtimeMs, record: r as ContainerRecord });
     } catch (err) {
       // Gone between readdir and read (DEL removed it) is no problem.
-      if ((err as NodeJS.ErrnoException).code !== "ENOENT") problems.push(`skipped container record ${name}: ${(err as Error).message}`);
+      if ((err as NodeJS.ErrnoException).code !== "ENOENT")
+        problems.push(`skipped container record ${name}: ${(err as Error).message}`);
     }
   }
   if (memo) {
@@ -151,7 +167,8 @@ export async function withKeeperLock<T>(dir: string, waitMs: number, body: () =>
         await rm(lockFile(dir), { force: true });
         continue;
       }
-      if (Date.now() >= deadline) throw new Error(`the keeper lock ${lockFile(dir)} is held by process ${lease?.pid ?? "?"}; try again`);
+      if (Date.now() >= deadline)
+        throw new Error(`the keeper lock ${lockFile(dir)} is held by process ${lease?.pid ?? "?"}; try again`);
       await sleep(POLL_MS);
     }
   }

@@ -51,7 +51,8 @@ export function withoutEntry(text: string, file: string): string {
     const [from, to] = previous ? [previous.end, span.end] : next ? [span.start, next.start] : [span.start, span.end];
     result = result.slice(0, from) + result.slice(to);
   }
-  if (result !== text) assertSame(result, { ...doc.value, plugins: doc.plugins.filter((plugin) => !isOurs(plugin)) }, file);
+  if (result !== text)
+    assertSame(result, { ...doc.value, plugins: doc.plugins.filter((plugin) => !isOurs(plugin)) }, file);
   return result;
 }
 

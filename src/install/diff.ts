@@ -17,7 +17,8 @@ export function unifiedDiff(before: string, after: string, file: string): string
   let j = 0;
   while (i < a.length || j < b.length) {
     if (i < a.length && j < b.length && a[i] === b[j]) ops.push({ kind: " ", line: a[i]!, i: i++, j: j++ });
-    else if (j < b.length && (i === a.length || lcs[i]![j + 1]! >= lcs[i + 1]![j]!)) ops.push({ kind: "+", line: b[j]!, i, j: j++ });
+    else if (j < b.length && (i === a.length || lcs[i]![j + 1]! >= lcs[i + 1]![j]!))
+      ops.push({ kind: "+", line: b[j]!, i, j: j++ });
     else ops.push({ kind: "-", line: a[i]!, i: i++, j });
   }
 

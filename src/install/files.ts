@@ -50,7 +50,10 @@ export interface Layout {
 }
 
 export const STANDARD: Layout = { binDir: "/opt/cni/bin", confDir: "/etc/cni/net.d" };
-export const K3S: Layout = { binDir: "/var/lib/rancher/k3s/data/cni", confDir: "/var/lib/rancher/k3s/agent/etc/cni/net.d" };
+export const K3S: Layout = {
+  binDir: "/var/lib/rancher/k3s/data/cni",
+  confDir: "/var/lib/rancher/k3s/agent/etc/cni/net.d",
+};
 
 /** Flags win; otherwise each directory is k3s's where that exists under `root`, else the standard one. */
 export async function resolveLayout(flags: Partial<Layout>, root: string): Promise<Layout> {
@@ -83,6 +86,9 @@ export async function findConflist(confDir: string, name: string | undefined): P
     .map((entry) => entry.name)
     .sort();
   const first = names[0];
-  if (first === undefined) throw new Error(`no ${CONF_EXTENSIONS.map((ext) => `*${ext}`).join(", ")} file in ${confDir} (is the network plugin installed yet?)`);
+  if (first === undefined)
+    throw new Error(
+      `no ${CONF_EXTENSIONS.map((ext) => `*${ext}`).join(", ")} file in ${confDir} (is the network plugin installed yet?)`,
+    );
   return join(confDir, first);
 }

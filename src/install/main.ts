@@ -40,7 +40,12 @@ export class Installer {
     const target = join(layout.binDir, PLUGIN_TYPE);
     const entry = pluginEntry(options.settings);
     const sync = (quiet: boolean): Promise<void> =>
-      this.editConflist(layout.confDir, (text, file) => withEntry(text, entry, file), "added the entry after portmap", quiet);
+      this.editConflist(
+        layout.confDir,
+        (text, file) => withEntry(text, entry, file),
+        "added the entry after portmap",
+        quiet,
+      );
 
     switch (options.mode) {
       case "uninstall":
@@ -63,7 +68,12 @@ export class Installer {
       case "watch":
         await this.copyBinary(target);
         this.stdout(`watching ${layout.confDir}\n`);
-        await watchDirectory(layout.confDir, () => sync(true), this.signal ?? terminationSignal(), (message) => this.stderr(`${message}\n`));
+        await watchDirectory(
+          layout.confDir,
+          () => sync(true),
+          this.signal ?? terminationSignal(),
+          (message) => this.stderr(`${message}\n`),
+        );
         this.stdout("stopped\n");
         return;
       default:
@@ -108,7 +118,9 @@ function ownBinary(stderr: (text: string) => void): string {
   if (isSea()) return process.execPath;
   const script = process.argv[1];
   if (script === undefined) throw new Error("cannot tell which file to install; pass --binary");
-  stderr("note: installing the Node.js bundle, which needs node on the container runtime's PATH; nodes without Node.js need portmap-hostip-linux-x64\n");
+  stderr(
+    "note: installing the Node.js bundle, which needs node on the container runtime's PATH; nodes without Node.js need portmap-hostip-linux-x64\n",
+  );
   return resolve(script);
 }
 

@@ -1,6 +1,6 @@
 // Runs `sync` now, whenever something changes in a directory, and every second regardless, until `signal`.
 // A failing `sync` is logged (once per distinct error, not every second) and retried.
-import { watch, type FSWatcher } from "node:fs";
+import { type FSWatcher, watch } from "node:fs";
 
 // flannel writes its conflist with `cp`: let a burst of events settle before reading the file.
 const SETTLE_MS = 100;

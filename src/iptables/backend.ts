@@ -1,8 +1,8 @@
 // The nat table through the iptables binaries on PATH (the ones portmap used: nft or legacy alike).
 import { CniError, Code } from "../core/errors.js";
 import type { Family } from "../core/ip.js";
-import { type RunResult, run } from "../host/run.js";
 import type { Rule } from "../core/rule.js";
+import { type RunResult, run } from "../host/run.js";
 import { appendRules, restorePayload } from "./text.js";
 
 const BINARIES: Record<Family, { iptables: string; restore: string }> = {
@@ -35,13 +35,22 @@ async function exec(file: string, args: readonly string[], input?: string): Prom
     const Failure = (err as NodeJS.ErrnoException).code === "ENOENT" ? NotInstalled : CniError;
     throw new Failure(Code.IoFailure, `cannot run ${file}: ${(err as Error).message}`);
   }
-  if (result.timedOut) throw new CniError(Code.TryAgainLater, `${file} did not finish within ${LIMIT_MS} ms and was killed`, result.stderr.trim());
+  if (result.timedOut)
+    throw new CniError(
+      Code.TryAgainLater,
+      `${file} did not finish within ${LIMIT_MS} ms and was killed`,
+      result.stderr.trim(),
+    );
   return result;
 }
 
 function failure(what: string, result: RunResult): CniError {
   const stderr = result.stderr.trim();
-  return new CniError(BUSY.test(stderr) ? Code.TryAgainLater : Code.IoFailure, `${what} failed (exit ${result.code})`, stderr);
+  return new CniError(
+    BUSY.test(stderr) ? Code.TryAgainLater : Code.IoFailure,
+    `${what} failed (exit ${result.code})`,
+    stderr,
+  );
 }
 
 /**

@@ -5,5 +5,7 @@ import { createHash } from "node:crypto";
 const MAX_CHAIN = 28;
 
 export function portmapChainName(networkName: string, containerId: string): string {
-  return `CNI-DN-${createHash("sha512").update(networkName + containerId).digest("hex")}`.slice(0, MAX_CHAIN);
+  return `CNI-DN-${createHash("sha512")
+    .update(networkName + containerId)
+    .digest("hex")}`.slice(0, MAX_CHAIN);
 }

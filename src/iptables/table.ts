@@ -1,6 +1,6 @@
 // The whole nat table as `iptables -t nat -S` prints it, and portmap's part of it: per-pod chains, the jumps
 // to them in CNI-HOSTPORT-DNAT and whom they belong to. Pure: text in, rules out.
-import { type Rule, commentOf, jumpOf } from "../core/rule.js";
+import { commentOf, jumpOf, type Rule } from "../core/rule.js";
 import { portmapChainName } from "./chain-name.js";
 import { parseRule } from "./text.js";
 
@@ -67,7 +67,10 @@ export function portmapJumps(table: NatTable): PortmapJump[] {
     if (!chain?.startsWith(POD_CHAIN_PREFIX)) return [];
     const comment = commentOf(rule);
     const m = comment === undefined ? null : COMMENT.exec(comment);
-    const owner = m && portmapChainName(m[1] as string, m[2] as string) === chain ? { network: m[1] as string, containerId: m[2] as string } : undefined;
+    const owner =
+      m && portmapChainName(m[1] as string, m[2] as string) === chain
+        ? { network: m[1] as string, containerId: m[2] as string }
+        : undefined;
     return [{ rule, index, chain, owner }];
   });
 }
@@ -79,5 +82,7 @@ export function podChains(table: NatTable): string[] {
 
 /** Rules outside CNI-HOSTPORT-DNAT that jump to `chain` (someone else's references). */
 export function foreignReferences(table: NatTable, chain: string): Rule[] {
-  return [...table.rules].flatMap(([from, rules]) => (from === DNAT_CHAIN ? [] : rules.filter((r) => jumpOf(r) === chain)));
+  return [...table.rules].flatMap(([from, rules]) =>
+    from === DNAT_CHAIN ? [] : rules.filter((r) => jumpOf(r) === chain),
+  );
 }

@@ -1,6 +1,6 @@
 // The iptables edge of the rule model: `iptables -S` / iptables-save lines read into Rules, Rules printed back as
 // `-A`/`-D`/`-I` lines and iptables-restore input. formatRule(parseRule(line)) is the line, byte for byte.
-import { type AddressMatch, type Match, type Rule, type Target, addressMatch } from "../core/rule.js";
+import { type AddressMatch, addressMatch, type Match, type Rule, type Target } from "../core/rule.js";
 
 /** Splits a rule line into tokens, keeping quoted tokens (comments) exactly as printed. */
 export function tokenize(line: string): string[] {
@@ -30,7 +30,8 @@ const quote = (text: string): string => `"${text.replace(/["\\]/g, "\\$&")}"`;
 const unquote = (token: string): string => token.slice(1, -1).replace(/\\(.)/g, "$1");
 
 /** iptables prints every address with its prefix; the model keeps a host address bare (core addressMatch). */
-const prefixed = (address: string): string => (address.includes("/") ? address : `${address}/${address.includes(":") ? 128 : 32}`);
+const prefixed = (address: string): string =>
+  address.includes("/") ? address : `${address}/${address.includes(":") ? 128 : 32}`;
 
 // Options that start a new part of a rule in `iptables -S` output (module options are `--long`).
 const STARTS = new Set(["-s", "-d", "-p", "-i", "-o", "-f", "-m", "-j", "-g"]);
@@ -39,15 +40,26 @@ const DIGITS = /^[1-9]\d{0,4}$/;
 function match(group: readonly string[]): Match {
   const [flag, a, b, c] = group;
   if (group.length === 2 && flag === "-p") return { kind: "protocol", protocol: a as string };
-  if (group.length === 4 && flag === "-m" && b === "--dport" && DIGITS.test(c as string)) return { kind: "dport", protocol: a as string, port: Number(c) };
-  if (group.length === 4 && flag === "-m" && a === "comment" && b === "--comment" && c?.startsWith('"') && quote(unquote(c)) === c) return { kind: "comment", text: unquote(c) };
+  if (group.length === 4 && flag === "-m" && b === "--dport" && DIGITS.test(c as string))
+    return { kind: "dport", protocol: a as string, port: Number(c) };
+  if (
+    group.length === 4 &&
+    flag === "-m" &&
+    a === "comment" &&
+    b === "--comment" &&
+    c?.startsWith('"') &&
+    quote(unquote(c)) === c
+  )
+    return { kind: "comment", text: unquote(c) };
   return { kind: "other", text: group.join(" ") };
 }
 
 function target(group: readonly string[]): Target {
   const [flag, name, option, value] = group;
-  if (flag === "-j" && group.length === 4 && name === "DNAT" && option === "--to-destination") return { kind: "dnat", to: value as string };
-  if (flag === "-j" && group.length === 4 && name === "MARK" && option === "--set-xmark") return { kind: "mark", mark: value as string };
+  if (flag === "-j" && group.length === 4 && name === "DNAT" && option === "--to-destination")
+    return { kind: "dnat", to: value as string };
+  if (flag === "-j" && group.length === 4 && name === "MARK" && option === "--set-xmark")
+    return { kind: "mark", mark: value as string };
   if (flag === "-j" && group.length === 2 && name === "MASQUERADE") return { kind: "masquerade" };
   if (flag === "-j" && group.length === 2) return { kind: "jump", chain: name as string };
   return { kind: "other", text: group.join(" ") };
@@ -78,7 +90,8 @@ export function parseRule(line: string): Rule {
   }
   while (i < tokens.length) {
     const start = i;
-    const isStart = (k: number) => STARTS.has(tokens[k] as string) || (tokens[k] === "!" && STARTS.has(tokens[k + 1] as string));
+    const isStart = (k: number) =>
+      STARTS.has(tokens[k] as string) || (tokens[k] === "!" && STARTS.has(tokens[k + 1] as string));
     i += tokens[i] === "!" ? 2 : 1;
     while (i < tokens.length && !isStart(i)) i++;
     const group = tokens.slice(start, i);
@@ -123,7 +136,8 @@ function targetText(t: Target): string[] {
   }
 }
 
-const addressText = (flag: string, a: AddressMatch | undefined): string[] => (a ? [`${a.negated ? "! " : ""}${flag} ${prefixed(a.address)}`] : []);
+const addressText = (flag: string, a: AddressMatch | undefined): string[] =>
+  a ? [`${a.negated ? "! " : ""}${flag} ${prefixed(a.address)}`] : [];
 
 /**
  * The rule as iptables prints it (`-A`), or as the command that deletes it (`-D`) or puts it first (`-I … 1`).

@@ -12,15 +12,29 @@ const HINT = /^:KUBE-IPTABLES-HINT /m;
 const ruleLines = (save: string): number => save.split("\n").filter((l) => l.startsWith("-")).length;
 
 /** Pure: the variant from `iptables-<variant>-save` output (the mangle table, and every table of both families). */
-export function chooseVariant(saves: Record<Variant, { mangle: string; all: string }>): { variant: Variant; why: string } {
-  if (HINT.test(saves.nft.mangle)) return { variant: "nft", why: "kubelet's KUBE-IPTABLES-HINT chain is in nft's mangle table" };
-  if (HINT.test(saves.legacy.mangle)) return { variant: "legacy", why: "kubelet's KUBE-IPTABLES-HINT chain is in legacy's mangle table" };
+export function chooseVariant(saves: Record<Variant, { mangle: string; all: string }>): {
+  variant: Variant;
+  why: string;
+} {
+  if (HINT.test(saves.nft.mangle))
+    return { variant: "nft", why: "kubelet's KUBE-IPTABLES-HINT chain is in nft's mangle table" };
+  if (HINT.test(saves.legacy.mangle))
+    return { variant: "legacy", why: "kubelet's KUBE-IPTABLES-HINT chain is in legacy's mangle table" };
   const legacy = ruleLines(saves.legacy.all);
   const nft = ruleLines(saves.nft.all);
-  return legacy > nft ? { variant: "legacy", why: `${legacy} legacy rules against ${nft} nft rules` } : { variant: "nft", why: `${nft} nft rules against ${legacy} legacy rules` };
+  return legacy > nft
+    ? { variant: "legacy", why: `${legacy} legacy rules against ${nft} nft rules` }
+    : { variant: "nft", why: `${nft} nft rules against ${legacy} legacy rules` };
 }
 
-const TOOLS = ["iptables", "iptables-save", "iptables-restore", "ip6tables", "ip6tables-save", "ip6tables-restore"] as const;
+const TOOLS = [
+  "iptables",
+  "iptables-save",
+  "iptables-restore",
+  "ip6tables",
+  "ip6tables-save",
+  "ip6tables-restore",
+] as const;
 const LIMIT_MS = 10_000;
 
 async function save(tool: string, args: string[]): Promise<string> {
@@ -32,7 +46,11 @@ async function save(tool: string, args: string[]): Promise<string> {
 /** Reads both variants' tables and picks one. */
 export async function detectVariant(): Promise<{ variant: Variant; why: string }> {
   const read = async (v: Variant) => {
-    const [mangle, v4, v6] = await Promise.all([save(`iptables-${v}-save`, ["-t", "mangle"]), save(`iptables-${v}-save`, []), save(`ip6tables-${v}-save`, [])]);
+    const [mangle, v4, v6] = await Promise.all([
+      save(`iptables-${v}-save`, ["-t", "mangle"]),
+      save(`iptables-${v}-save`, []),
+      save(`ip6tables-${v}-save`, []),
+    ]);
     return { mangle, all: v4 + v6 };
   };
   const [nft, legacy] = await Promise.all([read("nft"), read("legacy")]);

@@ -2,14 +2,21 @@
 // arguments and result, then scoped by our entry's policy exactly as ADD scopes them.
 import { type NetConf, parseNetConf } from "../core/config.js";
 import type { Family } from "../core/ip.js";
+import { PLUGIN_TYPE } from "../core/names.js";
 import type { NodeNetwork } from "../core/node.js";
 import { podAddresses, podFamilies } from "../core/result.js";
-import { PLUGIN_TYPE } from "../core/names.js";
 import type { Rule } from "../core/rule.js";
 import { portmapChainName } from "../iptables/chain-name.js";
 import { podScoping, resolvePod, scopeFamily } from "../pipeline/pod.js";
-import { type CachedAttachment, attachmentLabel } from "./cache.js";
-import { type PodNet, type PortmapOptions, parsePortmapOptions, podNet, portmapChainRules, portmapJumpRules } from "./portmap.js";
+import { attachmentLabel, type CachedAttachment } from "./cache.js";
+import {
+  type PodNet,
+  type PortmapOptions,
+  parsePortmapOptions,
+  podNet,
+  portmapChainRules,
+  portmapJumpRules,
+} from "./portmap.js";
 
 const PORTMAP_TYPE = "portmap";
 
@@ -38,7 +45,9 @@ export function portmapBackendOf(a: CachedAttachment): PortmapBackend {
 /** The stdin libcni gives one entry of the list: the entry, the list's name and version, its capabilities. */
 export function entryConf(a: CachedAttachment, entry: Record<string, unknown>): unknown {
   const capabilities = (entry["capabilities"] ?? {}) as Record<string, unknown>;
-  const runtimeConfig = Object.fromEntries(Object.entries(a.capabilityArgs).filter(([cap]) => capabilities[cap] === true));
+  const runtimeConfig = Object.fromEntries(
+    Object.entries(a.capabilityArgs).filter(([cap]) => capabilities[cap] === true),
+  );
   return { ...entry, name: a.network, cniVersion: a.cniVersion, prevResult: a.result, runtimeConfig };
 }
 
@@ -55,7 +64,11 @@ export function ourConf(a: CachedAttachment, fallback?: Record<string, unknown>)
  * Per family where portmap wrote rules for this attachment, the chain they must form now. Throws an Error
  * (CniError for policy refusals) saying why they cannot be computed.
  */
-export function expectedChains(a: CachedAttachment, network: NodeNetwork, fallback?: Record<string, unknown>): ExpectedChain[] {
+export function expectedChains(
+  a: CachedAttachment,
+  network: NodeNetwork,
+  fallback?: Record<string, unknown>,
+): ExpectedChain[] {
   const entry = a.plugins.find((p) => p.type === PORTMAP_TYPE);
   if (!entry) return [];
   const conf = parseNetConf(entryConf(a, entry));
@@ -72,7 +85,8 @@ export function expectedChains(a: CachedAttachment, network: NodeNetwork, fallba
     const portmap = portmapChainRules(chain, pod, conf.portMappings, options);
     const scoped = resolved ? scopeFamily(resolved, family, portmap) : { rules: portmap, missing: [] };
     const missing = scoped.missing[0];
-    if (missing) throw new Error(`hostPort ${missing.hostPort}/${missing.protocol} has no portmap rule to scope in IPv${family}`);
+    if (missing)
+      throw new Error(`hostPort ${missing.hostPort}/${missing.protocol} has no portmap rule to scope in IPv${family}`);
     const jumps = portmapJumpRules(a.network, a.containerId, chain, family, conf.portMappings, options);
     return [{ family, chain, pod, portmap, rules: scoped.rules, jumps, options }];
   });

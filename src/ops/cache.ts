@@ -1,7 +1,7 @@
 // libcni's result cache (<cacheDir>/results/<network>-<containerID>-<ifname>): what the runtime set up, with
 // the conflist it used, its CNI_ARGS, capability arguments and final result. Every file is untrusted input: a
 // malformed one is reported and skipped.
-import { lstat, readFile, readdir } from "node:fs/promises";
+import { lstat, readdir, readFile } from "node:fs/promises";
 import { basename, join } from "node:path";
 import * as z from "zod/mini";
 import { SUPPORTED_VERSIONS } from "../core/config.js";
@@ -37,8 +37,13 @@ const ConfSchema = z.looseObject({
 function listVersion(conf: { cniVersion?: string | undefined; cniVersions?: string[] | undefined }): string {
   if (conf.cniVersion !== undefined) return conf.cniVersion;
   const known = (conf.cniVersions ?? []).filter((v) => (SUPPORTED_VERSIONS as readonly string[]).includes(v));
-  const highest = known.sort((a, b) => SUPPORTED_VERSIONS.indexOf(a as never) - SUPPORTED_VERSIONS.indexOf(b as never)).at(-1);
-  if (highest === undefined) throw new Error(`config has no cniVersion and no supported cniVersions (${JSON.stringify(conf.cniVersions ?? null)})`);
+  const highest = known
+    .sort((a, b) => SUPPORTED_VERSIONS.indexOf(a as never) - SUPPORTED_VERSIONS.indexOf(b as never))
+    .at(-1);
+  if (highest === undefined)
+    throw new Error(
+      `config has no cniVersion and no supported cniVersions (${JSON.stringify(conf.cniVersions ?? null)})`,
+    );
   return highest;
 }
 
@@ -83,9 +88,11 @@ export function parseCacheFile(text: string, file: string, mtimeMs: number): Cac
   const parsed = z.safeParse(CacheSchema, json);
   if (!parsed.success) throw new Error(`not a libcni cache entry (${issue(parsed.error)})`);
   const c = parsed.data;
-  if (!isContainerId(c.containerId)) throw new Error(`containerId ${JSON.stringify(c.containerId)} is not a container ID`);
+  if (!isContainerId(c.containerId))
+    throw new Error(`containerId ${JSON.stringify(c.containerId)} is not a container ID`);
   if (!isInterfaceName(c.ifName)) throw new Error(`ifName ${JSON.stringify(c.ifName)} is not an interface name`);
-  if (!NETWORK_NAME.test(c.networkName)) throw new Error(`networkName ${JSON.stringify(c.networkName)} is not a usable network name`);
+  if (!NETWORK_NAME.test(c.networkName))
+    throw new Error(`networkName ${JSON.stringify(c.networkName)} is not a usable network name`);
   let conf: unknown;
   try {
     conf = JSON.parse(Buffer.from(c.config, "base64").toString("utf8"));
@@ -94,7 +101,10 @@ export function parseCacheFile(text: string, file: string, mtimeMs: number): Cac
   }
   const list = z.safeParse(ConfSchema, conf);
   if (!list.success) throw new Error(`config is not a network configuration (${issue(list.error)})`);
-  if (list.data.name !== c.networkName) throw new Error(`config names network ${JSON.stringify(list.data.name)}, the entry ${JSON.stringify(c.networkName)}`);
+  if (list.data.name !== c.networkName)
+    throw new Error(
+      `config names network ${JSON.stringify(list.data.name)}, the entry ${JSON.stringify(c.networkName)}`,
+    );
   return {
     file,
     mtimeMs,
@@ -102,7 +112,8 @@ export function parseCacheFile(text: string, file: string, mtimeMs: number): Cac
     cniVersion: listVersion(list.data),
     containerId: c.containerId,
     ifname: c.ifName,
-    plugins: list.data.plugins ?? (typeof list.data["type"] === "string" ? [{ ...list.data, type: list.data["type"] }] : []),
+    plugins:
+      list.data.plugins ?? (typeof list.data["type"] === "string" ? [{ ...list.data, type: list.data["type"] }] : []),
     cniArgs: new Map(c.cniArgs ?? []),
     capabilityArgs: c.capabilityArgs ?? {},
     result: c.result ?? undefined,
@@ -156,7 +167,8 @@ export async function readResultCache(cacheDir: string, memo?: CacheMemo): Promi
  */
 export function ownedByUnreadable(cache: CacheRead, network: string | null, containerId: string): boolean {
   // Without a network (portmap's nftables rules name none), any network's file of that container.
-  const owns = (name: string) => (network === null ? name.includes(`-${containerId}-`) : name.startsWith(`${network}-${containerId}-`));
+  const owns = (name: string) =>
+    network === null ? name.includes(`-${containerId}-`) : name.startsWith(`${network}-${containerId}-`);
   return cache.unreadable.some((file) => owns(basename(file)));
 }
 

@@ -3,12 +3,12 @@
 import * as z from "zod/mini";
 import { parseEnvelope, parseShape } from "../core/config.js";
 import { CniError, Code } from "../core/errors.js";
-import { restoreNat } from "../iptables/backend.js";
-import type { Rule } from "../core/rule.js";
-import { formatRule, natTransaction } from "../iptables/text.js";
 import type { Family } from "../core/ip.js";
+import type { Rule } from "../core/rule.js";
+import { restoreNat } from "../iptables/backend.js";
+import { DNAT_CHAIN, foreignReferences, type NatTable, portmapJumps } from "../iptables/table.js";
+import { formatRule, natTransaction } from "../iptables/text.js";
 import { readTables } from "./kernel.js";
-import { DNAT_CHAIN, type NatTable, foreignReferences, portmapJumps } from "../iptables/table.js";
 
 export interface Orphan {
   chain: string;
@@ -36,18 +36,29 @@ export interface GcPlan {
  * silently drop the jump of a pod added between our read and our write. With -D, such a race makes the
  * transaction fail as a whole (a rule we meant to delete is gone) and we read again.
  */
-export function planGc(table: NatTable, family: Family, isOrphan: (network: string, containerId: string) => boolean): GcPlan {
+export function planGc(
+  table: NatTable,
+  family: Family,
+  isOrphan: (network: string, containerId: string) => boolean,
+): GcPlan {
   const plan: GcPlan = { family, orphans: [], skipped: [], lines: [] };
   const jumps = portmapJumps(table);
   for (const jump of jumps) {
     const owner = jump.owner;
-    if (!owner || !isOrphan(owner.network, owner.containerId) || plan.orphans.some((o) => o.chain === jump.chain)) continue;
+    if (!owner || !isOrphan(owner.network, owner.containerId) || plan.orphans.some((o) => o.chain === jump.chain))
+      continue;
     const foreign = foreignReferences(table, jump.chain);
     if (foreign.length > 0) {
-      plan.skipped.push(`IPv${family} ${jump.chain} (network ${owner.network}, container ${owner.containerId}): referenced outside ${DNAT_CHAIN}: ${formatRule(foreign[0] as Rule)}`);
+      plan.skipped.push(
+        `IPv${family} ${jump.chain} (network ${owner.network}, container ${owner.containerId}): referenced outside ${DNAT_CHAIN}: ${formatRule(foreign[0] as Rule)}`,
+      );
       continue;
     }
-    plan.orphans.push({ ...owner, chain: jump.chain, jumps: jumps.filter((j) => j.chain === jump.chain).map((j) => j.rule) });
+    plan.orphans.push({
+      ...owner,
+      chain: jump.chain,
+      jumps: jumps.filter((j) => j.chain === jump.chain).map((j) => j.rule),
+    });
   }
   const deletes = plan.orphans.flatMap((o) => o.jumps.map((rule) => formatRule(rule, "-D")));
   const chains = plan.orphans.flatMap((o) => (table.chains.has(o.chain) ? [`-F ${o.chain}`, `-X ${o.chain}`] : []));
@@ -70,7 +81,8 @@ export async function collect(isOrphan: IsOrphan, dryRun: boolean): Promise<{ pl
         const again = (await readTables([family])).tables.get(family);
         if (!again) throw new CniError(Code.IoFailure, `IPv${family} nat table cannot be read again after a failed GC`);
         plan = planGc(again, family, (n, id) => isOrphan(family, n, id));
-        if (plan.lines.length > 0) await restoreNat(family, natTransaction(plan.lines), "the GC of orphan portmap chains");
+        if (plan.lines.length > 0)
+          await restoreNat(family, natTransaction(plan.lines), "the GC of orphan portmap chains");
       }
     }
     plans.push(plan);
@@ -94,5 +106,6 @@ export async function cniGc(json: unknown): Promise<void> {
   const live = new Set(valid.map((a) => a.containerID));
   const { plans, problems } = await collect((_f, network, id) => network === name && !live.has(id), false);
   if (plans.length === 0) throw new CniError(Code.IoFailure, problems.join("; "));
-  for (const line of [...problems, ...plans.flatMap((p) => p.skipped)]) process.stderr.write(`portmap-hostip GC: ${line}\n`);
+  for (const line of [...problems, ...plans.flatMap((p) => p.skipped)])
+    process.stderr.write(`portmap-hostip GC: ${line}\n`);
 }

@@ -7,18 +7,33 @@
 // implements KeeperBackend the same way from the same inputs.
 import type { Family } from "../core/ip.js";
 import type { NodeNetwork } from "../core/node.js";
-import { type Rule, dnatOf, dportOf, protocolOf } from "../core/rule.js";
+import { dnatOf, dportOf, protocolOf, type Rule } from "../core/rule.js";
 import { readNodeNetwork } from "../host/network.js";
-import { type ContainerRecord, type RecordMemo, addMayBeRunning, readRecords, recordKey, withKeeperLock } from "../host/state.js";
+import {
+  addMayBeRunning,
+  type ContainerRecord,
+  type RecordMemo,
+  readRecords,
+  recordKey,
+  withKeeperLock,
+} from "../host/state.js";
 import { readTable, restoreNat } from "../iptables/backend.js";
 import { type NatTable, parseTable, portmapJumps, rulesOf } from "../iptables/table.js";
 import { natTransaction } from "../iptables/text.js";
 import { dropStaleUdp } from "../pipeline/conntrack.js";
-import { type ExpectedChain, type PortmapBackend, expectedChains, portmapBackendOf } from "./attachment.js";
-import { type CacheMemo, type CacheRead, type CachedAttachment, attachmentLabel, ownedByUnreadable, readResultCache, selectsNetwork } from "./cache.js";
+import { type ExpectedChain, expectedChains, type PortmapBackend, portmapBackendOf } from "./attachment.js";
+import {
+  attachmentLabel,
+  type CachedAttachment,
+  type CacheMemo,
+  type CacheRead,
+  ownedByUnreadable,
+  readResultCache,
+  selectsNetwork,
+} from "./cache.js";
 import { planGc } from "./gc.js";
 import { FAMILIES } from "./kernel.js";
-import { type FamilyPlan, type Wanted, planReconcile } from "./reconcile.js";
+import { type FamilyPlan, planReconcile, type Wanted } from "./reconcile.js";
 
 /**
  * What a container is to the keeper:
@@ -37,7 +52,9 @@ export interface NodeView {
   now: number;
 }
 
-export function judge(view: Pick<NodeView, "cache" | "records" | "now">): (network: string, containerId: string) => Verdict {
+export function judge(
+  view: Pick<NodeView, "cache" | "records" | "now">,
+): (network: string, containerId: string) => Verdict {
   const cached = new Set(view.cache.attachments.map((a) => recordKey(a.network, a.containerId)));
   return (network, containerId) => {
     const key = recordKey(network, containerId);
@@ -81,7 +98,13 @@ export const CONFIRM_MS = 1_500;
 /** A conflicting dead chain with no record of its DEL goes once seen dead this long (PassReport.pending). */
 export const DEAD_CONFIRM_MS = 3_000;
 
-export const newMemory = (): PassMemory => ({ unconfirmed: new Map(), dead: new Map(), parsed: new Map(), records: new Map(), settled: new Map() });
+export const newMemory = (): PassMemory => ({
+  unconfirmed: new Map(),
+  dead: new Map(),
+  parsed: new Map(),
+  records: new Map(),
+  settled: new Map(),
+});
 
 export interface PassOptions {
   dryRun: boolean;
@@ -159,19 +182,39 @@ export interface KeeperBackend {
 }
 
 /** Runs one pass under the keeper lock. */
-export async function keeperPass(backends: readonly KeeperBackend[], dirs: { cacheDir: string; stateDir: string }, memory: PassMemory, options: PassOptions): Promise<PassReport> {
+export async function keeperPass(
+  backends: readonly KeeperBackend[],
+  dirs: { cacheDir: string; stateDir: string },
+  memory: PassMemory,
+  options: PassOptions,
+): Promise<PassReport> {
   return withKeeperLock(dirs.stateDir, LOCK_WAIT_MS, async () => {
-    const [cache, { records, problems: recordProblems }, network] = await Promise.all([readResultCache(dirs.cacheDir, memory.parsed), readRecords(dirs.stateDir, memory.records), readNodeNetwork()]);
+    const [cache, { records, problems: recordProblems }, network] = await Promise.all([
+      readResultCache(dirs.cacheDir, memory.parsed),
+      readRecords(dirs.stateDir, memory.records),
+      readNodeNetwork(),
+    ]);
     const problems = [...cache.problems, ...recordProblems];
     // A node where no pod has started yet: nothing to keep, and no failure (the keeper's probe stays green).
-    if (!cache.present) return { families: [], problems: [...problems, `no result cache at ${cache.dir} (yet): nothing to rebuild from`], pending: false };
+    if (!cache.present)
+      return {
+        families: [],
+        problems: [...problems, `no result cache at ${cache.dir} (yet): nothing to rebuild from`],
+        pending: false,
+      };
     const view: NodeView = { cache, records, network, now: Date.now() };
     const verdict = judge(view);
     const live = cache.attachments
       .filter((a) => selectsNetwork(options.networks, a.network) && verdict(a.network, a.containerId) === "live")
       .map((a) => {
         const key = recordKey(a.network, a.containerId);
-        return { key, backend: portmapBackendOf(a), label: `${attachmentLabel(a)} (${a.network}, ${a.containerId})`, attachment: a, record: records.get(key) };
+        return {
+          key,
+          backend: portmapBackendOf(a),
+          label: `${attachmentLabel(a)} (${a.network}, ${a.containerId})`,
+          attachment: a,
+          record: records.get(key),
+        };
       });
     const withRecord = new Set(live.filter((l) => l.record?.state === "added").map((l) => l.key));
     const waitingNow = new Set<string>();
@@ -193,11 +236,22 @@ export async function keeperPass(backends: readonly KeeperBackend[], dirs: { cac
       if (conflicting && !deleted && age < DEAD_CONFIRM_MS) deadWaiting = true;
       return deadChainGoes({ conflicting, deleted, age, graceMs: options.graceMs });
     };
-    const gcNetworks = new Set(options.networks.length > 0 ? options.networks : cache.attachments.map((a) => a.network));
+    const gcNetworks = new Set(
+      options.networks.length > 0 ? options.networks : cache.attachments.map((a) => a.network),
+    );
     const families: FamilyOutcome[] = [];
     for (const backend of backends) {
       const mine = live.filter((l) => l.backend === backend.name);
-      const result = await backend.pass({ view, live: mine, verdict, mayRebuild, collectNow, gcNetworks, settled: memory.settled, options });
+      const result = await backend.pass({
+        view,
+        live: mine,
+        verdict,
+        mayRebuild,
+        collectNow,
+        gcNetworks,
+        settled: memory.settled,
+        options,
+      });
       families.push(...result.families);
       problems.push(...result.problems);
     }
@@ -224,14 +278,21 @@ export function deadChainGoes(c: { conflicting: boolean; deleted: boolean; age: 
 
 /** "tcp/8080" for each port a chain's DNAT rules take. */
 function portsOf(rules: readonly Rule[]): Set<string> {
-  return new Set(rules.filter((r) => dnatOf(r) !== undefined).map((r) => `${protocolOf(r) ?? "?"}/${dportOf(r) ?? "?"}`));
+  return new Set(
+    rules.filter((r) => dnatOf(r) !== undefined).map((r) => `${protocolOf(r) ?? "?"}/${dportOf(r) ?? "?"}`),
+  );
 }
 
 // An attachment parsed once (CacheMemo) is the same object at every pass: its chains are computed again only
 // when the node's addresses or the fallback entry changed.
 const expectedMemo = new WeakMap<CachedAttachment, { key: string; chains: ExpectedChain[] }>();
 
-function expectedOf(a: CachedAttachment, network: NodeNetwork, fallback: Record<string, unknown> | undefined, key: string): ExpectedChain[] {
+function expectedOf(
+  a: CachedAttachment,
+  network: NodeNetwork,
+  fallback: Record<string, unknown> | undefined,
+  key: string,
+): ExpectedChain[] {
   const known = expectedMemo.get(a);
   if (known?.key === key) return known.chains;
   const chains = expectedChains(a, network, fallback);
@@ -248,7 +309,8 @@ export const iptablesBackend: KeeperBackend = {
     const inputsKey = JSON.stringify([view.network, options.fallbackEntry ?? null]);
     for (const l of live) {
       try {
-        for (const expected of expectedOf(l.attachment, view.network, options.fallbackEntry, inputsKey)) wanted.push({ label: l.label, key: l.key, expected });
+        for (const expected of expectedOf(l.attachment, view.network, options.fallbackEntry, inputsKey))
+          wanted.push({ label: l.label, key: l.key, expected });
       } catch (err) {
         // Left as it is: writing portmap's unscoped rules would open what the policy refuses.
         problems.push(`skipped ${l.label}: ${(err as Error).message}`);
@@ -268,7 +330,12 @@ export const iptablesBackend: KeeperBackend = {
       const settledKey = `iptables\n${family}`;
       const before = settled.get(settledKey);
       settled.delete(settledKey);
-      if (before && before.text === read.value && before.gcNetworks === networksKey && sameItems(before.expected, expected)) {
+      if (
+        before &&
+        before.text === read.value &&
+        before.gcNetworks === networksKey &&
+        sameItems(before.expected, expected)
+      ) {
         settled.set(settledKey, before);
         families.push({ ...emptyOutcome(family), correct: before.correct });
         continue;
@@ -304,7 +371,8 @@ export const iptablesBackend: KeeperBackend = {
   },
 };
 
-const sameItems = (a: readonly unknown[], b: readonly unknown[]): boolean => a.length === b.length && a.every((x, i) => x === b[i]);
+const sameItems = (a: readonly unknown[], b: readonly unknown[]): boolean =>
+  a.length === b.length && a.every((x, i) => x === b[i]);
 
 const emptyOutcome = (family: Family): FamilyOutcome => ({
   backend: "iptables",
@@ -330,7 +398,11 @@ export function planDead(
   gcNetworks: ReadonlySet<string>,
 ): { lines: string[]; actions: string[]; undecided: number } {
   const livePorts = new Set(wanted.flatMap((w) => [...portsOf(w.expected.rules)]));
-  const chainOf = new Map(portmapJumps(table).flatMap((j) => (j.owner ? [[recordKey(j.owner.network, j.owner.containerId), j.chain] as const] : [])));
+  const chainOf = new Map(
+    portmapJumps(table).flatMap((j) =>
+      j.owner ? [[recordKey(j.owner.network, j.owner.containerId), j.chain] as const] : [],
+    ),
+  );
   const liveChains = new Set(wanted.map((w) => w.expected.chain));
   const decided = new Map<string, boolean>();
   const gc = planGc(table, family, (network, containerId) => {
@@ -345,10 +417,14 @@ export function planDead(
     }
     return decided.get(chain) as boolean;
   });
-  const actions = gc.orphans.map((o) => `deleted dead ${o.chain} (network ${o.network}, container ${o.containerId}) and ${o.jumps.length} jump(s)`);
+  const actions = gc.orphans.map(
+    (o) => `deleted dead ${o.chain} (network ${o.network}, container ${o.containerId}) and ${o.jumps.length} jump(s)`,
+  );
   // Chains of the judged networks that are not live pods': their verdict may change with time alone (a grace,
   // an ADD record's age), so the family cannot be settled.
-  const undecided = [...chainOf].filter(([key, chain]) => gcNetworks.has(key.split("\n")[0] as string) && !liveChains.has(chain)).length;
+  const undecided = [...chainOf].filter(
+    ([key, chain]) => gcNetworks.has(key.split("\n")[0] as string) && !liveChains.has(chain),
+  ).length;
   return { lines: gc.lines, actions: [...actions, ...gc.skipped.map((s) => `left alone ${s}`)], undecided };
 }
 
@@ -365,9 +441,11 @@ async function dropStale(plan: FamilyPlan, family: Family, warn: (t: string) => 
 export const BACKENDS: readonly KeeperBackend[] = [iptablesBackend];
 
 /** How lines name a family: "IPv4" for the iptables backend, "<backend> IPv4" for another. */
-export const familyLabel = (f: FamilyOutcome): string => `${f.backend === "iptables" ? "" : `${f.backend} `}IPv${f.family}`;
+export const familyLabel = (f: FamilyOutcome): string =>
+  `${f.backend === "iptables" ? "" : `${f.backend} `}IPv${f.family}`;
 
-export const droppedLine = (f: FamilyOutcome): string => `removed ${f.droppedUdp} stale UDP conntrack entr${f.droppedUdp === 1 ? "y" : "ies"}`;
+export const droppedLine = (f: FamilyOutcome): string =>
+  `removed ${f.droppedUdp} stale UDP conntrack entr${f.droppedUdp === 1 ? "y" : "ies"}`;
 
 export interface ReconcileFlags {
   cacheDir: string;
@@ -384,9 +462,18 @@ export interface ReconcileFlags {
  * are gc's). What needs a second look (a container without a record whose rules need a rebuild, a dead chain
  * without a record of its DEL that takes a live pod's port) gets it from later passes.
  */
-export async function runReconcile(flags: ReconcileFlags, stdout: (t: string) => void, stderr: (t: string) => void): Promise<number> {
+export async function runReconcile(
+  flags: ReconcileFlags,
+  stdout: (t: string) => void,
+  stderr: (t: string) => void,
+): Promise<number> {
   const memory = newMemory();
-  const options = { dryRun: flags.dryRun, networks: flags.networks, fallbackEntry: flags.fallbackEntry, graceMs: Infinity };
+  const options = {
+    dryRun: flags.dryRun,
+    networks: flags.networks,
+    fallbackEntry: flags.fallbackEntry,
+    graceMs: Infinity,
+  };
   const dirs = { cacheDir: flags.cacheDir, stateDir: flags.stateDir };
   let report = await keeperPass(BACKENDS, dirs, memory, options);
   // Second looks (CONFIRM_MS, DEAD_CONFIRM_MS) take at most three more passes.
@@ -400,10 +487,13 @@ export async function runReconcile(flags: ReconcileFlags, stdout: (t: string) =>
   for (const f of report.families) {
     const at = familyLabel(f);
     for (const s of f.skipped) stdout(`${at}: skipped ${s}\n`);
-    for (const w of f.waiting) stdout(`${at}: waiting ${w}: no record of its ADD, and its rules are missing (its DEL may be under way)\n`);
+    for (const w of f.waiting)
+      stdout(`${at}: waiting ${w}: no record of its ADD, and its rules are missing (its DEL may be under way)\n`);
     failed += f.skipped.length;
     for (const a of f.actions) stdout(`${at}: ${a}\n`);
-    stdout(`${at}: ${f.correct} attachment(s) correct, left alone; ${f.rebuilt} rebuilt${f.lines > 0 ? ` (${verb} ${f.lines} lines in one transaction)` : ""}\n`);
+    stdout(
+      `${at}: ${f.correct} attachment(s) correct, left alone; ${f.rebuilt} rebuilt${f.lines > 0 ? ` (${verb} ${f.lines} lines in one transaction)` : ""}\n`,
+    );
     if (flags.dryRun && f.lines > 0) stdout(f.payload.replace(/^/gm, "    ").trimEnd() + "\n");
     if (f.failure !== undefined) {
       failed++;

@@ -1,9 +1,9 @@
 // What the operator commands read from the namespace they run in: both nat tables and portmap's nftables rules.
 import type { Family } from "../core/ip.js";
 import type { Rule } from "../core/rule.js";
-import { readHostports } from "../nftables/backend.js";
 import { readTable } from "../iptables/backend.js";
 import { type NatTable, parseTable } from "../iptables/table.js";
+import { readHostports } from "../nftables/backend.js";
 
 export const FAMILIES: readonly Family[] = [4, 6];
 
@@ -11,7 +11,9 @@ export const FAMILIES: readonly Family[] = [4, 6];
  * Both families' nat tables. A family whose tool fails (a node without ip6tables, say) is left out and said
  * in `problems`; the caller decides whether the other family is enough.
  */
-export async function readTables(families: readonly Family[] = FAMILIES): Promise<{ tables: Map<Family, NatTable>; problems: string[] }> {
+export async function readTables(
+  families: readonly Family[] = FAMILIES,
+): Promise<{ tables: Map<Family, NatTable>; problems: string[] }> {
   const tables = new Map<Family, NatTable>();
   const problems: string[] = [];
   const read = await Promise.allSettled(families.map((f) => readTable(f)));

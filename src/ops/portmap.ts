@@ -4,7 +4,7 @@
 import * as z from "zod/mini";
 import type { PortMapping } from "../core/config.js";
 import { type Family, hostCidr, parseCidr, parseIp } from "../core/ip.js";
-import { type Match, type Rule, addressMatch } from "../core/rule.js";
+import { addressMatch, type Match, type Rule } from "../core/rule.js";
 import { DNAT_CHAIN, MASQ_CHAIN, SETMARK_CHAIN } from "../iptables/table.js";
 import { parseRule } from "../iptables/text.js";
 
@@ -32,16 +32,21 @@ const OptionsSchema = z.looseObject({
 /** portmap's options from its conflist entry, validated as portmap does (and safe to put in a restore payload). */
 export function parsePortmapOptions(entry: unknown): PortmapOptions {
   const parsed = z.safeParse(OptionsSchema, entry);
-  if (!parsed.success) throw new Error(`portmap entry: ${parsed.error.issues[0]?.path.join(".")}: ${parsed.error.issues[0]?.message}`);
+  if (!parsed.success)
+    throw new Error(`portmap entry: ${parsed.error.issues[0]?.path.join(".")}: ${parsed.error.issues[0]?.message}`);
   const o = parsed.data;
-  if (o.markMasqBit != null && o.externalSetMarkChain != null) throw new Error("portmap entry: cannot specify externalSetMarkChain and markMasqBit");
+  if (o.markMasqBit != null && o.externalSetMarkChain != null)
+    throw new Error("portmap entry: cannot specify externalSetMarkChain and markMasqBit");
   const bit = o.markMasqBit ?? 13;
   if (bit < 0 || bit > 31) throw new Error("portmap entry: markMasqBit must be between 0 and 31");
   if (o.externalSetMarkChain != null && !CHAIN.test(o.externalSetMarkChain)) {
-    throw new Error(`portmap entry: externalSetMarkChain ${JSON.stringify(o.externalSetMarkChain)} is not a chain name`);
+    throw new Error(
+      `portmap entry: externalSetMarkChain ${JSON.stringify(o.externalSetMarkChain)} is not a chain name`,
+    );
   }
   for (const token of [...(o.conditionsV4 ?? []), ...(o.conditionsV6 ?? [])]) {
-    if (!WORD.test(token)) throw new Error(`portmap entry: condition ${JSON.stringify(token)} is not a single iptables word`);
+    if (!WORD.test(token))
+      throw new Error(`portmap entry: condition ${JSON.stringify(token)} is not a single iptables word`);
   }
   return {
     snat: o.snat ?? true,
@@ -62,7 +67,11 @@ export interface PodNet {
 export function podNet(address: string): PodNet | undefined {
   const cidr = parseCidr(address);
   if (!cidr) return undefined;
-  return { family: cidr.family, ip: cidr.text.split("/")[0] as string, subnet: `${cidr.address.startAddress().correctForm()}/${cidr.address.subnetMask}` };
+  return {
+    family: cidr.family,
+    ip: cidr.text.split("/")[0] as string,
+    subnet: `${cidr.address.startAddress().correctForm()}/${cidr.address.subnetMask}`,
+  };
 }
 
 const markDef = (bit: number): string => {
@@ -71,7 +80,12 @@ const markDef = (bit: number): string => {
 };
 
 /** The rules of the pod chain, in portmap's order: per mapping hairpin mark, localhost mark (IPv4), DNAT. */
-export function portmapChainRules(chain: string, pod: PodNet, mappings: readonly PortMapping[], o: PortmapOptions): Rule[] {
+export function portmapChainRules(
+  chain: string,
+  pod: PodNet,
+  mappings: readonly PortMapping[],
+  o: PortmapOptions,
+): Rule[] {
   const mark = { kind: "jump", chain: o.externalSetMarkChain ?? SETMARK_CHAIN } as const;
   const to = pod.family === 4 ? pod.ip : `[${pod.ip}]`;
   return mappings.flatMap((m) => {
@@ -82,8 +96,11 @@ export function portmapChainRules(chain: string, pod: PodNet, mappings: readonly
       { kind: "protocol", protocol: m.protocol },
       { kind: "dport", protocol: m.protocol, port: m.hostPort },
     ];
-    const rules: Rule[] = o.snat ? [{ chain, source: addressMatch(pod.subnet), ...d, matches: matches(), target: mark }] : [];
-    if (o.snat && pod.family === 4) rules.push({ chain, source: addressMatch("127.0.0.1"), ...d, matches: matches(), target: mark });
+    const rules: Rule[] = o.snat
+      ? [{ chain, source: addressMatch(pod.subnet), ...d, matches: matches(), target: mark }]
+      : [];
+    if (o.snat && pod.family === 4)
+      rules.push({ chain, source: addressMatch("127.0.0.1"), ...d, matches: matches(), target: mark });
     rules.push({ chain, ...d, matches: matches(), target: { kind: "dnat", to: `${to}:${m.containerPort}` } });
     return rules;
   });
@@ -137,7 +154,14 @@ function conditionParts(tokens: readonly string[], family: Family): { front: str
  * The jumps from CNI-HOSTPORT-DNAT: per protocol (sorted), every host port of it (≤ 15 per rule, in order).
  * portmap's extra conditions are iptables words: the line is assembled as iptables prints it, then read.
  */
-export function portmapJumpRules(network: string, containerId: string, chain: string, family: Family, mappings: readonly PortMapping[], o: PortmapOptions): Rule[] {
+export function portmapJumpRules(
+  network: string,
+  containerId: string,
+  chain: string,
+  family: Family,
+  mappings: readonly PortMapping[],
+  o: PortmapOptions,
+): Rule[] {
   const byProto = new Map<string, number[]>();
   for (const m of mappings) byProto.set(m.protocol, [...(byProto.get(m.protocol) ?? []), m.hostPort]);
   const { front, rest } = conditionParts(o.conditions[family], family);
@@ -148,7 +172,13 @@ export function portmapJumpRules(network: string, containerId: string, chain: st
       const spec = ports.slice(i, i + MAX_MULTIPORT).join(",");
       rules.push(
         parseRule(
-          [`-A ${DNAT_CHAIN}`, ...front, `-p ${proto} -m comment --comment ${comment(network, containerId)} -m multiport --dports ${spec}`, ...rest, `-j ${chain}`].join(" "),
+          [
+            `-A ${DNAT_CHAIN}`,
+            ...front,
+            `-p ${proto} -m comment --comment ${comment(network, containerId)} -m multiport --dports ${spec}`,
+            ...rest,
+            `-j ${chain}`,
+          ].join(" "),
         ),
       );
     }
@@ -170,17 +200,39 @@ export function portmapSharedRules(o: PortmapOptions): { chains: string[]; rules
     const mark = markDef(o.markMasqBit);
     chains.push(SETMARK_CHAIN, MASQ_CHAIN);
     rules.push(
-      { rule: { chain: SETMARK_CHAIN, matches: [{ kind: "comment", text: "CNI portfwd masquerade mark" }], target: { kind: "mark", mark } } },
-      { rule: { chain: MASQ_CHAIN, matches: [{ kind: "other", text: `-m mark --mark ${mark}` }], target: { kind: "masquerade" } } },
       {
-        rule: { chain: "POSTROUTING", matches: [{ kind: "comment", text: "CNI portfwd requiring masquerade" }], target: { kind: "jump", chain: MASQ_CHAIN } },
+        rule: {
+          chain: SETMARK_CHAIN,
+          matches: [{ kind: "comment", text: "CNI portfwd masquerade mark" }],
+          target: { kind: "mark", mark },
+        },
+      },
+      {
+        rule: {
+          chain: MASQ_CHAIN,
+          matches: [{ kind: "other", text: `-m mark --mark ${mark}` }],
+          target: { kind: "masquerade" },
+        },
+      },
+      {
+        rule: {
+          chain: "POSTROUTING",
+          matches: [{ kind: "comment", text: "CNI portfwd requiring masquerade" }],
+          target: { kind: "jump", chain: MASQ_CHAIN },
+        },
         first: true,
       },
     );
   }
   chains.push(DNAT_CHAIN);
   for (const entry of ["PREROUTING", "OUTPUT"]) {
-    rules.push({ rule: { chain: entry, matches: [{ kind: "other", text: "-m addrtype --dst-type LOCAL" }], target: { kind: "jump", chain: DNAT_CHAIN } } });
+    rules.push({
+      rule: {
+        chain: entry,
+        matches: [{ kind: "other", text: "-m addrtype --dst-type LOCAL" }],
+        target: { kind: "jump", chain: DNAT_CHAIN },
+      },
+    });
   }
   return { chains, rules };
 }

@@ -12,8 +12,8 @@ import { readRecords, withKeeperLock } from "../host/state.js";
 import { dropStaleUdp } from "../pipeline/conntrack.js";
 import { type ChainPlan, changed, planPodChains, scopePod } from "../pipeline/plan.js";
 import { entryConf, ourConf } from "./attachment.js";
-import { type CachedAttachment, attachmentLabel, readResultCache, selectsNetwork } from "./cache.js";
-import { LOCK_WAIT_MS, judge } from "./keep.js";
+import { attachmentLabel, type CachedAttachment, readResultCache, selectsNetwork } from "./cache.js";
+import { judge, LOCK_WAIT_MS } from "./keep.js";
 import { readNftTables } from "./kernel.js";
 
 // portmap's ADD takes milliseconds; a portmap that hangs must not hold the whole reconcile.
@@ -133,10 +133,17 @@ export async function reconcileNftAttachments(
   stderr: (text: string) => void,
 ): Promise<number> {
   return withKeeperLock(flags.stateDir, LOCK_WAIT_MS, async () => {
-    const [cache, { records }, inNft] = await Promise.all([readResultCache(flags.cacheDir), readRecords(flags.stateDir), nftPods()]);
+    const [cache, { records }, inNft] = await Promise.all([
+      readResultCache(flags.cacheDir),
+      readRecords(flags.stateDir),
+      nftPods(),
+    ]);
     const verdict = judge({ cache, records, now: Date.now() });
     const nft = cache.attachments.filter(
-      (a) => selectsNetwork(flags.networks, a.network) && isNftAttachment(a, inNft) && verdict(a.network, a.containerId) === "live",
+      (a) =>
+        selectsNetwork(flags.networks, a.network) &&
+        isNftAttachment(a, inNft) &&
+        verdict(a.network, a.containerId) === "live",
     );
     let failed = 0;
     const warn = (text: string) => stderr(`portmap-hostip reconcile: ${text}\n`);

@@ -1,12 +1,13 @@
 // `portmap-hostip reconcile`: rebuild, from libcni's result cache, the hostPort rules of every attachment
 // whose chain is missing or wrong (after a firewall reload or a flush), and the shared chains portmap needs,
 // in one iptables-restore transaction per family. Correct chains are not touched. The pass itself: keep.ts.
-import { type Rule, ruleKey, sameRule, sameRules } from "../core/rule.js";
-import { formatRule } from "../iptables/text.js";
+
 import type { Family } from "../core/ip.js";
+import { type Rule, ruleKey, sameRule, sameRules } from "../core/rule.js";
+import { type NatTable, portmapJumps, printedLine, rulesOf } from "../iptables/table.js";
+import { formatRule } from "../iptables/text.js";
 import type { ExpectedChain } from "./attachment.js";
 import { portmapSharedRules } from "./portmap.js";
-import { type NatTable, portmapJumps, printedLine, rulesOf } from "../iptables/table.js";
 
 export interface Wanted {
   label: string;
@@ -44,12 +45,29 @@ const formatOnce = (rule: Rule): string => {
 
 /** The fast path of sameRules for rules read by parseTable: the lines iptables printed are the ones we would write. */
 function samePrinted(current: readonly Rule[], expected: readonly Rule[]): boolean {
-  return current.length === expected.length && current.every((r, i) => printedLine(r) === formatOnce(expected[i] as Rule));
+  return (
+    current.length === expected.length && current.every((r, i) => printedLine(r) === formatOnce(expected[i] as Rule))
+  );
 }
 
 /** Pure: what to write so that every wanted chain, its jumps and portmap's shared rules are as they must be. */
-export function planReconcile(table: NatTable, family: Family, wanted: readonly Wanted[], mayRebuild: (w: Wanted) => boolean = () => true): FamilyPlan {
-  const plan: FamilyPlan = { family, lines: [], declarations: [], commands: [], actions: [], rebuilt: [], correct: [], skipped: [], waiting: [] };
+export function planReconcile(
+  table: NatTable,
+  family: Family,
+  wanted: readonly Wanted[],
+  mayRebuild: (w: Wanted) => boolean = () => true,
+): FamilyPlan {
+  const plan: FamilyPlan = {
+    family,
+    lines: [],
+    declarations: [],
+    commands: [],
+    actions: [],
+    rebuilt: [],
+    correct: [],
+    skipped: [],
+    waiting: [],
+  };
   const declared = new Set(table.chains);
   const declarations: string[] = [];
   const commands: string[] = [];
@@ -111,7 +129,9 @@ export function planReconcile(table: NatTable, family: Family, wanted: readonly 
     commands.push(...e.jumps.filter((j) => !has(currentJumps, j)).map((j) => formatRule(j)));
     plan.rebuilt.push({ ...w, before });
     const what = chainOk ? "kept" : exists ? `rewrote (${e.rules.length} rules)` : `created (${e.rules.length} rules)`;
-    plan.actions.push(`${w.label}: ${what} ${e.chain}${jumpsOk ? "" : `, jumps ${currentJumps.length} → ${e.jumps.length}`}`);
+    plan.actions.push(
+      `${w.label}: ${what} ${e.chain}${jumpsOk ? "" : `, jumps ${currentJumps.length} → ${e.jumps.length}`}`,
+    );
   }
   plan.declarations = declarations;
   plan.commands = commands;

@@ -9,7 +9,11 @@ function wrap(text: string, width: number): string[] {
   const lines: string[] = [];
   let rest = text;
   while (rest.length > width) {
-    const cut = Math.max(rest.lastIndexOf(",", width - 1), rest.lastIndexOf("/", width - 1), rest.lastIndexOf(" ", width - 1));
+    const cut = Math.max(
+      rest.lastIndexOf(",", width - 1),
+      rest.lastIndexOf("/", width - 1),
+      rest.lastIndexOf(" ", width - 1),
+    );
     const at = cut > 0 ? cut + 1 : width;
     lines.push(rest.slice(0, at).trimEnd());
     rest = rest.slice(at).trimStart();
@@ -29,7 +33,9 @@ export interface TableRow {
  * WIDTH; a cell wider than its column wraps onto further lines rather than losing characters.
  */
 export function table(header: readonly string[], rows: readonly TableRow[]): string {
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.flatMap((r) => (r.cells[i] ?? []).map((l) => l.length))));
+  const widths = header.map((h, i) =>
+    Math.max(h.length, ...rows.flatMap((r) => (r.cells[i] ?? []).map((l) => l.length))),
+  );
   const total = () => widths.reduce((a, b) => a + b, 0) + GAP.length * (widths.length - 1);
   while (total() > WIDTH) {
     const widest = widths.indexOf(Math.max(...widths));
@@ -46,14 +52,20 @@ export function table(header: readonly string[], rows: readonly TableRow[]): str
         .trimEnd(),
     );
   };
-  const noteLines = (notes: readonly string[]) => notes.flatMap((n) => wrap(n, WIDTH - 4).map((l, i) => `${i === 0 ? "  - " : "    "}${l}`));
-  return [...render(header.map((h) => [h])), ...rows.flatMap((r) => [...render(r.cells), ...noteLines(r.notes ?? [])])].join("\n") + "\n";
+  const noteLines = (notes: readonly string[]) =>
+    notes.flatMap((n) => wrap(n, WIDTH - 4).map((l, i) => `${i === 0 ? "  - " : "    "}${l}`));
+  return (
+    [...render(header.map((h) => [h])), ...rows.flatMap((r) => [...render(r.cells), ...noteLines(r.notes ?? [])])].join(
+      "\n",
+    ) + "\n"
+  );
 }
 
 function notes(row: StatusRow): string[] {
   const out: string[] = [];
   if (row.captures.length > 0) out.push(`takes traffic for ${row.captures.join(", ")}`);
-  if (row.winner !== null) out.push(row.winner === row.pod ? "wins the conflict (first in CNI-HOSTPORT-DNAT)" : `shadowed by ${row.winner}`);
+  if (row.winner !== null)
+    out.push(row.winner === row.pod ? "wins the conflict (first in CNI-HOSTPORT-DNAT)" : `shadowed by ${row.winner}`);
   if (row.state === "orphan") out.push(`no live attachment owns ${row.chain}`);
   if (!row.reachable) out.push(`nothing jumps to ${row.chain}: its rules take no traffic`);
   return out;
@@ -64,7 +76,13 @@ export function statusTable(rows: readonly StatusRow[]): string {
   return table(
     ["POD", "PORT", "MATCHES", "TO", "STATE"],
     rows.map((r) => ({
-      cells: [[r.pod], [`${r.hostPort}/${r.protocol}`], r.destinations.length === 0 ? [`* (IPv${r.family})`] : r.destinations, [r.target], [r.state]],
+      cells: [
+        [r.pod],
+        [`${r.hostPort}/${r.protocol}`],
+        r.destinations.length === 0 ? [`* (IPv${r.family})`] : r.destinations,
+        [r.target],
+        [r.state],
+      ],
       notes: notes(r),
     })),
   );

@@ -2,15 +2,15 @@
 // tables), with its owner and state.
 // status() is pure (tables, cache, node network in; rows out); the renderers format them.
 import { parseNetConf } from "../core/config.js";
+import { type Cidr, cidrContains, type Family, parseCidr } from "../core/ip.js";
 import type { NodeNetwork } from "../core/node.js";
-import { type Rule, commentOf, destinationOf, dnatOf, dportOf, protocolOf, sourceOf } from "../core/rule.js";
-import { CHAIN, NFT_FAMILY, TABLE, podRules } from "../nftables/json.js";
+import { commentOf, destinationOf, dnatOf, dportOf, protocolOf, type Rule, sourceOf } from "../core/rule.js";
 import { portmapChainName } from "../iptables/chain-name.js";
-import { type Cidr, type Family, cidrContains, parseCidr } from "../core/ip.js";
+import { type NatTable, podChains, portmapJumps, rulesOf } from "../iptables/table.js";
+import { CHAIN, NFT_FAMILY, podRules, TABLE } from "../nftables/json.js";
 import { nodeAddresses } from "../policy/resolve.js";
 import { ourConf } from "./attachment.js";
-import { type CacheRead, type CachedAttachment, attachmentLabel, ownedByUnreadable } from "./cache.js";
-import { type NatTable, podChains, portmapJumps, rulesOf } from "../iptables/table.js";
+import { attachmentLabel, type CachedAttachment, type CacheRead, ownedByUnreadable } from "./cache.js";
 
 export const STATES = ["scoped", "unscoped", "captures-service", "conflict", "orphan"] as const;
 export type State = (typeof STATES)[number];
@@ -61,7 +61,9 @@ function dnatRule(rule: Rule): Dnat | undefined {
 }
 
 /** The chain's mappings: DNAT rules grouped by protocol, port and target, destinations collected. */
-function mappingsOf(rules: readonly Rule[]): Array<Omit<Dnat, "destination"> & { destinations: string[]; order: number }> {
+function mappingsOf(
+  rules: readonly Rule[],
+): Array<Omit<Dnat, "destination"> & { destinations: string[]; order: number }> {
   const out: Array<Omit<Dnat, "destination"> & { destinations: string[]; order: number }> = [];
   rules.forEach((rule, order) => {
     const d = dnatRule(rule);
@@ -71,12 +73,14 @@ function mappingsOf(rules: readonly Rule[]): Array<Omit<Dnat, "destination"> & {
     if (!same) out.push(row);
     // An unscoped rule makes the whole mapping unscoped: it matches every address.
     if (d.destination === undefined) row.destinations = [""];
-    else if (!row.destinations.includes("") && !row.destinations.includes(d.destination)) row.destinations.push(d.destination);
+    else if (!row.destinations.includes("") && !row.destinations.includes(d.destination))
+      row.destinations.push(d.destination);
   });
   return out.map((m) => ({ ...m, destinations: m.destinations.includes("") ? [] : m.destinations }));
 }
 
-const overlaps = (a: readonly string[], b: readonly string[]) => a.length === 0 || b.length === 0 || a.some((x) => b.includes(x));
+const overlaps = (a: readonly string[], b: readonly string[]) =>
+  a.length === 0 || b.length === 0 || a.some((x) => b.includes(x));
 
 /**
  * Local addresses an unscoped mapping takes traffic for that is meant for someone else: of its family, scope
@@ -84,18 +88,28 @@ const overlaps = (a: readonly string[], b: readonly string[]) => a.length === 0 
  * "node" resolves them) nor inside a pod subnet (the node's own gateway address towards its pods).
  */
 function capturedAddresses(family: Family, owner: Owner, network: NodeNetwork, podSubnets: readonly Cidr[]): string[] {
-  const policy = (owner.attachment && ourConf(owner.attachment)?.policy) ?? parseNetConf({ cniVersion: "1.0.0", name: "status" }).policy;
+  const policy =
+    (owner.attachment && ourConf(owner.attachment)?.policy) ??
+    parseNetConf({ cniVersion: "1.0.0", name: "status" }).policy;
   const node = nodeAddresses(policy, network).map((ip) => ip.text);
   return network.addresses
     .filter((a) => a.ip.family === family && a.scope === "global")
-    .filter((a) => policy.excludeInterfaces.includes(a.ifname) || (!node.includes(a.ip.text) && !podSubnets.some((c) => cidrContains(c, a.ip))))
+    .filter(
+      (a) =>
+        policy.excludeInterfaces.includes(a.ifname) ||
+        (!node.includes(a.ip.text) && !podSubnets.some((c) => cidrContains(c, a.ip))),
+    )
     .map((a) => a.ip.text)
     .filter((ip, i, all) => all.indexOf(ip) === i);
 }
 
 function podSubnetsOf(tables: ReadonlyMap<Family, NatTable>, cache: CacheRead): Cidr[] {
-  const fromResults = cache.attachments.flatMap((a) => ((a.result?.["ips"] ?? []) as Array<{ address?: unknown }>).map((ip) => String(ip.address ?? "")));
-  const hairpins = [...tables.values()].flatMap((t) => podChains(t).flatMap((c) => rulesOf(t, c).map((r) => sourceOf(r) ?? "")));
+  const fromResults = cache.attachments.flatMap((a) =>
+    ((a.result?.["ips"] ?? []) as Array<{ address?: unknown }>).map((ip) => String(ip.address ?? "")),
+  );
+  const hairpins = [...tables.values()].flatMap((t) =>
+    podChains(t).flatMap((c) => rulesOf(t, c).map((r) => sourceOf(r) ?? "")),
+  );
   return [...fromResults, ...hairpins].flatMap((text) => {
     const c = parseCidr(text);
     // A pod address with its prefix names the subnet; 127.0.0.1/32 (the localhost mark) is none.
@@ -107,15 +121,49 @@ function podSubnetsOf(tables: ReadonlyMap<Family, NatTable>, cache: CacheRead): 
  * The rows of every mapping: from the nat tables (portmap's iptables backend: one chain per pod) and from
  * `nft` (its nftables backend: each family's `hostports` rules, the pod's by their container-ID comment).
  */
-export function status(tables: ReadonlyMap<Family, NatTable>, cache: CacheRead, network: NodeNetwork, nft: ReadonlyMap<Family, Rule[]> = new Map()): StatusRow[] {
+export function status(
+  tables: ReadonlyMap<Family, NatTable>,
+  cache: CacheRead,
+  network: NodeNetwork,
+  nft: ReadonlyMap<Family, Rule[]> = new Map(),
+): StatusRow[] {
   const byChain = new Map(cache.attachments.map((a) => [portmapChainName(a.network, a.containerId), a]));
   const subnets = podSubnetsOf(tables, cache);
   const rows: Array<StatusRow & { rank: [number, number] }> = [];
-  const row = (family: Family, owner: Owner, orphan: boolean, chain: string, m: ReturnType<typeof mappingsOf>[number], reachable: boolean, rank: [number, number]) => {
+  const row = (
+    family: Family,
+    owner: Owner,
+    orphan: boolean,
+    chain: string,
+    m: ReturnType<typeof mappingsOf>[number],
+    reachable: boolean,
+    rank: [number, number],
+  ) => {
     const captures = m.destinations.length === 0 ? capturedAddresses(family, owner, network, subnets) : [];
-    const state: State = orphan ? "orphan" : m.destinations.length > 0 ? "scoped" : captures.length > 0 ? "captures-service" : "unscoped";
+    const state: State = orphan
+      ? "orphan"
+      : m.destinations.length > 0
+        ? "scoped"
+        : captures.length > 0
+          ? "captures-service"
+          : "unscoped";
     const { pod, network: net, containerId } = owner;
-    rows.push({ family, pod, network: net, containerId, chain, protocol: m.protocol, hostPort: m.hostPort, destinations: m.destinations, target: m.target, state, captures, winner: null, reachable, rank });
+    rows.push({
+      family,
+      pod,
+      network: net,
+      containerId,
+      chain,
+      protocol: m.protocol,
+      hostPort: m.hostPort,
+      destinations: m.destinations,
+      target: m.target,
+      state,
+      captures,
+      winner: null,
+      reachable,
+      rank,
+    });
   };
   for (const [family, rules] of nft) {
     const chain = `${NFT_FAMILY[family]} ${TABLE} ${CHAIN}`;
@@ -127,7 +175,8 @@ export function status(tables: ReadonlyMap<Family, NatTable>, cache: CacheRead, 
         : { pod: id, network: null, containerId: id, attachment: undefined };
       const mine = podRules(rules, id);
       const orphan = cache.present && !attachment && !ownedByUnreadable(cache, null, id);
-      for (const m of mappingsOf(mine)) row(family, owner, orphan, chain, m, true, [0, rules.indexOf(mine[m.order] as Rule)]);
+      for (const m of mappingsOf(mine))
+        row(family, owner, orphan, chain, m, true, [0, rules.indexOf(mine[m.order] as Rule)]);
     }
   }
   for (const [family, table] of tables) {
@@ -136,12 +185,25 @@ export function status(tables: ReadonlyMap<Family, NatTable>, cache: CacheRead, 
       const attachment = byChain.get(chain);
       const jump = jumps.find((j) => j.chain === chain);
       const owner: Owner = attachment
-        ? { pod: attachmentLabel(attachment), network: attachment.network, containerId: attachment.containerId, attachment }
-        : { pod: jump?.owner?.containerId ?? "?", network: jump?.owner?.network ?? null, containerId: jump?.owner?.containerId ?? null, attachment: undefined };
+        ? {
+            pod: attachmentLabel(attachment),
+            network: attachment.network,
+            containerId: attachment.containerId,
+            attachment,
+          }
+        : {
+            pod: jump?.owner?.containerId ?? "?",
+            network: jump?.owner?.network ?? null,
+            containerId: jump?.owner?.containerId ?? null,
+            attachment: undefined,
+          };
       for (const m of mappingsOf(rulesOf(table, chain))) {
         // A chain whose cache file is unreadable is no orphan: nobody can tell.
         const unreadable = owner.containerId !== null && ownedByUnreadable(cache, owner.network, owner.containerId);
-        row(family, owner, cache.present && !attachment && !unreadable, chain, m, jump !== undefined, [jump?.index ?? Number.MAX_SAFE_INTEGER, m.order]);
+        row(family, owner, cache.present && !attachment && !unreadable, chain, m, jump !== undefined, [
+          jump?.index ?? Number.MAX_SAFE_INTEGER,
+          m.order,
+        ]);
       }
     }
   }
@@ -163,6 +225,12 @@ export function status(tables: ReadonlyMap<Family, NatTable>, cache: CacheRead, 
     if (row.state !== "orphan") row.state = "conflict";
   }
   return rows
-    .sort((a, b) => a.pod.localeCompare(b.pod) || a.family - b.family || a.protocol.localeCompare(b.protocol) || a.hostPort - b.hostPort)
+    .sort(
+      (a, b) =>
+        a.pod.localeCompare(b.pod) ||
+        a.family - b.family ||
+        a.protocol.localeCompare(b.protocol) ||
+        a.hostPort - b.hostPort,
+    )
     .map(({ rank: _rank, ...row }) => row);
 }

@@ -7,7 +7,7 @@
 // longer map (portmap's unscoped rule caught it in the moment before we scoped it). Entries that already
 // go where the rules say are kept: their flows continue untouched.
 import type { Family } from "../core/ip.js";
-import { type Rule, destinationOf, dnatOf, dportOf, protocolOf } from "../core/rule.js";
+import { destinationOf, dnatOf, dportOf, protocolOf, type Rule } from "../core/rule.js";
 import { run } from "../host/run.js";
 
 export interface UdpRule {
@@ -37,7 +37,8 @@ export interface UdpChange {
   targets: Set<string>;
 }
 
-const same = (a: readonly UdpRule[], b: readonly UdpRule[]) => a.length === b.length && a.every((r, i) => r.destination === b[i]?.destination && r.target === b[i]?.target);
+const same = (a: readonly UdpRule[], b: readonly UdpRule[]) =>
+  a.length === b.length && a.every((r, i) => r.destination === b[i]?.destination && r.target === b[i]?.target);
 
 /** UDP host ports whose DNAT rules differ between the chain before and after a write. */
 export function udpChanges(before: readonly Rule[], after: readonly Rule[]): UdpChange[] {
@@ -96,7 +97,11 @@ export interface Rewrite {
  * listing of the family's UDP entries, then one deletion per stale entry. Best effort: without the conntrack
  * tool, or when it fails, it says so through `warn` and returns.
  */
-export async function dropStaleUdp(family: Family, rewrites: readonly Rewrite[], warn: (text: string) => void): Promise<number> {
+export async function dropStaleUdp(
+  family: Family,
+  rewrites: readonly Rewrite[],
+  warn: (text: string) => void,
+): Promise<number> {
   const changes = rewrites.flatMap((r) => udpChanges(r.before, r.after));
   if (changes.length === 0) return 0;
   const base = ["-f", FAMILY_ARG[family], "-p", "udp"];
@@ -106,7 +111,9 @@ export async function dropStaleUdp(family: Family, rewrites: readonly Rewrite[],
   try {
     listed = await run("conntrack", ["-L", ...base, ...only], { timeoutMs: LIMIT_MS });
   } catch (err) {
-    warn(`conntrack not usable (${(err as Error).message}): stale UDP conntrack entries of hostPort ${changes.map((c) => c.hostPort).join(", ")} are not removed`);
+    warn(
+      `conntrack not usable (${(err as Error).message}): stale UDP conntrack entries of hostPort ${changes.map((c) => c.hostPort).join(", ")} are not removed`,
+    );
     return 0;
   }
   if (listed.code !== 0) {
@@ -116,11 +123,23 @@ export async function dropStaleUdp(family: Family, rewrites: readonly Rewrite[],
   const entries = parseConntrack(listed.stdout);
   let dropped = 0;
   for (const e of changes.flatMap((c) => staleEntries(entries, c))) {
-    const args = ["-D", ...base, "--orig-src", e.src, "--orig-dst", e.dst, "--orig-port-src", String(e.sport), "--orig-port-dst", String(e.dport)];
+    const args = [
+      "-D",
+      ...base,
+      "--orig-src",
+      e.src,
+      "--orig-dst",
+      e.dst,
+      "--orig-port-src",
+      String(e.sport),
+      "--orig-port-dst",
+      String(e.dport),
+    ];
     const r = await run("conntrack", args, { timeoutMs: LIMIT_MS });
     // Exit 1 with "0 flow entries": the entry expired or was deleted meanwhile.
     if (r.code === 0) dropped++;
-    else if (!/0 flow entries/.test(r.stderr)) warn(`conntrack ${args.join(" ")} failed (exit ${r.code}): ${r.stderr.trim()}`);
+    else if (!/0 flow entries/.test(r.stderr))
+      warn(`conntrack ${args.join(" ")} failed (exit ${r.code}): ${r.stderr.trim()}`);
   }
   return dropped;
 }

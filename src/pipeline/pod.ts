@@ -8,11 +8,11 @@ import type { Rule } from "../core/rule.js";
 import { type HostIpAnnotation, parseAnnotation } from "../policy/annotation.js";
 import {
   type FamilyScope,
-  type ResolvedMapping,
-  type Shadowed,
   hostIpSource,
   mappingFamilies,
+  type ResolvedMapping,
   resolveMappings,
+  type Shadowed,
   scopesForFamily,
   shadowedScopes,
 } from "../policy/resolve.js";
@@ -34,11 +34,14 @@ export interface PodScoping {
  * families' chains may change. Undefined when no mapping is to be scoped at all (every one resolves to "any").
  */
 export function podScoping(conf: NetConf, pod: string, podFamilies: ReadonlySet<Family>): PodScoping | undefined {
-  const annotation = conf.annotationValue === undefined ? undefined : parseAnnotation(conf.annotationValue, conf.policy.annotation, pod);
+  const annotation =
+    conf.annotationValue === undefined ? undefined : parseAnnotation(conf.annotationValue, conf.policy.annotation, pod);
   const sources = conf.portMappings.map((m) => hostIpSource(m, conf.policy, annotation));
   if (sources.every((s) => s.kind === "any")) return undefined;
   const families = ([4, 6] as const).filter(
-    (f) => podFamilies.has(f) && conf.portMappings.some((m, i) => sources[i]?.kind !== "runtime" && mappingFamilies(m).includes(f)),
+    (f) =>
+      podFamilies.has(f) &&
+      conf.portMappings.some((m, i) => sources[i]?.kind !== "runtime" && mappingFamilies(m).includes(f)),
   );
   return { conf, pod, annotation, families, podFamilies };
 }
@@ -60,15 +63,24 @@ export interface ScopedFamily extends ScopedChain {
  * One family's chain as it must be, from its current rules. A mapping left without host IPs in the family
  * loses its rules there; with `never` (an address no packet has) it keeps them with that destination instead.
  */
-export function scopeFamily(resolved: readonly ResolvedMapping[], family: Family, current: readonly Rule[], never?: string): ScopedFamily {
+export function scopeFamily(
+  resolved: readonly ResolvedMapping[],
+  family: Family,
+  current: readonly Rule[],
+  never?: string,
+): ScopedFamily {
   const scopes = scopesForFamily(resolved, family);
   const closed = scopes.filter((s) => s.ips?.length === 0);
   const kept: FamilyScope[] = never === undefined ? [] : closed.map((s) => ({ ...s, ips: [{ family, text: never }] }));
-  const scoped = scopeChain(current, scopes.map((s) => kept[closed.indexOf(s)] ?? s));
+  const scoped = scopeChain(
+    current,
+    scopes.map((s) => kept[closed.indexOf(s)] ?? s),
+  );
   return { family, rules: scoped.rules, missing: scoped.missing.filter((s) => !kept.includes(s)), closed, scopes };
 }
 
-const describeMapping = (s: FamilyScope) => `hostPort ${s.hostPort}/${s.protocol} → container port ${s.containerPort} (hostIP ${JSON.stringify(s.mapping.hostIp?.text ?? "")})`;
+const describeMapping = (s: FamilyScope) =>
+  `hostPort ${s.hostPort}/${s.protocol} → container port ${s.containerPort} (hostIP ${JSON.stringify(s.mapping.hostIp?.text ?? "")})`;
 
 /**
  * Warnings for the mappings that can never receive traffic: shadowed in every family where they have rules.
@@ -88,5 +100,8 @@ export function neverReceiving(families: readonly ScopedFamily[], pod: string): 
   }
   return [...dead]
     .filter(([mapping]) => !alive.has(mapping))
-    .map(([, x]) => `warning: pod ${pod}: ${describeMapping(x.scope)} can never receive traffic: ${describeMapping(x.by)} comes before it in portmap's order and takes every address it has`);
+    .map(
+      ([, x]) =>
+        `warning: pod ${pod}: ${describeMapping(x.scope)} can never receive traffic: ${describeMapping(x.by)} comes before it in portmap's order and takes every address it has`,
+    );
 }

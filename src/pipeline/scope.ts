@@ -1,6 +1,6 @@
 // The rewrite that scopes a mapping's rules to host IPs, on the rule model: the same for every backend.
 import type { Ip } from "../core/ip.js";
-import { type Rule, destinationOf, dnatOf, dportOf, protocolOf, ruleKey, withDestination } from "../core/rule.js";
+import { destinationOf, dnatOf, dportOf, protocolOf, type Rule, ruleKey, withDestination } from "../core/rule.js";
 import type { FamilyScope } from "../policy/resolve.js";
 
 /** One mapping's rules as portmap writes them: its marks, then its DNAT, all for one port and destination. */
@@ -34,7 +34,12 @@ function split(rules: readonly Rule[]): Array<Block | Rule> {
     const destination = destinationOf(rule);
     const block: Block = { group, key: keyOf(group, containerPortOf(to)), rules: [rule] };
     for (let last = units.at(-1); last && !("group" in last); last = units.at(-1)) {
-      if (groupOf(protocolOf(last), dportOf(last)) !== group || last.destination?.negated || destinationOf(last) !== destination) break;
+      if (
+        groupOf(protocolOf(last), dportOf(last)) !== group ||
+        last.destination?.negated ||
+        destinationOf(last) !== destination
+      )
+        break;
       block.rules.unshift(units.pop() as Rule);
     }
     units.push(block);
@@ -94,7 +99,9 @@ export function scopeChain(rules: readonly Rule[], scopes: readonly FamilyScope[
     return destinations.flatMap((ip) => template.flatMap((rule) => once(withDestination(rule, ip?.text))));
   };
   return {
-    rules: out.flatMap((slot) => (typeof slot === "string" ? scopes.filter((s) => scopeGroup(s) === slot).flatMap(written) : [other(slot)])),
+    rules: out.flatMap((slot) =>
+      typeof slot === "string" ? scopes.filter((s) => scopeGroup(s) === slot).flatMap(written) : [other(slot)],
+    ),
     missing: scopes.filter((s) => s.ips !== undefined && s.ips.length > 0 && !dnats.has(scopeKey(s))),
   };
 }

@@ -1,6 +1,7 @@
 // The pod's host-IP annotation: comma-separated entries, each `IP` or `PORT[/PROTO]=IP`.
-import { CniError, Code } from "../core/errors.js";
+
 import { PROTOCOLS, type Protocol } from "../core/config.js";
+import { CniError, Code } from "../core/errors.js";
 import { type Ip, parseIp } from "../core/ip.js";
 
 // A pod needs a handful of entries; the bounds keep a hostile value from costing anything.
@@ -24,7 +25,11 @@ function addUnique(list: Ip[], ip: Ip): void {
 
 export function parseAnnotation(value: string, key: string, pod: string): HostIpAnnotation {
   const fail = (why: string) =>
-    new CniError(Code.InvalidAnnotation, `invalid annotation ${key} on pod ${pod}: ${why}`, `value: ${JSON.stringify(value.slice(0, 300))}`);
+    new CniError(
+      Code.InvalidAnnotation,
+      `invalid annotation ${key} on pod ${pod}: ${why}`,
+      `value: ${JSON.stringify(value.slice(0, 300))}`,
+    );
   if (value.length > MAX_ANNOTATION_LENGTH) throw fail(`longer than ${MAX_ANNOTATION_LENGTH} characters`);
   const result: HostIpAnnotation = { all: [], byPort: new Map() };
   // An empty value (as templates often leave it) states no preference: the default applies.
@@ -43,9 +48,11 @@ export function parseAnnotation(value: string, key: string, pod: string): HostIp
       continue;
     }
     const portNumber = Number(port);
-    if (portNumber < 1 || portNumber > 65535) throw fail(`entry ${JSON.stringify(entry)}: port ${port} is not from 1 to 65535`);
+    if (portNumber < 1 || portNumber > 65535)
+      throw fail(`entry ${JSON.stringify(entry)}: port ${port} is not from 1 to 65535`);
     const protocol = (proto ?? "tcp").toLowerCase() as Protocol;
-    if (!PROTOCOLS.includes(protocol)) throw fail(`entry ${JSON.stringify(entry)}: protocol ${JSON.stringify(proto)} is not tcp, udp or sctp`);
+    if (!PROTOCOLS.includes(protocol))
+      throw fail(`entry ${JSON.stringify(entry)}: protocol ${JSON.stringify(proto)} is not tcp, udp or sctp`);
     const k = portKey(portNumber, protocol);
     const list = result.byPort.get(k) ?? [];
     addUnique(list, ip);

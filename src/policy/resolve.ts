@@ -2,9 +2,9 @@
 // network is an input.
 import type { Policy, PortMapping } from "../core/config.js";
 import { CniError, Code } from "../core/errors.js";
+import { cidrContains, type Family, type Ip, notUnicastReason } from "../core/ip.js";
 import type { NodeNetwork } from "../core/node.js";
 import { type HostIpAnnotation, portKey } from "./annotation.js";
-import { type Family, type Ip, cidrContains, notUnicastReason } from "../core/ip.js";
 
 const LOCALHOST: Ip = { family: 4, text: "127.0.0.1" };
 
@@ -45,7 +45,8 @@ export function nodeAddresses(policy: Policy, network: NodeNetwork): Ip[] {
     ? global.filter((a) => ifaces.includes(a.ifname))
     : global.filter((a) => network.defaultRouteInterfaces[a.ip.family].includes(a.ifname));
   const ips: Ip[] = [];
-  for (const ip of [...picked.map((a) => a.ip), ...(policy.kubeNodeIps ?? [])]) if (!ips.some((x) => x.text === ip.text)) ips.push(ip);
+  for (const ip of [...picked.map((a) => a.ip), ...(policy.kubeNodeIps ?? [])])
+    if (!ips.some((x) => x.text === ip.text)) ips.push(ip);
   return ips;
 }
 
@@ -108,10 +109,20 @@ export function resolveMappings(
     if (source.kind === "runtime" || source.kind === "annotation") {
       for (const ip of (source.kind === "runtime" ? [source.ip] : source.ips).filter(inScope)) {
         const why = refusal(ip, policy, network, true);
-        if (why) throw new CniError(Code.HostIpNotAllowed, `host IP ${ip.text} (from ${source.kind}) for ${describe(mapping)} of pod ${pod} is not allowed: ${why}`);
+        if (why)
+          throw new CniError(
+            Code.HostIpNotAllowed,
+            `host IP ${ip.text} (from ${source.kind}) for ${describe(mapping)} of pod ${pod} is not allowed: ${why}`,
+          );
       }
       // portmap scoped the runtime's hostIP itself.
-      return { mapping, source: source.kind, ips: source.kind === "runtime" ? undefined : source.ips.filter(inScope), leftOut: [], closed: false };
+      return {
+        mapping,
+        source: source.kind,
+        ips: source.kind === "runtime" ? undefined : source.ips.filter(inScope),
+        leftOut: [],
+        closed: false,
+      };
     }
     if (source.kind === "node") node ??= nodeAddresses(policy, network);
     const candidates = (source.kind === "node" ? (node ?? []) : source.ips).filter(inScope);
@@ -173,7 +184,14 @@ export function scopesForFamily(resolved: readonly ResolvedMapping[], family: Fa
   const inFamily = resolved.filter((r) => mappingFamilies(r.mapping).includes(family));
   return inFamily.map((r, i) => {
     const m = r.mapping;
-    const twin = inFamily.slice(0, i).some((o) => o.mapping.protocol === m.protocol && o.mapping.hostPort === m.hostPort && hostIpField(o.mapping) === hostIpField(m));
+    const twin = inFamily
+      .slice(0, i)
+      .some(
+        (o) =>
+          o.mapping.protocol === m.protocol &&
+          o.mapping.hostPort === m.hostPort &&
+          hostIpField(o.mapping) === hostIpField(m),
+      );
     if (twin) {
       throw new CniError(
         Code.InvalidConfig,
@@ -181,7 +199,14 @@ export function scopesForFamily(resolved: readonly ResolvedMapping[], family: Fa
       );
     }
     const ips = r.ips?.filter((ip) => ip.family === family);
-    return { mapping: m, protocol: m.protocol, hostPort: m.hostPort, containerPort: m.containerPort, ips, hostIp: r.source === "runtime" ? m.hostIp : undefined };
+    return {
+      mapping: m,
+      protocol: m.protocol,
+      hostPort: m.hostPort,
+      containerPort: m.containerPort,
+      ips,
+      hostIp: r.source === "runtime" ? m.hostIp : undefined,
+    };
   });
 }
 

@@ -2,8 +2,8 @@
 import { mkdtempSync, symlinkSync } from "node:fs";
 import { join } from "node:path";
 import { expect, it } from "vitest";
-import { natSave, type NatSnapshot } from "../support/harness.js";
 import { describeAsRoot, useHarness } from "../support/e2e.js";
+import { type NatSnapshot, natSave } from "../support/harness.js";
 import { CRASH_TRACE, createStandins, runPluginRaw } from "../support/standins.js";
 
 /** A directory holding only a link to nft. */
@@ -18,13 +18,19 @@ const conf = (cniVersion: string, extra: Record<string, unknown> = {}) =>
 
 describeAsRoot("VERSION, STATUS and GC", () => {
   const h = useHarness();
-  const snapshot = async (): Promise<NatSnapshot> => ({ v4: await natSave(h.topo.node, 4, h.iptables), v6: await natSave(h.topo.node, 6, h.iptables) });
+  const snapshot = async (): Promise<NatSnapshot> => ({
+    v4: await natSave(h.topo.node, 4, h.iptables),
+    v6: await natSave(h.topo.node, 6, h.iptables),
+  });
 
   it("VERSION lists the supported versions, whatever stdin holds", async () => {
     for (const input of [conf("1.0.0"), ""]) {
       const r = await runPluginRaw(h.topo.node, { env: { CNI_COMMAND: "VERSION" }, input });
       expect(r.code, r.stdout).toBe(0);
-      expect(r.output).toEqual({ cniVersion: "1.1.0", supportedVersions: ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"] });
+      expect(r.output).toEqual({
+        cniVersion: "1.1.0",
+        supportedVersions: ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"],
+      });
     }
   });
 
@@ -38,9 +44,16 @@ describeAsRoot("VERSION, STATUS and GC", () => {
 
   it("STATUS fails with code 50 when iptables-restore does not work", async () => {
     const broken = createStandins(h.topo.tmpDir, { "iptables-restore": "fail" });
-    const r = await runPluginRaw(h.topo.node, { env: { CNI_COMMAND: "STATUS", PATH: broken.path }, input: conf("1.1.0") });
+    const r = await runPluginRaw(h.topo.node, {
+      env: { CNI_COMMAND: "STATUS", PATH: broken.path },
+      input: conf("1.1.0"),
+    });
     expect(r.code).not.toBe(0);
-    expect(r.output).toMatchObject({ cniVersion: "1.1.0", code: 50, msg: expect.stringContaining("iptables is not usable") });
+    expect(r.output).toMatchObject({
+      cniVersion: "1.1.0",
+      code: 50,
+      msg: expect.stringContaining("iptables is not usable"),
+    });
     expect(r.stderr).not.toMatch(CRASH_TRACE);
   });
 
@@ -49,9 +62,15 @@ describeAsRoot("VERSION, STATUS and GC", () => {
     // `ip netns exec` runs the plugin; the bundle needs node on PATH.
     symlinkSync(process.execPath, join(noIptables, "node"));
     symlinkSync("/usr/sbin/ip", join(noIptables, "ip"));
-    const ok = await runPluginRaw(h.topo.node, { env: { CNI_COMMAND: "STATUS", PATH: `${noIptables}:${nftOnly(noIptables)}` }, input: conf("1.1.0") });
+    const ok = await runPluginRaw(h.topo.node, {
+      env: { CNI_COMMAND: "STATUS", PATH: `${noIptables}:${nftOnly(noIptables)}` },
+      input: conf("1.1.0"),
+    });
     expect(ok.code, ok.stdout).toBe(0);
-    const none = await runPluginRaw(h.topo.node, { env: { CNI_COMMAND: "STATUS", PATH: noIptables }, input: conf("1.1.0") });
+    const none = await runPluginRaw(h.topo.node, {
+      env: { CNI_COMMAND: "STATUS", PATH: noIptables },
+      input: conf("1.1.0"),
+    });
     expect(none.output).toMatchObject({ code: 50, msg: expect.stringContaining("neither iptables nor nft is usable") });
   });
 

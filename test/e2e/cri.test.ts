@@ -3,33 +3,40 @@
 // start in one batch. containerd runs the real chain (bridge + host-local → portmap → portmap-hostip) from its
 // conf dir, writes libcni's cache under the shared /var/lib/cni (hence a network name unique to this run),
 // and sends the plugin whatever it sends; a recorder in front of the plugin keeps each call for the fixtures.
-import { readFileSync, readdirSync, rmSync } from "node:fs";
+import { readdirSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, expect, it } from "vitest";
+import { DEFAULT_STATE_DIR } from "../../src/core/config.js";
+import { recordPath } from "../../src/host/state.js";
+import { type CriPortMapping, grpcMessage } from "../support/cri/client.js";
+import { Containerd, LIBCNI_CACHE_DIR } from "../support/cri/containerd.js";
 import {
+  callShapes,
+  normaliseCall,
+  type PodShape,
+  readFixture,
+  recordFixtures,
+  shapeCalls,
+} from "../support/cri/recordings.js";
+import { describeAsRoot } from "../support/e2e.js";
+import { runOk } from "../support/exec.js";
+import {
+  bridgeConflist,
   CLUSTER_IP,
+  createHarness,
+  dnChainName,
   FOREIGN_IP,
+  type Harness,
   NODE_IP1,
   NODE_IP2,
-  bridgeConflist,
-  createHarness,
-  type Harness,
-  dnChainName,
   natSave,
-  pluginBinary,
   type Pod,
+  pluginBinary,
   type Topology,
   whoAnswers,
 } from "../support/harness.js";
-import { DEFAULT_STATE_DIR } from "../../src/core/config.js";
-import { recordPath } from "../../src/host/state.js";
-import { describeAsRoot } from "../support/e2e.js";
-import { runOk } from "../support/exec.js";
 import { attachNetns, netnsPath, nsRunOk } from "../support/netns.js";
 import { pluginPath } from "../support/paths.js";
-import { grpcMessage, type CriPortMapping } from "../support/cri/client.js";
-import { Containerd, LIBCNI_CACHE_DIR } from "../support/cri/containerd.js";
-import { type PodShape, callShapes, normaliseCall, readFixture, recordFixtures, shapeCalls } from "../support/cri/recordings.js";
 
 const HOST_IP_ANNOTATION = "portmap-hostip/host-ip";
 const K8S_NAMESPACE = "e2e";
@@ -37,19 +44,46 @@ const K8S_NAMESPACE = "e2e";
 /** The pod shapes of the scenarios: CRI port mappings, annotations, and the ports its server answers on. */
 const SHAPES = {
   // 1: hostPort pod with the host-IP annotation.
-  annotated: { ports: [{ containerPort: 80, hostPort: 8080 }], annotations: { [HOST_IP_ANNOTATION]: NODE_IP2 }, serve: { tcp: [80] } },
+  annotated: {
+    ports: [{ containerPort: 80, hostPort: 8080 }],
+    annotations: { [HOST_IP_ANNOTATION]: NODE_IP2 },
+    serve: { tcp: [80] },
+  },
   // 2: hostPort pod without annotation under defaultHostIP "node".
   node: { ports: [{ containerPort: 80, hostPort: 8081 }], annotations: {}, serve: { tcp: [80] } },
   // 3: UDP hostPort.
   udp: { ports: [{ protocol: "UDP", containerPort: 53, hostPort: 8053 }], annotations: {}, serve: { udp: [53] } },
   // 4: no hostPort and no annotations; annotations but no hostPort; the CRI mapping sets host_ip itself.
   plain: { ports: [], annotations: {}, serve: undefined },
-  "annotated-no-port": { ports: [], annotations: { [HOST_IP_ANNOTATION]: NODE_IP2, "example.com/team": "e2e" }, serve: undefined },
-  "cri-host-ip": { ports: [{ containerPort: 80, hostPort: 8082, hostIp: NODE_IP2 }], annotations: {}, serve: { tcp: [80] } },
+  "annotated-no-port": {
+    ports: [],
+    annotations: { [HOST_IP_ANNOTATION]: NODE_IP2, "example.com/team": "e2e" },
+    serve: undefined,
+  },
+  "cri-host-ip": {
+    ports: [{ containerPort: 80, hostPort: 8082, hostIp: NODE_IP2 }],
+    annotations: {},
+    serve: { tcp: [80] },
+  },
   // 5: refused by the policy.
-  foreign: { ports: [{ containerPort: 80, hostPort: 8083 }], annotations: { [HOST_IP_ANNOTATION]: FOREIGN_IP }, serve: undefined },
-  "cluster-ip": { ports: [{ containerPort: 80, hostPort: 8084 }], annotations: { [HOST_IP_ANNOTATION]: CLUSTER_IP }, serve: undefined },
-} satisfies Record<string, { ports: CriPortMapping[]; annotations: Record<string, string>; serve: { tcp?: number[]; udp?: number[] } | undefined }>;
+  foreign: {
+    ports: [{ containerPort: 80, hostPort: 8083 }],
+    annotations: { [HOST_IP_ANNOTATION]: FOREIGN_IP },
+    serve: undefined,
+  },
+  "cluster-ip": {
+    ports: [{ containerPort: 80, hostPort: 8084 }],
+    annotations: { [HOST_IP_ANNOTATION]: CLUSTER_IP },
+    serve: undefined,
+  },
+} satisfies Record<
+  string,
+  {
+    ports: CriPortMapping[];
+    annotations: Record<string, string>;
+    serve: { tcp?: number[]; udp?: number[] } | undefined;
+  }
+>;
 type ShapeName = keyof typeof SHAPES;
 const REFUSED: ShapeName[] = ["foreign", "cluster-ip"];
 
@@ -69,7 +103,8 @@ describeAsRoot("containerd (CRI) runs the chain with portmap-hostip", () => {
   const started = new Map<ShapeName, Started>();
   const refusals = new Map<ShapeName, unknown>();
 
-  const uid = (name: string) => `00000000-0000-4000-8000-${Object.keys(SHAPES).indexOf(name).toString().padStart(12, "0")}`;
+  const uid = (name: string) =>
+    `00000000-0000-4000-8000-${Object.keys(SHAPES).indexOf(name).toString().padStart(12, "0")}`;
   const config = (name: ShapeName) => ({
     metadata: { name, uid: uid(name), namespace: K8S_NAMESPACE, attempt: 0 },
     hostname: name,
@@ -82,7 +117,9 @@ describeAsRoot("containerd (CRI) runs the chain with portmap-hostip", () => {
   const chainOf = (name: ShapeName) => dnChainName(network, started.get(name)!.id);
   /** The container ID containerd gave a pod, from what it sent the plugin (a refused pod has no other trace). */
   const idOf = (name: ShapeName) => {
-    const add = ctd.calls().find((c) => c.command === "ADD" && c.env["CNI_ARGS"]?.split(";").includes(`K8S_POD_NAME=${name}`));
+    const add = ctd
+      .calls()
+      .find((c) => c.command === "ADD" && c.env["CNI_ARGS"]?.split(";").includes(`K8S_POD_NAME=${name}`));
     if (!add) throw new Error(`containerd never called ADD for ${name}`);
     return add.env["CNI_CONTAINERID"]!;
   };
@@ -90,7 +127,9 @@ describeAsRoot("containerd (CRI) runs the chain with portmap-hostip", () => {
   const tracesOf = async (id: string) => {
     const chain = dnChainName(network, id);
     const leaseDir = join(dataDir, network);
-    const leases = readdirSync(leaseDir).filter((f) => /^\d/.test(f) && readFileSync(join(leaseDir, f), "utf8").includes(id));
+    const leases = readdirSync(leaseDir).filter(
+      (f) => /^\d/.test(f) && readFileSync(join(leaseDir, f), "utf8").includes(id),
+    );
     return {
       nat: (await nat()).filter((l) => l.includes(chain) || l.includes(id)),
       cache: ctd.cacheFiles().filter((f) => f.includes(id)),
@@ -221,7 +260,11 @@ describeAsRoot("containerd (CRI) runs the chain with portmap-hostip", () => {
   it("8: status --json --network shows this network's mappings as containerd's cache owns them", async () => {
     const r = await h.operator(["status", "--json", "--network", network]);
     expect(r.code, r.stderr).toBe(0);
-    const rows = (JSON.parse(r.stdout) as { mappings: Array<{ pod: string; network: string; hostPort: number; destinations: string[]; state: string }> }).mappings;
+    const rows = (
+      JSON.parse(r.stdout) as {
+        mappings: Array<{ pod: string; network: string; hostPort: number; destinations: string[]; state: string }>;
+      }
+    ).mappings;
     const row = (name: ShapeName) => rows.find((m) => m.pod === `${K8S_NAMESPACE}/${name}`);
     expect(row("annotated")).toMatchObject({ network, hostPort: 8080, destinations: [NODE_IP2], state: "scoped" });
     // Policy "node": the node's addresses on its default-route interface, and localhost (as portmap allows it).
@@ -275,7 +318,12 @@ describeAsRoot("containerd (CRI) runs the chain with portmap-hostip", () => {
     expect(await whoAnswers(topo.client, "tcp", NODE_IP2, 8080)).toBe("pod-annotated");
     expect(await whoAnswers(topo.client, "udp", NODE_IP1, 8053)).toBe("pod-udp");
     const ready = await ctd.cri.listPodSandbox({ "pmh-run": topo.prefix });
-    expect(ready.filter((s) => s.state === "SANDBOX_READY").map((s) => s.metadata.name).sort()).toEqual([...started.keys()].sort());
+    expect(
+      ready
+        .filter((s) => s.state === "SANDBOX_READY")
+        .map((s) => s.metadata.name)
+        .sort(),
+    ).toEqual([...started.keys()].sort());
   });
 
   it("6 and 7: Stop + Remove after the restart leave no chain, no jump, no cache entry, and release the IP", async () => {

@@ -3,46 +3,49 @@
 // address or kube-ipvs0 gone, and a flushed nat table before DEL. Each ends in the documented result (a CNI
 // error or success, never a crash trace), and a failed ADD leaves both nat tables exactly as they were.
 import { expect, it } from "vitest";
+import { describeAsRoot, useHarness } from "../support/e2e.js";
 import {
+  bridgeConflist,
+  type ChainRun,
   CLUSTER_IP,
   CniInvoker,
-  IPVS_DEVICE,
-  NODE_IP1,
-  NODE_IP2,
-  PLUGIN_TYPE,
-  UPLINK,
-  bridgeConflist,
   containerdMapping,
   describeRun,
   dnChainName,
-  linesMentioning,
-  natSave,
-  podRuntime,
-  outside,
-  rulesIn,
-  withoutPlugin,
-  type ChainRun,
   type Harness,
+  IPVS_DEVICE,
+  linesMentioning,
   type NatSnapshot,
   type NetConfList,
+  NODE_IP1,
+  NODE_IP2,
+  natSave,
+  outside,
+  PLUGIN_TYPE,
   type PluginConf,
+  podRuntime,
   type RuntimeConf,
+  rulesIn,
   type StartPodOptions,
+  UPLINK,
+  withoutPlugin,
 } from "../support/harness.js";
-import { describeAsRoot, useHarness } from "../support/e2e.js";
 import { ipIn, nsRunOk } from "../support/netns.js";
 import {
   CRASH_TRACE,
   createStandins,
   replaceChain,
   runPluginRaw,
-  waitInvocationsDone,
   type StandinKind,
+  waitInvocationsDone,
 } from "../support/standins.js";
 
 const MAPPINGS = [containerdMapping(8080, 80), containerdMapping(5353, 53, "udp")];
 
-const snapshot = async (h: Harness): Promise<NatSnapshot> => ({ v4: await natSave(h.topo.node, 4, h.iptables), v6: await natSave(h.topo.node, 6, h.iptables) });
+const snapshot = async (h: Harness): Promise<NatSnapshot> => ({
+  v4: await natSave(h.topo.node, 4, h.iptables),
+  v6: await natSave(h.topo.node, 6, h.iptables),
+});
 
 interface Prepared {
   list: NetConfList;
@@ -55,14 +58,25 @@ interface Prepared {
 }
 
 /** Creates a pod and runs the list up to (not including) portmap-hostip. */
-async function prepare(h: Harness, name: string, hostip: Partial<PluginConf> = { defaultHostIP: "node" }, pod: StartPodOptions = { portMappings: MAPPINGS }): Promise<Prepared> {
+async function prepare(
+  h: Harness,
+  name: string,
+  hostip: Partial<PluginConf> = { defaultHostIP: "node" },
+  pod: StartPodOptions = { portMappings: MAPPINGS },
+): Promise<Prepared> {
   const list = bridgeConflist({ dataDir: h.topo.ipamDataDir, dualStack: true, hostip });
   const p = await h.topo.addPod(name);
   const rt = podRuntime(p, pod);
   const at = list.plugins.findIndex((c) => c.type === PLUGIN_TYPE);
   const base = await h.cni.add(list, rt, { to: at });
   expect(base.ok, describeRun(base)).toBe(true);
-  return { list, rt, chain: dnChainName(list.name, p.containerID), prevResult: base.result!, before: await snapshot(h) };
+  return {
+    list,
+    rt,
+    chain: dnChainName(list.name, p.containerID),
+    prevResult: base.result!,
+    before: await snapshot(h),
+  };
 }
 
 /** Runs only our plugin's ADD with the given PATH (stand-ins first). */
@@ -89,38 +103,65 @@ function expectCniError(run: ChainRun, codes: number[]): void {
 async function delOk(h: Harness, p: Prepared): Promise<void> {
   const del = await h.cni.del(p.list, p.rt);
   expect(del.ok, describeRun(del)).toBe(true);
-  for (const family of [4, 6] as const) expect(linesMentioning(await natSave(h.topo.node, family, h.iptables), p.chain)).toEqual([]);
+  for (const family of [4, 6] as const)
+    expect(linesMentioning(await natSave(h.topo.node, family, h.iptables), p.chain)).toEqual([]);
 }
 
-const restoreFaults: { what: string; kinds: Partial<Record<"iptables-restore" | "ip6tables-restore", StandinKind>>; rollback: boolean }[] = [
-  { what: "iptables-restore exits non-zero", kinds: { "iptables-restore": "fail", "ip6tables-restore": "fail" }, rollback: false },
-  { what: "iptables-restore is killed mid-write", kinds: { "iptables-restore": "killed-mid-write", "ip6tables-restore": "killed-mid-write" }, rollback: false },
-  { what: "ip6tables-restore exits non-zero after IPv4 was written", kinds: { "ip6tables-restore": "fail" }, rollback: true },
-  { what: "ip6tables-restore is killed mid-write after IPv4 was written", kinds: { "ip6tables-restore": "killed-mid-write" }, rollback: true },
+const restoreFaults: {
+  what: string;
+  kinds: Partial<Record<"iptables-restore" | "ip6tables-restore", StandinKind>>;
+  rollback: boolean;
+}[] = [
+  {
+    what: "iptables-restore exits non-zero",
+    kinds: { "iptables-restore": "fail", "ip6tables-restore": "fail" },
+    rollback: false,
+  },
+  {
+    what: "iptables-restore is killed mid-write",
+    kinds: { "iptables-restore": "killed-mid-write", "ip6tables-restore": "killed-mid-write" },
+    rollback: false,
+  },
+  {
+    what: "ip6tables-restore exits non-zero after IPv4 was written",
+    kinds: { "ip6tables-restore": "fail" },
+    rollback: true,
+  },
+  {
+    what: "ip6tables-restore is killed mid-write after IPv4 was written",
+    kinds: { "ip6tables-restore": "killed-mid-write" },
+    rollback: true,
+  },
 ];
 
 describeAsRoot.each([{ legacy: false }, { legacy: true }])("iptables-restore fails (legacy: $legacy)", ({ legacy }) => {
   const h = useHarness({ legacyIptables: legacy });
 
-  it.each(restoreFaults.map((f, i) => ({ ...f, i })))("$what: ADD returns a CNI error, the nat tables are exactly as before", async ({ kinds, rollback, i }) => {
-    const p = await prepare(h, `rf${i}`);
-    const standins = createStandins(h.topo.tmpDir, kinds, h.iptables.path);
-    const run = await oursWith(h, p, standins.path);
-    expectCniError(run, [5, 11]);
-    const calls = await waitInvocationsDone(standins);
-    expect(await snapshot(h)).toEqual(p.before);
+  it.each(restoreFaults.map((f, i) => ({ ...f, i })))(
+    "$what: ADD returns a CNI error, the nat tables are exactly as before",
+    async ({ kinds, rollback, i }) => {
+      const p = await prepare(h, `rf${i}`);
+      const standins = createStandins(h.topo.tmpDir, kinds, h.iptables.path);
+      const run = await oursWith(h, p, standins.path);
+      expectCniError(run, [5, 11]);
+      const calls = await waitInvocationsDone(standins);
+      expect(await snapshot(h)).toEqual(p.before);
 
-    const restores = calls.filter((c) => c.program.endsWith("-restore"));
-    // The fault did happen where it was meant to: a stand-in ran, and a killed one had started the real program.
-    for (const c of restores.filter((c) => kinds[c.program as keyof typeof kinds] === "killed-mid-write")) expect(c.rc).toBe("killed");
-    if (rollback) {
-      // IPv4 was written (exit 0), then put back (exit 0) after IPv6 failed.
-      const v4 = restores.filter((c) => c.program === "iptables-restore");
-      expect(v4.map((c) => c.rc)).toEqual(["0", "0"]);
-      expect(v4[1]!.stdin).toBe(["*nat", `:${p.chain} - [0:0]`, ...rulesIn(p.before.v4, p.chain), "COMMIT", ""].join("\n"));
-    }
-    await delOk(h, p);
-  });
+      const restores = calls.filter((c) => c.program.endsWith("-restore"));
+      // The fault did happen where it was meant to: a stand-in ran, and a killed one had started the real program.
+      for (const c of restores.filter((c) => kinds[c.program as keyof typeof kinds] === "killed-mid-write"))
+        expect(c.rc).toBe("killed");
+      if (rollback) {
+        // IPv4 was written (exit 0), then put back (exit 0) after IPv6 failed.
+        const v4 = restores.filter((c) => c.program === "iptables-restore");
+        expect(v4.map((c) => c.rc)).toEqual(["0", "0"]);
+        expect(v4[1]!.stdin).toBe(
+          ["*nat", `:${p.chain} - [0:0]`, ...rulesIn(p.before.v4, p.chain), "COMMIT", ""].join("\n"),
+        );
+      }
+      await delOk(h, p);
+    },
+  );
 });
 
 describeAsRoot("the plugin is SIGKILLed during ADD", () => {
@@ -150,12 +191,18 @@ describeAsRoot("the plugin is SIGKILLed during ADD", () => {
 
     const outcomes: string[] = [];
     for (const delay of [0, 10, 20, 30, 40, 50, 60, 75, 90, 110, 140, 200]) {
-      for (const family of [4, 6] as const) await replaceChain(h.topo.node, family, p.chain, rulesIn(family === 4 ? p.before.v4 : p.before.v6, p.chain));
+      for (const family of [4, 6] as const)
+        await replaceChain(h.topo.node, family, p.chain, rulesIn(family === 4 ? p.before.v4 : p.before.v6, p.chain));
       expect(await snapshot(h)).toEqual(p.before);
       const r = await runPluginRaw(h.topo.node, { env, input, killAfterMs: delay });
       await waitInvocationsDone(standins);
       const now = await snapshot(h);
-      const state = (family: "v4" | "v6") => (now[family].join("\n") === p.before[family].join("\n") ? "before" : now[family].join("\n") === after[family].join("\n") ? "after" : "MIXED");
+      const state = (family: "v4" | "v6") =>
+        now[family].join("\n") === p.before[family].join("\n")
+          ? "before"
+          : now[family].join("\n") === after[family].join("\n")
+            ? "after"
+            : "MIXED";
       outcomes.push(`${delay}ms ${r.signal ?? `exit ${r.code}`}: v4 ${state("v4")}, v6 ${state("v6")}`);
       expect(state("v4"), `IPv4 nat table after a SIGKILL at ${delay} ms:\n${now.v4.join("\n")}`).not.toBe("MIXED");
       expect(state("v6"), `IPv6 nat table after a SIGKILL at ${delay} ms:\n${now.v6.join("\n")}`).not.toBe("MIXED");
@@ -171,7 +218,10 @@ describeAsRoot("portmap missing or its chain gone", () => {
   const h = useHarness();
 
   it("portmap missing from the list: ADD fails with 102 (node default) and changes nothing", async () => {
-    const list = withoutPlugin(bridgeConflist({ dataDir: h.topo.ipamDataDir, dualStack: true, hostip: { defaultHostIP: "node" } }), "portmap");
+    const list = withoutPlugin(
+      bridgeConflist({ dataDir: h.topo.ipamDataDir, dualStack: true, hostip: { defaultHostIP: "node" } }),
+      "portmap",
+    );
     const started = await h.startPodObserved("nopm", list, { portMappings: MAPPINGS });
     expectCniError(started.add, [102]);
     expect(started.after).toEqual(started.before);
@@ -180,7 +230,10 @@ describeAsRoot("portmap missing or its chain gone", () => {
   });
 
   it('portmap missing from the list, defaultHostIP "any" and no annotation: nothing to do, ADD succeeds', async () => {
-    const list = withoutPlugin(bridgeConflist({ dataDir: h.topo.ipamDataDir, hostip: { defaultHostIP: "any" } }), "portmap");
+    const list = withoutPlugin(
+      bridgeConflist({ dataDir: h.topo.ipamDataDir, hostip: { defaultHostIP: "any" } }),
+      "portmap",
+    );
     const started = await h.startPodObserved("nopm-any", list, { portMappings: MAPPINGS });
     expect(started.add.ok, describeRun(started.add)).toBe(true);
     expect(started.after).toEqual(started.before);
@@ -191,9 +244,12 @@ describeAsRoot("portmap missing or its chain gone", () => {
   /** Deletes the pod's chain and the jumps to it, by hand, in both families. */
   async function deleteChainByHand(chain: string): Promise<void> {
     for (const bin of ["iptables", "ip6tables"]) {
-      const listed = (await nsRunOk(h.topo.node, bin, ["-w", "-t", "nat", "-S", "CNI-HOSTPORT-DNAT"])).split("\n").filter((l) => l.startsWith("-A "));
+      const listed = (await nsRunOk(h.topo.node, bin, ["-w", "-t", "nat", "-S", "CNI-HOSTPORT-DNAT"]))
+        .split("\n")
+        .filter((l) => l.startsWith("-A "));
       const numbers = listed.flatMap((l, i) => (l.endsWith(`-j ${chain}`) ? [i + 1] : [])).reverse();
-      for (const n of numbers) await nsRunOk(h.topo.node, bin, ["-w", "-t", "nat", "-D", "CNI-HOSTPORT-DNAT", String(n)]);
+      for (const n of numbers)
+        await nsRunOk(h.topo.node, bin, ["-w", "-t", "nat", "-D", "CNI-HOSTPORT-DNAT", String(n)]);
       await nsRunOk(h.topo.node, bin, ["-w", "-t", "nat", "-F", chain]);
       await nsRunOk(h.topo.node, bin, ["-w", "-t", "nat", "-X", chain]);
     }
@@ -218,7 +274,8 @@ describeAsRoot("portmap missing or its chain gone", () => {
     await deleteChainByHand(chain);
     const del = await h.cni.del(list, rt);
     expect(del.ok, describeRun(del)).toBe(true);
-    for (const family of [4, 6] as const) expect(linesMentioning(await natSave(h.topo.node, family), chain)).toEqual([]);
+    for (const family of [4, 6] as const)
+      expect(linesMentioning(await natSave(h.topo.node, family), chain)).toEqual([]);
   });
 });
 
@@ -229,16 +286,25 @@ describeAsRoot("the node's addresses change under the plugin", () => {
 
   async function addWith(hostip: Partial<PluginConf>, annotation?: string) {
     const list = bridgeConflist({ dataDir: h.topo.ipamDataDir, hostip });
-    const started = await h.startPodObserved(`addr${n++}`, list, { portMappings: [containerdMapping(8080, 80)], ...(annotation === undefined ? {} : { hostIPAnnotation: annotation }) });
+    const started = await h.startPodObserved(`addr${n++}`, list, {
+      portMappings: [containerdMapping(8080, 80)],
+      ...(annotation === undefined ? {} : { hostIPAnnotation: annotation }),
+    });
     return { list, started, chain: dnChainName(list.name, started.pod.containerID) };
   }
 
   /** Started, scoped to 127.0.0.1 alone (only the pod's own chain changed), with the warning on stderr. */
   function expectClosed(r: Awaited<ReturnType<typeof addWith>>): void {
     expect(r.started.add.ok, describeRun(r.started.add)).toBe(true);
-    expect(r.started.ours.stderr).toMatch(/warning: pod .*: hostPort 8080\/tcp: defaultHostIP "node" left no address of this node: it answers only on 127\.0\.0\.1 /);
-    expect(rulesIn(r.started.after.v4, r.chain).map((rule) => / -d (\S+)/.exec(rule)?.[1])).toEqual(Array(3).fill("127.0.0.1/32"));
-    expect(outside(r.started.after, r.list.name, r.started.pod.containerID)).toEqual(outside(r.started.before, r.list.name, r.started.pod.containerID));
+    expect(r.started.ours.stderr).toMatch(
+      /warning: pod .*: hostPort 8080\/tcp: defaultHostIP "node" left no address of this node: it answers only on 127\.0\.0\.1 /,
+    );
+    expect(rulesIn(r.started.after.v4, r.chain).map((rule) => / -d (\S+)/.exec(rule)?.[1])).toEqual(
+      Array(3).fill("127.0.0.1/32"),
+    );
+    expect(outside(r.started.after, r.list.name, r.started.pod.containerID)).toEqual(
+      outside(r.started.before, r.list.name, r.started.pod.containerID),
+    );
   }
 
   async function cleanup(r: Awaited<ReturnType<typeof addWith>>): Promise<void> {
@@ -278,7 +344,9 @@ describeAsRoot("the node's addresses change under the plugin", () => {
     await cleanup(r);
     const annotated = await addWith({ defaultHostIP: "node" }, NODE_IP1);
     expect(annotated.started.add.ok, describeRun(annotated.started.add)).toBe(true);
-    expect(new Set(rulesIn(annotated.started.after.v4, annotated.chain).map((r) => / -d (\S+)/.exec(r)?.[1]))).toEqual(new Set([`${NODE_IP1}/32`]));
+    expect(new Set(rulesIn(annotated.started.after.v4, annotated.chain).map((r) => / -d (\S+)/.exec(r)?.[1]))).toEqual(
+      new Set([`${NODE_IP1}/32`]),
+    );
     await cleanup(annotated);
   });
 
@@ -304,12 +372,14 @@ describeAsRoot("firewall flushed before DEL", () => {
     const list = bridgeConflist({ dataDir: h.topo.ipamDataDir, dualStack: true, hostip: { defaultHostIP: "node" } });
     const { pod, rt, add } = await h.startPod(`flush${args.length}`, list, { portMappings: MAPPINGS });
     expect(add.ok, describeRun(add)).toBe(true);
-    for (const bin of ["iptables", "ip6tables"]) for (const a of args) await nsRunOk(h.topo.node, bin, ["-w", "-t", "nat", ...a]);
+    for (const bin of ["iptables", "ip6tables"])
+      for (const a of args) await nsRunOk(h.topo.node, bin, ["-w", "-t", "nat", ...a]);
     const del = await h.cni.del(list, rt);
     expect(del.ok, describeRun(del)).toBe(true);
     for (const r of del.runs) expect(r.stderr).not.toMatch(CRASH_TRACE);
     const chain = dnChainName(list.name, pod.containerID);
-    for (const family of [4, 6] as const) expect(linesMentioning(await natSave(h.topo.node, family), chain)).toEqual([]);
+    for (const family of [4, 6] as const)
+      expect(linesMentioning(await natSave(h.topo.node, family), chain)).toEqual([]);
     const again = await h.cni.del(list, rt);
     expect(again.ok, describeRun(again)).toBe(true);
   });

@@ -5,29 +5,38 @@
 // forms of a node IP) reach iptables only as validated addresses: every line the plugin writes is one of
 // portmap's own rules with at most a `-d <address>/<len>` that the policy allows.
 import { afterAll, beforeAll, expect, it } from "vitest";
+import { describeAsRoot, useHarness } from "../support/e2e.js";
 import {
-  NODE_IP1,
-  NODE_IP2,
-  PLUGIN_TYPE,
   bridgeConflist,
   containerdMapping,
   describeRun,
   dnChainName,
-  natSave,
-  podRuntime,
-  rulesIn,
-  withoutPlugin,
   type NatSnapshot,
   type NetConfList,
+  NODE_IP1,
+  NODE_IP2,
+  natSave,
+  PLUGIN_TYPE,
+  podRuntime,
   type RuntimeConf,
+  rulesIn,
+  withoutPlugin,
 } from "../support/harness.js";
-import { describeAsRoot, useHarness } from "../support/e2e.js";
-import { CRASH_TRACE, createStandins, invocations, replaceChain, runPluginRaw, type Invocation, type RawRun, type Standins } from "../support/standins.js";
-
-import { type Case, type Json, cases, withAnnotation } from "../support/hostile-cases.js";
+import { type Case, cases, type Json, withAnnotation } from "../support/hostile-cases.js";
+import {
+  CRASH_TRACE,
+  createStandins,
+  type Invocation,
+  invocations,
+  type RawRun,
+  replaceChain,
+  runPluginRaw,
+  type Standins,
+} from "../support/standins.js";
 
 /** Addresses as the plugin may write them after `-d`: validated, canonical, host length. */
-const HOST_CIDR = /^(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\/32$|^[0-9a-f:]+\/128$/;
+const HOST_CIDR =
+  /^(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\/32$|^[0-9a-f:]+\/128$/;
 
 /**
  * The whole vocabulary of what the plugin may hand to iptables: fixed argv, and restore input made of the
@@ -68,12 +77,17 @@ describeAsRoot("hostile and broken input", () => {
   let chain: string;
   let original: NatSnapshot;
 
-  const snapshot = async (): Promise<NatSnapshot> => ({ v4: await natSave(h.topo.node, 4), v6: await natSave(h.topo.node, 6) });
+  const snapshot = async (): Promise<NatSnapshot> => ({
+    v4: await natSave(h.topo.node, 4),
+    v6: await natSave(h.topo.node, 6),
+  });
 
   beforeAll(async () => {
     list = bridgeConflist({ dataDir: h.topo.ipamDataDir, dualStack: true, hostip: { defaultHostIP: "node" } });
     // portmap alone, then we feed our plugin whatever we like on top of the chain it wrote.
-    const started = await h.startPod("victim", withoutPlugin(list), { portMappings: [containerdMapping(8080, 80), containerdMapping(5353, 53, "udp")] });
+    const started = await h.startPod("victim", withoutPlugin(list), {
+      portMappings: [containerdMapping(8080, 80), containerdMapping(5353, 53, "udp")],
+    });
     expect(started.add.ok, describeRun(started.add)).toBe(true);
     rt = podRuntime(started.pod, { portMappings: [containerdMapping(8080, 80), containerdMapping(5353, 53, "udp")] });
     const ours = list.plugins.find((p) => p.type === PLUGIN_TYPE)!;
@@ -112,12 +126,16 @@ describeAsRoot("hostile and broken input", () => {
     }
     const stdin = c.stdin ?? base;
     const input = typeof stdin === "function" ? stdin(structuredClone(base)) : stdin;
-    return runPluginRaw(h.topo.node, { env, input: typeof input === "string" || Buffer.isBuffer(input) ? input : JSON.stringify(input) });
+    return runPluginRaw(h.topo.node, {
+      env,
+      input: typeof input === "string" || Buffer.isBuffer(input) ? input : JSON.stringify(input),
+    });
   }
 
   /** Puts portmap's chain back as it was (after a case that changed it, so that the next one starts clean). */
   async function resetChain(): Promise<void> {
-    for (const family of [4, 6] as const) await replaceChain(h.topo.node, family, chain, rulesIn(family === 4 ? original.v4 : original.v6, chain));
+    for (const family of [4, 6] as const)
+      await replaceChain(h.topo.node, family, chain, rulesIn(family === 4 ? original.v4 : original.v6, chain));
   }
 
   it.each(cases)("$what → CNI error $code, no change, no iptables-restore", async (c) => {
@@ -132,16 +150,27 @@ describeAsRoot("hostile and broken input", () => {
     expect(r.output, r.stdout.slice(0, 500)).toMatchObject({ cniVersion: expect.any(String), msg: expect.any(String) });
     expect([c.code].flat(), r.stdout.slice(0, 500)).toContain(r.output!["code"]);
     expect(r.stdout.trim().split("\n")).toHaveLength(1);
-    expect(calls.filter((i) => i.program.endsWith("-restore")), "iptables-restore must not run").toEqual([]);
+    expect(
+      calls.filter((i) => i.program.endsWith("-restore")),
+      "iptables-restore must not run",
+    ).toEqual([]);
     expect(after).toEqual(original);
   });
 
   it("a valid ADD writes only portmap's rules with validated -d addresses (mapped IPv6 forms normalised)", async () => {
     const portmapRules = new Set([...rulesIn(original.v4, chain), ...rulesIn(original.v6, chain)]);
     const audited = createStandins(h.topo.tmpDir);
-    for (const annotation of ["::ffff:192.0.2.11", "::ffff:c000:20b", `8080=${NODE_IP1}, 5353/UDP = ::ffff:${NODE_IP2}`, ""]) {
+    for (const annotation of [
+      "::ffff:192.0.2.11",
+      "::ffff:c000:20b",
+      `8080=${NODE_IP1}, 5353/UDP = ::ffff:${NODE_IP2}`,
+      "",
+    ]) {
       const before = invocations(audited).length;
-      const r = await runCase({ what: annotation, code: 0, stdin: (b) => (annotation === "" ? b : withAnnotation(b, annotation)) }, audited.path);
+      const r = await runCase(
+        { what: annotation, code: 0, stdin: (b) => (annotation === "" ? b : withAnnotation(b, annotation)) },
+        audited.path,
+      );
       const calls = invocations(audited).slice(before);
       expect(r.code, r.stdout).toBe(0);
       // Only the plugin's own notes (a mapping left without IPv6 host IPs), never a trace.
@@ -150,7 +179,12 @@ describeAsRoot("hostile and broken input", () => {
       assertVocabulary(calls, chain, portmapRules);
       const after = await snapshot();
       const v4 = rulesIn(after.v4, chain);
-      const allowed = annotation === "" ? [NODE_IP1, NODE_IP2, "127.0.0.1"] : annotation.includes("8080=") ? [NODE_IP1, NODE_IP2] : [NODE_IP2];
+      const allowed =
+        annotation === ""
+          ? [NODE_IP1, NODE_IP2, "127.0.0.1"]
+          : annotation.includes("8080=")
+            ? [NODE_IP1, NODE_IP2]
+            : [NODE_IP2];
       expect(v4.length).toBeGreaterThan(0);
       for (const rule of v4) expect(allowed.map((ip) => `${ip}/32`)).toContain(/ -d (\S+)/.exec(rule)?.[1]);
       // Put portmap's chain back for the next round (and the cases above, whatever order they run in).

@@ -1,10 +1,18 @@
 // The installer as a node runs it: the plugin copies itself into a CNI bin dir and inserts its entry after
 // portmap in the conflist; a pod set up from that conflist is scoped; --uninstall takes both back.
-import { mkdirSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
+import { mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { expect, it } from "vitest";
-import { NODE_IP1, NODE_IP2, bridgeConflist, containerdMapping, describeRun, whoAnswers, type NetConfList } from "../support/harness.js";
 import { describeAsRoot, useHarness } from "../support/e2e.js";
+import {
+  bridgeConflist,
+  containerdMapping,
+  describeRun,
+  type NetConfList,
+  NODE_IP1,
+  NODE_IP2,
+  whoAnswers,
+} from "../support/harness.js";
 import { pluginFile } from "../support/paths.js";
 
 describeAsRoot("installer", () => {
@@ -28,7 +36,10 @@ describeAsRoot("installer", () => {
     expect(list.plugins.map((p) => p.type)).toEqual(["bridge", "portmap", "portmap-hostip"]);
     expect(list.plugins[2]).toMatchObject({ defaultHostIP: NODE_IP2 });
 
-    const { add } = await h.startPod("inst", list, { portMappings: [containerdMapping(8080, 80)], serve: { tcp: [80] } });
+    const { add } = await h.startPod("inst", list, {
+      portMappings: [containerdMapping(8080, 80)],
+      serve: { tcp: [80] },
+    });
     expect(add.ok, describeRun(add)).toBe(true);
     expect(await whoAnswers(h.topo.client, "tcp", NODE_IP2, 8080)).toBe("pod-inst");
     expect(await whoAnswers(h.topo.client, "tcp", NODE_IP1, 8080)).toBeNull();

@@ -7,8 +7,15 @@
 import { existsSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, expect, it } from "vitest";
-import { type NetConfList, bridgeConflist, containerdMapping, describeRun, dnChainName, natSave } from "../support/harness.js";
 import { describeAsRoot, eventually, useHarness } from "../support/e2e.js";
+import {
+  bridgeConflist,
+  containerdMapping,
+  describeRun,
+  dnChainName,
+  type NetConfList,
+  natSave,
+} from "../support/harness.js";
 import { SYSTEM_CNI_DIR } from "../support/paths.js";
 
 const PAUSE = "pause-standin";
@@ -39,7 +46,8 @@ describeAsRoot.each([
   writePausePlugin(pluginDir);
   const h = useHarness({ libcniCache: true, legacyIptables: legacy, cniPath: [SYSTEM_CNI_DIR, pluginDir] });
   let stateDir: string;
-  const chainsIn = async (chain: string) => (await natSave(h.topo.node, 4, h.iptables)).filter((l) => l.includes(chain));
+  const chainsIn = async (chain: string) =>
+    (await natSave(h.topo.node, 4, h.iptables)).filter((l) => l.includes(chain));
 
   beforeAll(() => {
     stateDir = join(h.topo.tmpDir, "state");
@@ -55,7 +63,11 @@ describeAsRoot.each([
   }
 
   async function pausedAt(command: string, action: () => Promise<unknown>): Promise<void> {
-    await eventually(`the stand-in pauses the ${command}`, async () => existsSync(join(pluginDir, `paused-${command}`)), 30_000);
+    await eventually(
+      `the stand-in pauses the ${command}`,
+      async () => existsSync(join(pluginDir, `paused-${command}`)),
+      30_000,
+    );
     try {
       await action();
     } finally {
@@ -89,7 +101,17 @@ describeAsRoot.each([
     const started = h.startPod("add", l, { portMappings: [containerdMapping(8086, 80)] });
     await pausedAt("ADD", async () => {
       expect((await natSave(h.topo.node, 4, h.iptables)).some((x) => x.includes("8086"))).toBe(true);
-      const r = await h.operator(["gc", "--cache-dir", h.cacheDir!, "--state-dir", stateDir, "--network", l.name, "--grace", "1"]);
+      const r = await h.operator([
+        "gc",
+        "--cache-dir",
+        h.cacheDir!,
+        "--state-dir",
+        stateDir,
+        "--network",
+        l.name,
+        "--grace",
+        "1",
+      ]);
       expect(r.code, `${r.stdout}${r.stderr}`).toBe(0);
       expect(r.stdout).toContain("no orphan portmap chains");
     });

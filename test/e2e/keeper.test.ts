@@ -6,22 +6,22 @@ import type { ChildProcess } from "node:child_process";
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, expect, it } from "vitest";
+import { describeAsRoot, eventually, useHarness } from "../support/e2e.js";
 import {
-  CLUSTER_IP,
-  NODE_IP1,
-  type NetConfList,
-  type StartedPod,
   bridgeConflist,
+  CLUSTER_IP,
   containerdMapping,
   describeRun,
   dnChainName,
+  type NetConfList,
+  NODE_IP1,
   natSave,
   pluginBinary,
+  type StartedPod,
   whoAnswers,
   withoutPlugin,
 } from "../support/harness.js";
 import { nsRunOk, spawnInNs } from "../support/netns.js";
-import { describeAsRoot, eventually, useHarness } from "../support/e2e.js";
 
 const NEW_IP = "192.0.2.12";
 
@@ -37,7 +37,8 @@ describeAsRoot.each([
   let stateDir: string;
   const pods = new Map<string, StartedPod>();
   const tool = legacy ? "iptables-legacy" : "iptables-nft";
-  const asks = (host: string, port: number) => whoAnswers(h.topo.client, "tcp", host, port, { timeoutMs: 700, attempts: 1 });
+  const asks = (host: string, port: number) =>
+    whoAnswers(h.topo.client, "tcp", host, port, { timeoutMs: 700, attempts: 1 });
 
   beforeAll(async () => {
     stateDir = join(h.topo.tmpDir, "state");
@@ -48,16 +49,39 @@ describeAsRoot.each([
     list = bridgeConflist({ dataDir: h.topo.ipamDataDir, hostip: { stateDir } });
     // The network plugin has just rewritten the conflist: our entry is missing, and a pod starts.
     writeFileSync(join(confDir, "10-bridge.conflist"), JSON.stringify(withoutPlugin(list), null, 2));
-    const lost = await h.startPod("lost", withoutPlugin(list), { portMappings: [containerdMapping(8080, 80)], serve: { tcp: [80] } });
+    const lost = await h.startPod("lost", withoutPlugin(list), {
+      portMappings: [containerdMapping(8080, 80)],
+      serve: { tcp: [80] },
+    });
     if (!lost.add.ok) throw new Error(describeRun(lost.add));
     pods.set("lost", lost);
     await h.topo.serveService({ tcp: [8080, 8081, 8090] });
     // Unscoped: the pod takes the Service's ClusterIP port too.
     expect(await asks(CLUSTER_IP, 8080)).toBe("pod-lost");
 
-    const args = ["install", "--watch", "--cni-bin-dir", binDir, "--cni-conf-dir", confDir, "--binary", pluginBinary(), "--cache-dir", h.cacheDir!, "--state-dir", stateDir, "--resync", "5"];
+    const args = [
+      "install",
+      "--watch",
+      "--cni-bin-dir",
+      binDir,
+      "--cni-conf-dir",
+      confDir,
+      "--binary",
+      pluginBinary(),
+      "--cache-dir",
+      h.cacheDir!,
+      "--state-dir",
+      stateDir,
+      "--resync",
+      "5",
+    ];
     // `env` gives the keeper the same PATH (iptables variant) as the plugins.
-    keeper = await spawnInNs(h.topo.node, "env", [`PATH=${h.iptables.path ?? process.env["PATH"]}`, pluginBinary(), ...args], `watching ${confDir}`);
+    keeper = await spawnInNs(
+      h.topo.node,
+      "env",
+      [`PATH=${h.iptables.path ?? process.env["PATH"]}`, pluginBinary(), ...args],
+      `watching ${confDir}`,
+    );
     keeper.stdout!.on("data", (d: Buffer) => (output += d.toString()));
     keeper.stderr!.on("data", (d: Buffer) => (output += d.toString()));
   });
@@ -67,7 +91,10 @@ describeAsRoot.each([
   });
 
   it("puts the entry back and scopes the pod that started without it, by its own entry options", async () => {
-    await eventually("the pod that started without our entry is scoped", async () => (await asks(CLUSTER_IP, 8080)) === "service" && (await asks(NODE_IP1, 8080)) === "pod-lost");
+    await eventually(
+      "the pod that started without our entry is scoped",
+      async () => (await asks(CLUSTER_IP, 8080)) === "service" && (await asks(NODE_IP1, 8080)) === "pod-lost",
+    );
     expect(output).toMatch(/added the entry after portmap/);
     expect(output).toMatch(/keeper \([^)]*\): IPv4: default\/lost \(cbr0, \S+\): rewrote \(\d+ rules\) CNI-DN-/);
   });
@@ -78,8 +105,13 @@ describeAsRoot.each([
     pods.set("b", b);
     for (const flag of ["-F", "-X"]) await nsRunOk(h.topo.node, tool, ["-w", "-t", "nat", flag]);
     expect(await asks(NODE_IP1, 8081)).not.toBe("pod-b");
-    await eventually("both pods answer again, scoped", async () =>
-      (await asks(NODE_IP1, 8080)) === "pod-lost" && (await asks(NODE_IP1, 8081)) === "pod-b" && (await asks(CLUSTER_IP, 8080)) === "service" && (await asks(CLUSTER_IP, 8081)) === "service",
+    await eventually(
+      "both pods answer again, scoped",
+      async () =>
+        (await asks(NODE_IP1, 8080)) === "pod-lost" &&
+        (await asks(NODE_IP1, 8081)) === "pod-b" &&
+        (await asks(CLUSTER_IP, 8080)) === "service" &&
+        (await asks(CLUSTER_IP, 8081)) === "service",
     );
   });
 
@@ -90,23 +122,35 @@ describeAsRoot.each([
     const del = await h.cni.del(list, old.rt);
     expect(del.ok, describeRun(del)).toBe(true);
     await h.topo.removePod(old.pod);
-    const replacement = await h.startPod("new", list, { portMappings: [containerdMapping(8090, 80)], serve: { tcp: [80] } });
+    const replacement = await h.startPod("new", list, {
+      portMappings: [containerdMapping(8090, 80)],
+      serve: { tcp: [80] },
+    });
     expect(replacement.add.ok, describeRun(replacement.add)).toBe(true);
     pods.set("new", replacement);
     // The firewall's saved table: the old pod's chain and jump, not the new pod's.
     await nsRunOk(h.topo.node, `${tool}-restore`, [], { input: saved });
     const oldChain = dnChainName(list.name, old.pod.containerID);
-    await eventually("the new pod answers on the port, the dead chain is gone", async () =>
-      (await asks(NODE_IP1, 8090)) === "pod-new" && !(await natSave(h.topo.node, 4, h.iptables)).some((l) => l.includes(oldChain)),
+    await eventually(
+      "the new pod answers on the port, the dead chain is gone",
+      async () =>
+        (await asks(NODE_IP1, 8090)) === "pod-new" &&
+        !(await natSave(h.topo.node, 4, h.iptables)).some((l) => l.includes(oldChain)),
     );
     expect(output).toContain(`deleted dead ${oldChain}`);
   });
 
   it("follows a node address that comes and goes (defaultHostIP node)", async () => {
     await nsRunOk(h.topo.node, "ip", ["addr", "add", `${NEW_IP}/24`, "dev", "uplink"]);
-    await eventually(`the pods answer on ${NEW_IP}`, async () => (await asks(NEW_IP, 8081)) === "pod-b" && (await asks(NEW_IP, 8080)) === "pod-lost");
+    await eventually(
+      `the pods answer on ${NEW_IP}`,
+      async () => (await asks(NEW_IP, 8081)) === "pod-b" && (await asks(NEW_IP, 8080)) === "pod-lost",
+    );
     await nsRunOk(h.topo.node, "ip", ["addr", "del", `${NEW_IP}/24`, "dev", "uplink"]);
-    await eventually(`no rule names ${NEW_IP} any more`, async () => !(await natSave(h.topo.node, 4, h.iptables)).some((l) => l.includes(NEW_IP)));
+    await eventually(
+      `no rule names ${NEW_IP} any more`,
+      async () => !(await natSave(h.topo.node, 4, h.iptables)).some((l) => l.includes(NEW_IP)),
+    );
   });
 
   it("ends with exit code 0 on SIGTERM", async () => {

@@ -1,20 +1,20 @@
 // What ADD leaves alone, repeated ADD, CHECK, and DEL (full chain, twice, both cniVersion families), with
 // either of portmap's backends.
 import { expect, it } from "vitest";
+import { describeAsRoot, useHarness } from "../support/e2e.js";
 import {
-  NODE_IP2,
-  PLUGIN_TYPE,
   bridgeConflist,
   containerdMapping,
   describeRun,
+  NODE_IP2,
   outside,
+  PLUGIN_TYPE,
   podRulesIn,
   podTraces,
   portmapVariant,
   snapshot,
   withoutPlugin,
 } from "../support/harness.js";
-import { describeAsRoot, useHarness } from "../support/e2e.js";
 
 const mappings = [containerdMapping(8080, 80), containerdMapping(5353, 53, "udp")];
 
@@ -23,9 +23,13 @@ describeAsRoot("ADD leaves everything else alone", () => {
 
   it("only the pod's rules differ after our ADD (IPv4 and IPv6)", async () => {
     // Another pod handled by portmap alone, with unscoped rules on the same ports, must keep them.
-    const other = await h.startPod("other", withoutPlugin(bridgeConflist({ dataDir: h.topo.ipamDataDir, dualStack: true })), {
-      portMappings: [containerdMapping(7070, 70), containerdMapping(5353, 53, "udp")],
-    });
+    const other = await h.startPod(
+      "other",
+      withoutPlugin(bridgeConflist({ dataDir: h.topo.ipamDataDir, dualStack: true })),
+      {
+        portMappings: [containerdMapping(7070, 70), containerdMapping(5353, 53, "udp")],
+      },
+    );
     expect(other.add.ok, describeRun(other.add)).toBe(true);
 
     const list = bridgeConflist({ dataDir: h.topo.ipamDataDir, dualStack: true, hostip: { defaultHostIP: "node" } });
@@ -34,7 +38,9 @@ describeAsRoot("ADD leaves everything else alone", () => {
     const id = started.pod.containerID;
     // The pod's rules did change (in both families) …
     for (const family of [4, 6] as const) {
-      expect(podRulesIn(started.after, list.name, id, family)).not.toEqual(podRulesIn(started.before, list.name, id, family));
+      expect(podRulesIn(started.after, list.name, id, family)).not.toEqual(
+        podRulesIn(started.before, list.name, id, family),
+      );
     }
     // … and nothing else did, line for line.
     expect(outside(started.after, list.name, id)).toEqual(outside(started.before, list.name, id));
@@ -45,7 +51,12 @@ describeAsRoot.each(["0.3.1", "1.0.0"])("lifecycle, cniVersion %s", (cniVersion)
   const h = useHarness();
 
   it("repeated ADD (portmap re-appends its rules) ends in the same chain as one ADD", async () => {
-    const list = bridgeConflist({ dataDir: h.topo.ipamDataDir, cniVersion, dualStack: true, hostip: { defaultHostIP: "node" } });
+    const list = bridgeConflist({
+      dataDir: h.topo.ipamDataDir,
+      cniVersion,
+      dualStack: true,
+      hostip: { defaultHostIP: "node" },
+    });
     const { pod, add, rt } = await h.startPod("a", list, { portMappings: mappings, hostIPAnnotation: NODE_IP2 });
     expect(add.ok, describeRun(add)).toBe(true);
     const once = await snapshot(h.topo, h.iptables);
@@ -55,12 +66,17 @@ describeAsRoot.each(["0.3.1", "1.0.0"])("lifecycle, cniVersion %s", (cniVersion)
     const portmapAgain = await h.cni.add(list, rt, { from: 1, to: 2, prevResult: bridgeResult });
     expect(portmapAgain.ok, describeRun(portmapAgain)).toBe(true);
     const again = await snapshot(h.topo, h.iptables);
-    expect(podRulesIn(again, list.name, pod.containerID, 4).length).toBeGreaterThan(podRulesIn(once, list.name, pod.containerID, 4).length);
+    expect(podRulesIn(again, list.name, pod.containerID, 4).length).toBeGreaterThan(
+      podRulesIn(once, list.name, pod.containerID, 4).length,
+    );
     // … and ours makes it the same as after one ADD again.
     const oursAgain = await h.cni.add(list, rt, { from: 2, prevResult: portmapAgain.result! });
     expect(oursAgain.ok, describeRun(oursAgain)).toBe(true);
     const now = await snapshot(h.topo, h.iptables);
-    for (const family of [4, 6] as const) expect(podRulesIn(now, list.name, pod.containerID, family)).toEqual(podRulesIn(once, list.name, pod.containerID, family));
+    for (const family of [4, 6] as const)
+      expect(podRulesIn(now, list.name, pod.containerID, family)).toEqual(
+        podRulesIn(once, list.name, pod.containerID, family),
+      );
     // portmap's iptables backend appends only missing rules: the whole table is as after one ADD. Its
     // nftables backend appends its masquerading rules again (portmap's, left to its DEL).
     if (portmapVariant().backend === "iptables") expect(now).toEqual(once);
@@ -85,10 +101,16 @@ describeAsRoot.each(["0.3.1", "1.0.0"])("lifecycle, cniVersion %s", (cniVersion)
   });
 
   it("full DEL (ours, portmap, bridge) removes every trace of the pod; DEL twice succeeds", async () => {
-    const list = bridgeConflist({ dataDir: h.topo.ipamDataDir, cniVersion, dualStack: true, hostip: { defaultHostIP: "node" } });
+    const list = bridgeConflist({
+      dataDir: h.topo.ipamDataDir,
+      cniVersion,
+      dualStack: true,
+      hostip: { defaultHostIP: "node" },
+    });
     const { pod, add, rt } = await h.startPod("d", list, { portMappings: mappings });
     expect(add.ok, describeRun(add)).toBe(true);
-    for (const family of [4, 6] as const) expect(podRulesIn(await snapshot(h.topo, h.iptables), list.name, pod.containerID, family)).not.toEqual([]);
+    for (const family of [4, 6] as const)
+      expect(podRulesIn(await snapshot(h.topo, h.iptables), list.name, pod.containerID, family)).not.toEqual([]);
 
     const del = await h.cni.del(list, rt);
     expect(del.ok, describeRun(del)).toBe(true);

@@ -5,27 +5,27 @@
 // leave nothing; every rule that is neither a pod's nor the writer's is byte-identical to before; and the
 // writer lost no rule.
 import { expect, it } from "vitest";
+import { describeAsRoot, useHarness } from "../support/e2e.js";
 import {
-  NODE_IP1,
-  NODE_IP2,
-  POD_SUBNET,
   bridgeConflist,
+  type ChainRun,
   containerdMapping,
   describeRun,
   dnChainName,
+  type Harness,
+  type NetConfList,
+  NODE_IP1,
+  NODE_IP2,
   natSave,
+  POD_SUBNET,
+  type Pod,
   podIPs,
   podRuntime,
+  type RuntimeConf,
   rulesIn,
   scopedRules,
   withoutPlugin,
-  type ChainRun,
-  type Harness,
-  type NetConfList,
-  type Pod,
-  type RuntimeConf,
 } from "../support/harness.js";
-import { describeAsRoot, useHarness } from "../support/e2e.js";
 import { nsRun } from "../support/netns.js";
 import { pluginPath } from "../support/paths.js";
 
@@ -83,8 +83,22 @@ class Writer {
 
   async init(): Promise<void> {
     const chains = Array.from({ length: WRITER_CHAINS }, (_, k) => `:KUBE-SVC-LOAD${k} - [0:0]`);
-    const jumps = Array.from({ length: WRITER_CHAINS }, (_, k) => `-A KUBE-SERVICES -d 10.96.0.${60 + k}/32 -p tcp -m tcp --dport 80 -j KUBE-SVC-LOAD${k}`);
-    const r = await this.restore(["*nat", ":KUBE-SERVICES - [0:0]", ":KUBE-LOAD-LOG - [0:0]", ...chains, "-A PREROUTING -j KUBE-SERVICES", ...jumps, "COMMIT", ""].join("\n"));
+    const jumps = Array.from(
+      { length: WRITER_CHAINS },
+      (_, k) => `-A KUBE-SERVICES -d 10.96.0.${60 + k}/32 -p tcp -m tcp --dport 80 -j KUBE-SVC-LOAD${k}`,
+    );
+    const r = await this.restore(
+      [
+        "*nat",
+        ":KUBE-SERVICES - [0:0]",
+        ":KUBE-LOAD-LOG - [0:0]",
+        ...chains,
+        "-A PREROUTING -j KUBE-SERVICES",
+        ...jumps,
+        "COMMIT",
+        "",
+      ].join("\n"),
+    );
     expect(r.code, r.stderr).toBe(0);
   }
 
@@ -100,7 +114,9 @@ class Writer {
     this.loop = (async () => {
       for (let i = 0; !this.stop && i < WRITER_MAX_ITERATIONS; i++) {
         const k = i % WRITER_CHAINS;
-        const r = await this.restore(["*nat", `:KUBE-SVC-LOAD${k} - [0:0]`, Writer.svcRule(k, i), Writer.logRule(i), "COMMIT", ""].join("\n"));
+        const r = await this.restore(
+          ["*nat", `:KUBE-SVC-LOAD${k} - [0:0]`, Writer.svcRule(k, i), Writer.logRule(i), "COMMIT", ""].join("\n"),
+        );
         if (r.code === 0) this.succeeded.push(i);
         else this.failures.push(`${i}: exit ${r.code} ${r.stderr.trim()}`);
       }
@@ -145,17 +161,24 @@ async function withRetry(step: () => Promise<ChainRun>, pod: LivePod): Promise<C
   }
 }
 
-describeAsRoot.each([{ variant: "iptables-nft", legacy: false }, { variant: "iptables-legacy", legacy: true }])("load, $variant", ({ legacy }) => {
+describeAsRoot.each([
+  { variant: "iptables-nft", legacy: false },
+  { variant: "iptables-legacy", legacy: true },
+])("load, $variant", ({ legacy }) => {
   const h: Harness = useHarness({ legacyIptables: legacy });
 
-  it(`${PODS} pods added at once and deleted at once, a kube-proxy-like writer running all along`, { timeout: 300_000 }, async () => {
+  it(`${PODS} pods added at once and deleted at once, a kube-proxy-like writer running all along`, {
+    timeout: 300_000,
+  }, async () => {
     const path = h.iptables.path ?? pluginPath();
     const list: NetConfList = bridgeConflist({ dataDir: h.topo.ipamDataDir, hostip: { defaultHostIP: "node" } });
     const writer = new Writer(h.topo.node, path);
     await writer.init();
 
     // A pod of portmap alone whose unscoped rules must survive everything, and portmap's shared chains.
-    const sentinel = await h.startPod("sentinel", withoutPlugin(list), { portMappings: [containerdMapping(7070, 70), containerdMapping(20001, 1)] });
+    const sentinel = await h.startPod("sentinel", withoutPlugin(list), {
+      portMappings: [containerdMapping(7070, 70), containerdMapping(20001, 1)],
+    });
     expect(sentinel.add.ok, describeRun(sentinel.add)).toBe(true);
     const before = { v4: await natSave(h.topo.node, 4, h.iptables), v6: await natSave(h.topo.node, 6, h.iptables) };
 
@@ -172,14 +195,23 @@ describeAsRoot.each([{ variant: "iptables-nft", legacy: false }, { variant: "ipt
         });
         const bridge = await h.cni.add(list, rt, { to: 1 });
         expect(bridge.ok, describeRun(bridge)).toBe(true);
-        return { pod, rt, chain: dnChainName(list.name, pod.containerID), plan, bridgeResult: bridge.result!, retries: 0 };
+        return {
+          pod,
+          rt,
+          chain: dnChainName(list.name, pod.containerID),
+          plan,
+          bridgeResult: bridge.result!,
+          retries: 0,
+        };
       },
     );
 
     writer.start();
     try {
       // portmap + ours for all pods at once.
-      const adds = await Promise.all(pods.map((p) => withRetry(() => h.cni.add(list, p.rt, { from: 1, prevResult: p.bridgeResult }), p)));
+      const adds = await Promise.all(
+        pods.map((p) => withRetry(() => h.cni.add(list, p.rt, { from: 1, prevResult: p.bridgeResult }), p)),
+      );
       adds.forEach((run, i) => {
         expect(run.ok, `ADD of pod ${i}:\n${describeRun(run)}`).toBe(true);
         pods[i]!.result = run.result!;
@@ -196,7 +228,8 @@ describeAsRoot.each([{ variant: "iptables-nft", legacy: false }, { variant: "ipt
         expect(rulesIn(during.v4, p.chain), `chain of ${p.pod.name}`).toEqual(expected);
       }
       // Everything that is neither a pod's nor the writer's is as before, line for line.
-      const podLines = (l: string) => pods.some((p) => l.includes(p.chain) || l.includes(`id: \\"${p.pod.containerID}\\"`));
+      const podLines = (l: string) =>
+        pods.some((p) => l.includes(p.chain) || l.includes(`id: \\"${p.pod.containerID}\\"`));
       const others = (save: string[]) => save.filter((l) => !podLines(l) && !isWriterLine(l));
       expect(others(during.v4)).toEqual(others(before.v4));
       expect(others(during.v6)).toEqual(others(before.v6));
@@ -220,7 +253,9 @@ describeAsRoot.each([{ variant: "iptables-nft", legacy: false }, { variant: "ipt
     wrote.svc.forEach((rules, k) => expect(rulesIn(after.v4, `KUBE-SVC-LOAD${k}`)).toEqual(rules));
 
     const retried = pods.filter((p) => p.retries > 0).map((p) => `${p.pod.name}×${p.retries}`);
-    console.log(`${legacy ? "legacy" : "nft"}: writer rounds ${writer.succeeded.length}; retried (code 11): ${retried.join(", ") || "none"}`);
+    console.log(
+      `${legacy ? "legacy" : "nft"}: writer rounds ${writer.succeeded.length}; retried (code 11): ${retried.join(", ") || "none"}`,
+    );
 
     await inBatches(pods, SETUP_CONCURRENCY, (p) => h.topo.removePod(p.pod));
   });

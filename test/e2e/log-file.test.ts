@@ -3,8 +3,16 @@
 import { readFileSync, statSync, truncateSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { expect, it } from "vitest";
-import { FOREIGN_IP, NODE_IP2, PLUGIN_TYPE, bridgeConflist, containerdMapping, describeRun, podRuntime } from "../support/harness.js";
 import { describeAsRoot, useHarness } from "../support/e2e.js";
+import {
+  bridgeConflist,
+  containerdMapping,
+  describeRun,
+  FOREIGN_IP,
+  NODE_IP2,
+  PLUGIN_TYPE,
+  podRuntime,
+} from "../support/harness.js";
 
 const CAP = 10 * 1024 * 1024;
 const records = (file: string): Array<Record<string, unknown>> =>
@@ -20,12 +28,18 @@ describeAsRoot("logFile", () => {
   it("writes one line per call: the decided host IPs, the error of a rejected ADD, CHECK and DEL", async () => {
     const logFile = logIn("calls");
     const list = bridgeConflist({ dataDir: h.topo.ipamDataDir, hostip: { defaultHostIP: "node", logFile } });
-    const good = await h.startPod("logged", list, { portMappings: [containerdMapping(8080, 80), containerdMapping(5353, 53, "udp")], hostIPAnnotation: NODE_IP2 });
+    const good = await h.startPod("logged", list, {
+      portMappings: [containerdMapping(8080, 80), containerdMapping(5353, 53, "udp")],
+      hostIPAnnotation: NODE_IP2,
+    });
     expect(good.add.ok, describeRun(good.add)).toBe(true);
     const ours = list.plugins.find((p) => p.type === PLUGIN_TYPE)!;
     const check = await h.cni.invoke("CHECK", list, ours, good.rt, h.cni.cachedResult(list, good.rt));
     expect(check.code, `${check.stdout}${check.stderr}`).toBe(0);
-    const bad = await h.startPod("refused", list, { portMappings: [containerdMapping(8081, 80)], hostIPAnnotation: FOREIGN_IP });
+    const bad = await h.startPod("refused", list, {
+      portMappings: [containerdMapping(8081, 80)],
+      hostIPAnnotation: FOREIGN_IP,
+    });
     expect(bad.add.ok).toBe(false);
     expect((await h.cni.del(list, good.rt)).ok).toBe(true);
 
@@ -43,7 +57,12 @@ describeAsRoot("logFile", () => {
         { hostPort: 5353, protocol: "udp", source: "annotation", hostIPs: [NODE_IP2] },
       ],
     });
-    expect(lines[2]).toMatchObject({ containerID: bad.pod.containerID, mappings: [{ hostPort: 8081, protocol: "tcp" }], code: 100, msg: expect.stringContaining(FOREIGN_IP) });
+    expect(lines[2]).toMatchObject({
+      containerID: bad.pod.containerID,
+      mappings: [{ hostPort: 8081, protocol: "tcp" }],
+      code: 100,
+      msg: expect.stringContaining(FOREIGN_IP),
+    });
     for (const l of lines) {
       expect(Date.parse(l["time"] as string)).not.toBeNaN();
       expect(l["durationMs"]).toBeGreaterThan(0);
@@ -68,7 +87,12 @@ describeAsRoot("logFile", () => {
     const lines = records(logFile);
     expect(lines).toHaveLength(16);
     expect(new Set(lines.map((l) => l["containerID"]))).toEqual(new Set(pods.map((p) => p.pod.containerID)));
-    for (const l of lines) expect(l).toMatchObject({ command: "ADD", ok: true, mappings: [{ source: "node", hostIPs: expect.arrayContaining(["127.0.0.1"]) }] });
+    for (const l of lines)
+      expect(l).toMatchObject({
+        command: "ADD",
+        ok: true,
+        mappings: [{ source: "node", hostIPs: expect.arrayContaining(["127.0.0.1"]) }],
+      });
   });
 
   it("rotates at 10 MiB, keeping the previous file", async () => {

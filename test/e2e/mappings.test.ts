@@ -1,15 +1,16 @@
 // Several mappings, tcp and udp, with containerd's capitalised keys and with the spec's lowercase keys, with
 // either of portmap's backends.
 import { expect, it } from "vitest";
+import { describeAsRoot, useHarness } from "../support/e2e.js";
 import {
-  NODE_IP1,
-  NODE_IP2,
-  POD_SUBNET,
   bridgeConflist,
   containerdMapping,
   describeRun,
   dnChainName,
+  NODE_IP1,
+  NODE_IP2,
   outside,
+  POD_SUBNET,
   podHostportRules,
   podIPs,
   podRulesIn,
@@ -18,7 +19,6 @@ import {
   specMapping,
   whoAnswers,
 } from "../support/harness.js";
-import { describeAsRoot, useHarness } from "../support/e2e.js";
 
 describeAsRoot("several mappings", () => {
   const h = useHarness();
@@ -35,7 +35,13 @@ describeAsRoot("several mappings", () => {
       serve: { tcp: [80, 443], udp: [53] },
     });
     expect(add.ok, describeRun(add)).toBe(true);
-    const base = { listName: list.name, containerID: pod.containerID, family: 4 as const, podSubnet: POD_SUBNET, podIP: podIPs(add.result).v4! };
+    const base = {
+      listName: list.name,
+      containerID: pod.containerID,
+      family: 4 as const,
+      podSubnet: POD_SUBNET,
+      podIP: podIPs(add.result).v4!,
+    };
     expect(await podHostportRules(h, list.name, pod.containerID)).toEqual([
       ...portmapRulesFor({ ...base, hostPort: 8080, containerPort: 80 }, [NODE_IP2]),
       ...portmapRulesFor({ ...base, hostPort: 5353, containerPort: 53, protocol: "udp" }, [NODE_IP2]),
@@ -59,7 +65,13 @@ describeAsRoot("several mappings", () => {
       serve: { tcp: [80, 90], udp: [53] },
     });
     expect(add.ok, describeRun(add)).toBe(true);
-    const base = { listName: list.name, containerID: pod.containerID, family: 4 as const, podSubnet: POD_SUBNET, podIP: podIPs(add.result).v4! };
+    const base = {
+      listName: list.name,
+      containerID: pod.containerID,
+      family: 4 as const,
+      podSubnet: POD_SUBNET,
+      podIP: podIPs(add.result).v4!,
+    };
     const rules = await podHostportRules(h, list.name, pod.containerID);
     // Rule order inside one mapping's IP list is the plugin's business: compare per mapping as sets.
     const byPort = (port: number) => rules!.filter((r) => r.includes(`dport ${port} `)).sort();
@@ -88,8 +100,16 @@ describeAsRoot("several mappings", () => {
       serve: { tcp: [80] },
     });
     expect(add.ok, describeRun(add)).toBe(true);
-    const base = { listName: list.name, containerID: pod.containerID, family: 4 as const, podSubnet: POD_SUBNET, podIP: podIPs(add.result).v4! };
-    expect(await podHostportRules(h, list.name, pod.containerID)).toEqual(portmapRulesFor({ ...base, hostPort: 9180, containerPort: 80 }, [NODE_IP1]));
+    const base = {
+      listName: list.name,
+      containerID: pod.containerID,
+      family: 4 as const,
+      podSubnet: POD_SUBNET,
+      podIP: podIPs(add.result).v4!,
+    };
+    expect(await podHostportRules(h, list.name, pod.containerID)).toEqual(
+      portmapRulesFor({ ...base, hostPort: 9180, containerPort: 80 }, [NODE_IP1]),
+    );
     expect(await whoAnswers(h.topo.client, "tcp", NODE_IP1, 9180)).toBe("pod-c");
     expect(await whoAnswers(h.topo.client, "tcp", NODE_IP2, 9180)).toBeNull();
   });
@@ -97,16 +117,31 @@ describeAsRoot("several mappings", () => {
   it("more than 15 ports (iptables: portmap splits its multiport jumps): every mapping scoped, nothing else touched", async () => {
     const list = bridgeConflist({ dataDir: h.topo.ipamDataDir, hostip: { defaultHostIP: "any" } });
     const ports = Array.from({ length: 20 }, (_, i) => 9200 + i);
-    const started = await h.startPodObserved("many", list, { portMappings: ports.map((p) => containerdMapping(p, 80)), hostIPAnnotation: NODE_IP2 });
+    const started = await h.startPodObserved("many", list, {
+      portMappings: ports.map((p) => containerdMapping(p, 80)),
+      hostIPAnnotation: NODE_IP2,
+    });
     expect(started.ours.code, describeRun(started.add)).toBe(0);
     const id = started.pod.containerID;
-    const base = { listName: list.name, containerID: id, family: 4 as const, podSubnet: POD_SUBNET, podIP: podIPs(started.add.result).v4! };
-    expect(podRulesIn(started.after, list.name, id, 4)).toEqual(ports.flatMap((p) => portmapRulesFor({ ...base, hostPort: p, containerPort: 80 }, [NODE_IP2])));
+    const base = {
+      listName: list.name,
+      containerID: id,
+      family: 4 as const,
+      podSubnet: POD_SUBNET,
+      podIP: podIPs(started.add.result).v4!,
+    };
+    expect(podRulesIn(started.after, list.name, id, 4)).toEqual(
+      ports.flatMap((p) => portmapRulesFor({ ...base, hostPort: p, containerPort: 80 }, [NODE_IP2])),
+    );
     // iptables: portmap's jumps list at most 15 ports each (nftables has no per-pod jumps).
     if (portmapVariant().backend === "iptables") {
       const chain = dnChainName(list.name, id);
-      expect(started.after.v4.filter((l) => l.startsWith("-A CNI-HOSTPORT-DNAT ") && l.endsWith(chain))).toHaveLength(2);
+      expect(started.after.v4.filter((l) => l.startsWith("-A CNI-HOSTPORT-DNAT ") && l.endsWith(chain))).toHaveLength(
+        2,
+      );
     }
-    expect(outside(started.after, list.name, started.pod.containerID)).toEqual(outside(started.before, list.name, started.pod.containerID));
+    expect(outside(started.after, list.name, started.pod.containerID)).toEqual(
+      outside(started.before, list.name, started.pod.containerID),
+    );
   });
 });

@@ -1,20 +1,20 @@
 // defaultHostIP "node": the hostPort answers on the node's addresses and localhost, and no longer hijacks a
 // Service whose ClusterIP (on kube-ipvs0) uses the same port — which portmap alone does.
 import { beforeAll, expect, it } from "vitest";
+import { describeAsRoot, useHarness } from "../support/e2e.js";
 import {
-  CLUSTER_IP,
-  NODE_IP1,
-  NODE_IP2,
   bridgeConflist,
+  CLUSTER_IP,
   containerdMapping,
   describeRun,
+  NODE_IP1,
+  NODE_IP2,
+  POD_SUBNET,
   podHostportRules,
   podIPs,
   portmapRulesFor,
-  POD_SUBNET,
   whoAnswers,
 } from "../support/harness.js";
-import { describeAsRoot, useHarness } from "../support/e2e.js";
 
 const HOST_PORT = 8080;
 const mappings = [containerdMapping(HOST_PORT, 80)];
@@ -28,7 +28,15 @@ describeAsRoot("portmap alone (the bug)", () => {
     expect(add.ok, describeRun(add)).toBe(true);
     await h.topo.serveService({ tcp: [HOST_PORT] });
 
-    const spec = { listName: list.name, containerID: pod.containerID, family: 4 as const, podSubnet: POD_SUBNET, podIP: podIPs(add.result).v4!, hostPort: HOST_PORT, containerPort: 80 };
+    const spec = {
+      listName: list.name,
+      containerID: pod.containerID,
+      family: 4 as const,
+      podSubnet: POD_SUBNET,
+      podIP: podIPs(add.result).v4!,
+      hostPort: HOST_PORT,
+      containerPort: 80,
+    };
     expect(await podHostportRules(h, list.name, pod.containerID)).toEqual(portmapRulesFor(spec, [undefined]));
 
     expect(await whoAnswers(h.topo.client, "tcp", NODE_IP1, HOST_PORT)).toBe("pod-a");
@@ -56,7 +64,15 @@ describeAsRoot("portmap-hostip, defaultHostIP node", () => {
 
   it("writes portmap's rules for a hostIP once per node address and 127.0.0.1", async () => {
     const rules = await podHostportRules(h, listName, containerID);
-    const spec = { listName, containerID, family: 4 as const, podSubnet: POD_SUBNET, podIP, hostPort: HOST_PORT, containerPort: 80 };
+    const spec = {
+      listName,
+      containerID,
+      family: 4 as const,
+      podSubnet: POD_SUBNET,
+      podIP,
+      hostPort: HOST_PORT,
+      containerPort: 80,
+    };
     expect([...rules!].sort()).toEqual(portmapRulesFor(spec, [NODE_IP1, NODE_IP2, "127.0.0.1"]).sort());
   });
 

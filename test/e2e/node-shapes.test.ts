@@ -3,22 +3,14 @@
 // the node's Kubernetes addresses on a private NIC, an uplink down at pod start, and the address kinds a real
 // node has. Real packets, on iptables-nft and iptables-legacy.
 import { describe, expect, it } from "vitest";
+import { describeAsRoot, IPTABLES_VARIANTS, useHarness } from "../support/e2e.js";
 import {
-  CLIENT_IP6,
-  DEPRECATED_IP6,
-  DUPLICATE_IP6,
-  LABELLED_IP,
-  LOOPBACK_NODE_IP,
-  NODE_IP1,
-  NODE_IP2,
-  NODE_IP6,
-  PRIVATE_IP,
-  UPLINK,
-  UPLINK2_IP,
-  UPLINK2_IP6,
   bridgeConflist,
   bridgeUplink,
+  CLIENT_IP6,
   containerdMapping,
+  DEPRECATED_IP6,
+  DUPLICATE_IP6,
   deprecatedAddress,
   describeRun,
   destinations,
@@ -26,28 +18,49 @@ import {
   duplicateAddress,
   ecmpNexthopGroup6,
   ecmpUplinks,
+  type Harness,
+  LABELLED_IP,
+  LOOPBACK_NODE_IP,
   labelledAddress,
   loopbackNodeIp,
+  NODE_IP1,
+  NODE_IP2,
+  NODE_IP6,
+  type PluginConf,
+  PRIVATE_IP,
   privateNic,
   rulesIn,
   serviceIpOnNodeAddress,
   subInterfaceUplink,
+  UPLINK,
+  UPLINK2_IP,
+  UPLINK2_IP6,
   uplinkWithoutCarrier,
   whoAnswers,
-  type Harness,
-  type PluginConf,
 } from "../support/harness.js";
-import { IPTABLES_VARIANTS, describeAsRoot, useHarness } from "../support/e2e.js";
 import { ipIn } from "../support/netns.js";
 
-
 /** Starts pod `name` with hostPort → 80 under our entry `hostip`; returns its chain's destinations per family and our stderr. */
-async function startShaped(h: Harness, name: string, hostPort: number, hostip: Partial<PluginConf>, o: { dualStack?: boolean } = {}) {
-  const list = bridgeConflist({ dataDir: h.topo.ipamDataDir, dualStack: o.dualStack ?? false, hostip: { defaultHostIP: "node", ...hostip } });
-  const started = await h.startPodObserved(name, list, { portMappings: [containerdMapping(hostPort, 80)], serve: { tcp: [80] } });
+async function startShaped(
+  h: Harness,
+  name: string,
+  hostPort: number,
+  hostip: Partial<PluginConf>,
+  o: { dualStack?: boolean } = {},
+) {
+  const list = bridgeConflist({
+    dataDir: h.topo.ipamDataDir,
+    dualStack: o.dualStack ?? false,
+    hostip: { defaultHostIP: "node", ...hostip },
+  });
+  const started = await h.startPodObserved(name, list, {
+    portMappings: [containerdMapping(hostPort, 80)],
+    serve: { tcp: [80] },
+  });
   expect(started.add.ok, describeRun(started.add)).toBe(true);
   const chain = dnChainName(list.name, started.pod.containerID);
-  const dests = (save: readonly string[]) => [...new Set(destinations(rulesIn(save, chain)))].map((d) => d.replace(/\/(32|128)$/, ""));
+  const dests = (save: readonly string[]) =>
+    [...new Set(destinations(rulesIn(save, chain)))].map((d) => d.replace(/\/(32|128)$/, ""));
   return { ...started, chain, v4: dests(started.after.v4), v6: dests(started.after.v6), stderr: started.ours.stderr };
 }
 
@@ -65,7 +78,13 @@ describeAsRoot.each(IPTABLES_VARIANTS)("node shapes, $variant", ({ legacy }) => 
     });
 
     it("a node address outside allowedHostCIDRs is left out with a note naming it and why; the others answer", async () => {
-      const p = await startShaped(h, "leftout", 8202, { allowedHostCIDRs: [`${NODE_IP1}/32`, "2001:db8::/64"] }, { dualStack: true });
+      const p = await startShaped(
+        h,
+        "leftout",
+        8202,
+        { allowedHostCIDRs: [`${NODE_IP1}/32`, "2001:db8::/64"] },
+        { dualStack: true },
+      );
       expect([p.v4, p.v6]).toEqual([[NODE_IP1, "127.0.0.1"], [NODE_IP6]]);
       expect(p.stderr).toContain(`defaultHostIP "node" leaves out ${NODE_IP2}: it is outside allowedHostCIDRs`);
       await h.topo.settleIPv6();
@@ -152,7 +171,9 @@ describeAsRoot.each(IPTABLES_VARIANTS)("node shapes, $variant", ({ legacy }) => 
       await ipIn(h.topo.node, "link", "set", UPLINK, "down");
       const p = await startShaped(h, "down", 8241, {}, { dualStack: true });
       expect([p.v4, p.v6]).toEqual([["127.0.0.1"], []]);
-      expect(p.stderr).toMatch(/warning: pod default\/down .*: hostPort 8241\/tcp: defaultHostIP "node" left no address of this node: it answers only on 127\.0\.0\.1 /);
+      expect(p.stderr).toMatch(
+        /warning: pod default\/down .*: hostPort 8241\/tcp: defaultHostIP "node" left no address of this node: it answers only on 127\.0\.0\.1 /,
+      );
       expect(await whoAnswers(h.topo.node, "tcp", "127.0.0.1", 8241)).toBe("pod-down");
       await ipIn(h.topo.node, "link", "set", UPLINK, "up");
       await ipIn(h.topo.node, "route", "add", "default", "via", "192.0.2.1", "dev", UPLINK);
@@ -220,4 +241,3 @@ describeAsRoot.each(IPTABLES_VARIANTS)("node shapes, $variant", ({ legacy }) => 
     });
   });
 });
-

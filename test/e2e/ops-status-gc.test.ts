@@ -2,20 +2,20 @@
 // mappings), CNI GC and `gc` with two networks on one node.
 import { rmSync } from "node:fs";
 import { beforeAll, expect, it } from "vitest";
+import { recordPath } from "../../src/host/state.js";
+import { describeAsRoot, useHarness } from "../support/e2e.js";
 import {
-  type Harness,
-  type NetConfList,
   bridgeConflist,
   chainRules,
   containerdMapping,
   describeRun,
   dnChainName,
+  type Harness,
+  type NetConfList,
   natSave,
   PLUGIN_TYPE,
   stateDirFor,
 } from "../support/harness.js";
-import { recordPath } from "../../src/host/state.js";
-import { describeAsRoot, useHarness } from "../support/e2e.js";
 
 interface Row {
   family: number;
@@ -56,10 +56,16 @@ describeAsRoot("portmap-hostip status", () => {
   beforeAll(async () => {
     const scopedList = bridgeConflist({ dataDir: h.topo.ipamDataDir, dualStack: true });
     const anyList = bridgeConflist({ dataDir: h.topo.ipamDataDir, dualStack: true, hostip: { defaultHostIP: "any" } });
-    await start(h, "scoped", scopedList, { portMappings: [containerdMapping(8081, 80)], hostIPAnnotation: "192.0.2.11" });
+    await start(h, "scoped", scopedList, {
+      portMappings: [containerdMapping(8081, 80)],
+      hostIPAnnotation: "192.0.2.11",
+    });
     await start(h, "open", anyList, { portMappings: [containerdMapping(8082, 80)] });
     await start(h, "first", anyList, { portMappings: [containerdMapping(9090, 80, "udp")] });
-    await start(h, "second", scopedList, { portMappings: [containerdMapping(9090, 80, "udp")], hostIPAnnotation: "192.0.2.10" });
+    await start(h, "second", scopedList, {
+      portMappings: [containerdMapping(9090, 80, "udp")],
+      hostIPAnnotation: "192.0.2.10",
+    });
     const gone = await start(h, "gone", scopedList, { portMappings: [containerdMapping(8083, 80)] });
     // The runtime lost track of this pod (its cache entry is gone) but its chain is still there.
     rmSync(h.cni.cacheFilePath(scopedList, gone.rt));
@@ -68,7 +74,8 @@ describeAsRoot("portmap-hostip status", () => {
     expect(text.code, text.stderr).toBe(0);
     table = text.stdout;
   });
-  const row = (pod: string, family: number, port: number) => rows.find((r) => r.pod === `default/${pod}` && r.family === family && r.hostPort === port);
+  const row = (pod: string, family: number, port: number) =>
+    rows.find((r) => r.pod === `default/${pod}` && r.family === family && r.hostPort === port);
 
   it("shows a scoped mapping with the addresses it matches", () => {
     expect(row("scoped", 4, 8081)).toMatchObject({ protocol: "tcp", destinations: ["192.0.2.11"], state: "scoped" });
@@ -76,13 +83,21 @@ describeAsRoot("portmap-hostip status", () => {
   });
 
   it("shows an unscoped mapping that captures the ClusterIP on kube-ipvs0, and one that captures nothing (IPv6)", () => {
-    expect(row("open", 4, 8082)).toMatchObject({ destinations: [], state: "captures-service", captures: ["10.96.0.50"] });
+    expect(row("open", 4, 8082)).toMatchObject({
+      destinations: [],
+      state: "captures-service",
+      captures: ["10.96.0.50"],
+    });
     expect(row("open", 6, 8082)).toMatchObject({ destinations: [], state: "unscoped", captures: [] });
   });
 
   it("shows two pods claiming the same address:port as a conflict, won by the earlier rule", () => {
     expect(row("first", 4, 9090)).toMatchObject({ state: "conflict", winner: "default/first" });
-    expect(row("second", 4, 9090)).toMatchObject({ state: "conflict", winner: "default/first", destinations: ["192.0.2.10"] });
+    expect(row("second", 4, 9090)).toMatchObject({
+      state: "conflict",
+      winner: "default/first",
+      destinations: ["192.0.2.10"],
+    });
   });
 
   it("shows a chain without a live attachment as an orphan, named by its container ID", () => {
@@ -93,7 +108,9 @@ describeAsRoot("portmap-hostip status", () => {
   it("prints the same as an aligned table within 80 columns", () => {
     for (const line of table.split("\n")) expect(line.length).toBeLessThanOrEqual(80);
     expect(table).toMatch(/^POD +PORT +MATCHES +TO +STATE\n/);
-    expect(table).toMatch(/default\/open +8082\/tcp +\* \(IPv4\) +10\.244\.1\.\d+:80 +captures-service\n {2}- takes traffic for 10\.96\.0\.50\n/);
+    expect(table).toMatch(
+      /default\/open +8082\/tcp +\* \(IPv4\) +10\.244\.1\.\d+:80 +captures-service\n {2}- takes traffic for 10\.96\.0\.50\n/,
+    );
     expect(table).toContain("  - shadowed by default/first\n");
   });
 });
@@ -106,8 +123,16 @@ describeAsRoot("GC with two networks", () => {
   beforeAll(async () => {
     cbr0 = bridgeConflist({ dataDir: h.topo.ipamDataDir });
     net2 = secondNetwork(h);
-    for (const [name, list, port] of [["a", cbr0, 8081], ["b", cbr0, 8082], ["c", net2, 8083], ["d", net2, 8084]] as const) {
-      const { pod, rt } = await start(h, name, list, { portMappings: [containerdMapping(port, 80)], hostIPAnnotation: "192.0.2.10" });
+    for (const [name, list, port] of [
+      ["a", cbr0, 8081],
+      ["b", cbr0, 8082],
+      ["c", net2, 8083],
+      ["d", net2, 8084],
+    ] as const) {
+      const { pod, rt } = await start(h, name, list, {
+        portMappings: [containerdMapping(port, 80)],
+        hostIPAnnotation: "192.0.2.10",
+      });
       chains[name] = dnChainName(list.name, pod.containerID);
       // b and d: pods the runtime no longer knows (a crash between portmap's ADD and libcni's bookkeeping, say).
       if (name === "b" || name === "d") {
@@ -120,7 +145,14 @@ describeAsRoot("GC with two networks", () => {
   const present = async (name: string) => (await chainRules(h.topo.node, chains[name]!)) !== null;
 
   it("gc --dry-run names the orphans of both networks and deletes nothing", async () => {
-    const r = await h.operator(["gc", "--dry-run", "--cache-dir", h.cacheDir!, "--state-dir", stateDirFor(h.topo.ipamDataDir)]);
+    const r = await h.operator([
+      "gc",
+      "--dry-run",
+      "--cache-dir",
+      h.cacheDir!,
+      "--state-dir",
+      stateDirFor(h.topo.ipamDataDir),
+    ]);
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout).toContain(`IPv4: would delete ${chains["b"]} (network cbr0,`);
     expect(r.stdout).toContain(`IPv4: would delete ${chains["d"]} (network net2,`);
@@ -142,12 +174,28 @@ describeAsRoot("GC with two networks", () => {
   });
 
   it("gc removes the other network's orphan and leaves live pods alone", async () => {
-    const r = await h.operator(["gc", "--grace", "0", "--cache-dir", h.cacheDir!, "--state-dir", stateDirFor(h.topo.ipamDataDir)]);
+    const r = await h.operator([
+      "gc",
+      "--grace",
+      "0",
+      "--cache-dir",
+      h.cacheDir!,
+      "--state-dir",
+      stateDirFor(h.topo.ipamDataDir),
+    ]);
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout).toContain(`IPv4: deleted ${chains["d"]} (network net2,`);
     expect(await present("d")).toBe(false);
     for (const name of ["a", "c"]) expect(await present(name)).toBe(true);
-    const again = await h.operator(["gc", "--grace", "0", "--cache-dir", h.cacheDir!, "--state-dir", stateDirFor(h.topo.ipamDataDir)]);
+    const again = await h.operator([
+      "gc",
+      "--grace",
+      "0",
+      "--cache-dir",
+      h.cacheDir!,
+      "--state-dir",
+      stateDirFor(h.topo.ipamDataDir),
+    ]);
     expect(again.stdout).toBe("no orphan portmap chains\n");
   });
 });

@@ -1,27 +1,27 @@
 // Configuration variants and the runtime's environment: defaultHostIP "any" and explicit IPs, nodeIPs,
 // nodeInterfaces, a leaked NODE_OPTIONS, and the iptables-legacy backend; with either of portmap's backends.
 import { beforeAll, describe, expect, it } from "vitest";
+import { describeAsRoot, useHarness } from "../support/e2e.js";
 import {
-  CLUSTER_IP,
-  NODE_IP1,
-  NODE_IP2,
-  POD_SUBNET,
-  IS_ROOT,
   bridgeConflist,
+  CLUSTER_IP,
   containerdMapping,
   describeRun,
   dnChainName,
+  type Harness,
+  IS_ROOT,
   linesMentioning,
+  NODE_IP1,
+  NODE_IP2,
   natSave,
+  type PluginConf,
+  POD_SUBNET,
   podHostportRules,
   podIPs,
   portmapRulesFor,
   portmapVariant,
   whoAnswers,
-  type Harness,
-  type PluginConf,
 } from "../support/harness.js";
-import { describeAsRoot, useHarness } from "../support/e2e.js";
 
 /** Starts pod `name` with one hostPort under the given entry options; returns its chain's rules sorted, and the expectation helper. */
 async function scopedPod(h: Harness, name: string, hostPort: number, hostip: Partial<PluginConf>, annotation?: string) {
@@ -33,7 +33,15 @@ async function scopedPod(h: Harness, name: string, hostPort: number, hostip: Par
   });
   expect(add.ok, describeRun(add)).toBe(true);
   const rules = [...((await podHostportRules(h, list.name, pod.containerID)) ?? [])].sort();
-  const spec = { listName: list.name, containerID: pod.containerID, family: 4 as const, podSubnet: POD_SUBNET, podIP: podIPs(add.result).v4!, hostPort, containerPort: 80 };
+  const spec = {
+    listName: list.name,
+    containerID: pod.containerID,
+    family: 4 as const,
+    podSubnet: POD_SUBNET,
+    podIP: podIPs(add.result).v4!,
+    hostPort,
+    containerPort: 80,
+  };
   const expected = (ips: Array<string | undefined>) => portmapRulesFor(spec, ips).sort();
   return { rules, expected, pod };
 }
@@ -64,7 +72,10 @@ describeAsRoot("policy options", () => {
   });
 
   it('"node" with nodeInterfaces uses that interface\'s global addresses', async () => {
-    const { rules, expected } = await scopedPod(h, "ifaces", 8104, { defaultHostIP: "node", nodeInterfaces: ["uplink"] });
+    const { rules, expected } = await scopedPod(h, "ifaces", 8104, {
+      defaultHostIP: "node",
+      nodeInterfaces: ["uplink"],
+    });
     expect(rules).toEqual(expected([NODE_IP1, NODE_IP2, "127.0.0.1"]));
   });
 });
@@ -79,15 +90,18 @@ describeAsRoot("runtime environment: a leaked NODE_OPTIONS", () => {
 });
 
 // portmap's nftables backend does not use iptables at all.
-describe.skipIf(!IS_ROOT || portmapVariant().backend === "nftables")("runtime environment: iptables-legacy first on PATH", () => {
-  const h = useHarness({ legacyIptables: true });
+describe.skipIf(!IS_ROOT || portmapVariant().backend === "nftables")(
+  "runtime environment: iptables-legacy first on PATH",
+  () => {
+    const h = useHarness({ legacyIptables: true });
 
-  it("portmap and the plugin both use it", async () => {
-    const { rules, expected, pod } = await scopedPod(h, "legacy", 8106, { defaultHostIP: "node" }, NODE_IP2);
-    expect(rules).toEqual(expected([NODE_IP2]));
-    // The nft side saw nothing of it.
-    expect(linesMentioning(await natSave(h.topo.node, 4), dnChainName("cbr0", pod.containerID))).toEqual([]);
-    expect(await whoAnswers(h.topo.client, "tcp", NODE_IP2, 8106)).toBe("pod-legacy");
-    expect(await whoAnswers(h.topo.client, "tcp", NODE_IP1, 8106)).toBeNull();
-  });
-});
+    it("portmap and the plugin both use it", async () => {
+      const { rules, expected, pod } = await scopedPod(h, "legacy", 8106, { defaultHostIP: "node" }, NODE_IP2);
+      expect(rules).toEqual(expected([NODE_IP2]));
+      // The nft side saw nothing of it.
+      expect(linesMentioning(await natSave(h.topo.node, 4), dnChainName("cbr0", pod.containerID))).toEqual([]);
+      expect(await whoAnswers(h.topo.client, "tcp", NODE_IP2, 8106)).toBe("pod-legacy");
+      expect(await whoAnswers(h.topo.client, "tcp", NODE_IP1, 8106)).toBeNull();
+    });
+  },
+);

@@ -1,20 +1,24 @@
 // Host IPs the pod may not have: ADD fails with a CNI error and leaves the nat table as portmap left it.
 import { expect, it } from "vitest";
+import { describeAsRoot, useHarness } from "../support/e2e.js";
 import {
-  CLUSTER_IP,
-  FOREIGN_IP,
-  NODE_IP2,
   bridgeConflist,
+  CLUSTER_IP,
   containerdMapping,
   describeRun,
+  FOREIGN_IP,
+  NODE_IP2,
   type PluginConf,
 } from "../support/harness.js";
-import { describeAsRoot, useHarness } from "../support/e2e.js";
 
 const cases: { what: string; annotation: string; hostip: Partial<PluginConf> }[] = [
   { what: "the ClusterIP on kube-ipvs0 (excluded interface)", annotation: CLUSTER_IP, hostip: {} },
   { what: "an address the node does not have", annotation: FOREIGN_IP, hostip: {} },
-  { what: "a node address outside allowedHostCIDRs", annotation: NODE_IP2, hostip: { allowedHostCIDRs: ["192.0.2.10/32"] } },
+  {
+    what: "a node address outside allowedHostCIDRs",
+    annotation: NODE_IP2,
+    hostip: { allowedHostCIDRs: ["192.0.2.10/32"] },
+  },
   { what: "an annotation that is not an IP", annotation: "not-an-ip", hostip: {} },
   { what: "an annotation with an unknown protocol", annotation: `8080/xyz=${NODE_IP2}`, hostip: {} },
 ];
@@ -30,7 +34,10 @@ describeAsRoot("rejected host IPs", () => {
     });
     const { ours } = started;
     expect(ours.code, describeRun(started.add)).not.toBe(0);
-    expect(ours.output, `stdout: ${ours.stdout}`).toMatchObject({ cniVersion: list.cniVersion, msg: expect.any(String) });
+    expect(ours.output, `stdout: ${ours.stdout}`).toMatchObject({
+      cniVersion: list.cniVersion,
+      msg: expect.any(String),
+    });
     expect(ours.output!["code"]).toBeGreaterThanOrEqual(100);
     expect(`${ours.output!["msg"]} ${ours.output!["details"] ?? ""}`).toContain(annotation);
     expect(started.after).toEqual(started.before);

@@ -6,9 +6,22 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, expect, it } from "vitest";
-import { NODE_IP1, PLUGIN_TYPE, POD_SUBNET, bridgeConflist, chainRules, containerdMapping, describeRun, dnChainName, natSave, podIPs, podRuntime, scopedRules } from "../support/harness.js";
 import { describeAsRoot, useHarness } from "../support/e2e.js";
 import { run } from "../support/exec.js";
+import {
+  bridgeConflist,
+  chainRules,
+  containerdMapping,
+  describeRun,
+  dnChainName,
+  NODE_IP1,
+  natSave,
+  PLUGIN_TYPE,
+  POD_SUBNET,
+  podIPs,
+  podRuntime,
+  scopedRules,
+} from "../support/harness.js";
 
 const lockDir = mkdtempSync(join(tmpdir(), "pmh-xtlock-"));
 const lockFile = join(lockDir, "xtables.lock");
@@ -38,7 +51,10 @@ describeAsRoot("the xtables lock is held by another program (iptables-legacy)", 
     const rt = podRuntime(pod, { portMappings: [containerdMapping(8108, 80)], hostIPAnnotation: NODE_IP1 });
     const base = await h.cni.add(list, rt, { to: at });
     expect(base.ok, describeRun(base)).toBe(true);
-    const snapshot = async () => ({ v4: await natSave(h.topo.node, 4, h.iptables), v6: await natSave(h.topo.node, 6, h.iptables) });
+    const snapshot = async () => ({
+      v4: await natSave(h.topo.node, 4, h.iptables),
+      v6: await natSave(h.topo.node, 6, h.iptables),
+    });
     const before = await snapshot();
 
     const holder = await holdLock();
@@ -58,7 +74,14 @@ describeAsRoot("the xtables lock is held by another program (iptables-legacy)", 
     const retried = await h.cni.add(list, rt, { from: at, ...(base.result ? { prevResult: base.result } : {}) });
     expect(retried.ok, describeRun(retried)).toBe(true);
     const chain = dnChainName(list.name, pod.containerID);
-    const spec = { chain, family: 4 as const, podSubnet: POD_SUBNET, podIP: podIPs(base.result).v4!, hostPort: 8108, containerPort: 80 };
+    const spec = {
+      chain,
+      family: 4 as const,
+      podSubnet: POD_SUBNET,
+      podIP: podIPs(base.result).v4!,
+      hostPort: 8108,
+      containerPort: 80,
+    };
     expect(await chainRules(h.topo.node, chain, 4, h.iptables)).toEqual(scopedRules(spec, [NODE_IP1]));
   });
 });

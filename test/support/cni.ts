@@ -5,7 +5,7 @@ import { existsSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync 
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { nsRun } from "./netns.js";
-import { SYSTEM_CNI_DIR, pluginBinary, pluginPath } from "./paths.js";
+import { pluginBinary, pluginPath, SYSTEM_CNI_DIR } from "./paths.js";
 import { portmapVariant } from "./portmap-variant.js";
 import { cacheEntryJson, cacheFileName } from "./result-cache.js";
 
@@ -156,19 +156,31 @@ export class CniInvoker {
   }
 
   /** The stdin libcni builds for one entry of the list. */
-  pluginStdin(list: NetConfList, conf: PluginConf, rt: RuntimeConf, prevResult: Record<string, unknown> | undefined): Record<string, unknown> {
+  pluginStdin(
+    list: NetConfList,
+    conf: PluginConf,
+    rt: RuntimeConf,
+    prevResult: Record<string, unknown> | undefined,
+  ): Record<string, unknown> {
     const stdin: Record<string, unknown> = { ...conf, name: list.name, cniVersion: list.cniVersion };
     if (prevResult !== undefined) stdin["prevResult"] = prevResult;
     const runtimeConfig: Record<string, unknown> = {};
     for (const [cap, declared] of Object.entries(conf.capabilities ?? {})) {
-      if (declared === true && rt.capabilityArgs && cap in rt.capabilityArgs) runtimeConfig[cap] = rt.capabilityArgs[cap];
+      if (declared === true && rt.capabilityArgs && cap in rt.capabilityArgs)
+        runtimeConfig[cap] = rt.capabilityArgs[cap];
     }
     if (Object.keys(runtimeConfig).length > 0) stdin["runtimeConfig"] = runtimeConfig;
     return stdin;
   }
 
   /** Runs one plugin of the list with one command. */
-  async invoke(command: CniCommand, list: NetConfList, conf: PluginConf, rt: RuntimeConf, prevResult?: Record<string, unknown>): Promise<PluginRun> {
+  async invoke(
+    command: CniCommand,
+    list: NetConfList,
+    conf: PluginConf,
+    rt: RuntimeConf,
+    prevResult?: Record<string, unknown>,
+  ): Promise<PluginRun> {
     const stdin = this.pluginStdin(list, conf, rt, prevResult);
     const env: Record<string, string> = {
       ...(this.opts.extraEnv ?? {}),
@@ -180,7 +192,11 @@ export class CniInvoker {
       CNI_ARGS: rt.args ?? "",
       CNI_PATH: this.cniPath.join(":"),
     };
-    const r = await nsRun(this.nodeNs, this.resolve(conf.type), [], { input: JSON.stringify(stdin), env, timeoutMs: this.opts.timeoutMs ?? 30_000 });
+    const r = await nsRun(this.nodeNs, this.resolve(conf.type), [], {
+      input: JSON.stringify(stdin),
+      env,
+      timeoutMs: this.opts.timeoutMs ?? 30_000,
+    });
     const run: PluginRun = { type: conf.type, command, stdin, env, code: r.code, stdout: r.stdout, stderr: r.stderr };
     const output = parseJson(r.stdout);
     if (output !== undefined) run.output = output;
@@ -225,7 +241,11 @@ export class CniInvoker {
   /** Path of the attachment's libcni cache file (only written with the cacheDir option). */
   cacheFilePath(list: NetConfList, rt: RuntimeConf): string {
     if (this.opts.cacheDir === undefined) throw new Error("the invoker has no cacheDir");
-    return join(this.opts.cacheDir, "results", cacheFileName({ list, containerID: rt.containerID, ifName: rt.ifName ?? "eth0" }));
+    return join(
+      this.opts.cacheDir,
+      "results",
+      cacheFileName({ list, containerID: rt.containerID, ifName: rt.ifName ?? "eth0" }),
+    );
   }
 
   private writeCacheFile(list: NetConfList, rt: RuntimeConf, result: Record<string, unknown>): void {
@@ -234,7 +254,11 @@ export class CniInvoker {
     const entry = { list, containerID: rt.containerID, ifName: rt.ifName ?? "eth0", netns: rt.netns, result };
     writeFileSync(
       this.cacheFilePath(list, rt),
-      cacheEntryJson({ ...entry, ...(rt.args === undefined ? {} : { args: rt.args }), ...(rt.capabilityArgs === undefined ? {} : { capabilityArgs: rt.capabilityArgs }) }),
+      cacheEntryJson({
+        ...entry,
+        ...(rt.args === undefined ? {} : { args: rt.args }),
+        ...(rt.capabilityArgs === undefined ? {} : { capabilityArgs: rt.capabilityArgs }),
+      }),
     );
   }
 
@@ -245,10 +269,33 @@ export class CniInvoker {
   async gc(list: NetConfList, validAttachments: Array<{ containerID: string; ifname: string }>): Promise<ChainRun> {
     const runs: PluginRun[] = [];
     for (const conf of list.plugins) {
-      const stdin = { ...conf, name: list.name, cniVersion: list.cniVersion, "cni.dev/valid-attachments": validAttachments, "cni.dev/attachments": validAttachments };
-      const env = { ...(this.opts.extraEnv ?? {}), PATH: this.opts.path ?? pluginPath(), CNI_COMMAND: "GC", CNI_PATH: this.cniPath.join(":") };
-      const r = await nsRun(this.nodeNs, this.resolve(conf.type), [], { input: JSON.stringify(stdin), env, timeoutMs: this.opts.timeoutMs ?? 30_000 });
-      const run: PluginRun = { type: conf.type, command: "GC", stdin, env, code: r.code, stdout: r.stdout, stderr: r.stderr };
+      const stdin = {
+        ...conf,
+        name: list.name,
+        cniVersion: list.cniVersion,
+        "cni.dev/valid-attachments": validAttachments,
+        "cni.dev/attachments": validAttachments,
+      };
+      const env = {
+        ...(this.opts.extraEnv ?? {}),
+        PATH: this.opts.path ?? pluginPath(),
+        CNI_COMMAND: "GC",
+        CNI_PATH: this.cniPath.join(":"),
+      };
+      const r = await nsRun(this.nodeNs, this.resolve(conf.type), [], {
+        input: JSON.stringify(stdin),
+        env,
+        timeoutMs: this.opts.timeoutMs ?? 30_000,
+      });
+      const run: PluginRun = {
+        type: conf.type,
+        command: "GC",
+        stdin,
+        env,
+        code: r.code,
+        stdout: r.stdout,
+        stderr: r.stderr,
+      };
       runs.push(run);
       if (r.code !== 0) return { ok: false, runs, failed: run };
     }
@@ -256,7 +303,8 @@ export class CniInvoker {
   }
 
   async check(list: NetConfList, rt: RuntimeConf): Promise<ChainRun> {
-    if (!versionAtLeast(list.cniVersion, "0.4.0")) throw new Error(`CHECK needs cniVersion >= 0.4.0, list has ${list.cniVersion}`);
+    if (!versionAtLeast(list.cniVersion, "0.4.0"))
+      throw new Error(`CHECK needs cniVersion >= 0.4.0, list has ${list.cniVersion}`);
     const cached = this.cachedResult(list, rt);
     if (cached === undefined) throw new Error(`no cached result for ${this.cacheKey(list, rt)}`);
     const runs: PluginRun[] = [];
@@ -271,5 +319,7 @@ export class CniInvoker {
 
 /** A one-line summary of a failed chain run, for assertion messages. */
 export function describeRun(run: ChainRun): string {
-  return run.runs.map((r) => `${r.command} ${r.type} → exit ${r.code}\n  stdout: ${r.stdout.trim()}\n  stderr: ${r.stderr.trim()}`).join("\n");
+  return run.runs
+    .map((r) => `${r.command} ${r.type} → exit ${r.code}\n  stdout: ${r.stdout.trim()}\n  stderr: ${r.stderr.trim()}`)
+    .join("\n");
 }

@@ -1,6 +1,6 @@
 // Vitest glue for e2e files (kept out of harness.ts, which the demo bundles without vitest).
 import { afterAll, beforeAll, describe } from "vitest";
-import { IS_ROOT, ROOT_SKIP_MESSAGE, createHarness, type Harness } from "./harness.js";
+import { createHarness, type Harness, IS_ROOT, ROOT_SKIP_MESSAGE } from "./harness.js";
 
 if (!IS_ROOT) console.warn(ROOT_SKIP_MESSAGE);
 
@@ -28,7 +28,8 @@ export function useHarness(opts?: Parameters<typeof createHarness>[0]): Harness 
   });
   return new Proxy({} as Harness, {
     get(_target, key) {
-      if (current === undefined) throw new Error("the harness is only available inside its describe block's hooks and tests");
+      if (current === undefined)
+        throw new Error("the harness is only available inside its describe block's hooks and tests");
       return Reflect.get(current, key);
     },
   });

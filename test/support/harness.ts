@@ -1,47 +1,48 @@
 // One-stop setup for e2e tests, the demo and the benchmark: a topology plus a CNI invoker running in its node.
+
+import { join } from "node:path";
 import {
-  CniInvoker,
-  PLUGIN_TYPE,
-  describeRun,
-  withoutPlugin,
   type ChainRun,
+  CniInvoker,
+  describeRun,
   type InvokerOptions,
   type NetConfList,
+  PLUGIN_TYPE,
   type PluginRun,
   type PortMapping,
   type RuntimeConf,
+  withoutPlugin,
 } from "./cni.js";
+import { type PodRuntimeOptions, podRuntime } from "./conflists.js";
+import type { RunResult } from "./exec.js";
 import {
   chainRules,
   dnChainName,
+  type Family,
+  type IptablesOptions,
   legacyIptablesPath,
+  type MappingRuleSpec,
   natSave,
   portmapRules,
   rulesIn,
   withoutRulesOf,
-  type Family,
-  type IptablesOptions,
-  type MappingRuleSpec,
 } from "./iptables.js";
-import { hostportsRuleMask, nftPodRules, nftPortmapRule, nftTables } from "./nftables.js";
-import { portmapVariant } from "./portmap-variant.js";
-import { podRuntime, type PodRuntimeOptions } from "./conflists.js";
-import { createTopology, type Pod, type Topology } from "./topology.js";
-import type { RunResult } from "./exec.js";
 import { nsRun } from "./netns.js";
+import { hostportsRuleMask, nftPodRules, nftPortmapRule, nftTables } from "./nftables.js";
 import { pluginBinary, pluginPath } from "./paths.js";
-import { join } from "node:path";
+import { portmapVariant } from "./portmap-variant.js";
+import { createTopology, type Pod, type Topology } from "./topology.js";
 
 export * from "./cni.js";
 export * from "./conflists.js";
 export * from "./iptables.js";
+export { netnsPath } from "./netns.js";
+export * from "./nftables.js";
+export { pluginBinary, REPO_ROOT } from "./paths.js";
+export * from "./portmap-variant.js";
 export * from "./shapes.js";
 export * from "./topology.js";
-export * from "./portmap-variant.js";
-export * from "./nftables.js";
 export * from "./traffic.js";
-export { netnsPath } from "./netns.js";
-export { pluginBinary, REPO_ROOT } from "./paths.js";
 
 export const IS_ROOT = process.getuid?.() === 0;
 export const ROOT_SKIP_MESSAGE = "e2e tests need root (network namespaces, iptables): skipped";
@@ -74,7 +75,11 @@ export interface NatSnapshot {
 
 /** Both nat tables and portmap's nftables tables of the node: what the plugins may have written. */
 export async function snapshot(topo: Topology, iptables: IptablesOptions): Promise<NatSnapshot> {
-  return { v4: await natSave(topo.node, 4, iptables), v6: await natSave(topo.node, 6, iptables), nft: await nftTables(topo.node) };
+  return {
+    v4: await natSave(topo.node, 4, iptables),
+    v6: await natSave(topo.node, 6, iptables),
+    nft: await nftTables(topo.node),
+  };
 }
 
 export interface ObservedPod extends StartedPod {
@@ -99,12 +104,20 @@ export interface StartedPod {
 }
 
 export async function createHarness(
-  opts: Omit<InvokerOptions, "nodeNs" | "cacheDir"> & { legacyIptables?: boolean; /** Write libcni's result cache in the topology's temp dir. */ libcniCache?: boolean } = {},
+  opts: Omit<InvokerOptions, "nodeNs" | "cacheDir"> & {
+    legacyIptables?: boolean /** Write libcni's result cache in the topology's temp dir. */;
+    libcniCache?: boolean;
+  } = {},
 ): Promise<Harness> {
   const topo = await createTopology();
   if (opts.legacyIptables) opts = { ...opts, path: legacyIptablesPath(topo.tmpDir) };
   const cacheDir = opts.libcniCache ? join(topo.tmpDir, "cni-cache") : undefined;
-  const cni = new CniInvoker({ workDir: topo.tmpDir, ...opts, nodeNs: topo.node, ...(cacheDir === undefined ? {} : { cacheDir }) });
+  const cni = new CniInvoker({
+    workDir: topo.tmpDir,
+    ...opts,
+    nodeNs: topo.node,
+    ...(cacheDir === undefined ? {} : { cacheDir }),
+  });
   const iptables: IptablesOptions = opts.path === undefined ? {} : { path: opts.path };
   return {
     topo,
@@ -132,7 +145,10 @@ export async function createHarness(
     },
     cacheDir,
     operator(args) {
-      return nsRun(topo.node, opts.pluginBinary ?? pluginBinary(), args, { env: { PATH: opts.path ?? pluginPath() }, timeoutMs: 60_000 });
+      return nsRun(topo.node, opts.pluginBinary ?? pluginBinary(), args, {
+        env: { PATH: opts.path ?? pluginPath() },
+        timeoutMs: 60_000,
+      });
     },
     async destroy() {
       cni.dispose();
@@ -168,7 +184,8 @@ export function outside(s: NatSnapshot, listName: string, containerID: string): 
 
 /** One pod's hostPort rules in a snapshot, where the matrix's portmap writes them (as podHostportRules()). */
 export function podRulesIn(s: NatSnapshot, listName: string, containerID: string, family: Family): string[] {
-  if (portmapVariant().backend === "iptables") return rulesIn(family === 4 ? s.v4 : s.v6, dnChainName(listName, containerID));
+  if (portmapVariant().backend === "iptables")
+    return rulesIn(family === 4 ? s.v4 : s.v6, dnChainName(listName, containerID));
   const table = s.nft?.[family === 4 ? "v4" : "v6"] ?? [];
   const mine = hostportsRuleMask(table, containerID);
   return table.filter((_, i) => mine[i]).map((l) => l.trim());
@@ -178,7 +195,9 @@ export function podRulesIn(s: NatSnapshot, listName: string, containerID: string
 export function podTraces(s: NatSnapshot, listName: string, containerID: string): string[] {
   const chain = dnChainName(listName, containerID);
   const lines = [...s.v4, ...s.v6, ...(s.nft?.v4 ?? []), ...(s.nft?.v6 ?? [])];
-  return lines.filter((l) => l.includes(chain) || l.includes(`id: \\"${containerID}\\"`) || l.includes(`"${containerID}"`));
+  return lines.filter(
+    (l) => l.includes(chain) || l.includes(`id: \\"${containerID}\\"`) || l.includes(`"${containerID}"`),
+  );
 }
 
 export interface AgainstPortmapAlone {
@@ -200,7 +219,11 @@ export interface AgainstPortmapAlone {
 export async function againstPortmapAlone(
   ours: Harness,
   alone: Harness,
-  o: { list: (dataDir: string) => NetConfList; pod: StartPodOptions & { containerID: string }; referenceMappings: PortMapping[] },
+  o: {
+    list: (dataDir: string) => NetConfList;
+    pod: StartPodOptions & { containerID: string };
+    referenceMappings: PortMapping[];
+  },
 ): Promise<AgainstPortmapAlone> {
   const list = o.list(ours.topo.ipamDataDir);
   const started = await ours.startPodObserved("a", list, o.pod);
@@ -217,7 +240,12 @@ export async function againstPortmapAlone(
  * The pod's hostPort rules where the matrix's portmap ($PMH_PORTMAP) wrote them: its iptables chain
  * `CNI-DN-…`, or its rules (comment = container ID) in nftables `hostports`; null when that chain is absent.
  */
-export function podHostportRules(h: Harness, listName: string, containerID: string, family: Family = 4): Promise<string[] | null> {
+export function podHostportRules(
+  h: Harness,
+  listName: string,
+  containerID: string,
+  family: Family = 4,
+): Promise<string[] | null> {
   return portmapVariant().backend === "nftables"
     ? nftPodRules(h.topo.node, family, containerID)
     : chainRules(h.topo.node, dnChainName(listName, containerID), family, h.iptables);
@@ -227,7 +255,10 @@ export function podHostportRules(h: Harness, listName: string, containerID: stri
  * What the matrix's portmap writes (default options) for one mapping, once per host IP (undefined: no
  * hostIP), in its backend's form: portmap's iptables triple, or one nftables `hostports` rule.
  */
-export function portmapRulesFor(spec: Omit<MappingRuleSpec, "chain" | "hostIP"> & { listName: string; containerID: string }, hostIPs: ReadonlyArray<string | undefined>): string[] {
+export function portmapRulesFor(
+  spec: Omit<MappingRuleSpec, "chain" | "hostIP"> & { listName: string; containerID: string },
+  hostIPs: ReadonlyArray<string | undefined>,
+): string[] {
   if (portmapVariant().backend === "nftables") return hostIPs.map((hostIP) => nftPortmapRule(spec, hostIP));
   const chain = dnChainName(spec.listName, spec.containerID);
   return hostIPs.flatMap((hostIP) => portmapRules({ ...spec, chain, ...(hostIP === undefined ? {} : { hostIP }) }));

@@ -2,9 +2,9 @@
 import { createHash } from "node:crypto";
 import { mkdtempSync, symlinkSync } from "node:fs";
 import { join } from "node:path";
+import type { RunOptions } from "./exec.js";
 import { nsRunOk } from "./netns.js";
 import { pluginPath } from "./paths.js";
-import type { RunOptions } from "./exec.js";
 
 export type Family = 4 | 6;
 
@@ -24,14 +24,17 @@ function runOpts(opts: IptablesOptions): RunOptions {
 export function legacyIptablesPath(parent: string): string {
   const dir = mkdtempSync(join(parent, "legacy-bin-"));
   for (const fam of ["iptables", "ip6tables"]) {
-    for (const suffix of ["", "-save", "-restore"]) symlinkSync(`/usr/sbin/${fam}-legacy${suffix}`, join(dir, `${fam}${suffix}`));
+    for (const suffix of ["", "-save", "-restore"])
+      symlinkSync(`/usr/sbin/${fam}-legacy${suffix}`, join(dir, `${fam}${suffix}`));
   }
   return `${dir}:${pluginPath()}`;
 }
 
 /** portmap's per-pod chain: ("CNI-DN-" + sha512hex(networkName + containerID)) cut to 28 characters. */
 export function dnChainName(networkName: string, containerID: string): string {
-  return `CNI-DN-${createHash("sha512").update(networkName + containerID).digest("hex")}`.slice(0, 28);
+  return `CNI-DN-${createHash("sha512")
+    .update(networkName + containerID)
+    .digest("hex")}`.slice(0, 28);
 }
 
 /**
@@ -50,7 +53,12 @@ export async function natSave(ns: string, family: Family = 4, opts: IptablesOpti
  * The rules of one nat chain as `-A CHAIN …` lines, or null when the chain does not exist. Read from
  * iptables-save: iptables-nft 1.8.9's `-S CHAIN` calls a missing chain "incompatible".
  */
-export async function chainRules(ns: string, chain: string, family: Family = 4, opts: IptablesOptions = {}): Promise<string[] | null> {
+export async function chainRules(
+  ns: string,
+  chain: string,
+  family: Family = 4,
+  opts: IptablesOptions = {},
+): Promise<string[] | null> {
   const save = await natSave(ns, family, opts);
   return save.some((l) => l.startsWith(`:${chain} `)) ? rulesIn(save, chain) : null;
 }

@@ -1,10 +1,10 @@
 // Network namespaces and background processes owned by this process, with a last-resort cleanup on exit.
-import { execFileSync, spawn, type ChildProcess } from "node:child_process";
+import { type ChildProcess, execFileSync, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { run, runOk, type RunOptions, type RunResult } from "./exec.js";
+import { type RunOptions, type RunResult, run, runOk } from "./exec.js";
 
 /** Every name starts with this, so a leftover is recognisable as ours. */
 export const NETNS_PREFIX = "pmh-";
@@ -41,7 +41,8 @@ export function netnsPath(name: string): string {
 }
 
 export async function addNetns(name: string): Promise<void> {
-  if (!name.startsWith(NETNS_PREFIX)) throw new Error(`refusing to create a namespace without the ${NETNS_PREFIX} prefix: ${name}`);
+  if (!name.startsWith(NETNS_PREFIX))
+    throw new Error(`refusing to create a namespace without the ${NETNS_PREFIX} prefix: ${name}`);
   await runOk("ip", ["netns", "add", name]);
   liveNamespaces.add(name);
   await runOk("ip", ["-n", name, "link", "set", "lo", "up"]);
@@ -49,7 +50,8 @@ export async function addNetns(name: string): Promise<void> {
 
 /** Names (`ip netns attach`) the network namespace of a process we started, e.g. a pod sandbox's. */
 export async function attachNetns(name: string, pid: number): Promise<void> {
-  if (!name.startsWith(NETNS_PREFIX)) throw new Error(`refusing to name a namespace without the ${NETNS_PREFIX} prefix: ${name}`);
+  if (!name.startsWith(NETNS_PREFIX))
+    throw new Error(`refusing to name a namespace without the ${NETNS_PREFIX} prefix: ${name}`);
   await runOk("ip", ["netns", "attach", name, String(pid)]);
   liveNamespaces.add(name);
 }
@@ -97,7 +99,13 @@ export async function waitNoTentative(ns: string, timeoutMs = 10_000): Promise<v
  * Starts a long-running process inside a namespace and resolves once it prints `readyLine` on stdout.
  * The process is tracked and killed by stopChild() or, at the latest, when this process exits.
  */
-export function spawnInNs(ns: string, cmd: string, args: readonly string[], readyLine: string, timeoutMs = 10_000): Promise<ChildProcess> {
+export function spawnInNs(
+  ns: string,
+  cmd: string,
+  args: readonly string[],
+  readyLine: string,
+  timeoutMs = 10_000,
+): Promise<ChildProcess> {
   return new Promise((resolve, reject) => {
     const child = spawn("ip", ["netns", "exec", ns, cmd, ...args], { stdio: ["ignore", "pipe", "pipe"] });
     liveChildren.add(child);

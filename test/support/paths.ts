@@ -6,7 +6,8 @@ import { fileURLToPath } from "node:url";
 function findRepoRoot(start: string): string {
   for (let dir = start; ; dir = dirname(dir)) {
     const pkg = join(dir, "package.json");
-    if (existsSync(pkg) && (JSON.parse(readFileSync(pkg, "utf8")) as { name?: string }).name === "portmap-hostip") return dir;
+    if (existsSync(pkg) && (JSON.parse(readFileSync(pkg, "utf8")) as { name?: string }).name === "portmap-hostip")
+      return dir;
     if (dirname(dir) === dir) throw new Error(`portmap-hostip repository not found above ${start}`);
   }
 }
@@ -35,7 +36,9 @@ export function pluginFile(): string {
  * machine's node). The single executable's suite sets one without node (e.g. /usr/sbin:/sbin).
  */
 export function pluginPath(): string {
-  const ours = (process.env["PATH"] ?? "/usr/sbin:/usr/bin:/sbin:/bin").split(":").filter((dir) => !dir.endsWith("node_modules/.bin"));
+  const ours = (process.env["PATH"] ?? "/usr/sbin:/usr/bin:/sbin:/bin")
+    .split(":")
+    .filter((dir) => !dir.endsWith("node_modules/.bin"));
   return process.env["PMH_PLUGIN_PATH"] ?? ours.join(":");
 }
 

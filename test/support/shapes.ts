@@ -1,7 +1,7 @@
 // Node shapes beyond the tidy one-uplink node of topology.ts, built on it: what real nodes look like. Each
 // builder changes the node of a fresh topology and returns what tests need to reach it.
 import { ipIn, nsRunOk, sysctlIn } from "./netns.js";
-import { CLIENT_IP6, IPVS_DEVICE, NODE_IP1, NODE_IP2, UPLINK, type Topology } from "./topology.js";
+import { CLIENT_IP6, IPVS_DEVICE, NODE_IP1, NODE_IP2, type Topology, UPLINK } from "./topology.js";
 
 /** The second uplink's network (TEST-NET-2 and a second IPv6 /64). */
 export const UPLINK2 = "uplink2";
@@ -17,7 +17,22 @@ function secondUplink(topo: Topology, nodeCidrs = [`${UPLINK2_IP}/24`, `${UPLINK
 /** IPv4 default route over both uplinks (ECMP), as `ip route add default nexthop … nexthop …` writes it. */
 export async function ecmpUplinks(topo: Topology): Promise<string> {
   const client2 = await secondUplink(topo);
-  await ipIn(topo.node, "route", "replace", "default", "nexthop", "via", "192.0.2.1", "dev", UPLINK, "nexthop", "via", "198.51.100.1", "dev", UPLINK2);
+  await ipIn(
+    topo.node,
+    "route",
+    "replace",
+    "default",
+    "nexthop",
+    "via",
+    "192.0.2.1",
+    "dev",
+    UPLINK,
+    "nexthop",
+    "via",
+    "198.51.100.1",
+    "dev",
+    UPLINK2,
+  );
   return client2;
 }
 
@@ -106,7 +121,8 @@ export async function duplicateAddress(topo: Topology, attempts = 5): Promise<vo
   for (let i = 0; i < attempts; i++) {
     await ipIn(topo.node, "-6", "addr", "add", `${DUPLICATE_IP6}/64`, "dev", UPLINK);
     // DAD takes up to about 2 s (a random delay of up to 1 s, one probe, 1 s for an answer).
-    for (let wait = 0; wait < 50 && (await state()) === "tentative"; wait++) await new Promise((r) => setTimeout(r, 100));
+    for (let wait = 0; wait < 50 && (await state()) === "tentative"; wait++)
+      await new Promise((r) => setTimeout(r, 100));
     if ((await state()) === "failed") return;
     await ipIn(topo.node, "-6", "addr", "del", `${DUPLICATE_IP6}/64`, "dev", UPLINK);
   }

@@ -2,14 +2,21 @@
 // (argv and stdin) and then run the real binary, and iptables-restore replacements that fail or are killed
 // half-way. None of them ever pretends success. Plus a raw plugin runner (bytes on stdin, any environment,
 // optional SIGKILL after a delay) for inputs the libcni-like invoker cannot produce.
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { basename, join } from "node:path";
 import { run } from "./exec.js";
 import { nsRunOk } from "./netns.js";
 import { pluginBinary, pluginPath } from "./paths.js";
 
 /** The iptables programs the plugin (and portmap) may run. */
-export const IPTABLES_PROGRAMS = ["iptables", "ip6tables", "iptables-restore", "ip6tables-restore", "iptables-save", "ip6tables-save"] as const;
+export const IPTABLES_PROGRAMS = [
+  "iptables",
+  "ip6tables",
+  "iptables-restore",
+  "ip6tables-restore",
+  "iptables-save",
+  "ip6tables-save",
+] as const;
 export type IptablesProgram = (typeof IPTABLES_PROGRAMS)[number];
 
 /** What a stand-in does: log and run the real program, exit non-zero at once, or feed the real one half its input and be SIGKILLed. */
@@ -39,7 +46,13 @@ function script(kind: StandinKind, program: string, dir: string, logDir: string)
     case "log":
       return [...head, `${program} "$@" < "$log.stdin"`, "rc=$?", `echo $rc > "$log.rc"`, "exit $rc", ""].join("\n");
     case "fail":
-      return [...head, `echo fail > "$log.rc"`, `echo "${program}: injected failure (stand-in)" >&2`, "exit 4", ""].join("\n");
+      return [
+        ...head,
+        `echo fail > "$log.rc"`,
+        `echo "${program}: injected failure (stand-in)" >&2`,
+        "exit 4",
+        "",
+      ].join("\n");
     case "killed-mid-write":
       // The real program gets the first half of the input on a pipe that stays open, then it and this
       // script are SIGKILLed: iptables-restore applies nothing before COMMIT.
@@ -111,7 +124,13 @@ export async function waitInvocationsDone(s: Standins, timeoutMs = 10_000): Prom
   for (;;) {
     const all = invocations(s);
     if (all.every((i) => i.rc !== undefined)) return all;
-    if (Date.now() > deadline) throw new Error(`stand-in invocations still running after ${timeoutMs} ms: ${all.filter((i) => i.rc === undefined).map((i) => i.program).join(", ")}`);
+    if (Date.now() > deadline)
+      throw new Error(
+        `stand-in invocations still running after ${timeoutMs} ms: ${all
+          .filter((i) => i.rc === undefined)
+          .map((i) => i.program)
+          .join(", ")}`,
+      );
     await new Promise((r) => setTimeout(r, 50));
   }
 }
@@ -144,7 +163,11 @@ export interface RawRunOptions {
 export async function runPluginRaw(ns: string, opts: RawRunOptions): Promise<RawRun> {
   const env = { PATH: pluginPath(), ...opts.env };
   const timeoutMs = Math.min(opts.killAfterMs ?? Infinity, opts.timeoutMs ?? 30_000);
-  const r = await run("ip", ["netns", "exec", ns, opts.binary ?? pluginBinary()], { env, input: opts.input ?? "", timeoutMs });
+  const r = await run("ip", ["netns", "exec", ns, opts.binary ?? pluginBinary()], {
+    env,
+    input: opts.input ?? "",
+    timeoutMs,
+  });
   const raw: RawRun = { code: r.signal ? null : r.code, signal: r.signal, stdout: r.stdout, stderr: r.stderr };
   try {
     const v: unknown = JSON.parse(r.stdout);
@@ -156,13 +179,20 @@ export async function runPluginRaw(ns: string, opts: RawRunOptions): Promise<Raw
 }
 
 /** What a stack trace or an unhandled failure of a Node program looks like on stderr. */
-export const CRASH_TRACE = /^\s+at .+[:(]|internal error|Uncaught|TypeError|RangeError|SyntaxError: |FATAL ERROR|Aborted|core dumped/m;
+export const CRASH_TRACE =
+  /^\s+at .+[:(]|internal error|Uncaught|TypeError|RangeError|SyntaxError: |FATAL ERROR|Aborted|core dumped/m;
 
 /**
  * Test-side repair: replaces the rules of one nat chain (creating it if needed) in one iptables-restore
  * transaction inside `ns`, with the iptables found on `path` (default: the plugins' PATH).
  */
-export async function replaceChain(ns: string, family: 4 | 6, chain: string, rules: readonly string[], path = pluginPath()): Promise<void> {
+export async function replaceChain(
+  ns: string,
+  family: 4 | 6,
+  chain: string,
+  rules: readonly string[],
+  path = pluginPath(),
+): Promise<void> {
   await nsRunOk(ns, family === 4 ? "iptables-restore" : "ip6tables-restore", ["-w", "--noflush"], {
     input: ["*nat", `:${chain} - [0:0]`, ...rules, "COMMIT", ""].join("\n"),
     env: { ...process.env, PATH: path },

@@ -69,7 +69,12 @@ export interface Topology {
    * and eth0 in the client, both up, with these addresses (CIDRs; IPv6 ones without DAD). Returns the client
    * namespace. The node's routes are the caller's.
    */
-  addUplink(ifname: string, nodeCidrs: readonly string[], client: string, clientCidrs: readonly string[]): Promise<string>;
+  addUplink(
+    ifname: string,
+    nodeCidrs: readonly string[],
+    client: string,
+    clientCidrs: readonly string[],
+  ): Promise<string>;
   /** Waits for IPv6 DAD to finish in the node, the clients and every pod. */
   settleIPv6(): Promise<void>;
   destroy(): Promise<void>;
@@ -108,7 +113,12 @@ export async function createTopology(): Promise<Topology> {
     },
     async serve(ns, identity, ports, bind = "::") {
       const specs = [...(ports.tcp ?? []).map((p) => `tcp:${p}`), ...(ports.udp ?? []).map((p) => `udp:${p}`)];
-      const child = await spawnInNs(ns, process.execPath, [ECHO_NET_SCRIPT, "serve", identity, bind, ...specs], "ready");
+      const child = await spawnInNs(
+        ns,
+        process.execPath,
+        [ECHO_NET_SCRIPT, "serve", identity, bind, ...specs],
+        "ready",
+      );
       servers.set(ns, [...(servers.get(ns) ?? []), child]);
     },
     servePod(pod, ports) {
@@ -127,7 +137,9 @@ export async function createTopology(): Promise<Topology> {
       // ever appears in the machine's own namespace.
       await ipIn(node, "link", "add", ifname, "type", "veth", "peer", "name", "eth0", "netns", ns);
       const address = (where: string, dev: string, cidr: string) =>
-        cidr.includes(":") ? ipIn(where, "-6", "addr", "add", cidr, "dev", dev, "nodad") : ipIn(where, "addr", "add", cidr, "dev", dev);
+        cidr.includes(":")
+          ? ipIn(where, "-6", "addr", "add", cidr, "dev", dev, "nodad")
+          : ipIn(where, "addr", "add", cidr, "dev", dev);
       for (const cidr of nodeCidrs) await address(node, ifname, cidr);
       for (const cidr of clientCidrs) await address(ns, "eth0", cidr);
       await ipIn(node, "link", "set", ifname, "up");
@@ -139,7 +151,8 @@ export async function createTopology(): Promise<Topology> {
     },
     async destroy() {
       const errors: unknown[] = [];
-      for (const list of servers.values()) for (const child of list) await stopChild(child).catch((e: unknown) => errors.push(e));
+      for (const list of servers.values())
+        for (const child of list) await stopChild(child).catch((e: unknown) => errors.push(e));
       servers.clear();
       for (const ns of created.reverse()) await deleteNetns(ns).catch((e: unknown) => errors.push(e));
       try {
@@ -160,7 +173,10 @@ export async function createTopology(): Promise<Topology> {
       "net.ipv6.conf.default.forwarding": 1,
       "net.ipv6.conf.all.forwarding": 1,
     });
-    await topo.addUplink(UPLINK, [`${NODE_IP1}/24`, `${NODE_IP2}/24`, `${NODE_IP6}/64`], "client", [`${CLIENT_IP}/24`, `${CLIENT_IP6}/64`]);
+    await topo.addUplink(UPLINK, [`${NODE_IP1}/24`, `${NODE_IP2}/24`, `${NODE_IP6}/64`], "client", [
+      `${CLIENT_IP}/24`,
+      `${CLIENT_IP6}/64`,
+    ]);
     await ipIn(node, "route", "add", "default", "via", "192.0.2.1", "dev", UPLINK);
     await ipIn(node, "-6", "route", "add", "default", "via", "2001:db8::1", "dev", UPLINK);
     await ipIn(client, "route", "add", "10.96.0.0/12", "via", NODE_IP1);

@@ -15,13 +15,24 @@ export interface ProbeOptions {
  * Sends one TCP connection / UDP datagram from namespace `ns` to host:port and returns the identity the
  * answering server printed (e.g. "pod-a", "service"), or null when refused or nothing answered in time.
  */
-export async function whoAnswers(ns: string, proto: Proto, host: string, port: number, opts: ProbeOptions = {}): Promise<string | null> {
+export async function whoAnswers(
+  ns: string,
+  proto: Proto,
+  host: string,
+  port: number,
+  opts: ProbeOptions = {},
+): Promise<string | null> {
   const timeoutMs = opts.timeoutMs ?? 1000;
   const attempts = opts.attempts ?? 2;
   for (let i = 0; i < attempts; i++) {
-    const r = await nsRun(ns, process.execPath, [ECHO_NET_SCRIPT, "ask", proto, host, String(port), String(timeoutMs)], {
-      timeoutMs: timeoutMs + 5000,
-    });
+    const r = await nsRun(
+      ns,
+      process.execPath,
+      [ECHO_NET_SCRIPT, "ask", proto, host, String(port), String(timeoutMs)],
+      {
+        timeoutMs: timeoutMs + 5000,
+      },
+    );
     if (r.code === 0) return r.stdout.trim();
     if (r.code === 3) return null; // refused / unreachable: definitive
     if (r.code !== 2) throw new Error(`probe ${proto} ${host}:${port} from ${ns} failed (${r.code}): ${r.stderr}`);

@@ -43,7 +43,12 @@ describe("host-IP annotation grammar", () => {
   ])("rejects %j with code 101 (%s)", (value, why) => expectRefusal(value, why));
 
   it("bounds the number of entries and the length", () => {
-    expectRefusal(Array(MAX_ANNOTATION_ENTRIES + 1).fill("192.0.2.10").join(","), `more than ${MAX_ANNOTATION_ENTRIES} entries`);
+    expectRefusal(
+      Array(MAX_ANNOTATION_ENTRIES + 1)
+        .fill("192.0.2.10")
+        .join(","),
+      `more than ${MAX_ANNOTATION_ENTRIES} entries`,
+    );
     expectRefusal(Array(10_000).fill("192.0.2.10").join(","), "longer than 4096 characters");
   });
 });

@@ -31,13 +31,25 @@ describe("network configuration", () => {
       annotation: "example.com/ip",
       runtimeConfig: { "io.kubernetes.cri.pod-annotations": { "example.com/ip": "192.0.2.10", other: "x" } },
     });
-    expect(conf.policy.defaultHostIp).toEqual({ kind: "ips", ips: [{ family: 4, text: "192.0.2.10" }, { family: 6, text: "2001:db8::10" }] });
+    expect(conf.policy.defaultHostIp).toEqual({
+      kind: "ips",
+      ips: [
+        { family: 4, text: "192.0.2.10" },
+        { family: 6, text: "2001:db8::10" },
+      ],
+    });
     expect(conf.policy.allowedHostCidrs?.map((c) => c.text)).toEqual(["192.0.2.0/24", "2001:db8::/64"]);
     expect(conf.policy.excludeInterfaces).toEqual([]);
-    expect(conf.policy.kubeNodeIps).toEqual([{ family: 4, text: "192.0.2.11" }, { family: 6, text: "2001:db8::11" }]);
+    expect(conf.policy.kubeNodeIps).toEqual([
+      { family: 4, text: "192.0.2.11" },
+      { family: 6, text: "2001:db8::11" },
+    ]);
     expect(conf.annotationValue).toBe("192.0.2.10");
     expect(parseNetConf({ ...base, defaultHostIP: "any" }).policy.defaultHostIp).toEqual({ kind: "any" });
-    expect(parseNetConf({ ...base, defaultHostIP: "192.0.2.10" }).policy.defaultHostIp).toEqual({ kind: "ips", ips: [{ family: 4, text: "192.0.2.10" }] });
+    expect(parseNetConf({ ...base, defaultHostIP: "192.0.2.10" }).policy.defaultHostIp).toEqual({
+      kind: "ips",
+      ips: [{ family: 4, text: "192.0.2.10" }],
+    });
   });
 
   it("matches portMappings keys case-insensitively (containerd sends HostPort, HostIP)", () => {
@@ -68,16 +80,34 @@ describe("network configuration", () => {
     [{ excludeInterfaces: "kube-ipvs0" }, 'excludeInterfaces = "kube-ipvs0"'],
     [{ allowedHostCIDRs: ["192.0.2.0"] }, 'allowedHostCIDRs[0] = "192.0.2.0": not a CIDR'],
     [{ annotation: "bad key!" }, 'annotation = "bad key!": not a Kubernetes annotation key'],
-    [{ runtimeConfig: { portMappings: [{ HostPort: 0, ContainerPort: 80 }] } }, "runtimeConfig.portMappings[0].HostPort = 0"],
-    [{ runtimeConfig: { portMappings: [{ hostPort: 65536, containerPort: 80 }] } }, "runtimeConfig.portMappings[0].hostPort = 65536"],
+    [
+      { runtimeConfig: { portMappings: [{ HostPort: 0, ContainerPort: 80 }] } },
+      "runtimeConfig.portMappings[0].HostPort = 0",
+    ],
+    [
+      { runtimeConfig: { portMappings: [{ hostPort: 65536, containerPort: 80 }] } },
+      "runtimeConfig.portMappings[0].hostPort = 65536",
+    ],
     [{ runtimeConfig: { portMappings: [{ hostPort: -1, containerPort: 80 }] } }, "hostPort = -1"],
     [{ runtimeConfig: { portMappings: [{ hostPort: "80", containerPort: 80 }] } }, 'hostPort = "80"'],
     [{ runtimeConfig: { portMappings: [{ hostPort: 80 }] } }, "containerPort = missing"],
-    [{ runtimeConfig: { portMappings: [{ hostPort: 80, containerPort: 80, protocol: "icmp" }] } }, 'protocol = "icmp": expected tcp, udp or sctp'],
-    [{ runtimeConfig: { portMappings: [{ hostPort: 80, containerPort: 80, hostIP: "1.2.3.4 -j ACCEPT" }] } }, 'hostIP = "1.2.3.4 -j ACCEPT"'],
-    [{ runtimeConfig: { portMappings: [{ hostPort: 80, containerPort: 80, hostIP: "0.0.0.0/0" }] } }, 'hostIP = "0.0.0.0/0"'],
+    [
+      { runtimeConfig: { portMappings: [{ hostPort: 80, containerPort: 80, protocol: "icmp" }] } },
+      'protocol = "icmp": expected tcp, udp or sctp',
+    ],
+    [
+      { runtimeConfig: { portMappings: [{ hostPort: 80, containerPort: 80, hostIP: "1.2.3.4 -j ACCEPT" }] } },
+      'hostIP = "1.2.3.4 -j ACCEPT"',
+    ],
+    [
+      { runtimeConfig: { portMappings: [{ hostPort: 80, containerPort: 80, hostIP: "0.0.0.0/0" }] } },
+      'hostIP = "0.0.0.0/0"',
+    ],
     [{ runtimeConfig: { portMappings: {} } }, "runtimeConfig.portMappings"],
-    [{ runtimeConfig: { "io.kubernetes.cri.pod-annotations": { a: 1 } } }, "runtimeConfig.io.kubernetes.cri.pod-annotations.a = 1"],
+    [
+      { runtimeConfig: { "io.kubernetes.cri.pod-annotations": { a: 1 } } },
+      "runtimeConfig.io.kubernetes.cri.pod-annotations.a = 1",
+    ],
     [{ prevResult: { ips: [{ address: 5 }] } }, "prevResult.ips[0].address = 5"],
     [{ name: undefined }, "name = missing"],
     [{ logFile: 5 }, "logFile = 5"],
@@ -98,7 +128,9 @@ describe("network configuration", () => {
 
   it("reads logFile apart from the rest, as an absolute path of a file", () => {
     expect(parseLogFile(base)).toBeUndefined();
-    expect(parseLogFile({ ...base, logFile: "/var/log/portmap-hostip.log", defaultHostIP: 5 })).toBe("/var/log/portmap-hostip.log");
+    expect(parseLogFile({ ...base, logFile: "/var/log/portmap-hostip.log", defaultHostIP: 5 })).toBe(
+      "/var/log/portmap-hostip.log",
+    );
     for (const logFile of ["portmap-hostip.log", "./x.log", "/var/log/", "", "/var/log/a\0b"]) {
       const e = cniError(() => parseLogFile({ ...base, logFile }));
       expect(e.code).toBe(7);

@@ -1,15 +1,15 @@
 // Replays what containerd 1.6 sent the plugin (test/fixtures/containerd, recorded by test/e2e/cri.test.ts with
 // PMH_RECORD_FIXTURES=1) through the plugin's own parsing and policy code: environment, stdin, the result it
 // passes on, and the refusals, with the e2e node's network. No kernel.
-import { readFileSync, readdirSync } from "node:fs";
+import { readdirSync, readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
 import { readAttachmentEnv, readCommand } from "../../src/cni/env.js";
+import { decodeJson } from "../../src/cni/stdin.js";
 import { parseEnvelope, parseNetConf } from "../../src/core/config.js";
 import { CniError } from "../../src/core/errors.js";
 import { podLabel } from "../../src/core/names.js";
 import { convertResult, podFamilies } from "../../src/core/result.js";
-import { decodeJson } from "../../src/cni/stdin.js";
 import { podScoping, resolvePod } from "../../src/pipeline/pod.js";
 import { NODE } from "./fixtures.js";
 
@@ -24,7 +24,10 @@ interface Call {
 interface Fixture {
   runtime: string;
   shape: string;
-  request: { portMappings: Array<{ protocol?: string; containerPort: number; hostPort?: number; hostIp?: string }>; annotations: Record<string, string> };
+  request: {
+    portMappings: Array<{ protocol?: string; containerPort: number; hostPort?: number; hostIp?: string }>;
+    annotations: Record<string, string>;
+  };
   calls: Call[];
 }
 
@@ -49,7 +52,16 @@ function policyOf(call: Call) {
 
 describe("what containerd sends, replayed", () => {
   it("covers every pod shape of the e2e test", () => {
-    expect(fixtures.map((f) => f.shape).sort()).toEqual(["annotated", "annotated-no-port", "cluster-ip", "cri-host-ip", "foreign", "node", "plain", "udp"]);
+    expect(fixtures.map((f) => f.shape).sort()).toEqual([
+      "annotated",
+      "annotated-no-port",
+      "cluster-ip",
+      "cri-host-ip",
+      "foreign",
+      "node",
+      "plain",
+      "udp",
+    ]);
     for (const f of fixtures) expect(f.runtime, f.shape).toMatch(/^containerd 1\.6\./);
   });
 
@@ -63,8 +75,20 @@ describe("what containerd sends, replayed", () => {
 
     it("parses the ADD: the CRI port mappings (capitalised keys, lowercase protocol) and the annotation", () => {
       const conf = parseNetConf(stdinOf(add));
-      expect(conf.portMappings.map((m) => ({ hostPort: m.hostPort, containerPort: m.containerPort, protocol: m.protocol, hostIp: m.hostIp?.text ?? "" }))).toEqual(
-        f.request.portMappings.map((m) => ({ hostPort: m.hostPort, containerPort: m.containerPort, protocol: (m.protocol ?? "TCP").toLowerCase(), hostIp: m.hostIp ?? "" })),
+      expect(
+        conf.portMappings.map((m) => ({
+          hostPort: m.hostPort,
+          containerPort: m.containerPort,
+          protocol: m.protocol,
+          hostIp: m.hostIp?.text ?? "",
+        })),
+      ).toEqual(
+        f.request.portMappings.map((m) => ({
+          hostPort: m.hostPort,
+          containerPort: m.containerPort,
+          protocol: (m.protocol ?? "TCP").toLowerCase(),
+          hostIp: m.hostIp ?? "",
+        })),
       );
       expect(conf.annotationValue).toBe(f.request.annotations["portmap-hostip/host-ip"]);
       expect(conf.prevResult?.ips?.length).toBe(1);
@@ -102,11 +126,18 @@ describe("what containerd sends, replayed", () => {
 
   it("containerd sends null for a capability it has no value for (a pod without annotations)", () => {
     const plain = fixtures.find((f) => f.shape === "plain")!.calls[0]!;
-    expect((plain.stdin as { runtimeConfig: Record<string, unknown> }).runtimeConfig).toEqual({ "io.kubernetes.cri.pod-annotations": null });
+    expect((plain.stdin as { runtimeConfig: Record<string, unknown> }).runtimeConfig).toEqual({
+      "io.kubernetes.cri.pod-annotations": null,
+    });
     const conf = parseNetConf(stdinOf(plain));
     expect(conf.annotationValue).toBeUndefined();
     expect(conf.portMappings).toEqual([]);
     const node = fixtures.find((f) => f.shape === "node")!.calls[0]!;
-    expect(parseNetConf({ ...(node.stdin as object), runtimeConfig: { portMappings: null, "io.kubernetes.cri.pod-annotations": null } }).portMappings).toEqual([]);
+    expect(
+      parseNetConf({
+        ...(node.stdin as object),
+        runtimeConfig: { portMappings: null, "io.kubernetes.cri.pod-annotations": null },
+      }).portMappings,
+    ).toEqual([]);
   });
 });

@@ -1,14 +1,16 @@
 import { describe, expect, it } from "vitest";
-import { podLabel } from "../../src/core/names.js";
 import { readAttachmentEnv, readCommand } from "../../src/cni/env.js";
+import { podLabel } from "../../src/core/names.js";
 import { cniError } from "./fixtures.js";
 
 const base = { CNI_COMMAND: "ADD", CNI_CONTAINERID: "abc123", CNI_NETNS: "/var/run/netns/p", CNI_IFNAME: "eth0" };
 
-
 describe("CNI environment", () => {
   it("reads a valid ADD environment and kubelet's CNI_ARGS", () => {
-    const env = readAttachmentEnv({ ...base, CNI_ARGS: "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=web" }, "ADD");
+    const env = readAttachmentEnv(
+      { ...base, CNI_ARGS: "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=web" },
+      "ADD",
+    );
     expect(env).toMatchObject({ containerId: "abc123", ifname: "eth0", netns: "/var/run/netns/p" });
     expect(podLabel(env)).toBe("default/web (container abc123)");
     expect(podLabel(readAttachmentEnv(base, "ADD"))).toBe("container abc123");

@@ -2,9 +2,9 @@
 import { readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { CniError } from "../../src/core/errors.js";
-import { parseDefaultRoutesJson, parseIpAddressJson } from "../../src/host/network.js";
 import type { NodeNetwork } from "../../src/core/node.js";
 import type { Rule } from "../../src/core/rule.js";
+import { parseDefaultRoutesJson, parseIpAddressJson } from "../../src/host/network.js";
 import { formatRule, parseRule } from "../../src/iptables/text.js";
 import { scopeChain as scopeRules } from "../../src/pipeline/scope.js";
 import type { FamilyScope } from "../../src/policy/resolve.js";
@@ -34,7 +34,10 @@ export function chainOf(saveName: string, chain = CHAIN, dir = ""): string[] {
 /** The node namespace of the e2e topology: uplink up0 with 192.0.2.10, .11 and 2001:db8::10, kube-ipvs0 with 10.96.0.50. */
 export const NODE: NodeNetwork = {
   addresses: parseIpAddressJson(fixture("host/ip-address.json")),
-  defaultRouteInterfaces: { 4: parseDefaultRoutesJson(fixture("host/ip-route-default-v4.json")), 6: parseDefaultRoutesJson(fixture("host/ip-route-default-v6.json")) },
+  defaultRouteInterfaces: {
+    4: parseDefaultRoutesJson(fixture("host/ip-route-default-v4.json")),
+    6: parseDefaultRoutesJson(fixture("host/ip-route-default-v6.json")),
+  },
 };
 
 /** Both families: a dual-stack pod. */
@@ -52,7 +55,10 @@ export function cniError(fn: () => unknown): CniError {
 }
 
 /** The scoping transform on rule lines: read, scoped on the rule model, printed (the plugin's own edges). */
-export function scopeChain(lines: readonly string[], scopes: readonly FamilyScope[]): { rules: string[]; missing: FamilyScope[] } {
+export function scopeChain(
+  lines: readonly string[],
+  scopes: readonly FamilyScope[],
+): { rules: string[]; missing: FamilyScope[] } {
   const { rules, missing } = scopeRules(lines.map(parseRule), scopes);
   return { rules: rules.map((r) => formatRule(r)), missing };
 }

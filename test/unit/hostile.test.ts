@@ -5,10 +5,10 @@ import { closeSync, mkdtempSync, openSync, rmSync, writeFileSync } from "node:fs
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { parseNetConf } from "../../src/core/config.js";
 import { readAttachmentEnv, readCommand } from "../../src/cni/env.js";
-import { CniError, Code } from "../../src/core/errors.js";
 import { decodeJson, readStdin } from "../../src/cni/stdin.js";
+import { parseNetConf } from "../../src/core/config.js";
+import { CniError, Code } from "../../src/core/errors.js";
 import { planPodChains } from "../../src/pipeline/plan.js";
 
 /** The CniError's code, or "ok" when `f` returns. */
@@ -50,8 +50,14 @@ describe("stdin", () => {
     ["not JSON", Buffer.from("name=cbr0")],
     ["truncated JSON", Buffer.from('{"cniVersion":"1.0.0","name":')],
     ["invalid UTF-8 (lone continuation byte)", Buffer.from([0x7b, 0x22, 0x61, 0x22, 0x3a, 0x22, 0x80, 0x22, 0x7d])],
-    ["invalid UTF-8 (overlong /)", Buffer.concat([Buffer.from('{"name":"'), Buffer.from([0xc0, 0xaf]), Buffer.from('"}')])],
-    ["invalid UTF-8 (surrogate half)", Buffer.concat([Buffer.from('{"name":"'), Buffer.from([0xed, 0xa0, 0x80]), Buffer.from('"}')])],
+    [
+      "invalid UTF-8 (overlong /)",
+      Buffer.concat([Buffer.from('{"name":"'), Buffer.from([0xc0, 0xaf]), Buffer.from('"}')]),
+    ],
+    [
+      "invalid UTF-8 (surrogate half)",
+      Buffer.concat([Buffer.from('{"name":"'), Buffer.from([0xed, 0xa0, 0x80]), Buffer.from('"}')]),
+    ],
     ["UTF-16LE", Buffer.from('{"cniVersion":"1.0.0"}', "utf16le")],
   ])("%s → 6", (_what, bytes) => {
     expect(codeOf(() => decodeJson(bytes))).toBe(Code.DecodeFailure);
@@ -79,7 +85,13 @@ describe("stdin", () => {
 });
 
 describe("CNI_* environment", () => {
-  const good = { CNI_COMMAND: "ADD", CNI_CONTAINERID: "abc123", CNI_NETNS: "/var/run/netns/x", CNI_IFNAME: "eth0", CNI_ARGS: "" };
+  const good = {
+    CNI_COMMAND: "ADD",
+    CNI_CONTAINERID: "abc123",
+    CNI_NETNS: "/var/run/netns/x",
+    CNI_IFNAME: "eth0",
+    CNI_ARGS: "",
+  };
 
   it.each([
     [{ CNI_COMMAND: undefined }, 4],
@@ -136,7 +148,10 @@ describe("keys that name Object.prototype members", () => {
         annotation,
         defaultHostIP: "any",
         prevResult: { ips: [{ address: "10.244.1.5/24" }] },
-        runtimeConfig: { portMappings: [{ hostPort: 8080, containerPort: 80 }], "io.kubernetes.cri.pod-annotations": {} },
+        runtimeConfig: {
+          portMappings: [{ hostPort: 8080, containerPort: 80 }],
+          "io.kubernetes.cri.pod-annotations": {},
+        },
       });
       expect(conf.annotationValue).toBeUndefined();
       // defaultHostIP "any" and no annotation: nothing to do, no iptables needed.
@@ -147,8 +162,11 @@ describe("keys that name Object.prototype members", () => {
   );
 
   it("a portMapping whose keys are __proto__ or constructor gets no port from them (→ 7)", () => {
-    const conf = (mapping: string) => JSON.parse(`{"cniVersion":"1.0.0","name":"cbr0","runtimeConfig":{"portMappings":[${mapping}]}}`) as unknown;
-    expect(codeOf(() => parseNetConf(conf('{"__proto__":{"hostPort":80},"containerPort":80}')))).toBe(Code.InvalidConfig);
+    const conf = (mapping: string) =>
+      JSON.parse(`{"cniVersion":"1.0.0","name":"cbr0","runtimeConfig":{"portMappings":[${mapping}]}}`) as unknown;
+    expect(codeOf(() => parseNetConf(conf('{"__proto__":{"hostPort":80},"containerPort":80}')))).toBe(
+      Code.InvalidConfig,
+    );
     expect(codeOf(() => parseNetConf(conf('{"constructor":80,"containerPort":80}')))).toBe(Code.InvalidConfig);
   });
 });

@@ -18,7 +18,9 @@ describe("portmap-hostip on a terminal", () => {
     const io = capture();
     expect(await runCli(["--version"])).toBe(0);
     // Unbundled, no build injected the commit.
-    expect(io.stdout()).toMatch(new RegExp(`^portmap-hostip \\S+ \\(commit unknown, node ${process.version.replaceAll(".", "\\.")}\\)\n$`));
+    expect(io.stdout()).toMatch(
+      new RegExp(`^portmap-hostip \\S+ \\(commit unknown, node ${process.version.replaceAll(".", "\\.")}\\)\n$`),
+    );
   });
 
   it("--help says what it is and how to install it", async () => {
@@ -31,7 +33,15 @@ describe("portmap-hostip on a terminal", () => {
   it("install --help lists the installer's flags", async () => {
     const io = capture();
     expect(await runCli(["install", "--help"])).toBe(0);
-    for (const flag of ["--cni-bin-dir", "--cni-conf-dir", "--default-host-ip", "--node-interfaces", "--watch", "--uninstall", "--dry-run"]) {
+    for (const flag of [
+      "--cni-bin-dir",
+      "--cni-conf-dir",
+      "--default-host-ip",
+      "--node-interfaces",
+      "--watch",
+      "--uninstall",
+      "--dry-run",
+    ]) {
       expect(io.stdout()).toContain(flag);
     }
   });

@@ -3,9 +3,9 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { parse } from "yaml";
-import { STANDARD } from "../../src/install/files.js";
 import { parseInstallArgs } from "../../src/cli/install.js";
 import { DEFAULT_STATE_DIR } from "../../src/core/config.js";
+import { STANDARD } from "../../src/install/files.js";
 
 const ROOT = join(import.meta.dirname, "../..");
 const { version } = JSON.parse(readFileSync(join(ROOT, "package.json"), "utf8"));
@@ -28,7 +28,9 @@ interface Container {
 function installArgs(container: Container) {
   const values: Record<string, string> = { "status.hostIPs": "192.0.2.10,2001:db8::10" };
   const env = new Map((container.env ?? []).map((e) => [e.name, values[e.valueFrom?.fieldRef?.fieldPath ?? ""]]));
-  return parseInstallArgs(container.args.slice(1).map((a) => a.replace(/\$\((\w+)\)/g, (_, name: string) => env.get(name) ?? `$(${name})`)));
+  return parseInstallArgs(
+    container.args.slice(1).map((a) => a.replace(/\$\((\w+)\)/g, (_, name: string) => env.get(name) ?? `$(${name})`)),
+  );
 }
 
 describe("deploy/daemonset.yaml", () => {
@@ -38,7 +40,11 @@ describe("deploy/daemonset.yaml", () => {
   });
 
   it("is a node-critical DaemonSet in kube-system that runs everywhere and needs no API access", () => {
-    expect(manifest).toMatchObject({ apiVersion: "apps/v1", kind: "DaemonSet", metadata: { namespace: "kube-system" } });
+    expect(manifest).toMatchObject({
+      apiVersion: "apps/v1",
+      kind: "DaemonSet",
+      metadata: { namespace: "kube-system" },
+    });
     expect(manifest.spec.selector.matchLabels).toEqual(manifest.spec.template.metadata.labels);
     expect(pod.priorityClassName).toBe("system-node-critical");
     expect(pod.tolerations).toEqual([{ operator: "Exists" }]);
@@ -51,14 +57,23 @@ describe("deploy/daemonset.yaml", () => {
     const args = watch!.args;
     const flag = (name: string) => args[args.indexOf(name) + 1];
     expect(flag("--iptables")).toBe("auto");
-    const hostPaths = new Map<string, { path: string; type: string }>((pod.volumes as Array<{ name: string; hostPath: { path: string; type: string } }>).map((v) => [v.name, v.hostPath]));
+    const hostPaths = new Map<string, { path: string; type: string }>(
+      (pod.volumes as Array<{ name: string; hostPath: { path: string; type: string } }>).map((v) => [
+        v.name,
+        v.hostPath,
+      ]),
+    );
     const mount = (path: string) => {
       const m = watch!.volumeMounts.find((x) => x.mountPath === path);
       return m && { ...hostPaths.get(m.name), readOnly: m.readOnly ?? false };
     };
     expect(mount(flag("--cache-dir")!)).toEqual({ path: "/var/lib/cni", type: "DirectoryOrCreate", readOnly: true });
     // Where the plugin on the node writes its records by default: the same directory.
-    expect(mount(flag("--state-dir")!)).toEqual({ path: DEFAULT_STATE_DIR, type: "DirectoryOrCreate", readOnly: false });
+    expect(mount(flag("--state-dir")!)).toEqual({
+      path: DEFAULT_STATE_DIR,
+      type: "DirectoryOrCreate",
+      readOnly: false,
+    });
     expect(mount("/run/xtables.lock")).toEqual({ path: "/run/xtables.lock", type: "FileOrCreate", readOnly: false });
   });
 
@@ -68,13 +83,13 @@ describe("deploy/daemonset.yaml", () => {
       const [binary, ...args] = probe!.exec.command;
       expect(dockerfile).toMatch(new RegExp(`^ENTRYPOINT \\["${binary}"\\]$`, "m"));
       expect(parseInstallArgs(args.slice(1)).mode).toBe("check");
-      for (const name of ["--cni-bin-dir", "--cni-conf-dir", "--cache-dir", "--state-dir"]) expect(args[args.indexOf(name) + 1]).toBe(watch!.args[watch!.args.indexOf(name) + 1]);
+      for (const name of ["--cni-bin-dir", "--cni-conf-dir", "--cache-dir", "--state-dir"])
+        expect(args[args.indexOf(name) + 1]).toBe(watch!.args[watch!.args.indexOf(name) + 1]);
     }
   });
 });
 
 describe("deploy/daemonset.yaml (install)", () => {
-
   it("installs in a privileged init container and keeps the entry with a privileged --watch container", () => {
     const [init] = pod.initContainers as Container[];
     const [watch] = pod.containers as Container[];
@@ -85,7 +100,10 @@ describe("deploy/daemonset.yaml (install)", () => {
 
   it("points --cni-bin-dir and --cni-conf-dir at writable mounts of the node's CNI directories", () => {
     const hostPaths = new Map<string, string>(
-      (pod.volumes as Array<{ name: string; hostPath: { path: string } }>).map((volume) => [volume.name, volume.hostPath.path]),
+      (pod.volumes as Array<{ name: string; hostPath: { path: string } }>).map((volume) => [
+        volume.name,
+        volume.hostPath.path,
+      ]),
     );
     for (const container of [...pod.initContainers, ...pod.containers] as Container[]) {
       const options = installArgs(container);
@@ -130,19 +148,32 @@ describe("deploy/Dockerfile", () => {
   it("builds one image for amd64 and arm64, each with its own single executable", () => {
     const executables = { amd64: "dist/portmap-hostip-linux-x64", arm64: "dist/portmap-hostip-linux-arm64" };
     for (const [arch, file] of Object.entries(executables)) {
-      expect(all.find((s) => s.name === `plugin-${arch}`)).toEqual({ from: "scratch", name: `plugin-${arch}`, steps: [`COPY ${file} /portmap-hostip`] });
+      expect(all.find((s) => s.name === `plugin-${arch}`)).toEqual({
+        from: "scratch",
+        name: `plugin-${arch}`,
+        steps: [`COPY ${file} /portmap-hostip`],
+      });
     }
     expect(all.find((s) => s.name === "plugin")?.from).toBe("plugin-${TARGETARCH}");
-    expect(dockerfile).toContain(`docker buildx build --platform linux/amd64,linux/arm64 -f deploy/Dockerfile -t portmap-hostip:${version} .`);
+    expect(dockerfile).toContain(
+      `docker buildx build --platform linux/amd64,linux/arm64 -f deploy/Dockerfile -t portmap-hostip:${version} .`,
+    );
   });
 
   it("runs the executable on a multi-arch Debian base as the installer's watch mode", () => {
     expect(final.from).toBe("debian:12-slim");
-    expect(final.steps.slice(-3)).toEqual(["COPY --from=plugin /portmap-hostip /portmap-hostip", 'ENTRYPOINT ["/portmap-hostip"]', 'CMD ["install", "--watch"]']);
+    expect(final.steps.slice(-3)).toEqual([
+      "COPY --from=plugin /portmap-hostip /portmap-hostip",
+      'ENTRYPOINT ["/portmap-hostip"]',
+      'CMD ["install", "--watch"]',
+    ]);
   });
 
   it("carries what the keeper runs: iptables (both variants), ip, conntrack, nft", () => {
-    const installed = /apt-get install -y --no-install-recommends ([^\\\n]+)/.exec(dockerfile)?.[1]?.trim().split(/\s+/);
+    const installed = /apt-get install -y --no-install-recommends ([^\\\n]+)/
+      .exec(dockerfile)?.[1]
+      ?.trim()
+      .split(/\s+/);
     expect(installed).toEqual(["iptables", "iproute2", "conntrack", "nftables"]);
   });
 });

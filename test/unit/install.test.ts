@@ -3,7 +3,7 @@ import { chmod, mkdir, mkdtemp, readdir, readFile, rename, rm, stat, writeFile }
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { runInstall, type InstallContext } from "../../src/cli/install.js";
+import { type InstallContext, runInstall } from "../../src/cli/install.js";
 
 const FLANNEL = join(import.meta.dirname, "../fixtures/flannel/cni-conf.json");
 const CAPABILITIES = { portMappings: true, "io.kubernetes.cri.pod-annotations": true };
@@ -64,7 +64,14 @@ async function until(condition: () => Promise<boolean>, ms: number): Promise<voi
 
 describe("install", () => {
   it("copies the binary and inserts the entry right after portmap, with both capabilities and the options", async () => {
-    const run = await install(["--default-host-ip", "node", "--node-interfaces", "eth0,eth1", "--exclude-interfaces", "kube-ipvs0"]);
+    const run = await install([
+      "--default-host-ip",
+      "node",
+      "--node-interfaces",
+      "eth0,eth1",
+      "--exclude-interfaces",
+      "kube-ipvs0",
+    ]);
     expect(run).toMatchObject({ code: 0, stderr: "" });
 
     const installed = join(binDir, "portmap-hostip");
@@ -316,7 +323,9 @@ describe("install --watch", () => {
     controller.abort();
     expect(await watching).toBe(0);
     // Logged once, not once per poll.
-    expect(errors).toEqual([`no *.conf, *.conflist, *.json file in ${confDir} (is the network plugin installed yet?)\n`]);
+    expect(errors).toEqual([
+      `no *.conf, *.conflist, *.json file in ${confDir} (is the network plugin installed yet?)\n`,
+    ]);
   });
 });
 

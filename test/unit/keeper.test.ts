@@ -5,22 +5,27 @@ import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { NAT_EVENT, checkKeeper } from "../../src/cli/keeper.js";
 import { parseInstallArgs, runInstall } from "../../src/cli/install.js";
+import { checkKeeper, NAT_EVENT } from "../../src/cli/keeper.js";
 import { ADD_RECORD_TTL_MS, awaitKeeperLock, readRecords, withKeeperLock, writeRecord } from "../../src/host/state.js";
-import { chooseVariant } from "../../src/iptables/variant.js";
-import { type CacheRead, ownedByUnreadable, parseCacheFile, readResultCache } from "../../src/ops/cache.js";
-import { expectedChains, portmapBackendOf } from "../../src/ops/attachment.js";
-import { DEAD_CONFIRM_MS, deadChainGoes, judge, planDead } from "../../src/ops/keep.js";
-import { type Wanted, planReconcile } from "../../src/ops/reconcile.js";
 import { parseTable } from "../../src/iptables/table.js";
 import { formatRule } from "../../src/iptables/text.js";
+import { chooseVariant } from "../../src/iptables/variant.js";
+import { expectedChains, portmapBackendOf } from "../../src/ops/attachment.js";
+import { type CacheRead, ownedByUnreadable, parseCacheFile, readResultCache } from "../../src/ops/cache.js";
+import { DEAD_CONFIRM_MS, deadChainGoes, judge, planDead } from "../../src/ops/keep.js";
+import { planReconcile, type Wanted } from "../../src/ops/reconcile.js";
 import { cacheEntryJson } from "../support/result-cache.js";
-import { CHAIN, NODE, fixture } from "./fixtures.js";
+import { CHAIN, fixture, NODE } from "./fixtures.js";
 
 const ID = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
-const RESULT = { cniVersion: "1.1.0", interfaces: [{ name: "eth0" }], ips: [{ address: "10.244.1.5/24", interface: 0 }] };
-const entry = (list: Record<string, unknown> & { name: string }, id = ID) => cacheEntryJson({ list, containerID: id, ifName: "eth0", result: RESULT });
+const RESULT = {
+  cniVersion: "1.1.0",
+  interfaces: [{ name: "eth0" }],
+  ips: [{ address: "10.244.1.5/24", interface: 0 }],
+};
+const entry = (list: Record<string, unknown> & { name: string }, id = ID) =>
+  cacheEntryJson({ list, containerID: id, ifName: "eth0", result: RESULT });
 
 let dir: string;
 beforeEach(async () => {
@@ -32,23 +37,38 @@ afterEach(async () => {
 
 describe("libcni's cache entries", () => {
   it("reads a conflist of spec 1.1.0 that gives cniVersions instead of cniVersion (the highest we speak)", () => {
-    const a = parseCacheFile(entry({ name: "cbr0", cniVersions: ["0.4.0", "1.1.0", "9.9.9"], plugins: [{ type: "portmap" }] }), "f", 0);
+    const a = parseCacheFile(
+      entry({ name: "cbr0", cniVersions: ["0.4.0", "1.1.0", "9.9.9"], plugins: [{ type: "portmap" }] }),
+      "f",
+      0,
+    );
     expect(a.cniVersion).toBe("1.1.0");
-    expect(() => parseCacheFile(entry({ name: "cbr0", cniVersions: ["9.9.9"], plugins: [] }), "f", 0)).toThrow(/no cniVersion and no supported cniVersions/);
+    expect(() => parseCacheFile(entry({ name: "cbr0", cniVersions: ["9.9.9"], plugins: [] }), "f", 0)).toThrow(
+      /no cniVersion and no supported cniVersions/,
+    );
   });
 
   it("keeps an unreadable file as a container nobody can judge: reported, never 'no attachment'", async () => {
     const results = join(dir, "results");
     await mkdir(results);
     await writeFile(join(results, `cbr0-${ID}-eth0`), "{ not json");
-    await writeFile(join(results, `cbr0-other-eth0`), entry({ name: "cbr0", cniVersion: "1.0.0", plugins: [] }, "other"));
+    await writeFile(
+      join(results, `cbr0-other-eth0`),
+      entry({ name: "cbr0", cniVersion: "1.0.0", plugins: [] }, "other"),
+    );
     const cache = await readResultCache(dir);
     expect(cache.attachments.map((a) => a.containerId)).toEqual(["other"]);
-    expect(cache.problems).toEqual([expect.stringMatching(/unreadable cache file .*not JSON.*its container's chains are kept/)]);
+    expect(cache.problems).toEqual([
+      expect.stringMatching(/unreadable cache file .*not JSON.*its container's chains are kept/),
+    ]);
     expect(ownedByUnreadable(cache, "cbr0", ID)).toBe(true);
     expect(ownedByUnreadable(cache, "cbr0", "0123")).toBe(false);
     const verdict = judge({ cache, records: new Map(), now: 0 });
-    expect([verdict("cbr0", ID), verdict("cbr0", "other"), verdict("cbr0", "gone")]).toEqual(["unknown", "live", "dead"]);
+    expect([verdict("cbr0", ID), verdict("cbr0", "other"), verdict("cbr0", "gone")]).toEqual([
+      "unknown",
+      "live",
+      "dead",
+    ]);
   });
 });
 
@@ -60,16 +80,27 @@ describe("the verdict on a container", () => {
     unreadable: [],
     problems: [],
   });
-  const rec = (id: string, state: "added" | "deleted", at: number) => [`cbr0\n${id}`, { network: "cbr0", containerId: id, state, at }] as const;
+  const rec = (id: string, state: "added" | "deleted", at: number) =>
+    [`cbr0\n${id}`, { network: "cbr0", containerId: id, state, at }] as const;
 
   it("live when cached; deleting once its DEL started (even while still cached); adding while its ADD may run", () => {
     const now = 10 * ADD_RECORD_TTL_MS;
     const verdict = judge({
       cache: cache(["live", "going"]),
-      records: new Map([rec("going", "deleted", now), rec("starting", "added", now - 1000), rec("stale", "added", now - ADD_RECORD_TTL_MS - 1)]),
+      records: new Map([
+        rec("going", "deleted", now),
+        rec("starting", "added", now - 1000),
+        rec("stale", "added", now - ADD_RECORD_TTL_MS - 1),
+      ]),
       now,
     });
-    expect(["live", "going", "starting", "stale", "never"].map((id) => verdict("cbr0", id))).toEqual(["live", "deleting", "adding", "dead", "dead"]);
+    expect(["live", "going", "starting", "stale", "never"].map((id) => verdict("cbr0", id))).toEqual([
+      "live",
+      "deleting",
+      "adding",
+      "dead",
+      "dead",
+    ]);
     expect(verdict("other-net", "live")).toBe("dead");
   });
 });
@@ -127,13 +158,23 @@ describe("install --check (the exec probe)", () => {
     const bin = join(dir, "bin");
     await mkdir(conf);
     await mkdir(bin);
-    await writeFile(join(conf, "10.conflist"), JSON.stringify({ name: "n", cniVersion: "1.0.0", plugins: [{ type: "portmap" }] }));
-    const check = () => runInstall(["--check", "--cni-conf-dir", conf, "--cni-bin-dir", bin], { stdout: (t) => void out.push(t), stderr: (t) => void out.push(t) });
+    await writeFile(
+      join(conf, "10.conflist"),
+      JSON.stringify({ name: "n", cniVersion: "1.0.0", plugins: [{ type: "portmap" }] }),
+    );
+    const check = () =>
+      runInstall(["--check", "--cni-conf-dir", conf, "--cni-bin-dir", bin], {
+        stdout: (t) => void out.push(t),
+        stderr: (t) => void out.push(t),
+      });
     expect(await check()).toBe(1);
     await writeFile(join(bin, "portmap-hostip"), "", { mode: 0o755 });
     expect(await check()).toBe(1);
     expect(out.at(-1)).toMatch(/has no portmap-hostip entry/);
-    await writeFile(join(conf, "10.conflist"), JSON.stringify({ name: "n", cniVersion: "1.0.0", plugins: [{ type: "portmap" }, { type: "portmap-hostip" }] }));
+    await writeFile(
+      join(conf, "10.conflist"),
+      JSON.stringify({ name: "n", cniVersion: "1.0.0", plugins: [{ type: "portmap" }, { type: "portmap-hostip" }] }),
+    );
     expect(await check()).toBe(0);
     expect(await readFile(join(conf, "10.conflist"), "utf8")).toContain("portmap-hostip");
   });
@@ -165,7 +206,12 @@ describe("which nft monitor events start a pass", () => {
     expect(kube.length).toBeGreaterThan(5);
     expect(kube.filter((l) => NAT_EVENT.test(l))).toEqual([]);
     expect(lines.filter((l) => / ip nat CNI-/.test(l)).every((l) => NAT_EVENT.test(l))).toBe(true);
-    for (const l of ["delete rule ip nat CNI-DN-abc handle 5", "delete table ip nat", "add table ip nat", "add rule ip nat PREROUTING fib daddr type local counter packets 0 bytes 0 jump CNI-HOSTPORT-DNAT"]) {
+    for (const l of [
+      "delete rule ip nat CNI-DN-abc handle 5",
+      "delete table ip nat",
+      "add table ip nat",
+      "add rule ip nat PREROUTING fib daddr type local counter packets 0 bytes 0 jump CNI-HOSTPORT-DNAT",
+    ]) {
       expect(lines).toContain(l);
       expect(NAT_EVENT.test(l), l).toBe(true);
     }
@@ -173,15 +219,24 @@ describe("which nft monitor events start a pass", () => {
 });
 
 describe("the iptables variant (as kube-proxy's image picks it)", () => {
-  const v = (name: string) => ({ mangle: fixture(`host/iptables-variant/${name}-mangle.save`), all: fixture(`host/iptables-variant/${name}-all.save`) });
+  const v = (name: string) => ({
+    mangle: fixture(`host/iptables-variant/${name}-mangle.save`),
+    all: fixture(`host/iptables-variant/${name}-all.save`),
+  });
   it("follows kubelet's KUBE-IPTABLES-HINT chain", () => {
-    expect(chooseVariant({ legacy: v("legacy-hint"), nft: v("nft-rules") })).toEqual({ variant: "legacy", why: "kubelet's KUBE-IPTABLES-HINT chain is in legacy's mangle table" });
+    expect(chooseVariant({ legacy: v("legacy-hint"), nft: v("nft-rules") })).toEqual({
+      variant: "legacy",
+      why: "kubelet's KUBE-IPTABLES-HINT chain is in legacy's mangle table",
+    });
   });
   it("else the variant with more rules, nft on a tie", () => {
     const legacy = v("legacy-hint");
     const noHint = { mangle: "", all: legacy.all.replace(/^:KUBE-IPTABLES-HINT .*\n/m, "") };
     expect(chooseVariant({ legacy: noHint, nft: v("nft-rules") }).variant).toBe("nft");
-    expect(chooseVariant({ legacy: noHint, nft: v("nft-empty") })).toEqual({ variant: "legacy", why: "1 legacy rules against 0 nft rules" });
+    expect(chooseVariant({ legacy: noHint, nft: v("nft-empty") })).toEqual({
+      variant: "legacy",
+      why: "1 legacy rules against 0 nft rules",
+    });
     expect(chooseVariant({ legacy: { mangle: "", all: "" }, nft: v("nft-empty") }).variant).toBe("nft");
   });
 });
@@ -197,17 +252,30 @@ describe("a pass's plan on a recorded table (portmap's chain for container abc12
   const pod = (id: string, hostPort: number, portmap: Record<string, unknown> = {}) =>
     parseCacheFile(
       cacheEntryJson({
-        list: { name: "cbr0", cniVersion: "1.0.0", plugins: [{ type: "portmap", capabilities: { portMappings: true }, ...portmap }, { type: "portmap-hostip", capabilities: { portMappings: true } }] },
+        list: {
+          name: "cbr0",
+          cniVersion: "1.0.0",
+          plugins: [
+            { type: "portmap", capabilities: { portMappings: true }, ...portmap },
+            { type: "portmap-hostip", capabilities: { portMappings: true } },
+          ],
+        },
         containerID: id,
         ifName: "eth0",
         capabilityArgs: { portMappings: [{ HostPort: hostPort, ContainerPort: 80, Protocol: "tcp", HostIP: "" }] },
-        result: { cniVersion: "1.0.0", interfaces: [{ name: "eth0", sandbox: "/var/run/netns/x" }], ips: [{ address: "10.244.1.9/24", interface: 0 }] },
+        result: {
+          cniVersion: "1.0.0",
+          interfaces: [{ name: "eth0", sandbox: "/var/run/netns/x" }],
+          ips: [{ address: "10.244.1.9/24", interface: 0 }],
+        },
       }),
       id,
       0,
     );
   const wantedOf = (id: string, hostPort: number): Wanted[] => {
-    const wanted = expectedChains(pod(id, hostPort), NODE).filter((e) => e.family === 4).map((expected) => ({ label: id, key: id, expected }));
+    const wanted = expectedChains(pod(id, hostPort), NODE)
+      .filter((e) => e.family === 4)
+      .map((expected) => ({ label: id, key: id, expected }));
     expect(wanted).toHaveLength(1);
     return wanted;
   };
@@ -215,15 +283,33 @@ describe("a pass's plan on a recorded table (portmap's chain for container abc12
 
   it("deletes at once a dead chain that takes a live pod's port, with its jumps", () => {
     const asked: Array<[string, boolean]> = [];
-    const plan = planDead(table, 4, wantedOf("def456", 8080), dead, (_f, chain, conflicting) => (asked.push([chain, conflicting]), conflicting), new Set(["cbr0"]));
+    const plan = planDead(
+      table,
+      4,
+      wantedOf("def456", 8080),
+      dead,
+      (_f, chain, conflicting) => (asked.push([chain, conflicting]), conflicting),
+      new Set(["cbr0"]),
+    );
     expect(asked).toEqual([[CHAIN, true]]);
-    expect(plan.lines).toEqual([...table.rules.get("CNI-HOSTPORT-DNAT")!.map((r) => formatRule(r, "-D")), `-F ${CHAIN}`, `-X ${CHAIN}`]);
+    expect(plan.lines).toEqual([
+      ...table.rules.get("CNI-HOSTPORT-DNAT")!.map((r) => formatRule(r, "-D")),
+      `-F ${CHAIN}`,
+      `-X ${CHAIN}`,
+    ]);
     expect(plan.actions).toEqual([`deleted dead ${CHAIN} (network cbr0, container abc123) and 2 jump(s)`]);
   });
 
   it("leaves a dead chain that takes no live pod's port to the grace, and never judges an ADD under way or another network", () => {
     const asked: Array<[string, boolean]> = [];
-    const later = planDead(table, 4, wantedOf("def456", 9090), dead, (_f, chain, conflicting) => (asked.push([chain, conflicting]), false), new Set(["cbr0"]));
+    const later = planDead(
+      table,
+      4,
+      wantedOf("def456", 9090),
+      dead,
+      (_f, chain, conflicting) => (asked.push([chain, conflicting]), false),
+      new Set(["cbr0"]),
+    );
     expect([asked, later.lines, later.undecided]).toEqual([[[CHAIN, false]], [], 1]);
     const never = () => {
       throw new Error("asked");
@@ -233,8 +319,15 @@ describe("a pass's plan on a recorded table (portmap's chain for container abc12
   });
 
   it("decides when a dead chain goes: conflicting and deleted at once, conflicting after a second look, others after the grace", () => {
-    const goes = (conflicting: boolean, deleted: boolean, age: number) => deadChainGoes({ conflicting, deleted, age, graceMs: 30_000 });
-    expect([goes(true, true, 0), goes(true, false, 0), goes(true, false, DEAD_CONFIRM_MS), goes(false, true, 29_999), goes(false, false, 30_000)]).toEqual([true, false, true, false, true]);
+    const goes = (conflicting: boolean, deleted: boolean, age: number) =>
+      deadChainGoes({ conflicting, deleted, age, graceMs: 30_000 });
+    expect([
+      goes(true, true, 0),
+      goes(true, false, 0),
+      goes(true, false, DEAD_CONFIRM_MS),
+      goes(false, true, 29_999),
+      goes(false, false, 30_000),
+    ]).toEqual([true, false, true, false, true]);
   });
 
   it("lets a chain that needs a rebuild wait when the pass may not rebuild it yet", () => {
@@ -257,23 +350,59 @@ describe("install --watch --cache-dir on a node where no pod has started yet", (
     const state = join(dir, "state");
     await mkdir(conf);
     await mkdir(bin);
-    await writeFile(join(conf, "10.conflist"), JSON.stringify({ name: "n", cniVersion: "1.0.0", plugins: [{ type: "portmap" }] }));
+    await writeFile(
+      join(conf, "10.conflist"),
+      JSON.stringify({ name: "n", cniVersion: "1.0.0", plugins: [{ type: "portmap" }] }),
+    );
     await writeFile(join(dir, "binary"), "");
     const controller = new AbortController();
     const out: string[] = [];
-    const args = ["--watch", "--binary", join(dir, "binary"), "--cni-conf-dir", conf, "--cni-bin-dir", bin, "--cache-dir", join(dir, "no-cache"), "--state-dir", state];
-    const running = runInstall(args, { signal: controller.signal, stdout: (t) => void out.push(t), stderr: (t) => void out.push(t) });
+    const args = [
+      "--watch",
+      "--binary",
+      join(dir, "binary"),
+      "--cni-conf-dir",
+      conf,
+      "--cni-bin-dir",
+      bin,
+      "--cache-dir",
+      join(dir, "no-cache"),
+      "--state-dir",
+      state,
+    ];
+    const running = runInstall(args, {
+      signal: controller.signal,
+      stdout: (t) => void out.push(t),
+      stderr: (t) => void out.push(t),
+    });
     const deadline = Date.now() + 10_000;
     while ((await checkKeeper(state).catch(() => undefined)) === undefined) {
       if (Date.now() > deadline) throw new Error(`no keeper pass within 10 s:\n${out.join("")}`);
       await new Promise((r) => setTimeout(r, 50));
     }
-    expect(await runInstall(["--check", "--cni-conf-dir", conf, "--cni-bin-dir", bin, "--cache-dir", join(dir, "no-cache"), "--state-dir", state], { stdout: () => {}, stderr: () => {} })).toBe(0);
+    expect(
+      await runInstall(
+        [
+          "--check",
+          "--cni-conf-dir",
+          conf,
+          "--cni-bin-dir",
+          bin,
+          "--cache-dir",
+          join(dir, "no-cache"),
+          "--state-dir",
+          state,
+        ],
+        { stdout: () => {}, stderr: () => {} },
+      ),
+    ).toBe(0);
     controller.abort();
     expect(await running).toBe(0);
     const log = out.join("");
     expect(log).toContain("added the entry after portmap");
-    expect(log).toContain(`keeper: no result cache at ${join(dir, "no-cache", "results")} (yet): nothing to rebuild from\n`);
+    expect(log).toContain(
+      `keeper: no result cache at ${join(dir, "no-cache", "results")} (yet): nothing to rebuild from\n`,
+    );
     expect(log).toContain("stopped\n");
   });
 });

@@ -1,6 +1,6 @@
 // The folders of src/ form layers (docs/layout.md): a folder imports only folders of lower layers, so no two
 // folders import each other, directly or around a cycle. Read from the import statements themselves.
-import { readFileSync, readdirSync } from "node:fs";
+import { readdirSync, readFileSync } from "node:fs";
 import { dirname, join, normalize, relative } from "node:path";
 import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
@@ -24,7 +24,9 @@ const LAYER: Record<string, number> = {
 };
 
 function sourceFiles(dir: string): string[] {
-  return readdirSync(dir, { withFileTypes: true }).flatMap((e) => (e.isDirectory() ? sourceFiles(join(dir, e.name)) : e.name.endsWith(".ts") ? [join(dir, e.name)] : []));
+  return readdirSync(dir, { withFileTypes: true }).flatMap((e) =>
+    e.isDirectory() ? sourceFiles(join(dir, e.name)) : e.name.endsWith(".ts") ? [join(dir, e.name)] : [],
+  );
 }
 
 const folderOf = (file: string): string => {
@@ -88,7 +90,9 @@ describe("the folders of src/", () => {
 
   it("import only folders of a lower layer", () => {
     const wrong = [...graph].flatMap(([from, edges]) =>
-      [...edges].filter(([to]) => !((LAYER[from] ?? -1) > (LAYER[to] ?? Infinity))).map(([to, where]) => `${from} → ${to} (${where})`),
+      [...edges]
+        .filter(([to]) => !((LAYER[from] ?? -1) > (LAYER[to] ?? Infinity)))
+        .map(([to, where]) => `${from} → ${to} (${where})`),
     );
     expect(wrong).toEqual([]);
   });

@@ -1,12 +1,21 @@
 // The logFile writer: whole lines from many processes at once, rotation at the cap, mkdir -p, and a note
 // instead of a failure when the file cannot be written.
 import { execFile } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, truncateSync, writeFileSync } from "node:fs";
+import {
+  existsSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  truncateSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { buildSync } from "esbuild";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
-import { appendLine, formatCall, logCall, type CallRecord } from "../../src/cni/log-file.js";
+import { appendLine, type CallRecord, formatCall, logCall } from "../../src/cni/log-file.js";
 import { parseIp } from "../../src/core/ip.js";
 
 let dir: string;
@@ -36,9 +45,27 @@ describe("formatCall", () => {
     const line = formatCall(
       call({
         resolved: [
-          { mapping: { hostPort: 8080, containerPort: 80, protocol: "tcp", hostIp: undefined }, source: "node", ips: [ip("192.0.2.10"), ip("127.0.0.1")], leftOut: [], closed: false },
-          { mapping: { hostPort: 8443, containerPort: 443, protocol: "tcp", hostIp: ip("192.0.2.11") }, source: "runtime", ips: undefined, leftOut: [], closed: false },
-          { mapping: { hostPort: 5353, containerPort: 53, protocol: "udp", hostIp: undefined }, source: "any", ips: undefined, leftOut: [], closed: false },
+          {
+            mapping: { hostPort: 8080, containerPort: 80, protocol: "tcp", hostIp: undefined },
+            source: "node",
+            ips: [ip("192.0.2.10"), ip("127.0.0.1")],
+            leftOut: [],
+            closed: false,
+          },
+          {
+            mapping: { hostPort: 8443, containerPort: 443, protocol: "tcp", hostIp: ip("192.0.2.11") },
+            source: "runtime",
+            ips: undefined,
+            leftOut: [],
+            closed: false,
+          },
+          {
+            mapping: { hostPort: 5353, containerPort: 53, protocol: "udp", hostIp: undefined },
+            source: "any",
+            ips: undefined,
+            leftOut: [],
+            closed: false,
+          },
         ],
       }),
     );
@@ -96,7 +123,11 @@ describe("appendLine", () => {
   it("rotates at the cap, keeping exactly one previous file", () => {
     const file = join(dir, "p.log");
     for (let i = 0; i < 10; i++) appendLine(file, `line ${i} ${"x".repeat(40)}\n`, 200);
-    const lines = (f: string) => readFileSync(f, "utf8").split("\n").filter(Boolean).map((l) => Number(l.split(" ")[1]));
+    const lines = (f: string) =>
+      readFileSync(f, "utf8")
+        .split("\n")
+        .filter(Boolean)
+        .map((l) => Number(l.split(" ")[1]));
     // 48-byte lines, 200-byte cap: four per file.
     expect(lines(`${file}.1`)).toEqual([4, 5, 6, 7]);
     expect(lines(file)).toEqual([8, 9]);
@@ -133,7 +164,9 @@ describe("logCall", () => {
     writeFileSync(notAFolder, "");
     expect(() => logCall(join(notAFolder, "x.log"), call())).not.toThrow();
     expect(stderr).toHaveBeenCalledTimes(1);
-    expect(String(stderr.mock.calls[0]?.[0])).toMatch(/^portmap-hostip: cannot write log file .*\/file\/x\.log: ENOTDIR/);
+    expect(String(stderr.mock.calls[0]?.[0])).toMatch(
+      /^portmap-hostip: cannot write log file .*\/file\/x\.log: ENOTDIR/,
+    );
   });
 });
 
@@ -168,15 +201,19 @@ for (let i = 0; i < Number(lines); i++) {
         { length: PROCESSES },
         (_, id) =>
           new Promise<void>((resolve, reject) => {
-            execFile(process.execPath, [script, file, String(id), String(LINES), String(LINE_BYTES), String(cap)], { timeout: 60_000 }, (err) =>
-              err ? reject(err) : resolve(),
+            execFile(
+              process.execPath,
+              [script, file, String(id), String(LINES), String(LINE_BYTES), String(cap)],
+              { timeout: 60_000 },
+              (err) => (err ? reject(err) : resolve()),
             );
           }),
       ),
     );
   }
 
-  const linesOf = (file: string): string[] => (existsSync(file) ? readFileSync(file, "utf8").split("\n").slice(0, -1) : []);
+  const linesOf = (file: string): string[] =>
+    existsSync(file) ? readFileSync(file, "utf8").split("\n").slice(0, -1) : [];
   const whole = (line: string) => line.length === LINE_BYTES - 1 && /^w\d+ \d+ x+$/.test(line);
 
   it("never interleave within a line, and lose none", async () => {
@@ -197,6 +234,10 @@ for (let i = 0; i < Number(lines); i++) {
     // A writer that measured the file just before it filled up adds its line anyway: at most one each.
     for (const f of [file, `${file}.1`]) expect(statSync(f).size).toBeLessThanOrEqual(cap + PROCESSES * LINE_BYTES);
     expect(previous.length).toBeGreaterThan(0);
-    expect(readdirSync(dir).filter((f) => f.startsWith("p.log")).sort()).toEqual(["p.log", "p.log.1"]);
+    expect(
+      readdirSync(dir)
+        .filter((f) => f.startsWith("p.log"))
+        .sort(),
+    ).toEqual(["p.log", "p.log.1"]);
   });
 });

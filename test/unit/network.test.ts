@@ -6,7 +6,13 @@ describe("node network (recorded from the e2e node namespace)", () => {
   it("lists every address with its interface and scope, down interfaces included", () => {
     const addrs = parseIpAddressJson(fixture("host/ip-address.json")).map((a) => `${a.ifname} ${a.ip.text} ${a.scope}`);
     expect(addrs).toEqual(
-      expect.arrayContaining(["lo 127.0.0.1 host", "up0 192.0.2.10 global", "up0 192.0.2.11 global", "up0 2001:db8::10 global", "kube-ipvs0 10.96.0.50 global"]),
+      expect.arrayContaining([
+        "lo 127.0.0.1 host",
+        "up0 192.0.2.10 global",
+        "up0 192.0.2.11 global",
+        "up0 2001:db8::10 global",
+        "kube-ipvs0 10.96.0.50 global",
+      ]),
     );
   });
 
@@ -20,19 +26,27 @@ describe("node network (recorded from the e2e node namespace)", () => {
   });
 
   it("takes every default route, whatever its metric (a backup uplink)", () => {
-    const recorded = '[{"dst":"default","gateway":"192.0.2.1","dev":"u1","metric":100,"flags":[]},{"dst":"default","gateway":"198.51.100.1","dev":"u2","metric":200,"flags":[]}]';
+    const recorded =
+      '[{"dst":"default","gateway":"192.0.2.1","dev":"u1","metric":100,"flags":[]},{"dst":"default","gateway":"198.51.100.1","dev":"u2","metric":200,"flags":[]}]';
     expect(parseDefaultRoutesJson(recorded)).toEqual(["u1", "u2"]);
   });
 
   it("ignores unreachable and blackhole default routes (recorded next to a real one)", () => {
-    const v4 = '[{"dst":"default","gateway":"192.0.2.1","dev":"up0","flags":[]},{"type":"unreachable","dst":"default","metric":5000,"flags":[]}]';
+    const v4 =
+      '[{"dst":"default","gateway":"192.0.2.1","dev":"up0","flags":[]},{"type":"unreachable","dst":"default","metric":5000,"flags":[]}]';
     const v6 =
       '[{"dst":"default","gateway":"2001:db8::1","dev":"up0","metric":1024,"flags":[],"pref":"medium"},{"type":"blackhole","dst":"default","dev":"lo","metric":5000,"flags":[],"pref":"medium"}]';
     expect([parseDefaultRoutesJson(v4), parseDefaultRoutesJson(v6)]).toEqual([["up0"], ["up0"]]);
   });
 
   it("marks IPv6 privacy and duplicate addresses", () => {
-    const link = { ifname: "eth0", addr_info: [{ family: "inet6", local: "2001:db8::5", scope: "global", temporary: true, dynamic: true }, { family: "inet6", local: "2001:db8::6", scope: "global", dadfailed: true, tentative: true }] };
+    const link = {
+      ifname: "eth0",
+      addr_info: [
+        { family: "inet6", local: "2001:db8::5", scope: "global", temporary: true, dynamic: true },
+        { family: "inet6", local: "2001:db8::6", scope: "global", dadfailed: true, tentative: true },
+      ],
+    };
     expect(parseIpAddressJson(JSON.stringify([link])).map((a) => [a.ip.text, a.temporary, a.dadFailed])).toEqual([
       ["2001:db8::5", true, false],
       ["2001:db8::6", false, true],

@@ -1,9 +1,9 @@
 // The operator subcommands' command line: help, refusals, and the conntrack step without the tool.
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { runCli } from "../../src/cli/main.js";
-import { dropStaleUdp } from "../../src/pipeline/conntrack.js";
-import { selectsNetwork } from "../../src/ops/cache.js";
 import { runOps } from "../../src/cli/ops.js";
+import { selectsNetwork } from "../../src/ops/cache.js";
+import { dropStaleUdp } from "../../src/pipeline/conntrack.js";
 import { chainOf, rules } from "./fixtures.js";
 
 afterEach(() => {
@@ -14,7 +14,11 @@ afterEach(() => {
 function io() {
   let out = "";
   let err = "";
-  return { ctx: { stdout: (t: string) => void (out += t), stderr: (t: string) => void (err += t) }, out: () => out, err: () => err };
+  return {
+    ctx: { stdout: (t: string) => void (out += t), stderr: (t: string) => void (err += t) },
+    out: () => out,
+    err: () => err,
+  };
 }
 
 describe("portmap-hostip status | reconcile | gc", () => {
@@ -22,11 +26,16 @@ describe("portmap-hostip status | reconcile | gc", () => {
     const write = vi.spyOn(process.stdout, "write").mockImplementation(() => true);
     expect(await runCli(["--help"])).toBe(0);
     const help = write.mock.calls.map(([c]) => String(c)).join("");
-    for (const line of ["portmap-hostip status [--json]", "portmap-hostip reconcile", "portmap-hostip gc [--dry-run]"]) expect(help).toContain(line);
+    for (const line of ["portmap-hostip status [--json]", "portmap-hostip reconcile", "portmap-hostip gc [--dry-run]"])
+      expect(help).toContain(line);
   });
 
   it("each explain their options", async () => {
-    for (const [command, flags] of [["status", ["--cache-dir", "--network", "--json"]], ["reconcile", ["--cache-dir", "--network", "--dry-run"]], ["gc", ["--network", "--grace", "--dry-run"]]] as const) {
+    for (const [command, flags] of [
+      ["status", ["--cache-dir", "--network", "--json"]],
+      ["reconcile", ["--cache-dir", "--network", "--dry-run"]],
+      ["gc", ["--network", "--grace", "--dry-run"]],
+    ] as const) {
       const o = io();
       expect(await runOps(command, ["--help"], o.ctx)).toBe(0);
       for (const f of flags) expect(o.out()).toContain(f);
@@ -55,15 +64,25 @@ describe("the UDP conntrack step", () => {
     vi.stubEnv("PATH", "/nonexistent");
     const warnings: string[] = [];
     const unscoped = chainOf("reference-v4");
-    const scoped = unscoped.map((r) => (r.includes("udp") ? r.replace(/^(-A \S+( -s \S+)?)/, "$1 -d 192.0.2.10/32") : r));
+    const scoped = unscoped.map((r) =>
+      r.includes("udp") ? r.replace(/^(-A \S+( -s \S+)?)/, "$1 -d 192.0.2.10/32") : r,
+    );
     expect(await dropStaleUdp(4, [{ before: rules(unscoped), after: rules(scoped) }], (t) => warnings.push(t))).toBe(0);
-    expect(warnings).toEqual([expect.stringMatching(/^conntrack not usable \(.*ENOENT.*\): stale UDP conntrack entries of hostPort 5353 are not removed$/)]);
+    expect(warnings).toEqual([
+      expect.stringMatching(
+        /^conntrack not usable \(.*ENOENT.*\): stale UDP conntrack entries of hostPort 5353 are not removed$/,
+      ),
+    ]);
   });
 
   it("runs nothing when no UDP rule changed", async () => {
     vi.stubEnv("PATH", "/nonexistent");
     const warnings: string[] = [];
-    expect(await dropStaleUdp(4, [{ before: rules(chainOf("reference-v4")), after: rules(chainOf("reference-v4")) }], (t) => warnings.push(t))).toBe(0);
+    expect(
+      await dropStaleUdp(4, [{ before: rules(chainOf("reference-v4")), after: rules(chainOf("reference-v4")) }], (t) =>
+        warnings.push(t),
+      ),
+    ).toBe(0);
     expect(warnings).toEqual([]);
   });
 });

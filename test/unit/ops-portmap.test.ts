@@ -1,11 +1,17 @@
 // The portmap rule generator against what real portmap wrote (test/fixtures/ops/record.sh): Debian's 1.1.1 and v1.9.1.
 import { describe, expect, it } from "vitest";
 import { parseNetConf } from "../../src/core/config.js";
-import { portmapChainName } from "../../src/iptables/chain-name.js";
-import { parsePortmapOptions, podNet, portmapChainRules, portmapJumpRules, portmapSharedRules } from "../../src/ops/portmap.js";
-import { parseTable, rulesOf } from "../../src/iptables/table.js";
 import type { Family } from "../../src/core/ip.js";
-import { PORTMAP_VERSIONS, fixture, lines } from "./fixtures.js";
+import { portmapChainName } from "../../src/iptables/chain-name.js";
+import { parseTable, rulesOf } from "../../src/iptables/table.js";
+import {
+  parsePortmapOptions,
+  podNet,
+  portmapChainRules,
+  portmapJumpRules,
+  portmapSharedRules,
+} from "../../src/ops/portmap.js";
+import { fixture, lines, PORTMAP_VERSIONS } from "./fixtures.js";
 
 const three = [
   { hostPort: 8080, containerPort: 80, protocol: "tcp", hostIP: "" },
@@ -16,11 +22,18 @@ const many = [
   ...Array.from({ length: 17 }, (_, i) => ({ hostPort: 9001 + i, containerPort: 1 + i, protocol: "tcp" })),
   { hostPort: 9100, containerPort: 100, protocol: "udp" },
 ];
-const mappingsOf = (raw: object[]) => parseNetConf({ cniVersion: "1.0.0", name: "x", runtimeConfig: { portMappings: raw } }).portMappings;
+const mappingsOf = (raw: object[]) =>
+  parseNetConf({ cniVersion: "1.0.0", name: "x", runtimeConfig: { portMappings: raw } }).portMappings;
 const pods: Record<Family, string> = { 4: "10.244.1.5/24", 6: "2001:db8:244:1::5/64" };
 
 /** Everything portmap wrote for one pod, generated: shared rules, pod chain, jumps — as a table. */
-function generated(name: string, id: string, family: Family, options: object, raw: object[]): { chain: string; rules: Map<string, string[]> } {
+function generated(
+  name: string,
+  id: string,
+  family: Family,
+  options: object,
+  raw: object[],
+): { chain: string; rules: Map<string, string[]> } {
   const o = parsePortmapOptions({ type: "portmap", ...options });
   const chain = portmapChainName(name, id);
   const mappings = mappingsOf(raw);
@@ -36,7 +49,14 @@ const cases: Array<[string, object, object[], string?]> = [
   ["nosnat", { snat: false }, three],
   ["setmark", { externalSetMarkChain: "KUBE-MARK-MASQ" }, three],
   ["markbit", { markMasqBit: 5 }, three],
-  ["conditions", { conditionsV4: ["!", "-s", "198.51.100.0/24", "-m", "addrtype", "--dst-type", "LOCAL"], conditionsV6: ["!", "-i", "cni0"] }, three],
+  [
+    "conditions",
+    {
+      conditionsV4: ["!", "-s", "198.51.100.0/24", "-m", "addrtype", "--dst-type", "LOCAL"],
+      conditionsV6: ["!", "-i", "cni0"],
+    },
+    three,
+  ],
   ["many", {}, many],
   ["longname", {}, [{ hostPort: 8080, containerPort: 80, protocol: "tcp", hostIP: "" }], "n".repeat(240)],
 ];
@@ -62,7 +82,6 @@ describe.each(PORTMAP_VERSIONS)("portmap's rules, generated, against portmap $po
       expect(rules.get("CNI-HOSTPORT-DNAT")).toEqual(lines(rulesOf(table, "CNI-HOSTPORT-DNAT").slice(0, 2)));
     }
   });
-
 });
 
 describe("portmap's options", () => {

@@ -1,13 +1,13 @@
 // reconcile planning and the UDP conntrack selection, on what real portmap and conntrack printed.
 import { describe, expect, it } from "vitest";
+import type { Family } from "../../src/core/ip.js";
+import { type NatTable, parseTable, rulesOf } from "../../src/iptables/table.js";
 import { expectedChains } from "../../src/ops/attachment.js";
 import { parseCacheFile } from "../../src/ops/cache.js";
+import { planReconcile, type Wanted } from "../../src/ops/reconcile.js";
 import { parseConntrack, staleEntries, udpChanges } from "../../src/pipeline/conntrack.js";
-import { type Wanted, planReconcile } from "../../src/ops/reconcile.js";
-import { type NatTable, parseTable, rulesOf } from "../../src/iptables/table.js";
-import type { Family } from "../../src/core/ip.js";
 import { cacheEntryJson } from "../support/result-cache.js";
-import { CHAIN, NODE, PORTMAP_VERSIONS, chainOf, fixture, lines as print, rules as read } from "./fixtures.js";
+import { CHAIN, chainOf, fixture, NODE, PORTMAP_VERSIONS, lines as print, rules as read } from "./fixtures.js";
 
 const THREE = [
   { HostPort: 8080, ContainerPort: 80, Protocol: "tcp", HostIP: "" },
@@ -28,7 +28,15 @@ function attachment(o: { portmap?: object; hostip?: object | false; mappings?: o
   const plugins = [
     { type: "bridge" },
     { type: "portmap", capabilities: { portMappings: true }, ...(o.portmap ?? {}) },
-    ...(o.hostip === false ? [] : [{ type: "portmap-hostip", capabilities: { portMappings: true, "io.kubernetes.cri.pod-annotations": true }, ...(o.hostip ?? {}) }]),
+    ...(o.hostip === false
+      ? []
+      : [
+          {
+            type: "portmap-hostip",
+            capabilities: { portMappings: true, "io.kubernetes.cri.pod-annotations": true },
+            ...(o.hostip ?? {}),
+          },
+        ]),
   ];
   const annotations = o.annotation === undefined ? {} : { "portmap-hostip/host-ip": o.annotation };
   return parseCacheFile(
@@ -52,7 +60,10 @@ const wanted = (a: ReturnType<typeof attachment>, family: Family): Wanted[] =>
 
 /** What iptables-restore --noflush does with the plan's lines, on the table model. */
 function apply(table: NatTable, lines: readonly string[]): NatTable {
-  const out: NatTable = { chains: new Set(table.chains), rules: new Map([...table.rules].map(([c, r]) => [c, [...r]])) };
+  const out: NatTable = {
+    chains: new Set(table.chains),
+    rules: new Map([...table.rules].map(([c, r]) => [c, [...r]])),
+  };
   for (const line of lines) {
     const [verb = "", chain = ""] = line.split(" ", 2);
     const rest = line.slice(verb.length + chain.length + 2);
@@ -60,8 +71,13 @@ function apply(table: NatTable, lines: readonly string[]): NatTable {
       out.chains.add(verb.slice(1));
       out.rules.set(verb.slice(1), []);
     } else if (verb === "-A") out.rules.set(chain, [...rulesOf(out, chain), ...read([line])]);
-    else if (verb === "-I") out.rules.set(chain, [...read([`-A ${chain} ${rest.replace(/^1 /, "")}`]), ...rulesOf(out, chain)]);
-    else if (verb === "-D") out.rules.set(chain, rulesOf(out, chain).filter((r) => print([r])[0] !== `-A ${chain} ${rest}`));
+    else if (verb === "-I")
+      out.rules.set(chain, [...read([`-A ${chain} ${rest.replace(/^1 /, "")}`]), ...rulesOf(out, chain)]);
+    else if (verb === "-D")
+      out.rules.set(
+        chain,
+        rulesOf(out, chain).filter((r) => print([r])[0] !== `-A ${chain} ${rest}`),
+      );
     else throw new Error(`unexpected line ${line}`);
   }
   return out;
@@ -76,33 +92,58 @@ const sameTable = (a: NatTable, b: NatTable) => {
 describe("reconcile planning", () => {
   it("leaves a correct attachment alone and writes nothing", () => {
     for (const family of [4, 6] as const) {
-      const plan = planReconcile(parseTable(fixture(`ops/markbit-v${family}.rules`)), family, wanted(attachment({ portmap: { markMasqBit: 5 }, hostip: false }), family));
+      const plan = planReconcile(
+        parseTable(fixture(`ops/markbit-v${family}.rules`)),
+        family,
+        wanted(attachment({ portmap: { markMasqBit: 5 }, hostip: false }), family),
+      );
       expect(plan).toMatchObject({ lines: [], correct: ["default/a"], rebuilt: [] });
     }
   });
 
-  it.each(PORTMAP_VERSIONS)("after a flush, rebuilds exactly what portmap $portmap wrote: shared chains, top-level jumps, pod chain and its jumps", ({ dir }) => {
-    for (const [name, portmap] of [["markbit", { markMasqBit: 5 }], ["nosnat", { snat: false }], ["conditions", {
-      conditionsV4: ["!", "-s", "198.51.100.0/24", "-m", "addrtype", "--dst-type", "LOCAL"], conditionsV6: ["!", "-i", "cni0"] }]] as const) {
-      for (const family of [4, 6] as const) {
-        const plan = planReconcile(FLUSHED, family, wanted(attachment({ portmap, hostip: false }), family));
-        sameTable(apply(FLUSHED, plan.lines), parseTable(fixture(`ops/${dir}${name}-v${family}.rules`)));
-        expect(plan.lines.filter((l) => l.startsWith(":"))).toEqual(plan.lines.slice(0, plan.lines.filter((l) => l.startsWith(":")).length));
+  it.each(PORTMAP_VERSIONS)(
+    "after a flush, rebuilds exactly what portmap $portmap wrote: shared chains, top-level jumps, pod chain and its jumps",
+    ({ dir }) => {
+      for (const [name, portmap] of [
+        ["markbit", { markMasqBit: 5 }],
+        ["nosnat", { snat: false }],
+        [
+          "conditions",
+          {
+            conditionsV4: ["!", "-s", "198.51.100.0/24", "-m", "addrtype", "--dst-type", "LOCAL"],
+            conditionsV6: ["!", "-i", "cni0"],
+          },
+        ],
+      ] as const) {
+        for (const family of [4, 6] as const) {
+          const plan = planReconcile(FLUSHED, family, wanted(attachment({ portmap, hostip: false }), family));
+          sameTable(apply(FLUSHED, plan.lines), parseTable(fixture(`ops/${dir}${name}-v${family}.rules`)));
+          expect(plan.lines.filter((l) => l.startsWith(":"))).toEqual(
+            plan.lines.slice(0, plan.lines.filter((l) => l.startsWith(":")).length),
+          );
+        }
       }
-    }
-  });
+    },
+  );
 
   it("puts portmap's POSTROUTING jump first, where portmap inserts it, ahead of others' masquerade rules", () => {
     const withMasq = parseTable("-P POSTROUTING ACCEPT\n-A POSTROUTING -s 10.244.1.0/24 -j MASQUERADE\n");
     const after = apply(withMasq, planReconcile(withMasq, 4, wanted(attachment({ hostip: false }), 4)).lines);
-    expect(print(rulesOf(after, "POSTROUTING"))[0]).toBe('-A POSTROUTING -m comment --comment "CNI portfwd requiring masquerade" -j CNI-HOSTPORT-MASQ');
+    expect(print(rulesOf(after, "POSTROUTING"))[0]).toBe(
+      '-A POSTROUTING -m comment --comment "CNI portfwd requiring masquerade" -j CNI-HOSTPORT-MASQ',
+    );
   });
 
   it("scopes the rebuilt chain by our policy: byte for byte what portmap writes for that hostIP", () => {
-    const a = attachment({ mappings: [{ HostPort: 8080, ContainerPort: 80, Protocol: "tcp", HostIP: "" }], annotation: "192.0.2.11" });
+    const a = attachment({
+      mappings: [{ HostPort: 8080, ContainerPort: 80, Protocol: "tcp", HostIP: "" }],
+      annotation: "192.0.2.11",
+    });
     const plan = planReconcile(parseTable(fixture("ops/default-v4.rules")), 4, wanted(a, 4));
     expect(plan.rebuilt.map((r) => r.before)).toEqual([rulesOf(parseTable(fixture("ops/default-v4.rules")), CHAIN)]);
-    expect(print(rulesOf(apply(parseTable(fixture("ops/default-v4.rules")), plan.lines), CHAIN))).toEqual(chainOf("scoped-192.0.2.11-v4"));
+    expect(print(rulesOf(apply(parseTable(fixture("ops/default-v4.rules")), plan.lines), CHAIN))).toEqual(
+      chainOf("scoped-192.0.2.11-v4"),
+    );
   });
 
   it("replaces a pod's wrong jumps by its right ones, and leaves other pods' jumps alone", () => {
@@ -112,21 +153,32 @@ describe("reconcile planning", () => {
       '-D CNI-HOSTPORT-DNAT -p tcp -m comment --comment "dnat name: \\"cbr0\\" id: \\"abc123\\"" -m multiport --dports 8080 -j CNI-DN-3e9a3d0f9583cdc0e7133',
       '-A CNI-HOSTPORT-DNAT -p tcp -m comment --comment "dnat name: \\"cbr0\\" id: \\"abc123\\"" -m multiport --dports 8080,8443 -j CNI-DN-3e9a3d0f9583cdc0e7133',
     ]);
-    expect(rulesOf(apply(table, plan.lines), "CNI-HOSTPORT-DNAT").slice(1, 3)).toEqual(rulesOf(table, "CNI-HOSTPORT-DNAT").slice(2, 4));
+    expect(rulesOf(apply(table, plan.lines), "CNI-HOSTPORT-DNAT").slice(1, 3)).toEqual(
+      rulesOf(table, "CNI-HOSTPORT-DNAT").slice(2, 4),
+    );
   });
 
   it("skips a pod whose external mark chain is gone, and one whose host IP the policy refuses now", () => {
-    const plan = planReconcile(FLUSHED, 4, wanted(attachment({ portmap: { externalSetMarkChain: "KUBE-MARK-MASQ" }, hostip: false }), 4));
-    expect(plan.skipped).toEqual(["default/a: its externalSetMarkChain KUBE-MARK-MASQ does not exist (not portmap's to create)"]);
+    const plan = planReconcile(
+      FLUSHED,
+      4,
+      wanted(attachment({ portmap: { externalSetMarkChain: "KUBE-MARK-MASQ" }, hostip: false }), 4),
+    );
+    expect(plan.skipped).toEqual([
+      "default/a: its externalSetMarkChain KUBE-MARK-MASQ does not exist (not portmap's to create)",
+    ]);
     expect(plan.lines).toEqual([]);
-    expect(() => expectedChains(attachment({ annotation: "198.51.100.7" }), NODE)).toThrow(/198\.51\.100\.7.*not an address of this node/);
+    expect(() => expectedChains(attachment({ annotation: "198.51.100.7" }), NODE)).toThrow(
+      /198\.51\.100\.7.*not an address of this node/,
+    );
   });
 });
 
 describe("stale UDP conntrack entries", () => {
   const entries = parseConntrack(fixture("ops/conntrack-v4.txt"));
   const unscoped = chainOf("reference-v4");
-  const scopedTo = (ip: string) => unscoped.map((r) => (r.includes("udp") ? r.replace(/^(-A \S+( -s \S+)?)/, `$1 -d ${ip}/32`) : r));
+  const scopedTo = (ip: string) =>
+    unscoped.map((r) => (r.includes("udp") ? r.replace(/^(-A \S+( -s \S+)?)/, `$1 -d ${ip}/32`) : r));
 
   it("reads conntrack's listing: original tuple and where replies come from", () => {
     expect(entries).toEqual([

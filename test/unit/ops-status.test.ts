@@ -1,14 +1,14 @@
 // status, the result cache reader and GC planning, on what real portmap wrote (test/fixtures/ops).
 import { describe, expect, it } from "vitest";
-import { type CacheRead, attachmentLabel, parseCacheFile } from "../../src/ops/cache.js";
+import type { Family } from "../../src/core/ip.js";
+import { parseTable, portmapJumps } from "../../src/iptables/table.js";
+import { parseChainJson } from "../../src/nftables/json.js";
+import { attachmentLabel, type CacheRead, parseCacheFile } from "../../src/ops/cache.js";
 import { planGc } from "../../src/ops/gc.js";
 import { statusJson, statusTable } from "../../src/ops/render.js";
 import { status } from "../../src/ops/status.js";
-import { parseTable, portmapJumps } from "../../src/iptables/table.js";
-import type { Family } from "../../src/core/ip.js";
-import { parseChainJson } from "../../src/nftables/json.js";
 import { cacheEntryJson } from "../support/result-cache.js";
-import { NODE, fixture } from "./fixtures.js";
+import { fixture, NODE } from "./fixtures.js";
 
 const list = (name: string, hostip: object | false = {}) => ({
   name,
@@ -16,7 +16,15 @@ const list = (name: string, hostip: object | false = {}) => ({
   plugins: [
     { type: "bridge", bridge: "cni0", ipam: { type: "host-local" } },
     { type: "portmap", capabilities: { portMappings: true } },
-    ...(hostip === false ? [] : [{ type: "portmap-hostip", capabilities: { portMappings: true, "io.kubernetes.cri.pod-annotations": true }, ...hostip }]),
+    ...(hostip === false
+      ? []
+      : [
+          {
+            type: "portmap-hostip",
+            capabilities: { portMappings: true, "io.kubernetes.cri.pod-annotations": true },
+            ...hostip,
+          },
+        ]),
   ],
 });
 const result = (v4: string, v6: string) => ({
@@ -47,9 +55,26 @@ const three = [
   { HostPort: 5353, ContainerPort: 53, Protocol: "udp", HostIP: "0.0.0.0" },
 ];
 const a = entry("cbr0", "abc123", "a", three, "10.244.1.5", "2001:db8:244:1::5", 1);
-const b = entry("cbr0", "def456", "b", [{ HostPort: 5353, ContainerPort: 53, Protocol: "udp", HostIP: "" }], "10.244.1.6", "2001:db8:244:1::6", 2);
-const cache = (attachments = [a, b]): CacheRead => ({ dir: "/cache/results", present: true, attachments, unreadable: [], problems: [] });
-const tables = (name: string) => new Map<Family, ReturnType<typeof parseTable>>([4, 6].map((f) => [f as Family, parseTable(fixture(`ops/${name}-v${f}.rules`))]));
+const b = entry(
+  "cbr0",
+  "def456",
+  "b",
+  [{ HostPort: 5353, ContainerPort: 53, Protocol: "udp", HostIP: "" }],
+  "10.244.1.6",
+  "2001:db8:244:1::6",
+  2,
+);
+const cache = (attachments = [a, b]): CacheRead => ({
+  dir: "/cache/results",
+  present: true,
+  attachments,
+  unreadable: [],
+  problems: [],
+});
+const tables = (name: string) =>
+  new Map<Family, ReturnType<typeof parseTable>>(
+    [4, 6].map((f) => [f as Family, parseTable(fixture(`ops/${name}-v${f}.rules`))]),
+  );
 
 describe("the result cache", () => {
   it("reads libcni's entry: conflist, CNI_ARGS, capability args, result", () => {
@@ -60,7 +85,9 @@ describe("the result cache", () => {
   });
 
   it("says what is wrong with a malformed entry instead of crashing", () => {
-    const good = JSON.parse(cacheEntryJson({ list: list("cbr0"), containerID: "x1", ifName: "eth0", result: {} })) as Record<string, unknown>;
+    const good = JSON.parse(
+      cacheEntryJson({ list: list("cbr0"), containerID: "x1", ifName: "eth0", result: {} }),
+    ) as Record<string, unknown>;
     const bad = (patch: Record<string, unknown>) => () => parseCacheFile(JSON.stringify({ ...good, ...patch }), "f", 0);
     expect(() => parseCacheFile("{", "f", 0)).toThrow(/not JSON/);
     expect(bad({ kind: "other" })).toThrow(/not a libcni cache entry \(kind/);
@@ -93,16 +120,31 @@ describe("portmap's jumps", () => {
 
 describe("status", () => {
   const rows = status(tables("default"), cache(), NODE);
-  const row = (pod: string, family: Family, port: number) => rows.find((r) => r.pod === pod && r.family === family && r.hostPort === port)!;
+  const row = (pod: string, family: Family, port: number) =>
+    rows.find((r) => r.pod === pod && r.family === family && r.hostPort === port)!;
 
   it("gives every mapping its owner, addresses, target and state", () => {
-    expect(row("default/a", 4, 8443)).toMatchObject({ protocol: "tcp", destinations: ["192.0.2.10"], target: "10.244.1.5:443", state: "scoped", network: "cbr0" });
+    expect(row("default/a", 4, 8443)).toMatchObject({
+      protocol: "tcp",
+      destinations: ["192.0.2.10"],
+      target: "10.244.1.5:443",
+      state: "scoped",
+      network: "cbr0",
+    });
     const alone = status(tables("nosnat"), cache([a]), NODE).find((r) => r.family === 6 && r.hostPort === 8080);
-    expect(alone).toMatchObject({ pod: "default/a", destinations: [], target: "[2001:db8:244:1::5]:80", state: "unscoped", captures: [] });
+    expect(alone).toMatchObject({
+      pod: "default/a",
+      destinations: [],
+      target: "[2001:db8:244:1::5]:80",
+      state: "unscoped",
+      captures: [],
+    });
   });
 
   it("names the Service address an unscoped mapping captures (kube-ipvs0), not node or pod-gateway addresses", () => {
-    const alone = status(tables("default"), cache([a]), NODE).find((r) => r.pod === "default/a" && r.family === 4 && r.hostPort === 8080)!;
+    const alone = status(tables("default"), cache([a]), NODE).find(
+      (r) => r.pod === "default/a" && r.family === 4 && r.hostPort === 8080,
+    )!;
     expect(alone.captures).toEqual(["10.96.0.50"]);
   });
 
@@ -112,12 +154,25 @@ describe("status", () => {
   });
 
   it("marks chains without a cached attachment as orphans (named by the jump's container ID)", () => {
-    expect(row("abc999", 4, 8080)).toMatchObject({ state: "orphan", network: "other", containerId: "abc999", winner: "default/a" });
-    expect(row("default/a", 4, 8080)).toMatchObject({ state: "conflict", winner: "default/a", captures: ["10.96.0.50"] });
+    expect(row("abc999", 4, 8080)).toMatchObject({
+      state: "orphan",
+      network: "other",
+      containerId: "abc999",
+      winner: "default/a",
+    });
+    expect(row("default/a", 4, 8080)).toMatchObject({
+      state: "conflict",
+      winner: "default/a",
+      captures: ["10.96.0.50"],
+    });
   });
 
   it("without a cache, judges no orphans", () => {
-    const none = status(tables("default"), { dir: "/x", present: false, attachments: [], unreadable: [], problems: [] }, NODE);
+    const none = status(
+      tables("default"),
+      { dir: "/x", present: false, attachments: [], unreadable: [], problems: [] },
+      NODE,
+    );
     expect(none.some((r) => r.state === "orphan")).toBe(false);
   });
 
@@ -128,7 +183,19 @@ describe("status", () => {
     expect(text).toContain("  - shadowed by default/a\n");
     const json = JSON.parse(statusJson(rows, [])) as { mappings: Array<Record<string, unknown>> };
     expect(Object.keys(json.mappings[0]!)).toEqual([
-      "family", "pod", "network", "containerId", "chain", "protocol", "hostPort", "destinations", "target", "state", "captures", "winner", "reachable",
+      "family",
+      "pod",
+      "network",
+      "containerId",
+      "chain",
+      "protocol",
+      "hostPort",
+      "destinations",
+      "target",
+      "state",
+      "captures",
+      "winner",
+      "reachable",
     ]);
   });
 });
@@ -168,7 +235,12 @@ describe("status on portmap's nftables backend (recorded v1.9.1 output)", () => 
       ["default/a", "tcp", 8443, "ip cni_hostport hostports"],
       ["default/a", "udp", 5353, "ip cni_hostport hostports"],
     ]);
-    expect(row("default/a", 8443)).toMatchObject({ state: "scoped", destinations: ["192.0.2.10"], target: "10.244.1.5:443", reachable: true });
+    expect(row("default/a", 8443)).toMatchObject({
+      state: "scoped",
+      destinations: ["192.0.2.10"],
+      target: "10.244.1.5:443",
+      reachable: true,
+    });
   });
 
   it("takes rule order for who wins a shared port, and a container the cache does not know for an orphan", () => {

@@ -3,11 +3,11 @@
 // with the documented CNI error and nothing else (no other exception).
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { parseNetConf, type PortMapping, type Protocol } from "../../src/core/config.js";
+import { type PortMapping, type Protocol, parseNetConf } from "../../src/core/config.js";
 import { CniError } from "../../src/core/errors.js";
+import { type Ip, parseIp } from "../../src/core/ip.js";
 import { parseAnnotation } from "../../src/policy/annotation.js";
-import { parseIp, type Ip } from "../../src/core/ip.js";
-import { resolveMappings, type FamilyScope } from "../../src/policy/resolve.js";
+import { type FamilyScope, resolveMappings } from "../../src/policy/resolve.js";
 import { BOTH, NODE, scopeChain } from "./fixtures.js";
 
 const RUNS = { numRuns: 300 };
@@ -38,10 +38,19 @@ const groups = fc.array(fc.nat(0xffff), { minLength: 8, maxLength: 8 }).filter(
 const v6 = fc.tuple(groups, fc.constantFrom("full", "padded", "upper", "canonical")).map(([g, form]) => {
   const full = g.map((x) => x.toString(16)).join(":");
   const text =
-    form === "full" ? full : form === "padded" ? g.map((x) => x.toString(16).padStart(4, "0")).join(":") : form === "upper" ? full.toUpperCase() : canonical6(full);
+    form === "full"
+      ? full
+      : form === "padded"
+        ? g.map((x) => x.toString(16).padStart(4, "0")).join(":")
+        : form === "upper"
+          ? full.toUpperCase()
+          : canonical6(full);
   return { text, canonical: canonical6(full) };
 });
-const anyIp = fc.oneof(v4.map((t) => ({ text: t, canonical: t })), v6);
+const anyIp = fc.oneof(
+  v4.map((t) => ({ text: t, canonical: t })),
+  v6,
+);
 
 // ---- the annotation parser ----
 
@@ -115,8 +124,13 @@ const badEntry = fc.oneof(
   ),
   fc.integer({ min: 256, max: 999 }).map((o) => `192.0.2.${o}`),
   fc.integer({ min: 65536, max: 99999 }).map((p) => `${p}=192.0.2.10`),
-  fc.stringMatching(/^[a-z]{1,8}$/).filter((p) => !["tcp", "udp", "sctp"].includes(p)).map((p) => `80/${p}=192.0.2.10`),
-  fc.tuple(v4, fc.constantFrom(" -j ACCEPT", " ", ";x", "|x", "&", ">", "\n", "\r", "\u0000", "/24", ":80", "#")).map(([ip, tail]) => `${ip}${tail}x`),
+  fc
+    .stringMatching(/^[a-z]{1,8}$/)
+    .filter((p) => !["tcp", "udp", "sctp"].includes(p))
+    .map((p) => `80/${p}=192.0.2.10`),
+  fc
+    .tuple(v4, fc.constantFrom(" -j ACCEPT", " ", ";x", "|x", "&", ">", "\n", "\r", "\u0000", "/24", ":80", "#"))
+    .map(([ip, tail]) => `${ip}${tail}x`),
 );
 
 describe("annotation parser (property)", () => {
@@ -127,7 +141,8 @@ describe("annotation parser (property)", () => {
         const m = model(entries);
         expect(a.all.map((ip) => ip.text)).toEqual(m.all);
         expect(Object.fromEntries([...a.byPort].map(([k, ips]) => [k, ips.map((ip) => ip.text)]))).toEqual(m.byPort);
-        for (const ip of [...a.all, ...[...a.byPort.values()].flat()]) expect(ip.family).toBe(ip.text.includes(":") ? 6 : 4);
+        for (const ip of [...a.all, ...[...a.byPort.values()].flat()])
+          expect(ip.family).toBe(ip.text.includes(":") ? 6 : 4);
       }),
       RUNS,
     );
@@ -138,7 +153,12 @@ describe("annotation parser (property)", () => {
       fc.property(fc.tuple(fc.nat(255), fc.nat(255), fc.nat(255), fc.nat(255)), (o) => {
         const dotted = o.join(".");
         const hex = `::ffff:${((o[0] << 8) | o[1]).toString(16)}:${((o[2] << 8) | o[3]).toString(16)}`;
-        for (const form of [`::ffff:${dotted}`, `0:0:0:0:0:ffff:${dotted}`, hex, hex.toUpperCase().replace("::FFFF", "::ffff")]) {
+        for (const form of [
+          `::ffff:${dotted}`,
+          `0:0:0:0:0:ffff:${dotted}`,
+          hex,
+          hex.toUpperCase().replace("::FFFF", "::ffff"),
+        ]) {
           expect(parse(form).all, form).toEqual([{ family: 4, text: dotted }]);
         }
       }),
@@ -177,21 +197,28 @@ describe("annotation parser (property)", () => {
   it("on arbitrary text: either code 101 or only strictly valid, canonical addresses — never another exception", () => {
     const strict4 = /^(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)$/;
     fc.assert(
-      fc.property(fc.oneof(fc.string({ maxLength: 80 }), fc.string({ unit: "binary", maxLength: 80 }), fc.stringMatching(/^[0-9a-fA-F:.,=/ tcpudsTCPUDS-]{0,60}$/)), (text) => {
-        let a;
-        try {
-          a = parse(text);
-        } catch (err) {
-          expect(err).toBeInstanceOf(CniError);
-          expect((err as CniError).code).toBe(101);
-          return;
-        }
-        for (const ip of [...a.all, ...[...a.byPort.values()].flat()]) {
-          if (ip.family === 4) expect(ip.text).toMatch(strict4);
-          else expect(ip.text).toBe(canonical6(ip.text));
-        }
-        for (const key of a.byPort.keys()) expect(key).toMatch(/^([1-9]\d{0,4})\/(tcp|udp|sctp)$/);
-      }),
+      fc.property(
+        fc.oneof(
+          fc.string({ maxLength: 80 }),
+          fc.string({ unit: "binary", maxLength: 80 }),
+          fc.stringMatching(/^[0-9a-fA-F:.,=/ tcpudsTCPUDS-]{0,60}$/),
+        ),
+        (text) => {
+          let a;
+          try {
+            a = parse(text);
+          } catch (err) {
+            expect(err).toBeInstanceOf(CniError);
+            expect((err as CniError).code).toBe(101);
+            return;
+          }
+          for (const ip of [...a.all, ...[...a.byPort.values()].flat()]) {
+            if (ip.family === 4) expect(ip.text).toMatch(strict4);
+            else expect(ip.text).toBe(canonical6(ip.text));
+          }
+          for (const key of a.byPort.keys()) expect(key).toMatch(/^([1-9]\d{0,4})\/(tcp|udp|sctp)$/);
+        },
+      ),
       { numRuns: 1000 },
     );
   });
@@ -200,7 +227,10 @@ describe("annotation parser (property)", () => {
 // ---- the rule transformer ----
 
 const CHAIN = "CNI-DN-3e9a3d0f9583cdc0e7133";
-const POD = { 4: { subnet: "10.244.1.0/24", ip: "10.244.1.5", any: "0.0.0.0/0" }, 6: { subnet: "2001:db8:244:1::/64", ip: "2001:db8:244:1::5", any: "::/0" } } as const;
+const POD = {
+  4: { subnet: "10.244.1.0/24", ip: "10.244.1.5", any: "0.0.0.0/0" },
+  6: { subnet: "2001:db8:244:1::/64", ip: "2001:db8:244:1::5", any: "::/0" },
+} as const;
 
 interface GenMapping {
   hostPort: number;
@@ -233,7 +263,8 @@ function portmapBlock(c: GenChain, m: GenMapping): string[] {
   const rules: string[] = [];
   if (c.options.snat) {
     rules.push(`-A ${CHAIN} -s ${c.options.masqAll ? pod.any : pod.subnet}${dst} ${match} -j ${c.options.setmark}`);
-    if (c.family === 4 && !c.options.masqAll) rules.push(`-A ${CHAIN} -s 127.0.0.1/32${dst} ${match} -j ${c.options.setmark}`);
+    if (c.family === 4 && !c.options.masqAll)
+      rules.push(`-A ${CHAIN} -s 127.0.0.1/32${dst} ${match} -j ${c.options.setmark}`);
   }
   const to = c.family === 4 ? `${pod.ip}:${m.containerPort}` : `[${pod.ip}]:${m.containerPort}`;
   rules.push(`-A ${CHAIN}${dst} ${match} -j DNAT --to-destination ${to}`);
@@ -241,13 +272,22 @@ function portmapBlock(c: GenChain, m: GenMapping): string[] {
 }
 
 const hostIpsOf = (family: 4 | 6) =>
-  family === 4 ? fc.uniqueArray(v4, { maxLength: 4 }) : fc.uniqueArray(v6.map((x) => x.canonical), { maxLength: 4 });
+  family === 4
+    ? fc.uniqueArray(v4, { maxLength: 4 })
+    : fc.uniqueArray(
+        v6.map((x) => x.canonical),
+        { maxLength: 4 },
+      );
 
 const genChain: fc.Arbitrary<GenChain> = fc.constantFrom(4 as const, 6 as const).chain((family) =>
   fc
     .record({
       family: fc.constant(family),
-      options: fc.record({ snat: fc.boolean(), masqAll: fc.boolean(), setmark: fc.constantFrom("CNI-HOSTPORT-SETMARK", "MY-SETMARK") }),
+      options: fc.record({
+        snat: fc.boolean(),
+        masqAll: fc.boolean(),
+        setmark: fc.constantFrom("CNI-HOSTPORT-SETMARK", "MY-SETMARK"),
+      }),
       mappings: fc.uniqueArray(
         fc.record(
           {
@@ -284,7 +324,10 @@ const genChain: fc.Arbitrary<GenChain> = fc.constantFrom(4 as const, 6 as const)
 
 /** Chain as portmap left it: mapping blocks in order, other rules at their positions. */
 function layout(c: GenChain): { rules: string[]; blocks: Array<{ mapping?: GenMapping; rules: string[] }> } {
-  const blocks: Array<{ mapping?: GenMapping; rules: string[] }> = c.mappings.map((m) => ({ mapping: m, rules: portmapBlock(c, m) }));
+  const blocks: Array<{ mapping?: GenMapping; rules: string[] }> = c.mappings.map((m) => ({
+    mapping: m,
+    rules: portmapBlock(c, m),
+  }));
   c.others.forEach((rule, i) => blocks.splice((c.positions[i] ?? 0) % (blocks.length + 1), 0, { rules: [rule] }));
   return { rules: blocks.flatMap((b) => b.rules), blocks };
 }
@@ -310,7 +353,11 @@ describe("rule transformer (property)", () => {
         const { rules: out, missing } = scopeChain(rules, scopesOf(c));
         expect(missing).toEqual([]);
         // The model: each scoped block becomes its rules repeated with -d for each host IP, in place.
-        const expected = blocks.flatMap((b) => (b.mapping?.ours === undefined ? b.rules : b.mapping.ours.flatMap((ip) => b.rules.map((r) => withD(r, hostCidr(ip, c.family))))));
+        const expected = blocks.flatMap((b) =>
+          b.mapping?.ours === undefined
+            ? b.rules
+            : b.mapping.ours.flatMap((ip) => b.rules.map((r) => withD(r, hostCidr(ip, c.family)))),
+        );
         expect(out).toEqual(expected);
 
         // The same, as invariants: unscoped rules are a byte-identical subsequence …
@@ -320,7 +367,9 @@ describe("rule transformer (property)", () => {
         for (const rule of out.filter((r) => !untouched.includes(r))) {
           const ds = [...rule.matchAll(/ -d (\S+)/g)].map((m) => m[1]);
           expect(ds).toHaveLength(1);
-          const owner = c.mappings.find((m) => m.ours !== undefined && portmapBlock(c, m).includes(rule.replace(` -d ${ds[0]}`, "")));
+          const owner = c.mappings.find(
+            (m) => m.ours !== undefined && portmapBlock(c, m).includes(rule.replace(` -d ${ds[0]}`, "")),
+          );
           expect(owner, rule).toBeDefined();
           expect(owner!.ours!.map((ip) => hostCidr(ip, c.family))).toContain(ds[0]);
         }
@@ -353,7 +402,9 @@ describe("rule transformer (property)", () => {
         const without = rules.filter((r) => !portmapBlock(c, gone).includes(r));
         const { rules: out, missing } = scopeChain(without, scopesOf(c));
         expect(missing.map((s) => `${s.hostPort}/${s.protocol}`)).toEqual([`${gone.hostPort}/${gone.protocol}`]);
-        expect(out.some((r) => r.includes(`-p ${gone.protocol} -m ${gone.protocol} --dport ${gone.hostPort} `))).toBe(false);
+        expect(out.some((r) => r.includes(`-p ${gone.protocol} -m ${gone.protocol} --dport ${gone.hostPort} `))).toBe(
+          false,
+        );
       }),
       RUNS,
     );
@@ -371,22 +422,38 @@ describe("the same hostPort several times (property)", () => {
     }),
     { minLength: 1, maxLength: 4, selector: (m) => m.hostIp },
   );
-  const c: GenChain = { family: 4, options: { snat: true, masqAll: false, setmark: "CNI-HOSTPORT-SETMARK" }, mappings: [], others: [], positions: [] };
+  const c: GenChain = {
+    family: 4,
+    options: { snat: true, masqAll: false, setmark: "CNI-HOSTPORT-SETMARK" },
+    mappings: [],
+    others: [],
+    positions: [],
+  };
   const isSpecific = (ip: string) => ip !== "" && ip !== "0.0.0.0";
   /** portmap's ADD: each rule appended unless that exact rule is there (`-C`, then `-A`). */
   type Written = { containerPort: number; runtimeIp?: string };
   /** What the runtime passes portmap for a mapping: its hostIP when specific. */
-  const asPassed = (m: { hostIp: string; containerPort: number }): Written => ({ containerPort: m.containerPort, ...(isSpecific(m.hostIp) ? { runtimeIp: m.hostIp } : {}) });
+  const asPassed = (m: { hostIp: string; containerPort: number }): Written => ({
+    containerPort: m.containerPort,
+    ...(isSpecific(m.hostIp) ? { runtimeIp: m.hostIp } : {}),
+  });
   const portmapAdd = (chain: string[], blocks: readonly Written[]) => {
     const out = [...chain];
-    for (const b of blocks) for (const rule of portmapBlock(c, { hostPort: PORT, protocol: "tcp", ...b })) if (!out.includes(rule)) out.push(rule);
+    for (const b of blocks)
+      for (const rule of portmapBlock(c, { hostPort: PORT, protocol: "tcp", ...b }))
+        if (!out.includes(rule)) out.push(rule);
     return out;
   };
   const scopesOf = (ms: Array<{ hostIp: string; containerPort: number; ours?: string[] }>): FamilyScope[] =>
     ms.map((m) => {
       const hostIp = isSpecific(m.hostIp) ? parseIp(m.hostIp) : undefined;
       return {
-        mapping: { hostPort: PORT, containerPort: m.containerPort, protocol: "tcp", hostIp: m.hostIp === "" ? undefined : parseIp(m.hostIp) },
+        mapping: {
+          hostPort: PORT,
+          containerPort: m.containerPort,
+          protocol: "tcp",
+          hostIp: m.hostIp === "" ? undefined : parseIp(m.hostIp),
+        },
         protocol: "tcp",
         hostPort: PORT,
         containerPort: m.containerPort,
@@ -403,7 +470,9 @@ describe("the same hostPort several times (property)", () => {
         const { rules, missing } = scopeChain(written, scopes);
         expect(missing).toEqual([]);
         const expanded = ms.flatMap((m): Written[] =>
-          isSpecific(m.hostIp) || m.ours === undefined ? [asPassed(m)] : m.ours.map((ip) => ({ containerPort: m.containerPort, runtimeIp: ip })),
+          isSpecific(m.hostIp) || m.ours === undefined
+            ? [asPassed(m)]
+            : m.ours.map((ip) => ({ containerPort: m.containerPort, runtimeIp: ip })),
         );
         expect(rules).toEqual(portmapAdd([], expanded));
         expect(scopeChain(rules, scopes).rules).toEqual(rules);
@@ -427,7 +496,9 @@ describe("host IP resolution (property)", () => {
         const parsed = parseIp(ip.text)!;
         fc.pre(!nodeIps.has(parsed.text));
         const annotation = { all: [parsed], byPort: new Map<string, Ip[]>() };
-        expect(rejects(() => resolveMappings([mapping], policy, annotation, NODE, "default/web", BOTH), 100)).toBe(true);
+        expect(rejects(() => resolveMappings([mapping], policy, annotation, NODE, "default/web", BOTH), 100)).toBe(
+          true,
+        );
       }),
       RUNS,
     );
@@ -442,7 +513,12 @@ describe("host IP resolution (property)", () => {
     fc.assert(
       fc.property(
         fc.constantFrom("hostPort", "HostPort", "HOSTPORT"),
-        fc.oneof(fc.integer({ min: -100_000, max: 100_000 }), fc.double(), fc.string({ maxLength: 6 }), fc.constantFrom(null, true, [], {}, "80", 8080.5)),
+        fc.oneof(
+          fc.integer({ min: -100_000, max: 100_000 }),
+          fc.double(),
+          fc.string({ maxLength: 6 }),
+          fc.constantFrom(null, true, [], {}, "80", 8080.5),
+        ),
         (key, value) => {
           const valid = typeof value === "number" && Number.isInteger(value) && value >= 1 && value <= 65535;
           if (valid) expect(parseNetConf(conf(key, value)).portMappings[0]!.hostPort).toBe(value);
@@ -455,12 +531,23 @@ describe("host IP resolution (property)", () => {
 
   it("accepts exactly tcp, udp and sctp (any case) as protocols; everything else is code 7", () => {
     fc.assert(
-      fc.property(fc.oneof(fc.string({ maxLength: 8 }), fc.constantFrom("tcp", "UDP", "Sctp", "icmp", "all", "tcp ", " udp", "tcp\n")), (protocol) => {
-        const conf = { cniVersion: "1.0.0", name: "cbr0", runtimeConfig: { portMappings: [{ hostPort: 80, containerPort: 80, protocol }] } };
-        const valid = protocol === "" || ["tcp", "udp", "sctp"].includes(protocol.toLowerCase());
-        if (valid) expect(parseNetConf(conf).portMappings[0]!.protocol).toBe(protocol === "" ? "tcp" : protocol.toLowerCase());
-        else expect(rejects(() => parseNetConf(conf), 7)).toBe(true);
-      }),
+      fc.property(
+        fc.oneof(
+          fc.string({ maxLength: 8 }),
+          fc.constantFrom("tcp", "UDP", "Sctp", "icmp", "all", "tcp ", " udp", "tcp\n"),
+        ),
+        (protocol) => {
+          const conf = {
+            cniVersion: "1.0.0",
+            name: "cbr0",
+            runtimeConfig: { portMappings: [{ hostPort: 80, containerPort: 80, protocol }] },
+          };
+          const valid = protocol === "" || ["tcp", "udp", "sctp"].includes(protocol.toLowerCase());
+          if (valid)
+            expect(parseNetConf(conf).portMappings[0]!.protocol).toBe(protocol === "" ? "tcp" : protocol.toLowerCase());
+          else expect(rejects(() => parseNetConf(conf), 7)).toBe(true);
+        },
+      ),
       { numRuns: 500 },
     );
   });

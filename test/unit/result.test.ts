@@ -3,7 +3,11 @@ import { convertResult, podFamilies } from "../../src/core/result.js";
 
 const prev = {
   cniVersion: "1.0.0",
-  interfaces: [{ name: "cni0", mac: "aa" }, { name: "veth1", mac: "bb" }, { name: "eth0", sandbox: "/var/run/netns/p", mac: "cc" }],
+  interfaces: [
+    { name: "cni0", mac: "aa" },
+    { name: "veth1", mac: "bb" },
+    { name: "eth0", sandbox: "/var/run/netns/p", mac: "cc" },
+  ],
   ips: [
     { address: "10.244.1.5/24", gateway: "10.244.1.1", interface: 2 },
     { address: "2001:db8:244:1::5/64", interface: 2 },
@@ -15,7 +19,14 @@ const prev = {
 describe("convertResult", () => {
   it("adds ips[].version for 0.3.x and 0.4.0, content otherwise unchanged", () => {
     const out = convertResult(prev, "0.3.1");
-    expect(out).toEqual({ ...prev, cniVersion: "0.3.1", ips: [{ ...prev.ips[0], version: "4" }, { ...prev.ips[1], version: "6" }] });
+    expect(out).toEqual({
+      ...prev,
+      cniVersion: "0.3.1",
+      ips: [
+        { ...prev.ips[0], version: "4" },
+        { ...prev.ips[1], version: "6" },
+      ],
+    });
   });
 
   it("drops ips[].version for 1.x", () => {

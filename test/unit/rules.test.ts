@@ -1,15 +1,21 @@
 import { describe, expect, it } from "vitest";
-import { appendRules, restorePayload, tokenize } from "../../src/iptables/text.js";
 import { parseIp } from "../../src/core/ip.js";
+import { appendRules, restorePayload, tokenize } from "../../src/iptables/text.js";
 import type { FamilyScope } from "../../src/policy/resolve.js";
-import { CHAIN, PORTMAP_VERSIONS, chainOf as chainIn, fixture, lines, rules as read, scopeChain } from "./fixtures.js";
+import { CHAIN, chainOf as chainIn, fixture, lines, PORTMAP_VERSIONS, rules as read, scopeChain } from "./fixtures.js";
 
 /** The recorded chains of Debian's portmap (1.1.1). */
 const chainOf = (name: string) => chainIn(name);
 const ip = (text: string) => parseIp(text)!;
 /** The recorded chains map 8080 → 80, 8443 → 443, 5353 → 53. */
 const CONTAINER_PORT: Record<number, number> = { 8080: 80, 8443: 443, 5353: 53 };
-const scope = (hostPort: number, ips: string[] | undefined, protocol: FamilyScope["protocol"] = "tcp", containerPort = CONTAINER_PORT[hostPort] ?? 1, hostIp?: string): FamilyScope => ({
+const scope = (
+  hostPort: number,
+  ips: string[] | undefined,
+  protocol: FamilyScope["protocol"] = "tcp",
+  containerPort = CONTAINER_PORT[hostPort] ?? 1,
+  hostIp?: string,
+): FamilyScope => ({
   mapping: { hostPort, containerPort, protocol, hostIp: hostIp === undefined ? undefined : ip(hostIp) },
   protocol,
   hostPort,
@@ -20,7 +26,9 @@ const scope = (hostPort: number, ips: string[] | undefined, protocol: FamilyScop
 
 describe("tokenize", () => {
   it("keeps quoted comments with escaped quotes as one token", () => {
-    const line = fixture("iptables/reference-v4.save").split("\n").find((l) => l.startsWith("-A CNI-HOSTPORT-DNAT -p tcp"))!;
+    const line = fixture("iptables/reference-v4.save")
+      .split("\n")
+      .find((l) => l.startsWith("-A CNI-HOSTPORT-DNAT -p tcp"))!;
     const tokens = tokenize(line);
     expect(tokens).toContain('"dnat name: \\"cbr0\\" id: \\"abc123\\""');
     expect(tokens.join(" ")).toBe(line);
@@ -37,7 +45,9 @@ describe.each(PORTMAP_VERSIONS)("scopeChain on what real portmap $portmap wrote"
   });
 
   it("gives byte for byte the chain portmap writes itself for that hostIP (IPv6)", () => {
-    expect(scopeChain(chainOf("unscoped-v6"), [scope(8080, ["2001:db8::10"])]).rules).toEqual(chainOf("scoped-2001.db8..10-v6"));
+    expect(scopeChain(chainOf("unscoped-v6"), [scope(8080, ["2001:db8::10"])]).rules).toEqual(
+      chainOf("scoped-2001.db8..10-v6"),
+    );
   });
 
   it("repeats the mapping's whole rule set for each host IP, in place", () => {
@@ -55,7 +65,9 @@ describe.each(PORTMAP_VERSIONS)("scopeChain on what real portmap $portmap wrote"
     const original = chainOf("reference-v4");
     const { rules } = scopeChain(original, [scope(5353, ["192.0.2.11"], "udp")]);
     expect(rules.slice(0, 6)).toEqual(original.slice(0, 6));
-    expect(rules.slice(6)).toEqual(original.slice(6).map((r) => r.replace(/^(-A \S+( -s \S+)?)/, "$1 -d 192.0.2.11/32")));
+    expect(rules.slice(6)).toEqual(
+      original.slice(6).map((r) => r.replace(/^(-A \S+( -s \S+)?)/, "$1 -d 192.0.2.11/32")),
+    );
   });
 
   it("does not take a runtime-scoped sibling on the same port for its own", () => {
@@ -65,11 +77,14 @@ describe.each(PORTMAP_VERSIONS)("scopeChain on what real portmap $portmap wrote"
     expect(rules).toEqual([...chainOf("scoped-192.0.2.11-v4"), sibling]);
   });
 
-  it.each(["nosnat", "masqall", "setmark"])("follows portmap's option %s as written, byte for byte what portmap writes for that hostIP", (name) => {
-    const { rules, missing } = scopeChain(chainOf(`${name}-v4`), [scope(8080, ["192.0.2.11"])]);
-    expect(missing).toEqual([]);
-    expect(rules).toEqual(chainOf(`${name}-scoped-192.0.2.11-v4`));
-  });
+  it.each(["nosnat", "masqall", "setmark"])(
+    "follows portmap's option %s as written, byte for byte what portmap writes for that hostIP",
+    (name) => {
+      const { rules, missing } = scopeChain(chainOf(`${name}-v4`), [scope(8080, ["192.0.2.11"])]);
+      expect(missing).toEqual([]);
+      expect(rules).toEqual(chainOf(`${name}-scoped-192.0.2.11-v4`));
+    },
+  );
 
   it("is idempotent, also after portmap re-appends its unscoped rules on a repeated ADD", () => {
     const scopes = [scope(8080, ["192.0.2.10", "192.0.2.11"]), scope(5353, ["192.0.2.11"], "udp")];
@@ -99,10 +114,14 @@ describe("scopeChain: the same hostPort twice, in portmap's order", () => {
   // portmap's rules for 8080 → 80 with hostIP 192.0.2.10, then 8080 → 81 with none (recorded chains, edited).
   const specific = chainOf("unscoped-v4").map((r) => r.replace(/^(-A \S+( -s \S+)?)/, "$1 -d 192.0.2.10/32"));
   const none81 = chainOf("unscoped-v4").map((r) => r.replace(":80", ":81"));
-  const d = (rules: string[], cidr: string) => rules.map((r) => r.replace(/^(-A \S+( -s \S+)?)( -d \S+)?/, `$1 -d ${cidr}`));
+  const d = (rules: string[], cidr: string) =>
+    rules.map((r) => r.replace(/^(-A \S+( -s \S+)?)( -d \S+)?/, `$1 -d ${cidr}`));
 
   it("writes each mapping's rules in portmap's order: the runtime's as written, ours per host IP", () => {
-    const scopes = [scope(8080, undefined, "tcp", 80, "192.0.2.10"), scope(8080, ["192.0.2.10", "192.0.2.11"], "tcp", 81)];
+    const scopes = [
+      scope(8080, undefined, "tcp", 80, "192.0.2.10"),
+      scope(8080, ["192.0.2.10", "192.0.2.11"], "tcp", 81),
+    ];
     const { rules, missing } = scopeChain([...specific, ...none81], scopes);
     expect(missing).toEqual([]);
     // The second mapping's marks for 192.0.2.10 equal the first's: left out, as portmap alone leaves them out.
@@ -131,7 +150,9 @@ describe("scopeChain: the same hostPort twice, in portmap's order", () => {
 
 describe("iptables-restore payload", () => {
   it("replaces exactly one chain of the nat table", () => {
-    expect(restorePayload("CNI-DN-x", read(["-A CNI-DN-x -j RETURN"]))).toBe("*nat\n:CNI-DN-x - [0:0]\n-A CNI-DN-x -j RETURN\nCOMMIT\n");
+    expect(restorePayload("CNI-DN-x", read(["-A CNI-DN-x -j RETURN"]))).toBe(
+      "*nat\n:CNI-DN-x - [0:0]\n-A CNI-DN-x -j RETURN\nCOMMIT\n",
+    );
   });
 
   it("reads the rules of `iptables -S <chain>`", () => {

@@ -1,8 +1,9 @@
 // A CRI v1 client (the RuntimeService calls the tests make) over containerd's gRPC socket, typed by hand for
 // the subset in api.proto. Every call has a deadline.
+
+import { join } from "node:path";
 import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
-import { join } from "node:path";
 import { REPO_ROOT } from "../paths.js";
 
 export const PROTO_FILE = join(REPO_ROOT, "test/support/cri/api.proto");
@@ -57,12 +58,19 @@ export interface PodSandbox {
 }
 
 type Callback<T> = (err: grpc.ServiceError | null, value?: T) => void;
-type Method = (request: unknown, metadata: grpc.Metadata, options: grpc.CallOptions, callback: Callback<unknown>) => void;
+type Method = (
+  request: unknown,
+  metadata: grpc.Metadata,
+  options: grpc.CallOptions,
+  callback: Callback<unknown>,
+) => void;
 
 let definition: grpc.GrpcObject | undefined;
 
 function runtimeService(): grpc.ServiceClientConstructor {
-  definition ??= grpc.loadPackageDefinition(protoLoader.loadSync(PROTO_FILE, { keepCase: false, longs: String, enums: String, defaults: true, oneofs: true }));
+  definition ??= grpc.loadPackageDefinition(
+    protoLoader.loadSync(PROTO_FILE, { keepCase: false, longs: String, enums: String, defaults: true, oneofs: true }),
+  );
   const v1 = (definition["runtime"] as grpc.GrpcObject)["v1"] as grpc.GrpcObject;
   return v1["RuntimeService"] as grpc.ServiceClientConstructor;
 }
@@ -70,7 +78,10 @@ function runtimeService(): grpc.ServiceClientConstructor {
 export class CriClient {
   private readonly client: grpc.Client;
 
-  constructor(socket: string, private readonly deadlineMs = 60_000) {
+  constructor(
+    socket: string,
+    private readonly deadlineMs = 60_000,
+  ) {
     const Service = runtimeService();
     this.client = new Service(`unix://${socket}`, grpc.credentials.createInsecure());
   }
@@ -78,7 +89,9 @@ export class CriClient {
   private call<T>(name: string, request: unknown, deadlineMs = this.deadlineMs): Promise<T> {
     const method = (this.client as unknown as Record<string, Method>)[name]!.bind(this.client);
     return new Promise((resolve, reject) => {
-      method(request, new grpc.Metadata(), { deadline: Date.now() + deadlineMs }, (err, value) => (err ? reject(err) : resolve(value as T)));
+      method(request, new grpc.Metadata(), { deadline: Date.now() + deadlineMs }, (err, value) =>
+        err ? reject(err) : resolve(value as T),
+      );
     });
   }
 

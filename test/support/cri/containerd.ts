@@ -3,17 +3,30 @@
 // conflist and its bin dir Debian's plugins plus the plugin under test behind a recorder. Whatever it leaves
 // is removed by destroy() or, at the latest, at exit: sandboxes, containerd, shims, pause processes, cgroups,
 // its files in libcni's shared cache (/var/lib/cni), the directory. Facts: ../shared/reference/containerd-facts.md.
-import { spawn, type ChildProcess } from "node:child_process";
+import { type ChildProcess, spawn } from "node:child_process";
 import { createHash } from "node:crypto";
-import { copyFileSync, existsSync, mkdirSync, openSync, closeSync, readFileSync, readdirSync, rmSync, rmdirSync, statSync, symlinkSync, writeFileSync } from "node:fs";
+import {
+  closeSync,
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  rmdirSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from "node:fs";
+import { join } from "node:path";
 import { DEFAULT_STATE_DIR } from "../../../src/core/config.js";
 import { recordPath } from "../../../src/host/state.js";
-import { join } from "node:path";
 import { runOk } from "../exec.js";
 import { atLastResort } from "../netns.js";
 import { REPO_ROOT, SYSTEM_CNI_DIR } from "../paths.js";
 import { CriClient, type VersionResponse } from "./client.js";
-import { PAUSE_IMAGE, buildPauseImage } from "./image.js";
+import { buildPauseImage, PAUSE_IMAGE } from "./image.js";
 
 /** libcni's cache of containerd 1.6: fixed, shared with whatever else runs on the machine. */
 export const LIBCNI_CACHE_DIR = "/var/lib/cni";
@@ -64,7 +77,9 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Our cgroup mounts as (fstype, options, target) triples, to mount again inside `ip netns exec`. */
 async function cgroupMounts(): Promise<string[][]> {
-  const out = await runOk("findmnt", ["--raw", "--noheadings", "-t", "cgroup,cgroup2", "-o", "FSTYPE,OPTIONS,TARGET"], { timeoutMs: 10_000 });
+  const out = await runOk("findmnt", ["--raw", "--noheadings", "-t", "cgroup,cgroup2", "-o", "FSTYPE,OPTIONS,TARGET"], {
+    timeoutMs: 10_000,
+  });
   return out
     .trim()
     .split("\n")
@@ -72,7 +87,14 @@ async function cgroupMounts(): Promise<string[][]> {
     .map((l) => l.split(" "));
 }
 
-function configToml(paths: { root: string; state: string; socket: string; runcRoot: string; binDir: string; confDir: string }): string {
+function configToml(paths: {
+  root: string;
+  state: string;
+  socket: string;
+  runcRoot: string;
+  binDir: string;
+  confDir: string;
+}): string {
   const q = JSON.stringify;
   const cri = `plugins."io.containerd.grpc.v1.cri"`;
   return [
@@ -157,7 +179,10 @@ export class Containerd {
     copyFileSync(RECORDER, join(this.binDir, PLUGIN_TYPE));
     symlinkSync(o.plugin, join(this.binDir, `${PLUGIN_TYPE}.real`));
     writeFileSync(join(confDir, `10-${o.conflist.name}.conflist`), JSON.stringify(o.conflist, null, 2));
-    writeFileSync(this.configFile, configToml({ root, state, socket: this.socket, runcRoot: join(o.dir, "runc"), binDir: this.binDir, confDir }));
+    writeFileSync(
+      this.configFile,
+      configToml({ root, state, socket: this.socket, runcRoot: join(o.dir, "runc"), binDir: this.binDir, confDir }),
+    );
     this.cri = new CriClient(this.socket);
     this.unregister = atLastResort(() => this.killEverything());
   }
@@ -169,7 +194,9 @@ export class Containerd {
       c.mounts = await cgroupMounts();
       await c.launch();
       const image = await buildPauseImage(join(o.dir, "image"));
-      await runOk("ctr", ["--address", c.socket, "--namespace", CRI_NAMESPACE, "images", "import", image], { timeoutMs: 60_000 });
+      await runOk("ctr", ["--address", c.socket, "--namespace", CRI_NAMESPACE, "images", "import", image], {
+        timeoutMs: 60_000,
+      });
     } catch (e) {
       await c.destroy().catch(() => {});
       throw e;
@@ -186,7 +213,18 @@ export class Containerd {
     const log = openSync(this.logFile, "a");
     const child = spawn(
       "/usr/sbin/ip",
-      ["netns", "exec", this.o.node, "/bin/bash", ENTER_NODE, ...this.mounts.flat(), "--", "/usr/bin/containerd", "--config", this.configFile],
+      [
+        "netns",
+        "exec",
+        this.o.node,
+        "/bin/bash",
+        ENTER_NODE,
+        ...this.mounts.flat(),
+        "--",
+        "/usr/bin/containerd",
+        "--config",
+        this.configFile,
+      ],
       { env: { PATH: this.o.path }, stdio: ["ignore", log, log] },
     );
     closeSync(log);
@@ -194,7 +232,8 @@ export class Containerd {
     const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
     const deadline = Date.now() + 30_000;
     for (;;) {
-      if (child.exitCode !== null || child.signalCode !== null) throw new Error(`containerd exited (${child.exitCode ?? child.signalCode}):\n${this.logTail()}`);
+      if (child.exitCode !== null || child.signalCode !== null)
+        throw new Error(`containerd exited (${child.exitCode ?? child.signalCode}):\n${this.logTail()}`);
       if (existsSync(this.socket)) {
         try {
           await this.cri.version(2000);
@@ -245,7 +284,9 @@ export class Containerd {
   /** Every call of the plugin so far, in order. */
   calls(): PluginCall[] {
     const names = readdirSync(this.recordsDir);
-    const bases = [...new Set(names.filter((n) => n.endsWith(".stdin")).map((n) => n.slice(0, -".stdin".length)))].sort();
+    const bases = [
+      ...new Set(names.filter((n) => n.endsWith(".stdin")).map((n) => n.slice(0, -".stdin".length))),
+    ].sort();
     return bases.map((base) => {
       const read = (ext: string) => readFileSync(join(this.recordsDir, `${base}.${ext}`), "utf8");
       const env = Object.fromEntries(
@@ -254,7 +295,13 @@ export class Containerd {
           .filter((l) => l.includes("="))
           .map((l) => [l.slice(0, l.indexOf("=")), l.slice(l.indexOf("=") + 1)]),
       );
-      return { command: env["CNI_COMMAND"] ?? "", stdin: read("stdin"), env, stdout: read("stdout"), code: Number(read("code").trim()) };
+      return {
+        command: env["CNI_COMMAND"] ?? "",
+        stdin: read("stdin"),
+        env,
+        stdout: read("stdout"),
+        code: Number(read("code").trim()),
+      };
     });
   }
 
@@ -303,7 +350,10 @@ export class Containerd {
     for (const dir of this.cgroupDirs()) {
       for (const proc of this.cgroupTree(dir)) {
         try {
-          for (const pid of readFileSync(join(proc, "cgroup.procs"), "utf8").split("\n").filter((p) => p !== "")) kill(Number(pid));
+          for (const pid of readFileSync(join(proc, "cgroup.procs"), "utf8")
+            .split("\n")
+            .filter((p) => p !== ""))
+            kill(Number(pid));
         } catch {
           // gone
         }
@@ -313,7 +363,16 @@ export class Containerd {
     // The plugin's ADD and DEL records (the entry has no stateDir: the node's default directory).
     for (const id of this.sandboxIds) rmSync(recordPath(DEFAULT_STATE_DIR, this.o.conflist.name, id), { force: true });
     // The shim's socket name: sha256 of containerd's address, namespace and task ID.
-    for (const id of this.sandboxIds) rmSync(join(SHIM_SOCKET_DIR, createHash("sha256").update(join(this.socket, CRI_NAMESPACE, id)).digest("hex")), { force: true });
+    for (const id of this.sandboxIds)
+      rmSync(
+        join(
+          SHIM_SOCKET_DIR,
+          createHash("sha256")
+            .update(join(this.socket, CRI_NAMESPACE, id))
+            .digest("hex"),
+        ),
+        { force: true },
+      );
     for (const dir of [...this.createdRunDirs].reverse()) {
       try {
         rmdirSync(dir);
@@ -322,14 +381,17 @@ export class Containerd {
       }
     }
     // Killed processes leave their cgroups a moment later; this may run at exit, where nothing can be awaited.
-    for (let i = 0; i < 40 && !this.removeCgroups(); i++) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 50);
+    for (let i = 0; i < 40 && !this.removeCgroups(); i++)
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 50);
   }
 
   /** Every sandbox ID this containerd has had a task for or sent the plugin. */
   private noteSandboxIds(): void {
     const tasks = join(this.o.dir, "state", "io.containerd.runtime.v2.task", CRI_NAMESPACE);
     if (existsSync(tasks)) for (const id of readdirSync(tasks)) this.sandboxIds.add(id);
-    if (existsSync(this.recordsDir)) for (const call of this.calls()) if (call.env["CNI_CONTAINERID"]) this.sandboxIds.add(call.env["CNI_CONTAINERID"]);
+    if (existsSync(this.recordsDir))
+      for (const call of this.calls())
+        if (call.env["CNI_CONTAINERID"]) this.sandboxIds.add(call.env["CNI_CONTAINERID"]);
   }
 
   /** Our cgroup parent in each hierarchy that has it. */

@@ -33,9 +33,17 @@ export async function buildPauseImage(workDir: string): Promise<string> {
   const blobs = join(layout, "blobs", "sha256");
   mkdirSync(rootfs, { recursive: true });
   mkdirSync(blobs, { recursive: true });
-  await runOk("gcc", ["-static", "-Os", "-s", "-o", join(rootfs, "pause"), join(REPO_ROOT, "test/support/cri/pause.c")], { timeoutMs: 60_000 });
+  await runOk(
+    "gcc",
+    ["-static", "-Os", "-s", "-o", join(rootfs, "pause"), join(REPO_ROOT, "test/support/cri/pause.c")],
+    { timeoutMs: 60_000 },
+  );
   const layerTar = join(workDir, "layer.tar");
-  await runOk("tar", ["--create", "--file", layerTar, "--owner=0", "--group=0", "--numeric-owner", "--mtime=@0", "-C", rootfs, "pause"], { timeoutMs: 30_000 });
+  await runOk(
+    "tar",
+    ["--create", "--file", layerTar, "--owner=0", "--group=0", "--numeric-owner", "--mtime=@0", "-C", rootfs, "pause"],
+    { timeoutMs: 30_000 },
+  );
 
   const blob = (mediaType: string, data: Buffer): Descriptor => {
     const digest = sha256(data);
@@ -46,13 +54,28 @@ export async function buildPauseImage(workDir: string): Promise<string> {
   const layer = blob(MEDIA.layer, gzipSync(tar));
   const config = blob(
     MEDIA.config,
-    Buffer.from(JSON.stringify({ architecture: ARCH, os: "linux", config: { Entrypoint: ["/pause"] }, rootfs: { type: "layers", diff_ids: [sha256(tar)] } })),
+    Buffer.from(
+      JSON.stringify({
+        architecture: ARCH,
+        os: "linux",
+        config: { Entrypoint: ["/pause"] },
+        rootfs: { type: "layers", diff_ids: [sha256(tar)] },
+      }),
+    ),
   );
-  const manifest = blob(MEDIA.manifest, Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: MEDIA.manifest, config, layers: [layer] })));
-  const index = { schemaVersion: 2, manifests: [{ ...manifest, annotations: { "io.containerd.image.name": PAUSE_IMAGE } }] };
+  const manifest = blob(
+    MEDIA.manifest,
+    Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: MEDIA.manifest, config, layers: [layer] })),
+  );
+  const index = {
+    schemaVersion: 2,
+    manifests: [{ ...manifest, annotations: { "io.containerd.image.name": PAUSE_IMAGE } }],
+  };
   writeFileSync(join(layout, "index.json"), JSON.stringify(index));
   writeFileSync(join(layout, "oci-layout"), JSON.stringify({ imageLayoutVersion: "1.0.0" }));
   const image = join(workDir, "pause-image.tar");
-  await runOk("tar", ["--create", "--file", image, "-C", layout, "oci-layout", "index.json", "blobs"], { timeoutMs: 30_000 });
+  await runOk("tar", ["--create", "--file", image, "-C", layout, "oci-layout", "index.json", "blobs"], {
+    timeoutMs: 30_000,
+  });
   return image;
 }

@@ -57,7 +57,11 @@ function parsed(text: string): unknown {
 }
 
 /** A recorded call with the run's own values replaced by the fixture's stand-ins. */
-export function normaliseCall(call: PluginCall, shape: PodShape, run: { network: string; dir: string; path: string }): FixtureCall {
+export function normaliseCall(
+  call: PluginCall,
+  shape: PodShape,
+  run: { network: string; dir: string; path: string },
+): FixtureCall {
   const replace = (text: string) =>
     text
       .split(run.dir)
@@ -68,7 +72,10 @@ export function normaliseCall(call: PluginCall, shape: PodShape, run: { network:
       .join(fixtureId(shape.name))
       .split(run.network)
       .join(FIXTURE_NETWORK)
-      .replace(/cni-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/g, "cni-00000000-0000-4000-8000-000000000000")
+      .replace(
+        /cni-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/g,
+        "cni-00000000-0000-4000-8000-000000000000",
+      )
       .replace(/\b[0-9a-f]{2}(?::[0-9a-f]{2}){5}\b/g, "02:00:00:00:00:00")
       .replace(/\bveth[0-9a-f]{8}\b/g, "veth00000000");
   return {
@@ -81,7 +88,11 @@ export function normaliseCall(call: PluginCall, shape: PodShape, run: { network:
 }
 
 /** Writes one fixture per shape (PMH_RECORD_FIXTURES=1 runs of the containerd e2e test). */
-export function recordFixtures(ctd: Containerd, shapes: readonly PodShape[], run: { network: string; dir: string; path: string; runtime: string }): void {
+export function recordFixtures(
+  ctd: Containerd,
+  shapes: readonly PodShape[],
+  run: { network: string; dir: string; path: string; runtime: string },
+): void {
   mkdirSync(FIXTURE_DIR, { recursive: true });
   const calls = ctd.calls();
   for (const shape of shapes) {
@@ -108,6 +119,11 @@ export function callShapes(calls: readonly FixtureCall[]): unknown[] {
     code: c.code,
     env: keys(c.env),
     stdin: keys(c.stdin),
-    runtimeConfig: Object.fromEntries(Object.entries((c.stdin as { runtimeConfig?: object }).runtimeConfig ?? {}).map(([k, v]) => [k, v === null ? null : keys(v)])),
+    runtimeConfig: Object.fromEntries(
+      Object.entries((c.stdin as { runtimeConfig?: object }).runtimeConfig ?? {}).map(([k, v]) => [
+        k,
+        v === null ? null : keys(v),
+      ]),
+    ),
   }));
 }
