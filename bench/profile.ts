@@ -20,7 +20,9 @@ interface CpuProfile {
 /** Self time (ms) per script and per function of a .cpuprofile. */
 function summarize(profile: CpuProfile): { total: number; byUrl: [string, number][]; byFunction: [string, number][] } {
   const self = new Map<number, number>();
-  profile.samples.forEach((id, i) => self.set(id, (self.get(id) ?? 0) + (profile.timeDeltas[i] ?? 0) / 1000));
+  profile.samples.forEach((id, i) => {
+    self.set(id, (self.get(id) ?? 0) + (profile.timeDeltas[i] ?? 0) / 1000);
+  });
   const byUrl = new Map<string, number>();
   const byFunction = new Map<string, number>();
   for (const node of profile.nodes) {

@@ -396,6 +396,7 @@ export function renderChart(results: BenchResults, artifacts: Artifact[]): strin
   out.push(
     `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="sans-serif" font-size="12">`,
   );
+  out.push("<title>CNI ADD latency against nat table size</title>");
   out.push(`<rect width="${W}" height="${H}" fill="white"/>`);
   out.push(
     `<text x="${pad.l}" y="22" font-size="15" font-weight="bold">CNI ADD latency against nat table size (median, ms, log scale)</text>`,

@@ -42,7 +42,7 @@ export function unifiedDiff(before: string, after: string, file: string): string
     out.push(...hunk.map((op) => op.kind + op.line));
     k = to;
   }
-  return out.join("\n") + "\n";
+  return `${out.join("\n")}\n`;
 }
 
 function lines(text: string): string[] {

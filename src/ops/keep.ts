@@ -494,7 +494,7 @@ export async function runReconcile(
     stdout(
       `${at}: ${f.correct} attachment(s) correct, left alone; ${f.rebuilt} rebuilt${f.lines > 0 ? ` (${verb} ${f.lines} lines in one transaction)` : ""}\n`,
     );
-    if (flags.dryRun && f.lines > 0) stdout(f.payload.replace(/^/gm, "    ").trimEnd() + "\n");
+    if (flags.dryRun && f.lines > 0) stdout(`${f.payload.replace(/^/gm, "    ").trimEnd()}\n`);
     if (f.failure !== undefined) {
       failed++;
       stderr(`portmap-hostip reconcile: ${at}: ${f.failure}\n`);

@@ -38,8 +38,10 @@ export interface FamilyPlan {
 // Expected rules live across passes (the keeper memoizes them): each is formatted once.
 const formatted = new WeakMap<Rule, string>();
 const formatOnce = (rule: Rule): string => {
-  let line = formatted.get(rule);
-  if (line === undefined) formatted.set(rule, (line = formatRule(rule)));
+  const known = formatted.get(rule);
+  if (known !== undefined) return known;
+  const line = formatRule(rule);
+  formatted.set(rule, line);
   return line;
 };
 
@@ -83,8 +85,10 @@ export function planReconcile(
   for (const j of portmapJumps(table)) jumpsByChain.set(j.chain, [...(jumpsByChain.get(j.chain) ?? []), j.rule]);
   const presentKeys = new Map<string, Set<string>>();
   const present = (chain: string): Set<string> => {
-    let keys = presentKeys.get(chain);
-    if (!keys) presentKeys.set(chain, (keys = new Set(rulesOf(table, chain).map(ruleKey))));
+    const known = presentKeys.get(chain);
+    if (known) return known;
+    const keys = new Set(rulesOf(table, chain).map(ruleKey));
+    presentKeys.set(chain, keys);
     return keys;
   };
 

@@ -54,11 +54,10 @@ export function table(header: readonly string[], rows: readonly TableRow[]): str
   };
   const noteLines = (notes: readonly string[]) =>
     notes.flatMap((n) => wrap(n, WIDTH - 4).map((l, i) => `${i === 0 ? "  - " : "    "}${l}`));
-  return (
-    [...render(header.map((h) => [h])), ...rows.flatMap((r) => [...render(r.cells), ...noteLines(r.notes ?? [])])].join(
-      "\n",
-    ) + "\n"
-  );
+  return `${[
+    ...render(header.map((h) => [h])),
+    ...rows.flatMap((r) => [...render(r.cells), ...noteLines(r.notes ?? [])]),
+  ].join("\n")}\n`;
 }
 
 function notes(row: StatusRow): string[] {

@@ -8,7 +8,7 @@
 // go where the rules say are kept: their flows continue untouched.
 import type { Family } from "../core/ip.js";
 import { destinationOf, dnatOf, dportOf, protocolOf, type Rule } from "../core/rule.js";
-import { run } from "../host/run.js";
+import { type RunResult, run } from "../host/run.js";
 
 export interface UdpRule {
   /** Destination address without prefix; undefined: every local address. */
@@ -107,7 +107,7 @@ export async function dropStaleUdp(
   const base = ["-f", FAMILY_ARG[family], "-p", "udp"];
   // A pod's ADD changes a port or two: list just that port, not every UDP flow of a busy node.
   const only = changes.length === 1 ? ["--orig-port-dst", String(changes[0]?.hostPort)] : [];
-  let listed;
+  let listed: RunResult;
   try {
     listed = await run("conntrack", ["-L", ...base, ...only], { timeoutMs: LIMIT_MS });
   } catch (err) {

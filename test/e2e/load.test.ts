@@ -236,7 +236,7 @@ describeAsRoot.each([
 
       // DEL of all pods at once (ours, portmap, bridge, in libcni's reverse order).
       const dels = await Promise.all(pods.map((p) => withRetry(() => h.cni.del(list, p.rt), p)));
-      dels.forEach((run, i) => expect(run.ok, `DEL of pod ${i}:\n${describeRun(run)}`).toBe(true));
+      for (const [i, run] of dels.entries()) expect(run.ok, `DEL of pod ${i}:\n${describeRun(run)}`).toBe(true);
     } finally {
       await writer.finish();
     }
@@ -250,7 +250,7 @@ describeAsRoot.each([
     expect(writer.failures).toEqual([]);
     expect(writer.succeeded.length).toBeGreaterThan(5);
     expect(rulesIn(after.v4, "KUBE-LOAD-LOG")).toEqual(wrote.log);
-    wrote.svc.forEach((rules, k) => expect(rulesIn(after.v4, `KUBE-SVC-LOAD${k}`)).toEqual(rules));
+    for (const [k, rules] of wrote.svc.entries()) expect(rulesIn(after.v4, `KUBE-SVC-LOAD${k}`)).toEqual(rules);
 
     const retried = pods.filter((p) => p.retries > 0).map((p) => `${p.pod.name}×${p.retries}`);
     console.log(

@@ -58,7 +58,7 @@ describeAsRoot("the xtables lock is held by another program (iptables-legacy)", 
     const before = await snapshot();
 
     const holder = await holdLock();
-    let held;
+    let held: Awaited<ReturnType<typeof h.cni.add>>;
     try {
       // The invoker kills a plugin after 30 s: an ADD that waited for the lock forever would not print code 11.
       held = await h.cni.add(list, rt, { from: at, ...(base.result ? { prevResult: base.result } : {}) });

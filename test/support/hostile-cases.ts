@@ -132,7 +132,7 @@ export const cases: Case[] = [
     code: 6,
     stdin: (b) =>
       Buffer.concat([
-        Buffer.from(JSON.stringify(b).slice(0, -1) + ',"x":"'),
+        Buffer.from(`${JSON.stringify(b).slice(0, -1)},"x":"`),
         Buffer.from([0xc3, 0x28, 0xff]),
         Buffer.from('"}'),
       ]),

@@ -26,7 +26,7 @@ export async function nftChain(ns: string, family: Family, chain = "hostports"):
 /** The rules of one container (comment = its ID) in `hostports`, or null when there is no such chain. */
 export async function nftPodRules(ns: string, family: Family, containerID: string): Promise<string[] | null> {
   const rules = await nftChain(ns, family);
-  return rules && rules.filter((l) => l.endsWith(` comment "${containerID}"`));
+  return rules ? rules.filter((l) => l.endsWith(` comment "${containerID}"`)) : null;
 }
 
 /** Whether each line of `nft list table` output is a rule of chain `hostports` of one container. */

@@ -288,7 +288,10 @@ describe("a pass's plan on a recorded table (portmap's chain for container abc12
       4,
       wantedOf("def456", 8080),
       dead,
-      (_f, chain, conflicting) => (asked.push([chain, conflicting]), conflicting),
+      (_f, chain, conflicting) => {
+        asked.push([chain, conflicting]);
+        return conflicting;
+      },
       new Set(["cbr0"]),
     );
     expect(asked).toEqual([[CHAIN, true]]);
@@ -307,7 +310,10 @@ describe("a pass's plan on a recorded table (portmap's chain for container abc12
       4,
       wantedOf("def456", 9090),
       dead,
-      (_f, chain, conflicting) => (asked.push([chain, conflicting]), false),
+      (_f, chain, conflicting) => {
+        asked.push([chain, conflicting]);
+        return false;
+      },
       new Set(["cbr0"]),
     );
     expect([asked, later.lines, later.undecided]).toEqual([[[CHAIN, false]], [], 1]);

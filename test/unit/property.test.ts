@@ -204,7 +204,7 @@ describe("annotation parser (property)", () => {
           fc.stringMatching(/^[0-9a-fA-F:.,=/ tcpudsTCPUDS-]{0,60}$/),
         ),
         (text) => {
-          let a;
+          let a: ReturnType<typeof parse>;
           try {
             a = parse(text);
           } catch (err) {
@@ -328,7 +328,8 @@ function layout(c: GenChain): { rules: string[]; blocks: Array<{ mapping?: GenMa
     mapping: m,
     rules: portmapBlock(c, m),
   }));
-  c.others.forEach((rule, i) => blocks.splice((c.positions[i] ?? 0) % (blocks.length + 1), 0, { rules: [rule] }));
+  for (const [i, rule] of c.others.entries())
+    blocks.splice((c.positions[i] ?? 0) % (blocks.length + 1), 0, { rules: [rule] });
   return { rules: blocks.flatMap((b) => b.rules), blocks };
 }
 
