@@ -12,7 +12,8 @@ import {
 import { CniError, Code } from "../core/errors.js";
 import { type CniEnv, type Command, kubernetesPod } from "../core/names.js";
 import { awaitKeeperLock, writeRecord } from "../host/state.js";
-import { checkUsable, NotInstalled } from "../iptables/backend.js";
+import { NotInstalled } from "../host/tool.js";
+import { checkUsable } from "../iptables/backend.js";
 import { readAttachmentEnv, readCommand } from "./env.js";
 import type { CallRecord } from "./log-file.js";
 import { decodeJson, readStdin } from "./stdin.js";

@@ -1,8 +1,9 @@
 // The nat table through the iptables binaries on PATH (the ones portmap used: nft or legacy alike).
-import { CniError, Code } from "../core/errors.js";
+import type { CniError } from "../core/errors.js";
 import type { Family } from "../core/ip.js";
 import type { Rule } from "../core/rule.js";
-import { type RunResult, run } from "../host/run.js";
+import type { RunResult } from "../host/run.js";
+import { NotInstalled, runTool, toolFailure } from "../host/tool.js";
 import { appendRules, restorePayload } from "./text.js";
 
 const BINARIES: Record<Family, { iptables: string; restore: string }> = {
@@ -24,34 +25,10 @@ const WAIT = ["-w", "5"];
 // a tool killed at the limit is "try again later" too.
 const LIMIT_MS = 15_000;
 
-/** The program is not installed (a node left to portmap's nftables backend has no iptables at all). */
-export class NotInstalled extends CniError {}
+const exec = (file: string, args: readonly string[], input?: string): Promise<RunResult> =>
+  runTool(file, [...WAIT, ...args], LIMIT_MS, input);
 
-async function exec(file: string, args: readonly string[], input?: string): Promise<RunResult> {
-  let result: RunResult;
-  try {
-    result = await run(file, [...WAIT, ...args], { input, timeoutMs: LIMIT_MS });
-  } catch (err) {
-    const Failure = (err as NodeJS.ErrnoException).code === "ENOENT" ? NotInstalled : CniError;
-    throw new Failure(Code.IoFailure, `cannot run ${file}: ${(err as Error).message}`);
-  }
-  if (result.timedOut)
-    throw new CniError(
-      Code.TryAgainLater,
-      `${file} did not finish within ${LIMIT_MS} ms and was killed`,
-      result.stderr.trim(),
-    );
-  return result;
-}
-
-function failure(what: string, result: RunResult): CniError {
-  const stderr = result.stderr.trim();
-  return new CniError(
-    BUSY.test(stderr) ? Code.TryAgainLater : Code.IoFailure,
-    `${what} failed (exit ${result.code})`,
-    stderr,
-  );
-}
+const failure = (what: string, result: RunResult): CniError => toolFailure(what, result, BUSY);
 
 /**
  * The rules of a nat chain; undefined when the chain does not exist, or there is no iptables at all (then

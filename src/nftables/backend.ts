@@ -3,7 +3,8 @@
 import { CniError, Code } from "../core/errors.js";
 import type { Family } from "../core/ip.js";
 import type { Rule } from "../core/rule.js";
-import { type RunResult, run } from "../host/run.js";
+import type { RunResult } from "../host/run.js";
+import { NotInstalled, runTool, toolFailure } from "../host/tool.js";
 import { CHAIN, NFT_FAMILY, parseChainJson, TABLE } from "./json.js";
 
 // `nft list chain` of a table portmap never created (iptables backend, or nothing yet); in a batch: a rule
@@ -18,32 +19,17 @@ const MAX_BATCH = 120 * 1024;
 /** A batch named a rule that is gone: a concurrent DEL (or ADD) of a pod changed its rules. */
 export class RulesChanged extends CniError {}
 
+/** An nft run; undefined when there is no nft at all (portmap cannot have written nftables rules either). */
 async function nft(args: readonly string[]): Promise<RunResult | undefined> {
-  let result: RunResult;
   try {
-    result = await run("nft", args, { timeoutMs: LIMIT_MS });
+    return await runTool("nft", args, LIMIT_MS);
   } catch (err) {
-    // No nft at all: portmap cannot have written nftables rules either.
-    if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
-    throw new CniError(Code.IoFailure, `cannot run nft: ${(err as Error).message}`);
+    if (err instanceof NotInstalled) return undefined;
+    throw err;
   }
-  if (result.timedOut)
-    throw new CniError(
-      Code.TryAgainLater,
-      `nft did not finish within ${LIMIT_MS} ms and was killed`,
-      result.stderr.trim(),
-    );
-  return result;
 }
 
-function failure(what: string, result: RunResult): CniError {
-  const stderr = result.stderr.trim();
-  return new CniError(
-    BUSY.test(stderr) ? Code.TryAgainLater : Code.IoFailure,
-    `${what} failed (exit ${result.code})`,
-    stderr,
-  );
-}
+const failure = (what: string, result: RunResult): CniError => toolFailure(what, result, BUSY);
 
 /** The rules of `<family> cni_hostport <chain>` (default `hostports`); undefined when that chain (or nft) does not exist. */
 export async function readHostports(family: Family, chain = CHAIN): Promise<Rule[] | undefined> {
