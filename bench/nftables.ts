@@ -280,8 +280,10 @@ async function main(): Promise<void> {
       for (const [name, values] of Object.entries(r.samples)) r.stats[name] = stats(values);
 
     const version = (await node.runner.run(node.tool(node.portmap, []))).stderr.match(/v\d+\.\d+\.\d+/)?.[0];
+    // machineInfo's iptables versions are the iptables bench's; here nft's.
+    const { iptables: _iptables, ...base } = machineInfo(node24);
     const machine = {
-      ...machineInfo(node24),
+      ...base,
       portmap: `portmap ${version ?? "v1.9.1"} ("backend": "nftables")`,
       nft: (await node.runner.runOk(node.tool("nft", ["--version"]))).stdout.trim(),
       loadAverage: load,
