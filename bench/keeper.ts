@@ -36,7 +36,14 @@ function childrenCpuMs(): number {
 
 /** Inside the node namespace: build, then time passes that change nothing. */
 async function inner(cacheDir: string, stateDir: string): Promise<void> {
-  const options = { dryRun: false, networks: [], fallbackEntry: undefined, graceMs: Infinity };
+  // iptables backend only: no pod here uses portmap's nftables backend, so nothing runs portmap.
+  const options = {
+    dryRun: false,
+    networks: [],
+    fallbackEntry: undefined,
+    graceMs: Infinity,
+    cniBinDir: "/opt/cni/bin",
+  };
   const memory = newMemory();
   const dirs = { cacheDir, stateDir };
   const t0 = process.hrtime.bigint();

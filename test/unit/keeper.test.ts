@@ -216,6 +216,22 @@ describe("which nft monitor events start a pass", () => {
       expect(NAT_EVENT.test(l), l).toBe(true);
     }
   });
+
+  // Recorded (host/record-nft-monitor-portmap.sh): portmap v1.9.1's nftables backend adding a pod, `nft flush
+  // chain ip cni_hostport hostports`, its DEL and ADD, `nft delete table ip cni_hostport` and `ip6`.
+  const portmap = fixture("host/nft-monitor-portmap-nftables.txt").trim().split("\n");
+  it("every event of portmap's nftables tables: its rules, a flushed chain, a deleted table", () => {
+    for (const l of [
+      'add rule ip cni_hostport hostports tcp dport 8080 dnat to 10.244.1.5:80 comment "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"',
+      "delete rule ip cni_hostport hostports handle 11",
+      "delete rule ip6 cni_hostport masquerading handle 13",
+      "delete chain ip cni_hostport hostports",
+      "delete table ip cni_hostport",
+      "delete table ip6 cni_hostport",
+    ])
+      expect(portmap).toContain(l);
+    expect(portmap.filter((l) => !NAT_EVENT.test(l))).toEqual([]);
+  });
 });
 
 describe("the iptables variant (as kube-proxy's image picks it)", () => {
