@@ -3,10 +3,12 @@
 // (ops/reconcile-nft.ts); the rules of dead containers go — at once when they take a live pod's port, else
 // after the grace. Its rules carry only the container ID (no network): a container is dead only when no
 // attachment of any network has it, and they are judged only when the pass covers every network.
+import { parseNetConf } from "../core/config.js";
 import type { Family } from "../core/ip.js";
 import { commentOf, takenPorts } from "../core/rule.js";
 import { addMayBeRunning, type ContainerRecord } from "../host/state.js";
 import { CHAIN } from "../nftables/json.js";
+import { entryConf } from "./attachment.js";
 import { type CachedAttachment, ownedByUnreadable } from "./cache.js";
 import { collectNft, type NftChain, readNftChains } from "./gc-nft.js";
 import type { BackendPass, FamilyOutcome, KeeperBackend, NodeView } from "./keep.js";
@@ -27,15 +29,14 @@ export const failureText = (err: unknown): string => {
 const containersOf = (chains: readonly NftChain[]): Set<string> =>
   new Set(chains.flatMap((c) => c.rules.flatMap((r) => commentOf(r) ?? [])));
 
-/** "tcp/8080" for each hostPort the runtime asked for (the cached capability arguments). */
+/** "tcp/8080" for each hostPort the runtime asked for (the cached capability arguments, as portmap reads them). */
 function mappedPorts(a: CachedAttachment): string[] {
-  const mappings = a.capabilityArgs["portMappings"];
-  if (!Array.isArray(mappings)) return [];
-  return mappings.flatMap((m: { hostPort?: unknown; protocol?: unknown }) =>
-    typeof m?.hostPort === "number"
-      ? [`${typeof m.protocol === "string" ? m.protocol.toLowerCase() : "tcp"}/${m.hostPort}`]
-      : [],
-  );
+  const entry = a.plugins.find((p) => p.type === "portmap");
+  try {
+    return entry ? parseNetConf(entryConf(a, entry)).portMappings.map((m) => `${m.protocol}/${m.hostPort}`) : [];
+  } catch {
+    return []; // mappings portmap itself refuses take no port
+  }
 }
 
 /**
