@@ -6,11 +6,15 @@
 // still there is only re-scoped (portmap's ADD would append its rules a second time).
 import { CniError, Code } from "../core/errors.js";
 import type { CniEnv } from "../core/names.js";
+import { commentOf, ruleKey } from "../core/rule.js";
 import { run } from "../host/run.js";
+import { applyBatch, RulesChanged, readHostports } from "../nftables/backend.js";
+import { batch, deleteCommand, MASQ_CHAIN } from "../nftables/json.js";
 import { dropStaleUdp } from "../pipeline/conntrack.js";
 import { type ChainPlan, changed, planPodChains, scopePod } from "../pipeline/plan.js";
 import { entryConf, ourConf } from "./attachment.js";
 import type { CachedAttachment } from "./cache.js";
+import { FAMILIES } from "./kernel.js";
 
 // portmap's ADD takes milliseconds; a portmap that hangs must not hold the whole reconcile.
 const PORTMAP_LIMIT_MS = 30_000;
@@ -50,6 +54,34 @@ async function runPortmapAdd(a: CachedAttachment, cniBinDir: string): Promise<vo
     throw new Error(
       `portmap ADD failed (exit ${result.code}): ${(/\{[^{]*\}\s*$/.exec(result.stdout)?.[0] ?? result.stderr).replace(/\s+/g, " ").trim()}`,
     );
+}
+
+/**
+ * portmap's ADD again appends the pod's masquerading rules beside those a flush of `hostports` (or a deleted
+ * table of the other family) left: one copy of each stays. A batch that lost a race (the pod's DEL) is left
+ * to the next pass.
+ */
+async function dropRepeatedMasquerade(containerId: string): Promise<void> {
+  const commands = (
+    await Promise.all(
+      FAMILIES.map(async (family) => {
+        const seen = new Set<string>();
+        const mine = ((await readHostports(family, MASQ_CHAIN)) ?? []).filter((r) => commentOf(r) === containerId);
+        return mine.flatMap((r) => {
+          const key = ruleKey(r);
+          if (!seen.has(key)) {
+            seen.add(key);
+            return [];
+          }
+          return [deleteCommand(family, r)];
+        });
+      }),
+    )
+  ).flat();
+  if (commands.length === 0) return;
+  await applyBatch(batch(commands)).catch((err: unknown) => {
+    if (!(err instanceof RulesChanged)) throw err;
+  });
 }
 
 const isMissing = (err: unknown) => err instanceof CniError && err.code === Code.PortmapRulesMissing;
@@ -103,6 +135,7 @@ export async function reconcileNft(
   if (reran) {
     if (!opts.mayRerun()) return waiting;
     await runPortmapAdd(a, opts.cniBinDir);
+    await dropRepeatedMasquerade(a.containerId);
   }
   let written: ChainPlan[] = [];
   if (ours) {
@@ -115,6 +148,7 @@ export async function reconcileNft(
       if (!opts.mayRerun()) return waiting;
       reran = true;
       await runPortmapAdd(a, opts.cniBinDir);
+      await dropRepeatedMasquerade(a.containerId);
       written = (await scopePod(ours, env)).written;
     }
   }

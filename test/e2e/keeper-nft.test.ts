@@ -92,6 +92,13 @@ describe.skipIf(!IS_ROOT || !NFTABLES)("the keeper with portmap's nftables backe
     await eventually("the keeper's first pass", async () => existsSync(join(stateDir, "keeper.alive")));
   });
 
+  /** A pod's rules in `ip cni_hostport masquerading`, without their handles. */
+  const masquerading = async (id: string) =>
+    (await nsRunOk(h.topo.node, "nft", ["list", "chain", "ip", "cni_hostport", "masquerading"]))
+      .split("\n")
+      .filter((l) => l.endsWith(` comment "${id}"`))
+      .map((l) => l.trim());
+
   afterAll(() => {
     if (keeper.exitCode === null) keeper.kill("SIGKILL");
   });
@@ -106,10 +113,13 @@ describe.skipIf(!IS_ROOT || !NFTABLES)("the keeper with portmap's nftables backe
 
   it("after `nft flush chain ip cni_hostport hostports`, every cached pod answers again, scoped", async () => {
     const before = await nftPodRules(h.topo.node, 4, pods.get("a")!.pod.containerID);
+    const masqBefore = await masquerading(pods.get("a")!.pod.containerID);
+    expect(masqBefore.length).toBeGreaterThan(0);
     await nsRunOk(h.topo.node, "nft", ["flush", "chain", "ip", "cni_hostport", "hostports"]);
     await eventually("both pods answer again, scoped", bothScoped);
-    // portmap's rules written once more, scoped as before (no second copy).
+    // portmap's rules written once more, scoped as before; its masquerading rules (not flushed) not twice.
     expect(await nftPodRules(h.topo.node, 4, pods.get("a")!.pod.containerID)).toEqual(before);
+    expect(await masquerading(pods.get("a")!.pod.containerID)).toEqual(masqBefore);
   });
 
   it("after an old ruleset is restored, the dead pod's rules go at once and the live pod on its port answers", async () => {
