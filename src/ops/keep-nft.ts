@@ -56,7 +56,7 @@ function deadness(view: NodeView): (containerId: string) => { deleted: boolean }
 }
 
 /** The dead containers whose rules go now (BackendPass.collectNow), and how many dead ones there are. */
-function deadNow(
+export function deadNow(
   chains: readonly NftChain[],
   { view, verdict, collectNow }: Pick<BackendPass, "view" | "verdict" | "collectNow">,
 ): { goes: Set<string>; dead: number } {
@@ -71,13 +71,15 @@ function deadNow(
     const fate = dead(id);
     if (!fate) continue;
     count++;
-    const families = new Set<Family>(chains.filter((c) => containersOf([c]).has(id)).map((c) => c.family));
-    const decisions = [...families].map((family) => {
-      const rules = chains.filter((c) => c.family === family && c.chain === CHAIN).flatMap((c) => c.rules);
-      const ports = takenPorts(rules.filter((r) => commentOf(r) === id));
-      const conflicting = [...ports].some((p) => livePorts.has(p));
-      return collectNow(family, `cni_hostport ${id}`, conflicting, fate.deleted);
-    });
+    // Its rules go together (all families, both chains): conflicting when any of them takes a live pod's port.
+    const mine = chains.map((c) => ({ ...c, rules: c.rules.filter((r) => commentOf(r) === id) }));
+    const conflicting = [...takenPorts(mine.filter((c) => c.chain === CHAIN).flatMap((c) => c.rules))].some((p) =>
+      livePorts.has(p),
+    );
+    const families = new Set<Family>(mine.filter((c) => c.rules.length > 0).map((c) => c.family));
+    const decisions = [...families].map((family) =>
+      collectNow(family, `cni_hostport ${id}`, conflicting, fate.deleted),
+    );
     if (decisions.every(Boolean)) goes.add(id);
   }
   return { goes, dead: count };
