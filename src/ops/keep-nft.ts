@@ -131,7 +131,9 @@ export const nftablesBackend: KeeperBackend = {
         outcome.failure = failureText(err);
       }
     }
-    const present = containersOf(chains.filter((c) => c.chain === CHAIN));
+    const hostports = chains.filter((c) => c.chain === CHAIN);
+    const present = containersOf(hostports);
+    const read = { network: view.network, hostports: new Map(hostports.map((c) => [c.family, c.rules])) };
     for (const l of live) {
       try {
         const done = await reconcileNft(l.attachment, present.has(l.attachment.containerId), {
@@ -140,6 +142,7 @@ export const nftablesBackend: KeeperBackend = {
           fallback: options.fallbackEntry,
           mayRerun: () => mayRebuild(l.key),
           warn: (text) => problems.push(text),
+          read,
         });
         if (done.state === "correct") outcome.correct++;
         else if (done.state === "waiting") outcome.waiting.push(l.label);

@@ -4,14 +4,20 @@
 // iptables one has): instead of rebuilding that, run the node's own portmap ADD again from the cached
 // attachment, as the runtime ran it, then scope its rules exactly as our ADD does. A pod whose rules are all
 // still there is only re-scoped (portmap's ADD would append its rules a second time).
+
+import type { NetConf } from "../core/config.js";
 import { CniError, Code } from "../core/errors.js";
-import type { CniEnv } from "../core/names.js";
-import { commentOf, ruleKey } from "../core/rule.js";
+import type { Family } from "../core/ip.js";
+import { type CniEnv, podLabel } from "../core/names.js";
+import type { NodeNetwork } from "../core/node.js";
+import { podFamilies } from "../core/result.js";
+import { commentOf, type Rule, ruleKey } from "../core/rule.js";
 import { run } from "../host/run.js";
 import { applyBatch, RulesChanged, readHostports } from "../nftables/backend.js";
-import { batch, deleteCommand, MASQ_CHAIN } from "../nftables/json.js";
+import { batch, deleteCommand, MASQ_CHAIN, podRules } from "../nftables/json.js";
 import { dropStaleUdp } from "../pipeline/conntrack.js";
-import { type ChainPlan, changed, planPodChains, scopePod } from "../pipeline/plan.js";
+import { type ChainPlan, changed, planPodChains, planScoped, scopePod } from "../pipeline/plan.js";
+import { podScoping } from "../pipeline/pod.js";
 import { entryConf, ourConf } from "./attachment.js";
 import type { CachedAttachment } from "./cache.js";
 import { FAMILIES } from "./kernel.js";
@@ -86,6 +92,28 @@ async function dropRepeatedMasquerade(containerId: string): Promise<void> {
 
 const isMissing = (err: unknown) => err instanceof CniError && err.code === Code.PortmapRulesMissing;
 
+const correct: NftReconciled = { state: "correct", text: "correct, left alone" };
+
+/** The node's addresses and the rules of every `hostports` chain, as a pass read them. */
+export interface AsRead {
+  network: NodeNetwork;
+  hostports: ReadonlyMap<Family, readonly Rule[]>;
+}
+
+/** Pure: whether the pod's rules as read are what the policy makes of them (else the pod is planned anew). */
+function correctAsRead(ours: NetConf, env: CniEnv, read: AsRead): boolean {
+  if (ours.portMappings.length === 0) return true;
+  const pod = podLabel(env);
+  const scoping = podScoping(ours, pod, podFamilies(ours.prevResult, env.ifname));
+  if (!scoping) return true;
+  const current = scoping.families.map((f) => podRules(read.hostports.get(f) ?? [], env.containerId));
+  try {
+    return !planScoped(scoping, pod, read.network, current, undefined).plans.some(changed);
+  } catch {
+    return false; // rules missing in a family: planned anew, and portmap's ADD runs again
+  }
+}
+
 /** What reconcileNft did (or would do): `waiting` when portmap's ADD must run again but may not yet. */
 export interface NftReconciled {
   state: "correct" | "changed" | "waiting";
@@ -106,12 +134,14 @@ export async function reconcileNft(
     fallback: Record<string, unknown> | undefined;
     mayRerun: () => boolean;
     warn: (text: string) => void;
+    /** What the pass read: a pod found correct in it costs no nft call of its own. */
+    read?: AsRead;
   },
 ): Promise<NftReconciled> {
   const ours = ourConf(a, opts.fallback);
   const env = attachmentEnv(a);
+  if (present && ours && opts.read && correctAsRead(ours, env, opts.read)) return correct;
   const rerun = `portmap's ADD again (${opts.cniBinDir}/portmap: its nftables rules are gone)`;
-  const correct: NftReconciled = { state: "correct", text: "correct, left alone" };
   const waiting: NftReconciled = {
     state: "waiting",
     text: "no record of its ADD, and its nftables rules are missing (its DEL may be under way)",
