@@ -98,6 +98,8 @@ export const nftablesBackend: KeeperBackend = {
   async pass({ view, live, verdict, mayRebuild, collectNow, settled, options, surveyed }) {
     const chains = surveyed as NftChain[];
     const problems: string[] = [];
+    // A node where no pod uses portmap's nftables backend: nothing to say.
+    if (live.length === 0 && chains.every((c) => c.rules.length === 0)) return { families: [], problems };
     const outcome: FamilyOutcome = {
       backend: "nftables",
       family: undefined,
