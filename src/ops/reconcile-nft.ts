@@ -101,7 +101,7 @@ export interface AsRead {
 }
 
 /** Pure: whether the pod's rules as read are what the policy makes of them (else the pod is planned anew). */
-function correctAsRead(ours: NetConf, env: CniEnv, read: AsRead): boolean {
+export function correctAsRead(ours: NetConf, env: CniEnv, read: AsRead): boolean {
   if (ours.portMappings.length === 0) return true;
   const pod = podLabel(env);
   const scoping = podScoping(ours, pod, podFamilies(ours.prevResult, env.ifname));
