@@ -6,6 +6,7 @@ import { DEFAULT_STATE_DIR, isAnnotationKey, isLogFilePath, isStateDir } from ".
 import { parseCidr, parseIp } from "../core/ip.js";
 import { isInterfaceName } from "../core/names.js";
 import { pluginEntry } from "../install/conflist.js";
+import { resolveLayout } from "../install/files.js";
 import { Installer, type InstallOptions, terminationSignal } from "../install/main.js";
 import { type CliContext, parseFlags, runCommand, UsageError } from "./args.js";
 
@@ -38,7 +39,13 @@ export async function runInstall(args: string[], context: InstallContext = {}): 
     const signal = context.signal ?? terminationSignal();
     if (keeper.iptables !== undefined) await selectIptables(keeper.iptables, stdout);
     const { Keeper } = await import("./keeper.js");
-    const k = new Keeper({ ...keeper, graceMs: KEEPER_GRACE_MS, entry: pluginEntry(options.settings) }, stdout, stderr);
+    // The bin directory the plugin goes to holds the node's portmap (run again for its nftables backend's pods).
+    const { binDir } = await resolveLayout({ binDir: options.cniBinDir, confDir: options.cniConfDir }, root);
+    const k = new Keeper(
+      { ...keeper, graceMs: KEEPER_GRACE_MS, entry: pluginEntry(options.settings), cniBinDir: binDir },
+      stdout,
+      stderr,
+    );
     const installer = new Installer(options, root, signal, stdout, stderr, () => k.trigger("entry put back"));
     await Promise.all([installer.run(), k.run(signal)]);
     return 0;

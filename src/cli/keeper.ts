@@ -2,7 +2,7 @@
 // cached pod's hostPort rules as they must be. A pass (ops/keep.ts) runs
 //   - at start, and every --resync seconds (iptables-legacy tells nobody about changes: this is its poll);
 //   - when the kernel says something changed: a node address (`ip -o monitor address`), the nat table under
-//     iptables-nft (`nft monitor ruleset`);
+//     iptables-nft or portmap's nftables tables (`nft monitor ruleset`);
 //   - when the installer has put our entry back (pods started meanwhile are scoped by this entry);
 //   - CONFIRM_MS after a pass that left a container unconfirmed.
 // Passes never overlap; events during one coalesce into one more, at most one per MIN_GAP_MS.
@@ -22,13 +22,16 @@ export interface KeeperSettings {
   graceMs: number;
   /** Our entry, for pods whose cached conflist lacks it. */
   entry: Record<string, unknown>;
+  /** The node's CNI plugins (portmap's ADD runs again from here for pods of its nftables backend). */
+  cniBinDir: string;
 }
 
 // Events come in bursts (an address change is several netlink messages, a firewall reload many rule events).
 const MIN_GAP_MS = 1_000;
 const HEARTBEAT = "keeper.alive";
 // `nft monitor` lines that touch what portmap writes: its chains, the built-in chains holding its jumps, the
-// nat table as a whole (a flush, a restore), or portmap's own nftables table. kube-proxy rewrites its KUBE-*
+// nat table as a whole (a flush, a restore), or portmap's own nftables tables (`ip`/`ip6 cni_hostport`: a
+// rule, a chain, the table; `nft flush chain` shows as one deleted rule each). kube-proxy rewrites its KUBE-*
 // chains all the time: those events alone start no pass.
 export const NAT_EVENT = /\bip6? nat (?:CNI-|PREROUTING\b|OUTPUT\b|POSTROUTING\b)|\btable ip6? nat\b|\bcni_hostport\b/;
 
@@ -58,22 +61,24 @@ export class Keeper {
       signal,
       log,
     );
-    if (await usesNft()) {
+    const [nft, iptablesNft] = await Promise.all([hasNft(), iptablesIsNft()]);
+    // portmap's nftables tables (a flush, a deleted table, its rules) and the nat table under iptables-nft
+    // both show in `nft monitor`; iptables-legacy tells nobody about changes: the resync is its poll.
+    if (nft)
       monitor(
         "nft",
         ["monitor", "ruleset"],
-        (line) => NAT_EVENT.test(line) && this.trigger("nat table changed"),
+        (line) => NAT_EVENT.test(line) && this.trigger("rules changed"),
         signal,
         log,
       );
-      this.stdout(
-        `keeper: watching node addresses and the nat table (iptables-nft), resync every ${this.settings.resyncMs / 1000} s\n`,
-      );
-    } else {
-      this.stdout(
-        `keeper: watching node addresses; iptables-legacy sends no events: resync every ${this.settings.resyncMs / 1000} s\n`,
-      );
-    }
+    const watched = [
+      "node addresses",
+      ...(nft && iptablesNft ? ["the nat table (iptables-nft)"] : []),
+      ...(nft ? ["portmap's nftables tables"] : []),
+    ];
+    const legacy = nft && iptablesNft ? "" : "; iptables-legacy sends no events";
+    this.stdout(`keeper: watching ${watched.join(", ")}${legacy}: resync every ${this.settings.resyncMs / 1000} s\n`);
     const resync = setInterval(() => this.trigger("resync"), this.settings.resyncMs);
     this.trigger("start");
     await new Promise<void>((resolve) =>
@@ -107,7 +112,7 @@ export class Keeper {
 
   private async pass(reason: string): Promise<void> {
     this.lastPass = Date.now();
-    const { cacheDir, stateDir, graceMs, entry } = this.settings;
+    const { cacheDir, stateDir, graceMs, entry, cniBinDir } = this.settings;
     let report: PassReport;
     try {
       report = await keeperPass(BACKENDS, { cacheDir, stateDir }, this.memory, {
@@ -115,6 +120,7 @@ export class Keeper {
         networks: [],
         fallbackEntry: entry,
         graceMs,
+        cniBinDir,
       });
     } catch (err) {
       this.problems([(err as Error).message]);
@@ -151,14 +157,16 @@ export class Keeper {
   }
 }
 
-/** Whether `iptables` here is the nft variant (whose changes `nft monitor` reports). */
-async function usesNft(): Promise<boolean> {
-  const r = await run("iptables", ["--version"], { timeoutMs: 5_000 }).catch(() => undefined);
-  return (
-    r?.stdout.includes("nf_tables") === true &&
-    (await run("nft", ["--version"], { timeoutMs: 5_000 }).catch(() => undefined))?.code === 0
-  );
-}
+const answers = async (tool: string): Promise<string | undefined> => {
+  const r = await run(tool, ["--version"], { timeoutMs: 5_000 }).catch(() => undefined);
+  return r?.code === 0 ? r.stdout : undefined;
+};
+
+/** Whether `nft` runs here (`nft monitor` then reports changes to nftables, iptables-nft's included). */
+const hasNft = async (): Promise<boolean> => (await answers("nft")) !== undefined;
+
+/** Whether `iptables` here is the nft variant. */
+const iptablesIsNft = async (): Promise<boolean> => (await answers("iptables"))?.includes("nf_tables") === true;
 
 /**
  * The exec probe (`install --check`): the keeper finished a pass within three resync periods (and 30 s).

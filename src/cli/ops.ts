@@ -10,7 +10,6 @@ import { collect } from "../ops/gc.js";
 import { collectNft } from "../ops/gc-nft.js";
 import { judge, runReconcile } from "../ops/keep.js";
 import { readNftTables, readTables } from "../ops/kernel.js";
-import { reconcileNftAttachments } from "../ops/reconcile-nft.js";
 import { statusJson, statusTable } from "../ops/render.js";
 import { status } from "../ops/status.js";
 import { type CliContext, type Out, parseFlags as parseCommandLine, runCommand, UsageError } from "./args.js";
@@ -220,14 +219,12 @@ async function installedFallback(flags: Flags, stderr: Out): Promise<Record<stri
 }
 
 async function runReconcileCommand(flags: Flags, stdout: Out, stderr: Out): Promise<number> {
-  const iptables = await runReconcile(
-    { ...flags, fallbackEntry: await installedFallback(flags, stderr) },
+  const { binDir } = await resolveLayout(flags.cniBinDir === undefined ? {} : { binDir: flags.cniBinDir }, "/");
+  return runReconcile(
+    { ...flags, fallbackEntry: await installedFallback(flags, stderr), cniBinDir: binDir },
     stdout,
     stderr,
   );
-  const { binDir } = await resolveLayout(flags.cniBinDir === undefined ? {} : { binDir: flags.cniBinDir }, "/");
-  const nftables = await reconcileNftAttachments({ ...flags, cniBinDir: binDir }, stdout, stderr);
-  return Math.max(iptables, nftables);
 }
 
 export async function runOps(

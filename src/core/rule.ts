@@ -58,6 +58,13 @@ export function dportOf(rule: Rule): number | undefined {
   return m?.kind === "dport" ? m.port : undefined;
 }
 
+/** "tcp/8080" for each port the rules' DNATs take. */
+export function takenPorts(rules: readonly Rule[]): Set<string> {
+  return new Set(
+    rules.filter((r) => dnatOf(r) !== undefined).map((r) => `${protocolOf(r) ?? "?"}/${dportOf(r) ?? "?"}`),
+  );
+}
+
 export function commentOf(rule: Rule): string | undefined {
   const m = rule.matches.find((x) => x.kind === "comment");
   return m?.kind === "comment" ? m.text : undefined;

@@ -31,23 +31,30 @@ export function planNftGc(
   return { orphans: [...orphans].map(([containerId, rules]): NftOrphan => ({ containerId, rules })), commands };
 }
 
-async function readAll(): Promise<Array<{ family: Family; rules: Rule[] }>> {
+export interface NftChain {
+  family: Family;
+  chain: string;
+  rules: Rule[];
+}
+
+/** Both families' `hostports` and `masquerading` chains (a chain that does not exist: no rules). */
+export async function readNftChains(): Promise<NftChain[]> {
   const reads = FAMILIES.flatMap((family) =>
-    [CHAIN, MASQ_CHAIN].map(async (chain) => ({ family, rules: (await readHostports(family, chain)) ?? [] })),
+    [CHAIN, MASQ_CHAIN].map(async (chain) => ({ family, chain, rules: (await readHostports(family, chain)) ?? [] })),
   );
   return Promise.all(reads);
 }
 
 /** Reads, plans and applies (one batch); a batch that lost a race with portmap's DEL is planned again once. */
 export async function collectNft(isDead: (containerId: string) => boolean, dryRun: boolean): Promise<NftOrphan[]> {
-  const plan = planNftGc(await readAll(), isDead);
+  const plan = planNftGc(await readNftChains(), isDead);
   if (dryRun || plan.commands.length === 0) return plan.orphans;
   try {
     await applyBatch(batch(plan.commands));
     return plan.orphans;
   } catch (err) {
     if (!(err instanceof RulesChanged)) throw err;
-    const again = planNftGc(await readAll(), isDead);
+    const again = planNftGc(await readNftChains(), isDead);
     if (again.commands.length > 0) await applyBatch(batch(again.commands));
     return again.orphans;
   }

@@ -3,11 +3,11 @@
 // what the live pods need — rebuilding missing or wrong chains, deleting dead chains that would take a live
 // pod's traffic at once and other dead chains after the grace — in one transaction per family.
 //
-// The backend is the only part that knows a rule syntax: iptables now (ipTablesBackend); an nftables backend
-// implements KeeperBackend the same way from the same inputs.
+// The backend is the only part that knows a rule syntax: iptables (iptablesBackend, here) and portmap's
+// nftables backend (nftablesBackend, keep-nft.ts) implement KeeperBackend from the same inputs.
 import type { Family } from "../core/ip.js";
 import type { NodeNetwork } from "../core/node.js";
-import { dnatOf, dportOf, protocolOf, type Rule } from "../core/rule.js";
+import { takenPorts } from "../core/rule.js";
 import { readNodeNetwork } from "../host/network.js";
 import {
   addMayBeRunning,
@@ -32,6 +32,7 @@ import {
   selectsNetwork,
 } from "./cache.js";
 import { planGc } from "./gc.js";
+import { failureText, nftablesBackend, sameItems } from "./keep-nft.js";
 import { FAMILIES } from "./kernel.js";
 import { type FamilyPlan, planReconcile, type Wanted } from "./reconcile.js";
 
@@ -114,13 +115,16 @@ export interface PassOptions {
   fallbackEntry: Record<string, unknown> | undefined;
   /** A dead chain that takes no live pod's port goes after this long dead (Infinity: never). */
   graceMs: number;
+  /** The node's CNI plugins: the nftables backend runs portmap's ADD again from here. */
+  cniBinDir: string;
 }
 
 /** One family's part of a pass, for the report. */
 export interface FamilyOutcome {
   /** The backend's name (KeeperBackend.name). */
   backend: string;
-  family: Family;
+  /** undefined: both families at once (the nftables backend works per pod, in both). */
+  family: Family | undefined;
   /** One line per change (written, or planned under dryRun). */
   actions: string[];
   correct: number;
@@ -169,15 +173,21 @@ export interface BackendPass {
   /** The backend's record of settled families (PassMemory.settled). */
   settled: Map<string, Settled>;
   options: PassOptions;
+  /** What the backend's survey read (KeeperBackend.survey), for it to use again. */
+  surveyed: unknown;
 }
 
 /**
- * A rule backend the keeper drives: reads its rules, plans and writes one transaction per family. It gets
- * only the live attachments whose portmap used it (LiveAttachment.backend === name) and judges only its own
- * chains.
+ * A rule backend the keeper drives: reads its rules, plans and writes them. It gets only the live attachments
+ * whose portmap used it (LiveAttachment.backend === name) and judges only its own rules.
  */
 export interface KeeperBackend {
   readonly name: PortmapBackend;
+  /**
+   * Reads its rules before the pass: `containers` with rules there are this backend's whatever their cached
+   * entry says (portmap v1.9.1 without `backend` falls back to nftables when iptables is unusable).
+   */
+  survey?(): Promise<{ containers: ReadonlySet<string>; read: unknown }>;
   pass(input: BackendPass): Promise<{ families: FamilyOutcome[]; problems: string[] }>;
 }
 
@@ -204,13 +214,26 @@ export async function keeperPass(
       };
     const view: NodeView = { cache, records, network, now: Date.now() };
     const verdict = judge(view);
+    // Which backend keeps an attachment: the one holding its rules; without rules anywhere, its cached
+    // portmap entry's `backend` (portmapBackendOf). A backend whose rules cannot be read sits the pass out.
+    const surveys = new Map<KeeperBackend, { containers: ReadonlySet<string>; read: unknown }>();
+    for (const backend of backends) {
+      if (!backend.survey) continue;
+      try {
+        surveys.set(backend, await backend.survey());
+      } catch (err) {
+        problems.push(`${backend.name} rules not read: ${(err as Error).message}`);
+      }
+    }
+    const backendOf = (a: CachedAttachment): PortmapBackend =>
+      [...surveys].find(([, s]) => s.containers.has(a.containerId))?.[0].name ?? portmapBackendOf(a);
     const live = cache.attachments
       .filter((a) => selectsNetwork(options.networks, a.network) && verdict(a.network, a.containerId) === "live")
       .map((a) => {
         const key = recordKey(a.network, a.containerId);
         return {
           key,
-          backend: portmapBackendOf(a),
+          backend: backendOf(a),
           label: `${attachmentLabel(a)} (${a.network}, ${a.containerId})`,
           attachment: a,
           record: records.get(key),
@@ -241,6 +264,7 @@ export async function keeperPass(
     );
     const families: FamilyOutcome[] = [];
     for (const backend of backends) {
+      if (backend.survey && !surveys.has(backend)) continue;
       const mine = live.filter((l) => l.backend === backend.name);
       const result = await backend.pass({
         view,
@@ -251,6 +275,7 @@ export async function keeperPass(
         gcNetworks,
         settled: memory.settled,
         options,
+        surveyed: surveys.get(backend)?.read,
       });
       families.push(...result.families);
       problems.push(...result.problems);
@@ -274,13 +299,6 @@ export const LOCK_WAIT_MS = 30_000;
  */
 export function deadChainGoes(c: { conflicting: boolean; deleted: boolean; age: number; graceMs: number }): boolean {
   return (c.conflicting && (c.deleted || c.age >= DEAD_CONFIRM_MS)) || c.age >= c.graceMs;
-}
-
-/** "tcp/8080" for each port a chain's DNAT rules take. */
-function portsOf(rules: readonly Rule[]): Set<string> {
-  return new Set(
-    rules.filter((r) => dnatOf(r) !== undefined).map((r) => `${protocolOf(r) ?? "?"}/${dportOf(r) ?? "?"}`),
-  );
 }
 
 // An attachment parsed once (CacheMemo) is the same object at every pass: its chains are computed again only
@@ -362,7 +380,7 @@ export const iptablesBackend: KeeperBackend = {
       try {
         await restoreNat(family, outcome.payload, "the keeper's hostPort rules");
       } catch (err) {
-        outcome.failure = `${(err as Error).message}${(err as { details?: string }).details ? `\n${(err as { details?: string }).details}` : ""}`;
+        outcome.failure = failureText(err);
         continue;
       }
       outcome.droppedUdp = await dropStale(plan, family, (t) => problems.push(t));
@@ -370,9 +388,6 @@ export const iptablesBackend: KeeperBackend = {
     return { families, problems };
   },
 };
-
-const sameItems = (a: readonly unknown[], b: readonly unknown[]): boolean =>
-  a.length === b.length && a.every((x, i) => x === b[i]);
 
 const emptyOutcome = (family: Family): FamilyOutcome => ({
   backend: "iptables",
@@ -397,7 +412,7 @@ export function planDead(
   collectNow: BackendPass["collectNow"],
   gcNetworks: ReadonlySet<string>,
 ): { lines: string[]; actions: string[]; undecided: number } {
-  const livePorts = new Set(wanted.flatMap((w) => [...portsOf(w.expected.rules)]));
+  const livePorts = new Set(wanted.flatMap((w) => [...takenPorts(w.expected.rules)]));
   const chainOf = new Map(
     portmapJumps(table).flatMap((j) =>
       j.owner ? [[recordKey(j.owner.network, j.owner.containerId), j.chain] as const] : [],
@@ -412,7 +427,7 @@ export function planDead(
     const chain = chainOf.get(recordKey(network, containerId));
     if (chain === undefined || liveChains.has(chain)) return false;
     if (!decided.has(chain)) {
-      const conflicting = [...portsOf(rulesOf(table, chain))].some((p) => livePorts.has(p));
+      const conflicting = [...takenPorts(rulesOf(table, chain))].some((p) => livePorts.has(p));
       decided.set(chain, collectNow(family, chain, conflicting, v === "deleting"));
     }
     return decided.get(chain) as boolean;
@@ -437,12 +452,12 @@ async function dropStale(plan: FamilyPlan, family: Family, warn: (t: string) => 
   });
 }
 
-/** Every backend the node's pods may use; an nftables backend (portmap's `backend: "nftables"`) joins here. */
-export const BACKENDS: readonly KeeperBackend[] = [iptablesBackend];
+/** Every backend the node's pods may use. */
+export const BACKENDS: readonly KeeperBackend[] = [iptablesBackend, nftablesBackend];
 
-/** How lines name a family: "IPv4" for the iptables backend, "<backend> IPv4" for another. */
+/** How lines name a family: "IPv4" for the iptables backend, "<backend> IPv4" for another, "<backend>" for both. */
 export const familyLabel = (f: FamilyOutcome): string =>
-  `${f.backend === "iptables" ? "" : `${f.backend} `}IPv${f.family}`;
+  f.family === undefined ? f.backend : `${f.backend === "iptables" ? "" : `${f.backend} `}IPv${f.family}`;
 
 export const droppedLine = (f: FamilyOutcome): string =>
   `removed ${f.droppedUdp} stale UDP conntrack entr${f.droppedUdp === 1 ? "y" : "ies"}`;
@@ -455,6 +470,8 @@ export interface ReconcileFlags {
   networks: readonly string[];
   /** Our entry for attachments whose cached conflist has none (from the installed conflist). */
   fallbackEntry: Record<string, unknown> | undefined;
+  /** Where the node's portmap is (PassOptions.cniBinDir). */
+  cniBinDir: string;
 }
 
 /**
@@ -473,6 +490,7 @@ export async function runReconcile(
     networks: flags.networks,
     fallbackEntry: flags.fallbackEntry,
     graceMs: Infinity,
+    cniBinDir: flags.cniBinDir,
   };
   const dirs = { cacheDir: flags.cacheDir, stateDir: flags.stateDir };
   let report = await keeperPass(BACKENDS, dirs, memory, options);

@@ -1,38 +1,31 @@
-// `portmap-hostip reconcile` for attachments of portmap's nftables backend. After a wiped table there is
-// nothing left to read, and what portmap writes there depends on its version (v1.6.0, v1.6.1–v1.8 and v1.9
-// lay the tables out differently; the nftables backend also ignores options the iptables one has): instead
-// of rebuilding that, run the node's own portmap ADD again from the cached attachment, as the runtime ran
-// it, then scope its rules exactly as our ADD does. A pod whose rules are all still there is only
-// re-scoped (portmap's ADD would append its rules a second time).
+// The keeper's (and so `reconcile`'s) work on one attachment of portmap's nftables backend (ops/keep-nft.ts).
+// After a wiped table there is nothing left to read, and what portmap writes there depends on its version
+// (v1.6.0, v1.6.1–v1.8 and v1.9 lay the tables out differently; the nftables backend also ignores options the
+// iptables one has): instead of rebuilding that, run the node's own portmap ADD again from the cached
+// attachment, as the runtime ran it, then scope its rules exactly as our ADD does. A pod whose rules are all
+// still there is only re-scoped (portmap's ADD would append its rules a second time).
+
+import type { NetConf } from "../core/config.js";
 import { CniError, Code } from "../core/errors.js";
-import type { CniEnv } from "../core/names.js";
-import { commentOf } from "../core/rule.js";
+import type { Family } from "../core/ip.js";
+import { type CniEnv, podLabel } from "../core/names.js";
+import type { NodeNetwork } from "../core/node.js";
+import { podFamilies } from "../core/result.js";
+import { commentOf, type Rule, ruleKey } from "../core/rule.js";
 import { run } from "../host/run.js";
-import { readRecords, withKeeperLock } from "../host/state.js";
+import { applyBatch, RulesChanged, readHostports } from "../nftables/backend.js";
+import { batch, deleteCommand, MASQ_CHAIN, podRules } from "../nftables/json.js";
 import { dropStaleUdp } from "../pipeline/conntrack.js";
-import { type ChainPlan, changed, planPodChains, scopePod } from "../pipeline/plan.js";
+import { type ChainPlan, changed, planPodChains, planScoped, scopePod } from "../pipeline/plan.js";
+import { podScoping } from "../pipeline/pod.js";
 import { entryConf, ourConf } from "./attachment.js";
-import { attachmentLabel, type CachedAttachment, readResultCache, selectsNetwork } from "./cache.js";
-import { judge, LOCK_WAIT_MS } from "./keep.js";
-import { readNftTables } from "./kernel.js";
+import type { CachedAttachment } from "./cache.js";
+import { FAMILIES } from "./kernel.js";
 
 // portmap's ADD takes milliseconds; a portmap that hangs must not hold the whole reconcile.
 const PORTMAP_LIMIT_MS = 30_000;
 
-/** Container IDs with rules in either `cni_hostport hostports` chain (their comment). */
-export async function nftPods(): Promise<Set<string>> {
-  const chains = await readNftTables();
-  return new Set([...chains.values()].flatMap((rules) => rules.flatMap((r) => commentOf(r) ?? [])));
-}
-
 const portmapEntry = (a: CachedAttachment) => a.plugins.find((p) => p.type === "portmap");
-
-/**
- * Whether the attachment's portmap writes to nftables: its rules are there, or, when there is nothing to
- * read (a wiped table), the cached portmap entry asks for that backend.
- */
-export const isNftAttachment = (a: CachedAttachment, inNft: ReadonlySet<string>): boolean =>
-  inNft.has(a.containerId) || portmapEntry(a)?.["backend"] === "nftables";
 
 /** The sandbox's namespace path, as the cached result's interface names it (libcni's cache has no CNI_NETNS). */
 function sandboxOf(a: CachedAttachment): string {
@@ -69,34 +62,111 @@ async function runPortmapAdd(a: CachedAttachment, cniBinDir: string): Promise<vo
     );
 }
 
+/**
+ * portmap's ADD again appends the pod's masquerading rules beside those a flush of `hostports` (or a deleted
+ * table of the other family) left: one copy of each stays. A batch that lost a race (the pod's DEL) is left
+ * to the next pass.
+ */
+async function dropRepeatedMasquerade(containerId: string): Promise<void> {
+  const commands = (
+    await Promise.all(
+      FAMILIES.map(async (family) => {
+        const seen = new Set<string>();
+        const mine = ((await readHostports(family, MASQ_CHAIN)) ?? []).filter((r) => commentOf(r) === containerId);
+        return mine.flatMap((r) => {
+          const key = ruleKey(r);
+          if (!seen.has(key)) {
+            seen.add(key);
+            return [];
+          }
+          return [deleteCommand(family, r)];
+        });
+      }),
+    )
+  ).flat();
+  if (commands.length === 0) return;
+  await applyBatch(batch(commands)).catch((err: unknown) => {
+    if (!(err instanceof RulesChanged)) throw err;
+  });
+}
+
 const isMissing = (err: unknown) => err instanceof CniError && err.code === Code.PortmapRulesMissing;
 
+const correct: NftReconciled = { state: "correct", text: "correct, left alone" };
+
+/** The node's addresses and the rules of every `hostports` chain, as a pass read them. */
+export interface AsRead {
+  network: NodeNetwork;
+  hostports: ReadonlyMap<Family, readonly Rule[]>;
+}
+
+/** Pure: whether the pod's rules as read are what the policy makes of them (else the pod is planned anew). */
+export function correctAsRead(ours: NetConf, env: CniEnv, read: AsRead): boolean {
+  if (ours.portMappings.length === 0) return true;
+  const pod = podLabel(env);
+  const scoping = podScoping(ours, pod, podFamilies(ours.prevResult, env.ifname));
+  if (!scoping) return true;
+  const current = scoping.families.map((f) => podRules(read.hostports.get(f) ?? [], env.containerId));
+  try {
+    return !planScoped(scoping, pod, read.network, current, undefined).plans.some(changed);
+  } catch {
+    return false; // rules missing in a family: planned anew, and portmap's ADD runs again
+  }
+}
+
+/** What reconcileNft did (or would do): `waiting` when portmap's ADD must run again but may not yet. */
+export interface NftReconciled {
+  state: "correct" | "changed" | "waiting";
+  text: string;
+}
+
 /**
- * Reconciles one attachment of portmap's nftables backend; returns what it did (or would do). portmap's ADD
- * runs again when a family lacks the pod's rules (`present`: the pod has rules in some family).
+ * Reconciles one attachment of portmap's nftables backend. portmap's ADD runs again when a family lacks the
+ * pod's rules (`present`: the pod has rules in some family), if `mayRerun()` allows it (a pod without a
+ * record of its ADD may be in its DEL: the keeper confirms first).
  */
 export async function reconcileNft(
   a: CachedAttachment,
   present: boolean,
-  opts: { cniBinDir: string; dryRun: boolean; warn: (text: string) => void },
-): Promise<string> {
-  const ours = ourConf(a);
+  opts: {
+    cniBinDir: string;
+    dryRun: boolean;
+    fallback: Record<string, unknown> | undefined;
+    mayRerun: () => boolean;
+    warn: (text: string) => void;
+    /** What the pass read: a pod found correct in it costs no nft call of its own. */
+    read?: AsRead;
+  },
+): Promise<NftReconciled> {
+  const ours = ourConf(a, opts.fallback);
   const env = attachmentEnv(a);
+  if (present && ours && opts.read && correctAsRead(ours, env, opts.read)) return correct;
   const rerun = `portmap's ADD again (${opts.cniBinDir}/portmap: its nftables rules are gone)`;
+  const waiting: NftReconciled = {
+    state: "waiting",
+    text: "no record of its ADD, and its nftables rules are missing (its DEL may be under way)",
+  };
+  const change = (text: string): NftReconciled => ({ state: "changed", text });
   if (opts.dryRun) {
-    if (!present) return `would run ${rerun}${ours ? ", then scope its rules" : ""}`;
+    if (!present)
+      return opts.mayRerun() ? change(`would run ${rerun}${ours ? ", then scope its rules" : ""}`) : waiting;
     try {
       const wrong = ours ? (await planPodChains(ours, env)).plans.filter(changed) : [];
       return wrong.length > 0
-        ? `would re-scope its nftables rules (IPv${wrong.map((p) => p.family).join(", IPv")})`
-        : "correct, left alone";
+        ? change(`would re-scope its nftables rules (IPv${wrong.map((p) => p.family).join(", IPv")})`)
+        : correct;
     } catch (err) {
       if (!isMissing(err)) throw err;
-      return `would run ${rerun.replace("are gone", "are gone in a family")}, then scope its rules`;
+      if (!opts.mayRerun()) return waiting;
+      return change(`would run ${rerun.replace("are gone", "are gone in a family")}, then scope its rules`);
     }
   }
   let reran = !present;
-  if (reran) await runPortmapAdd(a, opts.cniBinDir);
+  if (reran) {
+    if (!opts.mayRerun()) return waiting;
+    await runPortmapAdd(a, opts.cniBinDir);
+    await dropRepeatedMasquerade(a.containerId);
+  }
   let written: ChainPlan[] = [];
   if (ours) {
     try {
@@ -105,8 +175,10 @@ export async function reconcileNft(
       // Rules gone in one family only (a table deleted): portmap writes them again (and appends a second
       // copy in the other family, which scoping folds into one).
       if (reran || !isMissing(err)) throw err;
+      if (!opts.mayRerun()) return waiting;
       reran = true;
       await runPortmapAdd(a, opts.cniBinDir);
+      await dropRepeatedMasquerade(a.containerId);
       written = (await scopePod(ours, env)).written;
     }
   }
@@ -119,43 +191,6 @@ export async function reconcileNft(
     written.length > 0
       ? `re-scoped its nftables rules (IPv${written.map((p) => p.family).join(", IPv")})${removed}`
       : "";
-  if (reran) return `ran portmap's ADD again (its nftables rules were gone)${scoped ? `, ${scoped}` : ""}`;
-  return scoped || "correct, left alone";
-}
-
-/**
- * `reconcile` for every cached attachment of portmap's nftables backend (of the given networks), under the
- * keeper lock and with its verdicts: a pod whose DEL has begun is never given its rules back.
- */
-export async function reconcileNftAttachments(
-  flags: { cacheDir: string; stateDir: string; cniBinDir: string; dryRun: boolean; networks: readonly string[] },
-  stdout: (text: string) => void,
-  stderr: (text: string) => void,
-): Promise<number> {
-  return withKeeperLock(flags.stateDir, LOCK_WAIT_MS, async () => {
-    const [cache, { records }, inNft] = await Promise.all([
-      readResultCache(flags.cacheDir),
-      readRecords(flags.stateDir),
-      nftPods(),
-    ]);
-    const verdict = judge({ cache, records, now: Date.now() });
-    const nft = cache.attachments.filter(
-      (a) =>
-        selectsNetwork(flags.networks, a.network) &&
-        isNftAttachment(a, inNft) &&
-        verdict(a.network, a.containerId) === "live",
-    );
-    let failed = 0;
-    const warn = (text: string) => stderr(`portmap-hostip reconcile: ${text}\n`);
-    for (const a of nft) {
-      const label = `${attachmentLabel(a)} (${a.network}, ${a.containerId})`;
-      try {
-        stdout(`nftables: ${label}: ${await reconcileNft(a, inNft.has(a.containerId), { ...flags, warn })}\n`);
-      } catch (err) {
-        failed++;
-        stdout(`nftables: skipped ${label}: ${(err as Error).message}\n`);
-      }
-    }
-    return failed > 0 ? 1 : 0;
-  });
+  if (reran) return change(`ran portmap's ADD again (its nftables rules were gone)${scoped ? `, ${scoped}` : ""}`);
+  return scoped ? change(scoped) : correct;
 }

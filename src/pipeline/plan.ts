@@ -5,6 +5,7 @@ import type { NetConf } from "../core/config.js";
 import { CniError, Code } from "../core/errors.js";
 import type { Family } from "../core/ip.js";
 import { type CniEnv, podLabel } from "../core/names.js";
+import type { NodeNetwork } from "../core/node.js";
 import { podFamilies } from "../core/result.js";
 import { type Rule, sameRules } from "../core/rule.js";
 import { readNodeNetwork } from "../host/network.js";
@@ -13,7 +14,7 @@ import { portmapChainName } from "../iptables/chain-name.js";
 import { applyBatch, RulesChanged, readHostports } from "../nftables/backend.js";
 import { batch, CHAIN, NEVER, NFT_FAMILY, podRules, rewriteCommands, TABLE } from "../nftables/json.js";
 import { type FamilyScope, type ResolvedMapping, resolutionNotes } from "../policy/resolve.js";
-import { neverReceiving, podScoping, resolvePod, scopeFamily } from "./pod.js";
+import { neverReceiving, type PodScoping, podScoping, resolvePod, scopeFamily } from "./pod.js";
 
 export interface ChainPlan {
   backend: "iptables" | "nftables";
@@ -64,8 +65,24 @@ export async function planPodChains(conf: NetConf, env: CniEnv): Promise<PodPlan
       `pod ${pod} has portmap rules both in iptables chain ${chain} and in nftables table ${TABLE}: two portmap entries with different backends?`,
     );
   }
-  const resolved = resolvePod(scoping, network);
   const current = scoping.families.map((_, i) => (nftables ? nft[i] : chains[i]) ?? []);
+  return planScoped(scoping, pod, network, current, nftables ? undefined : chain);
+}
+
+/**
+ * Pure: the plan from the node's network and the pod's rules as read, per family of `scoping` (`iptablesChain`:
+ * the chain they were read from; undefined: nftables, the pod's rules in `hostports`).
+ */
+export function planScoped(
+  scoping: PodScoping,
+  pod: string,
+  network: NodeNetwork,
+  current: readonly Rule[][],
+  iptablesChain: string | undefined,
+): PodPlan {
+  const nftables = iptablesChain === undefined;
+  const chain = iptablesChain ?? "";
+  const resolved = resolvePod(scoping, network);
   // portmap's nftables CHECK counts the pod's rules per family: a family without host IPs keeps its rules,
   // matching nothing.
   const scoped = scoping.families.map((family, i) =>

@@ -7,13 +7,28 @@ import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { parseInstallArgs, runInstall } from "../../src/cli/install.js";
 import { checkKeeper, NAT_EVENT } from "../../src/cli/keeper.js";
-import { ADD_RECORD_TTL_MS, awaitKeeperLock, readRecords, withKeeperLock, writeRecord } from "../../src/host/state.js";
+import {
+  ADD_RECORD_TTL_MS,
+  awaitKeeperLock,
+  type ContainerRecord,
+  readRecords,
+  withKeeperLock,
+  writeRecord,
+} from "../../src/host/state.js";
 import { parseTable } from "../../src/iptables/table.js";
 import { formatRule } from "../../src/iptables/text.js";
 import { chooseVariant } from "../../src/iptables/variant.js";
+import { parseChainJson } from "../../src/nftables/json.js";
 import { expectedChains, portmapBackendOf } from "../../src/ops/attachment.js";
-import { type CacheRead, ownedByUnreadable, parseCacheFile, readResultCache } from "../../src/ops/cache.js";
+import {
+  type CachedAttachment,
+  type CacheRead,
+  ownedByUnreadable,
+  parseCacheFile,
+  readResultCache,
+} from "../../src/ops/cache.js";
 import { DEAD_CONFIRM_MS, deadChainGoes, judge, planDead } from "../../src/ops/keep.js";
+import { deadNow } from "../../src/ops/keep-nft.js";
 import { planReconcile, type Wanted } from "../../src/ops/reconcile.js";
 import { cacheEntryJson } from "../support/result-cache.js";
 import { CHAIN, fixture, NODE } from "./fixtures.js";
@@ -216,6 +231,22 @@ describe("which nft monitor events start a pass", () => {
       expect(NAT_EVENT.test(l), l).toBe(true);
     }
   });
+
+  // Recorded (host/record-nft-monitor-portmap.sh): portmap v1.9.1's nftables backend adding a pod, `nft flush
+  // chain ip cni_hostport hostports`, its DEL and ADD, `nft delete table ip cni_hostport` and `ip6`.
+  const portmap = fixture("host/nft-monitor-portmap-nftables.txt").trim().split("\n");
+  it("every event of portmap's nftables tables: its rules, a flushed chain, a deleted table", () => {
+    for (const l of [
+      'add rule ip cni_hostport hostports tcp dport 8080 dnat to 10.244.1.5:80 comment "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"',
+      "delete rule ip cni_hostport hostports handle 11",
+      "delete rule ip6 cni_hostport masquerading handle 13",
+      "delete chain ip cni_hostport hostports",
+      "delete table ip cni_hostport",
+      "delete table ip6 cni_hostport",
+    ])
+      expect(portmap).toContain(l);
+    expect(portmap.filter((l) => !NAT_EVENT.test(l))).toEqual([]);
+  });
 });
 
 describe("the iptables variant (as kube-proxy's image picks it)", () => {
@@ -340,6 +371,52 @@ describe("a pass's plan on a recorded table (portmap's chain for container abc12
     const plan = planReconcile(table, 4, wantedOf("def456", 9090), () => false);
     expect(plan.waiting).toEqual(["def456"]);
     expect(plan.commands).toEqual([]);
+  });
+
+  describe("portmap's nftables rules (recorded: container abc123 on 8080, 8443, 5353)", () => {
+    const chains = [4, 6].map((family) => ({
+      family: family as 4 | 6,
+      chain: "hostports",
+      rules: parseChainJson(fixture(`nftables/reference-v${family}.json`)),
+    }));
+    const view = (attachments: CachedAttachment[], records: ContainerRecord[] = []) => ({
+      cache: { dir: "/c", present: true, attachments, unreadable: [], problems: [] },
+      records: new Map(records.map((r) => [`${r.network}\n${r.containerId}`, r])),
+      network: NODE,
+      now: 100_000,
+    });
+    const judged = (v: ReturnType<typeof view>, goes: (conflicting: boolean, deleted: boolean) => boolean) => {
+      const asked: Array<[number, string, boolean, boolean]> = [];
+      const result = deadNow(chains, {
+        view: v,
+        verdict: judge(v),
+        collectNow: (family, chain, conflicting, deleted) => {
+          asked.push([family, chain, conflicting, deleted]);
+          return goes(conflicting, deleted);
+        },
+      });
+      return { ...result, asked };
+    };
+
+    it("a container no attachment of any network has is dead; it takes a live pod's port (either family's rules asked)", () => {
+      const { goes, dead, asked } = judged(
+        view([pod("def456", 8443)], [{ network: "cbr0", containerId: "abc123", state: "deleted", at: 0 }]),
+        (conflicting, deleted) => conflicting && deleted,
+      );
+      expect(asked).toEqual([
+        [4, "cni_hostport abc123", true, true],
+        [6, "cni_hostport abc123", true, true],
+      ]);
+      expect([[...goes], dead]).toEqual([["abc123"], 1]);
+    });
+
+    it("a rule on no live pod's port waits; a container cached on any network, or whose ADD may run, is not dead", () => {
+      expect(judged(view([pod("def456", 9090)]), (c) => c).goes.size).toBe(0);
+      const other = { ...pod("abc123", 9090), network: "other" };
+      expect(judged(view([other]), () => true)).toEqual({ goes: new Set(), dead: 0, asked: [] });
+      const adding = { network: "cbr0", containerId: "abc123", state: "added" as const, at: 99_000 };
+      expect(judged(view([], [adding]), () => true).dead).toBe(0);
+    });
   });
 
   it("gives each backend the attachments whose portmap used it", () => {
