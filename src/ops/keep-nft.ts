@@ -14,6 +14,21 @@ import { collectNft, type NftChain, readNftChains } from "./gc-nft.js";
 import type { BackendPass, FamilyOutcome, KeeperBackend, NodeView } from "./keep.js";
 import { reconcileNft } from "./reconcile-nft.js";
 
+/** A family's outcome before anything happened (`family` undefined: the backend's one outcome for both). */
+export const emptyOutcome = (backend: string, family: Family | undefined): FamilyOutcome => ({
+  backend,
+  family,
+  actions: [],
+  correct: 0,
+  rebuilt: 0,
+  lines: 0,
+  payload: "",
+  skipped: [],
+  waiting: [],
+  failure: undefined,
+  droppedUdp: 0,
+});
+
 const SETTLED_KEY = "nftables";
 
 export const sameItems = (a: readonly unknown[], b: readonly unknown[]): boolean =>
@@ -100,19 +115,7 @@ export const nftablesBackend: KeeperBackend = {
     const problems: string[] = [];
     // A node where no pod uses portmap's nftables backend: nothing to say.
     if (live.length === 0 && chains.every((c) => c.rules.length === 0)) return { families: [], problems };
-    const outcome: FamilyOutcome = {
-      backend: "nftables",
-      family: undefined,
-      actions: [],
-      correct: 0,
-      rebuilt: 0,
-      lines: 0,
-      payload: "",
-      skipped: [],
-      waiting: [],
-      failure: undefined,
-      droppedUdp: 0,
-    };
+    const outcome = emptyOutcome("nftables", undefined);
     // The cheap resync: the same rules (handles included), node addresses and attachments as a pass that
     // found everything correct.
     const inputs = JSON.stringify([chains, view.network, options.fallbackEntry ?? null, options.networks]);

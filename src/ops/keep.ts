@@ -32,7 +32,7 @@ import {
   selectsNetwork,
 } from "./cache.js";
 import { planGc } from "./gc.js";
-import { failureText, nftablesBackend, sameItems } from "./keep-nft.js";
+import { emptyOutcome, failureText, nftablesBackend, sameItems } from "./keep-nft.js";
 import { FAMILIES } from "./kernel.js";
 import { type FamilyPlan, planReconcile, type Wanted } from "./reconcile.js";
 
@@ -355,7 +355,7 @@ export const iptablesBackend: KeeperBackend = {
         sameItems(before.expected, expected)
       ) {
         settled.set(settledKey, before);
-        families.push({ ...emptyOutcome(family), correct: before.correct });
+        families.push({ ...emptyOutcome("iptables", family), correct: before.correct });
         continue;
       }
       const table = parseTable(read.value);
@@ -363,7 +363,7 @@ export const iptablesBackend: KeeperBackend = {
       const gc = planDead(table, family, mine, verdict, collectNow, gcNetworks);
       const lines = [...plan.declarations, ...gc.lines, ...plan.commands];
       const outcome: FamilyOutcome = {
-        ...emptyOutcome(family),
+        ...emptyOutcome("iptables", family),
         actions: [...gc.actions, ...plan.actions],
         correct: plan.correct.length,
         rebuilt: plan.rebuilt.length,
@@ -388,20 +388,6 @@ export const iptablesBackend: KeeperBackend = {
     return { families, problems };
   },
 };
-
-const emptyOutcome = (family: Family): FamilyOutcome => ({
-  backend: "iptables",
-  family,
-  actions: [],
-  correct: 0,
-  rebuilt: 0,
-  lines: 0,
-  payload: "",
-  skipped: [],
-  waiting: [],
-  failure: undefined,
-  droppedUdp: 0,
-});
 
 /** Dead chains of this family that go now: those a live pod's port conflicts with, and those past the grace. */
 export function planDead(
