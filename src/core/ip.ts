@@ -1,5 +1,15 @@
 // Strict IP and CIDR parsing into the canonical text iptables-save prints.
-import { Address4, Address6 } from "ip-address";
+import type { Address4, Address6 } from "ip-address";
+
+let library: typeof import("ip-address") | undefined;
+/**
+ * ip-address, loaded at its first use (~8 ms): a configuration that holds no IPv6 address and no CIDR never
+ * loads it. A plain `require`, which esbuild bundles and keeps lazy (an `import` would run at start-up).
+ */
+function ipAddress(): typeof import("ip-address") {
+  library ??= require("ip-address") as typeof import("ip-address");
+  return library;
+}
 
 export type Family = 4 | 6;
 
@@ -24,7 +34,9 @@ const IPV6_CHARS = /^[0-9a-fA-F:.]{2,45}$/;
 export function parseIp(text: string): Ip | undefined {
   // Plain regexes, not node:net's isIP, whose large IPv6 pattern costs milliseconds to compile per process.
   if (IPV4.test(text)) return { family: 4, text };
-  if (!IPV6_CHARS.test(text) || !text.includes(":") || !Address6.isValid(text)) return undefined;
+  if (!IPV6_CHARS.test(text) || !text.includes(":")) return undefined;
+  const { Address6 } = ipAddress();
+  if (!Address6.isValid(text)) return undefined;
   const v6 = new Address6(text);
   if (v6.isMapped4()) return { family: 4, text: v6.to4().correctForm() };
   return { family: 6, text: v6.correctForm() };
@@ -37,6 +49,7 @@ export function parseCidr(text: string): Cidr | undefined {
   const bits = text.slice(slash + 1);
   if (!ip || !/^\d{1,3}$/.test(bits) || Number(bits) > (ip.family === 4 ? 32 : 128)) return undefined;
   const canonical = `${ip.text}/${Number(bits)}`;
+  const { Address4, Address6 } = ipAddress();
   return {
     family: ip.family,
     text: canonical,
@@ -46,6 +59,7 @@ export function parseCidr(text: string): Cidr | undefined {
 
 export function cidrContains(cidr: Cidr, ip: Ip): boolean {
   if (cidr.family !== ip.family) return false;
+  const { Address4, Address6 } = ipAddress();
   return ip.family === 4
     ? new Address4(ip.text).isInSubnet(cidr.address)
     : new Address6(ip.text).isInSubnet(cidr.address);

@@ -7,10 +7,6 @@ import type { Family } from "../core/ip.js";
 import { type CniEnv, podLabel } from "../core/names.js";
 import { podFamilies } from "../core/result.js";
 import { type Rule, sameRules } from "../core/rule.js";
-import { readNodeNetwork } from "../host/network.js";
-import { readChain, writeChain } from "../iptables/backend.js";
-import { portmapChainName } from "../iptables/chain-name.js";
-import { applyBatch, RulesChanged, readHostports } from "../nftables/backend.js";
 import { batch, CHAIN, NEVER, NFT_FAMILY, podRules, rewriteCommands, TABLE } from "../nftables/json.js";
 import { type FamilyScope, type ResolvedMapping, resolutionNotes } from "../policy/resolve.js";
 import { neverReceiving, podScoping, resolvePod, scopeFamily } from "./pod.js";
@@ -49,6 +45,13 @@ export async function planPodChains(conf: NetConf, env: CniEnv): Promise<PodPlan
     );
     return { resolved, plans: [], notes: [] };
   }
+  // Loaded only now: a pod without hostPorts to scope (most pods) never pays for child_process or node:crypto.
+  const [{ readNodeNetwork }, { readChain }, { portmapChainName }, { readHostports }] = await Promise.all([
+    import("../host/network.js"),
+    import("../iptables/backend.js"),
+    import("../iptables/chain-name.js"),
+    import("../nftables/backend.js"),
+  ]);
   // Only the families where some mapping may need scoping, both backends at once, while the node's
   // addresses are listed.
   const chain = portmapChainName(conf.name, env.containerId);
@@ -106,7 +109,10 @@ export async function scopePod(conf: NetConf, env: CniEnv): Promise<PodPlan & { 
   for (let attempt = 1; ; attempt++) {
     const plan = await planPodChains(conf, env);
     const written = plan.plans.filter(changed);
+    if (written.length === 0) return { ...plan, written };
     const nft = written.filter((p) => p.backend === "nftables");
+    // Loaded only when there is something to write (as is every host module of this pipeline).
+    const { applyBatch, RulesChanged } = await import("../nftables/backend.js");
     try {
       if (nft.length > 0) await applyBatch(batch(nft.flatMap((p) => rewriteCommands(p.family, p.current, p.desired))));
     } catch (err) {
@@ -124,6 +130,7 @@ export async function scopePod(conf: NetConf, env: CniEnv): Promise<PodPlan & { 
 }
 
 async function writeChains(written: readonly ChainPlan[]): Promise<void> {
+  const { writeChain } = await import("../iptables/backend.js");
   const outcomes = await Promise.allSettled(written.map((plan) => writeChain(plan.family, plan.chain, plan.desired)));
   const failure = outcomes.find((o) => o.status === "rejected");
   if (failure) {
