@@ -1,6 +1,6 @@
 // The node's own addresses and default-route interfaces, read in the namespace the plugin runs in.
 import { CniError, Code } from "../core/errors.js";
-import { type Family, parseIp } from "../core/ip.js";
+import { type Family, kernelIp } from "../core/ip.js";
 import type { NodeAddress, NodeNetwork } from "../core/node.js";
 import { type Runner, run } from "./run.js";
 
@@ -15,7 +15,7 @@ export function parseIpAddressJson(text: string): NodeAddress[] {
   const addresses: NodeAddress[] = [];
   for (const link of links) {
     for (const info of link.addr_info ?? []) {
-      const ip = info.local === undefined ? undefined : parseIp(info.local);
+      const ip = info.local === undefined ? undefined : kernelIp(info.local);
       if (link.ifname && ip) {
         addresses.push({
           ifname: link.ifname,
