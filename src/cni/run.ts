@@ -11,15 +11,13 @@ import {
 } from "../core/config.js";
 import { CniError, Code } from "../core/errors.js";
 import { type CniEnv, type Command, kubernetesPod } from "../core/names.js";
-import { awaitKeeperLock, writeRecord } from "../host/state.js";
-import { NotInstalled } from "../host/tool.js";
-import { checkUsable } from "../iptables/backend.js";
+import { writeOutput } from "../host/output.js";
 import { readAttachmentEnv, readCommand } from "./env.js";
 import type { CallRecord } from "./log-file.js";
 import { decodeJson, readStdin } from "./stdin.js";
 
 function print(value: unknown): void {
-  process.stdout.write(`${JSON.stringify(value)}\n`);
+  writeOutput(1, `${JSON.stringify(value)}\n`);
 }
 
 /** The config's cniVersion when it names a supported one, for the error result. */
@@ -60,8 +58,13 @@ async function execute(command: Command, json: unknown, attachment: CniEnv | und
       await cniGc(json);
       return;
     }
-    case "STATUS":
+    case "STATUS": {
       parseEnvelope(json);
+      // Loaded only here: a pod start that runs no tool never pays for child_process.
+      const [{ checkUsable }, { NotInstalled }] = await Promise.all([
+        import("../iptables/backend.js"),
+        import("../host/tool.js"),
+      ]);
       await checkUsable().catch(async (err: Error) => {
         // A node without iptables at all leaves portmap only its nftables backend: then nft must work.
         if (!(err instanceof NotInstalled))
@@ -80,6 +83,7 @@ async function execute(command: Command, json: unknown, attachment: CniEnv | und
         });
       });
       return;
+    }
     case "VERSION":
       print({ cniVersion: LATEST_VERSION, supportedVersions: SUPPORTED_VERSIONS });
       return;
@@ -110,13 +114,16 @@ function hasPortMappings(json: unknown): boolean {
  */
 async function recordDel(dir: string, network: string, env: CniEnv): Promise<void> {
   try {
+    const { awaitKeeperLock, writeRecord } = await import("../host/state.js");
     await writeRecord(dir, network, env.containerId, "deleted");
     if (!(await awaitKeeperLock(dir, DEL_KEEPER_WAIT_MS)))
-      process.stderr.write(
+      writeOutput(
+        2,
         `portmap-hostip: DEL of container ${env.containerId}: the keeper lock in ${dir} was still held after ${DEL_KEEPER_WAIT_MS} ms; going on\n`,
       );
   } catch (err) {
-    process.stderr.write(
+    writeOutput(
+      2,
       `portmap-hostip: DEL of container ${env.containerId}: no record in ${dir} (${(err as Error).message})\n`,
     );
   }

@@ -3,7 +3,7 @@ import type { NetConf } from "../core/config.js";
 import { CniError, Code } from "../core/errors.js";
 import { type CniEnv, podLabel } from "../core/names.js";
 import { convertResult } from "../core/result.js";
-import { writeRecord } from "../host/state.js";
+import { writeOutput } from "../host/output.js";
 import { scopePod } from "../pipeline/plan.js";
 import type { ResolvedMapping } from "../policy/resolve.js";
 
@@ -20,11 +20,12 @@ export async function cmdAdd(
   if (conf.portMappings.length > 0) await recordAdd(conf, env);
   const { resolved, plans: all, notes, written } = await scopePod(conf, env);
   // The default never fails a pod: what it left out, and why, must still be visible.
-  for (const note of notes) process.stderr.write(`portmap-hostip: ${note}\n`);
+  for (const note of notes) writeOutput(2, `portmap-hostip: ${note}\n`);
   for (const { family, closed } of all) {
     // Not an error (the policy says so), but a pod that is unreachable over one family should be visible.
     for (const s of closed) {
-      process.stderr.write(
+      writeOutput(
+        2,
         `portmap-hostip: hostPort ${s.hostPort}/${s.protocol} of pod ${podLabel(env)} has no IPv${family} host IP: not reachable over IPv${family}\n`,
       );
     }
@@ -33,7 +34,7 @@ export async function cmdAdd(
   // moment before our rewrite must go. Only pods with UDP mappings load and run this.
   if (written.length > 0 && conf.portMappings.some((m) => m.protocol === "udp")) {
     const { dropStaleUdp } = await import("../pipeline/conntrack.js");
-    const warn = (text: string) => void process.stderr.write(`portmap-hostip: pod ${podLabel(env)}: ${text}\n`);
+    const warn = (text: string) => void writeOutput(2, `portmap-hostip: pod ${podLabel(env)}: ${text}\n`);
     await Promise.all(
       written.map((plan) =>
         dropStaleUdp(plan.family, [{ before: plan.current, after: plan.desired }], warn).catch((err: Error) =>
@@ -51,9 +52,12 @@ export async function cmdAdd(
  */
 async function recordAdd(conf: NetConf, env: CniEnv): Promise<void> {
   try {
+    // Loaded only for a pod with hostPorts: most pods never pay for node:fs/promises.
+    const { writeRecord } = await import("../host/state.js");
     await writeRecord(conf.stateDir, conf.name, env.containerId, "added");
   } catch (err) {
-    process.stderr.write(
+    writeOutput(
+      2,
       `portmap-hostip: pod ${podLabel(env)}: no record in ${conf.stateDir} (${(err as Error).message}); gc --grace may take its chain for dead while ADD runs\n`,
     );
   }

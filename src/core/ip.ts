@@ -1,5 +1,19 @@
 // Strict IP and CIDR parsing into the canonical text iptables-save prints.
-import { Address4, Address6 } from "ip-address";
+import type { Address4, Address6 } from "ip-address";
+
+// ip-address's two classes, each loaded at its first use: a configuration with no CIDR and no IPv6 address
+// loads neither, an IPv4-only pod only the smaller IPv4 half. Plain `require`s, which esbuild bundles and keeps
+// lazy (an `import` would run at every start, ~8 ms).
+let v4: typeof Address4 | undefined;
+let v6: typeof Address6 | undefined;
+function address4(): typeof Address4 {
+  v4 ??= (require("ip-address/dist/ipv4.js") as typeof import("ip-address/dist/ipv4.js")).Address4;
+  return v4;
+}
+function address6(): typeof Address6 {
+  v6 ??= (require("ip-address/dist/ipv6.js") as typeof import("ip-address/dist/ipv6.js")).Address6;
+  return v6;
+}
 
 export type Family = 4 | 6;
 
@@ -24,10 +38,22 @@ const IPV6_CHARS = /^[0-9a-fA-F:.]{2,45}$/;
 export function parseIp(text: string): Ip | undefined {
   // Plain regexes, not node:net's isIP, whose large IPv6 pattern costs milliseconds to compile per process.
   if (IPV4.test(text)) return { family: 4, text };
-  if (!IPV6_CHARS.test(text) || !text.includes(":") || !Address6.isValid(text)) return undefined;
+  if (!IPV6_CHARS.test(text) || !text.includes(":")) return undefined;
+  const Address6 = address6();
+  if (!Address6.isValid(text)) return undefined;
   const v6 = new Address6(text);
   if (v6.isMapped4()) return { family: 4, text: v6.to4().correctForm() };
   return { family: 6, text: v6.correctForm() };
+}
+
+/**
+ * An address as iproute2 prints it: inet_ntop's text, a dotted quad or RFC 5952 already, so an IPv6 one is
+ * taken as it is (the node's link-local addresses need not load the IPv6 library for an IPv4 pod). A mapped
+ * IPv4 form goes through parseIp.
+ */
+export function kernelIp(text: string): Ip | undefined {
+  if (!text.includes(":") || text.includes(".")) return parseIp(text);
+  return IPV6_CHARS.test(text) ? { family: 6, text } : undefined;
 }
 
 export function parseCidr(text: string): Cidr | undefined {
@@ -40,15 +66,15 @@ export function parseCidr(text: string): Cidr | undefined {
   return {
     family: ip.family,
     text: canonical,
-    address: ip.family === 4 ? new Address4(canonical) : new Address6(canonical),
+    address: ip.family === 4 ? new (address4())(canonical) : new (address6())(canonical),
   };
 }
 
 export function cidrContains(cidr: Cidr, ip: Ip): boolean {
   if (cidr.family !== ip.family) return false;
   return ip.family === 4
-    ? new Address4(ip.text).isInSubnet(cidr.address)
-    : new Address6(ip.text).isInSubnet(cidr.address);
+    ? new (address4())(ip.text).isInSubnet(cidr.address)
+    : new (address6())(ip.text).isInSubnet(cidr.address);
 }
 
 // Addresses that are never a unicast address of this node, whatever its interfaces say.
@@ -61,12 +87,15 @@ const NOT_UNICAST: ReadonlyArray<[string, string]> = [
   ["ff00::/8", "a multicast address"],
   ["fe80::/10", "a link-local address"],
 ];
-let notUnicast: Array<[Cidr, string]> | undefined;
+// Parsed per family at first use: an IPv4 address needs no IPv6 library.
+const notUnicast: Partial<Record<Family, Array<[Cidr, string]>>> = {};
 
 /** Why an address can never be a pod's host IP; undefined when it could be. */
 export function notUnicastReason(ip: Ip): string | undefined {
-  notUnicast ??= NOT_UNICAST.map(([cidr, why]) => [parseCidr(cidr) as Cidr, why]);
-  return notUnicast.find(([cidr]) => cidrContains(cidr, ip))?.[1];
+  notUnicast[ip.family] ??= NOT_UNICAST.filter(([cidr]) => cidr.includes(":") === (ip.family === 6)).map(
+    ([cidr, why]): [Cidr, string] => [parseCidr(cidr) as Cidr, why],
+  );
+  return notUnicast[ip.family]?.find(([cidr]) => cidrContains(cidr, ip))?.[1];
 }
 
 /** The `-d` operand for one host address, as iptables-save prints it. */

@@ -15,8 +15,9 @@ export function convertResult(prev: PrevResult, cniVersion: string): Record<stri
   const { cniVersion: _from, ...rest } = prev;
   const legacy = cniVersion.startsWith("0.");
   const ips = rest.ips?.map(({ version: _version, ...ip }) => {
-    const family = ipFamily(ip.address);
-    return legacy && family ? { ...ip, version: String(family) } : ip;
+    // Only 0.x results need the family: a 1.x one does not parse its addresses.
+    const family = legacy ? ipFamily(ip.address) : undefined;
+    return family ? { ...ip, version: String(family) } : ip;
   });
   return { cniVersion, ...rest, ...(ips ? { ips } : {}) };
 }

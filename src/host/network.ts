@@ -1,8 +1,8 @@
 // The node's own addresses and default-route interfaces, read in the namespace the plugin runs in.
 import { CniError, Code } from "../core/errors.js";
-import { type Family, parseIp } from "../core/ip.js";
+import { type Family, kernelIp } from "../core/ip.js";
 import type { NodeAddress, NodeNetwork } from "../core/node.js";
-import { run } from "./run.js";
+import { type Runner, run } from "./run.js";
 
 interface IpAddrLink {
   ifname?: string;
@@ -15,7 +15,7 @@ export function parseIpAddressJson(text: string): NodeAddress[] {
   const addresses: NodeAddress[] = [];
   for (const link of links) {
     for (const info of link.addr_info ?? []) {
-      const ip = info.local === undefined ? undefined : parseIp(info.local);
+      const ip = info.local === undefined ? undefined : kernelIp(info.local);
       if (link.ifname && ip) {
         addresses.push({
           ifname: link.ifname,
@@ -51,8 +51,8 @@ export function parseDefaultRoutesJson(text: string): string[] {
   return ifaces;
 }
 
-async function ip(args: string[], input = ""): Promise<string> {
-  const r = await run("ip", args, { input, timeoutMs: 10_000 }).catch((err: Error) => ({
+async function ip(runner: Runner, args: string[], input = ""): Promise<string> {
+  const r = await runner("ip", args, { input, timeoutMs: 10_000 }).catch((err: Error) => ({
     code: -1,
     stdout: "",
     stderr: err.message,
@@ -69,10 +69,13 @@ async function ip(args: string[], input = ""): Promise<string> {
  * One `ip` process lists the addresses and the IPv4 default routes (a batch costs what `ip address` alone
  * costs); IPv6 needs its own (`-6` is global in a batch), run in parallel only when IPv6 is asked for.
  */
-export async function readNodeNetwork(families: readonly Family[] = [4, 6]): Promise<NodeNetwork> {
+export async function readNodeNetwork(
+  families: readonly Family[] = [4, 6],
+  runner: Runner = run,
+): Promise<NodeNetwork> {
   const [batch, v6] = await Promise.all([
-    ip(["-j", "-batch", "-"], families.includes(4) ? "address show\nroute show default\n" : "address show\n"),
-    families.includes(6) ? ip(["-j", "-6", "route", "show", "default"]) : "[]",
+    ip(runner, ["-j", "-batch", "-"], families.includes(4) ? "address show\nroute show default\n" : "address show\n"),
+    families.includes(6) ? ip(runner, ["-j", "-6", "route", "show", "default"]) : "[]",
   ]);
   // Without -p each command prints its JSON on one line.
   const [addresses, v4 = "[]"] = batch.split("\n").filter((line) => line.trim() !== "");

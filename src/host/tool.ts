@@ -1,6 +1,6 @@
 // A rule tool (iptables, nft) run for the plugin: a time limit on every call, its failures as CNI errors.
 import { CniError, Code } from "../core/errors.js";
-import { type RunResult, run } from "./run.js";
+import { type Runner, type RunResult, run } from "./run.js";
 
 /** The program is not installed (a node left to portmap's nftables backend has no iptables at all). */
 export class NotInstalled extends CniError {}
@@ -11,10 +11,11 @@ export async function runTool(
   args: readonly string[],
   timeoutMs: number,
   input?: string,
+  runner: Runner = run,
 ): Promise<RunResult> {
   let result: RunResult;
   try {
-    result = await run(file, args, { input, timeoutMs });
+    result = await runner(file, args, { input, timeoutMs });
   } catch (err) {
     const Failure = (err as NodeJS.ErrnoException).code === "ENOENT" ? NotInstalled : CniError;
     throw new Failure(Code.IoFailure, `cannot run ${file}: ${(err as Error).message}`);

@@ -2,7 +2,7 @@
 import type { CniError } from "../core/errors.js";
 import type { Family } from "../core/ip.js";
 import type { Rule } from "../core/rule.js";
-import type { RunResult } from "../host/run.js";
+import { type Runner, type RunResult, run } from "../host/run.js";
 import { NotInstalled, runTool, toolFailure } from "../host/tool.js";
 import { appendRules, restorePayload } from "./text.js";
 
@@ -25,8 +25,8 @@ const WAIT = ["-w", "5"];
 // a tool killed at the limit is "try again later" too.
 const LIMIT_MS = 15_000;
 
-const exec = (file: string, args: readonly string[], input?: string): Promise<RunResult> =>
-  runTool(file, [...WAIT, ...args], LIMIT_MS, input);
+const exec = (file: string, args: readonly string[], input?: string, runner: Runner = run): Promise<RunResult> =>
+  runTool(file, [...WAIT, ...args], LIMIT_MS, input, runner);
 
 const failure = (what: string, result: RunResult): CniError => toolFailure(what, result, BUSY);
 
@@ -34,9 +34,9 @@ const failure = (what: string, result: RunResult): CniError => toolFailure(what,
  * The rules of a nat chain; undefined when the chain does not exist, or there is no iptables at all (then
  * portmap cannot have written iptables rules either).
  */
-export async function readChain(family: Family, chain: string): Promise<Rule[] | undefined> {
+export async function readChain(family: Family, chain: string, runner: Runner = run): Promise<Rule[] | undefined> {
   const bin = BINARIES[family].iptables;
-  const result = await exec(bin, ["-t", "nat", "-S", chain]).catch((err: Error) => {
+  const result = await exec(bin, ["-t", "nat", "-S", chain], undefined, runner).catch((err: Error) => {
     if (err instanceof NotInstalled) return undefined;
     throw err;
   });
@@ -47,8 +47,13 @@ export async function readChain(family: Family, chain: string): Promise<Rule[] |
 }
 
 /** Replaces the chain's rules in one iptables-restore transaction; no other chain or rule is touched. */
-export async function writeChain(family: Family, chain: string, rules: readonly Rule[]): Promise<void> {
-  await restoreNat(family, restorePayload(chain, rules), `chain ${chain}`);
+export async function writeChain(
+  family: Family,
+  chain: string,
+  rules: readonly Rule[],
+  runner: Runner = run,
+): Promise<void> {
+  await restoreNat(family, restorePayload(chain, rules), `chain ${chain}`, runner);
 }
 
 /** The whole nat table as `iptables -S` prints it (`-P`, `-N`, `-A` lines). */
@@ -60,9 +65,9 @@ export async function readTable(family: Family): Promise<string> {
 }
 
 /** Applies an iptables-restore payload with --noflush: one transaction, all of it or nothing. */
-export async function restoreNat(family: Family, payload: string, what: string): Promise<void> {
+export async function restoreNat(family: Family, payload: string, what: string, runner: Runner = run): Promise<void> {
   const bin = BINARIES[family].restore;
-  const result = await exec(bin, ["--noflush"], payload);
+  const result = await exec(bin, ["--noflush"], payload, runner);
   if (result.code !== 0) throw failure(`${bin} --noflush of ${what}`, result);
 }
 

@@ -3,7 +3,7 @@
 import { CniError, Code } from "../core/errors.js";
 import type { Family } from "../core/ip.js";
 import type { Rule } from "../core/rule.js";
-import type { RunResult } from "../host/run.js";
+import { type Runner, type RunResult, run } from "../host/run.js";
 import { NotInstalled, runTool, toolFailure } from "../host/tool.js";
 import { CHAIN, NFT_FAMILY, parseChainJson, TABLE } from "./json.js";
 
@@ -20,9 +20,9 @@ const MAX_BATCH = 120 * 1024;
 export class RulesChanged extends CniError {}
 
 /** An nft run; undefined when there is no nft at all (portmap cannot have written nftables rules either). */
-async function nft(args: readonly string[]): Promise<RunResult | undefined> {
+async function nft(args: readonly string[], runner: Runner = run): Promise<RunResult | undefined> {
   try {
-    return await runTool("nft", args, LIMIT_MS);
+    return await runTool("nft", args, LIMIT_MS, undefined, runner);
   } catch (err) {
     if (err instanceof NotInstalled) return undefined;
     throw err;
@@ -32,9 +32,9 @@ async function nft(args: readonly string[]): Promise<RunResult | undefined> {
 const failure = (what: string, result: RunResult): CniError => toolFailure(what, result, BUSY);
 
 /** The rules of `<family> cni_hostport <chain>` (default `hostports`); undefined when that chain (or nft) does not exist. */
-export async function readHostports(family: Family, chain = CHAIN): Promise<Rule[] | undefined> {
+export async function readHostports(family: Family, chain = CHAIN, runner: Runner = run): Promise<Rule[] | undefined> {
   const args = ["-a", "-j", "list", "chain", NFT_FAMILY[family], TABLE, chain];
-  const result = await nft(args);
+  const result = await nft(args, runner);
   if (result === undefined) return undefined;
   if (result.code === 0) return parseChainJson(result.stdout);
   if (NOT_FOUND.test(result.stderr)) return undefined;
@@ -45,14 +45,14 @@ export async function readHostports(family: Family, chain = CHAIN): Promise<Rule
  * Applies a JSON batch: one transaction, all of it or nothing. It goes as nft's argument, not on stdin:
  * `nft -f -` opens /dev/stdin, which fails on the socket Node gives a child as its stdin.
  */
-export async function applyBatch(batch: string): Promise<void> {
+export async function applyBatch(batch: string, runner: Runner = run): Promise<void> {
   const size = Buffer.byteLength(batch);
   if (size > MAX_BATCH)
     throw new CniError(
       Code.IoFailure,
       `the nftables batch is ${size} bytes, over nft's argument limit of ${MAX_BATCH}`,
     );
-  const result = await nft(["-j", batch]);
+  const result = await nft(["-j", batch], runner);
   if (result === undefined) throw new CniError(Code.IoFailure, "cannot run nft: not found on PATH");
   if (result.code === 0) return;
   if (NOT_FOUND.test(result.stderr))

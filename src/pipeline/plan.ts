@@ -8,10 +8,6 @@ import { type CniEnv, podLabel } from "../core/names.js";
 import type { NodeNetwork } from "../core/node.js";
 import { podFamilies } from "../core/result.js";
 import { type Rule, sameRules } from "../core/rule.js";
-import { readNodeNetwork } from "../host/network.js";
-import { readChain, writeChain } from "../iptables/backend.js";
-import { portmapChainName } from "../iptables/chain-name.js";
-import { applyBatch, RulesChanged, readHostports } from "../nftables/backend.js";
 import { batch, CHAIN, NEVER, NFT_FAMILY, podRules, rewriteCommands, TABLE } from "../nftables/json.js";
 import { type FamilyScope, type ResolvedMapping, resolutionNotes } from "../policy/resolve.js";
 import { neverReceiving, type PodScoping, podScoping, resolvePod, scopeFamily } from "./pod.js";
@@ -50,13 +46,26 @@ export async function planPodChains(conf: NetConf, env: CniEnv): Promise<PodPlan
     );
     return { resolved, plans: [], notes: [] };
   }
+  // Loaded only now: a pod without hostPorts to scope (most pods) never pays for child_process or node:crypto.
+  const [{ readNodeNetwork }, { runnerFor }, { readChain }, { portmapChainName }, { readHostports }] =
+    await Promise.all([
+      import("../host/network.js"),
+      import("../host/run.js"),
+      import("../iptables/backend.js"),
+      import("../iptables/chain-name.js"),
+      import("../nftables/backend.js"),
+    ]);
+  // One family's reads run one after the other with spawnSync; two families' side by side.
+  const runner = runnerFor(scoping.families.length);
   // Only the families where some mapping may need scoping, both backends at once, while the node's
   // addresses are listed.
   const chain = portmapChainName(conf.name, env.containerId);
   const [network, chains, nft] = await Promise.all([
-    readNodeNetwork(scoping.families),
-    Promise.all(scoping.families.map((f) => readChain(f, chain))),
-    Promise.all(scoping.families.map(async (f) => podRules((await readHostports(f)) ?? [], env.containerId))),
+    readNodeNetwork(scoping.families, runner),
+    Promise.all(scoping.families.map((f) => readChain(f, chain, runner))),
+    Promise.all(
+      scoping.families.map(async (f) => podRules((await readHostports(f, CHAIN, runner)) ?? [], env.containerId)),
+    ),
   ]);
   const nftables = nft.some((rules) => rules.length > 0);
   if (nftables && chains.some((c) => c !== undefined)) {
@@ -123,9 +132,17 @@ export async function scopePod(conf: NetConf, env: CniEnv): Promise<PodPlan & { 
   for (let attempt = 1; ; attempt++) {
     const plan = await planPodChains(conf, env);
     const written = plan.plans.filter(changed);
+    if (written.length === 0) return { ...plan, written };
     const nft = written.filter((p) => p.backend === "nftables");
+    // Loaded only when there is something to write (as is every host module of this pipeline).
+    const [{ applyBatch, RulesChanged }, { runBlocking }] = await Promise.all([
+      import("../nftables/backend.js"),
+      import("../host/run.js"),
+    ]);
     try {
-      if (nft.length > 0) await applyBatch(batch(nft.flatMap((p) => rewriteCommands(p.family, p.current, p.desired))));
+      // Both families in one nft process: nothing to run beside it.
+      if (nft.length > 0)
+        await applyBatch(batch(nft.flatMap((p) => rewriteCommands(p.family, p.current, p.desired))), runBlocking);
     } catch (err) {
       if (!(err instanceof RulesChanged)) throw err;
       if (attempt < NFT_ATTEMPTS) continue;
@@ -141,11 +158,18 @@ export async function scopePod(conf: NetConf, env: CniEnv): Promise<PodPlan & { 
 }
 
 async function writeChains(written: readonly ChainPlan[]): Promise<void> {
-  const outcomes = await Promise.allSettled(written.map((plan) => writeChain(plan.family, plan.chain, plan.desired)));
+  const [{ writeChain }, { runnerFor }] = await Promise.all([
+    import("../iptables/backend.js"),
+    import("../host/run.js"),
+  ]);
+  const runner = runnerFor(written.length);
+  const outcomes = await Promise.allSettled(
+    written.map((plan) => writeChain(plan.family, plan.chain, plan.desired, runner)),
+  );
   const failure = outcomes.find((o) => o.status === "rejected");
   if (failure) {
     const done = written.filter((_, i) => outcomes[i]?.status === "fulfilled");
-    await Promise.allSettled(done.map((plan) => writeChain(plan.family, plan.chain, plan.current)));
+    await Promise.allSettled(done.map((plan) => writeChain(plan.family, plan.chain, plan.current, runner)));
     throw failure.reason;
   }
 }

@@ -63,6 +63,12 @@ describe("stdin", () => {
     expect(codeOf(() => decodeJson(bytes))).toBe(Code.DecodeFailure);
   });
 
+  it("a leading byte order mark is dropped, as a UTF-8 decoder does", () => {
+    expect(decodeJson(Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), Buffer.from('{"name":"é"}')]))).toEqual({
+      name: "é",
+    });
+  });
+
   it("a JSON document nested 100,000 deep decodes or fails with 6, never a crash", () => {
     const text = "[".repeat(100_000) + "]".repeat(100_000);
     expect([Code.DecodeFailure, "ok"]).toContain(codeOf(() => decodeJson(Buffer.from(text))));

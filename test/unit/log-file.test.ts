@@ -17,6 +17,10 @@ import { buildSync } from "esbuild";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { appendLine, type CallRecord, formatCall, logCall } from "../../src/cni/log-file.js";
 import { parseIp } from "../../src/core/ip.js";
+import { writeOutput } from "../../src/host/output.js";
+
+// The note goes to fd 2 with fs.writeSync (so that a pod start does not load `net`): caught here instead.
+vi.mock("../../src/host/output.js", () => ({ writeOutput: vi.fn() }));
 
 let dir: string;
 beforeEach(() => {
@@ -159,12 +163,13 @@ describe("appendLine", () => {
 
 describe("logCall", () => {
   it("notes an unwritable log file on stderr and does not throw", () => {
-    const stderr = vi.spyOn(process.stderr, "write").mockImplementation(() => true);
+    const stderr = vi.mocked(writeOutput);
     const notAFolder = join(dir, "file");
     writeFileSync(notAFolder, "");
     expect(() => logCall(join(notAFolder, "x.log"), call())).not.toThrow();
     expect(stderr).toHaveBeenCalledTimes(1);
-    expect(String(stderr.mock.calls[0]?.[0])).toMatch(
+    expect(stderr.mock.calls[0]?.[0]).toBe(2);
+    expect(String(stderr.mock.calls[0]?.[1])).toMatch(
       /^portmap-hostip: cannot write log file .*\/file\/x\.log: ENOTDIR/,
     );
   });

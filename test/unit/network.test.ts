@@ -1,4 +1,5 @@
 import { describe, expect, it } from "vitest";
+import { kernelIp, parseIp } from "../../src/core/ip.js";
 import { parseDefaultRoutesJson, parseIpAddressJson } from "../../src/host/network.js";
 import { fixture, NODE } from "./fixtures.js";
 
@@ -14,6 +15,13 @@ describe("node network (recorded from the e2e node namespace)", () => {
         "kube-ipvs0 10.96.0.50 global",
       ]),
     );
+  });
+
+  it("takes the addresses as iproute2 prints them: what parseIp makes of them", () => {
+    const json = fixture("host/ip-address.json");
+    const locals = [...json.matchAll(/"local": ?"([^"]+)"/g)].map((m) => m[1] as string);
+    expect(locals.some((l) => l.startsWith("fe80:"))).toBe(true);
+    for (const local of [...locals, "::ffff:192.0.2.10"]) expect(kernelIp(local)).toEqual(parseIp(local));
   });
 
   it("finds the default-route interfaces per family", () => {

@@ -5,7 +5,7 @@ import { type NatTable, parseTable, rulesOf } from "../../src/iptables/table.js"
 import { expectedChains } from "../../src/ops/attachment.js";
 import { parseCacheFile } from "../../src/ops/cache.js";
 import { planReconcile, type Wanted } from "../../src/ops/reconcile.js";
-import { parseConntrack, staleEntries, udpChanges } from "../../src/pipeline/conntrack.js";
+import { parseConntrack, procConntrack, staleEntries, udpChanges } from "../../src/pipeline/conntrack.js";
 import { cacheEntryJson } from "../support/result-cache.js";
 import { CHAIN, chainOf, fixture, NODE, PORTMAP_VERSIONS, lines as print, rules as read } from "./fixtures.js";
 
@@ -186,6 +186,16 @@ describe("stale UDP conntrack entries", () => {
       { src: "192.0.2.10", dst: "192.0.2.11", sport: 40000, dport: 5353, replyTarget: "192.0.2.11:5353" },
     ]);
     expect(parseConntrack(fixture("ops/conntrack-v6.txt"))[0]?.replyTarget).toBe("[2001:db8:244:1::5]:53");
+  });
+
+  it("reads the kernel's /proc/net/nf_conntrack as the tool lists it, per family", () => {
+    const proc = fixture("ops/nf_conntrack.txt");
+    const sorted = (e: ReturnType<typeof parseConntrack>) =>
+      [...e].sort((a, b) => `${a.dst}:${a.dport}`.localeCompare(`${b.dst}:${b.dport}`));
+    // Every UDP flow of the family; the tool's fixtures hold those of port 5353.
+    expect(sorted(parseConntrack(procConntrack(proc, 4)).filter((e) => e.dport === 5353))).toEqual(sorted(entries));
+    expect(parseConntrack(procConntrack(proc, 4))).toHaveLength(3);
+    expect(parseConntrack(procConntrack(proc, 6))).toEqual(parseConntrack(fixture("ops/conntrack-v6.txt")));
   });
 
   it("only UDP ports whose rules changed are looked at", () => {
