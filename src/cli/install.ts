@@ -224,6 +224,10 @@ export function parseInstallArgs(args: string[]): InstallOptions {
       throw invalid("log-file", logFile, "expected an absolute path of a file such as /var/log/portmap-hostip.log");
     settings["logFile"] = logFile;
   }
+  // The keeper's records directory is the plugin's too: a directory other than the default goes into the
+  // entry, so ADD and DEL write where the keeper reads (keeperFlags checks it and that --cache-dir comes too).
+  const stateDir = v["state-dir"];
+  if (stateDir !== undefined && stateDir !== DEFAULT_STATE_DIR) settings["stateDir"] = stateDir;
 
   return {
     mode: v.help ? "help" : v.watch ? "watch" : v.uninstall ? "uninstall" : v.check ? "check" : "install",

@@ -1,8 +1,10 @@
 // The installer as a node runs it: the plugin copies itself into a CNI bin dir and inserts its entry after
 // portmap in the conflist; a pod set up from that conflist is scoped; --uninstall takes both back.
-import { mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { expect, it } from "vitest";
+import { expect, it, onTestFinished } from "vitest";
+import { DEFAULT_STATE_DIR } from "../../src/core/config.js";
+import { recordPath } from "../../src/host/state.js";
 import { describeAsRoot, useHarness } from "../support/e2e.js";
 import {
   bridgeConflist,
@@ -36,10 +38,12 @@ describeAsRoot("installer", () => {
     expect(list.plugins.map((p) => p.type)).toEqual(["bridge", "portmap", "portmap-hostip"]);
     expect(list.plugins[2]).toMatchObject({ defaultHostIP: NODE_IP2 });
 
-    const { add } = await h.startPod("inst", list, {
+    const { add, rt } = await h.startPod("inst", list, {
       portMappings: [containerdMapping(8080, 80)],
       serve: { tcp: [80] },
     });
+    // The installed entry has no stateDir: the plugin's record of this ADD is in the node's default directory.
+    onTestFinished(() => rmSync(recordPath(DEFAULT_STATE_DIR, list.name, rt.containerID), { force: true }));
     expect(add.ok, describeRun(add)).toBe(true);
     expect(await whoAnswers(h.topo.client, "tcp", NODE_IP2, 8080)).toBe("pod-inst");
     expect(await whoAnswers(h.topo.client, "tcp", NODE_IP1, 8080)).toBeNull();

@@ -210,6 +210,13 @@ describe("the keeper's flags", () => {
       expect(err.join("")).toMatch(message);
     }
   });
+
+  it("--state-dir goes into the entry as stateDir: the plugin records where the keeper reads", () => {
+    const args = ["--watch", "--cache-dir", "/var/lib/cni", "--state-dir", "/run/elsewhere"];
+    expect(parseInstallArgs(args).settings).toEqual({ stateDir: "/run/elsewhere" });
+    // The default is the plugin's too: the entry stays as the init container (no keeper flags) writes it.
+    expect(parseInstallArgs([...args.slice(0, 4), "/run/portmap-hostip"]).settings).toEqual({});
+  });
 });
 
 describe("which nft monitor events start a pass", () => {
