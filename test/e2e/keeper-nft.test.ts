@@ -3,7 +3,6 @@
 // cached pod's hostPorts answer again, scoped (portmap's ADD run again from the cache, then scoped), driven
 // by the keeper's `nft monitor` alone; a dead pod's rules restored with an old ruleset go, and the live pod
 // on its port answers. Runs in the 1.9.1-nftables run of scripts/test-portmap-matrix.
-import type { ChildProcess } from "node:child_process";
 import { existsSync, mkdirSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -17,12 +16,12 @@ import {
   type NetConfList,
   NODE_IP1,
   nftPodRules,
-  pluginBinary,
   portmapVariant,
   type StartedPod,
   whoAnswers,
 } from "../support/harness.js";
-import { nsRunOk, spawnInNs } from "../support/netns.js";
+import { type RunningKeeper, startKeeper } from "../support/keeper.js";
+import { nsRunOk } from "../support/netns.js";
 
 const NFTABLES = process.env["PMH_PORTMAP"] === "1.9.1-nftables";
 if (!NFTABLES)
@@ -30,8 +29,7 @@ if (!NFTABLES)
 
 describe.skipIf(!IS_ROOT || !NFTABLES)("the keeper with portmap's nftables backend", () => {
   const h = useHarness({ libcniCache: true });
-  let keeper: ChildProcess;
-  let output = "";
+  let keeper: RunningKeeper;
   let list: NetConfList;
   const pods = new Map<string, StartedPod>();
   const asks = (host: string, port: number) =>
@@ -64,31 +62,13 @@ describe.skipIf(!IS_ROOT || !NFTABLES)("the keeper with portmap's nftables backe
     await start("a", 8081);
     await start("b", 8082);
     expect(await bothScoped()).toBe(true);
-    const args = [
-      "install",
-      "--watch",
-      "--cni-bin-dir",
-      binDir,
-      "--cni-conf-dir",
-      confDir,
-      "--binary",
-      pluginBinary(),
-      "--cache-dir",
-      h.cacheDir!,
-      "--state-dir",
-      stateDir,
-      // Longer than any wait here: what the tests see comes from nft monitor's events, not from a resync.
-      "--resync",
-      "600",
-    ];
-    keeper = await spawnInNs(
+    // A resync longer than any wait here: what the tests see comes from nft monitor's events.
+    keeper = await startKeeper(
       h.topo.node,
-      "env",
-      [`PATH=${process.env["PATH"]}`, pluginBinary(), ...args],
-      `watching ${confDir}`,
+      { binDir, confDir, cacheDir: h.cacheDir!, stateDir },
+      600,
+      process.env["PATH"] ?? "",
     );
-    keeper.stdout!.on("data", (d: Buffer) => (output += d.toString()));
-    keeper.stderr!.on("data", (d: Buffer) => (output += d.toString()));
     await eventually("the keeper's first pass", async () => existsSync(join(stateDir, "keeper.alive")));
   });
 
@@ -100,13 +80,13 @@ describe.skipIf(!IS_ROOT || !NFTABLES)("the keeper with portmap's nftables backe
       .map((l) => l.trim());
 
   afterAll(() => {
-    if (keeper.exitCode === null) keeper.kill("SIGKILL");
+    if (keeper.child.exitCode === null) keeper.child.kill("SIGKILL");
   });
 
   it("after `nft delete table ip cni_hostport`, every cached pod answers again, scoped", async () => {
     await nsRunOk(h.topo.node, "nft", ["delete", "table", "ip", "cni_hostport"]);
     await eventually("both pods answer again, scoped", bothScoped);
-    expect(output).toMatch(
+    expect(keeper.output()).toMatch(
       /keeper \([^)]*\): nftables: default\/a \(cbr0, \S+\): ran portmap's ADD again .*re-scoped its nftables rules \(IPv4\)/,
     );
   });
@@ -140,14 +120,14 @@ describe.skipIf(!IS_ROOT || !NFTABLES)("the keeper with portmap's nftables backe
         (await asks(NODE_IP1, 8090)) === "pod-new" &&
         (await nftPodRules(h.topo.node, 4, old.pod.containerID))?.length === 0,
     );
-    expect(output).toContain(`of dead container ${old.pod.containerID}`);
+    expect(keeper.output()).toContain(`of dead container ${old.pod.containerID}`);
     expect(await bothScoped()).toBe(true);
   });
 
   it("ends with exit code 0 on SIGTERM", async () => {
-    const exited = new Promise<number | null>((r) => keeper.once("exit", (code) => r(code)));
-    keeper.kill("SIGTERM");
+    const exited = new Promise<number | null>((r) => keeper.child.once("exit", (code) => r(code)));
+    keeper.child.kill("SIGTERM");
     expect(await exited).toBe(0);
-    if (process.env["PMH_SHOW"]) console.log(output);
+    if (process.env["PMH_SHOW"]) console.log(keeper.output());
   });
 });

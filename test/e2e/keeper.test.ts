@@ -2,7 +2,6 @@
 // kernel, with iptables-nft and iptables-legacy: pods that started while our entry was missing get scoped,
 // a flushed or restored nat table comes back (a dead pod's chain never takes a live pod's port), "node"
 // pods follow a node address; SIGTERM ends it with 0. Every wait polls up to a deadline; none is timed.
-import type { ChildProcess } from "node:child_process";
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, expect, it } from "vitest";
@@ -16,12 +15,12 @@ import {
   type NetConfList,
   NODE_IP1,
   natSave,
-  pluginBinary,
   type StartedPod,
   whoAnswers,
   withoutPlugin,
 } from "../support/harness.js";
-import { nsRunOk, spawnInNs } from "../support/netns.js";
+import { type RunningKeeper, startKeeper } from "../support/keeper.js";
+import { nsRunOk } from "../support/netns.js";
 
 const NEW_IP = "192.0.2.12";
 
@@ -30,8 +29,7 @@ describeAsRoot.each([
   ["iptables-legacy", true],
 ])("the keeper with %s", (_name, legacy) => {
   const h = useHarness({ libcniCache: true, legacyIptables: legacy });
-  let keeper: ChildProcess;
-  let output = "";
+  let keeper: RunningKeeper;
   let list: NetConfList;
   let confDir: string;
   let stateDir: string;
@@ -59,35 +57,16 @@ describeAsRoot.each([
     // Unscoped: the pod takes the Service's ClusterIP port too.
     expect(await asks(CLUSTER_IP, 8080)).toBe("pod-lost");
 
-    const args = [
-      "install",
-      "--watch",
-      "--cni-bin-dir",
-      binDir,
-      "--cni-conf-dir",
-      confDir,
-      "--binary",
-      pluginBinary(),
-      "--cache-dir",
-      h.cacheDir!,
-      "--state-dir",
-      stateDir,
-      "--resync",
-      "5",
-    ];
-    // `env` gives the keeper the same PATH (iptables variant) as the plugins.
-    keeper = await spawnInNs(
+    keeper = await startKeeper(
       h.topo.node,
-      "env",
-      [`PATH=${h.iptables.path ?? process.env["PATH"]}`, pluginBinary(), ...args],
-      `watching ${confDir}`,
+      { binDir, confDir, cacheDir: h.cacheDir!, stateDir },
+      5,
+      h.iptables.path ?? process.env["PATH"] ?? "",
     );
-    keeper.stdout!.on("data", (d: Buffer) => (output += d.toString()));
-    keeper.stderr!.on("data", (d: Buffer) => (output += d.toString()));
   });
 
   afterAll(() => {
-    if (keeper.exitCode === null) keeper.kill("SIGKILL");
+    if (keeper.child.exitCode === null) keeper.child.kill("SIGKILL");
   });
 
   it("puts the entry back and scopes the pod that started without it, by its own entry options", async () => {
@@ -95,8 +74,10 @@ describeAsRoot.each([
       "the pod that started without our entry is scoped",
       async () => (await asks(CLUSTER_IP, 8080)) === "service" && (await asks(NODE_IP1, 8080)) === "pod-lost",
     );
-    expect(output).toMatch(/added the entry after portmap/);
-    expect(output).toMatch(/keeper \([^)]*\): IPv4: default\/lost \(cbr0, \S+\): rewrote \(\d+ rules\) CNI-DN-/);
+    expect(keeper.output()).toMatch(/added the entry after portmap/);
+    expect(keeper.output()).toMatch(
+      /keeper \([^)]*\): IPv4: default\/lost \(cbr0, \S+\): rewrote \(\d+ rules\) CNI-DN-/,
+    );
   });
 
   it("brings every cached pod's hostPorts back, scoped, after a nat flush", async () => {
@@ -137,7 +118,7 @@ describeAsRoot.each([
         (await asks(NODE_IP1, 8090)) === "pod-new" &&
         !(await natSave(h.topo.node, 4, h.iptables)).some((l) => l.includes(oldChain)),
     );
-    expect(output).toContain(`deleted dead ${oldChain}`);
+    expect(keeper.output()).toContain(`deleted dead ${oldChain}`);
   });
 
   it("follows a node address that comes and goes (defaultHostIP node)", async () => {
@@ -154,10 +135,10 @@ describeAsRoot.each([
   });
 
   it("ends with exit code 0 on SIGTERM", async () => {
-    const exited = new Promise<number | null>((r) => keeper.once("exit", (code) => r(code)));
-    keeper.kill("SIGTERM");
+    const exited = new Promise<number | null>((r) => keeper.child.once("exit", (code) => r(code)));
+    keeper.child.kill("SIGTERM");
     expect(await exited).toBe(0);
-    expect(output).toContain("stopped\n");
-    if (process.env["PMH_SHOW"]) console.log(output);
+    expect(keeper.output()).toContain("stopped\n");
+    if (process.env["PMH_SHOW"]) console.log(keeper.output());
   });
 });

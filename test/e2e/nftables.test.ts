@@ -11,6 +11,7 @@ import {
   containerdMapping,
   describeRun,
   IS_ROOT,
+  keepConntrackOn,
   type NatSnapshot,
   NEVER_MATCHING_IP,
   type NetConfList,
@@ -202,18 +203,7 @@ describeNft("portmap's nftables backend", () => {
         serve: { udp: [53] },
       });
       expect(add.ok, describeRun(add)).toBe(true);
-      // A stateful firewall keeps connection tracking on while portmap's tables are gone.
-      await nsRunOk(r.topo.node, "iptables", [
-        "-w",
-        "-A",
-        "INPUT",
-        "-m",
-        "conntrack",
-        "--ctstate",
-        "INVALID",
-        "-j",
-        "DROP",
-      ]);
+      await keepConntrackOn(r.topo.node);
       await nsRunOk(r.topo.node, "nft", ["delete", "table", "ip", "cni_hostport"]);
       const heard: string[] = [];
       const stream = await spawnInNs(

@@ -12,6 +12,7 @@ import {
   containerdMapping,
   describeRun,
   type Harness,
+  keepConntrackOn,
   type NatSnapshot,
   NODE_IP1,
   NODE_IP2,
@@ -226,19 +227,7 @@ describeAsRoot("UDP flows that keep sending", () => {
   });
 
   it("reach the pod after a flush and reconcile (the entry made during the outage is removed)", async () => {
-    // The node's firewall is stateful (as with kube-proxy or firewalld): connection tracking stays on while
-    // the reload has wiped the nat table. Without any such rule the kernel would track nothing meanwhile.
-    await nsRunOk(h.topo.node, "iptables", [
-      "-w",
-      "-A",
-      "INPUT",
-      "-m",
-      "conntrack",
-      "--ctstate",
-      "INVALID",
-      "-j",
-      "DROP",
-    ]);
+    await keepConntrackOn(h.topo.node);
     await flushNat(h);
     // A flow that starts during the outage (flows already under way keep their NAT decision): its datagrams
     // make an entry to the node itself, refreshed every 100 ms, that would outlive the rules' return.

@@ -1,5 +1,5 @@
 // Traffic probes: who answers at addr:port, seen from inside a namespace.
-import { nsRun } from "./netns.js";
+import { nsRun, nsRunOk } from "./netns.js";
 import { ECHO_NET_SCRIPT } from "./paths.js";
 
 export type Proto = "tcp" | "udp";
@@ -43,4 +43,12 @@ export async function whoAnswers(
 /** Host part of an URL-ish destination: brackets IPv6. */
 export function hostPort(host: string, port: number): string {
   return host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`;
+}
+
+/**
+ * Makes the node's firewall stateful, as kube-proxy or firewalld do: connection tracking then stays on while
+ * a reload has wiped the NAT rules (without any such rule the kernel would track nothing meanwhile).
+ */
+export async function keepConntrackOn(node: string): Promise<void> {
+  await nsRunOk(node, "iptables", ["-w", "-A", "INPUT", "-m", "conntrack", "--ctstate", "INVALID", "-j", "DROP"]);
 }
