@@ -7,8 +7,8 @@
 // 10 ms ticks). Writes bench/keeper-results.json.
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { writeRecord } from "../src/host/record.js";
 import { run } from "../src/host/run.js";
-import { writeRecord } from "../src/host/state.js";
 import { BACKENDS, keeperPass, newMemory } from "../src/ops/keep.js";
 import { bridgeConflist } from "../test/support/conflists.js";
 import { legacyIptablesPath } from "../test/support/iptables.js";
@@ -110,7 +110,7 @@ async function main(): Promise<void> {
           },
         };
         writeFileSync(join(cacheDir, "results", `${list.name}-${containerID}-eth0`), cacheEntryJson(entry));
-        await writeRecord(stateDir, list.name, containerID, "added");
+        writeRecord(stateDir, list.name, containerID, "added");
       }
       const path = variant === "legacy" ? legacyIptablesPath(topo.tmpDir) : (process.env["PATH"] ?? "");
       const r = await run(

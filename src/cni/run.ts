@@ -12,6 +12,7 @@ import {
 import { CniError, Code } from "../core/errors.js";
 import { type CniEnv, type Command, kubernetesPod } from "../core/names.js";
 import { writeOutput } from "../host/output.js";
+import { writeRecord } from "../host/record.js";
 import { readAttachmentEnv, readCommand } from "./env.js";
 import type { CallRecord } from "./log-file.js";
 import { decodeJson, readStdin } from "./stdin.js";
@@ -114,8 +115,8 @@ function hasPortMappings(json: unknown): boolean {
  */
 async function recordDel(dir: string, network: string, env: CniEnv): Promise<void> {
   try {
-    const { awaitKeeperLock, writeRecord } = await import("../host/state.js");
-    await writeRecord(dir, network, env.containerId, "deleted");
+    writeRecord(dir, network, env.containerId, "deleted");
+    const { awaitKeeperLock } = await import("../host/state.js");
     if (!(await awaitKeeperLock(dir, DEL_KEEPER_WAIT_MS)))
       writeOutput(
         2,

@@ -4,6 +4,7 @@ import { CniError, Code } from "../core/errors.js";
 import { type CniEnv, podLabel } from "../core/names.js";
 import { convertResult } from "../core/result.js";
 import { writeOutput } from "../host/output.js";
+import { writeRecord } from "../host/record.js";
 import { scopePod } from "../pipeline/plan.js";
 import type { ResolvedMapping } from "../policy/resolve.js";
 
@@ -17,7 +18,7 @@ export async function cmdAdd(
   }
   // Computed before anything is written: a result we could not print must not follow a rewrite.
   const result = convertResult(conf.prevResult, conf.cniVersion);
-  if (conf.portMappings.length > 0) await recordAdd(conf, env);
+  if (conf.portMappings.length > 0) recordAdd(conf, env);
   const { resolved, plans: all, notes, written } = await scopePod(conf, env);
   // The default never fails a pod: what it left out, and why, must still be visible.
   for (const note of notes) writeOutput(2, `portmap-hostip: ${note}\n`);
@@ -50,11 +51,9 @@ export async function cmdAdd(
  * Tells gc (and the keeper) that this container's chain is live though libcni has not cached the result yet.
  * ADD never waits for the keeper lock: no pass writes the chain of a container that is not cached. Best effort: a node without a writable state directory scopes pods all the same, with a warning.
  */
-async function recordAdd(conf: NetConf, env: CniEnv): Promise<void> {
+function recordAdd(conf: NetConf, env: CniEnv): void {
   try {
-    // Loaded only for a pod with hostPorts: most pods never pay for node:fs/promises.
-    const { writeRecord } = await import("../host/state.js");
-    await writeRecord(conf.stateDir, conf.name, env.containerId, "added");
+    writeRecord(conf.stateDir, conf.name, env.containerId, "added");
   } catch (err) {
     writeOutput(
       2,

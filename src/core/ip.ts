@@ -26,7 +26,8 @@ export interface Ip {
 export interface Cidr {
   family: Family;
   text: string;
-  address: Address4 | Address6;
+  /** ip-address's form, made (and the library loaded) at first use. */
+  readonly address: Address4 | Address6;
 }
 
 const OCTET = "(25[0-5]|2[0-4]\\d|1\\d\\d|[1-9]?\\d)";
@@ -63,18 +64,27 @@ export function parseCidr(text: string): Cidr | undefined {
   const bits = text.slice(slash + 1);
   if (!ip || !/^\d{1,3}$/.test(bits) || Number(bits) > (ip.family === 4 ? 32 : 128)) return undefined;
   const canonical = `${ip.text}/${Number(bits)}`;
+  let address: Address4 | Address6 | undefined;
   return {
     family: ip.family,
     text: canonical,
-    address: ip.family === 4 ? new (address4())(canonical) : new (address6())(canonical),
+    get address() {
+      address ??= ip.family === 4 ? new (address4())(canonical) : new (address6())(canonical);
+      return address;
+    },
   };
 }
 
+/** A dotted quad as a 32-bit number. */
+const ipv4Number = (text: string): number => text.split(".").reduce((n, octet) => n * 256 + Number(octet), 0);
+
 export function cidrContains(cidr: Cidr, ip: Ip): boolean {
   if (cidr.family !== ip.family) return false;
-  return ip.family === 4
-    ? new (address4())(ip.text).isInSubnet(cidr.address)
-    : new (address6())(ip.text).isInSubnet(cidr.address);
+  if (ip.family === 6) return new (address6())(ip.text).isInSubnet(cidr.address);
+  // IPv4 is plain arithmetic: the hostPort ADD of an IPv4 pod then never loads ip-address (~1.5 ms).
+  const [base = "", bits] = cidr.text.split("/");
+  const size = 2 ** (32 - Number(bits));
+  return Math.floor(ipv4Number(base) / size) === Math.floor(ipv4Number(ip.text) / size);
 }
 
 // Addresses that are never a unicast address of this node, whatever its interfaces say.

@@ -1,5 +1,6 @@
 // What ADD and DEL leave for the keeper, reconcile and gc under the node's state directory (a tmpfs, /run):
-// one record per container ("added" when ADD starts scoping, "deleted" when DEL starts), and the keeper lock,
+// one record per container ("added" when ADD starts scoping, "deleted" when DEL starts; host/record.ts writes
+// them), and the keeper lock,
 // a file that says "a reconcile or gc pass is reading and writing the nat tables until <deadline>".
 //
 // Why no flock: Node.js has none, and a helper process per ADD would cost more than the whole record. The
@@ -9,8 +10,9 @@
 // A pass that read the records before the "deleted" one holds the lock until its write is done, so DEL waits
 // for it and portmap's DEL then removes what it wrote; a pass that reads after sees the record and skips the pod.
 // gc never deletes the chain of a container whose "added" record is younger than ADD_RECORD_TTL_MS.
-import { lstat, mkdir, open, readdir, readFile, rename, rm, writeFile } from "node:fs/promises";
+import { lstat, mkdir, open, readdir, readFile, rm } from "node:fs/promises";
 import { join } from "node:path";
+import { type ContainerRecord, recordPath, recordsDir } from "./record.js";
 
 /** No runtime keeps an ADD going longer than this (kubelet gives up on sandbox creation within 4 minutes). */
 export const ADD_RECORD_TTL_MS = 5 * 60_000;
@@ -20,37 +22,7 @@ export const LOCK_LEASE_MS = 60_000;
 export const DELETED_RECORD_TTL_MS = 10 * 60_000;
 const POLL_MS = 20;
 
-export type RecordState = "added" | "deleted";
-
-export interface ContainerRecord {
-  network: string;
-  containerId: string;
-  state: RecordState;
-  /** When it was written (ms since the epoch). */
-  at: number;
-}
-
 export const recordKey = (network: string, containerId: string): string => `${network}\n${containerId}`;
-
-const recordsDir = (dir: string): string => join(dir, "containers");
-// Network names may hold characters a file name must not ("/"): encoded; the container ID is [A-Za-z0-9_.-].
-export const recordPath = (dir: string, network: string, containerId: string): string =>
-  join(recordsDir(dir), `${encodeURIComponent(network)}_${containerId}`);
-
-/** Writes the container's record atomically (temporary file and rename). */
-export async function writeRecord(
-  dir: string,
-  network: string,
-  containerId: string,
-  state: RecordState,
-): Promise<void> {
-  const file = recordPath(dir, network, containerId);
-  await mkdir(recordsDir(dir), { recursive: true, mode: 0o700 });
-  const tmp = `${file}.${process.pid}.tmp`;
-  const record: ContainerRecord = { network, containerId, state, at: Date.now() };
-  await writeFile(tmp, JSON.stringify(record), { mode: 0o600 });
-  await rename(tmp, file);
-}
 
 export async function removeRecord(dir: string, network: string, containerId: string): Promise<void> {
   await rm(recordPath(dir, network, containerId), { force: true });

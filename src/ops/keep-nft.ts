@@ -6,7 +6,8 @@
 import { parseNetConf } from "../core/config.js";
 import type { Family } from "../core/ip.js";
 import { commentOf, takenPorts } from "../core/rule.js";
-import { addMayBeRunning, type ContainerRecord } from "../host/state.js";
+import type { ContainerRecord } from "../host/record.js";
+import { addMayBeRunning } from "../host/state.js";
 import { CHAIN } from "../nftables/json.js";
 import { entryConf } from "./attachment.js";
 import { type CachedAttachment, ownedByUnreadable } from "./cache.js";

@@ -9,14 +9,8 @@ import type { Family } from "../core/ip.js";
 import type { NodeNetwork } from "../core/node.js";
 import { takenPorts } from "../core/rule.js";
 import { readNodeNetwork } from "../host/network.js";
-import {
-  addMayBeRunning,
-  type ContainerRecord,
-  type RecordMemo,
-  readRecords,
-  recordKey,
-  withKeeperLock,
-} from "../host/state.js";
+import type { ContainerRecord } from "../host/record.js";
+import { addMayBeRunning, type RecordMemo, readRecords, recordKey, withKeeperLock } from "../host/state.js";
 import { readTable, restoreNat } from "../iptables/backend.js";
 import { type NatTable, parseTable, portmapJumps, rulesOf } from "../iptables/table.js";
 import { natTransaction } from "../iptables/text.js";

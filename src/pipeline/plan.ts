@@ -57,24 +57,21 @@ export async function planPodChains(conf: NetConf, env: CniEnv): Promise<PodPlan
     ]);
   // One family's reads run one after the other with spawnSync; two families' side by side.
   const runner = runnerFor(scoping.families.length);
-  // Only the families where some mapping may need scoping, both backends at once, while the node's
-  // addresses are listed.
+  // Only the families where some mapping may need scoping, while the node's addresses are listed.
   const chain = portmapChainName(conf.name, env.containerId);
-  const [network, chains, nft] = await Promise.all([
+  const [network, chains] = await Promise.all([
     readNodeNetwork(scoping.families, runner),
     Promise.all(scoping.families.map((f) => readChain(f, chain, runner))),
-    Promise.all(
-      scoping.families.map(async (f) => podRules((await readHostports(f, CHAIN, runner)) ?? [], env.containerId)),
-    ),
   ]);
-  const nftables = nft.some((rules) => rules.length > 0);
-  if (nftables && chains.some((c) => c !== undefined)) {
-    throw new CniError(
-      Code.InvalidConfig,
-      `pod ${pod} has portmap rules both in iptables chain ${chain} and in nftables table ${TABLE}: two portmap entries with different backends?`,
-    );
-  }
-  const current = scoping.families.map((_, i) => (nftables ? nft[i] : chains[i]) ?? []);
+  // portmap's nftables backend is read only when its iptables backend wrote no chain for the pod: the
+  // iptables one is by far the common case, and an nft process costs every hostPort ADD ~3 ms.
+  const nft = chains.every((c) => c === undefined)
+    ? await Promise.all(
+        scoping.families.map(async (f) => podRules((await readHostports(f, CHAIN, runner)) ?? [], env.containerId)),
+      )
+    : undefined;
+  const nftables = nft?.some((rules) => rules.length > 0) === true;
+  const current = scoping.families.map((_, i) => (nftables ? nft?.[i] : chains[i]) ?? []);
   return planScoped(scoping, pod, network, current, nftables ? undefined : chain);
 }
 

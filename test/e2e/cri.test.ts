@@ -7,7 +7,7 @@ import { readdirSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, expect, it } from "vitest";
 import { DEFAULT_STATE_DIR } from "../../src/core/config.js";
-import { recordPath } from "../../src/host/state.js";
+import { recordPath } from "../../src/host/record.js";
 import { type CriPortMapping, grpcMessage } from "../support/cri/client.js";
 import { Containerd, LIBCNI_CACHE_DIR } from "../support/cri/containerd.js";
 import {

@@ -4,7 +4,7 @@ import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "nod
 import { join } from "node:path";
 import { expect, it, onTestFinished } from "vitest";
 import { DEFAULT_STATE_DIR } from "../../src/core/config.js";
-import { recordPath } from "../../src/host/state.js";
+import { recordPath } from "../../src/host/record.js";
 import { describeAsRoot, useHarness } from "../support/e2e.js";
 import {
   bridgeConflist,

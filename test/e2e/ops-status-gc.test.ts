@@ -2,7 +2,7 @@
 // mappings), CNI GC and `gc` with two networks on one node.
 import { rmSync } from "node:fs";
 import { beforeAll, expect, it } from "vitest";
-import { recordPath } from "../../src/host/state.js";
+import { recordPath } from "../../src/host/record.js";
 import { describeAsRoot, useHarness } from "../support/e2e.js";
 import {
   bridgeConflist,

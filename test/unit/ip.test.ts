@@ -1,3 +1,5 @@
+import fc from "fast-check";
+import { Address4 } from "ip-address";
 import { describe, expect, it } from "vitest";
 import { cidrContains, hostCidr, notUnicastReason, parseCidr, parseIp } from "../../src/core/ip.js";
 
@@ -28,6 +30,17 @@ describe("parseIp", () => {
 });
 
 describe("CIDRs and classes", () => {
+  it("decides IPv4 containment (plain arithmetic) as ip-address does", () => {
+    const v4 = fc.tuple(fc.nat(255), fc.nat(255), fc.nat(255), fc.nat(255)).map((o) => o.join("."));
+    fc.assert(
+      fc.property(v4, fc.nat(32), v4, (base, bits, ip) => {
+        const cidr = parseCidr(`${base}/${bits}`)!;
+        expect(cidrContains(cidr, parseIp(ip)!)).toBe(new Address4(ip).isInSubnet(new Address4(`${base}/${bits}`)));
+      }),
+      { numRuns: 2000 },
+    );
+  });
+
   it("parses and tests containment, per family", () => {
     const cidr = parseCidr("192.0.2.0/24")!;
     expect(cidrContains(cidr, parseIp("192.0.2.200")!)).toBe(true);

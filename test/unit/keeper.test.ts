@@ -7,14 +7,8 @@ import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { parseInstallArgs, runInstall } from "../../src/cli/install.js";
 import { checkKeeper, NAT_EVENT } from "../../src/cli/keeper.js";
-import {
-  ADD_RECORD_TTL_MS,
-  awaitKeeperLock,
-  type ContainerRecord,
-  readRecords,
-  withKeeperLock,
-  writeRecord,
-} from "../../src/host/state.js";
+import { type ContainerRecord, writeRecord } from "../../src/host/record.js";
+import { ADD_RECORD_TTL_MS, awaitKeeperLock, readRecords, withKeeperLock } from "../../src/host/state.js";
 import { parseTable } from "../../src/iptables/table.js";
 import { formatRule } from "../../src/iptables/text.js";
 import { chooseVariant } from "../../src/iptables/variant.js";
@@ -122,9 +116,9 @@ describe("the verdict on a container", () => {
 
 describe("records and the keeper lock", () => {
   it("records ADD and DEL per network and container (any network name)", async () => {
-    await writeRecord(dir, "a/b net", "c1", "added");
-    await writeRecord(dir, "cbr0", "c1", "added");
-    await writeRecord(dir, "cbr0", "c1", "deleted");
+    writeRecord(dir, "a/b net", "c1", "added");
+    writeRecord(dir, "cbr0", "c1", "added");
+    writeRecord(dir, "cbr0", "c1", "deleted");
     const { records, problems } = await readRecords(dir);
     expect(problems).toEqual([]);
     expect([...records.values()].map((r) => [r.network, r.containerId, r.state]).sort()).toEqual([

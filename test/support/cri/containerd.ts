@@ -21,7 +21,7 @@ import {
 } from "node:fs";
 import { join } from "node:path";
 import { DEFAULT_STATE_DIR } from "../../../src/core/config.js";
-import { recordPath } from "../../../src/host/state.js";
+import { recordPath } from "../../../src/host/record.js";
 import { runOk } from "../exec.js";
 import { atLastResort } from "../netns.js";
 import { REPO_ROOT, SYSTEM_CNI_DIR } from "../paths.js";
