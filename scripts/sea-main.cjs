@@ -1,0 +1,13 @@
+// The single executable's main script. The plugin's bundle comes as an asset with a V8 code cache made at
+// build time with every function compiled (scripts/sea-code-cache.cjs): Node's own SEA code cache holds only
+// what compiles before the script runs, so each function a pod start calls would otherwise be compiled then.
+const { getAsset, getRawAsset } = require("node:sea");
+const { Script } = require("node:vm");
+
+const script = new Script(getAsset("plugin.js", "utf8"), {
+  filename: "portmap-hostip.js",
+  cachedData: new Uint8Array(getRawAsset("plugin.cache")),
+});
+// Built by another runtime than this one: it still works, compiling as it goes, but the build checks for this.
+if (script.cachedDataRejected) require("node:fs").writeSync(2, "portmap-hostip: code cache rejected\n");
+script.runInThisContext()(exports, require, module, __filename, __dirname);
