@@ -46,8 +46,8 @@ export async function planPodChains(conf: NetConf, env: CniEnv): Promise<PodPlan
     );
     return { resolved, plans: [], notes: [] };
   }
-  // Loaded only now: a pod without hostPorts to scope (most pods) never pays for child_process or node:crypto.
-  const [{ readNodeNetwork }, { runnerFor }, { readChain }, { portmapChainName }, { readHostports }] =
+  // Loaded only now: a pod without hostPorts to scope (most pods) never pays for child_process.
+  const [{ readNodeNetwork }, { runBlocking: runner }, { readChain }, { portmapChainName }, { readHostports }] =
     await Promise.all([
       import("../host/network.js"),
       import("../host/run.js"),
@@ -55,8 +55,10 @@ export async function planPodChains(conf: NetConf, env: CniEnv): Promise<PodPlan
       import("../iptables/chain-name.js"),
       import("../nftables/backend.js"),
     ]);
-  // One family's reads run one after the other with spawnSync; two families' side by side.
-  const runner = runnerFor(scoping.families.length);
+  // The reads run one after the other with spawnSync, also for two families: each is a few milliseconds
+  // (`iptables -S` of one chain stays small at 20,000 rules with iptables-nft, and iptables-legacy serialises
+  // its calls on the xtables lock anyway), less than the first async spawn costs. Writes of two families
+  // still run side by side (writeChains).
   // Only the families where some mapping may need scoping, while the node's addresses are listed.
   const chain = portmapChainName(conf.name, env.containerId);
   const [network, chains] = await Promise.all([
