@@ -104,9 +104,3 @@ export const runBlocking: Runner = (file, args, options) => {
     ns,
   });
 };
-
-/**
- * The cheaper runner for a step of `families` tool calls per backend: one family's reads or write run one after
- * the other (a few ms each), two families' side by side, which at a large table saves a whole call.
- */
-export const runnerFor = (families: number): Runner => (families > 1 ? run : runBlocking);

@@ -55,10 +55,9 @@ export async function planPodChains(conf: NetConf, env: CniEnv): Promise<PodPlan
       import("../iptables/chain-name.js"),
       import("../nftables/backend.js"),
     ]);
-  // The reads run one after the other with spawnSync, also for two families: each is a few milliseconds
+  // The reads run one after the other with spawnSync, also for two families: each takes a few milliseconds
   // (`iptables -S` of one chain stays small at 20,000 rules with iptables-nft, and iptables-legacy serialises
-  // its calls on the xtables lock anyway), less than the first async spawn costs. Writes of two families
-  // still run side by side (writeChains).
+  // its calls on the xtables lock anyway), less than the first async spawn costs.
   // Only the families where some mapping may need scoping, while the node's addresses are listed.
   const chain = portmapChainName(conf.name, env.containerId);
   const [network, chains] = await Promise.all([
@@ -157,11 +156,13 @@ export async function scopePod(conf: NetConf, env: CniEnv): Promise<PodPlan & { 
 }
 
 async function writeChains(written: readonly ChainPlan[]): Promise<void> {
-  const [{ writeChain }, { runnerFor }] = await Promise.all([
+  const [{ writeChain }, { runBlocking: runner }] = await Promise.all([
     import("../iptables/backend.js"),
     import("../host/run.js"),
   ]);
-  const runner = runnerFor(written.length);
+  // One family after the other, each with spawnSync: side by side was slower here, both on an empty table and
+  // at 20,000 rules (iptables-nft commits serialise in the kernel, iptables-legacy on the xtables lock), and
+  // needs the first async spawn (~4 ms).
   const outcomes = await Promise.allSettled(
     written.map((plan) => writeChain(plan.family, plan.chain, plan.desired, runner)),
   );
