@@ -3,8 +3,10 @@ import { runCni } from "./cni/run.js";
 
 async function main(): Promise<number> {
   const args = process.argv.slice(2);
-  // node:tty is loaded only without CNI_COMMAND: eagerly it pulls in `net`, ~7 ms of every pod start.
-  if (process.env["CNI_COMMAND"] === undefined && (args.length > 0 || (await import("node:tty")).isatty(0))) {
+  // node:tty is loaded only without CNI_COMMAND: eagerly it pulls in `net`, ~7 ms of every pod start. A plain
+  // `require` (the bundle is CommonJS): an `import()` would need an ES module loader in the single executable.
+  const tty = () => require("node:tty") as typeof import("node:tty");
+  if (process.env["CNI_COMMAND"] === undefined && (args.length > 0 || tty().isatty(0))) {
     // Loaded lazily: the per-pod ADD path never pays for operator code.
     const { runCli } = await import("./cli/main.js");
     return runCli(args.length > 0 ? args : ["--help"]);

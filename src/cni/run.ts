@@ -1,6 +1,5 @@
 // The CNI protocol around the commands: environment, stdin, result or error on stdout, exit code.
 import { cmdAdd } from "../commands/add.js";
-import { cmdCheck } from "../commands/check.js";
 import {
   LATEST_VERSION,
   parseEnvelope,
@@ -43,6 +42,8 @@ async function execute(command: Command, json: unknown, attachment: CniEnv | und
     case "CHECK": {
       const conf = parseNetConf(json);
       log.mappings = conf.portMappings;
+      // Loaded here, like the pipeline it runs: an ADD never pays for it.
+      const { cmdCheck } = await import("../commands/check.js");
       await cmdCheck(conf, attachment!);
       return;
     }

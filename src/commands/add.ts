@@ -5,7 +5,6 @@ import { type CniEnv, podLabel } from "../core/names.js";
 import { convertResult } from "../core/result.js";
 import { writeOutput } from "../host/output.js";
 import { writeRecord } from "../host/record.js";
-import { scopePod } from "../pipeline/plan.js";
 import type { ResolvedMapping } from "../policy/resolve.js";
 
 /** The result to print, and the host IPs decided per mapping (for the log file). */
@@ -18,7 +17,10 @@ export async function cmdAdd(
   }
   // Computed before anything is written: a result we could not print must not follow a rewrite.
   const result = convertResult(conf.prevResult, conf.cniVersion);
-  if (conf.portMappings.length > 0) recordAdd(conf, env);
+  // A pod without hostPorts (most pods) has nothing more to do: the pipeline is not even loaded.
+  if (conf.portMappings.length === 0) return { result, resolved: [] };
+  recordAdd(conf, env);
+  const { scopePod } = await import("../pipeline/plan.js");
   const { resolved, plans: all, notes, written } = await scopePod(conf, env);
   // The default never fails a pod: what it left out, and why, must still be visible.
   for (const note of notes) writeOutput(2, `portmap-hostip: ${note}\n`);

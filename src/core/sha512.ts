@@ -32,6 +32,7 @@ const halves = (hex: string): Int32Array =>
       .flatMap((w) => [Number.parseInt(w.slice(0, 8), 16), Number.parseInt(w.slice(8), 16)]),
   );
 const K = halves(K_HEX);
+const H = halves(H_HEX);
 const TWO32 = 0x100000000;
 
 /** The hash as 128 lowercase hex digits, as `createHash("sha512").update(text).digest("hex")`. */
@@ -45,7 +46,7 @@ export function sha512Hex(text: string): string {
   const view = new DataView(bytes.buffer);
   view.setUint32(size - 8, Math.floor((data.length * 8) / TWO32));
   view.setUint32(size - 4, (data.length * 8) >>> 0);
-  const h = halves(H_HEX);
+  const h = H.slice();
   const w = new Int32Array(160);
   const v = new Int32Array(16);
   for (let block = 0; block < size; block += 128) {
