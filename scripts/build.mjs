@@ -7,7 +7,6 @@ import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync 
 import { join } from "node:path";
 import { build } from "esbuild";
 import { arm64Target, buildSea, X64 } from "./build-sea.mjs";
-import { buildSplitBundle } from "./bundle-split.mjs";
 import { arm64Node } from "./node-linux-arm64.mjs";
 
 const arm64 = process.argv.includes("--arm64");
@@ -27,8 +26,9 @@ function gitCommit() {
 
 const outfile = "dist/portmap-hostip";
 mkdirSync("dist", { recursive: true });
-const options = {
+await build({
   entryPoints: ["src/main.ts"],
+  outfile,
   bundle: true,
   platform: "node",
   format: "cjs",
@@ -39,27 +39,19 @@ const options = {
   define: { PORTMAP_HOSTIP_VERSION: JSON.stringify(version), PORTMAP_HOSTIP_COMMIT: JSON.stringify(gitCommit()) },
   // The runtime hands plugins its whole environment: keep its Node flags and CA bundle out of our process.
   banner: { js: "#!/usr/bin/env -S -u NODE_OPTIONS -u NODE_EXTRA_CA_CERTS node" },
-};
-await buildSplitBundle(outfile, options);
+});
 chmodSync(outfile, 0o755);
 // dist/ sits in this "type": "module" package: without this, node would load the bundle as ESM.
 writeFileSync("dist/package.json", '{ "type": "commonjs" }\n');
 
-// The same code as one plain bundle, with its own runtime, for nodes without Node.js.
-const work = mkdtempSync(join("dist", ".whole-"));
-try {
-  const whole = join(work, "portmap-hostip.cjs");
-  await build({ ...options, outfile: whole });
-  if (arm64) {
-    const runtimeDir = mkdtempSync(join("dist", ".node-arm64-"));
-    try {
-      buildSea(whole, "dist/portmap-hostip-linux-arm64", version, arm64Target(arm64Node(runtimeDir)));
-    } finally {
-      rmSync(runtimeDir, { recursive: true, force: true });
-    }
-  } else {
-    buildSea(whole, "dist/portmap-hostip-linux-x64", version, X64);
+// The same bundle, with its own runtime, for nodes without Node.js.
+if (arm64) {
+  const runtimeDir = mkdtempSync(join("dist", ".node-arm64-"));
+  try {
+    buildSea(outfile, "dist/portmap-hostip-linux-arm64", version, arm64Target(arm64Node(runtimeDir)));
+  } finally {
+    rmSync(runtimeDir, { recursive: true, force: true });
   }
-} finally {
-  rmSync(work, { recursive: true, force: true });
+} else {
+  buildSea(outfile, "dist/portmap-hostip-linux-x64", version, X64);
 }
