@@ -26,9 +26,7 @@ function gitCommit() {
 
 const outfile = "dist/portmap-hostip";
 mkdirSync("dist", { recursive: true });
-await build({
-  entryPoints: ["src/main.ts"],
-  outfile,
+const common = {
   bundle: true,
   platform: "node",
   format: "cjs",
@@ -37,6 +35,30 @@ await build({
   legalComments: "none",
   // `--version` needs no package.json or git at run time.
   define: { PORTMAP_HOSTIP_VERSION: JSON.stringify(version), PORTMAP_HOSTIP_COMMIT: JSON.stringify(gitCommit()) },
+};
+
+// The operator commands (src/cli/main.ts and all it loads) are a bundle of their own, kept as text inside the
+// plugin and compiled only when a command line runs: no pod start parses them (Node 20 keeps no code cache
+// for the bundle), and the single executable's code cache holds only what pods run. They share no object
+// with the CNI code: runCli takes the arguments and returns the exit code.
+const cli = await build({ ...common, entryPoints: ["src/cli/main.ts"], write: false });
+const operatorCommands = {
+  name: "operator-commands",
+  setup(b) {
+    b.onResolve({ filter: /^\.\/cli\/main\.js$/ }, () => ({ path: "cli", namespace: "operator-commands" }));
+    b.onLoad({ filter: /.*/, namespace: "operator-commands" }, () => ({
+      loader: "js",
+      contents: `const m = { exports: {} };
+require("node:vm").compileFunction(${JSON.stringify(cli.outputFiles[0].text)}, ["exports", "require", "module"], { filename: "portmap-hostip-cli.js" })(m.exports, require, m);
+module.exports = m.exports;`,
+    }));
+  },
+};
+await build({
+  ...common,
+  entryPoints: ["src/main.ts"],
+  outfile,
+  plugins: [operatorCommands],
   // The runtime hands plugins its whole environment: keep its Node flags and CA bundle out of our process.
   banner: { js: "#!/usr/bin/env -S -u NODE_OPTIONS -u NODE_EXTRA_CA_CERTS node" },
 });
