@@ -8,8 +8,9 @@ import { type CniEnv, podLabel } from "../core/names.js";
 import type { NodeNetwork } from "../core/node.js";
 import { podFamilies } from "../core/result.js";
 import { type Rule, sameRules } from "../core/rule.js";
+import type { Runner } from "../host/run.js";
 import { batch, CHAIN, NEVER, NFT_FAMILY, podRules, rewriteCommands, TABLE } from "../nftables/json.js";
-import { type FamilyScope, type ResolvedMapping, resolutionNotes } from "../policy/resolve.js";
+import { type FamilyScope, judgedIps, type ResolvedMapping, resolutionNotes } from "../policy/resolve.js";
 import { neverReceiving, type PodScoping, podScoping, resolvePod, scopeFamily } from "./pod.js";
 
 export interface ChainPlan {
@@ -47,21 +48,20 @@ export async function planPodChains(conf: NetConf, env: CniEnv): Promise<PodPlan
     return { resolved, plans: [], notes: [] };
   }
   // Loaded only now: a pod without hostPorts to scope (most pods) never pays for child_process.
-  const [{ readNodeNetwork }, { runBlocking: runner }, { readChain }, { portmapChainName }, { readHostports }] =
-    await Promise.all([
-      import("../host/network.js"),
-      import("../host/run.js"),
-      import("../iptables/backend.js"),
-      import("../iptables/chain-name.js"),
-      import("../nftables/backend.js"),
-    ]);
+  const [host, { runBlocking: runner }, { readChain }, { portmapChainName }, { readHostports }] = await Promise.all([
+    import("../host/network.js"),
+    import("../host/run.js"),
+    import("../iptables/backend.js"),
+    import("../iptables/chain-name.js"),
+    import("../nftables/backend.js"),
+  ]);
   // The reads run one after the other with spawnSync, also for two families: each takes a few milliseconds
   // (`iptables -S` of one chain stays small at 20,000 rules with iptables-nft, and iptables-legacy serialises
   // its calls on the xtables lock anyway), less than the first async spawn costs.
   // Only the families where some mapping may need scoping, while the node's addresses are listed.
   const chain = portmapChainName(conf.name, env.containerId);
   const [network, chains] = await Promise.all([
-    readNodeNetwork(scoping.families, runner),
+    readPodNetwork(host, scoping, runner),
     Promise.all(scoping.families.map((f) => readChain(f, chain, runner))),
   ]);
   // portmap's nftables backend is read only when its iptables backend wrote no chain for the pod: the
@@ -74,6 +74,28 @@ export async function planPodChains(conf: NetConf, env: CniEnv): Promise<PodPlan
   const nftables = nft?.some((rules) => rules.length > 0) === true;
   const current = scoping.families.map((_, i) => (nftables ? nft?.[i] : chains[i]) ?? []);
   return planScoped(scoping, pod, network, current, nftables ? undefined : chain);
+}
+
+/**
+ * The node's network as the pod's policy needs it. On a node with many local addresses (kube-proxy IPVS: every
+ * Service IP on kube-ipvs0, which is down) only the up interfaces' addresses are listed, then, of the
+ * interfaces that are down, only the addresses the policy judges for this pod: the same decisions, without
+ * megabytes of JSON. An interface the policy takes addresses from that is down: everything is listed.
+ */
+async function readPodNetwork(
+  host: typeof import("../host/network.js"),
+  scoping: PodScoping,
+  runner: Runner,
+): Promise<NodeNetwork> {
+  const { readNodeNetwork, readHolders, manyLocalAddresses } = host;
+  const first = await readNodeNetwork(scoping.families, runner, manyLocalAddresses());
+  if (first.down.length === 0) return first;
+  const { policy } = scoping.conf;
+  const sources = policy.nodeInterfaces ?? [...first.defaultRouteInterfaces[4], ...first.defaultRouteInterfaces[6]];
+  if (sources.some((i) => first.down.includes(i))) return readNodeNetwork(scoping.families, runner);
+  const ips = judgedIps(scoping.conf.portMappings, policy, scoping.annotation, first);
+  const held = ips.length > 0 ? await readHolders(ips, runner) : [];
+  return { ...first, addresses: [...first.addresses, ...held.filter((a) => first.down.includes(a.ifname))] };
 }
 
 /**

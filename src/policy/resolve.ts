@@ -50,6 +50,33 @@ export function nodeAddresses(policy: Policy, network: NodeNetwork): Ip[] {
   return ips;
 }
 
+/**
+ * Every address `resolveMappings` may judge for these mappings (a superset: both families): the pod's and the
+ * runtime's choices, the defaultHostIP list, and for "node" the node's addresses and 127.0.0.1. Which ones
+ * these are never depends on whether they pass: a reader may list only their holders (host/network.ts).
+ */
+export function judgedIps(
+  mappings: readonly PortMapping[],
+  policy: Policy,
+  annotation: HostIpAnnotation | undefined,
+  network: NodeNetwork,
+): Ip[] {
+  const ips = new Map<string, Ip>();
+  for (const m of mappings) {
+    const source = hostIpSource(m, policy, annotation);
+    const add =
+      source.kind === "runtime"
+        ? [source.ip]
+        : source.kind === "annotation" || source.kind === "defaultHostIP"
+          ? source.ips
+          : source.kind === "node"
+            ? [...nodeAddresses(policy, network), LOCALHOST]
+            : [];
+    for (const ip of add) ips.set(ip.text, ip);
+  }
+  return [...ips.values()];
+}
+
 /** Why `ip` may not be a host IP on this node; undefined when it may. */
 export function refusal(ip: Ip, policy: Policy, network: NodeNetwork, checkAllowed: boolean): string | undefined {
   const notUnicast = notUnicastReason(ip);

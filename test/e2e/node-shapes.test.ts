@@ -23,6 +23,7 @@ import {
   LOOPBACK_NODE_IP,
   labelledAddress,
   loopbackNodeIp,
+  manyServiceIps,
   NODE_IP1,
   NODE_IP2,
   NODE_IP6,
@@ -38,7 +39,7 @@ import {
   uplinkWithoutCarrier,
   whoAnswers,
 } from "../support/harness.js";
-import { ipIn } from "../support/netns.js";
+import { ipIn, nsRunOk } from "../support/netns.js";
 
 /** Starts pod `name` with hostPort → 80 under our entry `hostip`; returns its chain's destinations per family and our stderr. */
 async function startShaped(
@@ -112,6 +113,23 @@ describeAsRoot.each(IPTABLES_VARIANTS)("node shapes, $variant", ({ legacy }) => 
       expect(p.stderr).toContain(`leaves out ${NODE_IP2}: it is on excluded interface kube-ipvs0`);
       expect(await whoAnswers(h.topo.client, "tcp", NODE_IP1, 8211)).toBe("pod-ipvs");
       expect(await whoAnswers(h.topo.client, "tcp", NODE_IP2, 8211)).toBe("service");
+    });
+  });
+
+  describe("the same on a node with many local addresses (IPVS: 1,100 Service IPs on kube-ipvs0, down)", () => {
+    const h = useHarness({ legacyIptables: legacy });
+
+    it("decides as on a small node, though it lists only the up interfaces' addresses and the judged ones' holders", async () => {
+      await serviceIpOnNodeAddress(h.topo, NODE_IP2);
+      await manyServiceIps(h.topo, 1_100);
+      const stat = await nsRunOk(h.topo.node, "cat", ["/proc/net/fib_triestat"]);
+      expect(Number(/Local:[\s\S]*?Prefixes:\s+(\d+)/.exec(stat)?.[1])).toBeGreaterThan(1_000);
+      await h.topo.serve(h.topo.node, "service", { tcp: [8212] }, NODE_IP2);
+      const p = await startShaped(h, "ipvs-many", 8212, {});
+      expect(p.v4).toEqual([NODE_IP1, "127.0.0.1"]);
+      expect(p.stderr).toContain(`leaves out ${NODE_IP2}: it is on excluded interface kube-ipvs0`);
+      expect(await whoAnswers(h.topo.client, "tcp", NODE_IP1, 8212)).toBe("pod-ipvs-many");
+      expect(await whoAnswers(h.topo.client, "tcp", NODE_IP2, 8212)).toBe("service");
     });
   });
 

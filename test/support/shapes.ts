@@ -1,5 +1,6 @@
 // Node shapes beyond the tidy one-uplink node of topology.ts, built on it: what real nodes look like. Each
 // builder changes the node of a fresh topology and returns what tests need to reach it.
+import { runOk } from "./exec.js";
 import { ipIn, nsRunOk, sysctlIn } from "./netns.js";
 import { CLIENT_IP6, IPVS_DEVICE, NODE_IP1, NODE_IP2, type Topology, UPLINK } from "./topology.js";
 
@@ -93,6 +94,18 @@ export async function subInterfaceUplink(topo: Topology): Promise<string> {
 /** kube-proxy (IPVS) or k3s ServiceLB binding a Service IP that equals a node address. */
 export function serviceIpOnNodeAddress(topo: Topology, ip = NODE_IP2): Promise<string> {
   return ipIn(topo.node, "addr", "add", `${ip}/32`, "dev", IPVS_DEVICE);
+}
+
+/**
+ * kube-proxy (IPVS) on a cluster with many Services: `count` Service IPs (10.100.0.0/16) on kube-ipvs0, which
+ * is then set down as kube-proxy leaves it (its addresses stay local). Enough to pass the plugin's threshold
+ * for reading only the up interfaces' addresses (1,000 local prefixes).
+ */
+export function manyServiceIps(topo: Topology, count: number): Promise<string> {
+  const lines = Array.from({ length: count }, (_, i) => `addr add 10.100.${i >> 8}.${i & 255}/32 dev ${IPVS_DEVICE}\n`);
+  return runOk("ip", ["-n", topo.node, "-batch", "-"], { input: lines.join("") }).then(() =>
+    ipIn(topo.node, "link", "set", IPVS_DEVICE, "down"),
+  );
 }
 
 /** A secondary IPv4 address with a label (`uplink:1`, as ifconfig-era tools name it). */

@@ -1,6 +1,11 @@
 import { describe, expect, it } from "vitest";
 import { kernelIp, parseIp } from "../../src/core/ip.js";
-import { parseDefaultRoutesJson, parseIpAddressJson } from "../../src/host/network.js";
+import {
+  parseDefaultRoutesJson,
+  parseDownLinks,
+  parseIpAddressJson,
+  parseLocalPrefixes,
+} from "../../src/host/network.js";
 import { fixture, NODE } from "./fixtures.js";
 
 describe("node network (recorded from the e2e node namespace)", () => {
@@ -59,5 +64,16 @@ describe("node network (recorded from the e2e node namespace)", () => {
       ["2001:db8::5", true, false],
       ["2001:db8::6", false, true],
     ]);
+  });
+});
+
+describe("a node with many local addresses (recorded: 10,000 Service IPs on a down kube-ipvs0)", () => {
+  it("counts the kernel's local IPv4 prefixes from /proc/net/fib_triestat", () => {
+    expect(parseLocalPrefixes(fixture("host/fib_triestat-ipvs.txt"))).toBe(10007);
+    expect(parseLocalPrefixes("Basic info: size of leaf: 48 bytes\n")).toBeUndefined();
+  });
+
+  it("names the interfaces that are down, whose addresses `address show up` leaves out", () => {
+    expect(parseDownLinks(fixture("host/ip-link-ipvs.json"))).toEqual(["kipvs1", "kube-ipvs0"]);
   });
 });

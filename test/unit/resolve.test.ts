@@ -4,6 +4,7 @@ import type { NodeNetwork } from "../../src/core/node.js";
 import { parseAnnotation } from "../../src/policy/annotation.js";
 import {
   type FamilyScope,
+  judgedIps,
   nodeAddresses,
   resolutionNotes,
   resolveMappings,
@@ -334,5 +335,47 @@ describe("shadowedScopes: first match wins", () => {
       ),
     ).toEqual([]);
     expect(shadowed([tcp8080, { ...tcp8080, hostPort: 8081 }, udp5353])).toEqual([]);
+  });
+});
+
+describe("judgedIps: what a node with many local addresses lists of its down interfaces", () => {
+  // NODE plus a down kube-ipvs0 holding a node address, and a down spare NIC holding an address of its own.
+  const DOWN = ["kube-ipvs0", "spare0"];
+  const extra = (ifname: string, text: string) => ({
+    ifname,
+    ip: { family: 4 as const, text },
+    scope: "global",
+    temporary: false,
+    dadFailed: false,
+  });
+  const full: NodeNetwork = {
+    ...NODE,
+    addresses: [...NODE.addresses, extra("kube-ipvs0", "192.0.2.11"), extra("spare0", "198.51.100.7")],
+  };
+  const up: NodeNetwork = { ...full, addresses: full.addresses.filter((a) => !DOWN.includes(a.ifname)) };
+
+  it.each([
+    [{ defaultHostIP: "node" }, [tcp8080, udp5353], undefined],
+    [{ defaultHostIP: ["192.0.2.10", "192.0.2.11", "198.51.100.7"] }, [tcp8080], undefined],
+    [{ defaultHostIP: "node", kubeNodeIPs: ["198.51.100.7"] }, [tcp8080], undefined],
+    [{ defaultHostIP: "any" }, [tcp8080], "198.51.100.7"],
+    [{ defaultHostIP: "any" }, [tcp8080], "192.0.2.11"],
+    [{ defaultHostIP: "node" }, [{ ...tcp8080, hostIP: "198.51.100.7" }], undefined],
+    [{ defaultHostIP: "node", nodeIPs: ["192.0.2.11"] }, [tcp8080], undefined],
+  ])("%j %j annotated %j: the same as with every address listed", (conf, mappings, annotation) => {
+    const s = setup(conf, mappings, annotation);
+    const judged = new Set(judgedIps(s.mappings, s.policy, s.annotation, up).map((ip) => ip.text));
+    const listed: NodeNetwork = {
+      ...up,
+      addresses: [...up.addresses, ...full.addresses.filter((a) => DOWN.includes(a.ifname) && judged.has(a.ip.text))],
+    };
+    const outcome = (network: NodeNetwork) => {
+      try {
+        return resolveMappings(s.mappings, s.policy, s.annotation, network, "default/web", BOTH);
+      } catch (err) {
+        return (err as Error).message;
+      }
+    };
+    expect(outcome(listed)).toEqual(outcome(full));
   });
 });
