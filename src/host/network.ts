@@ -105,7 +105,7 @@ export async function readNodeNetwork(
   runner: Runner = run,
   upOnly = false,
 ): Promise<NodeNetwork & { down: string[] }> {
-  const commands = [...(upOnly ? ["link show", "address show up"] : ["address show"])];
+  const commands = upOnly ? ["link show", "address show up"] : ["address show"];
   if (families.includes(4)) commands.push("route show default");
   const [batch, v6] = await Promise.all([
     ip(runner, ["-j", "-batch", "-"], commands.map((c) => `${c}\n`).join("")),
@@ -122,7 +122,7 @@ export async function readNodeNetwork(
   };
 }
 
-/** Every interface's address equal to one of `ips` (one `ip` process; the kernel filters nothing, ip does). */
+/** Every interface's address equal to one of `ips`: one `ip` process, each `to` a dump of every address that ip filters. */
 export async function readHolders(ips: readonly Ip[], runner: Runner = run): Promise<NodeAddress[]> {
   const input = ips.map((a) => `address show to ${hostCidr(a)}\n`).join("");
   const out = await ip(runner, ["-j", "-batch", "-"], input);
