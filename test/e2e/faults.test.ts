@@ -171,15 +171,7 @@ describeAsRoot("the plugin is SIGKILLed during ADD", () => {
     const p = await prepare(h, "kill");
     const standins = createStandins(h.topo.tmpDir);
     const ours = p.list.plugins.find((c) => c.type === PLUGIN_TYPE)!;
-    const env = {
-      PATH: standins.path,
-      CNI_COMMAND: "ADD",
-      CNI_CONTAINERID: p.rt.containerID,
-      CNI_NETNS: p.rt.netns,
-      CNI_IFNAME: "eth0",
-      CNI_ARGS: p.rt.args ?? "",
-      CNI_PATH: h.cni.cniPath.join(":"),
-    };
+    const env = h.cni.pluginEnv("ADD", p.rt, standins.path);
     const input = JSON.stringify(h.cni.pluginStdin(p.list, ours, p.rt, p.prevResult));
 
     // The "after" state: one complete ADD.

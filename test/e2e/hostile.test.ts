@@ -93,15 +93,7 @@ describeAsRoot("hostile and broken input", () => {
     const ours = list.plugins.find((p) => p.type === PLUGIN_TYPE)!;
     base = h.cni.pluginStdin(list, ours, rt, started.add.result);
     standins = createStandins(h.topo.tmpDir);
-    baseEnv = {
-      PATH: standins.path,
-      CNI_COMMAND: "ADD",
-      CNI_CONTAINERID: rt.containerID,
-      CNI_NETNS: rt.netns,
-      CNI_IFNAME: "eth0",
-      CNI_ARGS: rt.args ?? "",
-      CNI_PATH: h.cni.cniPath.join(":"),
-    };
+    baseEnv = h.cni.pluginEnv("ADD", rt, standins.path);
     chain = dnChainName(list.name, rt.containerID);
     original = await snapshot();
     expect(rulesIn(original.v4, chain).length).toBe(6);

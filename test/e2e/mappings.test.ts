@@ -7,12 +7,11 @@ import {
   containerdMapping,
   describeRun,
   dnChainName,
+  ipv4RuleSpec,
   NODE_IP1,
   NODE_IP2,
   outside,
-  POD_SUBNET,
   podHostportRules,
-  podIPs,
   podRulesIn,
   portmapRulesFor,
   portmapVariant,
@@ -35,13 +34,7 @@ describeAsRoot("several mappings", () => {
       serve: { tcp: [80, 443], udp: [53] },
     });
     expect(add.ok, describeRun(add)).toBe(true);
-    const base = {
-      listName: list.name,
-      containerID: pod.containerID,
-      family: 4 as const,
-      podSubnet: POD_SUBNET,
-      podIP: podIPs(add.result).v4!,
-    };
+    const base = ipv4RuleSpec(list.name, pod.containerID, add.result);
     expect(await podHostportRules(h, list.name, pod.containerID)).toEqual([
       ...portmapRulesFor({ ...base, hostPort: 8080, containerPort: 80 }, [NODE_IP2]),
       ...portmapRulesFor({ ...base, hostPort: 5353, containerPort: 53, protocol: "udp" }, [NODE_IP2]),
@@ -65,13 +58,7 @@ describeAsRoot("several mappings", () => {
       serve: { tcp: [80, 90], udp: [53] },
     });
     expect(add.ok, describeRun(add)).toBe(true);
-    const base = {
-      listName: list.name,
-      containerID: pod.containerID,
-      family: 4 as const,
-      podSubnet: POD_SUBNET,
-      podIP: podIPs(add.result).v4!,
-    };
+    const base = ipv4RuleSpec(list.name, pod.containerID, add.result);
     const rules = await podHostportRules(h, list.name, pod.containerID);
     // Rule order inside one mapping's IP list is the plugin's business: compare per mapping as sets.
     const byPort = (port: number) => rules!.filter((r) => r.includes(`dport ${port} `)).sort();
@@ -100,13 +87,7 @@ describeAsRoot("several mappings", () => {
       serve: { tcp: [80] },
     });
     expect(add.ok, describeRun(add)).toBe(true);
-    const base = {
-      listName: list.name,
-      containerID: pod.containerID,
-      family: 4 as const,
-      podSubnet: POD_SUBNET,
-      podIP: podIPs(add.result).v4!,
-    };
+    const base = ipv4RuleSpec(list.name, pod.containerID, add.result);
     expect(await podHostportRules(h, list.name, pod.containerID)).toEqual(
       portmapRulesFor({ ...base, hostPort: 9180, containerPort: 80 }, [NODE_IP1]),
     );
@@ -123,13 +104,7 @@ describeAsRoot("several mappings", () => {
     });
     expect(started.ours.code, describeRun(started.add)).toBe(0);
     const id = started.pod.containerID;
-    const base = {
-      listName: list.name,
-      containerID: id,
-      family: 4 as const,
-      podSubnet: POD_SUBNET,
-      podIP: podIPs(started.add.result).v4!,
-    };
+    const base = ipv4RuleSpec(list.name, id, started.add.result);
     expect(podRulesIn(started.after, list.name, id, 4)).toEqual(
       ports.flatMap((p) => portmapRulesFor({ ...base, hostPort: p, containerPort: 80 }, [NODE_IP2])),
     );

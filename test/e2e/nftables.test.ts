@@ -59,15 +59,7 @@ describeNft("portmap's nftables backend", () => {
     const base = await h.cni.add(list, rt, { to: at });
     if (!base.ok) throw new Error(describeRun(base));
     const stdin = h.cni.pluginStdin(list, list.plugins[at]!, rt, base.result);
-    const env = {
-      PATH: path,
-      CNI_COMMAND: "ADD",
-      CNI_CONTAINERID: rt.containerID,
-      CNI_NETNS: rt.netns,
-      CNI_IFNAME: "eth0",
-      CNI_ARGS: rt.args ?? "",
-      CNI_PATH: h.cni.cniPath.join(":"),
-    };
+    const env = h.cni.pluginEnv("ADD", rt, path);
     const run = await runPluginRaw(h.topo.node, { env, input: JSON.stringify(stdin) });
     return { list, rt, run, podIP: podIPs(base.result).v4! };
   }
@@ -322,16 +314,7 @@ describeNft("portmap's nftables backend", () => {
 
     function runCase(stdin: unknown, env: Record<string, string | undefined> = {}): Promise<RawRun> {
       const all: Record<string, string> = {};
-      const given = {
-        PATH: nft.path,
-        CNI_COMMAND: "ADD",
-        CNI_CONTAINERID: rt.containerID,
-        CNI_NETNS: rt.netns,
-        CNI_IFNAME: "eth0",
-        CNI_ARGS: rt.args ?? "",
-        CNI_PATH: h.cni.cniPath.join(":"),
-        ...env,
-      };
+      const given = { ...h.cni.pluginEnv("ADD", rt, nft.path), ...env };
       for (const [k, v] of Object.entries(given)) if (v !== undefined) all[k] = v;
       return runPluginRaw(h.topo.node, {
         env: all,

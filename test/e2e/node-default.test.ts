@@ -7,6 +7,7 @@ import {
   CLUSTER_IP,
   containerdMapping,
   describeRun,
+  ipv4RuleSpec,
   NODE_IP1,
   NODE_IP2,
   POD_SUBNET,
@@ -28,15 +29,7 @@ describeAsRoot("portmap alone (the bug)", () => {
     expect(add.ok, describeRun(add)).toBe(true);
     await h.topo.serveService({ tcp: [HOST_PORT] });
 
-    const spec = {
-      listName: list.name,
-      containerID: pod.containerID,
-      family: 4 as const,
-      podSubnet: POD_SUBNET,
-      podIP: podIPs(add.result).v4!,
-      hostPort: HOST_PORT,
-      containerPort: 80,
-    };
+    const spec = { ...ipv4RuleSpec(list.name, pod.containerID, add.result), hostPort: HOST_PORT, containerPort: 80 };
     expect(await podHostportRules(h, list.name, pod.containerID)).toEqual(portmapRulesFor(spec, [undefined]));
 
     expect(await whoAnswers(h.topo.client, "tcp", NODE_IP1, HOST_PORT)).toBe("pod-a");

@@ -10,14 +10,13 @@ import {
   dnChainName,
   type Harness,
   IS_ROOT,
+  ipv4RuleSpec,
   linesMentioning,
   NODE_IP1,
   NODE_IP2,
   natSave,
   type PluginConf,
-  POD_SUBNET,
   podHostportRules,
-  podIPs,
   portmapRulesFor,
   portmapVariant,
   whoAnswers,
@@ -33,15 +32,7 @@ async function scopedPod(h: Harness, name: string, hostPort: number, hostip: Par
   });
   expect(add.ok, describeRun(add)).toBe(true);
   const rules = [...((await podHostportRules(h, list.name, pod.containerID)) ?? [])].sort();
-  const spec = {
-    listName: list.name,
-    containerID: pod.containerID,
-    family: 4 as const,
-    podSubnet: POD_SUBNET,
-    podIP: podIPs(add.result).v4!,
-    hostPort,
-    containerPort: 80,
-  };
+  const spec = { ...ipv4RuleSpec(list.name, pod.containerID, add.result), hostPort, containerPort: 80 };
   const expected = (ips: Array<string | undefined>) => portmapRulesFor(spec, ips).sort();
   return { rules, expected, pod };
 }

@@ -173,6 +173,19 @@ export class CniInvoker {
     return stdin;
   }
 
+  /** The environment libcni gives a plugin for `rt` (PATH: `path`, else the invoker's). */
+  pluginEnv(command: CniCommand, rt: RuntimeConf, path?: string): Record<string, string> {
+    return {
+      PATH: path ?? this.opts.path ?? pluginPath(),
+      CNI_COMMAND: command,
+      CNI_CONTAINERID: rt.containerID,
+      CNI_NETNS: rt.netns,
+      CNI_IFNAME: rt.ifName ?? "eth0",
+      CNI_ARGS: rt.args ?? "",
+      CNI_PATH: this.cniPath.join(":"),
+    };
+  }
+
   /** Runs one plugin of the list with one command. */
   async invoke(
     command: CniCommand,
@@ -182,16 +195,7 @@ export class CniInvoker {
     prevResult?: Record<string, unknown>,
   ): Promise<PluginRun> {
     const stdin = this.pluginStdin(list, conf, rt, prevResult);
-    const env: Record<string, string> = {
-      ...(this.opts.extraEnv ?? {}),
-      PATH: this.opts.path ?? pluginPath(),
-      CNI_COMMAND: command,
-      CNI_CONTAINERID: rt.containerID,
-      CNI_NETNS: rt.netns,
-      CNI_IFNAME: rt.ifName ?? "eth0",
-      CNI_ARGS: rt.args ?? "",
-      CNI_PATH: this.cniPath.join(":"),
-    };
+    const env: Record<string, string> = { ...(this.opts.extraEnv ?? {}), ...this.pluginEnv(command, rt) };
     const r = await nsRun(this.nodeNs, this.resolve(conf.type), [], {
       input: JSON.stringify(stdin),
       env,

@@ -13,7 +13,7 @@ import {
   type RuntimeConf,
   withoutPlugin,
 } from "./cni.js";
-import { type PodRuntimeOptions, podRuntime } from "./conflists.js";
+import { POD_SUBNET, type PodRuntimeOptions, podRuntime } from "./conflists.js";
 import type { RunResult } from "./exec.js";
 import {
   chainRules,
@@ -249,6 +249,11 @@ export function podHostportRules(
   return portmapVariant().backend === "nftables"
     ? nftPodRules(h.topo.node, family, containerID)
     : chainRules(h.topo.node, dnChainName(listName, containerID), family, h.iptables);
+}
+
+/** `portmapRulesFor`'s spec of a pod's IPv4 rules from its ADD result, all but the mapping's ports. */
+export function ipv4RuleSpec(listName: string, containerID: string, result: Record<string, unknown> | undefined) {
+  return { listName, containerID, family: 4 as const, podSubnet: POD_SUBNET, podIP: podIPs(result).v4! };
 }
 
 /**
