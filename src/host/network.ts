@@ -33,6 +33,8 @@ export function parseIpAddressJson(text: string): NodeAddress[] {
 
 interface IpRoute {
   dst?: string;
+  /** Printed only for a table other than main (when every table is listed). */
+  table?: string;
   /** Absent for unicast; unreachable, blackhole, prohibit, throw: no way out. */
   type?: string;
   dev?: string;
@@ -40,11 +42,15 @@ interface IpRoute {
   nexthops?: Array<{ dev?: string }>;
 }
 
-/** Parses `ip -j route show default`: the interfaces of every nexthop of every unicast default route. */
+/**
+ * Parses `ip -j route show default` (or `route show table all exact ::/0`): the interfaces of every nexthop of
+ * every unicast default route of the main table.
+ */
 export function parseDefaultRoutesJson(text: string): string[] {
   const ifaces: string[] = [];
   for (const route of JSON.parse(text) as IpRoute[]) {
     if (route.dst !== "default" || (route.type !== undefined && route.type !== "unicast")) continue;
+    if (route.table !== undefined && route.table !== "main") continue;
     for (const dev of [route.dev, ...(route.nexthops ?? []).map((n) => n.dev)]) {
       if (dev !== undefined && dev !== "lo" && !ifaces.includes(dev)) ifaces.push(dev);
     }
@@ -96,9 +102,11 @@ export function manyLocalAddresses(): boolean {
 }
 
 /**
- * One `ip` process lists the addresses and the IPv4 default routes (a batch costs what `ip address` alone
- * costs); IPv6 needs its own (`-6` is global in a batch), run in parallel only when IPv6 is asked for. With
- * `upOnly`, only the addresses of the interfaces that are up are listed, and `down` names the others.
+ * One `ip` process lists the addresses and the default routes of the families asked for (a batch costs what
+ * `ip address` alone costs). `-6` would apply to the whole batch: IPv6's line lists every table's routes to
+ * exactly ::/0 (the prefix gives the family), and the parser keeps the main table's, as `ip -6 route show
+ * default` prints them. With `upOnly`, only the addresses of the interfaces that are up are listed, and `down`
+ * names the others.
  */
 export async function readNodeNetwork(
   families: readonly Family[] = [4, 6],
@@ -107,17 +115,17 @@ export async function readNodeNetwork(
 ): Promise<NodeNetwork & { down: string[] }> {
   const commands = upOnly ? ["link show", "address show up"] : ["address show"];
   if (families.includes(4)) commands.push("route show default");
-  const [batch, v6] = await Promise.all([
-    ip(runner, ["-j", "-batch", "-"], commands.map((c) => `${c}\n`).join("")),
-    families.includes(6) ? ip(runner, ["-j", "-6", "route", "show", "default"]) : "[]",
-  ]);
+  if (families.includes(6)) commands.push("route show table all exact ::/0");
+  const batch = await ip(runner, ["-j", "-batch", "-"], commands.map((c) => `${c}\n`).join(""));
   // Without -p each command prints its JSON on one line.
   const lines = batch.split("\n").filter((line) => line.trim() !== "");
   const links = upOnly ? lines.shift() : undefined;
-  const [addresses, v4 = "[]"] = lines;
+  const addresses = lines.shift();
+  const v4 = families.includes(4) ? lines.shift() : undefined;
+  const v6 = families.includes(6) ? lines.shift() : undefined;
   return {
     addresses: parseIpAddressJson(addresses ?? "[]"),
-    defaultRouteInterfaces: { 4: parseDefaultRoutesJson(v4), 6: parseDefaultRoutesJson(v6) },
+    defaultRouteInterfaces: { 4: parseDefaultRoutesJson(v4 ?? "[]"), 6: parseDefaultRoutesJson(v6 ?? "[]") },
     down: links === undefined ? [] : parseDownLinks(links),
   };
 }

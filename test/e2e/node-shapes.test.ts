@@ -32,6 +32,7 @@ import {
   privateNic,
   rulesIn,
   serviceIpOnNodeAddress,
+  sourceRoutedUplink,
   subInterfaceUplink,
   UPLINK,
   UPLINK2_IP,
@@ -155,6 +156,20 @@ describeAsRoot.each(IPTABLES_VARIANTS)("node shapes, $variant", ({ legacy }) => 
       await h.topo.settleIPv6();
       expect(await whoAnswers(h.topo.client, "tcp", NODE_IP6, 8222)).toBe("pod-nhgroup");
       expect(await whoAnswers(client2, "tcp", UPLINK2_IP6, 8222)).toBe("pod-nhgroup");
+    });
+  });
+
+  describe("a second uplink with default routes only in a policy-routing table", () => {
+    const h = useHarness({ legacyIptables: legacy });
+
+    it('"node" takes the main table\'s default-route uplink, in each family', async () => {
+      const client2 = await sourceRoutedUplink(h.topo);
+      const p = await startShaped(h, "srcroute", 8223, {}, { dualStack: true });
+      expect([p.v4, p.v6]).toEqual([[NODE_IP1, NODE_IP2, "127.0.0.1"], [NODE_IP6]]);
+      expect(p.stderr).toBe("");
+      await h.topo.settleIPv6();
+      expect(await whoAnswers(h.topo.client, "tcp", NODE_IP6, 8223)).toBe("pod-srcroute");
+      expect(await whoAnswers(client2, "tcp", UPLINK2_IP6, 8223)).toBeNull();
     });
   });
 

@@ -47,6 +47,22 @@ export async function ecmpNexthopGroup6(topo: Topology): Promise<string> {
   return client2;
 }
 
+/**
+ * A second uplink whose default routes, of both families, are in policy-routing table 100 only (source-based
+ * routing for its addresses): the main table's default routes stay on the first uplink.
+ */
+export async function sourceRoutedUplink(topo: Topology): Promise<string> {
+  const client2 = await secondUplink(topo);
+  for (const [family, via, from] of [
+    ["-4", "198.51.100.1", UPLINK2_IP],
+    ["-6", "2001:db8:2::1", UPLINK2_IP6],
+  ] as const) {
+    await ipIn(topo.node, family, "route", "add", "default", "via", via, "dev", UPLINK2, "table", "100");
+    await ipIn(topo.node, family, "rule", "add", "from", from, "table", "100");
+  }
+  return client2;
+}
+
 /** A private NIC (the node's InternalIP network) without the default route. */
 export const PRIVATE_IP = UPLINK2_IP;
 export function privateNic(topo: Topology): Promise<string> {

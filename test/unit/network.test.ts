@@ -52,6 +52,14 @@ describe("node network (recorded from the e2e node namespace)", () => {
     expect([parseDefaultRoutesJson(v4), parseDefaultRoutesJson(v6)]).toEqual([["up0"], ["up0"]]);
   });
 
+  it("takes IPv6's default routes of the main table from every table's routes to ::/0 (recorded, with table 100's route moved to up1)", () => {
+    // `ip -j -batch -` of "route show default" and "route show table all exact ::/0", with table 100 holding a
+    // default route of each family.
+    const v6 =
+      '[{"dst":"default","gateway":"2001:db8::2","dev":"up1","table":"100","metric":1024,"flags":[],"pref":"medium"},{"dst":"default","gateway":"2001:db8::1","dev":"up0","metric":1024,"flags":[],"pref":"medium"}]';
+    expect(parseDefaultRoutesJson(v6)).toEqual(["up0"]);
+  });
+
   it("marks IPv6 privacy and duplicate addresses", () => {
     const link = {
       ifname: "eth0",
