@@ -1,6 +1,6 @@
 // The single executable's main script. The plugin's bundle comes as an asset with a V8 code cache made at
-// build time with every function compiled (scripts/sea-code-cache.cjs): Node's own SEA code cache holds only
-// what compiles before the script runs, so each function a pod start calls would otherwise be compiled then.
+// build time holding every function a pod start runs (scripts/sea-code-cache.cjs): Node's own SEA code cache
+// holds only what compiles before the script runs, so each of them would otherwise be compiled then.
 const { getAsset, getRawAsset } = require("node:sea");
 const { Script } = require("node:vm");
 
