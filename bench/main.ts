@@ -40,7 +40,8 @@ function envList(name: string, fallback: string): string[] {
     .map((s) => s.trim())
     .filter((s) => s !== "");
 }
-const ROUNDS = Number(process.env["BENCH_ROUNDS"] ?? 10);
+// 20: medians of 10 moved a ratio by ±0.1 between runs of the same code here.
+const ROUNDS = Number(process.env["BENCH_ROUNDS"] ?? 20);
 const CONCURRENT_ROUNDS = Number(process.env["BENCH_CONCURRENT_ROUNDS"] ?? 3);
 const RSS_RUNS = Number(process.env["BENCH_RSS_RUNS"] ?? 3);
 const SIZES = envList("BENCH_SIZES", "0,5000,20000").map(Number);
@@ -506,7 +507,7 @@ async function main(): Promise<void> {
 
 async function bench(runnerScript: string): Promise<void> {
   if (ROUNDS < 10)
-    log(`BENCH_ROUNDS=${ROUNDS}: fewer than the 10 rounds the results are meant to have (a quick look only)`);
+    log(`BENCH_ROUNDS=${ROUNDS}: fewer than the 20 rounds the results are meant to have (a quick look only)`);
   const results: BenchResults = {
     machine: machineInfo(node24),
     settings: {
