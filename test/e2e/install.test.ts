@@ -1,10 +1,8 @@
 // The installer as a node runs it: the plugin copies itself into a CNI bin dir and inserts its entry after
 // portmap in the conflist; a pod set up from that conflist is scoped; --uninstall takes both back.
-import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { expect, it, onTestFinished } from "vitest";
-import { DEFAULT_STATE_DIR } from "../../src/core/config.js";
-import { recordPath } from "../../src/host/record.js";
 import { describeAsRoot, useHarness } from "../support/e2e.js";
 import {
   bridgeConflist,
@@ -16,6 +14,7 @@ import {
   whoAnswers,
 } from "../support/harness.js";
 import { pluginFile } from "../support/paths.js";
+import { removeNodeRecords } from "../support/records.js";
 
 describeAsRoot("installer", () => {
   const h = useHarness();
@@ -43,7 +42,7 @@ describeAsRoot("installer", () => {
       serve: { tcp: [80] },
     });
     // The installed entry has no stateDir: the plugin's record of this ADD is in the node's default directory.
-    onTestFinished(() => rmSync(recordPath(DEFAULT_STATE_DIR, list.name, rt.containerID), { force: true }));
+    onTestFinished(() => removeNodeRecords(list.name, [rt.containerID]));
     expect(add.ok, describeRun(add)).toBe(true);
     expect(await whoAnswers(h.topo.client, "tcp", NODE_IP2, 8080)).toBe("pod-inst");
     expect(await whoAnswers(h.topo.client, "tcp", NODE_IP1, 8080)).toBeNull();

@@ -20,11 +20,10 @@ import {
   writeFileSync,
 } from "node:fs";
 import { join } from "node:path";
-import { DEFAULT_STATE_DIR } from "../../../src/core/config.js";
-import { recordPath } from "../../../src/host/record.js";
 import { runOk } from "../exec.js";
 import { atLastResort } from "../netns.js";
 import { REPO_ROOT, SYSTEM_CNI_DIR } from "../paths.js";
+import { removeNodeRecords } from "../records.js";
 import { CriClient, type VersionResponse } from "./client.js";
 import { buildPauseImage, PAUSE_IMAGE } from "./image.js";
 
@@ -361,7 +360,7 @@ export class Containerd {
     }
     for (const file of this.cacheFiles()) rmSync(join(RESULTS_DIR, file), { force: true });
     // The plugin's ADD and DEL records (the entry has no stateDir: the node's default directory).
-    for (const id of this.sandboxIds) rmSync(recordPath(DEFAULT_STATE_DIR, this.o.conflist.name, id), { force: true });
+    removeNodeRecords(this.o.conflist.name, this.sandboxIds);
     // The shim's socket name: sha256 of containerd's address, namespace and task ID.
     for (const id of this.sandboxIds)
       rmSync(

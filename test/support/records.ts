@@ -1,0 +1,21 @@
+// The plugin's records in the node's default state directory, for the tests whose entry has no stateDir (the
+// installed entry, containerd's): removed after the test, and the directories with them when this test run
+// made them.
+import { existsSync, rmdirSync, rmSync } from "node:fs";
+import { DEFAULT_STATE_DIR } from "../../src/core/config.js";
+import { recordPath, recordsDir } from "../../src/host/record.js";
+
+const RECORDS_DIR = recordsDir(DEFAULT_STATE_DIR);
+const madeHere = [RECORDS_DIR, DEFAULT_STATE_DIR].filter((dir) => !existsSync(dir));
+
+/** Removes the records of `containerIds` in `network`, then the directories this run made, once empty. */
+export function removeNodeRecords(network: string, containerIds: Iterable<string>): void {
+  for (const id of containerIds) rmSync(recordPath(DEFAULT_STATE_DIR, network, id), { force: true });
+  for (const dir of madeHere) {
+    try {
+      rmdirSync(dir);
+    } catch {
+      // Not empty (another pod's record, a keeper's lock): it stays.
+    }
+  }
+}
