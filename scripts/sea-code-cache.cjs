@@ -38,6 +38,7 @@ const PORTMAP_CHAIN = {
 
 const PROC = {
   "/proc/net/fib_triestat": "",
+  "/proc/net/if_inet6": "20010db8000000000000000000000010 03 40 00 82      up0\n",
   "/proc/sys/net/netfilter/nf_conntrack_count": "0\n",
   "/proc/net/nf_conntrack": "",
 };

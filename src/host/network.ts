@@ -85,20 +85,35 @@ export function parseLocalPrefixes(text: string): number | undefined {
   return m ? Number(m[1]) : undefined;
 }
 
-/**
- * Above this many local IPv4 prefixes (kube-proxy in IPVS mode puts every Service IP on kube-ipvs0, which is
- * down), `ip -j address show` prints megabytes (10,000 addresses: 1.5 MB, 48 ms, and ~20 ms to parse here):
- * then only the up interfaces' addresses are listed, and the down ones' only where the policy looks.
- */
-const MANY_LOCAL_PREFIXES = 1_000;
+/** The node's IPv6 addresses, from /proc/net/if_inet6: one line each, every interface, up or down. */
+export function countIpv6Addresses(text: string): number {
+  let lines = 0;
+  for (let at = text.indexOf("\n"); at >= 0; at = text.indexOf("\n", at + 1)) lines++;
+  return lines;
+}
 
-/** Whether this node has so many local addresses that listing them all is the larger part of an ADD. */
+/**
+ * Above this many local addresses of a family (kube-proxy in IPVS mode puts every Service IP on kube-ipvs0,
+ * which is down), `ip -j address show` prints megabytes (10,000 addresses: 1.5 MB, 48 ms, and ~20 ms to parse
+ * here): then only the up interfaces' addresses are listed, and the down ones' only where the policy looks.
+ */
+const MANY_LOCAL_ADDRESSES = 1_000;
+
+/**
+ * Whether this node has so many local addresses that listing them all is the larger part of an ADD: IPv4's
+ * count is the kernel's local prefixes (/proc/net/fib_triestat, a few lines), IPv6's the lines of
+ * /proc/net/if_inet6 (IPv6-only clusters put their Service IPs there).
+ */
 export function manyLocalAddresses(): boolean {
-  try {
-    return (parseLocalPrefixes(readFileSync("/proc/net/fib_triestat", "utf8")) ?? 0) > MANY_LOCAL_PREFIXES;
-  } catch {
-    return false;
-  }
+  const read = (path: string): string | undefined => {
+    try {
+      return readFileSync(path, "utf8");
+    } catch {
+      return undefined;
+    }
+  };
+  const v4 = parseLocalPrefixes(read("/proc/net/fib_triestat") ?? "") ?? 0;
+  return v4 > MANY_LOCAL_ADDRESSES || countIpv6Addresses(read("/proc/net/if_inet6") ?? "") > MANY_LOCAL_ADDRESSES;
 }
 
 /**

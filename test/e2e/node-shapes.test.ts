@@ -24,6 +24,7 @@ import {
   labelledAddress,
   loopbackNodeIp,
   manyServiceIps,
+  manyServiceIps6,
   NODE_IP1,
   NODE_IP2,
   NODE_IP6,
@@ -131,6 +132,20 @@ describeAsRoot.each(IPTABLES_VARIANTS)("node shapes, $variant", ({ legacy }) => 
       const stat = await nsRunOk(h.topo.node, "cat", ["/proc/net/fib_triestat"]);
       expect(Number(/Local:[\s\S]*?Prefixes:\s+(\d+)/.exec(stat)?.[1])).toBeGreaterThan(1_000);
       await serviceIpLeftOut(h, "ipvs-many", 8212);
+    });
+  });
+
+  describe("a node with many IPv6 local addresses (an IPv6 cluster's 1,100 Service IPs on kube-ipvs0, down)", () => {
+    const h = useHarness({ legacyIptables: legacy });
+
+    it("decides as on a small node, listing only the up interfaces' addresses", async () => {
+      await manyServiceIps6(h.topo, 1_100);
+      const inet6 = await nsRunOk(h.topo.node, "cat", ["/proc/net/if_inet6"]);
+      expect(inet6.split("\n").length).toBeGreaterThan(1_000);
+      const p = await startShaped(h, "ipvs6", 8213, {}, { dualStack: true });
+      expect([p.v4, p.v6]).toEqual([[NODE_IP1, NODE_IP2, "127.0.0.1"], [NODE_IP6]]);
+      await h.topo.settleIPv6();
+      expect(await whoAnswers(h.topo.client, "tcp", NODE_IP6, 8213)).toBe("pod-ipvs6");
     });
   });
 

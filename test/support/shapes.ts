@@ -124,6 +124,19 @@ export function manyServiceIps(topo: Topology, count: number): Promise<string> {
   );
 }
 
+/**
+ * The same on an IPv6-only cluster: `count` IPv6 Service IPs (fd00:10:96::/112) on kube-ipvs0, added once it is
+ * down (an interface going down drops its IPv6 addresses unless keep_addr_on_down is set).
+ */
+export async function manyServiceIps6(topo: Topology, count: number): Promise<void> {
+  await ipIn(topo.node, "link", "set", IPVS_DEVICE, "down");
+  const lines = Array.from(
+    { length: count },
+    (_, i) => `addr add fd00:10:96::${i.toString(16)}/128 dev ${IPVS_DEVICE} nodad\n`,
+  );
+  await runOk("ip", ["-n", topo.node, "-batch", "-"], { input: lines.join("") });
+}
+
 /** A secondary IPv4 address with a label (`uplink:1`, as ifconfig-era tools name it). */
 export const LABELLED_IP = "192.0.2.12";
 export function labelledAddress(topo: Topology): Promise<string> {

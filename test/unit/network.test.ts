@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { kernelIp, parseIp } from "../../src/core/ip.js";
 import {
+  countIpv6Addresses,
   parseDefaultRoutesJson,
   parseDownLinks,
   parseIpAddressJson,
@@ -79,6 +80,17 @@ describe("a node with many local addresses (recorded: 10,000 Service IPs on a do
   it("counts the kernel's local IPv4 prefixes from /proc/net/fib_triestat", () => {
     expect(parseLocalPrefixes(fixture("host/fib_triestat-ipvs.txt"))).toBe(10007);
     expect(parseLocalPrefixes("Basic info: size of leaf: 48 bytes\n")).toBeUndefined();
+  });
+
+  it("counts the node's IPv6 addresses from /proc/net/if_inet6 (recorded), down interfaces' included", () => {
+    const recorded = [
+      "20010db8000000000000000000000010 03 40 00 82      up0",
+      "fe80000000000000f8a493fffe95839c 02 40 20 80      up1",
+      "00000000000000000000000000000001 01 80 10 80       lo",
+      "fd000010009600000000000000000001 04 80 00 82     kipv",
+    ];
+    expect(countIpv6Addresses(`${recorded.join("\n")}\n`)).toBe(4);
+    expect(countIpv6Addresses("")).toBe(0);
   });
 
   it("names the interfaces that are down, whose addresses `address show up` leaves out", () => {
