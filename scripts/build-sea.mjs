@@ -39,7 +39,12 @@ export function buildSea(bundle, exe, version, target = X64) {
   const work = mkdtempSync(join("dist", ".sea-"));
   const run = (file, args, opts) => {
     const [cmd, argv] = target.command(file, args);
-    return execFileSync(cmd, argv, { timeout: 120_000, ...opts });
+    try {
+      return execFileSync(cmd, argv, { timeout: 120_000, ...opts });
+    } catch (err) {
+      // What the step printed, as text (the error itself carries it as buffers).
+      throw new Error(`${cmd} ${argv.join(" ")} failed:\n${err.stderr?.toString() || err.message}`);
+    }
   };
   try {
     // The bundle as a CommonJS wrapper function (a shebang there would be a syntax error), with its code cache

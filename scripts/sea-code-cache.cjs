@@ -115,20 +115,25 @@ async function add(plugin, stdin) {
     },
   };
   Object.assign(process.env, CNI_ENV);
-  process.exitCode = undefined;
+  // The plugin ends a CNI call with process.exit: here that only records the code.
+  let exitCode;
+  const exit = process.exit;
+  process.exit = (code) => {
+    exitCode = code;
+  };
   try {
     plugin({}, (id) => modules[id] ?? require(id), { exports: {} }, source, __dirname);
-    // The ADD runs on promises; it has ended once the exit code is set.
+    // The ADD runs on promises; it has ended once it exits.
     const deadline = Date.now() + ADD_LIMIT_MS;
-    while (process.exitCode === undefined) {
+    while (exitCode === undefined) {
       if (Date.now() > deadline) throw new Error(`sea-code-cache: ADD did not end within ${ADD_LIMIT_MS} ms`);
       await new Promise((resolve) => setImmediate(resolve));
     }
   } finally {
+    process.exit = exit;
     for (const name of Object.keys(CNI_ENV)) delete process.env[name];
   }
-  if (process.exitCode !== 0) throw new Error(`sea-code-cache: ADD exited ${process.exitCode}: ${stdout}`);
-  process.exitCode = undefined;
+  if (exitCode !== 0) throw new Error(`sea-code-cache: ADD exited ${exitCode}: ${stdout}`);
   return stdout;
 }
 

@@ -11,7 +11,9 @@ async function main(): Promise<number> {
     const { runCli } = await import("./cli/main.js");
     return runCli(args.length > 0 ? args : ["--help"]);
   }
-  return runCni();
+  // A CNI call writes everything with fs.writeSync and has nothing left running once it returns: exiting at
+  // once spares every pod start the runtime's teardown (~1.5 ms on Node 24).
+  process.exit(await runCni());
 }
 
 main().then(
