@@ -105,15 +105,16 @@ const MANY_LOCAL_ADDRESSES = 1_000;
  * /proc/net/if_inet6 (IPv6-only clusters put their Service IPs there).
  */
 export function manyLocalAddresses(): boolean {
-  const read = (path: string): string | undefined => {
+  // A file the kernel does not have (no IPv6, no procfs) counts none.
+  const read = (path: string): string => {
     try {
       return readFileSync(path, "utf8");
     } catch {
-      return undefined;
+      return "";
     }
   };
-  const v4 = parseLocalPrefixes(read("/proc/net/fib_triestat") ?? "") ?? 0;
-  return v4 > MANY_LOCAL_ADDRESSES || countIpv6Addresses(read("/proc/net/if_inet6") ?? "") > MANY_LOCAL_ADDRESSES;
+  const v4 = parseLocalPrefixes(read("/proc/net/fib_triestat")) ?? 0;
+  return v4 > MANY_LOCAL_ADDRESSES || countIpv6Addresses(read("/proc/net/if_inet6")) > MANY_LOCAL_ADDRESSES;
 }
 
 /**

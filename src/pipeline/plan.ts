@@ -58,7 +58,7 @@ export async function planPodChains(conf: NetConf, env: CniEnv): Promise<PodPlan
   // The reads run one after the other with spawnSync, also for two families: each takes a few milliseconds
   // (`iptables -S` of one chain stays small at 20,000 rules with iptables-nft, and iptables-legacy serialises
   // its calls on the xtables lock anyway), less than the first async spawn costs.
-  // Only the families where some mapping may need scoping, while the node's addresses are listed.
+  // Only the families where some mapping may need scoping.
   const chain = portmapChainName(conf.name, env.containerId);
   const [network, chains] = await Promise.all([
     readPodNetwork(host, scoping, runner),
