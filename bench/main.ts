@@ -187,6 +187,7 @@ async function dualRound(node: BenchNode, dual: BenchPod, record: Record_, order
   record(M.portmapAddDual, pm.ns);
   for (const [i, a] of order.entries()) {
     if (i > 0) await resetChains(node, pm.reset);
+    node.forget([dual]);
     record(
       a.dual,
       (await cniOk(node.runner, node.oursAdd(a.path, dual, pm.output), `${a.name} ADD (dual-stack)`)).result.ns,
@@ -216,6 +217,7 @@ async function round(
       record(M.restoreChain, (await node.restore(resetPayload)).ns);
       if (existsSync(node24)) record(M.floor24, (await node.runner.runOk(node.tool(node24, ["-e", "0"]))).ns);
     }
+    node.forget([pod]);
     const r = await cniOk(node.runner, node.oursAdd(a.path, pod, pm.output), `${a.name} ADD`);
     record(a.add, r.result.ns);
     // The sanity check (and the cost of one `iptables -S <chain>` at this size).
@@ -262,6 +264,7 @@ async function measureSize(
     const warm = await portmapWrote(node, p);
     if (p === pod) resetPayload = warm.reset[4]!;
     for (const a of artifacts) {
+      node.forget([p]);
       await cniOk(node.runner, node.oursAdd(a.path, p, warm.output), `${a.name} ADD (warm-up)`);
       await checkScoped(node, p, `${a.name} ADD (warm-up)`);
       await resetChains(node, warm.reset);
@@ -346,6 +349,7 @@ async function measureConcurrent(
     const c = contenders[i % contenders.length]!;
     const r = out.get(c.name)!;
     await node.restore(group.reset);
+    node.forget(group.pods);
     const batch = await node.runner.batch(c.jobs);
     r.wallMs.push(batch.wallNs / 1e6);
     batch.results.forEach((res, j) => {
@@ -390,6 +394,7 @@ async function measureRss(node: BenchNode, pod: BenchPod, size: number, others: 
     const pm = await cniOk(node.runner, measured(node.portmapAdd(pod)), "portmap ADD");
     record(M.portmapAdd, pm.result);
     for (const a of artifacts) {
+      node.forget([pod]);
       record(a.add, (await cniOk(node.runner, measured(node.oursAdd(a.path, pod, pm.output)), `${a.name} ADD`)).result);
       if (!sameRules((await node.listChain(pod.chain)).rules, scopedChain(pod)))
         throw new Error(`${a.name} ADD (RSS run) left an unexpected chain`);
@@ -403,6 +408,7 @@ async function measureRss(node: BenchNode, pod: BenchPod, size: number, others: 
     // The executable as the build left it: strip and postject wrote it in one go, and the page cache may hold it
     // in large folios that a fault maps whole (on this kernel: ≈ +19 MiB for the SEA). Nodes run the installer's copy.
     for (const a of artifacts.filter((x) => x.name === "SEA")) {
+      node.forget([pod]);
       record(
         M.seaAddBuilt,
         (await cniOk(node.runner, measured(node.oursAdd(a.built, pod, pm.output)), `${a.name} ADD (as built)`)).result,

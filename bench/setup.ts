@@ -1,7 +1,9 @@
 // One iptables variant's bench node: the e2e topology and invoker (test/support), the runner inside the node
 // namespace, the timed pod (bridge + host-local ran once), and the CNI calls the bench times.
-import { existsSync } from "node:fs";
+import { existsSync, rmSync } from "node:fs";
 import { delimiter, join } from "node:path";
+import { recordPath } from "../src/host/record.js";
+import { stateDirFor } from "../test/support/conflists.js";
 import {
   bridgeConflist,
   containerdMapping,
@@ -207,6 +209,15 @@ export class BenchNode {
 
   portmapDel(pod: BenchPod): Job {
     return this.cniJob("DEL", join(SYSTEM_CNI_DIR, "portmap"), 1, pod);
+  }
+
+  /**
+   * Forgets the pods' earlier ADDs (our records of them, untimed): the next ADD is then as on a pod's start, the
+   * container's first (which swaps portmap's rules without reading them).
+   */
+  forget(pods: readonly BenchPod[]): void {
+    for (const pod of pods)
+      rmSync(recordPath(stateDirFor(this.h.topo.ipamDataDir), pod.list.name, pod.rt.containerID), { force: true });
   }
 
   /** Our ADD, with what portmap's ADD returned as prevResult. */

@@ -19,9 +19,9 @@ export async function cmdAdd(
   const result = convertResult(conf.prevResult, conf.cniVersion);
   // A pod without hostPorts (most pods) has nothing more to do: the pipeline is not even loaded.
   if (conf.portMappings.length === 0) return { result, resolved: [] };
-  recordAdd(conf, env);
+  const first = recordAdd(conf, env);
   const { scopePod } = await import("../pipeline/plan.js");
-  const { resolved, plans: all, notes, written } = await scopePod(conf, env);
+  const { resolved, plans: all, notes, written } = await scopePod(conf, env, first);
   // The default never fails a pod: what it left out, and why, must still be visible.
   for (const note of notes) writeOutput(2, `portmap-hostip: ${note}\n`);
   for (const { family, closed } of all) {
@@ -52,14 +52,17 @@ export async function cmdAdd(
 /**
  * Tells gc (and the keeper) that this container's chain is live though libcni has not cached the result yet.
  * ADD never waits for the keeper lock: no pass writes the chain of a container that is not cached. Best effort: a node without a writable state directory scopes pods all the same, with a warning.
+ * True when this is the container's first ADD (it had no record): portmap has then just created its chain,
+ * with its rules only (an ADD again finds our rules there, and portmap's appended after them).
  */
-function recordAdd(conf: NetConf, env: CniEnv): void {
+function recordAdd(conf: NetConf, env: CniEnv): boolean {
   try {
-    writeRecord(conf.stateDir, conf.name, env.containerId, "added");
+    return writeRecord(conf.stateDir, conf.name, env.containerId, "added");
   } catch (err) {
     writeOutput(
       2,
       `portmap-hostip: pod ${podLabel(env)}: no record in ${conf.stateDir} (${(err as Error).message}); gc --grace may take its chain for dead while ADD runs\n`,
     );
+    return false;
   }
 }

@@ -87,6 +87,15 @@ export function cidrContains(cidr: Cidr, ip: Ip): boolean {
   return Math.floor(ipv4Number(base) / size) === Math.floor(ipv4Number(ip.text) / size);
 }
 
+/** The network of a CIDR as iptables prints it: 10.244.1.5/24 → 10.244.1.0/24 (IPv4 without the library). */
+export function networkOf(cidr: Cidr): string {
+  const [base = "", bits = ""] = cidr.text.split("/");
+  if (cidr.family === 6) return `${cidr.address.startAddress().correctForm()}/${bits}`;
+  const size = 2 ** (32 - Number(bits));
+  const start = Math.floor(ipv4Number(base) / size) * size;
+  return `${[24, 16, 8, 0].map((shift) => Math.floor(start / 2 ** shift) % 256).join(".")}/${bits}`;
+}
+
 // Addresses that are never a unicast address of this node, whatever its interfaces say.
 const NOT_UNICAST: ReadonlyArray<[string, string]> = [
   ["0.0.0.0/32", "the unspecified address"],

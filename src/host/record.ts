@@ -1,7 +1,7 @@
 // A container's record under the node's state directory, as ADD and DEL write it (host/state.ts reads them and
 // holds the keeper lock). Synchronous node:fs on purpose: a hostPort ADD never loads node:fs/promises (~2 ms)
 // for three calls on a tmpfs.
-import { mkdirSync, renameSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, renameSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 
 export type RecordState = "added" | "deleted";
@@ -19,12 +19,14 @@ export const recordsDir = (dir: string): string => join(dir, "containers");
 export const recordPath = (dir: string, network: string, containerId: string): string =>
   join(recordsDir(dir), `${encodeURIComponent(network)}_${containerId}`);
 
-/** Writes the container's record atomically (temporary file and rename). */
-export function writeRecord(dir: string, network: string, containerId: string, state: RecordState): void {
+/** Writes the container's record atomically (temporary file and rename); false when it had one already. */
+export function writeRecord(dir: string, network: string, containerId: string, state: RecordState): boolean {
   const file = recordPath(dir, network, containerId);
+  const first = !existsSync(file);
   mkdirSync(recordsDir(dir), { recursive: true, mode: 0o700 });
   const tmp = `${file}.${process.pid}.tmp`;
   const record: ContainerRecord = { network, containerId, state, at: Date.now() };
   writeFileSync(tmp, JSON.stringify(record), { mode: 0o600 });
   renameSync(tmp, file);
+  return first;
 }

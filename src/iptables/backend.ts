@@ -4,7 +4,7 @@ import type { Family } from "../core/ip.js";
 import type { Rule } from "../core/rule.js";
 import { type Runner, type RunResult, run } from "../host/run.js";
 import { NotInstalled, runTool, toolFailure } from "../host/tool.js";
-import { appendRules, restorePayload } from "./text.js";
+import { appendRules, restorePayload, swapPayload } from "./text.js";
 
 const BINARIES: Record<Family, { iptables: string; restore: string }> = {
   4: { iptables: "iptables", restore: "iptables-restore" },
@@ -16,6 +16,9 @@ const BINARIES: Record<Family, { iptables: string; restore: string }> = {
 const NO_CHAIN = /No chain\/target\/match by that name|does not exist|is incompatible/;
 // Lock contention (legacy) or a concurrent nftables transaction: the runtime should retry.
 const BUSY = /xtables lock|Resource temporarily unavailable|Device or resource busy/;
+// iptables-restore refused a line of its input, applying nothing: `line N failed` (both variants), or
+// iptables-nft's parser `Error occurred at line: N`.
+const REFUSED_LINE = /line \d+ failed|Error occurred at line: \d+/;
 // iptables-legacy waits for the machine-wide xtables lock; `-w` alone waits forever, and a pod's ADD stuck
 // behind another program's lock holds the runtime's sandbox setup with it. Five seconds is many times what
 // any of our calls holds the lock, and an ADD that ends with code 11 is retried by the runtime.
@@ -54,6 +57,29 @@ export async function writeChain(
   runner: Runner = run,
 ): Promise<void> {
   await restoreNat(family, restorePayload(chain, rules), `chain ${chain}`, runner);
+}
+
+/**
+ * Deletes the rules `from` and appends `to`, in one iptables-restore transaction. False when it changed
+ * nothing because it refused a line of its input (a rule to delete, or its chain, is not there: iptables-nft
+ * checks deletions last, so it may name a rule it could not append to a missing chain first), or there is no
+ * iptables; any other failure is a CniError, as a write's.
+ */
+export async function swapRules(
+  family: Family,
+  from: readonly Rule[],
+  to: readonly Rule[],
+  runner: Runner = run,
+): Promise<boolean> {
+  const bin = BINARIES[family].restore;
+  const result = await exec(bin, ["--noflush"], swapPayload(from, to), runner).catch((err: Error) => {
+    if (err instanceof NotInstalled) return undefined;
+    throw err;
+  });
+  if (result === undefined) return false;
+  if (result.code === 0) return true;
+  if (REFUSED_LINE.test(result.stderr)) return false;
+  throw failure(`${bin} --noflush of chain ${from[0]?.chain ?? to[0]?.chain}`, result);
 }
 
 /** The whole nat table as `iptables -S` prints it (`-P`, `-N`, `-A` lines). */

@@ -166,6 +166,14 @@ export function restorePayload(chain: string, rules: readonly Rule[]): string {
   return natTransaction([`:${chain} - [0:0]`, ...rules.map((r) => formatRule(r))]);
 }
 
+/**
+ * iptables-restore input that deletes the rules `from` and appends `to` (with --noflush): the transaction fails,
+ * changing nothing, when one rule of `from` is not there.
+ */
+export function swapPayload(from: readonly Rule[], to: readonly Rule[]): string {
+  return natTransaction([...from.map((r) => formatRule(r, "-D")), ...to.map((r) => formatRule(r))]);
+}
+
 /** One nat-table transaction for iptables-restore --noflush (`:CHAIN` lines first, then rule commands). */
 export function natTransaction(lines: readonly string[]): string {
   return ["*nat", ...lines, "COMMIT", ""].join("\n");

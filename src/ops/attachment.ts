@@ -7,8 +7,6 @@ import type { NodeNetwork } from "../core/node.js";
 import { podAddresses, podFamilies } from "../core/result.js";
 import type { Rule } from "../core/rule.js";
 import { portmapChainName } from "../iptables/chain-name.js";
-import { podScoping, resolvePod, scopeFamily } from "../pipeline/pod.js";
-import { attachmentLabel, type CachedAttachment } from "./cache.js";
 import {
   type PodNet,
   type PortmapOptions,
@@ -16,7 +14,9 @@ import {
   podNet,
   portmapChainRules,
   portmapJumpRules,
-} from "./portmap.js";
+} from "../iptables/portmap.js";
+import { podScoping, resolvePod, scopeFamily } from "../pipeline/pod.js";
+import { attachmentLabel, type CachedAttachment } from "./cache.js";
 
 const PORTMAP_TYPE = "portmap";
 

@@ -4,10 +4,10 @@
 
 import type { Family } from "../core/ip.js";
 import { type Rule, ruleKey, sameRule, sameRules } from "../core/rule.js";
+import { portmapSharedRules } from "../iptables/portmap.js";
 import { type NatTable, portmapJumps, printedLine, rulesOf } from "../iptables/table.js";
 import { formatRule } from "../iptables/text.js";
 import type { ExpectedChain } from "./attachment.js";
-import { portmapSharedRules } from "./portmap.js";
 
 export interface Wanted {
   label: string;

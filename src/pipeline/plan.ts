@@ -6,7 +6,7 @@ import { CniError, Code } from "../core/errors.js";
 import type { Family } from "../core/ip.js";
 import { type CniEnv, podLabel } from "../core/names.js";
 import type { NodeNetwork } from "../core/node.js";
-import { podFamilies } from "../core/result.js";
+import { podAddresses, podFamilies } from "../core/result.js";
 import { type Rule, sameRules } from "../core/rule.js";
 import type { Runner } from "../host/run.js";
 import { batch, CHAIN, NEVER, NFT_FAMILY, podRules, rewriteCommands, TABLE } from "../nftables/json.js";
@@ -37,16 +37,21 @@ export interface PodPlan {
   notes: string[];
 }
 
-export async function planPodChains(conf: NetConf, env: CniEnv): Promise<PodPlan> {
+/** A pod with hostPorts none of which is to be scoped: every mapping stays "any", nothing is read. */
+const unscoped = (conf: NetConf): PodPlan => ({
+  resolved: conf.portMappings.map(
+    (mapping): ResolvedMapping => ({ mapping, source: "any", ips: undefined, leftOut: [], closed: false }),
+  ),
+  plans: [],
+  notes: [],
+});
+
+/** The plan from the node's network (read, unless `network` is given) and the pod's rules as read. */
+export async function planPodChains(conf: NetConf, env: CniEnv, network?: NodeNetwork): Promise<PodPlan> {
   if (conf.portMappings.length === 0) return { resolved: [], plans: [], notes: [] };
   const pod = podLabel(env);
   const scoping = podScoping(conf, pod, podFamilies(conf.prevResult, env.ifname));
-  if (!scoping) {
-    const resolved = conf.portMappings.map(
-      (mapping): ResolvedMapping => ({ mapping, source: "any", ips: undefined, leftOut: [], closed: false }),
-    );
-    return { resolved, plans: [], notes: [] };
-  }
+  if (!scoping) return unscoped(conf);
   // Loaded only now: a pod without hostPorts to scope (most pods) never pays for child_process.
   const [host, { runBlocking: runner }, { readChain }, { portmapChainName }, { readHostports }] = await Promise.all([
     import("../host/network.js"),
@@ -60,10 +65,8 @@ export async function planPodChains(conf: NetConf, env: CniEnv): Promise<PodPlan
   // its calls on the xtables lock anyway), less than the first async spawn costs.
   // Only the families where some mapping may need scoping.
   const chain = portmapChainName(conf.name, env.containerId);
-  const [network, chains] = await Promise.all([
-    readPodNetwork(host, scoping, runner),
-    Promise.all(scoping.families.map((f) => readChain(f, chain, runner))),
-  ]);
+  const node = network ?? (await readPodNetwork(host, scoping, runner));
+  const chains = await Promise.all(scoping.families.map((f) => readChain(f, chain, runner)));
   // portmap's nftables backend is read only when its iptables backend wrote no chain for the pod: the
   // iptables one is by far the common case, and an nft process costs every hostPort ADD ~3 ms.
   const nft = chains.every((c) => c === undefined)
@@ -73,7 +76,68 @@ export async function planPodChains(conf: NetConf, env: CniEnv): Promise<PodPlan
     : undefined;
   const nftables = nft?.some((rules) => rules.length > 0) === true;
   const current = scoping.families.map((_, i) => (nftables ? nft?.[i] : chains[i]) ?? []);
-  return planScoped(scoping, pod, network, current, nftables ? undefined : chain);
+  return planScoped(scoping, pod, node, current, nftables ? undefined : chain);
+}
+
+/**
+ * ADD right after portmap's first ADD of the container: its chain holds exactly the rules portmap writes for
+ * these mappings (portmapChainRules, with portmap's default options), so each family's are swapped for the
+ * scoped ones without reading them first, in one iptables-restore that deletes each (and fails, changing
+ * nothing, if one is not there) and appends the scoped rules: the chain the rewrite of the read rules gives.
+ * When a family's transaction fails (other portmap options, its nftables backend, a chain changed since), the
+ * families already swapped are swapped back and the plan is made from the rules as read, on the same
+ * network. Returns undefined then, with the network.
+ */
+async function swapPortmapRules(
+  conf: NetConf,
+  env: CniEnv,
+): Promise<{ done: (PodPlan & { written: ChainPlan[] }) | undefined; network?: NodeNetwork }> {
+  const pod = podLabel(env);
+  const scoping = podScoping(conf, pod, podFamilies(conf.prevResult, env.ifname));
+  if (!scoping) return { done: { ...unscoped(conf), written: [] } };
+  const [
+    host,
+    { runBlocking: runner },
+    { swapRules },
+    { portmapChainName },
+    { podNet, portmapChainRules, PORTMAP_DEFAULTS },
+  ] = await Promise.all([
+    import("../host/network.js"),
+    import("../host/run.js"),
+    import("../iptables/backend.js"),
+    import("../iptables/chain-name.js"),
+    import("../iptables/portmap.js"),
+  ]);
+  const chain = portmapChainName(conf.name, env.containerId);
+  const addresses = podAddresses(conf.prevResult, env.ifname);
+  const portmap = scoping.families.map((f) => {
+    const net = podNet(addresses.get(f) ?? "");
+    return net && portmapChainRules(chain, net, conf.portMappings, PORTMAP_DEFAULTS);
+  });
+  const network = await readPodNetwork(host, scoping, runner);
+  if (portmap.some((rules) => rules === undefined)) return { done: undefined, network };
+  const plan = planScoped(scoping, pod, network, portmap as Rule[][], chain);
+  // A family left as portmap wrote it would not be checked by a swap: the read decides then.
+  if (!plan.plans.every(changed)) return { done: undefined, network };
+  // One family after the other; one whose rules are not portmap's as assumed (or that fails) puts the
+  // families before it back.
+  const swapped: ChainPlan[] = [];
+  const putBack = () => Promise.allSettled(swapped.map((p) => swapRules(p.family, p.desired, p.current, runner)));
+  for (const p of plan.plans) {
+    let applied: boolean;
+    try {
+      applied = await swapRules(p.family, p.current, p.desired, runner);
+    } catch (err) {
+      await putBack();
+      throw err;
+    }
+    if (!applied) {
+      await putBack();
+      return { done: undefined, network };
+    }
+    swapped.push(p);
+  }
+  return { done: { ...plan, written: plan.plans } };
 }
 
 /**
@@ -146,11 +210,19 @@ const NFT_ATTEMPTS = 3;
 /**
  * Plans the pod's rules and writes what changed: nftables, both families in one batch (read again and
  * retried when a concurrent DEL or ADD of the pod changed its rules in between); iptables, one transaction
- * per family, the other put back if one fails. Returns the plan and the written families.
+ * per family, the other put back if one fails. `portmapJustWrote` (ADD, the container's first): portmap's
+ * iptables rules are swapped for the scoped ones without reading them, as long as they are all there.
+ * Returns the plan and the written families.
  */
-export async function scopePod(conf: NetConf, env: CniEnv): Promise<PodPlan & { written: ChainPlan[] }> {
+export async function scopePod(
+  conf: NetConf,
+  env: CniEnv,
+  portmapJustWrote = false,
+): Promise<PodPlan & { written: ChainPlan[] }> {
+  const swap = portmapJustWrote && conf.portMappings.length > 0 ? await swapPortmapRules(conf, env) : undefined;
+  if (swap?.done) return swap.done;
   for (let attempt = 1; ; attempt++) {
-    const plan = await planPodChains(conf, env);
+    const plan = await planPodChains(conf, env, swap?.network);
     const written = plan.plans.filter(changed);
     if (written.length === 0) return { ...plan, written };
     const nft = written.filter((p) => p.backend === "nftables");

@@ -3,6 +3,8 @@
 // address or kube-ipvs0 gone, and a flushed nat table before DEL. Each ends in the documented result (a CNI
 // error or success, never a crash trace), and a failed ADD leaves both nat tables exactly as they were.
 import { expect, it } from "vitest";
+import { writeRecord } from "../../src/host/record.js";
+import { stateDirFor } from "../support/conflists.js";
 import { describeAsRoot, useHarness } from "../support/e2e.js";
 import {
   bridgeConflist,
@@ -134,13 +136,22 @@ const restoreFaults: {
   },
 ];
 
+/** `-A`/`-D` lines of a restore payload, the command swapped: what undoes a swap of rules. */
+const swappedBack = (payload: string): string => {
+  const lines = payload.split("\n");
+  const back = (from: string, to: string) => lines.filter((l) => l.startsWith(from)).map((l) => `${to}${l.slice(2)}`);
+  return ["*nat", ...back("-A ", "-D"), ...back("-D ", "-A"), "COMMIT", ""].join("\n");
+};
+
 describeAsRoot.each([{ legacy: false }, { legacy: true }])("iptables-restore fails (legacy: $legacy)", ({ legacy }) => {
   const h = useHarness({ legacyIptables: legacy });
 
-  it.each(restoreFaults.map((f, i) => ({ ...f, i })))(
-    "$what: ADD returns a CNI error, the nat tables are exactly as before",
-    async ({ kinds, rollback, i }) => {
-      const p = await prepare(h, `rf${i}`);
+  // The container's first ADD swaps portmap's rules without reading them; a later one reads and replaces them.
+  it.each(restoreFaults.flatMap((f, i) => [true, false].map((first) => ({ ...f, i, first }))))(
+    "$what (first ADD: $first): ADD returns a CNI error, the nat tables are exactly as before",
+    async ({ kinds, rollback, i, first }) => {
+      const p = await prepare(h, `rf${i}${first ? "f" : "l"}`);
+      if (!first) writeRecord(stateDirFor(h.topo.ipamDataDir), p.list.name, p.rt.containerID, "added");
       const standins = createStandins(h.topo.tmpDir, kinds, h.iptables.path);
       const run = await oursWith(h, p, standins.path);
       expectCniError(run, [5, 11]);
@@ -155,9 +166,16 @@ describeAsRoot.each([{ legacy: false }, { legacy: true }])("iptables-restore fai
         // IPv4 was written (exit 0), then put back (exit 0) after IPv6 failed.
         const v4 = restores.filter((c) => c.program === "iptables-restore");
         expect(v4.map((c) => c.rc)).toEqual(["0", "0"]);
-        expect(v4[1]!.stdin).toBe(
-          ["*nat", `:${p.chain} - [0:0]`, ...rulesIn(p.before.v4, p.chain), "COMMIT", ""].join("\n"),
-        );
+        const portmapV4 = rulesIn(p.before.v4, p.chain);
+        if (first) {
+          // The swap deleted exactly portmap's rules; putting back swaps the other way.
+          expect(v4[0]!.stdin.split("\n").filter((l) => l.startsWith("-D "))).toEqual(
+            portmapV4.map((l) => `-D${l.slice(2)}`),
+          );
+          expect(v4[1]!.stdin).toBe(swappedBack(v4[0]!.stdin));
+        } else {
+          expect(v4[1]!.stdin).toBe(["*nat", `:${p.chain} - [0:0]`, ...portmapV4, "COMMIT", ""].join("\n"));
+        }
       }
       await delOk(h, p);
     },

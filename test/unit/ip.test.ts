@@ -1,7 +1,7 @@
 import fc from "fast-check";
 import { Address4 } from "ip-address";
 import { describe, expect, it } from "vitest";
-import { cidrContains, hostCidr, notUnicastReason, parseCidr, parseIp } from "../../src/core/ip.js";
+import { cidrContains, hostCidr, networkOf, notUnicastReason, parseCidr, parseIp } from "../../src/core/ip.js";
 
 describe("parseIp", () => {
   it.each([
@@ -39,6 +39,19 @@ describe("CIDRs and classes", () => {
       }),
       { numRuns: 2000 },
     );
+  });
+
+  it("gives a CIDR's network as ip-address does (IPv4 by arithmetic)", () => {
+    const v4 = fc.tuple(fc.nat(255), fc.nat(255), fc.nat(255), fc.nat(255)).map((o) => o.join("."));
+    fc.assert(
+      fc.property(v4, fc.nat(32), (ip, bits) => {
+        const a = new Address4(`${ip}/${bits}`);
+        expect(networkOf(parseCidr(`${ip}/${bits}`)!)).toBe(`${a.startAddress().correctForm()}/${bits}`);
+      }),
+      { numRuns: 2000 },
+    );
+    expect(networkOf(parseCidr("10.244.1.5/24")!)).toBe("10.244.1.0/24");
+    expect(networkOf(parseCidr("2001:db8:244:1::5/64")!)).toBe("2001:db8:244:1::/64");
   });
 
   it("parses and tests containment, per family", () => {

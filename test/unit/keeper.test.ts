@@ -116,9 +116,10 @@ describe("the verdict on a container", () => {
 
 describe("records and the keeper lock", () => {
   it("records ADD and DEL per network and container (any network name)", async () => {
-    writeRecord(dir, "a/b net", "c1", "added");
-    writeRecord(dir, "cbr0", "c1", "added");
-    writeRecord(dir, "cbr0", "c1", "deleted");
+    // True for the container's first record: its first ADD.
+    expect(writeRecord(dir, "a/b net", "c1", "added")).toBe(true);
+    expect(writeRecord(dir, "cbr0", "c1", "added")).toBe(true);
+    expect(writeRecord(dir, "cbr0", "c1", "deleted")).toBe(false);
     const { records, problems } = await readRecords(dir);
     expect(problems).toEqual([]);
     expect([...records.values()].map((r) => [r.network, r.containerId, r.state]).sort()).toEqual([

@@ -3,14 +3,14 @@ import { describe, expect, it } from "vitest";
 import { parseNetConf } from "../../src/core/config.js";
 import type { Family } from "../../src/core/ip.js";
 import { portmapChainName } from "../../src/iptables/chain-name.js";
-import { parseTable, rulesOf } from "../../src/iptables/table.js";
 import {
   parsePortmapOptions,
   podNet,
   portmapChainRules,
   portmapJumpRules,
   portmapSharedRules,
-} from "../../src/ops/portmap.js";
+} from "../../src/iptables/portmap.js";
+import { parseTable, rulesOf } from "../../src/iptables/table.js";
 import { fixture, lines, PORTMAP_VERSIONS } from "./fixtures.js";
 
 const three = [
@@ -21,6 +21,11 @@ const three = [
 const many = [
   ...Array.from({ length: 17 }, (_, i) => ({ hostPort: 9001 + i, containerPort: 1 + i, protocol: "tcp" })),
   { hostPort: 9100, containerPort: 100, protocol: "udp" },
+];
+// Two mappings of one port: portmap appends their (equal) marks once.
+const samePort = [
+  { hostPort: 8080, containerPort: 80, protocol: "tcp", hostIP: "" },
+  { hostPort: 8080, containerPort: 81, protocol: "tcp", hostIP: "" },
 ];
 const mappingsOf = (raw: object[]) =>
   parseNetConf({ cniVersion: "1.0.0", name: "x", runtimeConfig: { portMappings: raw } }).portMappings;
@@ -59,6 +64,7 @@ const cases: Array<[string, object, object[], string?]> = [
   ],
   ["many", {}, many],
   ["longname", {}, [{ hostPort: 8080, containerPort: 80, protocol: "tcp", hostIP: "" }], "n".repeat(240)],
+  ["sameport", {}, samePort],
 ];
 
 describe.each(PORTMAP_VERSIONS)("portmap's rules, generated, against portmap $portmap", ({ dir }) => {

@@ -7,14 +7,14 @@ import { describe, expect, it } from "vitest";
 import { parseNetConf } from "../../src/core/config.js";
 import { parseIp } from "../../src/core/ip.js";
 import { commentOf, dportOf, protocolOf, type Rule, sameRule } from "../../src/core/rule.js";
-import { formatRule, parseRule } from "../../src/iptables/text.js";
 import {
   parsePortmapOptions,
   podNet,
   portmapChainRules,
   portmapJumpRules,
   portmapSharedRules,
-} from "../../src/ops/portmap.js";
+} from "../../src/iptables/portmap.js";
+import { formatRule, parseRule } from "../../src/iptables/text.js";
 import { scopeChain } from "../../src/pipeline/scope.js";
 import { fixture } from "./fixtures.js";
 

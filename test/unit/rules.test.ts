@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { parseIp } from "../../src/core/ip.js";
-import { appendRules, restorePayload, tokenize } from "../../src/iptables/text.js";
+import { appendRules, restorePayload, swapPayload, tokenize } from "../../src/iptables/text.js";
 import type { FamilyScope } from "../../src/policy/resolve.js";
 import { CHAIN, chainOf as chainIn, fixture, lines, PORTMAP_VERSIONS, rules as read, scopeChain } from "./fixtures.js";
 
@@ -152,6 +152,14 @@ describe("iptables-restore payload", () => {
   it("replaces exactly one chain of the nat table", () => {
     expect(restorePayload("CNI-DN-x", read(["-A CNI-DN-x -j RETURN"]))).toBe(
       "*nat\n:CNI-DN-x - [0:0]\n-A CNI-DN-x -j RETURN\nCOMMIT\n",
+    );
+  });
+
+  it("swaps rules: deletes each of the old ones (the transaction fails if one is missing), appends the new", () => {
+    const old = read(["-A CNI-DN-x -p tcp -m tcp --dport 80 -j RETURN"]);
+    const now = read(["-A CNI-DN-x -d 192.0.2.10/32 -p tcp -m tcp --dport 80 -j RETURN"]);
+    expect(swapPayload(old, now)).toBe(
+      "*nat\n-D CNI-DN-x -p tcp -m tcp --dport 80 -j RETURN\n-A CNI-DN-x -d 192.0.2.10/32 -p tcp -m tcp --dport 80 -j RETURN\nCOMMIT\n",
     );
   });
 

@@ -1,12 +1,13 @@
-// The nat rules Debian's portmap (1.1.1) writes for one pod, as rules that print as `iptables -S` prints them,
-// so that reconcile can rebuild them without running portmap. Checked byte for byte against real portmap output
-// (test/fixtures/ops, recorded by record.sh). portmap 1.1.1 has no masqAll option; it is ignored as there.
+// The nat rules Debian's portmap (1.1.1) writes for one pod, as rules that print as `iptables -S` prints them:
+// ADD swaps them for the scoped ones without reading them first, reconcile rebuilds them without running
+// portmap. Checked byte for byte against real portmap output (test/fixtures/ops, recorded by record.sh).
+// portmap 1.1.1 has no masqAll option; it is ignored as there.
 import * as z from "zod/mini";
 import type { PortMapping } from "../core/config.js";
-import { type Family, hostCidr, parseCidr, parseIp } from "../core/ip.js";
-import { addressMatch, type Match, type Rule } from "../core/rule.js";
-import { DNAT_CHAIN, MASQ_CHAIN, SETMARK_CHAIN } from "../iptables/table.js";
-import { parseRule } from "../iptables/text.js";
+import { type Family, hostCidr, networkOf, parseCidr, parseIp } from "../core/ip.js";
+import { addressMatch, type Match, type Rule, ruleKey } from "../core/rule.js";
+import { DNAT_CHAIN, MASQ_CHAIN, SETMARK_CHAIN } from "./table.js";
+import { parseRule } from "./text.js";
 
 export interface PortmapOptions {
   snat: boolean;
@@ -20,6 +21,14 @@ const WORD = /^[^\s"'\\]{1,256}$/;
 const CHAIN = /^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,27}$/;
 const MAX_MULTIPORT = 15;
 const MAX_COMMENT = 255;
+
+/** portmap's options when its entry sets none. */
+export const PORTMAP_DEFAULTS: PortmapOptions = {
+  snat: true,
+  markMasqBit: 13,
+  externalSetMarkChain: undefined,
+  conditions: { 4: [], 6: [] },
+};
 
 const OptionsSchema = z.looseObject({
   snat: z.optional(z.nullable(z.boolean())),
@@ -37,7 +46,7 @@ export function parsePortmapOptions(entry: unknown): PortmapOptions {
   const o = parsed.data;
   if (o.markMasqBit != null && o.externalSetMarkChain != null)
     throw new Error("portmap entry: cannot specify externalSetMarkChain and markMasqBit");
-  const bit = o.markMasqBit ?? 13;
+  const bit = o.markMasqBit ?? PORTMAP_DEFAULTS.markMasqBit;
   if (bit < 0 || bit > 31) throw new Error("portmap entry: markMasqBit must be between 0 and 31");
   if (o.externalSetMarkChain != null && !CHAIN.test(o.externalSetMarkChain)) {
     throw new Error(
@@ -49,7 +58,7 @@ export function parsePortmapOptions(entry: unknown): PortmapOptions {
       throw new Error(`portmap entry: condition ${JSON.stringify(token)} is not a single iptables word`);
   }
   return {
-    snat: o.snat ?? true,
+    snat: o.snat ?? PORTMAP_DEFAULTS.snat,
     markMasqBit: bit,
     externalSetMarkChain: o.externalSetMarkChain ?? undefined,
     conditions: { 4: o.conditionsV4 ?? [], 6: o.conditionsV6 ?? [] },
@@ -70,7 +79,7 @@ export function podNet(address: string): PodNet | undefined {
   return {
     family: cidr.family,
     ip: cidr.text.split("/")[0] as string,
-    subnet: `${cidr.address.startAddress().correctForm()}/${cidr.address.subnetMask}`,
+    subnet: networkOf(cidr),
   };
 }
 
@@ -79,7 +88,10 @@ const markDef = (bit: number): string => {
   return `${v}/${v}`;
 };
 
-/** The rules of the pod chain, in portmap's order: per mapping hairpin mark, localhost mark (IPv4), DNAT. */
+/**
+ * The rules of the pod chain, in portmap's order: per mapping hairpin mark, localhost mark (IPv4), DNAT; a rule
+ * equal to an earlier one (the marks of two mappings of one port) once, as portmap appends only missing rules.
+ */
 export function portmapChainRules(
   chain: string,
   pod: PodNet,
@@ -88,7 +100,8 @@ export function portmapChainRules(
 ): Rule[] {
   const mark = { kind: "jump", chain: o.externalSetMarkChain ?? SETMARK_CHAIN } as const;
   const to = pod.family === 4 ? pod.ip : `[${pod.ip}]`;
-  return mappings.flatMap((m) => {
+  const seen = new Set<string>();
+  const all = mappings.flatMap((m) => {
     if (m.hostIp && m.hostIp.family !== pod.family) return [];
     const unspecified = m.hostIp?.text === "0.0.0.0" || m.hostIp?.text === "::";
     const d = m.hostIp && !unspecified ? { destination: addressMatch(m.hostIp.text) } : {};
@@ -104,6 +117,7 @@ export function portmapChainRules(
     rules.push({ chain, ...d, matches: matches(), target: { kind: "dnat", to: `${to}:${m.containerPort}` } });
     return rules;
   });
+  return all.filter((r) => !seen.has(ruleKey(r)) && seen.add(ruleKey(r)));
 }
 
 /** portmap cuts its comment to 255 characters as `…253 + "..."`; iptables keeps 255 of those. */
