@@ -298,7 +298,7 @@ async function measureSize(
 
 /**
  * 16 pods' ADDs started at once, on chains portmap wrote; in turn each artifact, 16 `node -e 0` at once (the
- * floor of 16 Node starts on this many cores), and 16 of each iptables call our ADD makes, at once.
+ * floor of 16 Node starts on this many cores), and 16 of each iptables call of the floor, at once.
  */
 async function measureConcurrent(
   node: BenchNode,
@@ -314,7 +314,7 @@ async function measureConcurrent(
       check: true,
     })),
     { name: M.floor, jobs: group.pods.map(() => node.tool(floor, ["-e", "0"])), check: false },
-    // What each of our ADDs runs against the table, alone: 16 reads, 16 one-chain transactions at once.
+    // The floor's iptables calls against the table, alone: 16 reads, 16 one-chain transactions at once.
     {
       name: M.listChain,
       jobs: group.pods.map((p) => node.tool("iptables", ["-w", "-t", "nat", "-S", p.chain])),

@@ -26,7 +26,7 @@ import { Runner } from "./client.js";
 import { M } from "./names.js";
 import type { Job } from "./protocol.js";
 import { machineInfo } from "./report.js";
-import { cniOk, which } from "./setup.js";
+import { cniOk, forgetRecord, which } from "./setup.js";
 import { type Stats, stats } from "./stats.js";
 
 const ROUNDS = Number(process.env["BENCH_ROUNDS"] ?? 10);
@@ -181,6 +181,7 @@ async function round(node: NftNode, pod: Pod, artifacts: Artifact[], samples: Sa
     record(a.floor, (await node.runner.runOk(node.tool(a.node, ["-e", "0"]))).ns);
     const pm = await cniOk(node.runner, node.cniJob("ADD", node.portmap, 1, pod, pod.bridgeResult), "portmap ADD");
     record(M.portmapAdd, pm.result.ns);
+    forgetRecord(node.h, node.list.name, pod.rt.containerID);
     record(a.add, (await cniOk(node.runner, node.cniJob("ADD", a.path, 2, pod, pm.output), `${a.name} ADD`)).result.ns);
     // The read our ADD makes per family, alone.
     const listing = node.tool("nft", ["-a", "-j", "list", "chain", "ip", "cni_hostport", "hostports"]);
@@ -260,6 +261,7 @@ async function main(): Promise<void> {
     // Warm-up (not recorded): portmap creates both tables; each artifact scopes once.
     for (const a of artifacts) {
       const pm = await cniOk(node.runner, node.cniJob("ADD", node.portmap, 1, pod, pod.bridgeResult), "portmap ADD");
+      forgetRecord(node.h, node.list.name, pod.rt.containerID);
       await cniOk(node.runner, node.cniJob("ADD", a.path, 2, pod, pm.output), `${a.name} ADD (warm-up)`);
       await node.checkScoped(pod, `${a.name} ADD (warm-up)`);
       await cniOk(node.runner, node.cniJob("DEL", node.portmap, 1, pod), "portmap DEL");

@@ -79,6 +79,7 @@ export async function profile(
         // Process timeline of the bundle's ADD (shebang, env, node, and each tool it runs).
         const traceFile = join(node.h.topo.tmpDir, "trace");
         const add = node.oursAdd(bundle, pod, pm.output);
+        node.forget([pod]);
         await cniOk(
           node.runner,
           {
@@ -93,6 +94,7 @@ export async function profile(
 
         // CPU profile of the same ADD, run by the system's node directly.
         const dir = mkdtempSync(join(node.h.topo.tmpDir, "prof-"));
+        node.forget([pod]);
         await cniOk(
           node.runner,
           { ...add, file: which("node", node.path), args: ["--cpu-prof", "--cpu-prof-dir", dir, bundle] },

@@ -54,6 +54,14 @@ export interface BenchPod {
   podIP6?: string;
 }
 
+/**
+ * Removes our record of a container (untimed): its next ADD is then as on a pod's start, the container's first
+ * (which swaps portmap's rules without reading them).
+ */
+export function forgetRecord(h: Harness, network: string, containerID: string): void {
+  rmSync(recordPath(stateDirFor(h.topo.ipamDataDir), network, containerID), { force: true });
+}
+
 export function which(name: string, path: string): string {
   for (const dir of path.split(delimiter)) {
     const candidate = join(dir, name);
@@ -211,13 +219,9 @@ export class BenchNode {
     return this.cniJob("DEL", join(SYSTEM_CNI_DIR, "portmap"), 1, pod);
   }
 
-  /**
-   * Forgets the pods' earlier ADDs (our records of them, untimed): the next ADD is then as on a pod's start, the
-   * container's first (which swaps portmap's rules without reading them).
-   */
+  /** forgetRecord of each pod. */
   forget(pods: readonly BenchPod[]): void {
-    for (const pod of pods)
-      rmSync(recordPath(stateDirFor(this.h.topo.ipamDataDir), pod.list.name, pod.rt.containerID), { force: true });
+    for (const pod of pods) forgetRecord(this.h, pod.list.name, pod.rt.containerID);
   }
 
   /** Our ADD, with what portmap's ADD returned as prevResult. */

@@ -1,6 +1,7 @@
 // Run by the single executable's own runtime at build time: `node sea-code-cache.cjs PLUGIN_JS CACHE_OUT`.
 // Compiles the plugin's bundle, runs it through the pod starts it exists for (a pod without hostPort; a
-// dual-stack pod with a tcp and a udp hostPort on portmap's iptables backend) against recorded output of the
+// dual-stack pod with a tcp and a udp hostPort on portmap's iptables backend, its first ADD and one that reads
+// the chains) against recorded output of the
 // tools it calls, then writes V8's code cache of it: every function those ADDs ran comes compiled, and nothing
 // else is deserialized at each start (all functions compiled: 585 KB; those that ran: ~260 KB). The runtime
 // checks the cache against its own flags, so they stay at their defaults here.
@@ -12,13 +13,30 @@ const { Script } = require("node:vm");
 
 const [source, out] = process.argv.slice(2);
 
-// Recorded in a node namespace (iproute2 6.1), trimmed to what is parsed. A container's first ADD reads none of
-// portmap's rules: it swaps them (iptables-restore, which prints nothing).
+// Recorded in a node namespace (iproute2 6.1, iptables 1.8.9, portmap v1.9.1), trimmed to what is parsed.
 const IP_BATCH = [
   '[{"ifname":"lo","flags":["LOOPBACK","UP","LOWER_UP"],"addr_info":[{"family":"inet","local":"127.0.0.1","prefixlen":8,"scope":"host","label":"lo"},{"family":"inet6","local":"::1","prefixlen":128,"scope":"host"}]},{"ifname":"up0","flags":["BROADCAST","MULTICAST","UP","LOWER_UP"],"addr_info":[{"family":"inet","local":"192.0.2.10","prefixlen":24,"scope":"global","label":"up0"},{"family":"inet6","local":"2001:db8::10","prefixlen":64,"scope":"global"},{"family":"inet6","local":"fe80::e859:e7ff:fe86:3300","prefixlen":64,"scope":"link"}]}]',
   '[{"dst":"default","gateway":"192.0.2.1","dev":"up0","flags":[]}]',
   '[{"dst":"default","gateway":"2001:db8::1","dev":"up0","metric":1024,"flags":[],"pref":"medium"}]',
 ];
+const chainLines = (chain, rules) => [`-N ${chain}`, ...rules.map((r) => `-A ${chain} ${r}`)].join("\n");
+const PORTMAP_CHAIN = {
+  iptables: [
+    "-s 10.244.1.0/24 -p tcp -m tcp --dport 8080 -j CNI-HOSTPORT-SETMARK",
+    "-s 127.0.0.1/32 -p tcp -m tcp --dport 8080 -j CNI-HOSTPORT-SETMARK",
+    "-p tcp -m tcp --dport 8080 -j DNAT --to-destination 10.244.1.5:80",
+    "-s 10.244.1.0/24 -p udp -m udp --dport 5353 -j CNI-HOSTPORT-SETMARK",
+    "-s 127.0.0.1/32 -p udp -m udp --dport 5353 -j CNI-HOSTPORT-SETMARK",
+    "-p udp -m udp --dport 5353 -j DNAT --to-destination 10.244.1.5:53",
+  ],
+  ip6tables: [
+    "-s fd00:10:244:1::/64 -p tcp -m tcp --dport 8080 -j CNI-HOSTPORT-SETMARK",
+    "-p tcp -m tcp --dport 8080 -j DNAT --to-destination [fd00:10:244:1::5]:80",
+    "-s fd00:10:244:1::/64 -p udp -m udp --dport 5353 -j CNI-HOSTPORT-SETMARK",
+    "-p udp -m udp --dport 5353 -j DNAT --to-destination [fd00:10:244:1::5]:53",
+  ],
+};
+
 const PROC = {
   "/proc/net/fib_triestat": "",
   "/proc/net/if_inet6": "20010db8000000000000000000000010 03 40 00 82      up0\n",
@@ -31,6 +49,7 @@ const called = [];
 function tool(file, args) {
   called.push(file);
   if (file === "ip" && args.join(" ") === "-j -batch -") return `${IP_BATCH.join("\n")}\n`;
+  if (file in PORTMAP_CHAIN && args.at(-2) === "-S") return `${chainLines(args.at(-1), PORTMAP_CHAIN[file])}\n`;
   if (file === "iptables-restore" || file === "ip6tables-restore") return "";
   throw new Error(`sea-code-cache: no recorded output for ${file} ${args.join(" ")}`);
 }
@@ -52,14 +71,14 @@ const conf = (portMappings) => ({
   prevResult,
   runtimeConfig: { portMappings, "io.kubernetes.cri.pod-annotations": { "io.kubernetes.pod.name": "web" } },
 });
-// containerd's capitalised keys, as it sends them.
-const POD_STARTS = [
-  conf([]),
-  conf([
-    { HostPort: 8080, ContainerPort: 80, Protocol: "tcp", HostIP: "" },
-    { HostPort: 5353, ContainerPort: 53, Protocol: "udp", HostIP: "" },
-  ]),
-];
+// containerd's capitalised keys, as it sends them. The hostPort pod twice: its container's first ADD swaps
+// portmap's rules without reading them; the second (the container has a record now) reads the chains first,
+// as every ADD does when the swap is refused (portmap's other options, its nftables backend).
+const hostPorts = conf([
+  { HostPort: 8080, ContainerPort: 80, Protocol: "tcp", HostIP: "" },
+  { HostPort: 5353, ContainerPort: 53, Protocol: "udp", HostIP: "" },
+]);
+const POD_STARTS = [conf([]), hostPorts, hostPorts];
 
 const ADD_LIMIT_MS = 10_000;
 const CNI_ENV = {
@@ -131,9 +150,9 @@ async function main() {
   } finally {
     rmSync(stateDir, { recursive: true, force: true });
   }
-  // The hostPort pod's rules were written in both families: the whole ADD ran.
-  if (!called.includes("iptables-restore") || !called.includes("ip6tables-restore"))
-    throw new Error(`sea-code-cache: the hostPort ADD ran only ${called.join(", ")}`);
+  // The hostPort pod's rules were read (second ADD) and written in both families: both ways ran whole.
+  if (!["iptables", "ip6tables", "iptables-restore", "ip6tables-restore"].every((t) => called.includes(t)))
+    throw new Error(`sea-code-cache: the hostPort ADDs ran only ${called.join(", ")}`);
   writeFileSync(out, script.createCachedData());
 }
 

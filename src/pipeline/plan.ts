@@ -8,6 +8,7 @@ import { type CniEnv, podLabel } from "../core/names.js";
 import type { NodeNetwork } from "../core/node.js";
 import { podAddresses, podFamilies } from "../core/result.js";
 import { type Rule, sameRules } from "../core/rule.js";
+import { notePortmapNftables, portmapUsedNftables } from "../host/record.js";
 import type { Runner } from "../host/run.js";
 import { batch, CHAIN, NEVER, NFT_FAMILY, podRules, rewriteCommands, TABLE } from "../nftables/json.js";
 import { type FamilyScope, judgedIps, type ResolvedMapping, resolutionNotes } from "../policy/resolve.js";
@@ -211,18 +212,24 @@ const NFT_ATTEMPTS = 3;
  * Plans the pod's rules and writes what changed: nftables, both families in one batch (read again and
  * retried when a concurrent DEL or ADD of the pod changed its rules in between); iptables, one transaction
  * per family, the other put back if one fails. `portmapJustWrote` (ADD, the container's first): portmap's
- * iptables rules are swapped for the scoped ones without reading them, as long as they are all there.
- * Returns the plan and the written families.
+ * iptables rules are swapped for the scoped ones without reading them, as long as they are all there, unless
+ * the network's portmap wrote nftables rules last time it was looked at (a hint under stateDir, set and
+ * cleared here). Returns the plan and the written families.
  */
 export async function scopePod(
   conf: NetConf,
   env: CniEnv,
   portmapJustWrote = false,
 ): Promise<PodPlan & { written: ChainPlan[] }> {
-  const swap = portmapJustWrote && conf.portMappings.length > 0 ? await swapPortmapRules(conf, env) : undefined;
+  const nftablesBefore = portmapJustWrote && portmapUsedNftables(conf.stateDir, conf.name);
+  const swap =
+    portmapJustWrote && !nftablesBefore && conf.portMappings.length > 0 ? await swapPortmapRules(conf, env) : undefined;
   if (swap?.done) return swap.done;
   for (let attempt = 1; ; attempt++) {
     const plan = await planPodChains(conf, env, swap?.network);
+    const nftables = plan.plans.some((p) => p.backend === "nftables");
+    if (portmapJustWrote && plan.plans.length > 0 && nftables !== nftablesBefore)
+      notePortmapNftables(conf.stateDir, conf.name, nftables);
     const written = plan.plans.filter(changed);
     if (written.length === 0) return { ...plan, written };
     const nft = written.filter((p) => p.backend === "nftables");
