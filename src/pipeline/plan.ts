@@ -1,6 +1,7 @@
 // The scoping pipeline on the node, for ADD, CHECK and reconcile: read the node's network and the pod's rules
 // where portmap wrote them (its iptables chain `CNI-DN-…`, or its rules in nftables `cni_hostport hostports`:
-// whichever holds them says which backend portmap used), run the pure pipeline on them, and write.
+// whichever holds them says which backend portmap used), run the pure pipeline on them, and write. A
+// container's first ADD takes portmap's iptables rules as portmap writes them and swaps them unread.
 import type { NetConf } from "../core/config.js";
 import { CniError, Code } from "../core/errors.js";
 import type { Family } from "../core/ip.js";
@@ -85,9 +86,9 @@ export async function planPodChains(conf: NetConf, env: CniEnv, network?: NodeNe
  * these mappings (portmapChainRules, with portmap's default options), so each family's are swapped for the
  * scoped ones without reading them first, in one iptables-restore that deletes each (and fails, changing
  * nothing, if one is not there) and appends the scoped rules: the chain the rewrite of the read rules gives.
- * When a family's transaction fails (other portmap options, its nftables backend, a chain changed since), the
- * families already swapped are swapped back and the plan is made from the rules as read, on the same
- * network. Returns undefined then, with the network.
+ * When a family's transaction is refused (other portmap options, its nftables backend, a chain changed
+ * since), the families already swapped are swapped back and `done` is undefined: the caller plans from the
+ * rules as read, on `network`. Any other failure is thrown, after the same putting back.
  */
 async function swapPortmapRules(
   conf: NetConf,
