@@ -1,10 +1,10 @@
 // Run by the single executable's own runtime at build time: `node sea-code-cache.cjs PLUGIN_JS CACHE_OUT`.
 // Compiles the plugin's bundle, runs it through the pod starts it exists for (a pod without hostPort; a
 // dual-stack pod with a tcp and a udp hostPort on portmap's iptables backend, its first ADD and one that reads
-// the chains) against recorded output of the
-// tools it calls, then writes V8's code cache of it: every function those ADDs ran comes compiled, and nothing
-// else is deserialized at each start (all functions compiled: 585 KB; those that ran: ~260 KB). The runtime
-// checks the cache against its own flags, so they stay at their defaults here.
+// the chains) against recorded output of the tools it calls, then writes V8's code cache of it: every function
+// those ADDs ran comes compiled, and nothing else is deserialized at each start (all functions compiled:
+// 585 KB; those that ran: ~280 KB). The runtime checks the cache against its own flags, so they stay at their
+// defaults here.
 const fs = require("node:fs");
 const { mkdtempSync, readFileSync, rmSync, writeFileSync } = fs;
 const { tmpdir } = require("node:os");
