@@ -10,7 +10,6 @@ import {
   bridgeConflist,
   type ChainRun,
   CLUSTER_IP,
-  CniInvoker,
   containerdMapping,
   describeRun,
   dnChainName,
@@ -82,14 +81,9 @@ async function prepare(
 }
 
 /** Runs only our plugin's ADD with the given PATH (stand-ins first). */
-async function oursWith(h: Harness, p: Prepared, path: string): Promise<ChainRun> {
-  const invoker = new CniInvoker({ nodeNs: h.topo.node, path, workDir: h.topo.tmpDir });
-  try {
-    const at = p.list.plugins.findIndex((c) => c.type === PLUGIN_TYPE);
-    return await invoker.add(p.list, p.rt, { from: at, prevResult: p.prevResult });
-  } finally {
-    invoker.dispose();
-  }
+function oursWith(h: Harness, p: Prepared, path: string): Promise<ChainRun> {
+  const at = p.list.plugins.findIndex((c) => c.type === PLUGIN_TYPE);
+  return h.cni.add(p.list, p.rt, { from: at, prevResult: p.prevResult, path });
 }
 
 /** A failed run: a CNI error object on stdout, the given code(s), no crash trace. */

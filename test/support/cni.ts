@@ -69,6 +69,8 @@ export interface AddOptions {
   to?: number;
   /** Result handed to the first plugin run (e.g. the result of plugins before `from`). */
   prevResult?: Record<string, unknown>;
+  /** PATH for these plugins (e.g. stand-ins first); default: the invoker's. */
+  path?: string;
 }
 
 export interface InvokerOptions {
@@ -193,9 +195,10 @@ export class CniInvoker {
     conf: PluginConf,
     rt: RuntimeConf,
     prevResult?: Record<string, unknown>,
+    path?: string,
   ): Promise<PluginRun> {
     const stdin = this.pluginStdin(list, conf, rt, prevResult);
-    const env: Record<string, string> = { ...(this.opts.extraEnv ?? {}), ...this.pluginEnv(command, rt) };
+    const env: Record<string, string> = { ...(this.opts.extraEnv ?? {}), ...this.pluginEnv(command, rt, path) };
     const r = await nsRun(this.nodeNs, this.resolve(conf.type), [], {
       input: JSON.stringify(stdin),
       env,
@@ -216,7 +219,7 @@ export class CniInvoker {
     const to = opts.to ?? list.plugins.length;
     let prev = opts.prevResult;
     for (const conf of list.plugins.slice(opts.from ?? 0, to)) {
-      const run = await this.invoke("ADD", list, conf, rt, prev);
+      const run = await this.invoke("ADD", list, conf, rt, prev, opts.path);
       runs.push(run);
       // ADD must print a result
       if (run.code !== 0 || run.output === undefined) return { ok: false, runs, failed: run };
