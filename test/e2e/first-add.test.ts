@@ -1,7 +1,8 @@
 // A container's first ADD swaps portmap's rules for the scoped ones without reading them: one iptables-restore
 // per family deletes each rule portmap writes with its default options and appends the scoped ones. The chain is
 // the one the read-and-rewrite gives (a later ADD, which reads, changes nothing). When portmap's rules are not
-// those (its options differ), the swap changes nothing and the ADD reads the chain and rewrites it.
+// those (its options differ), the swap changes nothing and the ADD reads the chain and rewrites it. On a node
+// with many local addresses the ADD reads first (a restore line's port costs a dump of every address there).
 // Our ADD runs with logging stand-ins first on its PATH (after the plugins before it ran without them): the
 // iptables calls it makes are seen.
 import { describe, expect, it } from "vitest";
@@ -25,6 +26,7 @@ import {
   whoAnswers,
 } from "../support/harness.js";
 import { nsRunOk } from "../support/netns.js";
+import { manyServiceIps } from "../support/shapes.js";
 import { createStandins, waitInvocationsDone } from "../support/standins.js";
 
 const mappings = [containerdMapping(8080, 80), containerdMapping(5353, 53, "udp")];
@@ -122,6 +124,25 @@ describe.skipIf(!IS_ROOT || nftablesBackend).each(IPTABLES_VARIANTS)(
       const rules = podRulesIn(await snapshot(h.topo, h.iptables), list.name, pod.containerID, 4);
       expect(rules[0]).toBe(foreign);
       expect(rules.slice(1).every((r) => / -d \S+ /.test(r))).toBe(true);
+    });
+  },
+);
+
+describe.skipIf(!IS_ROOT || nftablesBackend).each(IPTABLES_VARIANTS)(
+  "a container's first ADD on a node with many local addresses (1,100 Service IPs on kube-ipvs0), $variant",
+  ({ legacy }) => {
+    const h = useHarness({ legacyIptables: legacy });
+
+    it("reads the chain first: a restore line's port costs a dump of every address, and the swap doubles those lines", async () => {
+      await manyServiceIps(h.topo, 1_100);
+      const list = bridgeConflist({ dataDir: h.topo.ipamDataDir, hostip: { defaultHostIP: "node" } });
+      const { pod, calls } = await firstAdd(h, "a", list, mappings);
+      // The read, then one restore: the rewrite.
+      expect(reads(calls)).toHaveLength(1);
+      expect(restores(calls, 4)).toHaveLength(1);
+      const rules = podRulesIn(await snapshot(h.topo, h.iptables), list.name, pod.containerID, 4);
+      expect(rules.filter((r) => r.includes("-j DNAT")).every((r) => / -d \S+ /.test(r))).toBe(true);
+      expect(await whoAnswers(h.topo.client, "tcp", NODE_IP1, 8080)).toBe("pod-a");
     });
   },
 );
