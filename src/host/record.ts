@@ -31,24 +31,26 @@ export function writeRecord(dir: string, network: string, containerId: string, s
   return first;
 }
 
-/**
- * A network whose portmap wrote nftables rules at its last container's first ADD that looked: its next first
- * ADDs go straight to reading (the swap of portmap's iptables rules would only be refused).
- */
-export const nftablesHintPath = (dir: string, network: string): string =>
-  join(dir, "portmap-nftables", encodeURIComponent(network));
+const HINTS = "read-first";
 
-export function portmapUsedNftables(dir: string, network: string): boolean {
-  return existsSync(nftablesHintPath(dir, network));
+/**
+ * A network whose portmap's rules, at the last first ADD that read them, were not those the swap takes (its
+ * nftables backend, other options): its next first ADDs go straight to reading (the swap would be refused).
+ */
+export const readFirstHintPath = (dir: string, network: string): string =>
+  join(dir, HINTS, encodeURIComponent(network));
+
+export function readsFirst(dir: string, network: string): boolean {
+  return existsSync(readFirstHintPath(dir, network));
 }
 
 /** Sets or clears the hint. Best effort: without it an ADD only tries the swap first. */
-export function notePortmapNftables(dir: string, network: string, nftables: boolean): void {
-  const file = nftablesHintPath(dir, network);
+export function noteReadsFirst(dir: string, network: string, readFirst: boolean): void {
+  const file = readFirstHintPath(dir, network);
   try {
-    if (!nftables) rmSync(file, { force: true });
+    if (!readFirst) rmSync(file, { force: true });
     else {
-      mkdirSync(join(dir, "portmap-nftables"), { recursive: true, mode: 0o700 });
+      mkdirSync(join(dir, HINTS), { recursive: true, mode: 0o700 });
       writeFileSync(file, "", { mode: 0o600 });
     }
   } catch {}

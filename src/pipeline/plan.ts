@@ -8,8 +8,8 @@ import type { Family } from "../core/ip.js";
 import { type CniEnv, podLabel } from "../core/names.js";
 import type { NodeNetwork } from "../core/node.js";
 import { podAddresses, podFamilies } from "../core/result.js";
-import { type Rule, sameRules } from "../core/rule.js";
-import { notePortmapNftables, portmapUsedNftables } from "../host/record.js";
+import { type Rule, sameRule, sameRules } from "../core/rule.js";
+import { noteReadsFirst, readsFirst } from "../host/record.js";
 import type { Runner } from "../host/run.js";
 import { batch, CHAIN, NEVER, NFT_FAMILY, podRules, rewriteCommands, TABLE } from "../nftables/json.js";
 import { type FamilyScope, judgedIps, type ResolvedMapping, resolutionNotes } from "../policy/resolve.js";
@@ -98,25 +98,14 @@ async function swapPortmapRules(
   const pod = podLabel(env);
   const scoping = podScoping(conf, pod, podFamilies(conf.prevResult, env.ifname));
   if (!scoping) return { done: { ...unscoped(conf), written: [] } };
-  const [
-    host,
-    { runBlocking: runner },
-    { swapRules },
-    { portmapChainName },
-    { podNet, portmapChainRules, PORTMAP_DEFAULTS },
-  ] = await Promise.all([
+  const [host, { runBlocking: runner }, { swapRules }, { portmapChainName }] = await Promise.all([
     import("../host/network.js"),
     import("../host/run.js"),
     import("../iptables/backend.js"),
     import("../iptables/chain-name.js"),
-    import("../iptables/portmap.js"),
   ]);
   const chain = portmapChainName(conf.name, env.containerId);
-  const addresses = podAddresses(conf.prevResult, env.ifname);
-  const portmap = scoping.families.map((f) => {
-    const net = podNet(addresses.get(f) ?? "");
-    return net && portmapChainRules(chain, net, conf.portMappings, PORTMAP_DEFAULTS);
-  });
+  const portmap = await portmapDefaultRules(conf, env, scoping.families, chain);
   // xtables parses each port of a restore's line with getaddrinfo, which has glibc dump every local address:
   // the swap's deletions double those lines, so on a node with many (IPVS: 10,000 Service IPs, 193 → 165 ms)
   // one `iptables -S` per family costs less.
@@ -145,6 +134,33 @@ async function swapPortmapRules(
     swapped.push(p);
   }
   return { done: { ...plan, written: plan.plans } };
+}
+
+/** Per family, the rules portmap writes in the pod's chain with its default options (undefined: no pod address). */
+async function portmapDefaultRules(
+  conf: NetConf,
+  env: CniEnv,
+  families: readonly Family[],
+  chain: string,
+): Promise<(Rule[] | undefined)[]> {
+  const { podNet, portmapChainRules, PORTMAP_DEFAULTS } = await import("../iptables/portmap.js");
+  const addresses = podAddresses(conf.prevResult, env.ifname);
+  return families.map((f) => {
+    const net = podNet(addresses.get(f) ?? "");
+    return net && portmapChainRules(chain, net, conf.portMappings, PORTMAP_DEFAULTS);
+  });
+}
+
+/** Whether the swap would have taken the rules as read: each family's iptables chain holds portmap's defaults. */
+async function swappable(conf: NetConf, env: CniEnv, plans: readonly ChainPlan[]): Promise<boolean> {
+  if (plans.some((p) => p.backend !== "iptables")) return false;
+  const portmap = await portmapDefaultRules(
+    conf,
+    env,
+    plans.map((p) => p.family),
+    plans[0]?.chain ?? "",
+  );
+  return plans.every((p, i) => portmap[i]?.every((rule) => p.current.some((r) => sameRule(r, rule))) === true);
 }
 
 /**
@@ -220,23 +236,26 @@ const NFT_ATTEMPTS = 3;
  * retried when a concurrent DEL or ADD of the pod changed its rules in between); iptables, one transaction
  * per family, the other put back if one fails. `portmapJustWrote` (ADD, the container's first): portmap's
  * iptables rules are swapped for the scoped ones without reading them, as long as they are all there, unless
- * the network's portmap wrote nftables rules last time it was looked at (a hint under stateDir, set and
- * cleared here). Returns the plan and the written families.
+ * the network's portmap wrote others (its nftables backend, other options) the last time a first ADD read
+ * them (a hint under stateDir, set and cleared here). Returns the plan and the written families.
  */
 export async function scopePod(
   conf: NetConf,
   env: CniEnv,
   portmapJustWrote = false,
 ): Promise<PodPlan & { written: ChainPlan[] }> {
-  const nftablesBefore = portmapJustWrote && portmapUsedNftables(conf.stateDir, conf.name);
+  let readFirst = portmapJustWrote && readsFirst(conf.stateDir, conf.name);
   const swap =
-    portmapJustWrote && !nftablesBefore && conf.portMappings.length > 0 ? await swapPortmapRules(conf, env) : undefined;
+    portmapJustWrote && !readFirst && conf.portMappings.length > 0 ? await swapPortmapRules(conf, env) : undefined;
   if (swap?.done) return swap.done;
   for (let attempt = 1; ; attempt++) {
     const plan = await planPodChains(conf, env, swap?.network);
-    const nftables = plan.plans.some((p) => p.backend === "nftables");
-    if (portmapJustWrote && plan.plans.length > 0 && nftables !== nftablesBefore)
-      notePortmapNftables(conf.stateDir, conf.name, nftables);
+    // A first ADD that read says whether the swap would have taken portmap's rules: the network's next first
+    // ADDs try it, or read at once (a refused swap costs a restore process).
+    if (portmapJustWrote && plan.plans.length > 0 && (await swappable(conf, env, plan.plans)) === readFirst) {
+      readFirst = !readFirst;
+      noteReadsFirst(conf.stateDir, conf.name, readFirst);
+    }
     const written = plan.plans.filter(changed);
     if (written.length === 0) return { ...plan, written };
     const nft = written.filter((p) => p.backend === "nftables");

@@ -5,6 +5,7 @@
 // with many local addresses the ADD reads first (a restore line's port costs a dump of every address there).
 // Our ADD runs with logging stand-ins first on its PATH (after the plugins before it ran without them): the
 // iptables calls it makes are seen.
+import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { IPTABLES_VARIANTS, useHarness } from "../support/e2e.js";
 import {
@@ -90,8 +91,11 @@ describe.skipIf(!IS_ROOT || nftablesBackend).each(IPTABLES_VARIANTS)(
       expect(await snapshot(h.topo, h.iptables)).toEqual(once);
     });
 
-    it("portmap without snat: the swap changes nothing, the ADD reads the chain and scopes it", async () => {
+    it("portmap without snat: the swap changes nothing, the ADD reads and scopes; the network's next first ADDs read at once until one finds portmap's defaults", async () => {
+      // A state directory of its own: the hint this network's read leaves must not reach the other tests.
+      const stateDir = join(h.topo.tmpDir, "nosnat-state");
       const list = bridgeConflist({
+        stateDir,
         dataDir: h.topo.ipamDataDir,
         portmap: { snat: false },
         hostip: { defaultHostIP: "node" },
@@ -104,6 +108,15 @@ describe.skipIf(!IS_ROOT || nftablesBackend).each(IPTABLES_VARIANTS)(
       expect(rules.some((r) => r.includes("SETMARK"))).toBe(false);
       expect(rules.filter((r) => r.includes("-j DNAT")).every((r) => / -d \S+ /.test(r))).toBe(true);
       expect(await whoAnswers(h.topo.client, "tcp", NODE_IP1, 8081)).toBe("pod-b");
+      // The read found other rules than the swap takes: the network's next pod does not try it.
+      const next = await firstAdd(h, "b2", list, [containerdMapping(8082, 80)]);
+      expect([reads(next.calls).length, restores(next.calls, 4).length]).toEqual([1, 1]);
+      expect(await whoAnswers(h.topo.client, "tcp", NODE_IP1, 8082)).toBe("pod-b2");
+      // portmap with its defaults again: the next first ADD reads, finds what the swap takes, and the one after swaps.
+      const defaults = bridgeConflist({ stateDir, dataDir: h.topo.ipamDataDir, hostip: { defaultHostIP: "node" } });
+      expect(reads((await firstAdd(h, "b3", defaults, [containerdMapping(8083, 80)])).calls)).toHaveLength(1);
+      expect(reads((await firstAdd(h, "b4", defaults, [containerdMapping(8084, 80)])).calls)).toEqual([]);
+      expect(await whoAnswers(h.topo.client, "tcp", NODE_IP1, 8084)).toBe("pod-b4");
     });
 
     it("a rule someone put first in the pod's chain stays first, portmap's are swapped after it", async () => {

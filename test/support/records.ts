@@ -4,19 +4,19 @@
 import { existsSync, rmdirSync, rmSync } from "node:fs";
 import { dirname } from "node:path";
 import { DEFAULT_STATE_DIR } from "../../src/core/config.js";
-import { nftablesHintPath, recordPath, recordsDir } from "../../src/host/record.js";
+import { readFirstHintPath, recordPath, recordsDir } from "../../src/host/record.js";
 
 const RECORDS_DIR = recordsDir(DEFAULT_STATE_DIR);
-const HINTS_DIR = dirname(nftablesHintPath(DEFAULT_STATE_DIR, "x"));
+const HINTS_DIR = dirname(readFirstHintPath(DEFAULT_STATE_DIR, "x"));
 const madeHere = [RECORDS_DIR, HINTS_DIR, DEFAULT_STATE_DIR].filter((dir) => !existsSync(dir));
 
 /**
- * Removes the records of `containerIds` in `network` and the network's portmap-nftables hint, then the
+ * Removes the records of `containerIds` in `network` and the network's read-first hint, then the
  * directories this run made, once empty.
  */
 export function removeNodeRecords(network: string, containerIds: Iterable<string>): void {
   for (const id of containerIds) rmSync(recordPath(DEFAULT_STATE_DIR, network, id), { force: true });
-  rmSync(nftablesHintPath(DEFAULT_STATE_DIR, network), { force: true });
+  rmSync(readFirstHintPath(DEFAULT_STATE_DIR, network), { force: true });
   for (const dir of madeHere) {
     try {
       rmdirSync(dir);

@@ -7,7 +7,7 @@ import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { parseInstallArgs, runInstall } from "../../src/cli/install.js";
 import { checkKeeper, NAT_EVENT } from "../../src/cli/keeper.js";
-import { type ContainerRecord, notePortmapNftables, portmapUsedNftables, writeRecord } from "../../src/host/record.js";
+import { type ContainerRecord, noteReadsFirst, readsFirst, writeRecord } from "../../src/host/record.js";
 import { ADD_RECORD_TTL_MS, awaitKeeperLock, readRecords, withKeeperLock } from "../../src/host/state.js";
 import { parseTable } from "../../src/iptables/table.js";
 import { formatRule } from "../../src/iptables/text.js";
@@ -129,12 +129,12 @@ describe("records and the keeper lock", () => {
     expect((await readRecords(join(dir, "none"))).records.size).toBe(0);
   });
 
-  it("keeps, per network, whether portmap wrote nftables rules (any network name)", () => {
-    expect(portmapUsedNftables(dir, "a/b net")).toBe(false);
-    notePortmapNftables(dir, "a/b net", true);
-    expect([portmapUsedNftables(dir, "a/b net"), portmapUsedNftables(dir, "cbr0")]).toEqual([true, false]);
-    notePortmapNftables(dir, "a/b net", false);
-    expect(portmapUsedNftables(dir, "a/b net")).toBe(false);
+  it("keeps, per network, whether a first ADD reads before it writes (any network name)", () => {
+    expect(readsFirst(dir, "a/b net")).toBe(false);
+    noteReadsFirst(dir, "a/b net", true);
+    expect([readsFirst(dir, "a/b net"), readsFirst(dir, "cbr0")]).toEqual([true, false]);
+    noteReadsFirst(dir, "a/b net", false);
+    expect(readsFirst(dir, "a/b net")).toBe(false);
   });
 
   it("makes a DEL wait for the pass that holds the lock, and no longer than its bound", async () => {
