@@ -36,11 +36,13 @@ export async function cmdAdd(
   // A UDP flow keeps the NAT decision of its first datagram: those made by portmap's unscoped rule in the
   // moment before our rewrite must go. Only pods with UDP mappings load and run this.
   if (written.length > 0 && conf.portMappings.some((m) => m.protocol === "udp")) {
-    const { dropStaleUdp } = await import("../pipeline/conntrack.js");
+    const { dropStaleUdp, procSource } = await import("../pipeline/conntrack.js");
     const warn = (text: string) => void writeOutput(2, `portmap-hostip: pod ${podLabel(env)}: ${text}\n`);
+    // Both families' flows from one read of the kernel's table.
+    const table = procSource();
     await Promise.all(
       written.map((plan) =>
-        dropStaleUdp(plan.family, [{ before: plan.current, after: plan.desired }], warn).catch((err: Error) =>
+        dropStaleUdp(plan.family, [{ before: plan.current, after: plan.desired }], warn, table).catch((err: Error) =>
           warn(err.message),
         ),
       ),

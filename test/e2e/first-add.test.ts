@@ -5,11 +5,13 @@
 // with many local addresses the ADD reads first (a restore line's port costs a dump of every address there).
 // Our ADD runs with logging stand-ins first on its PATH (after the plugins before it ran without them): the
 // iptables calls it makes are seen.
+import type { ChildProcess } from "node:child_process";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { IPTABLES_VARIANTS, useHarness } from "../support/e2e.js";
+import { eventually, IPTABLES_VARIANTS, useHarness } from "../support/e2e.js";
 import {
   bridgeConflist,
+  CLUSTER_IP,
   containerdMapping,
   describeRun,
   dnChainName,
@@ -19,17 +21,20 @@ import {
   NODE_IP1,
   NODE_IP6,
   PLUGIN_TYPE,
+  type Pod,
   type PortMapping,
   podRulesIn,
   podRuntime,
   portmapVariant,
+  REPO_ROOT,
   snapshot,
   whoAnswers,
 } from "../support/harness.js";
-import { nsRunOk } from "../support/netns.js";
+import { nsRunOk, spawnInNs, stopChild } from "../support/netns.js";
 import { manyServiceIps } from "../support/shapes.js";
 import { createStandins, waitInvocationsDone } from "../support/standins.js";
 
+const UDP_STREAM = join(REPO_ROOT, "test/support/udp-stream.mjs");
 const mappings = [containerdMapping(8080, 80), containerdMapping(5353, 53, "udp")];
 
 const reads = (calls: readonly string[]) => calls.filter((c) => /^ip6?tables -w 5 -t nat -S /.test(c));
@@ -42,14 +47,14 @@ async function firstAdd(
   name: string,
   list: NetConfList,
   portMappings: PortMapping[],
-  before: (chain: string) => Promise<void> = async () => {},
+  before: (chain: string, pod: Pod) => Promise<void> = async () => {},
 ) {
   const at = list.plugins.findIndex((p) => p.type === PLUGIN_TYPE);
   const pod = await h.topo.addPod(name);
   const rt = podRuntime(pod, { portMappings });
   const base = await h.cni.add(list, rt, { to: at });
   expect(base.ok, describeRun(base)).toBe(true);
-  await before(dnChainName(list.name, pod.containerID));
+  await before(dnChainName(list.name, pod.containerID), pod);
   /** Our ADD from portmap's result: its iptables calls as `program arg …`. */
   const ours = async () => {
     const standins = createStandins(h.topo.tmpDir, {}, h.iptables.path);
@@ -117,6 +122,33 @@ describe.skipIf(!IS_ROOT || nftablesBackend).each(IPTABLES_VARIANTS)(
       expect(reads((await firstAdd(h, "b3", defaults, [containerdMapping(8083, 80)])).calls)).toHaveLength(1);
       expect(reads((await firstAdd(h, "b4", defaults, [containerdMapping(8084, 80)])).calls)).toEqual([]);
       expect(await whoAnswers(h.topo.client, "tcp", NODE_IP1, 8084)).toBe("pod-b4");
+    });
+
+    it("a UDP flow to the ClusterIP that portmap's unscoped rule caught before our ADD reaches the Service after it", async () => {
+      const list = bridgeConflist({ dataDir: h.topo.ipamDataDir, hostip: { defaultHostIP: "node" } });
+      await h.topo.serveService({ udp: [5354] });
+      const heard: string[] = [];
+      let stream: ChildProcess | undefined;
+      try {
+        await firstAdd(h, "e", list, [containerdMapping(5354, 53, "udp")], async (_chain, pod) => {
+          await h.topo.servePod(pod, { udp: [53] });
+          // A flow that keeps sending: its conntrack entry, made by portmap's rule, would keep the pod's DNAT.
+          stream = await spawnInNs(
+            h.topo.client,
+            process.execPath,
+            [UDP_STREAM, CLUSTER_IP, "5354", "100", "40057"],
+            "ready",
+          );
+          stream.stdout!.on("data", (d: Buffer) => heard.push(...d.toString().split("\n")));
+          await eventually("the flow reaches the pod through portmap's unscoped rule", async () =>
+            heard.includes("pod-e"),
+          );
+        });
+        const from = heard.length;
+        await eventually("the flow reaches the Service", async () => heard.slice(from).includes("service"));
+      } finally {
+        if (stream) await stopChild(stream);
+      }
     });
 
     it("a rule someone put first in the pod's chain stays first, portmap's are swapped after it", async () => {

@@ -3,7 +3,7 @@ import { afterEach, describe, expect, it, vi } from "vitest";
 import { runCli } from "../../src/cli/main.js";
 import { runOps } from "../../src/cli/ops.js";
 import { selectsNetwork } from "../../src/ops/cache.js";
-import { dropStaleUdp } from "../../src/pipeline/conntrack.js";
+import { dropStaleUdp, procSource } from "../../src/pipeline/conntrack.js";
 import { chainOf, rules } from "./fixtures.js";
 
 afterEach(() => {
@@ -68,7 +68,7 @@ describe("the UDP conntrack step", () => {
       r.includes("udp") ? r.replace(/^(-A \S+( -s \S+)?)/, "$1 -d 192.0.2.10/32") : r,
     );
     // Without /proc/net/nf_conntrack the tool lists the flows: the missing tool is what is reported.
-    const noProc = { table: "/nonexistent", count: "/nonexistent" };
+    const noProc = procSource("/nonexistent", "/nonexistent");
     expect(
       await dropStaleUdp(4, [{ before: rules(unscoped), after: rules(scoped) }], (t) => warnings.push(t), noProc),
     ).toBe(0);

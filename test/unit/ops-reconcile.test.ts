@@ -1,11 +1,21 @@
 // reconcile planning and the UDP conntrack selection, on what real portmap and conntrack printed.
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import type { Family } from "../../src/core/ip.js";
 import { type NatTable, parseTable, rulesOf } from "../../src/iptables/table.js";
 import { expectedChains } from "../../src/ops/attachment.js";
 import { parseCacheFile } from "../../src/ops/cache.js";
 import { planReconcile, type Wanted } from "../../src/ops/reconcile.js";
-import { parseConntrack, procConntrack, staleEntries, udpChanges } from "../../src/pipeline/conntrack.js";
+import {
+  linesToPorts,
+  parseConntrack,
+  procConntrack,
+  procSource,
+  staleEntries,
+  udpChanges,
+} from "../../src/pipeline/conntrack.js";
 import { cacheEntryJson } from "../support/result-cache.js";
 import { CHAIN, chainOf, fixture, NODE, PORTMAP_VERSIONS, lines as print, rules as read } from "./fixtures.js";
 
@@ -196,6 +206,32 @@ describe("stale UDP conntrack entries", () => {
     expect(sorted(parseConntrack(procConntrack(proc, 4)).filter((e) => e.dport === 5353))).toEqual(sorted(entries));
     expect(parseConntrack(procConntrack(proc, 4))).toHaveLength(3);
     expect(parseConntrack(procConntrack(proc, 6))).toEqual(parseConntrack(fixture("ops/conntrack-v6.txt")));
+  });
+
+  it("parses only the lines of flows to the ports asked for (not 53 for 5353, nor 5354)", () => {
+    const proc = fixture("ops/nf_conntrack.txt");
+    expect(parseConntrack(procConntrack(linesToPorts(proc, [5353]), 4))).toEqual(
+      parseConntrack(procConntrack(proc, 4)).filter((e) => e.dport === 5353),
+    );
+    expect(linesToPorts(proc, [53])).toBe("");
+    expect(linesToPorts(proc, [5353, 5354]).split("\n")).toHaveLength(4);
+  });
+
+  it("reads the kernel's table once for every family that asks, and not when it holds too many flows", () => {
+    const dir = mkdtempSync(join(tmpdir(), "pmh-ct-"));
+    try {
+      const [table, count] = [join(dir, "nf_conntrack"), join(dir, "count")];
+      writeFileSync(table, fixture("ops/nf_conntrack.txt"));
+      writeFileSync(count, "4\n");
+      const source = procSource(table, count);
+      const first = source();
+      writeFileSync(table, "");
+      expect([first, source()]).toEqual([fixture("ops/nf_conntrack.txt"), fixture("ops/nf_conntrack.txt")]);
+      writeFileSync(count, "5001\n");
+      expect(procSource(table, count)()).toBeUndefined();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it("only UDP ports whose rules changed are looked at", () => {
