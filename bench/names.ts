@@ -10,6 +10,8 @@ export const M = {
   portmapAddDual: "portmap ADD, dual-stack",
   bundleAddDual: "bundle ADD, dual-stack",
   seaAddDual: "SEA ADD, dual-stack",
+  leastAdd: "least Node ADD",
+  leastAddDual: "least Node ADD, dual-stack",
   seaAddBuilt: "SEA ADD (dist/, as built)",
   bundleVersion: "bundle VERSION",
   seaVersion: "SEA VERSION",
