@@ -1,8 +1,10 @@
 // A container's first ADD swaps portmap's rules for the scoped ones without reading them: one iptables-restore
 // per family deletes each rule portmap writes with its default options and appends the scoped ones. The chain is
 // the one the read-and-rewrite gives (a later ADD, which reads, changes nothing). When portmap's rules are not
-// those (its options differ), the swap changes nothing and the ADD reads the chain and rewrites it. On a node
-// with many local addresses the ADD reads first (a restore line's port costs a dump of every address there).
+// those (its options differ), the swap changes nothing and the ADD reads the chain and rewrites it, and the
+// network's next first ADDs read at once. On a node with many local addresses the ADD reads first (a restore
+// line's port costs a dump of every address there). A UDP flow portmap's unscoped rule caught in the moment
+// before our ADD loses its conntrack entry.
 // Our ADD runs with logging stand-ins first on its PATH (after the plugins before it ran without them): the
 // iptables calls it makes are seen.
 import type { ChildProcess } from "node:child_process";
