@@ -182,8 +182,8 @@ function recorder(samples: Record<string, number[]>): Record_ {
 }
 
 /**
- * One round on the timed pod: `node -e 0`, portmap ADD, our artifacts' ADDs (each on the chain exactly as portmap
- * wrote it, checked after), the floors and components in between, portmap DEL to reset.
+ * One round on the timed pod: `node -e 0`, portmap ADD, our artifacts' ADDs and the least Node ADD (each on the
+ * chain exactly as portmap wrote it, checked after), the floors and components in between, portmap DEL to reset.
  */
 /** What puts a pod's chains back to exactly what portmap wrote: one transaction per family. */
 type Reset = Partial<Record<Family, string>>;
