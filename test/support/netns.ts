@@ -106,8 +106,19 @@ export function spawnInNs(
   readyLine: string,
   timeoutMs = 10_000,
 ): Promise<ChildProcess> {
+  return spawnUntilReady("ip", ["netns", "exec", ns, cmd, ...args], readyLine, timeoutMs, `${cmd} in ${ns}`);
+}
+
+/** spawnInNs() for any command line (`what` names it in errors). */
+export function spawnUntilReady(
+  cmd: string,
+  args: readonly string[],
+  readyLine: string,
+  timeoutMs: number,
+  what = cmd,
+): Promise<ChildProcess> {
   return new Promise((resolve, reject) => {
-    const child = spawn("ip", ["netns", "exec", ns, cmd, ...args], { stdio: ["ignore", "pipe", "pipe"] });
+    const child = spawn(cmd, args, { stdio: ["ignore", "pipe", "pipe"] });
     liveChildren.add(child);
     let out = "";
     let err = "";
@@ -115,7 +126,7 @@ export function spawnInNs(
       clearTimeout(timer);
       child.kill("SIGKILL");
       liveChildren.delete(child);
-      reject(new Error(`${cmd} ${args.join(" ")} in ${ns}: ${why}\n${err}`));
+      reject(new Error(`${what} (${args.join(" ")}): ${why}\n${err}`));
     };
     const timer = setTimeout(() => fail(`not ready after ${timeoutMs} ms`), timeoutMs);
     child.stderr!.on("data", (d: Buffer) => (err += d.toString()));
