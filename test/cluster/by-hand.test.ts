@@ -6,25 +6,21 @@ import { afterAll, beforeAll, expect, it } from "vitest";
 import { type Cluster, startCluster } from "../support/cluster/cluster.js";
 import { describeCluster } from "../support/cluster/requirements.js";
 import {
-  answers,
-  applyPods,
-  expectedAnswers,
+  deleteTestPods,
   POLICY_PODS,
-  podTraces,
+  policyAnswers,
   REFUSED_POD,
   refusalEvents,
-  waitReady,
+  startPolicyPods,
 } from "../support/cluster/workloads.js";
 import { pluginFile } from "../support/paths.js";
-
-const pods = Object.values(POLICY_PODS);
 
 describeCluster("a Kubernetes v1.32.6 node with the plugin installed by hand", () => {
   let c: Cluster;
 
   beforeAll(async () => {
     c = await startCluster();
-    await c.topo.serveService({ tcp: [...pods, REFUSED_POD].map((p) => p.hostPort) });
+    await c.topo.serveService({ tcp: [...Object.values(POLICY_PODS), REFUSED_POD].map((p) => p.hostPort) });
   });
 
   afterAll(async () => {
@@ -39,9 +35,9 @@ describeCluster("a Kubernetes v1.32.6 node with the plugin installed by hand", (
   });
 
   it("hostPort pods applied with kubectl answer exactly where the policy says; the ClusterIP answers its Service", async () => {
-    await applyPods(c, [...pods, REFUSED_POD]);
-    await waitReady(c, pods);
-    for (const pod of pods) expect(await answers(c, pod), pod.name).toEqual(expectedAnswers(pod));
+    await startPolicyPods(c);
+    const { actual, expected } = await policyAnswers(c);
+    expect(actual).toEqual(expected);
   });
 
   it("a refused pod's kubectl describe shows the plugin's message in its events", async () => {
@@ -50,7 +46,6 @@ describeCluster("a Kubernetes v1.32.6 node with the plugin installed by hand", (
   });
 
   it("pods deleted leave no chain, jump, cache entry or address lease", async () => {
-    await c.kubectlOk(["delete", "pod", "-l", "pmh-test=hostport", "--wait", "--timeout=60s"], { timeoutMs: 70_000 });
-    expect(await podTraces(c)).toEqual({ nat: [], cache: [], leases: [] });
+    expect(await deleteTestPods(c)).toEqual({ nat: [], cache: [], leases: [] });
   });
 });

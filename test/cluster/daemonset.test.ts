@@ -13,12 +13,14 @@ import { describeCluster } from "../support/cluster/requirements.js";
 import {
   answers,
   applyPods,
+  deleteTestPods,
   expectedAnswers,
   type HostPortPod,
   POLICY_PODS,
-  podTraces,
+  policyAnswers,
   REFUSED_POD,
   refusalEvents,
+  startPolicyPods,
   waitReady,
 } from "../support/cluster/workloads.js";
 import { eventually } from "../support/e2e.js";
@@ -36,12 +38,11 @@ const PLUGIN = "/opt/cni/bin/portmap-hostip";
 const FLANNEL_CONFLIST = join(REPO_ROOT, "test/fixtures/flannel/cni-conf.json");
 const DS = ["-n", "kube-system", "ds/portmap-hostip"];
 
-const policyPods = Object.values(POLICY_PODS);
 /** Pods started one after the other while the DaemonSet's pod is replaced. */
 const upgradePods: HostPortPod[] = Array.from({ length: 6 }, (_, i) => ({ name: `upgrade-${i}`, hostPort: 8090 + i }));
 const afterDelete: HostPortPod = { name: "after-delete", hostPort: 8096 };
 const afterUninstall: HostPortPod = { name: "after-uninstall", hostPort: 8097 };
-const ALL = [...policyPods, REFUSED_POD, ...upgradePods, afterDelete, afterUninstall];
+const ALL = [...Object.values(POLICY_PODS), REFUSED_POD, ...upgradePods, afterDelete, afterUninstall];
 
 const sha256 = (file: string) => createHash("sha256").update(readFileSync(file)).digest("hex");
 
@@ -72,7 +73,9 @@ describeCluster(
       await rollout();
       expect(plugins().map((p) => p["type"])).toEqual(["flannel", "portmap", "portmap-hostip"]);
       expect(plugins()[2]?.["kubeNodeIPs"]).toEqual([NODE_IP1]);
-      expect(sha256(c.nodePath(PLUGIN))).toBe(sha256(EXECUTABLE));
+      // The image's own executable (the one in dist/ may have been built again since).
+      const inImage = await c.kubectlOk(["exec", ...DS, "-c", "watch", "--", "sha256sum", "/portmap-hostip"]);
+      expect(inImage.split(" ")[0]).toBe(sha256(c.nodePath(PLUGIN)));
       expect(await logs("install")).toContain(`installed /host${PLUGIN}`);
       expect(await logs("watch")).toContain("keeper: using iptables-nft");
       // Ready: the readiness probe (install --check, run by kubelet in the container) passed; nothing restarted.
@@ -86,18 +89,17 @@ describeCluster(
     });
 
     it("hostPort pods answer exactly where the policy says; a refused pod's events show the plugin's message", async () => {
-      await applyPods(c, [...policyPods, REFUSED_POD]);
-      await waitReady(c, policyPods);
-      for (const pod of policyPods) expect(await answers(c, pod), pod.name).toEqual(expectedAnswers(pod));
+      await startPolicyPods(c);
+      const { actual, expected } = await policyAnswers(c);
+      expect(actual).toEqual(expected);
       expect(await refusalEvents(c, REFUSED_POD)).toMatch(/portmap-hostip/);
     });
 
     it("the keeper in its container repairs a nat flush and a conflist rewrite", async () => {
       await nsRunOk(c.topo.node, "iptables", ["-t", "nat", "-F"]);
       await eventually("every pod answers as before the flush", async () => {
-        for (const pod of policyPods)
-          if (JSON.stringify(await answers(c, pod)) !== JSON.stringify(expectedAnswers(pod))) return false;
-        return true;
+        const { actual, expected } = await policyAnswers(c);
+        return JSON.stringify(actual) === JSON.stringify(expected);
       });
       // flannel's rewrite at its pod's restart: the ConfigMap's conflist, without our entry.
       copyFileSync(FLANNEL_CONFLIST, c.nodePath(CONFLIST));
@@ -158,8 +160,7 @@ describeCluster(
     });
 
     it("pods deleted leave no chain, jump, cache entry or address lease", async () => {
-      await c.kubectlOk(["delete", "pod", "-l", "pmh-test=hostport", "--wait", "--timeout=60s"], { timeoutMs: 70_000 });
-      expect(await podTraces(c)).toEqual({ nat: [], cache: [], leases: [] });
+      expect(await deleteTestPods(c)).toEqual({ nat: [], cache: [], leases: [] });
     });
   },
   existsSync(IMAGE_ARCHIVE) ? [] : [`${IMAGE_ARCHIVE} (node scripts/build-image.mjs)`],

@@ -105,6 +105,7 @@ export async function startCluster(opts: ClusterOptions = {}): Promise<Cluster> 
   let holder: ChildProcess | undefined;
   let holderPid: number | undefined;
   let cri: CriClient | undefined;
+  const kernelBefore = hostKernelSettings();
   const cgroups = await cgroupMounts();
   // containerd puts a sandbox without a cgroup parent (kubelet's without QoS cgroups) in /k8s.io/<id>.
   const cgroupParents = cgroups.map(([, , target]) => join(target!, CRI_NAMESPACE));
@@ -192,6 +193,9 @@ export async function startCluster(opts: ClusterOptions = {}): Promise<Cluster> 
     }
     unregister();
     await topo.destroy().catch((e: unknown) => errors.push(e));
+    const kernelAfter = hostKernelSettings();
+    if (JSON.stringify(kernelAfter) !== JSON.stringify(kernelBefore))
+      errors.push(new Error(`the machine's kernel settings changed: ${JSON.stringify({ kernelBefore, kernelAfter })}`));
     if (errors.length > 0) throw new AggregateError(errors, `stopping the cluster in ${dir} failed`);
   };
 
@@ -347,6 +351,24 @@ export async function startCluster(opts: ClusterOptions = {}): Promise<Cluster> 
   };
 }
 
+/** The machine's sysctls kubelet and kube-proxy would write: stop() checks they are as they were. */
+function hostKernelSettings(): Record<string, string> {
+  const keys = [
+    ...["vm/overcommit_memory", "vm/panic_on_oom", "kernel/panic", "kernel/panic_on_oops"],
+    ...["kernel/keys/root_maxkeys", "kernel/keys/root_maxbytes", "net/netfilter/nf_conntrack_max"],
+    ...["net/netfilter/nf_conntrack_tcp_timeout_established", "net/netfilter/nf_conntrack_tcp_timeout_close_wait"],
+  ];
+  return Object.fromEntries(
+    keys.map((key) => {
+      try {
+        return [key, readFileSync(`/proc/sys/${key}`, "utf8").trim()];
+      } catch {
+        return [key, "(absent)"];
+      }
+    }),
+  );
+}
+
 async function importInto(socket: string, archive: string): Promise<void> {
   await runOk("ctr", ["--address", socket, "--namespace", CRI_NAMESPACE, "images", "import", archive], {
     timeoutMs: 120 * SECOND,
@@ -405,15 +427,21 @@ function apiserverArgs(pki: Pki): string[] {
   ];
 }
 
-function controllerManagerArgs(pki: Pki, dir: string): string[] {
-  const kubeconfig = pki.kubeconfig("kube-controller-manager");
+/** What the controller-manager and the scheduler share: their kubeconfig (thrice), a local port, no election. */
+function controllerArgs(kubeconfig: string, certDir: string): string[] {
   return [
     `--kubeconfig=${kubeconfig}`,
     `--authentication-kubeconfig=${kubeconfig}`,
     `--authorization-kubeconfig=${kubeconfig}`,
     "--bind-address=127.0.0.1",
-    `--cert-dir=${join(dir, "controller-manager")}`,
+    `--cert-dir=${certDir}`,
     "--leader-elect=false",
+  ];
+}
+
+function controllerManagerArgs(pki: Pki, dir: string): string[] {
+  return [
+    ...controllerArgs(pki.kubeconfig("kube-controller-manager"), join(dir, "controller-manager")),
     "--use-service-account-credentials=true",
     `--service-account-private-key-file=${pki.serviceAccount.key}`,
     `--root-ca-file=${pki.ca}`,
@@ -427,15 +455,7 @@ function controllerManagerArgs(pki: Pki, dir: string): string[] {
 }
 
 function schedulerArgs(pki: Pki, dir: string): string[] {
-  const kubeconfig = pki.kubeconfig("kube-scheduler");
-  return [
-    `--kubeconfig=${kubeconfig}`,
-    `--authentication-kubeconfig=${kubeconfig}`,
-    `--authorization-kubeconfig=${kubeconfig}`,
-    "--bind-address=127.0.0.1",
-    `--cert-dir=${join(dir, "scheduler")}`,
-    "--leader-elect=false",
-  ];
+  return controllerArgs(pki.kubeconfig("kube-scheduler"), join(dir, "scheduler"));
 }
 
 function kubeletConfiguration(pki: Pki, socket: string): object {

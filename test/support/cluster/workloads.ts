@@ -65,6 +65,30 @@ export function podManifest(pod: HostPortPod): object {
   };
 }
 
+/** Applies the policy's pods and the refused one, and waits until the first three are ready. */
+export async function startPolicyPods(c: Cluster): Promise<void> {
+  const pods = Object.values(POLICY_PODS);
+  await applyPods(c, [...pods, REFUSED_POD]);
+  await waitReady(c, pods);
+}
+
+/** Who answers each policy pod's port (`actual`), and who must (`expected`), by pod name. */
+export async function policyAnswers(c: Cluster): Promise<{ actual: object; expected: object }> {
+  const actual: Record<string, object> = {};
+  const expected: Record<string, object> = {};
+  for (const pod of Object.values(POLICY_PODS)) {
+    actual[pod.name] = await answers(c, pod);
+    expected[pod.name] = expectedAnswers(pod);
+  }
+  return { actual, expected };
+}
+
+/** Deletes every pod the tests applied, then returns podTraces(). */
+export async function deleteTestPods(c: Cluster): ReturnType<typeof podTraces> {
+  await c.kubectlOk(["delete", "pod", "-l", "pmh-test=hostport", "--wait", "--timeout=60s"], { timeoutMs: 70_000 });
+  return podTraces(c);
+}
+
 /** Applies the pods with `kubectl apply -f -`. */
 export async function applyPods(c: Cluster, pods: HostPortPod[]): Promise<void> {
   await c.kubectlOk(["apply", "-f", "-"], {
