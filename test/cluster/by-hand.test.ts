@@ -13,6 +13,7 @@ import {
   refusalEvents,
   startPolicyPods,
 } from "../support/cluster/workloads.js";
+import { runOk } from "../support/exec.js";
 import { pluginFile } from "../support/paths.js";
 
 describeCluster("a Kubernetes v1.32.6 node with the plugin installed by hand", () => {
@@ -38,6 +39,11 @@ describeCluster("a Kubernetes v1.32.6 node with the plugin installed by hand", (
     await startPolicyPods(c);
     const { actual, expected } = await policyAnswers(c);
     expect(actual).toEqual(expected);
+    // The pod's own network namespace, reached from here: it holds the address Kubernetes reports.
+    const podIP = await c.kubectlOk(["get", "pod", POLICY_PODS.neither.name, "-o", "jsonpath={.status.podIP}"]);
+    const netns = await c.podNetns("default", POLICY_PODS.neither.name);
+    const addrs = await runOk("nsenter", [`--net=${netns}`, "ip", "-4", "-o", "addr", "show", "dev", "eth0"]);
+    expect(addrs).toContain(` ${podIP}/24 `);
   });
 
   it("a refused pod's kubectl describe shows the plugin's message in its events", async () => {
