@@ -102,8 +102,10 @@ function inNamespaces(work, log, { emulate = false, privateVar = false }, cmd, a
       clearTimeout(timer);
       fail(e);
     });
+    const began = Date.now();
     child.on("exit", (code, signal) => {
       clearTimeout(timer);
+      writeFileSync(log, `# ${line.split(" ")[0]}: ${((Date.now() - began) / 1000).toFixed(1)} s\n`, { flag: "a" });
       if (code === 0) return done(stdout.trim());
       const tail = readFileSync(log, "utf8").slice(logStart).split("\n").slice(-30).join("\n");
       const why = signal === "SIGKILL" ? `killed after ${timeoutMs / 1000} s` : `exited ${code ?? signal}`;

@@ -38,10 +38,10 @@ const PLUGIN = "/opt/cni/bin/portmap-hostip";
 const FLANNEL_CONFLIST = join(REPO_ROOT, "test/fixtures/flannel/cni-conf.json");
 const DS = ["-n", "kube-system", "ds/portmap-hostip"];
 
-/** Pods started one after the other while the DaemonSet's pod is replaced. */
-const upgradePods: HostPortPod[] = Array.from({ length: 6 }, (_, i) => ({ name: `upgrade-${i}`, hostPort: 8090 + i }));
-const afterDelete: HostPortPod = { name: "after-delete", hostPort: 8096 };
-const afterUninstall: HostPortPod = { name: "after-uninstall", hostPort: 8097 };
+/** Pods started one a second while the DaemonSet's pod is replaced (at most this many). */
+const upgradePods: HostPortPod[] = Array.from({ length: 15 }, (_, i) => ({ name: `upgrade-${i}`, hostPort: 8090 + i }));
+const afterDelete: HostPortPod = { name: "after-delete", hostPort: 8110 };
+const afterUninstall: HostPortPod = { name: "after-uninstall", hostPort: 8111 };
 const ALL = [...Object.values(POLICY_PODS), REFUSED_POD, ...upgradePods, afterDelete, afterUninstall];
 
 const sha256 = (file: string) => createHash("sha256").update(readFileSync(file)).digest("hex");
@@ -120,14 +120,28 @@ describeCluster(
       copyFileSync(EXECUTABLE, next);
       appendFileSync(next, "another build");
       await c.importImage(await imageWithExecutable(IMAGE_ARCHIVE, next, `docker.io/library/${NEXT}`, work));
+      // The DaemonSet's pods as IMAGE=READY pairs.
+      const daemonPods = () =>
+        c.kubectlOk([
+          ...["get", "pods", "-n", "kube-system", "-l", "app.kubernetes.io/name=portmap-hostip", "-o"],
+          'jsonpath={range .items[*]}{.spec.containers[0].image}={.status.conditions[?(@.type=="Ready")].status} {end}',
+        ]);
       await c.kubectlOk(["set", "image", ...DS, `install=${NEXT}`, `watch=${NEXT}`]);
+      // One pod a second until the new pod is ready, noting what ran on the node when each was applied.
+      const started: Array<{ pod: HostPortPod; daemon: string }> = [];
       for (const pod of upgradePods) {
+        const daemon = (await daemonPods()).trim();
+        if (daemon === `${NEXT}=True`) break;
         await applyPods(c, [pod]);
-        await new Promise((r) => setTimeout(r, 1500));
+        started.push({ pod, daemon });
+        await new Promise((r) => setTimeout(r, 1000));
       }
       await rollout();
-      await waitReady(c, upgradePods);
-      for (const pod of upgradePods) expect(await answers(c, pod), pod.name).toEqual(expectedAnswers(pod));
+      // Some started while no keeper was ready: the old one ending, the new one installing.
+      expect(started.filter((s) => !s.daemon.includes("=True")).length, JSON.stringify(started)).toBeGreaterThan(0);
+      const pods = started.map((s) => s.pod);
+      await waitReady(c, pods);
+      for (const pod of pods) expect(await answers(c, pod), pod.name).toEqual(expectedAnswers(pod));
       const failed = await c.kubectlOk([
         ...["get", "events", "--field-selector", "reason=FailedCreatePodSandBox", "-o"],
         "jsonpath={.items[*].involvedObject.name}",

@@ -131,7 +131,11 @@ export async function startCluster(opts: ClusterOptions = {}): Promise<Cluster> 
           // gone
         }
   };
-  const unregister = atLastResort(killNode);
+  // At exit (a run killed or interrupted) too; killed processes leave their cgroups a moment later.
+  const unregister = atLastResort(() => {
+    killNode();
+    for (let i = 0; i < 40 && !removeCgroups(); i++) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 50);
+  });
 
   const nodeArgs = () => ["-t", String(holderPid), "-m", "-n", "-p", "--"];
   const kubectl = (args: readonly string[], o: RunOptions = {}) =>
