@@ -14,6 +14,9 @@ export interface ContainerRecord {
   at: number;
 }
 
+/** How records (and the cache's attachments) are keyed: a container is one per network. */
+export const recordKey = (network: string, containerId: string): string => `${network}\n${containerId}`;
+
 export const recordsDir = (dir: string): string => join(dir, "containers");
 // Network names may hold characters a file name must not ("/"): encoded; the container ID is [A-Za-z0-9_.-].
 export const recordPath = (dir: string, network: string, containerId: string): string =>

@@ -17,6 +17,9 @@ export const CHAIN = "hostports";
 export const MASQ_CHAIN = "masquerading";
 export const NFT_FAMILY: Record<Family, "ip" | "ip6"> = { 4: "ip", 6: "ip6" };
 
+/** How messages name a family's `hostports` chain. */
+export const hostportsPlace = (family: Family): string => `nftables chain ${NFT_FAMILY[family]} ${TABLE} ${CHAIN}`;
+
 /**
  * A destination no packet has, for a mapping left with no host IP in a family: the kernel turns a connect()
  * to 0.0.0.0 / :: into one to the loopback before the nat hooks, and `fib daddr type local` (portmap's jump

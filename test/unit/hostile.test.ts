@@ -5,11 +5,12 @@ import { closeSync, mkdtempSync, openSync, rmSync, writeFileSync } from "node:fs
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
+import { podBackends } from "../../src/backends/registry.js";
+import { planPodChains } from "../../src/backends/scope-pod.js";
 import { readAttachmentEnv, readCommand } from "../../src/cni/env.js";
 import { decodeJson, readStdin } from "../../src/cni/stdin.js";
 import { parseNetConf } from "../../src/core/config.js";
 import { CniError, Code } from "../../src/core/errors.js";
-import { planPodChains } from "../../src/pipeline/plan.js";
 
 /** The CniError's code, or "ok" when `f` returns. */
 function codeOf(f: () => unknown): number | "ok" {
@@ -162,7 +163,11 @@ describe("keys that name Object.prototype members", () => {
       expect(conf.annotationValue).toBeUndefined();
       // defaultHostIP "any" and no annotation: nothing to do, no iptables needed.
       await expect(
-        planPodChains(conf, { command: "ADD", containerId: "abc123", netns: "/x", ifname: "eth0", args: new Map() }),
+        planPodChains(
+          conf,
+          { command: "ADD", containerId: "abc123", netns: "/x", ifname: "eth0", args: new Map() },
+          podBackends,
+        ),
       ).resolves.toMatchObject({ plans: [], notes: [] });
     },
   );

@@ -5,25 +5,28 @@ import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { emptyOutcome } from "../../src/backends/backend.js";
+import { planDead, planReconcile, type Wanted } from "../../src/backends/iptables-plan.js";
+import { deadNow } from "../../src/backends/nftables-node.js";
 import { parseInstallArgs, runInstall } from "../../src/cli/install.js";
 import { checkKeeper, NAT_EVENT } from "../../src/cli/keeper.js";
-import { type ContainerRecord, noteReadsFirst, readsFirst, writeRecord } from "../../src/host/record.js";
-import { ADD_RECORD_TTL_MS, awaitKeeperLock, readRecords, withKeeperLock } from "../../src/host/state.js";
-import { parseTable } from "../../src/iptables/table.js";
-import { formatRule } from "../../src/iptables/text.js";
-import { chooseVariant } from "../../src/iptables/variant.js";
-import { parseChainJson } from "../../src/nftables/json.js";
-import { expectedChains, portmapBackendOf } from "../../src/ops/attachment.js";
 import {
   type CachedAttachment,
   type CacheRead,
   ownedByUnreadable,
   parseCacheFile,
   readResultCache,
-} from "../../src/ops/cache.js";
-import { DEAD_CONFIRM_MS, deadChainGoes, judge, planDead } from "../../src/ops/keep.js";
-import { deadNow } from "../../src/ops/keep-nft.js";
-import { planReconcile, type Wanted } from "../../src/ops/reconcile.js";
+} from "../../src/host/cache.js";
+import { ADD_RECORD_TTL_MS, judge } from "../../src/host/liveness.js";
+import { type ContainerRecord, noteReadsFirst, readsFirst, writeRecord } from "../../src/host/record.js";
+import { awaitKeeperLock, readRecords, withKeeperLock } from "../../src/host/state.js";
+import { parseTable } from "../../src/iptables/table.js";
+import { formatRule } from "../../src/iptables/text.js";
+import { chooseVariant } from "../../src/iptables/variant.js";
+import { parseChainJson } from "../../src/nftables/json.js";
+import { DEAD_CONFIRM_MS, deadChainGoes } from "../../src/ops/pass.js";
+import { changeLines } from "../../src/ops/report.js";
+import { expectedChains, portmapBackendOf } from "../../src/pipeline/attachment.js";
 import { cacheEntryJson } from "../support/result-cache.js";
 import { CHAIN, fixture, NODE } from "./fixtures.js";
 
@@ -341,7 +344,9 @@ describe("a pass's plan on a recorded table (portmap's chain for container abc12
       `-F ${CHAIN}`,
       `-X ${CHAIN}`,
     ]);
-    expect(plan.actions).toEqual([`deleted dead ${CHAIN} (network cbr0, container abc123) and 2 jump(s)`]);
+    expect(changeLines({ ...emptyOutcome("iptables", 4), removed: plan.removed, leftAlone: plan.leftAlone })).toEqual([
+      `deleted dead ${CHAIN} (network cbr0, container abc123) and 2 jump(s)`,
+    ]);
   });
 
   it("leaves a dead chain that takes no live pod's port to the grace, and never judges an ADD under way or another network", () => {

@@ -4,9 +4,12 @@
 import { readdirSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
+import { planNftGc } from "../../src/backends/nftables-node.js";
+import { correctAsRead } from "../../src/backends/nftables-rerun.js";
 import type { PortMapping } from "../../src/core/config.js";
 import { type Family, parseIp } from "../../src/core/ip.js";
 import { type Rule, sameRules } from "../../src/core/rule.js";
+import { parseCacheFile } from "../../src/host/cache.js";
 import {
   batch,
   describeRule,
@@ -16,10 +19,7 @@ import {
   rewriteCommands,
   writeRule,
 } from "../../src/nftables/json.js";
-import { ourConf } from "../../src/ops/attachment.js";
-import { parseCacheFile } from "../../src/ops/cache.js";
-import { planNftGc } from "../../src/ops/gc-nft.js";
-import { correctAsRead } from "../../src/ops/reconcile-nft.js";
+import { ourConf } from "../../src/pipeline/attachment.js";
 import { scopeFamily } from "../../src/pipeline/pod.js";
 import type { ResolvedMapping } from "../../src/policy/resolve.js";
 import { cacheEntryJson } from "../support/result-cache.js";

@@ -2,7 +2,7 @@
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { runCli } from "../../src/cli/main.js";
 import { runOps } from "../../src/cli/ops.js";
-import { selectsNetwork } from "../../src/ops/cache.js";
+import { selectsNetwork } from "../../src/host/cache.js";
 import { dropStaleUdp, procSource } from "../../src/pipeline/conntrack.js";
 import { chainOf, rules } from "./fixtures.js";
 

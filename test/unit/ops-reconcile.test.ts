@@ -3,11 +3,11 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
+import { planReconcile, type Wanted } from "../../src/backends/iptables-plan.js";
 import type { Family } from "../../src/core/ip.js";
+import { parseCacheFile } from "../../src/host/cache.js";
 import { type NatTable, parseTable, rulesOf } from "../../src/iptables/table.js";
-import { expectedChains } from "../../src/ops/attachment.js";
-import { parseCacheFile } from "../../src/ops/cache.js";
-import { planReconcile, type Wanted } from "../../src/ops/reconcile.js";
+import { expectedChains } from "../../src/pipeline/attachment.js";
 import {
   linesToPorts,
   parseConntrack,

@@ -1,10 +1,17 @@
 // status, the result cache reader and GC planning, on what real portmap wrote (test/fixtures/ops).
 import { describe, expect, it } from "vitest";
+import type { NodeRules } from "../../src/backends/backend.js";
+import { iptablesBackend } from "../../src/backends/iptables.js";
+import { natRules } from "../../src/backends/iptables-node.js";
+import { planGc } from "../../src/backends/iptables-plan.js";
+import { nftablesBackend } from "../../src/backends/nftables.js";
+import { nftRules } from "../../src/backends/nftables-node.js";
 import type { Family } from "../../src/core/ip.js";
+import { attachmentLabel, type CacheRead, parseCacheFile } from "../../src/host/cache.js";
+import { judge } from "../../src/host/liveness.js";
+import { nat } from "../../src/iptables/nat.js";
 import { parseTable, portmapJumps } from "../../src/iptables/table.js";
 import { parseChainJson } from "../../src/nftables/json.js";
-import { attachmentLabel, type CacheRead, parseCacheFile } from "../../src/ops/cache.js";
-import { planGc } from "../../src/ops/gc.js";
 import { statusJson, statusTable } from "../../src/ops/render.js";
 import { status } from "../../src/ops/status.js";
 import { cacheEntryJson } from "../support/result-cache.js";
@@ -71,10 +78,12 @@ const cache = (attachments = [a, b]): CacheRead => ({
   unreadable: [],
   problems: [],
 });
-const tables = (name: string) =>
-  new Map<Family, ReturnType<typeof parseTable>>(
-    [4, 6].map((f) => [f as Family, parseTable(fixture(`ops/${name}-v${f}.rules`))]),
-  );
+/** Both families' nat tables as recorded (`iptables -S`), as the iptables backend reads them. */
+const tables = (name: string): NodeRules =>
+  natRules(iptablesBackend(), nat(), new Map([4, 6].map((f) => [f as Family, fixture(`ops/${name}-v${f}.rules`)])));
+/** status() with the verdicts of `c` and no records. */
+const statusOf = (read: NodeRules[], c = cache()) =>
+  status(read, c, NODE, judge({ cache: c, records: new Map(), now: 0 }));
 
 describe("the result cache", () => {
   it("reads libcni's entry: conflist, CNI_ARGS, capability args, result", () => {
@@ -119,7 +128,7 @@ describe("portmap's jumps", () => {
 });
 
 describe("status", () => {
-  const rows = status(tables("default"), cache(), NODE);
+  const rows = statusOf([tables("default")]);
   const row = (pod: string, family: Family, port: number) =>
     rows.find((r) => r.pod === pod && r.family === family && r.hostPort === port)!;
 
@@ -131,7 +140,7 @@ describe("status", () => {
       state: "scoped",
       network: "cbr0",
     });
-    const alone = status(tables("nosnat"), cache([a]), NODE).find((r) => r.family === 6 && r.hostPort === 8080);
+    const alone = statusOf([tables("nosnat")], cache([a])).find((r) => r.family === 6 && r.hostPort === 8080);
     expect(alone).toMatchObject({
       pod: "default/a",
       destinations: [],
@@ -142,7 +151,7 @@ describe("status", () => {
   });
 
   it("names the Service address an unscoped mapping captures (kube-ipvs0), not node or pod-gateway addresses", () => {
-    const alone = status(tables("default"), cache([a]), NODE).find(
+    const alone = statusOf([tables("default")], cache([a])).find(
       (r) => r.pod === "default/a" && r.family === 4 && r.hostPort === 8080,
     )!;
     expect(alone.captures).toEqual(["10.96.0.50"]);
@@ -168,11 +177,13 @@ describe("status", () => {
   });
 
   it("without a cache, judges no orphans", () => {
-    const none = status(
-      tables("default"),
-      { dir: "/x", present: false, attachments: [], unreadable: [], problems: [] },
-      NODE,
-    );
+    const none = statusOf([tables("default")], {
+      dir: "/x",
+      present: false,
+      attachments: [],
+      unreadable: [],
+      problems: [],
+    });
     expect(none.some((r) => r.state === "orphan")).toBe(false);
   });
 
@@ -224,8 +235,9 @@ describe("GC planning", () => {
 
 describe("status on portmap's nftables backend (recorded v1.9.1 output)", () => {
   // abc123 (pod a): ADD twice (every rule appended again); def456 (not pod b's mappings: no cached owner here) on 8080 too.
-  const nft = new Map([[4 as Family, parseChainJson(fixture("nftables/repeated-v4.json"))]]);
-  const rows = status(new Map(), cache([a]), NODE, nft);
+  const hostports = parseChainJson(fixture("nftables/repeated-v4.json"));
+  const nft = nftRules(nftablesBackend, [{ family: 4, chain: "hostports", present: true, rules: hostports }]);
+  const rows = statusOf([nft], cache([a]));
   const row = (pod: string, port: number) => rows.find((r) => r.pod === pod && r.hostPort === port)!;
 
   it("gives one row per mapping of each container, owned through the cache by container ID", () => {

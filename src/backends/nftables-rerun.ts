@@ -1,4 +1,4 @@
-// The keeper's (and so `reconcile`'s) work on one attachment of portmap's nftables backend (ops/keep-nft.ts).
+// The keeper's (and so `reconcile`'s) work on one attachment of portmap's nftables backend (nftables-node.ts).
 // After a wiped table there is nothing left to read, and what portmap writes there depends on its version
 // (v1.6.0, v1.6.1–v1.8 and v1.9 lay the tables out differently; the nftables backend also ignores options the
 // iptables one has): instead of rebuilding that, run the node's own portmap ADD again from the cached
@@ -6,21 +6,22 @@
 // still there is only re-scoped (portmap's ADD would append its rules a second time).
 
 import type { NetConf } from "../core/config.js";
-import { CniError, Code } from "../core/errors.js";
-import type { Family } from "../core/ip.js";
+import { CniError, Code, RulesChanged } from "../core/errors.js";
+import { FAMILIES, type Family } from "../core/ip.js";
 import { type CniEnv, podLabel } from "../core/names.js";
 import type { NodeNetwork } from "../core/node.js";
 import { podFamilies } from "../core/result.js";
 import { commentOf, type Rule, ruleKey } from "../core/rule.js";
+import type { CachedAttachment } from "../host/cache.js";
 import { run } from "../host/run.js";
-import { applyBatch, RulesChanged, readHostports } from "../nftables/backend.js";
-import { batch, deleteCommand, MASQ_CHAIN, podRules } from "../nftables/json.js";
+import { batch, deleteCommand, hostportsPlace, MASQ_CHAIN, NEVER, podRules } from "../nftables/json.js";
+import { applyBatch, readHostports } from "../nftables/nft.js";
+import { entryConf, ourConf } from "../pipeline/attachment.js";
 import { dropStaleUdp } from "../pipeline/conntrack.js";
-import { type ChainPlan, changed, planPodChains, planScoped, scopePod } from "../pipeline/plan.js";
+import { changed, planScoped } from "../pipeline/plan.js";
 import { podScoping } from "../pipeline/pod.js";
-import { entryConf, ourConf } from "./attachment.js";
-import type { CachedAttachment } from "./cache.js";
-import { FAMILIES } from "./kernel.js";
+import type { ChainPlan, RuleBackend } from "./backend.js";
+import { planPodChains, scopePod } from "./scope-pod.js";
 
 // portmap's ADD takes milliseconds; a portmap that hangs must not hold the whole reconcile.
 const PORTMAP_LIMIT_MS = 30_000;
@@ -90,6 +91,8 @@ async function dropRepeatedMasquerade(containerId: string): Promise<void> {
   });
 }
 
+const only = (backend: RuleBackend) => async () => [backend];
+
 const isMissing = (err: unknown) => err instanceof CniError && err.code === Code.PortmapRulesMissing;
 
 const correct: NftReconciled = { state: "correct", text: "correct, left alone" };
@@ -108,7 +111,8 @@ export function correctAsRead(ours: NetConf, env: CniEnv, read: AsRead): boolean
   if (!scoping) return true;
   const current = scoping.families.map((f) => podRules(read.hostports.get(f) ?? [], env.containerId));
   try {
-    return !planScoped(scoping, pod, read.network, current, undefined).plans.some(changed);
+    const target = { closedDestination: NEVER, where: hostportsPlace };
+    return !planScoped(scoping, pod, read.network, current, target).plans.some(changed);
   } catch {
     return false; // rules missing in a family: planned anew, and portmap's ADD runs again
   }
@@ -126,6 +130,7 @@ export interface NftReconciled {
  * record of its ADD may be in its DEL: the keeper confirms first).
  */
 export async function reconcileNft(
+  backend: RuleBackend,
   a: CachedAttachment,
   present: boolean,
   opts: {
@@ -151,7 +156,7 @@ export async function reconcileNft(
     if (!present)
       return opts.mayRerun() ? change(`would run ${rerun}${ours ? ", then scope its rules" : ""}`) : waiting;
     try {
-      const wrong = ours ? (await planPodChains(ours, env)).plans.filter(changed) : [];
+      const wrong = ours ? (await planPodChains(ours, env, only(backend))).plans.filter(changed) : [];
       return wrong.length > 0
         ? change(`would re-scope its nftables rules (IPv${wrong.map((p) => p.family).join(", IPv")})`)
         : correct;
@@ -170,7 +175,7 @@ export async function reconcileNft(
   let written: ChainPlan[] = [];
   if (ours) {
     try {
-      written = (await scopePod(ours, env)).written;
+      written = (await scopePod(ours, env, only(backend))).written;
     } catch (err) {
       // Rules gone in one family only (a table deleted): portmap writes them again (and appends a second
       // copy in the other family, which scoping folds into one).
@@ -179,7 +184,7 @@ export async function reconcileNft(
       reran = true;
       await runPortmapAdd(a, opts.cniBinDir);
       await dropRepeatedMasquerade(a.containerId);
-      written = (await scopePod(ours, env)).written;
+      written = (await scopePod(ours, env, only(backend))).written;
     }
   }
   // As after ADD: UDP flows that the unscoped rules (or no rules) sent elsewhere meanwhile must go.

@@ -6,6 +6,7 @@ import { PLUGIN_TYPE } from "../core/names.js";
 import type { NodeNetwork } from "../core/node.js";
 import { podAddresses, podFamilies } from "../core/result.js";
 import type { Rule } from "../core/rule.js";
+import { attachmentLabel, type CachedAttachment } from "../host/cache.js";
 import { portmapChainName } from "../iptables/chain-name.js";
 import {
   type PodNet,
@@ -16,7 +17,6 @@ import {
   portmapJumpRules,
 } from "../iptables/portmap.js";
 import { podScoping, resolvePod, scopeFamily } from "../pipeline/pod.js";
-import { attachmentLabel, type CachedAttachment } from "./cache.js";
 
 const PORTMAP_TYPE = "portmap";
 

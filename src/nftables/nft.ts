@@ -1,6 +1,6 @@
 // portmap's nftables tables through the `nft` binary on PATH (the one portmap's knftables runs): read a
 // family's `hostports` chain, apply one batch.
-import { CniError, Code } from "../core/errors.js";
+import { CniError, Code, RulesChanged } from "../core/errors.js";
 import type { Family } from "../core/ip.js";
 import type { Rule } from "../core/rule.js";
 import { type Runner, type RunResult, run } from "../host/run.js";
@@ -15,9 +15,6 @@ const BUSY = /Resource temporarily unavailable|Device or resource busy/;
 const LIMIT_MS = 15_000;
 // The kernel's limit for one argument (MAX_ARG_STRLEN), less a margin: about 350 rules of a pod.
 const MAX_BATCH = 120 * 1024;
-
-/** A batch named a rule that is gone: a concurrent DEL (or ADD) of a pod changed its rules. */
-export class RulesChanged extends CniError {}
 
 /** An nft run; undefined when there is no nft at all (portmap cannot have written nftables rules either). */
 async function nft(args: readonly string[], runner: Runner = run): Promise<RunResult | undefined> {
