@@ -41,7 +41,8 @@ const common = {
 // plugin and compiled only when a command line runs: no pod start parses them (Node 20 keeps no code cache
 // for the bundle), and the single executable's code cache holds only what pods run. They share no object
 // with the CNI code: runCli takes the arguments and returns the exit code.
-const cli = await build({ ...common, entryPoints: ["src/cli/main.ts"], write: false });
+// ES module builds first: jsonc-parser's "main" is a UMD build whose requires esbuild cannot follow.
+const cli = await build({ ...common, entryPoints: ["src/cli/main.ts"], mainFields: ["module", "main"], write: false });
 const operatorCommands = {
   name: "operator-commands",
   setup(b) {
