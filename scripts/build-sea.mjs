@@ -43,7 +43,7 @@ export function buildSea(bundle, exe, version, target = X64) {
       return execFileSync(cmd, argv, { timeout: 120_000, ...opts });
     } catch (err) {
       // What the step printed, as text (the error itself carries it as buffers).
-      throw new Error(`${cmd} ${argv.join(" ")} failed:\n${err.stderr?.toString() || err.message}`);
+      throw new Error(`${cmd} ${argv.join(" ")} failed:\n${err.stderr?.toString() || err.message}`, { cause: err });
     }
   };
   try {

@@ -70,7 +70,7 @@ function parse(text: string, file: string): Doc {
   try {
     value = JSON.parse(text);
   } catch (err) {
-    throw new Error(`${file} is not valid JSON: ${(err as Error).message}`);
+    throw new Error(`${file} is not valid JSON: ${(err as Error).message}`, { cause: err });
   }
   if (!isObject(value) || !Array.isArray(value["plugins"])) {
     throw new Error(`${file} is not a conflist (no "plugins" list); chained plugins such as portmap need one`);
