@@ -6,10 +6,16 @@ import { execFileSync } from "node:child_process";
 import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { build } from "esbuild";
-import { arm64Target, buildSea, X64 } from "./build-sea.mjs";
+import { arm64Target, buildSea, missingArm64Tools, X64 } from "./build-sea.mjs";
 import { arm64Node } from "./node-linux-arm64.mjs";
 
 const arm64 = process.argv.includes("--arm64");
+// Before any work: without them the build would stop halfway with a bare ENOENT.
+const missing = arm64 ? missingArm64Tools() : [];
+if (missing.length > 0) {
+  console.error(`build --arm64: missing ${missing.join(", ")}; install with: sudo bash scripts/setup --arm64`);
+  process.exit(1);
+}
 const { version } = JSON.parse(readFileSync("package.json", "utf8"));
 
 /** The commit built from: short hash, `-dirty` when files differ from it (untracked ones too), `unknown` without git. */
