@@ -182,7 +182,7 @@ export async function checkKeeper(stateDir: string, now = Date.now()): Promise<s
   try {
     beat = JSON.parse(await readFile(file, "utf8")) as typeof beat;
   } catch (err) {
-    throw new Error(`no keeper heartbeat in ${file}: ${(err as Error).message}`);
+    throw new Error(`no keeper heartbeat in ${file}: ${(err as Error).message}`, { cause: err });
   }
   if (typeof beat.at !== "number" || typeof beat.resyncMs !== "number")
     throw new Error(`${file} is not a keeper heartbeat`);

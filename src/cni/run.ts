@@ -138,7 +138,10 @@ export async function runCni(): Promise<number> {
     logFile = command === "VERSION" ? undefined : logFileOf(command, json);
     await execute(command, json, attachment, log);
   } catch (err) {
-    error = err instanceof CniError ? err : new CniError(Code.IoFailure, (err as Error).message ?? String(err));
+    error =
+      err instanceof CniError
+        ? err
+        : new CniError(Code.IoFailure, (err as Error).message ?? String(err), "", { cause: err });
     print({ cniVersion: version, code: error.code, msg: error.message, details: error.details });
   }
   if (logFile !== undefined) {

@@ -83,7 +83,7 @@ export function parseCacheFile(text: string, file: string, mtimeMs: number): Cac
   try {
     json = JSON.parse(text);
   } catch (err) {
-    throw new Error(`not JSON: ${(err as Error).message}`);
+    throw new Error(`not JSON: ${(err as Error).message}`, { cause: err });
   }
   const parsed = z.safeParse(CacheSchema, json);
   if (!parsed.success) throw new Error(`not a libcni cache entry (${issue(parsed.error)})`);
@@ -96,8 +96,8 @@ export function parseCacheFile(text: string, file: string, mtimeMs: number): Cac
   let conf: unknown;
   try {
     conf = JSON.parse(Buffer.from(c.config, "base64").toString("utf8"));
-  } catch {
-    throw new Error("config is not base64 of a JSON network configuration");
+  } catch (err) {
+    throw new Error("config is not base64 of a JSON network configuration", { cause: err });
   }
   const list = z.safeParse(ConfSchema, conf);
   if (!list.success) throw new Error(`config is not a network configuration (${issue(list.error)})`);
@@ -132,7 +132,7 @@ export async function readResultCache(cacheDir: string, memo?: CacheMemo): Promi
     names = (await readdir(dir)).sort();
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === "ENOENT") return { ...read, present: false };
-    throw new Error(`cannot read the result cache ${dir}: ${(err as Error).message}`);
+    throw new Error(`cannot read the result cache ${dir}: ${(err as Error).message}`, { cause: err });
   }
   for (const name of names) {
     const file = join(dir, name);

@@ -39,7 +39,9 @@ export async function readRecords(
     names = await readdir(recordsDir(dir));
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === "ENOENT") return { records, problems };
-    throw new Error(`cannot read the container records in ${recordsDir(dir)}: ${(err as Error).message}`);
+    throw new Error(`cannot read the container records in ${recordsDir(dir)}: ${(err as Error).message}`, {
+      cause: err,
+    });
   }
   for (const name of names.filter((n) => !n.endsWith(".tmp"))) {
     try {

@@ -32,8 +32,8 @@ type Json = Record<string, unknown>;
 const isObject = (v: unknown): v is Json => v !== null && typeof v === "object" && !Array.isArray(v);
 const L4 = ["tcp", "udp", "sctp"];
 
-function malformed(what: string): CniError {
-  return new CniError(Code.IoFailure, `unexpected output of nft -j list chain: ${what}`);
+function malformed(what: string, cause?: unknown): CniError {
+  return new CniError(Code.IoFailure, `unexpected output of nft -j list chain: ${what}`, "", { cause });
 }
 
 /** A `match` statement on a payload field. */
@@ -103,8 +103,8 @@ export function parseChainJson(text: string): Rule[] {
   let doc: unknown;
   try {
     doc = JSON.parse(text);
-  } catch {
-    throw malformed("not JSON");
+  } catch (err) {
+    throw malformed("not JSON", err);
   }
   const items = isObject(doc) ? doc["nftables"] : undefined;
   if (!Array.isArray(items)) throw malformed('no "nftables" array');
