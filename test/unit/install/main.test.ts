@@ -138,3 +138,43 @@ describe("install --check (the exec probe)", () => {
     expect(await readFile(join(conf, "10.conflist"), "utf8")).toContain("portmap-hostip");
   });
 });
+
+describe("install --dry-run", () => {
+  it("prints the removal as a unified diff naming the file, then the binary it would remove", async () => {
+    await install([]);
+    const run = await install(["--uninstall", "--dry-run"]);
+    expect(run).toEqual({
+      code: 0,
+      stdout: [
+        `--- ${conflist}`,
+        `+++ ${conflist}`,
+        "@@ -14,13 +14,6 @@",
+        '       "capabilities": {',
+        '         "portMappings": true',
+        "       }",
+        "-    },",
+        "-    {",
+        '-      "type": "portmap-hostip",',
+        '-      "capabilities": {',
+        '-        "portMappings": true,',
+        '-        "io.kubernetes.cri.pod-annotations": true',
+        "-      }",
+        "     }",
+        "   ]",
+        " }",
+        `would remove ${join(binDir, "portmap-hostip")}`,
+        "",
+      ].join("\n"),
+      stderr: "",
+    });
+  });
+
+  it("prints no diff when the entry is in place", async () => {
+    await install([]);
+    expect(await install(["--dry-run"])).toEqual({
+      code: 0,
+      stdout: `would copy ${binary} to ${join(binDir, "portmap-hostip")}\n${conflist}: nothing to change\n`,
+      stderr: "",
+    });
+  });
+});
