@@ -6,13 +6,14 @@ import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
 import type { PortMapping } from "../../../src/core/config.js";
 import { type Family, parseIp } from "../../../src/core/ip.js";
-import { type Rule, sameRules } from "../../../src/core/rule.js";
+import { commentOf, type Rule, sameRules } from "../../../src/core/rule.js";
 import {
   batch,
   describeRule,
   NEVER,
   parseChainJson,
   podRules,
+  podRulesOfListing,
   rewriteCommands,
   writeRule,
 } from "../../../src/nftables/json.js";
@@ -244,5 +245,40 @@ describe("the batch", () => {
       expect(rule).toMatchObject({ table: "cni_hostport", chain: "hostports" });
       if (!("delete" in c)) expect(rule["comment"]).toBe(ID);
     }
+  });
+});
+
+// One pod's rules picked out of a whole listing without parsing the other rules: the same rules, handles
+// included, as parsing it all gives.
+const LISTINGS = readdirSync(fileURLToPath(new URL("../../fixtures/nftables/", import.meta.url))).filter((f) =>
+  f.endsWith(".json"),
+);
+// Some listings are empty (a family portmap wrote nothing in); these hold several containers' rules.
+const busy = ["reference-v4.json", "repeated-v4.json", "repeated-v6.json"];
+
+describe("a pod's rules from a listing", () => {
+  it.each(LISTINGS)("%s: every container's rules, and none of a container it lacks", (file) => {
+    const text = fixture(`nftables/${file}`);
+    const all = parseChainJson(text);
+    const ids = [...new Set(all.flatMap((r) => commentOf(r) ?? []))];
+    for (const id of [...ids, "zzz999", "abc"]) expect(podRulesOfListing(text, id)).toEqual(podRules(all, id));
+  });
+
+  it("has listings with rules to pick from", () => {
+    for (const file of busy) expect(parseChainJson(fixture(`nftables/${file}`)).length).toBeGreaterThan(1);
+  });
+
+  it("reads a listing of another layout (compact JSON) whole, with the same result", () => {
+    const text = fixture("nftables/repeated-v4.json");
+    const compact = JSON.stringify(JSON.parse(text));
+    for (const id of ["abc123", "def456"]) expect(podRulesOfListing(compact, id)).toEqual(podRulesOfListing(text, id));
+  });
+
+  it("is not fooled by the key inside another rule's comment text", () => {
+    const text = fixture("nftables/repeated-v4.json").replace(
+      '"comment": "def456"',
+      `"comment": ${JSON.stringify('x "comment": "abc123"')}`,
+    );
+    expect(podRulesOfListing(text, "abc123")).toEqual(podRules(parseChainJson(text), "abc123"));
   });
 });
