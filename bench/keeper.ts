@@ -7,9 +7,10 @@
 // 10 ms ticks). Writes bench/keeper-results.json.
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { nodeBackends } from "../src/backends/registry.js";
 import { writeRecord } from "../src/host/record.js";
 import { run } from "../src/host/run.js";
-import { BACKENDS, keeperPass, newMemory } from "../src/ops/keep.js";
+import { keeperPass, newMemory } from "../src/ops/pass.js";
 import { bridgeConflist } from "../test/support/conflists.js";
 import { legacyIptablesPath } from "../test/support/iptables.js";
 import { cacheEntryJson } from "../test/support/result-cache.js";
@@ -41,6 +42,8 @@ async function inner(cacheDir: string, stateDir: string): Promise<void> {
   // nothing runs portmap.
   const options = {
     dryRun: false,
+    rebuild: true,
+    conflictsFirst: true,
     networks: [],
     fallbackEntry: undefined,
     graceMs: Infinity,
@@ -48,8 +51,9 @@ async function inner(cacheDir: string, stateDir: string): Promise<void> {
   };
   const memory = newMemory();
   const dirs = { cacheDir, stateDir };
+  const backends = await nodeBackends();
   const t0 = process.hrtime.bigint();
-  const first = await keeperPass(BACKENDS, dirs, memory, options);
+  const first = await keeperPass(backends, dirs, memory, options);
   const firstPassMs = Number(process.hrtime.bigint() - t0) / 1e6;
   const failures = first.families.flatMap((f) => (f.failure ? [f.failure] : []));
   if (failures.length > 0 || first.problems.length > 0)
@@ -66,7 +70,7 @@ async function inner(cacheDir: string, stateDir: string): Promise<void> {
     const cpu = process.cpuUsage();
     const children = childrenCpuMs();
     const t = process.hrtime.bigint();
-    const report = await keeperPass(BACKENDS, dirs, memory, options);
+    const report = await keeperPass(backends, dirs, memory, options);
     timing.wallMs.push(Number(process.hrtime.bigint() - t) / 1e6);
     const used = process.cpuUsage(cpu);
     timing.cpuMs.push((used.user + used.system) / 1000);

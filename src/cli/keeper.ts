@@ -1,5 +1,5 @@
 // The node's keeper (`install --watch --cache-dir DIR`): beside the installer's conflist watch, it keeps every
-// cached pod's hostPort rules as they must be. A pass (ops/keep.ts) runs
+// cached pod's hostPort rules as they must be. A pass (ops/pass.ts) runs
 //   - at start, and every --resync seconds (iptables-legacy tells nobody about changes: this is its poll);
 //   - when the kernel says something changed: a node address (`ip -o monitor address`), the nat table under
 //     iptables-nft or portmap's nftables tables (`nft monitor ruleset`);
@@ -9,9 +9,11 @@
 // Every change is one line on stdout; SIGTERM (the signal) lets the running pass finish and ends it.
 import { readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
+import { nodeBackends } from "../backends/registry.js";
 import { monitor } from "../host/monitor.js";
 import { run } from "../host/run.js";
-import { BACKENDS, CONFIRM_MS, droppedLine, familyLabel, keeperPass, newMemory, type PassReport } from "../ops/keep.js";
+import { CONFIRM_MS, keeperPass, newMemory, type PassReport } from "../ops/pass.js";
+import { changeLines, droppedLine, familyLabel } from "../ops/report.js";
 import type { Out } from "./args.js";
 
 export interface KeeperSettings {
@@ -117,8 +119,10 @@ export class Keeper {
     const { cacheDir, stateDir, graceMs, entry, cniBinDir } = this.settings;
     let report: PassReport;
     try {
-      report = await keeperPass(BACKENDS, { cacheDir, stateDir }, this.memory, {
+      report = await keeperPass(await nodeBackends(), { cacheDir, stateDir }, this.memory, {
         dryRun: false,
+        rebuild: true,
+        conflictsFirst: true,
         networks: [],
         fallbackEntry: entry,
         graceMs,
@@ -132,7 +136,7 @@ export class Keeper {
     for (const f of report.families) {
       const at = `keeper (${reason}): ${familyLabel(f)}`;
       for (const action of [
-        ...f.actions,
+        ...changeLines(f),
         ...f.skipped.map((s) => `skipped ${s}`),
         ...(f.droppedUdp > 0 ? [droppedLine(f)] : []),
       ])
@@ -180,7 +184,7 @@ export async function checkKeeper(stateDir: string, now = Date.now()): Promise<s
   try {
     beat = JSON.parse(await readFile(file, "utf8")) as typeof beat;
   } catch (err) {
-    throw new Error(`no keeper heartbeat in ${file}: ${(err as Error).message}`);
+    throw new Error(`no keeper heartbeat in ${file}: ${(err as Error).message}`, { cause: err });
   }
   if (typeof beat.at !== "number" || typeof beat.resyncMs !== "number")
     throw new Error(`${file} is not a keeper heartbeat`);

@@ -1,16 +1,18 @@
 // `portmap-hostip status | reconcile | gc`: operator commands on the namespace they run in.
 import { readFile } from "node:fs/promises";
+import type { NodeRules } from "../backends/backend.js";
+import { nodeBackends } from "../backends/registry.js";
 import { DEFAULT_STATE_DIR, isStateDir } from "../core/config.js";
+import { type CacheRead, DEFAULT_CACHE_DIR, readResultCache, selectsNetwork } from "../host/cache.js";
+import { judge } from "../host/liveness.js";
 import { readNodeNetwork } from "../host/network.js";
-import { addMayBeRunning, readRecords, withKeeperLock } from "../host/state.js";
+import { readRecords } from "../host/state.js";
 import { installedEntry } from "../install/conflist.js";
 import { findConflist, resolveLayout } from "../install/files.js";
-import { type CacheRead, DEFAULT_CACHE_DIR, ownedByUnreadable, readResultCache, selectsNetwork } from "../ops/cache.js";
-import { collect } from "../ops/gc.js";
-import { collectNft } from "../ops/gc-nft.js";
-import { judge, runReconcile } from "../ops/keep.js";
-import { readNftTables, readTables } from "../ops/kernel.js";
+import { gc } from "../ops/gc.js";
+import { reconcile } from "../ops/reconcile.js";
 import { statusJson, statusTable } from "../ops/render.js";
+import { changeLines, droppedLine, familyLabel, removedText } from "../ops/report.js";
 import { status } from "../ops/status.js";
 import { type CliContext, type Out, parseFlags as parseCommandLine, runCommand, UsageError } from "./args.js";
 
@@ -27,11 +29,13 @@ interface Flags {
 }
 
 const USAGE: Record<string, string> = {
-  status: `usage: portmap-hostip status [--cache-dir DIR] [--network NAME]... [--json]
+  status: `usage: portmap-hostip status [--cache-dir DIR] [--network NAME]... [--state-dir DIR] [--json]
   One row per hostPort mapping in both nat tables and in portmap's nftables tables: pod, port, the addresses
   it matches, pod address, state (scoped, unscoped, captures-service, conflict, orphan).
   --cache-dir DIR   libcni's cache directory, holding results/ (default ${DEFAULT_CACHE_DIR})
   --network NAME    only the mappings of this network (repeatable; default: every network)
+  --state-dir DIR   the plugin's records of ADD and DEL (default ${DEFAULT_STATE_DIR}): a pod whose ADD is
+                    still running is no orphan
   --json            machine-readable output
 `,
   reconcile: `usage: portmap-hostip reconcile [--cache-dir DIR] [--network NAME]... [--cni-conf-dir DIR] [--cni-bin-dir DIR] [--dry-run]
@@ -74,7 +78,7 @@ const OPTIONS = {
 } as const;
 
 const ALLOWED: Record<string, ReadonlyArray<keyof typeof OPTIONS>> = {
-  status: ["cache-dir", "json", "network", "help"],
+  status: ["cache-dir", "json", "network", "state-dir", "help"],
   reconcile: ["cache-dir", "dry-run", "network", "state-dir", "cni-conf-dir", "cni-bin-dir", "help"],
   gc: ["cache-dir", "dry-run", "network", "grace", "state-dir", "help"],
 };
@@ -115,17 +119,33 @@ async function readCache(dir: string, stderr: Out): Promise<CacheRead> {
   return cache;
 }
 
+/** Every backend's rules; one that cannot be read at all is a problem, said once. */
+async function readBackends(problems: string[]): Promise<NodeRules[]> {
+  const read = await Promise.all(
+    (await nodeBackends()).map((b) =>
+      b.read().catch((err: Error) => {
+        problems.push(`${b.name} rules not read: ${err.message}`);
+        return undefined;
+      }),
+    ),
+  );
+  return read.flatMap((r) => (r ? [r] : []));
+}
+
 async function runStatus(flags: Flags, stdout: Out, stderr: Out): Promise<number> {
-  const [cache, { tables, problems }, network, nft] = await Promise.all([
+  const problems: string[] = [];
+  const [cache, { records, problems: recordProblems }, network, read] = await Promise.all([
     readCache(flags.cacheDir, stderr),
-    readTables(),
+    readRecords(flags.stateDir),
     readNodeNetwork(),
-    readNftTables(),
+    readBackends(problems),
   ]);
+  problems.push(...recordProblems, ...read.flatMap((r) => r.problems));
   for (const p of problems) stderr(`portmap-hostip: ${p}\n`);
-  if (tables.size === 0 && nft.size === 0) return 1;
+  if (read.every((r) => r.families.length === 0)) return 1;
   // Owners come from the whole cache; only the rows are filtered (another network's chain is no orphan).
-  const rows = status(tables, cache, network, nft).filter((row) => selectsNetwork(flags.networks, row.network));
+  const verdict = judge({ cache, records, now: Date.now() });
+  const rows = status(read, cache, network, verdict).filter((row) => selectsNetwork(flags.networks, row.network));
   stdout(
     flags.json
       ? statusJson(rows, [
@@ -139,68 +159,23 @@ async function runStatus(flags: Flags, stdout: Out, stderr: Out): Promise<number
 }
 
 async function runGc(flags: Flags, stdout: Out, stderr: Out): Promise<number> {
-  // Dead: no cache entry (readable or not) and no ADD that may still be running (host/state.ts).
-  const liveness = async () => {
-    const [cache, { records, problems }] = await Promise.all([
-      readCache(flags.cacheDir, stderr),
-      readRecords(flags.stateDir),
-    ]);
-    for (const p of problems) stderr(`portmap-hostip: ${p}\n`);
-    // A wrong --cache-dir must not make every chain of a --network look dead.
-    if (!cache.present) throw new Error(`no result cache at ${cache.dir}: refusing to judge which chains are dead`);
-    const networks = new Set(flags.networks.length > 0 ? flags.networks : cache.attachments.map((a) => a.network));
-    const now = Date.now();
-    const verdict = judge({ cache, records, now });
-    const containers = new Set(cache.attachments.map((a) => a.containerId));
-    const adding = new Set([...records.values()].filter((r) => addMayBeRunning(r, now)).map((r) => r.containerId));
-    return {
-      networks,
-      isDead: (network: string, id: string) =>
-        networks.has(network) && ["dead", "deleting"].includes(verdict(network, id)),
-      // portmap's nftables rules name no network: dead only when no attachment at all has the container (nor
-      // an unreadable file, nor a running ADD), and only judged when no --network narrows the GC.
-      isDeadContainer: (id: string) =>
-        flags.networks.length === 0 && !containers.has(id) && !adding.has(id) && !ownedByUnreadable(cache, null, id),
-    };
-  };
-  const first = await liveness();
-  if (first.networks.size === 0) {
+  const { binDir } = await resolveLayout({}, "/");
+  const report = await gc(await nodeBackends(), { ...flags, cniBinDir: binDir });
+  if (!report) {
     stderr(
       "portmap-hostip gc: no cached attachment names a network, so nothing says which chains are dead: pass --network NAME\n",
     );
     return 1;
   }
-  if (!flags.dryRun && flags.graceSeconds > 0) {
-    // A pod whose ADD is running has its chain before libcni caches its result: wait, and ask both reads.
-    const candidates = await collect((_f, n, id) => first.isDead(n, id), true);
-    const nftCandidates = await collectNft(first.isDeadContainer, true);
-    if (candidates.plans.every((p) => p.orphans.length === 0) && nftCandidates.length === 0) {
-      stdout("no orphan portmap chains\n");
-      return 0;
-    }
-    await new Promise((r) => setTimeout(r, flags.graceSeconds * 1000));
-  }
-  // The second read and the write under the keeper lock: no ADD record can slip in between.
-  const { plans, problems, nft } = await withKeeperLock(flags.stateDir, 30_000, async () => {
-    const second = flags.dryRun ? first : await liveness();
-    const chains = await collect((_f, n, id) => first.isDead(n, id) && second.isDead(n, id), flags.dryRun);
-    return {
-      ...chains,
-      nft: await collectNft((id) => first.isDeadContainer(id) && second.isDeadContainer(id), flags.dryRun),
-    };
-  });
-  for (const p of problems) stderr(`portmap-hostip gc: ${p}\n`);
+  for (const p of report.problems) stderr(`portmap-hostip gc: ${p}\n`);
   const verb = flags.dryRun ? "would delete" : "deleted";
-  for (const plan of plans) {
-    for (const o of plan.orphans)
-      stdout(
-        `IPv${plan.family}: ${verb} ${o.chain} (network ${o.network}, container ${o.containerId}) and ${o.jumps.length} jump(s)\n`,
-      );
-    for (const s of plan.skipped) stdout(`IPv${plan.family}: left alone ${s}\n`);
+  for (const f of report.families) {
+    for (const r of f.removed) stdout(`${familyLabel(f)}: ${verb} ${removedText(r, false)}\n`);
+    for (const s of f.leftAlone) stdout(`${familyLabel(f)}: left alone ${s}\n`);
+    if (f.failure !== undefined) stderr(`portmap-hostip gc: ${familyLabel(f)}: ${f.failure}\n`);
   }
-  for (const o of nft) stdout(`nftables: ${verb} ${o.rules} rule(s) of container ${o.containerId}\n`);
-  if (plans.every((p) => p.orphans.length === 0) && nft.length === 0) stdout("no orphan portmap chains\n");
-  return plans.length === 0 ? 1 : 0;
+  if (report.families.every((f) => f.removed.length === 0)) stdout("no orphan portmap chains\n");
+  return report.families.length === 0 || report.families.some((f) => f.failure !== undefined) ? 1 : 0;
 }
 
 /** Our entry in the installed conflist, for reconcile's pods whose cached conflist lacks it (none: undefined). */
@@ -218,13 +193,34 @@ async function installedFallback(flags: Flags, stderr: Out): Promise<Record<stri
   }
 }
 
-async function runReconcileCommand(flags: Flags, stdout: Out, stderr: Out): Promise<number> {
+async function runReconcile(flags: Flags, stdout: Out, stderr: Out): Promise<number> {
   const { binDir } = await resolveLayout(flags.cniBinDir === undefined ? {} : { binDir: flags.cniBinDir }, "/");
-  return runReconcile(
-    { ...flags, fallbackEntry: await installedFallback(flags, stderr), cniBinDir: binDir },
-    stdout,
-    stderr,
-  );
+  const report = await reconcile(await nodeBackends(), {
+    ...flags,
+    fallbackEntry: await installedFallback(flags, stderr),
+    cniBinDir: binDir,
+  });
+  let failed = report.problems.length;
+  for (const p of report.problems) stderr(`portmap-hostip reconcile: ${p}\n`);
+  const verb = flags.dryRun ? "would write" : "wrote";
+  for (const f of report.families) {
+    const at = familyLabel(f);
+    for (const s of f.skipped) stdout(`${at}: skipped ${s}\n`);
+    for (const w of f.waiting)
+      stdout(`${at}: waiting ${w}: no record of its ADD, and its rules are missing (its DEL may be under way)\n`);
+    failed += f.skipped.length;
+    for (const a of changeLines(f)) stdout(`${at}: ${a}\n`);
+    stdout(
+      `${at}: ${f.correct} attachment(s) correct, left alone; ${f.rebuilt} rebuilt${f.lines > 0 ? ` (${verb} ${f.lines} lines in one transaction)` : ""}\n`,
+    );
+    if (flags.dryRun && f.lines > 0) stdout(`${f.payload.replace(/^/gm, "    ").trimEnd()}\n`);
+    if (f.failure !== undefined) {
+      failed++;
+      stderr(`portmap-hostip reconcile: ${at}: ${f.failure}\n`);
+    }
+    if (f.droppedUdp > 0) stdout(`${at}: ${droppedLine(f)}\n`);
+  }
+  return failed > 0 ? 1 : 0;
 }
 
 export async function runOps(
@@ -238,7 +234,7 @@ export async function runOps(
       stdout(USAGE[command] as string);
       return 0;
     }
-    const commands = { status: runStatus, reconcile: runReconcileCommand, gc: runGc };
+    const commands = { status: runStatus, reconcile: runReconcile, gc: runGc };
     return commands[command](flags, stdout, stderr);
   });
 }

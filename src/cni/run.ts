@@ -56,34 +56,21 @@ async function execute(command: Command, json: unknown, attachment: CniEnv | und
     }
     case "GC": {
       // Loaded lazily, like the operator commands: ADD never pays for it.
-      const { cniGc } = await import("../ops/gc.js");
-      await cniGc(json);
+      const [{ cniGc }, { podBackends }] = await Promise.all([
+        import("../ops/gc.js"),
+        import("../backends/registry.js"),
+      ]);
+      await cniGc(await podBackends(), json);
       return;
     }
     case "STATUS": {
       parseEnvelope(json);
       // Loaded only here: a pod start that runs no tool never pays for child_process.
-      const [{ checkUsable }, { NotInstalled }] = await Promise.all([
-        import("../iptables/backend.js"),
-        import("../host/tool.js"),
+      const [{ cniStatus }, { podBackends }] = await Promise.all([
+        import("../commands/status.js"),
+        import("../backends/registry.js"),
       ]);
-      await checkUsable().catch(async (err: Error) => {
-        // A node without iptables at all leaves portmap only its nftables backend: then nft must work.
-        if (!(err instanceof NotInstalled))
-          throw new CniError(
-            Code.PluginNotAvailable,
-            `iptables is not usable: ${err.message}`,
-            err instanceof CniError ? err.details : "",
-          );
-        const { checkNftUsable } = await import("../nftables/backend.js");
-        await checkNftUsable().catch((nftErr: Error) => {
-          throw new CniError(
-            Code.PluginNotAvailable,
-            `neither iptables nor nft is usable: ${nftErr.message}`,
-            nftErr instanceof CniError ? nftErr.details : "",
-          );
-        });
-      });
+      await cniStatus(await podBackends());
       return;
     }
     case "VERSION":
@@ -151,7 +138,10 @@ export async function runCni(): Promise<number> {
     logFile = command === "VERSION" ? undefined : logFileOf(command, json);
     await execute(command, json, attachment, log);
   } catch (err) {
-    error = err instanceof CniError ? err : new CniError(Code.IoFailure, (err as Error).message ?? String(err));
+    error =
+      err instanceof CniError
+        ? err
+        : new CniError(Code.IoFailure, (err as Error).message ?? String(err), "", { cause: err });
     print({ cniVersion: version, code: error.code, msg: error.message, details: error.details });
   }
   if (logFile !== undefined) {

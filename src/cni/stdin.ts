@@ -27,7 +27,12 @@ export function readStdin(fd = 0): Buffer {
         Atomics.wait(pause, 0, 0, 1);
         continue;
       }
-      throw new CniError(Code.IoFailure, `cannot read the network configuration from stdin: ${(err as Error).message}`);
+      throw new CniError(
+        Code.IoFailure,
+        `cannot read the network configuration from stdin: ${(err as Error).message}`,
+        "",
+        { cause: err },
+      );
     }
     if (n === 0) break;
     size += n;
@@ -51,6 +56,8 @@ export function decodeJson(bytes: Buffer): unknown {
     throw new CniError(
       Code.DecodeFailure,
       `network configuration on stdin is not valid JSON: ${(err as Error).message}`,
+      "",
+      { cause: err },
     );
   }
   if (depth(json) > MAX_DEPTH)

@@ -20,8 +20,11 @@ export async function cmdAdd(
   // A pod without hostPorts (most pods) has nothing more to do: the pipeline is not even loaded.
   if (conf.portMappings.length === 0) return { result, resolved: [] };
   const first = recordAdd(conf, env);
-  const { scopePod } = await import("../pipeline/plan.js");
-  const { resolved, plans: all, notes, written } = await scopePod(conf, env, first);
+  const [{ scopePod }, { podBackends }] = await Promise.all([
+    import("../backends/scope-pod.js"),
+    import("../backends/registry.js"),
+  ]);
+  const { resolved, plans: all, notes, written } = await scopePod(conf, env, podBackends, first);
   // The default never fails a pod: what it left out, and why, must still be visible.
   for (const note of notes) writeOutput(2, `portmap-hostip: ${note}\n`);
   for (const { family, closed } of all) {

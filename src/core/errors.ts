@@ -24,7 +24,11 @@ export class CniError extends Error {
     readonly code: number,
     msg: string,
     readonly details = "",
+    options?: ErrorOptions,
   ) {
-    super(msg);
+    super(msg, options);
   }
 }
+
+/** A write named a rule that is gone: a concurrent DEL (or ADD) of the pod changed its rules. Read again, retry. */
+export class RulesChanged extends CniError {}

@@ -17,6 +17,8 @@ function address6(): typeof Address6 {
 
 export type Family = 4 | 6;
 
+export const FAMILIES: readonly Family[] = [4, 6];
+
 export interface Ip {
   family: Family;
   /** Canonical text: dotted quad, or RFC 5952 (what glibc's inet_ntop prints). */

@@ -1,6 +1,6 @@
 // A NAT rule as data, the same for every backend: the parts this plugin reads or changes are typed, anything
-// else is opaque backend text kept in order. Readers and writers (iptables/text.ts; nftables later) are the only
-// places that know how a backend prints a rule: where the destination goes, the /32 suffix, quoting.
+// else is opaque backend text kept in order. Readers and writers (iptables/text.ts, nftables/json.ts) are the
+// only places that know how a backend prints a rule: where the destination goes, the /32 suffix, quoting.
 
 /** `-s`/`-d` (iptables), `ip saddr`/`ip6 daddr` (nft). A host address has no prefix; a network keeps its /N. */
 export interface AddressMatch {

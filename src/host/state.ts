@@ -9,20 +9,16 @@
 //   keeper: take the lock → read records, cache, tables → write → release.
 // A pass that read the records before the "deleted" one holds the lock until its write is done, so DEL waits
 // for it and portmap's DEL then removes what it wrote; a pass that reads after sees the record and skips the pod.
-// gc never deletes the chain of a container whose "added" record is younger than ADD_RECORD_TTL_MS.
+// gc never deletes the chain of a container whose "added" record is younger than ADD_RECORD_TTL_MS (liveness.ts).
 import { lstat, mkdir, open, readdir, readFile, rm } from "node:fs/promises";
 import { join } from "node:path";
-import { type ContainerRecord, recordPath, recordsDir } from "./record.js";
+import { type ContainerRecord, recordKey, recordPath, recordsDir } from "./record.js";
 
-/** No runtime keeps an ADD going longer than this (kubelet gives up on sandbox creation within 4 minutes). */
-export const ADD_RECORD_TTL_MS = 5 * 60_000;
 /** A pass holds the lock at most this long (each of its iptables calls ends within 15 s). */
 export const LOCK_LEASE_MS = 60_000;
 /** "deleted" records are dropped this long after their DEL, once no cache entry names the container. */
 export const DELETED_RECORD_TTL_MS = 10 * 60_000;
 const POLL_MS = 20;
-
-export const recordKey = (network: string, containerId: string): string => `${network}\n${containerId}`;
 
 export async function removeRecord(dir: string, network: string, containerId: string): Promise<void> {
   await rm(recordPath(dir, network, containerId), { force: true });
@@ -43,7 +39,9 @@ export async function readRecords(
     names = await readdir(recordsDir(dir));
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === "ENOENT") return { records, problems };
-    throw new Error(`cannot read the container records in ${recordsDir(dir)}: ${(err as Error).message}`);
+    throw new Error(`cannot read the container records in ${recordsDir(dir)}: ${(err as Error).message}`, {
+      cause: err,
+    });
   }
   for (const name of names.filter((n) => !n.endsWith(".tmp"))) {
     try {
@@ -75,11 +73,6 @@ export async function readRecords(
     for (const name of memo.keys()) if (!present.has(name)) memo.delete(name);
   }
   return { records, problems };
-}
-
-/** Whether an "added" record says ADD may still be running (its chain is live though no cache entry names it). */
-export function addMayBeRunning(record: ContainerRecord | undefined, now = Date.now()): boolean {
-  return record?.state === "added" && now - record.at < ADD_RECORD_TTL_MS;
 }
 
 const lockFile = (dir: string): string => join(dir, "keeper.lock");

@@ -18,7 +18,7 @@ export async function runTool(
     result = await runner(file, args, { input, timeoutMs });
   } catch (err) {
     const Failure = (err as NodeJS.ErrnoException).code === "ENOENT" ? NotInstalled : CniError;
-    throw new Failure(Code.IoFailure, `cannot run ${file}: ${(err as Error).message}`);
+    throw new Failure(Code.IoFailure, `cannot run ${file}: ${(err as Error).message}`, "", { cause: err });
   }
   if (result.timedOut) {
     throw new CniError(

@@ -1,5 +1,6 @@
 // Edits the plugins list of a conflist as text, so everything but our entry stays byte-for-byte.
 import { isDeepStrictEqual } from "node:util";
+import { type Node, parseTree } from "jsonc-parser";
 import { PLUGIN_TYPE } from "../core/names.js";
 
 const CAPABILITIES = { portMappings: true, "io.kubernetes.cri.pod-annotations": true } as const;
@@ -23,9 +24,8 @@ export function withEntry(text: string, entry: Record<string, unknown>, file: st
   if (ours.length === 1 && isDeepStrictEqual(ours[0], entry) && isOurs(doc.plugins[portmap + 1])) return text;
 
   const stripped = withoutEntry(text, file);
-  const span = pluginSpans(stripped)[portmap] as Span;
-  const insertion = formatEntry(stripped, span, entry);
-  const result = stripped.slice(0, span.end) + insertion + stripped.slice(span.end);
+  const after = pluginNodes(stripped)[portmap] as Node;
+  const result = stripped.slice(0, end(after)) + formatEntry(stripped, after, entry) + stripped.slice(end(after));
   others.splice(portmap + 1, 0, entry);
   assertSame(result, { ...doc.value, plugins: others }, file);
   return result;
@@ -40,15 +40,19 @@ export function installedEntry(text: string, file: string): Record<string, unkno
 export function withoutEntry(text: string, file: string): string {
   const doc = parse(text, file);
   let result = text;
-  // Last first, so the spans of the earlier ones stay valid.
+  // Last first, so the indices of the earlier ones stay valid.
   for (let i = doc.plugins.length - 1; i >= 0; i--) {
     if (!isOurs(doc.plugins[i])) continue;
-    const spans = pluginSpans(result);
-    const span = spans[i] as Span;
+    const nodes = pluginNodes(result);
+    const node = nodes[i] as Node;
     // Take the separator with it: the comma and line before it, or (first element) the one after it.
-    const previous = spans[i - 1];
-    const next = spans[i + 1];
-    const [from, to] = previous ? [previous.end, span.end] : next ? [span.start, next.start] : [span.start, span.end];
+    const previous = nodes[i - 1];
+    const next = nodes[i + 1];
+    const [from, to] = previous
+      ? [end(previous), end(node)]
+      : next
+        ? [node.offset, next.offset]
+        : [node.offset, end(node)];
     result = result.slice(0, from) + result.slice(to);
   }
   if (result !== text)
@@ -66,7 +70,7 @@ function parse(text: string, file: string): Doc {
   try {
     value = JSON.parse(text);
   } catch (err) {
-    throw new Error(`${file} is not valid JSON: ${(err as Error).message}`);
+    throw new Error(`${file} is not valid JSON: ${(err as Error).message}`, { cause: err });
   }
   if (!isObject(value) || !Array.isArray(value["plugins"])) {
     throw new Error(`${file} is not a conflist (no "plugins" list); chained plugins such as portmap need one`);
@@ -89,88 +93,27 @@ function assertSame(text: string, expected: unknown, file: string): void {
 }
 
 // Matches the style of the list: one line per element when the file is pretty-printed, else compact.
-function formatEntry(text: string, span: Span, entry: Record<string, unknown>): string {
-  const lineStart = text.lastIndexOf("\n", span.start - 1) + 1;
-  const indent = text.slice(lineStart, span.start);
+function formatEntry(text: string, after: Node, entry: Record<string, unknown>): string {
+  const lineStart = text.lastIndexOf("\n", after.offset - 1) + 1;
+  const indent = text.slice(lineStart, after.offset);
   if (!/^[ \t]*$/.test(indent)) return `,${JSON.stringify(entry)}`;
   const unit = /\n([ \t]+)\S/.exec(text)?.[1] ?? "  ";
   return `,\n${indent}${JSON.stringify(entry, null, unit).replaceAll("\n", `\n${indent}`)}`;
 }
 
-interface Span {
-  start: number;
-  end: number;
+/**
+ * The elements of the top-level "plugins" list of `text` (valid JSON), with where each is. jsonc-parser's own
+ * edits (`modify`) are not used: with formatting they rewrite the whole lines around the edit (portmap's own, in
+ * a list kept on one line), and without it removing the last element mangles the text before the `]`.
+ */
+function pluginNodes(text: string): Node[] {
+  // Of repeated keys the last, as JSON.parse (and libcni) read them.
+  const property = parseTree(text)
+    ?.children?.filter((node) => node.children?.[0]?.value === "plugins")
+    .at(-1);
+  return property?.children?.[1]?.children ?? [];
 }
 
-/** Where each element of the top-level "plugins" array is in `text` (valid JSON). */
-function pluginSpans(text: string): Span[] {
-  const scanner = new Scanner(text);
-  let spans: Span[] = [];
-  scanner.skip();
-  scanner.pos++; // "{"
-  scanner.skip();
-  while (text[scanner.pos] === '"') {
-    const keyStart = scanner.pos;
-    scanner.value();
-    const key: unknown = JSON.parse(text.slice(keyStart, scanner.pos));
-    scanner.skip();
-    scanner.pos++; // ":"
-    scanner.skip();
-    // JSON.parse keeps the last of repeated keys, and so do we.
-    if (key === "plugins" && text[scanner.pos] === "[") spans = scanner.elements();
-    else scanner.value();
-    scanner.skip();
-    if (text[scanner.pos] === ",") scanner.pos++;
-    scanner.skip();
-  }
-  return spans;
-}
-
-class Scanner {
-  pos = 0;
-  constructor(private readonly text: string) {}
-
-  skip(): void {
-    while (/\s/.test(this.text[this.pos] ?? "")) this.pos++;
-  }
-
-  /** Moves past one value starting at `pos`. */
-  value(): void {
-    const c = this.text[this.pos];
-    if (c === "{" || c === "[") {
-      const close = c === "{" ? "}" : "]";
-      this.pos++;
-      this.skip();
-      while (this.text[this.pos] !== close) {
-        this.value();
-        this.skip();
-        if (this.text[this.pos] === ":" || this.text[this.pos] === ",") this.pos++;
-        this.skip();
-      }
-      this.pos++;
-    } else if (c === '"') {
-      this.pos++;
-      while (this.text[this.pos] !== '"') this.pos += this.text[this.pos] === "\\" ? 2 : 1;
-      this.pos++;
-    } else {
-      while (this.pos < this.text.length && !/[\s,\]}]/.test(this.text[this.pos] as string)) this.pos++;
-    }
-  }
-
-  /** Moves past an array starting at `pos`, returning the span of each element. */
-  elements(): Span[] {
-    const spans: Span[] = [];
-    this.pos++;
-    this.skip();
-    while (this.text[this.pos] !== "]") {
-      const start = this.pos;
-      this.value();
-      spans.push({ start, end: this.pos });
-      this.skip();
-      if (this.text[this.pos] === ",") this.pos++;
-      this.skip();
-    }
-    this.pos++;
-    return spans;
-  }
+function end(node: Node): number {
+  return node.offset + node.length;
 }

@@ -3,9 +3,9 @@ import { constants } from "node:fs";
 import { access, readFile, rm, stat } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { isSea } from "node:sea";
+import { createPatch, FILE_HEADERS_ONLY } from "diff";
 import { PLUGIN_TYPE } from "../core/names.js";
 import { installedEntry, pluginEntry, withEntry, withoutEntry } from "./conflist.js";
-import { unifiedDiff } from "./diff.js";
 import { findConflist, installExecutable, removeTemporaries, resolveLayout, writeTextAtomic } from "./files.js";
 import { watchDirectory } from "./watch.js";
 
@@ -110,7 +110,10 @@ export class Installer {
     if (next === text) {
       if (!quiet) this.stdout(`${file}: nothing to change\n`);
     } else if (this.options.dryRun) {
-      this.stdout(unifiedDiff(text, next, file));
+      // A unified diff naming the file on the `---` and `+++` lines, with three lines of context.
+      this.stdout(
+        createPatch(file, text, next, undefined, undefined, { context: 3, headerOptions: FILE_HEADERS_ONLY }),
+      );
     } else {
       await writeTextAtomic(file, next, text);
       this.stdout(`${file}: ${done}\n`);

@@ -1,16 +1,15 @@
-// `portmap-hostip status`: one row per hostPort mapping found in the nat tables (and portmap's nftables
-// tables), with its owner and state.
-// status() is pure (tables, cache, node network in; rows out); the renderers format them.
+// `portmap-hostip status`: one row per hostPort mapping found in every backend's rules (the nat tables, portmap's
+// nftables tables), with its owner and state. status() is pure (rules as read, cache, node network and liveness
+// in; rows out); the renderers format them.
+import type { HeldPod, NodeRules } from "../backends/backend.js";
 import { parseNetConf } from "../core/config.js";
 import { type Cidr, cidrContains, type Family, parseCidr } from "../core/ip.js";
 import type { NodeNetwork } from "../core/node.js";
-import { commentOf, destinationOf, dnatOf, dportOf, protocolOf, type Rule, sourceOf } from "../core/rule.js";
-import { portmapChainName } from "../iptables/chain-name.js";
-import { type NatTable, podChains, portmapJumps, rulesOf } from "../iptables/table.js";
-import { CHAIN, NFT_FAMILY, podRules, TABLE } from "../nftables/json.js";
+import { destinationOf, dnatOf, dportOf, protocolOf, type Rule, sourceOf } from "../core/rule.js";
+import { attachmentLabel, type CachedAttachment, type CacheRead } from "../host/cache.js";
+import { type Liveness, mayGo } from "../host/liveness.js";
+import { ourConf } from "../pipeline/attachment.js";
 import { nodeAddresses } from "../policy/resolve.js";
-import { ourConf } from "./attachment.js";
-import { attachmentLabel, type CachedAttachment, type CacheRead, ownedByUnreadable } from "./cache.js";
 
 export const STATES = ["scoped", "unscoped", "captures-service", "conflict", "orphan"] as const;
 export type State = (typeof STATES)[number];
@@ -21,7 +20,7 @@ export interface StatusRow {
   pod: string;
   network: string | null;
   containerId: string | null;
-  /** The pod's iptables chain, or `ip cni_hostport hostports` / `ip6 …` for portmap's nftables backend. */
+  /** Where the rules are: the pod's iptables chain, or `ip cni_hostport hostports` / `ip6 …` (nftables). */
   chain: string;
   protocol: string;
   hostPort: number;
@@ -34,7 +33,7 @@ export interface StatusRow {
   captures: string[];
   /** For a conflict: the pod whose rule takes the traffic (by rule order). */
   winner: string | null;
-  /** False when no CNI-HOSTPORT-DNAT rule jumps to the chain: its rules take no traffic (nftables: always true). */
+  /** False when nothing leads traffic to the rules (no CNI-HOSTPORT-DNAT jump to the chain; nftables: never). */
   reachable: boolean;
 }
 
@@ -103,13 +102,11 @@ function capturedAddresses(family: Family, owner: Owner, network: NodeNetwork, p
     .filter((ip, i, all) => all.indexOf(ip) === i);
 }
 
-function podSubnetsOf(tables: ReadonlyMap<Family, NatTable>, cache: CacheRead): Cidr[] {
+function podSubnetsOf(pods: readonly HeldPod[], cache: CacheRead): Cidr[] {
   const fromResults = cache.attachments.flatMap((a) =>
     ((a.result?.["ips"] ?? []) as Array<{ address?: unknown }>).map((ip) => String(ip.address ?? "")),
   );
-  const hairpins = [...tables.values()].flatMap((t) =>
-    podChains(t).flatMap((c) => rulesOf(t, c).map((r) => sourceOf(r) ?? "")),
-  );
+  const hairpins = pods.flatMap((p) => p.rules.map((r) => sourceOf(r) ?? ""));
   return [...fromResults, ...hairpins].flatMap((text) => {
     const c = parseCidr(text);
     // A pod address with its prefix names the subnet; 127.0.0.1/32 (the localhost mark) is none.
@@ -118,72 +115,31 @@ function podSubnetsOf(tables: ReadonlyMap<Family, NatTable>, cache: CacheRead): 
 }
 
 /**
- * The rows of every mapping: from the nat tables (portmap's iptables backend: one chain per pod) and from
- * `nft` (its nftables backend: each family's `hostports` rules, the pod's by their container-ID comment).
+ * The rows of every mapping of every backend's pods (portmap's iptables backend: one chain per pod; its
+ * nftables backend: each family's `hostports` rules, the pod's by their container-ID comment). A pod no live
+ * attachment owns (liveness.ts: dead, or deleting) is an orphan; nothing is one without a result cache.
  */
 export function status(
-  tables: ReadonlyMap<Family, NatTable>,
+  read: readonly NodeRules[],
   cache: CacheRead,
   network: NodeNetwork,
-  nft: ReadonlyMap<Family, Rule[]> = new Map(),
+  verdict: Liveness,
 ): StatusRow[] {
-  const byChain = new Map(cache.attachments.map((a) => [portmapChainName(a.network, a.containerId), a]));
-  const subnets = podSubnetsOf(tables, cache);
-  const rows: Array<StatusRow & { rank: [number, number] }> = [];
-  const row = (
-    family: Family,
-    owner: Owner,
-    orphan: boolean,
-    chain: string,
-    m: ReturnType<typeof mappingsOf>[number],
-    reachable: boolean,
-    rank: [number, number],
-  ) => {
-    const captures = m.destinations.length === 0 ? capturedAddresses(family, owner, network, subnets) : [];
-    const state: State = orphan
-      ? "orphan"
-      : m.destinations.length > 0
-        ? "scoped"
-        : captures.length > 0
-          ? "captures-service"
-          : "unscoped";
-    const { pod, network: net, containerId } = owner;
-    rows.push({
-      family,
-      pod,
-      network: net,
-      containerId,
-      chain,
-      protocol: m.protocol,
-      hostPort: m.hostPort,
-      destinations: m.destinations,
-      target: m.target,
-      state,
-      captures,
-      winner: null,
-      reachable,
-      rank,
-    });
-  };
-  for (const [family, rules] of nft) {
-    const chain = `${NFT_FAMILY[family]} ${TABLE} ${CHAIN}`;
-    // Every rule of `hostports` takes traffic (portmap's jumps into it are shared); the first one wins.
-    for (const id of new Set(rules.flatMap((r) => commentOf(r) ?? []))) {
-      const attachment = cache.attachments.find((a) => a.containerId === id);
-      const owner: Owner = attachment
-        ? { pod: attachmentLabel(attachment), network: attachment.network, containerId: id, attachment }
-        : { pod: id, network: null, containerId: id, attachment: undefined };
-      const mine = podRules(rules, id);
-      const orphan = cache.present && !attachment && !ownedByUnreadable(cache, null, id);
-      for (const m of mappingsOf(mine))
-        row(family, owner, orphan, chain, m, true, [0, rules.indexOf(mine[m.order] as Rule)]);
+  const held = read.map((r) => ({ rules: r, pods: r.pods() }));
+  const subnets = podSubnetsOf(
+    held.flatMap((h) => h.pods),
+    cache,
+  );
+  const rows: Array<StatusRow & { rank: readonly [number, number] }> = [];
+  for (const { rules, pods } of held) {
+    // The first attachment with the backend's key for a pod owns its rules.
+    const byKey = new Map<string, CachedAttachment>();
+    for (const a of cache.attachments) {
+      const key = rules.keyOf({ network: a.network, containerId: a.containerId });
+      if (!byKey.has(key)) byKey.set(key, a);
     }
-  }
-  for (const [family, table] of tables) {
-    const jumps = portmapJumps(table);
-    for (const chain of podChains(table)) {
-      const attachment = byChain.get(chain);
-      const jump = jumps.find((j) => j.chain === chain);
+    for (const p of pods) {
+      const attachment = byKey.get(p.key);
       const owner: Owner = attachment
         ? {
             pod: attachmentLabel(attachment),
@@ -192,22 +148,42 @@ export function status(
             attachment,
           }
         : {
-            pod: jump?.owner?.containerId ?? "?",
-            network: jump?.owner?.network ?? null,
-            containerId: jump?.owner?.containerId ?? null,
+            pod: p.owner?.containerId ?? "?",
+            network: p.owner?.network ?? null,
+            containerId: p.owner?.containerId ?? null,
             attachment: undefined,
           };
-      for (const m of mappingsOf(rulesOf(table, chain))) {
-        // A chain whose cache file is unreadable is no orphan: nobody can tell.
-        const unreadable = owner.containerId !== null && ownedByUnreadable(cache, owner.network, owner.containerId);
-        row(family, owner, cache.present && !attachment && !unreadable, chain, m, jump !== undefined, [
-          jump?.index ?? Number.MAX_SAFE_INTEGER,
-          m.order,
-        ]);
+      const orphan =
+        cache.present && !attachment && (p.owner === undefined || mayGo(verdict(p.owner.network, p.owner.containerId)));
+      for (const m of mappingsOf(p.rules)) {
+        const captures = m.destinations.length === 0 ? capturedAddresses(p.family, owner, network, subnets) : [];
+        const state: State = orphan
+          ? "orphan"
+          : m.destinations.length > 0
+            ? "scoped"
+            : captures.length > 0
+              ? "captures-service"
+              : "unscoped";
+        rows.push({
+          family: p.family,
+          pod: owner.pod,
+          network: owner.network,
+          containerId: owner.containerId,
+          chain: p.place,
+          protocol: m.protocol,
+          hostPort: m.hostPort,
+          destinations: m.destinations,
+          target: m.target,
+          state,
+          captures,
+          winner: null,
+          reachable: p.reachable,
+          rank: p.rank(m.order),
+        });
       }
     }
   }
-  // Two pods claiming the same address:port: the one whose jump comes first in CNI-HOSTPORT-DNAT takes it.
+  // Two pods claiming the same address:port: the one whose rules see the packet first takes it.
   for (const row of rows) {
     if (!row.reachable) continue;
     const rivals = rows.filter(

@@ -1,7 +1,7 @@
 // What a pod start loads: a pod without hostPorts (most pods) must not pay for the modules only hostPort work
 // needs, and a hostPort pod not for those it can do without. The bundle is built as scripts/build.mjs builds
-// it (ip-address left outside, so that its loading shows) and run with a preload that lists, at exit, the
-// Node modules it loaded.
+// it (ip-address, and the installer's jsonc-parser and diff, left outside, so that their loading shows) and run
+// with a preload that lists, at exit, the Node modules it loaded.
 import { spawnSync } from "node:child_process";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -10,6 +10,8 @@ import { buildSync } from "esbuild";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
 const ROOT = join(import.meta.dirname, "../..");
+// The installer's libraries: only the operator commands load them.
+const OPERATOR_ONLY = ["jsonc-parser", "diff"];
 const FIXTURES = join(ROOT, "test/fixtures");
 let dir: string;
 beforeAll(() => {
@@ -21,7 +23,7 @@ beforeAll(() => {
     platform: "node",
     format: "cjs",
     target: "node20",
-    external: ["ip-address", "ip-address/*"],
+    external: ["ip-address", "ip-address/*", ...OPERATOR_ONLY],
     define: { PORTMAP_HOSTIP_VERSION: '"test"', PORTMAP_HOSTIP_COMMIT: '"test"' },
     logLevel: "error",
   });
@@ -60,6 +62,10 @@ function add(conf: object, path: string): string[] {
   return JSON.parse(readFileSync(join(dir, "loaded.json"), "utf8")) as string[];
 }
 
+function isOperatorOnly(module: string): boolean {
+  return OPERATOR_ONLY.some((name) => module.includes(`/node_modules/${name}/`));
+}
+
 describe("a pod without hostPorts", () => {
   it("is passed on without loading child_process, node:crypto, node:tty, net or ip-address", () => {
     const loaded = add(CONF, process.env["PATH"] ?? "");
@@ -67,6 +73,7 @@ describe("a pod without hostPorts", () => {
     for (const name of ["child_process", "crypto", "tty", "net", "fs/promises"])
       expect(loaded).not.toContain(`NativeModule ${name}`);
     expect(loaded.filter((m) => m.includes("ip-address"))).toEqual([]);
+    expect(loaded.filter(isOperatorOnly)).toEqual([]);
   });
 });
 
@@ -97,5 +104,6 @@ describe("an IPv4 pod with a hostPort on portmap's iptables backend", () => {
     expect(loaded).toContain("NativeModule child_process");
     for (const name of ["crypto", "tty", "fs/promises"]) expect(loaded).not.toContain(`NativeModule ${name}`);
     expect(loaded.filter((m) => m.includes("ip-address"))).toEqual([]);
+    expect(loaded.filter(isOperatorOnly)).toEqual([]);
   });
 });

@@ -1,0 +1,185 @@
+// One pass of the node's keeper (and of `reconcile` and `gc`): under the keeper lock, read the result cache, the
+// container records, the node's addresses and every backend's rules; judge every container; and have each
+// backend bring its pods' rules to what the live pods need — rebuilding missing or wrong rules (not for gc),
+// deleting dead pods' rules that take a live pod's traffic at once and other dead pods' after the grace.
+
+import type {
+  FamilyOutcome,
+  LiveAttachment,
+  NodeRules,
+  NodeView,
+  PassOptions,
+  RuleBackend,
+  Settled,
+} from "../backends/backend.js";
+import type { Family } from "../core/ip.js";
+import { attachmentLabel, type CacheMemo, readResultCache, selectsNetwork } from "../host/cache.js";
+import { judge } from "../host/liveness.js";
+import { readNodeNetwork } from "../host/network.js";
+import { recordKey } from "../host/record.js";
+import { type RecordMemo, readRecords, withKeeperLock } from "../host/state.js";
+import { portmapBackendOf } from "../pipeline/attachment.js";
+
+/** What the keeper remembers between passes. */
+export interface PassMemory {
+  /**
+   * Live containers without a record (their ADD ran before this version, or without our entry) whose rules
+   * need a rebuild, and since when. Their DEL leaves no mark, and between portmap's DEL and libcni dropping
+   * the cache entry they look exactly like a pod whose rules a flush took: rebuilt only when a later pass,
+   * CONFIRM_MS on, still finds the cache entry and the rules missing.
+   */
+  unconfirmed: Map<string, number>;
+  /** Dead pods' rules ("<family>\n<place>"), and since when. */
+  dead: Map<string, number>;
+  /** Cache files and records parsed by earlier passes. */
+  parsed: CacheMemo;
+  records: RecordMemo;
+  /** Per backend and family, what a pass found all correct: the cheap resync. */
+  settled: Map<string, Settled>;
+}
+
+export const CONFIRM_MS = 1_500;
+/** A conflicting dead chain with no record of its DEL goes once seen dead this long (PassReport.pending). */
+export const DEAD_CONFIRM_MS = 3_000;
+// A manual reconcile or gc holds the lock for one pass: the keeper waits for it, not forever.
+export const LOCK_WAIT_MS = 30_000;
+
+export const newMemory = (): PassMemory => ({
+  unconfirmed: new Map(),
+  dead: new Map(),
+  parsed: new Map(),
+  records: new Map(),
+  settled: new Map(),
+});
+
+export interface PassReport {
+  /** False when there is no result cache: nothing was judged. */
+  judged: boolean;
+  families: FamilyOutcome[];
+  /** Attachments whose rules cannot be computed (a policy refusal, a bad entry) and what the reads reported. */
+  problems: string[];
+  /** Whether something waits for a second look: the caller runs another pass CONFIRM_MS later. */
+  pending: boolean;
+  /** How many dead pods' rules (per family) the pass saw, gone or not. */
+  dead: number;
+}
+
+/**
+ * Whether a dead pod's rules go now: after the grace; at once when they take a live pod's port and its DEL is
+ * recorded. Without that record, rules with no cache entry and no ADD record may be a pod's whose ADD is
+ * between portmap and us (another pod may hold the same port on another host IP): they must look dead for
+ * DEAD_CONFIRM_MS first. gc (`conflictsFirst` false) waits out the grace for every one.
+ */
+export function deadChainGoes(c: {
+  conflicting: boolean;
+  deleted: boolean;
+  age: number;
+  graceMs: number;
+  conflictsFirst?: boolean;
+}): boolean {
+  const first = (c.conflictsFirst ?? true) && c.conflicting && (c.deleted || c.age >= DEAD_CONFIRM_MS);
+  return first || c.age >= c.graceMs;
+}
+
+/** Which backend keeps a live attachment: the one holding its rules; else the first of its cached portmap's kind. */
+function keeperOf(read: readonly NodeRules[], a: LiveAttachment["attachment"]): RuleBackend | undefined {
+  const pod = { network: a.network, containerId: a.containerId };
+  return read.find((r) => r.holds(pod))?.backend ?? read.find((r) => r.backend.kind === portmapBackendOf(a))?.backend;
+}
+
+/** Runs one pass under the keeper lock. */
+export async function keeperPass(
+  backends: readonly RuleBackend[],
+  dirs: { cacheDir: string; stateDir: string },
+  memory: PassMemory,
+  options: PassOptions,
+): Promise<PassReport> {
+  return withKeeperLock(dirs.stateDir, LOCK_WAIT_MS, async () => {
+    const [cache, { records, problems: recordProblems }, network] = await Promise.all([
+      readResultCache(dirs.cacheDir, memory.parsed),
+      readRecords(dirs.stateDir, memory.records),
+      readNodeNetwork(),
+    ]);
+    const problems = [...cache.problems, ...recordProblems];
+    // A node where no pod has started yet: nothing to keep, and no failure (the keeper's probe stays green).
+    if (!cache.present)
+      return {
+        judged: false,
+        families: [],
+        problems: [...problems, `no result cache at ${cache.dir} (yet): nothing to rebuild from`],
+        pending: false,
+        dead: 0,
+      };
+    const view: NodeView = { cache, records, network, now: Date.now() };
+    const verdict = judge(view);
+    // A backend whose rules cannot be read sits the pass out.
+    const read: NodeRules[] = [];
+    for (const backend of backends) {
+      try {
+        const rules = await backend.read();
+        problems.push(...rules.problems);
+        read.push(rules);
+      } catch (err) {
+        problems.push(`${backend.name} rules not read: ${(err as Error).message}`);
+      }
+    }
+    const live = new Map<RuleBackend, LiveAttachment[]>();
+    for (const a of cache.attachments) {
+      if (!selectsNetwork(options.networks, a.network) || verdict(a.network, a.containerId) !== "live") continue;
+      const backend = keeperOf(read, a);
+      if (!backend) continue;
+      const key = recordKey(a.network, a.containerId);
+      const label = `${attachmentLabel(a)} (${a.network}, ${a.containerId})`;
+      live.set(backend, [...(live.get(backend) ?? []), { key, label, attachment: a, record: records.get(key) }]);
+    }
+    const withRecord = new Set(
+      [...live.values()]
+        .flat()
+        .filter((l) => l.record?.state === "added")
+        .map((l) => l.key),
+    );
+    const waitingNow = new Set<string>();
+    const mayRebuild = (key: string): boolean => {
+      if (withRecord.has(key)) return true;
+      const since = memory.unconfirmed.get(key);
+      if (since !== undefined && view.now - since >= CONFIRM_MS) return true;
+      waitingNow.add(key);
+      return false;
+    };
+    const deadSeen = new Set<string>();
+    let deadWaiting = false;
+    const collectNow = (family: Family, place: string, conflicting: boolean, deleted: boolean): boolean => {
+      const key = `${family}\n${place}`; // places carry the backend's own prefix
+      deadSeen.add(key);
+      const since = memory.dead.get(key) ?? view.now;
+      memory.dead.set(key, since);
+      const age = view.now - since;
+      const { graceMs, conflictsFirst } = options;
+      if (conflictsFirst && conflicting && !deleted && age < DEAD_CONFIRM_MS) deadWaiting = true;
+      return deadChainGoes({ conflicting, deleted, age, graceMs, conflictsFirst });
+    };
+    const gcNetworks = new Set(
+      options.networks.length > 0 ? options.networks : cache.attachments.map((a) => a.network),
+    );
+    const families: FamilyOutcome[] = [];
+    for (const rules of read) {
+      const result = await rules.keep({
+        view,
+        live: live.get(rules.backend) ?? [],
+        verdict,
+        mayRebuild,
+        collectNow,
+        gcNetworks,
+        settled: memory.settled,
+        options,
+      });
+      families.push(...result.families);
+      problems.push(...result.problems);
+    }
+    // Forget what resolved itself; remember what still waits (from its first sighting).
+    for (const key of [...memory.unconfirmed.keys()]) if (!waitingNow.has(key)) memory.unconfirmed.delete(key);
+    for (const key of waitingNow) if (!memory.unconfirmed.has(key)) memory.unconfirmed.set(key, view.now);
+    for (const key of [...memory.dead.keys()]) if (!deadSeen.has(key)) memory.dead.delete(key);
+    return { judged: true, families, problems, pending: waitingNow.size > 0 || deadWaiting, dead: deadSeen.size };
+  });
+}

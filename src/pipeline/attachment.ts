@@ -1,0 +1,93 @@
+// What one cached attachment's rules must be: portmap's rules rebuilt from the cached conflist, capability
+// arguments and result, then scoped by our entry's policy exactly as ADD scopes them.
+import { type NetConf, parseNetConf } from "../core/config.js";
+import type { Family } from "../core/ip.js";
+import { PLUGIN_TYPE } from "../core/names.js";
+import type { NodeNetwork } from "../core/node.js";
+import { podAddresses, podFamilies } from "../core/result.js";
+import type { Rule } from "../core/rule.js";
+import { attachmentLabel, type CachedAttachment } from "../host/cache.js";
+import { portmapChainName } from "../iptables/chain-name.js";
+import {
+  type PodNet,
+  type PortmapOptions,
+  parsePortmapOptions,
+  podNet,
+  portmapChainRules,
+  portmapJumpRules,
+} from "../iptables/portmap.js";
+import { podScoping, resolvePod, scopeFamily } from "../pipeline/pod.js";
+
+const PORTMAP_TYPE = "portmap";
+
+export interface ExpectedChain {
+  family: Family;
+  chain: string;
+  pod: PodNet;
+  /** portmap's rules as portmap wrote them. */
+  portmap: Rule[];
+  /** The chain as it must be: portmap's rules scoped by our policy (= portmap's when we are not in the list). */
+  rules: Rule[];
+  jumps: Rule[];
+  options: PortmapOptions;
+}
+
+export type PortmapBackend = "iptables" | "nftables";
+
+/**
+ * Which rules portmap wrote for this attachment: its entry's `backend` (portmap ≥ 1.5); iptables when it
+ * names none (every portmap before 1.5, and the default after).
+ */
+export function portmapBackendOf(a: CachedAttachment): PortmapBackend {
+  return a.plugins.find((p) => p.type === PORTMAP_TYPE)?.["backend"] === "nftables" ? "nftables" : "iptables";
+}
+
+/** The stdin libcni gives one entry of the list: the entry, the list's name and version, its capabilities. */
+export function entryConf(a: CachedAttachment, entry: Record<string, unknown>): unknown {
+  const capabilities = (entry["capabilities"] ?? {}) as Record<string, unknown>;
+  const runtimeConfig = Object.fromEntries(
+    Object.entries(a.capabilityArgs).filter(([cap]) => capabilities[cap] === true),
+  );
+  return { ...entry, name: a.network, cniVersion: a.cniVersion, prevResult: a.result, runtimeConfig };
+}
+
+/**
+ * The entry of our plugin, parsed as ADD parses it; undefined when the list does not have us and no
+ * `fallback` entry (the keeper's own, for pods that started while our entry was missing) is given.
+ */
+export function ourConf(a: CachedAttachment, fallback?: Record<string, unknown>): NetConf | undefined {
+  const ours = a.plugins.find((p) => p.type === PLUGIN_TYPE) ?? fallback;
+  return ours && parseNetConf(entryConf(a, ours));
+}
+
+/**
+ * Per family where portmap wrote rules for this attachment, the chain they must form now. Throws an Error
+ * (CniError for policy refusals) saying why they cannot be computed.
+ */
+export function expectedChains(
+  a: CachedAttachment,
+  network: NodeNetwork,
+  fallback?: Record<string, unknown>,
+): ExpectedChain[] {
+  const entry = a.plugins.find((p) => p.type === PORTMAP_TYPE);
+  if (!entry) return [];
+  const conf = parseNetConf(entryConf(a, entry));
+  if (conf.portMappings.length === 0) return [];
+  const options = parsePortmapOptions(entry);
+  const chain = portmapChainName(a.network, a.containerId);
+  const ours = ourConf(a, fallback);
+  const addresses = podAddresses(conf.prevResult, a.ifname);
+  const scoping = ours && podScoping(ours, attachmentLabel(a), podFamilies(ours.prevResult, a.ifname));
+  const resolved = scoping && resolvePod(scoping, network);
+  return [...addresses].flatMap(([family, address]) => {
+    const pod = podNet(address);
+    if (!pod) return [];
+    const portmap = portmapChainRules(chain, pod, conf.portMappings, options);
+    const scoped = resolved ? scopeFamily(resolved, family, portmap) : { rules: portmap, missing: [] };
+    const missing = scoped.missing[0];
+    if (missing)
+      throw new Error(`hostPort ${missing.hostPort}/${missing.protocol} has no portmap rule to scope in IPv${family}`);
+    const jumps = portmapJumpRules(a.network, a.containerId, chain, family, conf.portMappings, options);
+    return [{ family, chain, pod, portmap, rules: scoped.rules, jumps, options }];
+  });
+}
