@@ -5,7 +5,7 @@
 
 import type { PortMapping, PrevResult } from "../core/config.js";
 import type { Family } from "../core/ip.js";
-import type { NodeNetwork } from "../core/node.js";
+import type { IptablesVariant, NodeNetwork } from "../core/node.js";
 import type { Rule } from "../core/rule.js";
 import type { CachedAttachment, CacheRead } from "../host/cache.js";
 import type { Liveness } from "../host/liveness.js";
@@ -38,6 +38,8 @@ export interface RuleBackend {
   /** How reports name it: "iptables" (the binaries on PATH), "iptables-legacy", "iptables-nft", "nftables". */
   readonly name: string;
   readonly kind: BackendKind;
+  /** iptables: the variant its binaries are, when they are named by it (undefined: the binaries on PATH). */
+  readonly variant?: IptablesVariant;
   /** The program it runs, as messages name it: "iptables" (or "iptables-legacy", …), "nft". */
   readonly tool: string;
   /**
@@ -118,6 +120,8 @@ export interface NodeRules {
   /** The families read (a family whose tool failed is left out, and said in `problems`). */
   readonly families: readonly Family[];
   readonly problems: readonly string[];
+  /** Whether portmap has written here: its shared chains (iptables) or its tables (nftables) exist. */
+  readonly portmapWrote: boolean;
   /** The key by which this backend knows a pod's rules (HeldPod.key). */
   keyOf(pod: PodRef): string;
   /** Each pod's rules per family. */
@@ -161,6 +165,18 @@ export interface PassOptions {
   conflictsFirst: boolean;
   /** The node's CNI plugins: the nftables backend runs portmap's ADD again from here. */
   cniBinDir: string;
+  /** What is known of the iptables the node's CNI plugins run, for pods whose rules are in no nat table. */
+  cniIptables: CniIptables;
+}
+
+/**
+ * The variant of the CNI plugins' iptables, where portmap writes, as the operator knows it: `stated` by
+ * --iptables, else the variant of the `iptables` on the command's own PATH (undefined under --iptables auto,
+ * and in a container, where that is the image's and not the runtime's).
+ */
+export interface CniIptables {
+  stated?: IptablesVariant;
+  path?: IptablesVariant;
 }
 
 /**

@@ -7,7 +7,7 @@ import type { CachedAttachment } from "../host/cache.js";
 import { mayGo } from "../host/liveness.js";
 import { portmapChainName } from "../iptables/chain-name.js";
 import type { Nat } from "../iptables/nat.js";
-import { type NatTable, parseTable, podChains, portmapJumps, rulesOf } from "../iptables/table.js";
+import { DNAT_CHAIN, type NatTable, parseTable, podChains, portmapJumps, rulesOf } from "../iptables/table.js";
 import { natTransaction } from "../iptables/text.js";
 import { type ExpectedChain, expectedChains } from "../pipeline/attachment.js";
 import { dropStaleUdp } from "../pipeline/conntrack.js";
@@ -61,6 +61,7 @@ export function natRules(
     backend,
     families: [...texts.keys()],
     problems,
+    portmapWrote: declared.has(DNAT_CHAIN),
     keyOf: (pod) => portmapChainName(pod.network, pod.containerId),
     pods: () =>
       tables().flatMap(([family, table]) => {

@@ -1,6 +1,8 @@
 // What the installer and the operator commands share on the command line: strict flag parsing, where output
 // goes (a test passes its own), and how errors end a command (usage: exit 2; anything else: exit 1).
 import { type ParseArgsConfig, parseArgs } from "node:util";
+import type { CniIptables } from "../backends/backend.js";
+import { pathVariant } from "../iptables/variant.js";
 
 export type Out = (text: string) => void;
 
@@ -48,4 +50,20 @@ export async function runCommand(
     stderr(`${name}: ${(err as Error).message}${typeof details === "string" && details ? `\n${details}` : ""}\n`);
     return 1;
   }
+}
+
+/**
+ * `--iptables auto|nft|legacy`: which iptables the node's CNI plugins run, for pods whose own rules and records
+ * do not tell. nft or legacy: stated. auto: only what the pods and portmap's chains tell (a keeper in a container,
+ * whose own iptables is its image's). Not given: the variant of the `iptables` on this command's PATH as well (on
+ * the node, the runtime's).
+ */
+export function cniIptablesFlag(value: string | undefined): CniIptables {
+  if (value === undefined) {
+    const path = pathVariant();
+    return path ? { path } : {};
+  }
+  if (value === "auto") return {};
+  if (value === "nft" || value === "legacy") return { stated: value };
+  throw new UsageError(`--iptables: invalid value ${JSON.stringify(value)}: expected auto, nft or legacy`);
 }

@@ -73,7 +73,7 @@ function notes(row: StatusRow): string[] {
 export function statusTable(rows: readonly StatusRow[]): string {
   if (rows.length === 0) return "no hostPort mappings\n";
   return table(
-    ["POD", "PORT", "MATCHES", "TO", "STATE"],
+    ["POD", "PORT", "MATCHES", "TO", "STATE", "TABLE"],
     rows.map((r) => ({
       cells: [
         [r.pod],
@@ -81,6 +81,8 @@ export function statusTable(rows: readonly StatusRow[]): string {
         r.destinations.length === 0 ? [`* (IPv${r.family})`] : r.destinations,
         [r.target],
         [r.state],
+        // "legacy", "nft": the nat table of that iptables variant (the column stays narrow).
+        [r.backend.replace(/^iptables-/, "")],
       ],
       notes: notes(r),
     })),

@@ -22,7 +22,6 @@ import { type ContainerRecord, noteReadsFirst, readsFirst, writeRecord } from ".
 import { awaitKeeperLock, readRecords, withKeeperLock } from "../../src/host/state.js";
 import { parseTable } from "../../src/iptables/table.js";
 import { formatRule } from "../../src/iptables/text.js";
-import { chooseVariant } from "../../src/iptables/variant.js";
 import { parseChainJson } from "../../src/nftables/json.js";
 import { DEAD_CONFIRM_MS, deadChainGoes } from "../../src/ops/pass.js";
 import { changeLines } from "../../src/ops/report.js";
@@ -259,29 +258,6 @@ describe("which nft monitor events start a pass", () => {
     ])
       expect(portmap).toContain(l);
     expect(portmap.filter((l) => !NAT_EVENT.test(l))).toEqual([]);
-  });
-});
-
-describe("the iptables variant (as kube-proxy's image picks it)", () => {
-  const v = (name: string) => ({
-    mangle: fixture(`host/iptables-variant/${name}-mangle.save`),
-    all: fixture(`host/iptables-variant/${name}-all.save`),
-  });
-  it("follows kubelet's KUBE-IPTABLES-HINT chain", () => {
-    expect(chooseVariant({ legacy: v("legacy-hint"), nft: v("nft-rules") })).toEqual({
-      variant: "legacy",
-      why: "kubelet's KUBE-IPTABLES-HINT chain is in legacy's mangle table",
-    });
-  });
-  it("else the variant with more rules, nft on a tie", () => {
-    const legacy = v("legacy-hint");
-    const noHint = { mangle: "", all: legacy.all.replace(/^:KUBE-IPTABLES-HINT .*\n/m, "") };
-    expect(chooseVariant({ legacy: noHint, nft: v("nft-rules") }).variant).toBe("nft");
-    expect(chooseVariant({ legacy: noHint, nft: v("nft-empty") })).toEqual({
-      variant: "legacy",
-      why: "1 legacy rules against 0 nft rules",
-    });
-    expect(chooseVariant({ legacy: { mangle: "", all: "" }, nft: v("nft-empty") }).variant).toBe("nft");
   });
 });
 
