@@ -48,7 +48,7 @@ async function inner(cacheDir: string, stateDir: string): Promise<void> {
     fallbackEntry: undefined,
     graceMs: Infinity,
     cniBinDir: "/opt/cni/bin",
-    cniIptables: {},
+    cniIptables: undefined,
   };
   const memory = newMemory();
   const dirs = { cacheDir, stateDir };

@@ -120,8 +120,13 @@ export interface NodeRules {
   /** The families read (a family whose tool failed is left out, and said in `problems`). */
   readonly families: readonly Family[];
   readonly problems: readonly string[];
-  /** Whether portmap has written here: its shared chains (iptables) or its tables (nftables) exist. */
+  /** Whether portmap has written here: its chains (iptables: CNI-HOSTPORT-DNAT, a pod's) or its tables exist. */
   readonly portmapWrote: boolean;
+  /**
+   * Whether its tables exist at all: iptables-legacy's nat table appears only once something writes to it (and
+   * never goes), so a node without one has never had portmap write there. Others: as far as can be told, yes.
+   */
+  readonly tablesExist: boolean;
   /** The key by which this backend knows a pod's rules (HeldPod.key). */
   keyOf(pod: PodRef): string;
   /** Each pod's rules per family. */
@@ -165,18 +170,11 @@ export interface PassOptions {
   conflictsFirst: boolean;
   /** The node's CNI plugins: the nftables backend runs portmap's ADD again from here. */
   cniBinDir: string;
-  /** What is known of the iptables the node's CNI plugins run, for pods whose rules are in no nat table. */
-  cniIptables: CniIptables;
-}
-
-/**
- * The variant of the CNI plugins' iptables, where portmap writes, as the operator knows it: `stated` by
- * --iptables, else the variant of the `iptables` on the command's own PATH (undefined under --iptables auto,
- * and in a container, where that is the image's and not the runtime's).
- */
-export interface CniIptables {
-  stated?: IptablesVariant;
-  path?: IptablesVariant;
+  /**
+   * The variant of iptables the node's CNI plugins run, as the operator states it (--iptables): where pods go
+   * whose rules are in no nat table and whose ADD recorded none. Undefined: learned from the node (placement.ts).
+   */
+  cniIptables: IptablesVariant | undefined;
 }
 
 /**

@@ -93,6 +93,7 @@ export function nftRules(backend: RuleBackend, chains: readonly NftChain[]): Nod
     families: hostports.filter((c) => c.present).map((c) => c.family),
     problems: [],
     portmapWrote: hostports.some((c) => c.present),
+    tablesExist: hostports.some((c) => c.present),
     keyOf: (pod) => pod.containerId,
     pods: () =>
       hostports.flatMap(({ family, rules }) =>

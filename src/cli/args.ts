@@ -1,8 +1,7 @@
 // What the installer and the operator commands share on the command line: strict flag parsing, where output
 // goes (a test passes its own), and how errors end a command (usage: exit 2; anything else: exit 1).
 import { type ParseArgsConfig, parseArgs } from "node:util";
-import type { CniIptables } from "../backends/backend.js";
-import { pathVariant } from "../iptables/variant.js";
+import type { IptablesVariant } from "../core/node.js";
 
 export type Out = (text: string) => void;
 
@@ -53,17 +52,11 @@ export async function runCommand(
 }
 
 /**
- * `--iptables auto|nft|legacy`: which iptables the node's CNI plugins run, for pods whose own rules and records
- * do not tell. nft or legacy: stated. auto: only what the pods and portmap's chains tell (a keeper in a container,
- * whose own iptables is its image's). Not given: the variant of the `iptables` on this command's PATH as well (on
- * the node, the runtime's).
+ * `--iptables auto|nft|legacy`: which iptables the node's CNI plugins run, for pods whose rules are in no nat table
+ * and whose ADD recorded none. auto (the default): only what the node tells (ops/placement.ts).
  */
-export function cniIptablesFlag(value: string | undefined): CniIptables {
-  if (value === undefined) {
-    const path = pathVariant();
-    return path ? { path } : {};
-  }
-  if (value === "auto") return {};
-  if (value === "nft" || value === "legacy") return { stated: value };
+export function cniIptablesFlag(value: string | undefined): IptablesVariant | undefined {
+  if (value === undefined || value === "auto") return undefined;
+  if (value === "nft" || value === "legacy") return value;
   throw new UsageError(`--iptables: invalid value ${JSON.stringify(value)}: expected auto, nft or legacy`);
 }

@@ -1,9 +1,9 @@
 // `portmap-hostip install`: its flags, parsed, checked for syntax and mapped onto the plugin's conflist entry
 // keys; the installer itself is install/.
-import type { CniIptables } from "../backends/backend.js";
 import { DEFAULT_STATE_DIR, isAnnotationKey, isLogFilePath, isStateDir } from "../core/config.js";
 import { parseCidr, parseIp } from "../core/ip.js";
 import { isInterfaceName } from "../core/names.js";
+import type { IptablesVariant } from "../core/node.js";
 import { pluginEntry } from "../install/conflist.js";
 import { resolveLayout } from "../install/files.js";
 import { Installer, type InstallOptions, terminationSignal } from "../install/main.js";
@@ -57,7 +57,7 @@ interface KeeperFlags {
   cacheDir: string;
   stateDir: string;
   resyncMs: number;
-  cniIptables: CniIptables;
+  cniIptables: IptablesVariant | undefined;
 }
 
 /** The keeper's flags; undefined without --cache-dir (then --watch keeps only the conflist entry). */
@@ -121,9 +121,8 @@ after conflist rewrites, nat table flushes or restores, and node address changes
   --state-dir DIR            where the plugin records ADD and DEL (default ${DEFAULT_STATE_DIR})
   --resync SECONDS           full resync period (default 10)
   --iptables auto|nft|legacy the iptables the node's CNI plugins run (where portmap writes), for pods whose
-                             rules are in no nat table and whose ADD recorded none; auto: only what the
-                             pods and portmap's chains tell (in a container); default: also the variant
-                             of the iptables on PATH
+                             rules are in no nat table and whose ADD recorded none; auto (default): what
+                             the node's other pods, portmap's chains and the tables there tell
   --uninstall                remove the entry, then the binary
   --dry-run                  print what would change (a diff of the conflist) and change nothing
 `;

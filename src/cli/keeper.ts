@@ -9,7 +9,6 @@
 // Every change is one line on stdout; SIGTERM (the signal) lets the running pass finish and ends it.
 import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import type { CniIptables } from "../backends/backend.js";
 import { nodeBackends } from "../backends/registry.js";
 import type { IptablesVariant } from "../core/node.js";
 import { monitor } from "../host/monitor.js";
@@ -29,7 +28,7 @@ export interface KeeperSettings {
   /** The node's CNI plugins (portmap's ADD runs again from here for pods of its nftables backend). */
   cniBinDir: string;
   /** Which iptables those plugins run, as far as the command line says (--iptables). */
-  cniIptables: CniIptables;
+  cniIptables: IptablesVariant | undefined;
 }
 
 // Events come in bursts (an address change is several netlink messages, a firewall reload many rule events).
@@ -183,10 +182,8 @@ async function natVariants(): Promise<IptablesVariant[]> {
 }
 
 /** What the keeper says at start on a node with both variants: where a pod whose rules are gone goes. */
-function bothVariantsLine(known: CniIptables): string {
-  const rest = known.stated
-    ? `else in iptables-${known.stated} (--iptables)`
-    : `else where portmap's chains are${known.path ? `, else in iptables-${known.path} (the iptables on PATH)` : ""}`;
+function bothVariantsLine(stated: IptablesVariant | undefined): string {
+  const rest = stated ? `else in iptables-${stated} (--iptables)` : "else where the node's other pods are";
   return `reading the nat tables of iptables-legacy and iptables-nft: each pod is kept where its rules are; one whose rules are gone, where its ADD ran, ${rest}`;
 }
 

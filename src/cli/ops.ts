@@ -1,8 +1,9 @@
 // `portmap-hostip status | reconcile | gc`: operator commands on the namespace they run in.
 import { readFile } from "node:fs/promises";
-import type { CniIptables, NodeRules } from "../backends/backend.js";
+import type { NodeRules } from "../backends/backend.js";
 import { nodeBackends } from "../backends/registry.js";
 import { DEFAULT_STATE_DIR, isStateDir } from "../core/config.js";
+import type { IptablesVariant } from "../core/node.js";
 import { type CacheRead, DEFAULT_CACHE_DIR, readResultCache, selectsNetwork } from "../host/cache.js";
 import { judge } from "../host/liveness.js";
 import { readNodeNetwork } from "../host/network.js";
@@ -32,7 +33,7 @@ interface Flags {
   dryRun: boolean;
   networks: string[];
   graceSeconds: number;
-  cniIptables: CniIptables;
+  cniIptables: IptablesVariant | undefined;
   help: boolean;
 }
 
@@ -58,9 +59,9 @@ const USAGE: Record<string, string> = {
   --cni-conf-dir DIR  where the installed conflist is (default: the node's, as install finds it)
   --cni-bin-dir DIR where the node's portmap is (default /opt/cni/bin, or k3s's /var/lib/rancher/k3s/data/cni)
   --state-dir DIR   the plugin's records of ADD and DEL (default ${DEFAULT_STATE_DIR})
-  --iptables auto|nft|legacy  on a node with both iptables variants: which one the CNI plugins run, for pods
-                    whose rules are in no nat table and whose ADD recorded none (auto: only what the pods and
-                    portmap's chains tell; default: also the variant of the iptables on PATH)
+  --iptables auto|nft|legacy  on a node with both iptables variants: the one the CNI plugins run, for pods
+                    whose rules are in no nat table and whose ADD recorded none (auto, the default: what the
+                    node's other pods, portmap's chains and the tables there tell; else such a pod is skipped)
   --dry-run         print the plan and the iptables-restore input, change nothing
 `,
   gc: `usage: portmap-hostip gc [--cache-dir DIR] [--network NAME]... [--grace SECONDS] [--dry-run]
@@ -121,7 +122,7 @@ function parseFlags(command: string, args: readonly string[]): Flags {
     dryRun: values["dry-run"] ?? false,
     networks: values.network ?? [],
     graceSeconds: grace === undefined ? 30 : Number(grace),
-    cniIptables: command === "reconcile" ? cniIptablesFlag(values.iptables) : {},
+    cniIptables: cniIptablesFlag(values.iptables),
     help: values.help ?? false,
   };
 }
@@ -188,7 +189,7 @@ async function runGc(flags: Flags, stdout: Out, stderr: Out): Promise<number> {
     if (f.failure !== undefined) stderr(`portmap-hostip gc: ${familyLabel(f)}: ${f.failure}\n`);
   }
   if (report.families.every((f) => f.removed.length === 0)) stdout("no orphan portmap chains\n");
-  return report.families.length === 0 || report.families.some((f) => f.failure !== undefined) ? 1 : 0;
+  return !report.read || report.families.some((f) => f.failure !== undefined) ? 1 : 0;
 }
 
 /** Our entry in the installed conflist, for reconcile's pods whose cached conflist lacks it (none: undefined). */

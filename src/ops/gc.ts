@@ -40,7 +40,7 @@ export async function gc(backends: readonly RuleBackend[], flags: GcFlags): Prom
       conflictsFirst: false,
       // Rebuilding nothing, it never runs portmap, nor asks where a pod without rules would go.
       cniBinDir: "",
-      cniIptables: {},
+      cniIptables: undefined,
     });
   const first = await pass();
   if (first.dead === 0 || graceMs === 0) return first;

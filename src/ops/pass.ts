@@ -65,6 +65,8 @@ export interface PassReport {
   pending: boolean;
   /** How many dead pods' rules (per family) the pass saw, gone or not. */
   dead: number;
+  /** Whether any backend could read any of its tables. */
+  read: boolean;
 }
 
 /**
@@ -106,6 +108,7 @@ export async function keeperPass(
         problems: [...problems, `no result cache at ${cache.dir} (yet): nothing to rebuild from`],
         pending: false,
         dead: 0,
+        read: false,
       };
     const view: NodeView = { cache, records, network, now: Date.now() };
     const verdict = judge(view);
@@ -121,7 +124,8 @@ export async function keeperPass(
       }
     }
     const live = new Map<RuleBackend, LiveAttachment[]>();
-    const place = placer(read, options.cniIptables, memory.placed);
+    const recorded = new Set([...records.values()].flatMap((r) => (r.state === "added" && r.iptables) || []));
+    const place = placer(read, { stated: options.cniIptables, recorded }, memory.placed);
     const placed = new Map<string, string>();
     for (const a of cache.attachments) {
       if (!selectsNetwork(options.networks, a.network) || verdict(a.network, a.containerId) !== "live") continue;
@@ -172,9 +176,13 @@ export async function keeperPass(
     );
     const families: FamilyOutcome[] = [];
     for (const rules of read) {
+      const mine = live.get(rules.backend) ?? [];
+      // The other variant's nat table on a node with both, with nothing of portmap's and no pod to keep: nothing
+      // to do, nothing to say.
+      if (rules.backend.variant !== undefined && mine.length === 0 && !rules.portmapWrote) continue;
       const result = await rules.keep({
         view,
-        live: live.get(rules.backend) ?? [],
+        live: mine,
         verdict,
         mayRebuild,
         collectNow,
@@ -189,6 +197,13 @@ export async function keeperPass(
     for (const key of [...memory.unconfirmed.keys()]) if (!waitingNow.has(key)) memory.unconfirmed.delete(key);
     for (const key of waitingNow) if (!memory.unconfirmed.has(key)) memory.unconfirmed.set(key, view.now);
     for (const key of [...memory.dead.keys()]) if (!deadSeen.has(key)) memory.dead.delete(key);
-    return { judged: true, families, problems, pending: waitingNow.size > 0 || deadWaiting, dead: deadSeen.size };
+    return {
+      judged: true,
+      families,
+      problems,
+      pending: waitingNow.size > 0 || deadWaiting,
+      dead: deadSeen.size,
+      read: read.some((r) => r.families.length > 0),
+    };
   });
 }

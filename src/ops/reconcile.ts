@@ -1,7 +1,8 @@
 // `portmap-hostip reconcile`: the keeper's pass, once, without the grace-delayed gc (dead pods' rules that take a
 // live pod's port go, others are gc's): every cached attachment whose rules are missing or wrong is rebuilt
 // (after a firewall reload or a flush), with the shared chains portmap needs, one transaction per family.
-import type { CniIptables, RuleBackend } from "../backends/backend.js";
+import type { RuleBackend } from "../backends/backend.js";
+import type { IptablesVariant } from "../core/node.js";
 import { CONFIRM_MS, keeperPass, newMemory, type PassReport } from "./pass.js";
 
 export interface ReconcileFlags {
@@ -14,8 +15,8 @@ export interface ReconcileFlags {
   fallbackEntry: Record<string, unknown> | undefined;
   /** Where the node's portmap is (PassOptions.cniBinDir). */
   cniBinDir: string;
-  /** Which iptables the node's CNI plugins run, as the command line says (PassOptions.cniIptables). */
-  cniIptables: CniIptables;
+  /** Which iptables the node's CNI plugins run, as --iptables states it (PassOptions.cniIptables). */
+  cniIptables: IptablesVariant | undefined;
 }
 
 /**

@@ -17,17 +17,21 @@ export interface KeeperDirs {
   stateDir: string;
 }
 
-/** Starts the keeper on `dirs` with `PATH` (the iptables variant the plugins use) and waits until it watches. */
+/**
+ * Starts the keeper on `dirs` with `PATH` (the plugins', or the one of a keeper in its image) and `extra` flags,
+ * and waits until it watches.
+ */
 export async function startKeeper(
   node: string,
   dirs: KeeperDirs,
   resyncSeconds: number,
   path: string,
+  extra: readonly string[] = [],
 ): Promise<RunningKeeper> {
   const args = [
     ...["install", "--watch", "--cni-bin-dir", dirs.binDir, "--cni-conf-dir", dirs.confDir],
     ...["--binary", pluginBinary(), "--cache-dir", dirs.cacheDir, "--state-dir", dirs.stateDir],
-    ...["--resync", String(resyncSeconds)],
+    ...["--resync", String(resyncSeconds), ...extra],
   ];
   // `env` gives the keeper the PATH of the plugins.
   const child = await spawnInNs(node, "env", [`PATH=${path}`, pluginBinary(), ...args], `watching ${dirs.confDir}`);
