@@ -3,7 +3,7 @@
 // `ip kube-proxy` table (staged in its shape: a verdict map of ClusterIP . protocol . port, a service chain, an
 // endpoint chain's DNAT) sends the ClusterIP to the Service's pod. hostPorts must still answer only on the node's
 // addresses — not on another local address such as the pod bridge's gateway — and the keeper must not run a
-// pass for kube-proxy's own nftables churn, only for portmap's rules.
+// pass for kube-proxy's own nftables churn, only for portmap's rules, nor bring a legacy nat table into being.
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, expect, it } from "vitest";
@@ -139,5 +139,7 @@ describeAsRoot("a node with kube-proxy in nftables mode (no kube-ipvs0)", () => 
     expect(heartbeat()).toBeGreaterThan(first);
     expect(await asks(GATEWAY, 8080)).toBeNull();
     expect(keeper.output()).toMatch(/keeper \(rules changed\): iptables-nft IPv4: default\/web \(cbr0, \S+\): rewrote/);
+    // Reading both variants created no legacy nat table beside nft's (listing one with iptables-legacy would).
+    expect(await nsRunOk(h.topo.node, "cat", ["/proc/net/ip_tables_names"])).not.toMatch(/^nat$/m);
   });
 });
