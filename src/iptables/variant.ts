@@ -2,7 +2,7 @@
 // told from the program its links end at, without running it: a few stat calls, cheap enough for every hostPort
 // ADD to record the variant of the `iptables` it shares with portmap (the runtime's PATH). Synchronous node:fs on
 // purpose: ADD loads nothing more for it.
-import { accessSync, constants, realpathSync } from "node:fs";
+import { realpathSync, statSync } from "node:fs";
 import { basename, delimiter, isAbsolute, join } from "node:path";
 import { IPTABLES_VARIANTS, type IptablesVariant } from "../core/node.js";
 
@@ -21,10 +21,9 @@ export function onPath(name: string, path = process.env["PATH"] ?? ""): string |
   for (const dir of path.split(delimiter)) {
     if (!isAbsolute(dir)) continue;
     const file = join(dir, name);
-    try {
-      accessSync(file, constants.X_OK);
-      return file;
-    } catch {}
+    // No exception for the directories that lack it (most of them): each would cost more than the lookup.
+    const stat = statSync(file, { throwIfNoEntry: false });
+    if (stat?.isFile() && (stat.mode & 0o111) !== 0) return file;
   }
   return undefined;
 }
@@ -32,7 +31,7 @@ export function onPath(name: string, path = process.env["PATH"] ?? ""): string |
 /** The variant `file` is; undefined when its links end elsewhere (a wrapper that picks one when it runs). */
 export function variantOf(file: string): IptablesVariant | undefined {
   try {
-    return PROGRAMS[basename(realpathSync(file))];
+    return PROGRAMS[basename(realpathSync.native(file))];
   } catch {
     return undefined;
   }

@@ -30,15 +30,17 @@ export interface TableRow {
 
 /**
  * An aligned table of cells (each cell one or more lines). Columns shrink, widest first, until the table fits
- * WIDTH; a cell wider than its column wraps onto further lines rather than losing characters.
+ * WIDTH; a cell wider than its column wraps onto further lines rather than losing characters. The `whole`
+ * columns (single words a reader scans for, such as a state) never shrink.
  */
-export function table(header: readonly string[], rows: readonly TableRow[]): string {
+export function table(header: readonly string[], rows: readonly TableRow[], whole: readonly number[] = []): string {
   const widths = header.map((h, i) =>
     Math.max(h.length, ...rows.flatMap((r) => (r.cells[i] ?? []).map((l) => l.length))),
   );
   const total = () => widths.reduce((a, b) => a + b, 0) + GAP.length * (widths.length - 1);
   while (total() > WIDTH) {
-    const widest = widths.indexOf(Math.max(...widths));
+    const shrinkable = widths.map((w, i) => (whole.includes(i) ? 0 : w));
+    const widest = shrinkable.indexOf(Math.max(...shrinkable));
     if ((widths[widest] as number) <= (header[widest] as string).length) break;
     widths[widest] = (widths[widest] as number) - 1;
   }
@@ -86,6 +88,7 @@ export function statusTable(rows: readonly StatusRow[]): string {
       ],
       notes: notes(r),
     })),
+    [4, 5],
   );
 }
 
