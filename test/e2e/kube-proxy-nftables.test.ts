@@ -4,7 +4,7 @@
 // endpoint chain's DNAT) sends the ClusterIP to the Service's pod. hostPorts must still answer only on the node's
 // addresses — not on another local address such as the pod bridge's gateway — and the keeper must not run a
 // pass for kube-proxy's own nftables churn, only for portmap's rules, nor bring a legacy nat table into being.
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, expect, it } from "vitest";
 import { describeAsRoot, eventually, useHarness } from "../support/e2e.js";
@@ -25,7 +25,7 @@ import {
   stateDirFor,
   whoAnswers,
 } from "../support/harness.js";
-import { type RunningKeeper, startKeeper } from "../support/keeper.js";
+import { keeperConfAndBin, type RunningKeeper, startKeeper } from "../support/keeper.js";
 import { ipIn, nsRunOk } from "../support/netns.js";
 import { pluginPath } from "../support/paths.js";
 
@@ -114,13 +114,9 @@ describeAsRoot("a node with kube-proxy in nftables mode (no kube-ipvs0)", () => 
   });
 
   it("the keeper runs no pass for kube-proxy's nftables changes, and one for portmap's rules", async () => {
-    const confDir = join(h.topo.tmpDir, "net.d");
-    const binDir = join(h.topo.tmpDir, "bin");
-    mkdirSync(confDir);
-    mkdirSync(binDir);
-    writeFileSync(join(confDir, "10-bridge.conflist"), JSON.stringify(list, null, 2));
+    const dirs = { ...keeperConfAndBin(h.topo.tmpDir, list), cacheDir: h.cacheDir!, stateDir };
     // Resync once in ten minutes: any pass during the test is an event's.
-    keeper = await startKeeper(h.topo.node, { binDir, confDir, cacheDir: h.cacheDir!, stateDir }, 600, pluginPath());
+    keeper = await startKeeper(h.topo.node, dirs, 600, pluginPath());
     await eventually("the keeper's first pass", async () => existsSync(join(stateDir, "keeper.alive")));
     const first = heartbeat();
     for (let i = 51; i < 61; i++)

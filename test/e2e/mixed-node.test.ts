@@ -9,7 +9,7 @@
 // A node migrating between variants: kube-proxy's rules and portmap's chains in both, and pods from before this
 // version (no record of their ADD's variant). Each pod stays where its rules are; one that nothing places is
 // refused, naming the flag that settles it.
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, expect, it } from "vitest";
 import { recordPath } from "../../src/host/record.js";
@@ -31,7 +31,7 @@ import {
   stateDirFor,
   whoAnswers,
 } from "../support/harness.js";
-import { type RunningKeeper, startKeeper } from "../support/keeper.js";
+import { keeperConfAndBin, type RunningKeeper, startKeeper } from "../support/keeper.js";
 import { nsRun, nsRunOk } from "../support/netns.js";
 import { pluginPath } from "../support/paths.js";
 
@@ -75,6 +75,24 @@ async function flushNat(h: Harness, variant: "nft" | "legacy"): Promise<void> {
     for (const flag of ["-F", "-X"]) await nsRunOk(h.topo.node, tool, ["-w", "-t", "nat", flag]);
 }
 
+/**
+ * Pods a (hostPort 8080) and b (8081) started through the plugins' iptables, and the Service listening on the
+ * ClusterIP on both ports.
+ */
+async function startPods(h: Harness, pods: Map<string, StartedPod>): Promise<{ list: NetConfList; stateDir: string }> {
+  const list = bridgeConflist({ dataDir: h.topo.ipamDataDir });
+  await h.topo.serveService({ tcp: [8080, 8081] });
+  for (const [name, port] of [
+    ["a", 8080],
+    ["b", 8081],
+  ] as const) {
+    const p = await h.startPod(name, list, { portMappings: [containerdMapping(port, 80)], serve: { tcp: [80] } });
+    if (!p.add.ok) throw new Error(describeRun(p.add));
+    pods.set(name, p);
+  }
+  return { list, stateDir: stateDirFor(h.topo.ipamDataDir) };
+}
+
 /** The binary as an operator runs it on the node, with `iptables` on its PATH the nft one (Debian's default). */
 function operator(h: Harness, args: readonly string[]) {
   return nsRun(h.topo.node, pluginBinary(), args, { env: { PATH: pluginPath() }, timeoutMs: 60_000 });
@@ -99,17 +117,7 @@ describeAsRoot("a mixed node: kubelet and kube-proxy on iptables-nft, the CNI pl
 
   beforeAll(async () => {
     await stageKube(h, "nft", true);
-    stateDir = stateDirFor(h.topo.ipamDataDir);
-    list = bridgeConflist({ dataDir: h.topo.ipamDataDir });
-    await h.topo.serveService({ tcp: [8080, 8081] });
-    for (const [name, port] of [
-      ["a", 8080],
-      ["b", 8081],
-    ] as const) {
-      const p = await h.startPod(name, list, { portMappings: [containerdMapping(port, 80)], serve: { tcp: [80] } });
-      if (!p.add.ok) throw new Error(describeRun(p.add));
-      pods.set(name, p);
-    }
+    ({ list, stateDir } = await startPods(h, pods));
     nftBefore = await natOf(h, "nft");
   });
 
@@ -128,15 +136,8 @@ describeAsRoot("a mixed node: kubelet and kube-proxy on iptables-nft, the CNI pl
   });
 
   it("the keeper as the DaemonSet runs it (--iptables auto, nft its own iptables) rebuilds them in legacy only after legacy's nat table is flushed", async () => {
-    const confDir = join(h.topo.tmpDir, "net.d");
-    const binDir = join(h.topo.tmpDir, "bin");
-    mkdirSync(confDir);
-    mkdirSync(binDir);
-    writeFileSync(join(confDir, "10-bridge.conflist"), JSON.stringify(list, null, 2));
-    keeper = await startKeeper(h.topo.node, { binDir, confDir, cacheDir: h.cacheDir!, stateDir }, 5, pluginPath(), [
-      "--iptables",
-      "auto",
-    ]);
+    const dirs = { ...keeperConfAndBin(h.topo.tmpDir, list), cacheDir: h.cacheDir!, stateDir };
+    keeper = await startKeeper(h.topo.node, dirs, 5, pluginPath(), ["--iptables", "auto"]);
     // Pod b as if it had started before this version: its ADD left no record of its variant. The keeper saw its
     // chain in legacy before the flush.
     rmSync(recordPath(stateDir, list.name, pods.get("b")!.pod.containerID));
@@ -241,17 +242,7 @@ describeAsRoot("a node migrating between variants: kube-proxy's rules and portma
     await nsRunOk(h.topo.node, "iptables-nft-restore", ["-w", "--noflush"], {
       input: "*nat\n:CNI-HOSTPORT-DNAT - [0:0]\nCOMMIT\n",
     });
-    stateDir = stateDirFor(h.topo.ipamDataDir);
-    list = bridgeConflist({ dataDir: h.topo.ipamDataDir });
-    await h.topo.serveService({ tcp: [8080, 8081] });
-    for (const [name, port] of [
-      ["a", 8080],
-      ["b", 8081],
-    ] as const) {
-      const p = await h.startPod(name, list, { portMappings: [containerdMapping(port, 80)], serve: { tcp: [80] } });
-      if (!p.add.ok) throw new Error(describeRun(p.add));
-      pods.set(name, p);
-    }
+    ({ list, stateDir } = await startPods(h, pods));
   });
 
   it("keeps each pod where its rules are; rebuilds one whose ADD recorded its variant there; refuses one nothing places, naming both variants", async () => {

@@ -1,6 +1,8 @@
 // The keeper (`portmap-hostip install --watch --cache-dir`) run in a node namespace for the e2e tests, its
 // stdout and stderr collected.
 import type { ChildProcess } from "node:child_process";
+import { mkdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { spawnInNs } from "./netns.js";
 import { pluginBinary } from "./paths.js";
 
@@ -15,6 +17,16 @@ export interface KeeperDirs {
   confDir: string;
   cacheDir: string;
   stateDir: string;
+}
+
+/** A conf dir holding `list` as the node's conflist and an empty bin dir, under `tmpDir`. */
+export function keeperConfAndBin(tmpDir: string, list: object): { confDir: string; binDir: string } {
+  const confDir = join(tmpDir, "net.d");
+  const binDir = join(tmpDir, "bin");
+  mkdirSync(confDir);
+  mkdirSync(binDir);
+  writeFileSync(join(confDir, "10-bridge.conflist"), JSON.stringify(list, null, 2));
+  return { confDir, binDir };
 }
 
 /**
