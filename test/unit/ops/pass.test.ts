@@ -47,6 +47,7 @@ describe("a keeper pass", () => {
     graceMs: 30_000,
     conflictsFirst: true,
     cniBinDir: "/opt/cni/bin",
+    cniIptables: undefined,
   };
   let dir: string;
   let tools: Tools;
@@ -83,6 +84,8 @@ describe("a keeper pass", () => {
         backend,
         families: [4],
         problems: ["b: one family not read"],
+        portmapWrote: true,
+        tablesExist: true,
         keyOf: (pod) => pod.containerId,
         pods: () => [],
         holds: (pod) => pod.containerId === "abc123",
@@ -107,6 +110,7 @@ describe("a keeper pass", () => {
       problems: [`no result cache at ${join(dirs().cacheDir, "results")} (yet): nothing to rebuild from`],
       pending: false,
       dead: 0,
+      read: false,
     });
     expect(passes).toEqual([]);
   });

@@ -40,6 +40,8 @@ describe("reconcile", () => {
         backend,
         families: [4],
         problems: [],
+        portmapWrote: true,
+        tablesExist: true,
         keyOf: (pod) => pod.containerId,
         pods: () => [],
         holds: () => true,
@@ -57,6 +59,7 @@ describe("reconcile", () => {
       networks: [],
       fallbackEntry: undefined,
       cniBinDir: "/opt/cni/bin",
+      cniIptables: undefined,
     });
     expect(passes.map((p) => p.rebuild)).toEqual([[false], [true]]);
     expect(passes[0]?.options).toMatchObject({ rebuild: true, graceMs: Infinity, conflictsFirst: true, dryRun: true });
