@@ -96,7 +96,7 @@ function instructions(c: Case, sprp: string): number {
     { input: c.input, env, encoding: "utf8", timeout: LIMIT_MS },
   );
   if (r.status !== 0)
-    throw new Error(`${c.name}: valgrind exited ${r.status}: ${(r.stderr ?? r.error?.message).slice(-2000)}`);
+    throw new Error(`${c.name}: valgrind exited ${r.status}: ${(r.stderr ?? r.error?.message ?? "").slice(-2000)}`);
   if (c.input !== "" && r.stdout.trim() !== JSON.stringify(prevResult))
     throw new Error(`${c.name} printed ${r.stdout}, not its prevResult`);
   const total = Number(/refs:\s+([\d,]+)/.exec(r.stderr)?.[1]?.replaceAll(",", ""));
