@@ -112,10 +112,15 @@ export interface ResolvedMapping {
 
 const describe = (m: PortMapping) => `hostPort ${m.hostPort}/${m.protocol}`;
 
+/** "IPv4", "IPv4 and IPv6". */
+export const familiesText = (families: readonly Family[]): string =>
+  families.map((f) => `IPv${f}`).join(" and ");
+
 /**
  * Resolves and judges every mapping's host IPs, in the families the pod gets rules for (`families`: where
  * it has an address). An address the pod (annotation) or the runtime asked for that fails the policy is
- * refused: a CniError naming the IP, the pod and the reason. The default never fails a pod: what fails is
+ * refused: a CniError naming the IP, the pod and the reason; so is an annotation that gives the mapping no
+ * address in any family it is judged in. The default never fails a pod: what fails is
  * left out (`leftOut`), and a mapping left with nothing is `closed`.
  */
 export function resolveMappings(
@@ -134,7 +139,8 @@ export function resolveMappings(
     const judged = mappingFamilies(mapping).filter((f) => families.has(f));
     const inScope = (ip: Ip) => judged.includes(ip.family);
     if (source.kind === "runtime" || source.kind === "annotation") {
-      for (const ip of (source.kind === "runtime" ? [source.ip] : source.ips).filter(inScope)) {
+      const asked = source.kind === "runtime" ? [source.ip] : source.ips;
+      for (const ip of asked.filter(inScope)) {
         const why = refusal(ip, policy, network, true);
         if (why)
           throw new CniError(
@@ -142,6 +148,12 @@ export function resolveMappings(
             `host IP ${ip.text} (from ${source.kind}) for ${describe(mapping)} of pod ${pod} is not allowed: ${why}`,
           );
       }
+      // The pod's own choice that leaves the port on no address can never be met: refused, not started closed.
+      if (source.kind === "annotation" && judged.length > 0 && !asked.some(inScope))
+        throw new CniError(
+          Code.HostIpNotAllowed,
+          `host IP${asked.length > 1 ? "s" : ""} ${asked.map((ip) => ip.text).join(", ")} (from annotation) for ${describe(mapping)} of pod ${pod} ${asked.length > 1 ? "are" : "is"} not allowed: no address of the pod's families (${familiesText(judged)}): the hostPort would answer on none`,
+        );
       // portmap scoped the runtime's hostIP itself.
       return {
         mapping,
