@@ -108,13 +108,14 @@ export interface ResolvedMapping {
   leftOut: LeftOut[];
   /** The default left no address but the implicit 127.0.0.1: closed to the outside until addresses appear. */
   closed: boolean;
+  /** Why, when closed (closedReason). */
+  reason?: string;
 }
 
 const describe = (m: PortMapping) => `hostPort ${m.hostPort}/${m.protocol}`;
 
 /** "IPv4", "IPv4 and IPv6". */
-export const familiesText = (families: readonly Family[]): string =>
-  families.map((f) => `IPv${f}`).join(" and ");
+export const familiesText = (families: readonly Family[]): string => families.map((f) => `IPv${f}`).join(" and ");
 
 /**
  * Resolves and judges every mapping's host IPs, in the families the pod gets rules for (`families`: where
@@ -180,8 +181,26 @@ export function resolveMappings(
       if (why) leftOut.push({ ip: LOCALHOST, why });
       else ips.push(LOCALHOST);
     }
-    return { mapping, source: source.kind, ips, leftOut, closed };
+    return closed
+      ? { mapping, source: source.kind, ips, leftOut, closed, reason: closedReason(source.kind, leftOut, judged) }
+      : { mapping, source: source.kind, ips, leftOut, closed };
   });
+}
+
+/**
+ * Why the default left a mapping closed, for status and the keeper: it named no address in the families the
+ * pod gets rules in (`families`), or what it named was left out, each address with its reason.
+ */
+function closedReason(
+  source: "node" | "defaultHostIP",
+  leftOut: readonly LeftOut[],
+  families: readonly Family[],
+): string {
+  const what = source === "node" ? 'defaultHostIP "node"' : "defaultHostIP";
+  const outside = leftOut.filter((l) => l.ip.text !== LOCALHOST.text);
+  if (outside.length === 0)
+    return `${what} ${source === "node" ? "found no node address" : "names no address"} of the pod's families (${familiesText(families)})`;
+  return `${what} left no address of this node: ${outside.map((l) => `${l.ip.text} (${l.why})`).join(", ")}`;
 }
 
 /** The stderr lines for what the default left out and the mappings it left closed, each said once. */

@@ -207,6 +207,7 @@ describe("status", () => {
       "captures",
       "winner",
       "reachable",
+      "reason",
     ]);
   });
 });
