@@ -104,6 +104,12 @@ export interface Removed {
   rules?: number;
 }
 
+/** A live pod whose rules a pass wrote: its attachment, and where its rules are (a chain, nftables' table and chain). */
+export interface Repaired {
+  attachment: CachedAttachment;
+  place: string;
+}
+
 /** What a backend's collect did per family (`family` undefined: both at once). */
 export interface Collected {
   family: Family | undefined;
@@ -201,6 +207,8 @@ export interface FamilyOutcome {
   leftAlone: string[];
   /** One line per other change (written, or planned under dryRun). */
   actions: string[];
+  /** The live pods whose rules it wrote (or would write), for the keeper's repair counts, log and Events. */
+  repaired: Repaired[];
   correct: number;
   rebuilt: number;
   /** Lines of the one transaction (0: nothing written). */
@@ -225,6 +233,7 @@ export const emptyOutcome = (backend: string, family: Family | undefined): Famil
   removed: [],
   leftAlone: [],
   actions: [],
+  repaired: [],
   correct: 0,
   rebuilt: 0,
   lines: 0,

@@ -130,6 +130,7 @@ async function keepNat(
   const problems: string[] = [];
   const wanted: Wanted[] = [];
   const inputsKey = JSON.stringify([view.network, options.fallbackEntry ?? null]);
+  const attachments = new Map(live.map((l) => [l.key, l.attachment]));
   for (const l of live) {
     try {
       for (const expected of expectedOf(l.attachment, view.network, options.fallbackEntry, inputsKey))
@@ -164,6 +165,10 @@ async function keepNat(
       removed: dead.removed,
       leftAlone: dead.leftAlone,
       actions: plan.actions,
+      repaired: plan.rebuilt.flatMap((r) => {
+        const attachment = attachments.get(r.key);
+        return attachment ? [{ attachment, place: r.expected.chain }] : [];
+      }),
       correct: plan.correct.length,
       rebuilt: plan.rebuilt.length,
       lines: lines.length,

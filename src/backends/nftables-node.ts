@@ -216,6 +216,7 @@ async function keepNft(
       else {
         outcome.rebuilt++;
         outcome.actions.push(`${l.label}: ${done.text}`);
+        outcome.repaired.push({ attachment: l.attachment, place: `${TABLE} ${CHAIN}` });
       }
     } catch (err) {
       outcome.skipped.push(`${l.label}: ${(err as Error).message}`);

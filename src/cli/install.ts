@@ -9,6 +9,9 @@ import { pluginEntry } from "../install/conflist.js";
 import { resolveLayout } from "../install/files.js";
 import { Installer, type InstallOptions, terminationSignal } from "../install/main.js";
 import { type CliContext, parseFlags, runCommand, UsageError } from "./args.js";
+import type { PassObserver } from "./keeper.js";
+import { keeperLog, LOG_FORMATS, type LogFormat, linesTo } from "./log.js";
+import type { MetricsAddress } from "./metrics.js";
 
 export interface InstallContext extends CliContext {
   /** Where the default (standard and k3s) CNI directories are looked for. */
@@ -37,16 +40,23 @@ export async function runInstall(args: string[], context: InstallContext = {}): 
       return 0;
     }
     const signal = context.signal ?? terminationSignal();
-    if (keeper.iptables !== undefined) await selectIptables(keeper.iptables, stdout);
-    const { Keeper } = await import("./keeper.js");
+    // In JSON, the installer's lines too: one object each.
+    const log = keeperLog(keeper.logFormat, stdout, stderr);
+    const [out, err] =
+      keeper.logFormat === "json"
+        ? [linesTo(log, "info", "installer"), linesTo(log, "warning", "installer")]
+        : [stdout, stderr];
+    if (keeper.iptables !== undefined) await selectIptables(keeper.iptables, out);
+    const [{ Keeper }, observers] = await Promise.all([import("./keeper.js"), keeperObservers(keeper, signal)]);
     // The bin directory the plugin goes to holds the node's portmap (run again for its nftables backend's pods).
     const { binDir } = await resolveLayout({ binDir: options.cniBinDir, confDir: options.cniConfDir }, root);
     const k = new Keeper(
       { ...keeper, graceMs: KEEPER_GRACE_MS, entry: pluginEntry(options.settings), cniBinDir: binDir },
       stdout,
       stderr,
+      observers,
     );
-    const installer = new Installer(options, root, signal, stdout, stderr, () => k.trigger("entry put back"));
+    const installer = new Installer(options, root, signal, out, err, () => k.entryPutBack());
     await Promise.all([installer.run(), k.run(signal)]);
     return 0;
   });
@@ -60,13 +70,25 @@ interface KeeperFlags {
   stateDir: string;
   resyncMs: number;
   iptables: "auto" | "nft" | "legacy" | undefined;
+  logFormat: LogFormat;
+  metricsAddress: MetricsAddress | undefined;
+}
+
+/** What follows each pass besides its lines: loaded only when asked for. */
+async function keeperObservers(flags: KeeperFlags, signal: AbortSignal): Promise<PassObserver[]> {
+  const address = flags.metricsAddress;
+  if (address === undefined) return [];
+  const { KeeperMetrics, serveMetrics } = await import("./metrics.js");
+  const metrics = new KeeperMetrics();
+  await serveMetrics(metrics, address, signal);
+  return [metrics];
 }
 
 /** The keeper's flags; undefined without --cache-dir (then --watch keeps only the conflist entry). */
 function keeperFlags(args: string[]): KeeperFlags | undefined {
   const v = parseFlags(args, FLAGS);
   if (v["cache-dir"] === undefined) {
-    for (const flag of ["state-dir", "resync", "iptables"] as const)
+    for (const flag of ["state-dir", "resync", "iptables", "log-format", "metrics-address"] as const)
       if (v[flag] !== undefined) throw new UsageError(`--${flag} needs --cache-dir (the keeper)`);
     return undefined;
   }
@@ -79,12 +101,29 @@ function keeperFlags(args: string[]): KeeperFlags | undefined {
   const iptables = v.iptables;
   if (iptables !== undefined && !["auto", "nft", "legacy"].includes(iptables))
     throw invalid("iptables", iptables, "expected auto, nft or legacy");
+  const logFormat = v["log-format"] ?? "text";
+  if (!(LOG_FORMATS as readonly string[]).includes(logFormat))
+    throw invalid("log-format", logFormat, "expected text or json");
+  const metrics = v["metrics-address"];
   return {
     cacheDir: v["cache-dir"],
     stateDir,
     resyncMs: Number(resync) * 1000,
     iptables: iptables as KeeperFlags["iptables"],
+    logFormat: logFormat as LogFormat,
+    metricsAddress: metrics === undefined ? undefined : metricsAddress(metrics),
   };
+}
+
+/** HOST:PORT, the host an IP address ([…] around IPv6; 0.0.0.0 or [::] for every address). */
+function metricsAddress(value: string): MetricsAddress {
+  const m = /^(?:\[([^\]]+)\]|([^:[\]]+)):(\d{1,5})$/.exec(value);
+  const host = m?.[1] ?? m?.[2];
+  const ip = host === undefined ? undefined : parseIp(host);
+  const port = Number(m?.[3]);
+  if (!ip || (m?.[1] !== undefined) !== (ip.family === 6) || !(port >= 1 && port <= 65535))
+    throw invalid("metrics-address", value, "expected IP:PORT such as 0.0.0.0:9101 or [::1]:9101");
+  return { host: ip.text, port };
 }
 
 async function checkKeeperAlive(stateDir: string): Promise<string> {
@@ -139,6 +178,8 @@ after conflist rewrites, nat table flushes or restores, and node address changes
   --resync SECONDS           full resync period (default 10)
   --iptables auto|nft|legacy the iptables variant to use; auto: the node's, as kube-proxy's image picks it
                              (default: iptables on PATH)
+  --metrics-address IP:PORT  serve Prometheus metrics on http://IP:PORT/metrics (default: none)
+  --log-format text|json     the keeper's lines as text (default), or one JSON object a line
   --uninstall                remove the entry, then the binary
   --dry-run                  print what would change (a diff of the conflist) and change nothing
 `;
@@ -165,6 +206,8 @@ const FLAGS = {
   "state-dir": { type: "string" },
   resync: { type: "string" },
   iptables: { type: "string" },
+  "log-format": { type: "string" },
+  "metrics-address": { type: "string" },
 } as const;
 
 export function parseInstallArgs(args: string[]): InstallOptions {

@@ -9,12 +9,16 @@
 // Every change is one line on stdout; SIGTERM (the signal) lets the running pass finish and ends it.
 import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
+import type { NodeRules, RuleBackend } from "../backends/backend.js";
 import { nodeBackends } from "../backends/registry.js";
+import { attachmentLabel } from "../host/cache.js";
 import { monitor } from "../host/monitor.js";
 import { run } from "../host/run.js";
 import { CONFIRM_MS, keeperPass, newMemory, type PassReport } from "../ops/pass.js";
-import { changeLines, droppedLine, familyLabel } from "../ops/report.js";
+import { changes, droppedLine, familyLabel } from "../ops/report.js";
+import { type StatusRow, status } from "../ops/status.js";
 import type { Out } from "./args.js";
+import { keeperLog, type Log, type LogFormat } from "./log.js";
 
 export interface KeeperSettings {
   cacheDir: string;
@@ -26,6 +30,54 @@ export interface KeeperSettings {
   entry: Record<string, unknown>;
   /** The node's CNI plugins (portmap's ADD runs again from here for pods of its nftables backend). */
   cniBinDir: string;
+  logFormat: LogFormat;
+}
+
+/** What started a pass, as the metrics name it (the log's lines keep their words). */
+export type Trigger = "start" | "resync" | "address" | "firewall" | "conflist" | "confirming";
+const TRIGGERS: Readonly<Record<string, Trigger>> = {
+  start: "start",
+  resync: "resync",
+  "node address changed": "address",
+  "rules changed": "firewall",
+  "entry put back": "conflist",
+  confirming: "confirming",
+};
+
+/** A repair, by what it put right. */
+export type RepairCause = "chain_rebuilt" | "rescoped_address" | "dead_chain_removed" | "entry_put_back";
+/** A failure, by what failed: a whole pass, a backend's read, a family's write, one pod's rules, the heartbeat. */
+export type FailureKind = "pass" | "read" | "write" | "pod" | "heartbeat";
+
+/** One pass as the observers (metrics, Kubernetes Events) see it. */
+export interface ObservedPass {
+  trigger: Trigger;
+  seconds: number;
+  /** Undefined when the pass failed as a whole. */
+  report: PassReport | undefined;
+  repairs: Array<{ cause: RepairCause; pod: PodOf | undefined; family: 4 | 6 | undefined }>;
+  failures: FailureKind[];
+  /** The node's hostPort mappings after the pass (status' rows), when an observer asked for them. */
+  rows: StatusRow[] | undefined;
+  /** Whether the pass completed (the heartbeat was written). */
+  ok: boolean;
+}
+
+/** The Kubernetes pod behind an attachment, from kubelet's CNI_ARGS. */
+export interface PodOf {
+  namespace: string;
+  name: string;
+  uid: string | undefined;
+}
+
+/** Loaded only when asked for (--metrics-address, an in-cluster service account): nothing else waits on them. */
+export interface PassObserver {
+  /** Whether it needs the node's status rows after every pass. */
+  readonly wantsRows: boolean;
+  /** The keeper watches; its iptables is this variant. */
+  watching(iptables: "nft" | "legacy"): void;
+  passed(pass: ObservedPass): void;
+  entryPutBack(): void;
 }
 
 // Events come in bursts (an address change is several netlink messages, a firewall reload many rule events).
@@ -45,16 +97,26 @@ export class Keeper {
   private lastPass = 0;
   private lastProblems = "";
   private stopped = false;
+  private readonly log: Log;
 
   constructor(
     private readonly settings: KeeperSettings,
-    private readonly stdout: Out,
-    private readonly stderr: Out,
-  ) {}
+    stdout: Out,
+    stderr: Out,
+    private readonly observers: readonly PassObserver[] = [],
+  ) {
+    this.log = keeperLog(settings.logFormat, stdout, stderr);
+  }
+
+  /** The installer put our conflist entry back: a repair, and a pass for the pods started meanwhile. */
+  entryPutBack(): void {
+    for (const o of this.observers) o.entryPutBack();
+    this.trigger("entry put back");
+  }
 
   /** Starts the event sources and the resync; resolves once `signal` aborted and the running pass ended. */
   async run(signal: AbortSignal): Promise<void> {
-    const log = (message: string) => this.stderr(`keeper: ${message}\n`);
+    const log = (message: string) => this.log("warning", `keeper: ${message}`, { event: "monitor" });
     // Only global addresses are node IPs to the policy; a pod's veth gets a link-local one at every start.
     monitor(
       "ip",
@@ -80,7 +142,14 @@ export class Keeper {
       ...(nft ? ["portmap's nftables tables"] : []),
     ];
     const legacy = nft && iptablesNft ? "" : "; iptables-legacy sends no events";
-    this.stdout(`keeper: watching ${watched.join(", ")}${legacy}: resync every ${this.settings.resyncMs / 1000} s\n`);
+    for (const o of this.observers) o.watching(iptablesNft ? "nft" : "legacy");
+    this.log(
+      "info",
+      `keeper: watching ${watched.join(", ")}${legacy}: resync every ${this.settings.resyncMs / 1000} s`,
+      {
+        event: "watching",
+      },
+    );
     const resync = setInterval(() => this.trigger("resync"), this.settings.resyncMs);
     this.trigger("start");
     await new Promise<void>((resolve) =>
@@ -114,10 +183,22 @@ export class Keeper {
 
   private async pass(reason: string): Promise<void> {
     this.lastPass = Date.now();
+    const started = performance.now();
+    const trigger = TRIGGERS[reason] ?? "resync";
     const { cacheDir, stateDir, graceMs, entry, cniBinDir } = this.settings;
-    let report: PassReport;
+    const observed: ObservedPass = {
+      trigger,
+      seconds: 0,
+      report: undefined,
+      repairs: [],
+      failures: [],
+      rows: undefined,
+      ok: false,
+    };
+    let backends: readonly RuleBackend[] = [];
     try {
-      report = await keeperPass(await nodeBackends(), { cacheDir, stateDir }, this.memory, {
+      backends = await nodeBackends();
+      observed.report = await keeperPass(backends, { cacheDir, stateDir }, this.memory, {
         dryRun: false,
         rebuild: true,
         conflictsFirst: true,
@@ -128,37 +209,101 @@ export class Keeper {
       });
     } catch (err) {
       this.problems([(err as Error).message]);
-      return;
+      observed.failures.push("pass");
     }
-    let failed = false;
+    const report = observed.report;
+    if (report) {
+      observed.ok = this.said(reason, trigger, report, observed);
+      this.problems(report.problems);
+      if (report.pending) setTimeout(() => this.trigger("confirming"), CONFIRM_MS).unref();
+      if (observed.ok)
+        await writeFile(
+          join(stateDir, HEARTBEAT),
+          JSON.stringify({ at: Date.now(), resyncMs: this.settings.resyncMs }),
+        ).catch((err: Error) => {
+          this.problems([err.message]);
+          observed.failures.push("heartbeat");
+          observed.ok = false;
+        });
+      if (this.observers.some((o) => o.wantsRows)) observed.rows = await this.rowsAfter(report, backends);
+    }
+    observed.seconds = (performance.now() - started) / 1000;
+    for (const o of this.observers) o.passed(observed);
+  }
+
+  /** Says what the pass did, a line per change; collects its repairs and failures. False when a write failed. */
+  private said(reason: string, trigger: Trigger, report: PassReport, observed: ObservedPass): boolean {
+    let ok = true;
+    observed.failures.push(...report.unread.map((): FailureKind => "read"));
     for (const f of report.families) {
       const at = `keeper (${reason}): ${familyLabel(f)}`;
-      for (const action of [
-        ...changeLines(f),
-        ...f.skipped.map((s) => `skipped ${s}`),
-        ...(f.droppedUdp > 0 ? [droppedLine(f)] : []),
-      ])
-        this.stdout(`${at}: ${action}\n`);
+      const family = f.family;
+      for (const c of changes(f)) {
+        const fields = { trigger, ...(family === undefined ? {} : { family }) };
+        if (c.repaired) {
+          const cause: RepairCause = trigger === "address" ? "rescoped_address" : "chain_rebuilt";
+          const a = c.repaired.attachment;
+          observed.repairs.push({ cause, pod: podOf(a.cniArgs), family });
+          this.log("info", `${at}: ${c.text}`, {
+            event: c.event,
+            ...fields,
+            pod: attachmentLabel(a),
+            chain: c.repaired.place,
+            cause,
+          });
+        } else if (c.removed) {
+          observed.repairs.push({ cause: "dead_chain_removed", pod: undefined, family });
+          const chain = c.removed.chain?.name;
+          this.log("info", `${at}: ${c.text}`, {
+            event: c.event,
+            ...fields,
+            pod: c.removed.containerId,
+            ...(chain === undefined ? {} : { chain }),
+            cause: "dead_chain_removed",
+          });
+        } else this.log("info", `${at}: ${c.text}`, { event: c.event, ...fields });
+      }
+      for (const s of f.skipped) {
+        observed.failures.push("pod");
+        this.log("info", `${at}: skipped ${s}`, { event: "skipped", trigger });
+      }
+      if (f.droppedUdp > 0) this.log("info", `${at}: ${droppedLine(f)}`, { event: "conntrack", trigger });
       if (f.failure !== undefined) {
-        failed = true;
-        this.stderr(`${at}: write failed: ${f.failure}\n`);
+        ok = false;
+        observed.failures.push("write");
+        this.log("error", `${at}: write failed: ${f.failure}`, { event: "write-failed", trigger });
       }
     }
-    this.problems(report.problems);
-    if (report.pending) setTimeout(() => this.trigger("confirming"), CONFIRM_MS).unref();
-    if (!failed)
-      await writeFile(
-        join(stateDir, HEARTBEAT),
-        JSON.stringify({ at: Date.now(), resyncMs: this.settings.resyncMs }),
-      ).catch((err: Error) => this.problems([err.message]));
+    return ok;
+  }
+
+  /** The node's mappings after the pass: from what it read when it wrote nothing, else read again. */
+  private async rowsAfter(report: PassReport, backends: readonly RuleBackend[]): Promise<StatusRow[] | undefined> {
+    const seen = report.seen;
+    if (!seen) return undefined;
+    const wrote = report.families.some((f) => f.lines > 0 || f.repaired.length > 0 || f.removed.length > 0);
+    let rules: readonly NodeRules[] = seen.rules;
+    if (wrote) {
+      const again = await Promise.all(backends.map((b) => b.read().catch(() => undefined)));
+      rules = again.flatMap((r) => r ?? []);
+    }
+    return status(rules, seen.view.cache, seen.view.network, seen.verdict, this.settings.entry);
   }
 
   /** Problems are said when they change, not at every pass. */
   private problems(list: string[]): void {
-    const text = list.map((p) => `keeper: ${p}\n`).join("");
-    if (text !== this.lastProblems && text !== "") this.stderr(text);
+    const text = list.map((p) => `keeper: ${p}`).join("\n");
+    if (text !== this.lastProblems && text !== "")
+      for (const p of list) this.log("warning", `keeper: ${p}`, { event: "problem" });
     this.lastProblems = text;
   }
+}
+
+/** The Kubernetes pod of an attachment (kubelet's CNI_ARGS); undefined outside Kubernetes. */
+export function podOf(args: ReadonlyMap<string, string>): PodOf | undefined {
+  const namespace = args.get("K8S_POD_NAMESPACE");
+  const name = args.get("K8S_POD_NAME");
+  return namespace && name ? { namespace, name, uid: args.get("K8S_POD_UID") || undefined } : undefined;
 }
 
 const answers = async (tool: string): Promise<string | undefined> => {

@@ -13,8 +13,8 @@ import type {
   Settled,
 } from "../backends/backend.js";
 import type { Family } from "../core/ip.js";
-import { attachmentLabel, type CacheMemo, readResultCache, selectsNetwork } from "../host/cache.js";
-import { judge } from "../host/liveness.js";
+import { attachmentRef, type CacheMemo, readResultCache, selectsNetwork } from "../host/cache.js";
+import { judge, type Liveness } from "../host/liveness.js";
 import { readNodeNetwork } from "../host/network.js";
 import { recordKey } from "../host/record.js";
 import { type RecordMemo, readRecords, withKeeperLock } from "../host/state.js";
@@ -62,6 +62,10 @@ export interface PassReport {
   pending: boolean;
   /** How many dead pods' rules (per family) the pass saw, gone or not. */
   dead: number;
+  /** Backends whose rules could not be read (named in `problems`): they sat the pass out. */
+  unread: string[];
+  /** What a judged pass read, before its writes: the keeper's status rows come from it. */
+  seen?: { rules: NodeRules[]; view: NodeView; verdict: Liveness };
 }
 
 /**
@@ -109,11 +113,13 @@ export async function keeperPass(
         problems: [...problems, `no result cache at ${cache.dir} (yet): nothing to rebuild from`],
         pending: false,
         dead: 0,
+        unread: [],
       };
     const view: NodeView = { cache, records, network, now: Date.now() };
     const verdict = judge(view);
     // A backend whose rules cannot be read sits the pass out.
     const read: NodeRules[] = [];
+    const unread: string[] = [];
     for (const backend of backends) {
       try {
         const rules = await backend.read();
@@ -121,6 +127,7 @@ export async function keeperPass(
         read.push(rules);
       } catch (err) {
         problems.push(`${backend.name} rules not read: ${(err as Error).message}`);
+        unread.push(backend.name);
       }
     }
     const live = new Map<RuleBackend, LiveAttachment[]>();
@@ -129,7 +136,7 @@ export async function keeperPass(
       const backend = keeperOf(read, a);
       if (!backend) continue;
       const key = recordKey(a.network, a.containerId);
-      const label = `${attachmentLabel(a)} (${a.network}, ${a.containerId})`;
+      const label = attachmentRef(a);
       live.set(backend, [...(live.get(backend) ?? []), { key, label, attachment: a, record: records.get(key) }]);
     }
     const withRecord = new Set(
@@ -180,6 +187,14 @@ export async function keeperPass(
     for (const key of [...memory.unconfirmed.keys()]) if (!waitingNow.has(key)) memory.unconfirmed.delete(key);
     for (const key of waitingNow) if (!memory.unconfirmed.has(key)) memory.unconfirmed.set(key, view.now);
     for (const key of [...memory.dead.keys()]) if (!deadSeen.has(key)) memory.dead.delete(key);
-    return { judged: true, families, problems, pending: waitingNow.size > 0 || deadWaiting, dead: deadSeen.size };
+    return {
+      judged: true,
+      families,
+      problems,
+      pending: waitingNow.size > 0 || deadWaiting,
+      dead: deadSeen.size,
+      unread,
+      seen: { rules: read, view, verdict },
+    };
   });
 }
