@@ -1,6 +1,6 @@
 // `portmap-hostip install`: its flags, parsed, checked for syntax and mapped onto the plugin's conflist entry
 // keys; the installer itself is install/.
-import { tmpdir } from "node:os";
+import { hostname, tmpdir } from "node:os";
 import { join } from "node:path";
 import { DEFAULT_STATE_DIR, isAnnotationKey, isLogFilePath, isStateDir } from "../core/config.js";
 import { parseCidr, parseIp } from "../core/ip.js";
@@ -10,7 +10,7 @@ import { resolveLayout } from "../install/files.js";
 import { Installer, type InstallOptions, terminationSignal } from "../install/main.js";
 import { type CliContext, parseFlags, runCommand, UsageError } from "./args.js";
 import type { PassObserver } from "./keeper.js";
-import { keeperLog, LOG_FORMATS, type LogFormat, linesTo } from "./log.js";
+import { keeperLog, LOG_FORMATS, type Log, type LogFormat, linesTo } from "./log.js";
 import type { MetricsAddress } from "./metrics.js";
 
 export interface InstallContext extends CliContext {
@@ -47,7 +47,7 @@ export async function runInstall(args: string[], context: InstallContext = {}): 
         ? [linesTo(log, "info", "installer"), linesTo(log, "warning", "installer")]
         : [stdout, stderr];
     if (keeper.iptables !== undefined) await selectIptables(keeper.iptables, out);
-    const [{ Keeper }, observers] = await Promise.all([import("./keeper.js"), keeperObservers(keeper, signal)]);
+    const [{ Keeper }, observers] = await Promise.all([import("./keeper.js"), keeperObservers(keeper, signal, log)]);
     // The bin directory the plugin goes to holds the node's portmap (run again for its nftables backend's pods).
     const { binDir } = await resolveLayout({ binDir: options.cniBinDir, confDir: options.cniConfDir }, root);
     const k = new Keeper(
@@ -74,14 +74,34 @@ interface KeeperFlags {
   metricsAddress: MetricsAddress | undefined;
 }
 
-/** What follows each pass besides its lines: loaded only when asked for. */
-async function keeperObservers(flags: KeeperFlags, signal: AbortSignal): Promise<PassObserver[]> {
-  const address = flags.metricsAddress;
-  if (address === undefined) return [];
-  const { KeeperMetrics, serveMetrics } = await import("./metrics.js");
-  const metrics = new KeeperMetrics();
-  await serveMetrics(metrics, address, signal);
-  return [metrics];
+/**
+ * What follows each pass besides its lines, each loaded only when asked for: the metrics (--metrics-address),
+ * Kubernetes Events (a service account in a cluster; without one the keeper runs as ever).
+ */
+async function keeperObservers(flags: KeeperFlags, signal: AbortSignal, log: Log): Promise<PassObserver[]> {
+  const observers: PassObserver[] = [];
+  let failed = (): void => {};
+  if (flags.metricsAddress !== undefined) {
+    const { KeeperMetrics, serveMetrics } = await import("./metrics.js");
+    const metrics = new KeeperMetrics();
+    await serveMetrics(metrics, flags.metricsAddress, signal);
+    observers.push(metrics);
+    failed = () => metrics.failed("event");
+  }
+  if (process.env["KUBERNETES_SERVICE_HOST"]) {
+    const { inCluster } = await import("../host/kube.js");
+    const kube = await inCluster().catch((err: Error) => {
+      log("warning", `keeper: no Kubernetes Events: ${err.message}`, { event: "events" });
+      return undefined;
+    });
+    if (kube) {
+      const { KubeEvents } = await import("./events.js");
+      const node = process.env["NODE_NAME"] || hostname();
+      observers.push(new KubeEvents({ kube, node, log, failed }));
+      log("info", `keeper: recording Kubernetes Events on pods as node ${node}`, { event: "events" });
+    }
+  }
+  return observers;
 }
 
 /** The keeper's flags; undefined without --cache-dir (then --watch keeps only the conflist entry). */

@@ -46,8 +46,11 @@ const TRIGGERS: Readonly<Record<string, Trigger>> = {
 
 /** A repair, by what it put right. */
 export type RepairCause = "chain_rebuilt" | "rescoped_address" | "dead_chain_removed" | "entry_put_back";
-/** A failure, by what failed: a whole pass, a backend's read, a family's write, one pod's rules, the heartbeat. */
-export type FailureKind = "pass" | "read" | "write" | "pod" | "heartbeat";
+/**
+ * A failure, by what failed: a whole pass, a backend's read, a family's write, one pod's rules, the heartbeat, a
+ * Kubernetes Event.
+ */
+export type FailureKind = "pass" | "read" | "write" | "pod" | "heartbeat" | "event";
 
 /** One pass as the observers (metrics, Kubernetes Events) see it. */
 export interface ObservedPass {
@@ -55,7 +58,7 @@ export interface ObservedPass {
   seconds: number;
   /** Undefined when the pass failed as a whole. */
   report: PassReport | undefined;
-  repairs: Array<{ cause: RepairCause; pod: PodOf | undefined; family: 4 | 6 | undefined }>;
+  repairs: Array<{ cause: RepairCause; pod: PodOf | undefined; family: 4 | 6 | undefined; place: string }>;
   failures: FailureKind[];
   /** The node's hostPort mappings after the pass (status' rows), when an observer asked for them. */
   rows: StatusRow[] | undefined;
@@ -243,7 +246,7 @@ export class Keeper {
         if (c.repaired) {
           const cause: RepairCause = trigger === "address" ? "rescoped_address" : "chain_rebuilt";
           const a = c.repaired.attachment;
-          observed.repairs.push({ cause, pod: podOf(a.cniArgs), family });
+          observed.repairs.push({ cause, pod: podOf(a.cniArgs), family, place: c.repaired.place });
           this.log("info", `${at}: ${c.text}`, {
             event: c.event,
             ...fields,
@@ -252,8 +255,8 @@ export class Keeper {
             cause,
           });
         } else if (c.removed) {
-          observed.repairs.push({ cause: "dead_chain_removed", pod: undefined, family });
           const chain = c.removed.chain?.name;
+          observed.repairs.push({ cause: "dead_chain_removed", pod: undefined, family, place: chain ?? "" });
           this.log("info", `${at}: ${c.text}`, {
             event: c.event,
             ...fields,

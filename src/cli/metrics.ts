@@ -10,7 +10,7 @@ import { commit, version } from "./version.js";
 
 const TRIGGERS: readonly Trigger[] = ["start", "resync", "address", "firewall", "conflist", "confirming"];
 const CAUSES: readonly RepairCause[] = ["chain_rebuilt", "rescoped_address", "dead_chain_removed", "entry_put_back"];
-const KINDS: readonly FailureKind[] = ["pass", "read", "write", "pod", "heartbeat"];
+const KINDS: readonly FailureKind[] = ["pass", "read", "write", "pod", "heartbeat", "event"];
 // A scrape takes microseconds; a client that holds a connection longer is gone or hostile.
 const REQUEST_TIMEOUT_MS = 10_000;
 const LISTEN_TIMEOUT_MS = 5_000;
@@ -109,6 +109,11 @@ export class KeeperMetrics implements PassObserver {
 
   entryPutBack(): void {
     this.repairs.inc({ cause: "entry_put_back" });
+  }
+
+  /** A failure outside the passes (a Kubernetes Event not recorded). */
+  failed(kind: FailureKind): void {
+    this.failures.inc({ kind });
   }
 
   private buildInfo(): void {
