@@ -1,9 +1,11 @@
 // Kubernetes Events on the pods whose hostPorts the keeper saw start closed or put right, so that
 // `kubectl describe pod` shows what the node did. Loaded only with an in-cluster service account; every call is
 // bounded (host/kube.ts), sent one at a time off the pass, and a failure is a log line and a count, never a stop.
+
+import { type KubePod, kubePod } from "../core/names.js";
 import type { Kube, KubeResponse } from "../host/kube.js";
 import type { StatusRow } from "../ops/status.js";
-import { type ObservedPass, type PassObserver, type PodOf, podOf } from "./keeper.js";
+import type { ObservedPass, PassObserver } from "./keeper.js";
 import type { Level, LogFields } from "./log.js";
 
 export const COMPONENT = "portmap-hostip";
@@ -67,6 +69,7 @@ export class KubeEvents implements PassObserver {
           `${this.o.node}: its hostPort rules (${family}${r.place}) were missing or changed: rebuilt`,
         );
     }
+    for (const r of p.refused) this.record(r.pod, "HostPortRefused", "Warning", `${this.o.node}: ${r.message}`);
     const cache = p.report?.seen?.view.cache;
     if (p.rows && cache) {
       const now = new Set<string>();
@@ -74,7 +77,7 @@ export class KubeEvents implements PassObserver {
         if (row.state !== "closed" || row.containerId === null) continue;
         const key = `${row.containerId}\n${row.protocol}\n${row.hostPort}`;
         const a = cache.attachments.find((x) => x.containerId === row.containerId && x.network === row.network);
-        const pod = a && podOf(a.cniArgs);
+        const pod = a && kubePod(a.cniArgs);
         if (pod && !this.closed.has(key) && !now.has(key))
           this.record(pod, "HostPortClosed", "Warning", closedText(this.o.node, row));
         now.add(key);
@@ -86,7 +89,7 @@ export class KubeEvents implements PassObserver {
   }
 
   /** Queues one Event, unless the pod had one of that reason lately or too many wait. */
-  private record(pod: PodOf, reason: string, type: EventType, message: string): void {
+  private record(pod: KubePod, reason: string, type: EventType, message: string): void {
     const key = `${pod.namespace}/${pod.name}\n${reason}`;
     const last = this.lastSent.get(key);
     if (last !== undefined && this.now() - last < PER_POD_MS) return;
@@ -120,7 +123,7 @@ export class KubeEvents implements PassObserver {
     return this.queue;
   }
 
-  private async send(pod: PodOf, reason: string, type: EventType, message: string): Promise<void> {
+  private async send(pod: KubePod, reason: string, type: EventType, message: string): Promise<void> {
     const ns = encodeURIComponent(pod.namespace);
     let uid = pod.uid;
     // `kubectl describe pod` finds Events by the pod's UID: kubelet's CNI_ARGS carry it, else ask for it.

@@ -11,9 +11,12 @@ import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { NodeRules, RuleBackend } from "../backends/backend.js";
 import { nodeBackends } from "../backends/registry.js";
+import { type KubePod, kubePod } from "../core/names.js";
 import { attachmentLabel } from "../host/cache.js";
 import { monitor } from "../host/monitor.js";
+import type { Refusal } from "../host/record.js";
 import { run } from "../host/run.js";
+import { takeRefusals } from "../host/state.js";
 import { CONFIRM_MS, keeperPass, newMemory, type PassReport } from "../ops/pass.js";
 import { changes, droppedLine, familyLabel } from "../ops/report.js";
 import { type StatusRow, status } from "../ops/status.js";
@@ -58,19 +61,14 @@ export interface ObservedPass {
   seconds: number;
   /** Undefined when the pass failed as a whole. */
   report: PassReport | undefined;
-  repairs: Array<{ cause: RepairCause; pod: PodOf | undefined; family: 4 | 6 | undefined; place: string }>;
+  repairs: Array<{ cause: RepairCause; pod: KubePod | undefined; family: 4 | 6 | undefined; place: string }>;
   failures: FailureKind[];
+  /** Pods whose ADD was refused since the last pass (code 100: what they asked for can never be met). */
+  refused: Refusal[];
   /** The node's hostPort mappings after the pass (status' rows), when an observer asked for them. */
   rows: StatusRow[] | undefined;
   /** Whether the pass completed (the heartbeat was written). */
   ok: boolean;
-}
-
-/** The Kubernetes pod behind an attachment, from kubelet's CNI_ARGS. */
-export interface PodOf {
-  namespace: string;
-  name: string;
-  uid: string | undefined;
 }
 
 /** Loaded only when asked for (--metrics-address, an in-cluster service account): nothing else waits on them. */
@@ -195,9 +193,14 @@ export class Keeper {
       report: undefined,
       repairs: [],
       failures: [],
+      refused: await takeRefusals(stateDir),
       rows: undefined,
       ok: false,
     };
+    for (const r of observed.refused) {
+      const pod = `${r.pod.namespace}/${r.pod.name}`;
+      this.log("warning", `keeper: pod ${pod} refused: ${r.message}`, { event: "refused", trigger, pod });
+    }
     let backends: readonly RuleBackend[] = [];
     try {
       backends = await nodeBackends();
@@ -246,7 +249,7 @@ export class Keeper {
         if (c.repaired) {
           const cause: RepairCause = trigger === "address" ? "rescoped_address" : "chain_rebuilt";
           const a = c.repaired.attachment;
-          observed.repairs.push({ cause, pod: podOf(a.cniArgs), family, place: c.repaired.place });
+          observed.repairs.push({ cause, pod: kubePod(a.cniArgs), family, place: c.repaired.place });
           this.log("info", `${at}: ${c.text}`, {
             event: c.event,
             ...fields,
@@ -300,13 +303,6 @@ export class Keeper {
       for (const p of list) this.log("warning", `keeper: ${p}`, { event: "problem" });
     this.lastProblems = text;
   }
-}
-
-/** The Kubernetes pod of an attachment (kubelet's CNI_ARGS); undefined outside Kubernetes. */
-export function podOf(args: ReadonlyMap<string, string>): PodOf | undefined {
-  const namespace = args.get("K8S_POD_NAMESPACE");
-  const name = args.get("K8S_POD_NAME");
-  return namespace && name ? { namespace, name, uid: args.get("K8S_POD_UID") || undefined } : undefined;
 }
 
 const answers = async (tool: string): Promise<string | undefined> => {
