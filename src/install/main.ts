@@ -1,12 +1,12 @@
 // The installer: puts the plugin on a node and keeps its conflist entry in place (its flags: cli/install.ts).
 import { constants } from "node:fs";
-import { access, readFile, rm } from "node:fs/promises";
+import { access, readFile, rm, stat } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { isSea } from "node:sea";
 import { createPatch, FILE_HEADERS_ONLY } from "diff";
 import { PLUGIN_TYPE } from "../core/names.js";
 import { installedEntry, pluginEntry, withEntry, withoutEntry } from "./conflist.js";
-import { copyExecutableAtomic, findConflist, resolveLayout, writeTextAtomic } from "./files.js";
+import { findConflist, installExecutable, removeTemporaries, resolveLayout, writeTextAtomic } from "./files.js";
 import { watchDirectory } from "./watch.js";
 
 export interface InstallOptions {
@@ -21,6 +21,8 @@ export interface InstallOptions {
   binary: string | undefined;
   /** The conflist entry, without `type` and `capabilities`. */
   settings: Record<string, unknown>;
+  /** Flag values that were left out, one line each, said on stderr before anything runs. */
+  notes: string[];
 }
 
 export class Installer {
@@ -36,6 +38,7 @@ export class Installer {
 
   async run(): Promise<void> {
     const { options } = this;
+    for (const note of options.notes) this.stderr(`note: ${note}\n`);
     const layout = await resolveLayout({ binDir: options.cniBinDir, confDir: options.cniConfDir }, this.root);
     const target = join(layout.binDir, PLUGIN_TYPE);
     const entry = pluginEntry(options.settings);
@@ -54,6 +57,7 @@ export class Installer {
         if (options.dryRun) this.stdout(`would remove ${target}\n`);
         else {
           await rm(target, { force: true });
+          if (await removeTemporaries(target, 0)) this.stdout(`removed partial copies beside ${target}\n`);
           this.stdout(`removed ${target}\n`);
         }
         return;
@@ -68,9 +72,13 @@ export class Installer {
       case "watch":
         await this.copyBinary(target);
         this.stdout(`watching ${layout.confDir}\n`);
+        // The entry must never name a missing binary: one removed meanwhile is copied back first.
         await watchDirectory(
           layout.confDir,
-          () => sync(true),
+          async () => {
+            if (!(await isFile(target))) await this.copyBinary(target);
+            await sync(true);
+          },
           this.signal ?? terminationSignal(),
           (message) => this.stderr(`${message}\n`),
         );
@@ -85,10 +93,8 @@ export class Installer {
   private async copyBinary(target: string): Promise<void> {
     const source = this.options.binary ?? ownBinary(this.stderr);
     if (this.options.dryRun) this.stdout(`would copy ${source} to ${target}\n`);
-    else {
-      await copyExecutableAtomic(source, target);
-      this.stdout(`installed ${target}\n`);
-    }
+    else if (await installExecutable(source, target)) this.stdout(`installed ${target}\n`);
+    else this.stdout(`${target} is this executable already\n`);
   }
 
   /** Applies `edit` to the conflist the runtime uses; prints a diff instead under --dry-run. */
@@ -125,6 +131,10 @@ function ownBinary(stderr: (text: string) => void): string {
     "note: installing the Node.js bundle, which needs node on the container runtime's PATH; nodes without Node.js need portmap-hostip-linux-x64\n",
   );
   return resolve(script);
+}
+
+async function isFile(path: string): Promise<boolean> {
+  return (await stat(path).catch(() => undefined))?.isFile() === true;
 }
 
 export function terminationSignal(): AbortSignal {

@@ -107,17 +107,28 @@ export function spawnInNs(
   readyLine: string | RegExp,
   timeoutMs = 10_000,
 ): Promise<ChildProcess> {
+  return spawnUntilReady("ip", ["netns", "exec", ns, cmd, ...args], readyLine, timeoutMs, `${cmd} in ${ns}`);
+}
+
+/** spawnInNs() for any command line (`what` names it in errors). */
+export function spawnUntilReady(
+  cmd: string,
+  args: readonly string[],
+  readyLine: string | RegExp,
+  timeoutMs: number,
+  what = cmd,
+): Promise<ChildProcess> {
   const ready = (out: string) =>
     out.split("\n").some((line) => (typeof readyLine === "string" ? line === readyLine : readyLine.test(line)));
   return new Promise((resolve, reject) => {
-    const child = startInNs(ns, cmd, args);
+    const child = startTracked(cmd, args);
     let out = "";
     let err = "";
     const fail = (why: string) => {
       clearTimeout(timer);
       child.kill("SIGKILL");
       liveChildren.delete(child);
-      reject(new Error(`${cmd} ${args.join(" ")} in ${ns}: ${why}\n${err}`));
+      reject(new Error(`${what} (${args.join(" ")}): ${why}\n${err}`));
     };
     const timer = setTimeout(() => fail(`not ready after ${timeoutMs} ms`), timeoutMs);
     child.stderr!.on("data", (d: Buffer) => (err += d.toString()));
@@ -136,11 +147,15 @@ export function spawnInNs(
   });
 }
 
-/** Starts a long-running process inside a namespace, tracked as spawnInNs' are; its readiness is the caller's. */
-export function startInNs(ns: string, cmd: string, args: readonly string[]): ChildProcess {
-  const child = spawn("ip", ["netns", "exec", ns, cmd, ...args], { stdio: ["ignore", "pipe", "pipe"] });
+function startTracked(cmd: string, args: readonly string[]): ChildProcess {
+  const child = spawn(cmd, args, { stdio: ["ignore", "pipe", "pipe"] });
   liveChildren.add(child);
   return child;
+}
+
+/** Starts a long-running process inside a namespace, tracked as spawnInNs' are; its readiness is the caller's. */
+export function startInNs(ns: string, cmd: string, args: readonly string[]): ChildProcess {
+  return startTracked("ip", ["netns", "exec", ns, cmd, ...args]);
 }
 
 export async function stopChild(child: ChildProcess): Promise<void> {

@@ -1,5 +1,5 @@
 // The installer against flannel's real conflist, in temporary directories laid out like a node.
-import { chmod, mkdir, mkdtemp, readdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
+import { chmod, mkdir, mkdtemp, readdir, readFile, rename, rm, stat, utimes, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
@@ -231,7 +231,7 @@ describe("install", () => {
       [["--default-host-ip", "192.0.2.300"], '--default-host-ip: invalid value "192.0.2.300"'],
       [["--default-host-ip", "node,192.0.2.1"], '--default-host-ip: invalid value "node"'],
       [["--node-ips", "192.0.2.1/24"], '--node-ips: invalid value "192.0.2.1/24"'],
-      [["--kube-node-ips", "$(HOST_IPS)"], '--kube-node-ips: invalid value "$(HOST_IPS)"'],
+      [["--kube-node-ips", "192.0.2.1,$(HOST_IPS)x"], '--kube-node-ips: invalid value "$(HOST_IPS)x"'],
       [["--node-interfaces", "eth0,this-name-is-too-long"], '--node-interfaces: invalid value "this-name-is-too-long"'],
       [["--exclude-interfaces", "a/b"], '--exclude-interfaces: invalid value "a/b"'],
       [["--allowed-host-cidrs", "192.0.2.0/33"], '--allowed-host-cidrs: invalid value "192.0.2.0/33"'],
@@ -246,6 +246,37 @@ describe("install", () => {
     }
     expect(await readFile(conflist, "utf8")).toBe(flannel);
     expect(await readdir(binDir)).toEqual([]);
+  });
+
+  it("leaves an empty or unexpanded downward-API --kube-node-ips out, with a note, instead of failing", async () => {
+    for (const value of ["", "$(HOST_IPS)"]) {
+      const run = await install(["--kube-node-ips", value]);
+      expect(run.code, value).toBe(0);
+      expect(run.stderr, value).toMatch(/^note: --kube-node-ips .*left out\n$/);
+      expect((await plugins())[2], value).toEqual({ type: "portmap-hostip", capabilities: CAPABILITIES });
+    }
+    await install(["--kube-node-ips", "$(HOST_IPS)", "--kube-node-ips", "192.0.2.10"]);
+    expect((await plugins())[2]?.["kubeNodeIPs"]).toEqual(["192.0.2.10"]);
+  });
+
+  it("copies the binary only when it differs, and removes what a killed copy left", async () => {
+    await install([]);
+    const target = join(binDir, "portmap-hostip");
+    const first = (await stat(target)).ino;
+    const again = await install([]);
+    expect(again.stdout).toContain(`${target} is this executable already`);
+    expect((await stat(target)).ino).toBe(first);
+    // A killed run's partial copy, old enough to be dead; then a new executable.
+    const partial = join(binDir, ".portmap-hostip.4242.tmp");
+    await writeFile(partial, "#!/bin/sh\necho pl");
+    const old = new Date(Date.now() - 120_000);
+    await utimes(partial, old, old);
+    await writeFile(binary, "#!/bin/sh\necho plugin v2\n");
+    const upgrade = await install([]);
+    expect(upgrade.stdout).toContain(`installed ${target}`);
+    expect(await readFile(target, "utf8")).toBe("#!/bin/sh\necho plugin v2\n");
+    expect((await stat(target)).ino).not.toBe(first);
+    expect(await readdir(binDir)).toEqual(["portmap-hostip"]);
   });
 
   it("maps every option onto its conflist key", async () => {
@@ -301,6 +332,10 @@ describe("install --watch", () => {
     await writeFile(conflist, flannel);
     await until(hasEntry, 2000);
 
+    // The binary removed (an uninstall racing the keeper): back before the entry can name a missing file.
+    await rm(join(binDir, "portmap-hostip"));
+    await until(async () => (await readdir(binDir)).includes("portmap-hostip"), 2000);
+
     controller.abort();
     expect(await watching).toBe(0);
     expect(out.join("")).toContain("stopped");
@@ -334,6 +369,23 @@ describe("install --uninstall", () => {
     await install(["--node-ips", "192.0.2.1"]);
     const run = await install(["--uninstall"]);
     expect(run.code).toBe(0);
+    expect(await readFile(conflist, "utf8")).toBe(flannel);
+    expect(await readdir(binDir)).toEqual([]);
+  });
+
+  it("refuses while a keeper runs on the node (its heartbeat is fresh), and removes partial copies", async () => {
+    const stateDir = join(root, "run/portmap-hostip");
+    await mkdir(stateDir, { recursive: true });
+    await install([]);
+    await writeFile(join(binDir, ".portmap-hostip.4242.tmp"), "partial");
+    await writeFile(join(stateDir, "keeper.alive"), JSON.stringify({ at: Date.now(), resyncMs: 10_000 }));
+    const refused = await install(["--uninstall", "--state-dir", stateDir]);
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toContain("a keeper runs on this node");
+    expect((await plugins()).length).toBe(3);
+    await rm(join(stateDir, "keeper.alive"));
+    const run = await install(["--uninstall", "--state-dir", stateDir]);
+    expect(run.code, run.stderr).toBe(0);
     expect(await readFile(conflist, "utf8")).toBe(flannel);
     expect(await readdir(binDir)).toEqual([]);
   });
