@@ -138,15 +138,16 @@ function keeperFlags(args: string[]): KeeperFlags | undefined {
   };
 }
 
-/** HOST:PORT, the host an IP address ([…] around IPv6; 0.0.0.0 or [::] for every address). */
+/** IP:PORT ([…] around IPv6), or :PORT for every address of the node. */
 function metricsAddress(value: string): MetricsAddress {
-  const m = /^(?:\[([^\]]+)\]|([^:[\]]+)):(\d{1,5})$/.exec(value);
+  const m = /^(?:\[([^\]]+)\]|([^:[\]]*)):(\d{1,5})$/.exec(value);
   const host = m?.[1] ?? m?.[2];
-  const ip = host === undefined ? undefined : parseIp(host);
+  const ip = host ? parseIp(host) : undefined;
   const port = Number(m?.[3]);
-  if (!ip || (m?.[1] !== undefined) !== (ip.family === 6) || !(port >= 1 && port <= 65535))
-    throw invalid("metrics-address", value, "expected IP:PORT such as 0.0.0.0:9101 or [::1]:9101");
-  return { host: ip.text, port };
+  const hostOk = host === "" || (ip !== undefined && (m?.[1] !== undefined) === (ip.family === 6));
+  if (!m || !hostOk || !(port >= 1 && port <= 65535))
+    throw invalid("metrics-address", value, "expected IP:PORT or :PORT, such as :9731, 127.0.0.1:9731 or [::1]:9731");
+  return { host: ip?.text, port };
 }
 
 /**
@@ -214,7 +215,8 @@ after conflist rewrites, nat table flushes or restores, and node address changes
   --resync SECONDS           full resync period (default 10)
   --iptables auto|nft|legacy the iptables variant to use; auto: the node's, as kube-proxy's image picks it
                              (default: iptables on PATH)
-  --metrics-address IP:PORT  serve Prometheus metrics on http://IP:PORT/metrics (default: none)
+  --metrics-address [IP]:PORT  serve Prometheus metrics on http://IP:PORT/metrics (no IP: every address
+                             of the node; default: none)
   --log-format text|json     the keeper's lines as text (default), or one JSON object a line
   --uninstall                remove the entry, then the binary
   --dry-run                  print what would change (a diff of the conflist) and change nothing

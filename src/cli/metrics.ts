@@ -16,7 +16,8 @@ const REQUEST_TIMEOUT_MS = 10_000;
 const LISTEN_TIMEOUT_MS = 5_000;
 
 export interface MetricsAddress {
-  host: string;
+  /** Undefined: every address. */
+  host: string | undefined;
   port: number;
 }
 
@@ -143,7 +144,8 @@ export async function serveMetrics(
   });
   server.requestTimeout = REQUEST_TIMEOUT_MS;
   server.headersTimeout = REQUEST_TIMEOUT_MS;
-  const where = `${address.host.includes(":") ? `[${address.host}]` : address.host}:${address.port}`;
+  const host = address.host ?? "";
+  const where = `${host.includes(":") ? `[${host}]` : host}:${address.port}`;
   await new Promise<void>((resolve, reject) => {
     const timer = setTimeout(
       () => reject(new Error(`--metrics-address ${where}: not listening after ${LISTEN_TIMEOUT_MS} ms`)),
