@@ -1,18 +1,113 @@
-// status' closed state: a live pod's mapping whose rules match no address from outside the node, with the reason.
+// status on what real portmap wrote (test/fixtures/ops, test/fixtures/nftables) against cached pods: each
+// mapping's owner, addresses, target and state.
+// The closed state: a live pod's mapping whose rules match no address from outside the node, with the reason.
 import { describe, expect, it } from "vitest";
 import { iptablesBackend } from "../../../src/backends/iptables.js";
 import { natRules } from "../../../src/backends/iptables-node.js";
+import { nftablesBackend } from "../../../src/backends/nftables.js";
+import { nftRules } from "../../../src/backends/nftables-node.js";
 import type { Family } from "../../../src/core/ip.js";
 import type { NodeNetwork } from "../../../src/core/node.js";
 import { type CachedAttachment, type CacheRead, parseCacheFile } from "../../../src/host/cache.js";
 import { judge } from "../../../src/host/liveness.js";
 import { nat } from "../../../src/iptables/nat.js";
 import { formatRule } from "../../../src/iptables/text.js";
+import { parseChainJson } from "../../../src/nftables/json.js";
 import { statusJson, statusTable } from "../../../src/ops/render.js";
 import { status } from "../../../src/ops/status.js";
 import { expectedChains } from "../../../src/pipeline/attachment.js";
 import { cacheEntryJson } from "../../support/result-cache.js";
-import { NODE } from "../fixtures.js";
+import { a, cache, statusOf, tables } from "../cached-pods.js";
+import { fixture, NODE } from "../fixtures.js";
+
+describe("status", () => {
+  const rows = statusOf([tables("default")]);
+  const row = (pod: string, family: Family, port: number) =>
+    rows.find((r) => r.pod === pod && r.family === family && r.hostPort === port)!;
+
+  it("gives every mapping its owner, addresses, target and state", () => {
+    expect(row("default/a", 4, 8443)).toMatchObject({
+      protocol: "tcp",
+      destinations: ["192.0.2.10"],
+      target: "10.244.1.5:443",
+      state: "scoped",
+      network: "cbr0",
+    });
+    const alone = statusOf([tables("nosnat")], cache([a])).find((r) => r.family === 6 && r.hostPort === 8080);
+    expect(alone).toMatchObject({
+      pod: "default/a",
+      destinations: [],
+      target: "[2001:db8:244:1::5]:80",
+      state: "unscoped",
+      captures: [],
+    });
+  });
+
+  it("names the Service address an unscoped mapping captures (kube-ipvs0), not node or pod-gateway addresses", () => {
+    const alone = statusOf([tables("default")], cache([a])).find(
+      (r) => r.pod === "default/a" && r.family === 4 && r.hostPort === 8080,
+    )!;
+    expect(alone.captures).toEqual(["10.96.0.50"]);
+  });
+
+  it("marks the same address:port claimed twice as a conflict and names the winner by rule order", () => {
+    expect(row("default/a", 4, 5353)).toMatchObject({ state: "conflict", winner: "default/a" });
+    expect(row("default/b", 4, 5353)).toMatchObject({ state: "conflict", winner: "default/a" });
+  });
+
+  it("marks chains without a cached attachment as orphans (named by the jump's container ID)", () => {
+    expect(row("abc999", 4, 8080)).toMatchObject({
+      state: "orphan",
+      network: "other",
+      containerId: "abc999",
+      winner: "default/a",
+    });
+    expect(row("default/a", 4, 8080)).toMatchObject({
+      state: "conflict",
+      winner: "default/a",
+      captures: ["10.96.0.50"],
+    });
+  });
+
+  it("without a cache, judges no orphans", () => {
+    const none = statusOf([tables("default")], {
+      dir: "/x",
+      present: false,
+      attachments: [],
+      unreadable: [],
+      problems: [],
+    });
+    expect(none.some((r) => r.state === "orphan")).toBe(false);
+  });
+});
+
+describe("status on portmap's nftables backend (recorded v1.9.1 output)", () => {
+  // abc123 (pod a): ADD twice (every rule appended again); def456 (not pod b's mappings: no cached owner here) on 8080 too.
+  const hostports = parseChainJson(fixture("nftables/repeated-v4.json"));
+  const nft = nftRules(nftablesBackend, [{ family: 4, chain: "hostports", present: true, rules: hostports }]);
+  const rows = statusOf([nft], cache([a]));
+  const row = (pod: string, port: number) => rows.find((r) => r.pod === pod && r.hostPort === port)!;
+
+  it("gives one row per mapping of each container, owned through the cache by container ID", () => {
+    expect(rows.map((r) => [r.pod, r.protocol, r.hostPort, r.chain])).toEqual([
+      ["def456", "tcp", 8080, "ip cni_hostport hostports"],
+      ["default/a", "tcp", 8080, "ip cni_hostport hostports"],
+      ["default/a", "tcp", 8443, "ip cni_hostport hostports"],
+      ["default/a", "udp", 5353, "ip cni_hostport hostports"],
+    ]);
+    expect(row("default/a", 8443)).toMatchObject({
+      state: "scoped",
+      destinations: ["192.0.2.10"],
+      target: "10.244.1.5:443",
+      reachable: true,
+    });
+  });
+
+  it("takes rule order for who wins a shared port, and a container the cache does not know for an orphan", () => {
+    expect(row("default/a", 8080)).toMatchObject({ state: "conflict", winner: "default/a", destinations: [] });
+    expect(row("def456", 8080)).toMatchObject({ state: "orphan", winner: "default/a" });
+  });
+});
 
 const LIST = {
   name: "cbr0",
@@ -48,7 +143,7 @@ const tcp8080 = { HostPort: 8080, ContainerPort: 80, Protocol: "tcp", HostIP: ""
 const BARE: NodeNetwork = { ...NODE, defaultRouteInterfaces: { 4: [], 6: [] } };
 
 /** Both nat tables as `iptables -S` prints them, holding the attachment's rules as computed on `written` (none: flushed). */
-function tables(a: CachedAttachment, written: NodeNetwork | undefined) {
+function closedTables(a: CachedAttachment, written: NodeNetwork | undefined) {
   const chains = written ? expectedChains(a, written) : [];
   const text = (family: Family) =>
     chains
@@ -59,8 +154,8 @@ function tables(a: CachedAttachment, written: NodeNetwork | undefined) {
 }
 
 function rowsOf(a: CachedAttachment, written: NodeNetwork | undefined, now: NodeNetwork) {
-  const cache: CacheRead = { dir: "/cache/results", present: true, attachments: [a], unreadable: [], problems: [] };
-  return status([tables(a, written)], cache, now, judge({ cache, records: new Map(), now: 0 }));
+  const cached: CacheRead = { dir: "/cache/results", present: true, attachments: [a], unreadable: [], problems: [] };
+  return status([closedTables(a, written)], cached, now, judge({ cache: cached, records: new Map(), now: 0 }));
 }
 
 const summary = (rows: ReturnType<typeof rowsOf>) =>
