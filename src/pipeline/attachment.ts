@@ -62,6 +62,12 @@ export function ourConf(a: CachedAttachment, fallback?: Record<string, unknown>)
   return ours && parseNetConf(entryConf(a, ours));
 }
 
+/** The attachment's portmap entry, and the configuration portmap's ADD read from it; undefined without portmap. */
+function portmapOf(a: CachedAttachment): { entry: Record<string, unknown>; conf: NetConf } | undefined {
+  const entry = a.plugins.find((p) => p.type === PORTMAP_TYPE);
+  return entry && { entry, conf: parseNetConf(entryConf(a, entry)) };
+}
+
 /**
  * Per family where portmap wrote rules for this attachment, the chain they must form now. Throws an Error
  * (CniError for policy refusals) saying why they cannot be computed.
@@ -71,10 +77,9 @@ export function expectedChains(
   network: NodeNetwork,
   fallback?: Record<string, unknown>,
 ): ExpectedChain[] {
-  const entry = a.plugins.find((p) => p.type === PORTMAP_TYPE);
-  if (!entry) return [];
-  const conf = parseNetConf(entryConf(a, entry));
-  if (conf.portMappings.length === 0) return [];
+  const portmap = portmapOf(a);
+  if (!portmap || portmap.conf.portMappings.length === 0) return [];
+  const { entry, conf } = portmap;
   const options = parsePortmapOptions(entry);
   const chain = portmapChainName(a.network, a.containerId);
   const ours = ourConf(a, fallback);
@@ -113,11 +118,13 @@ export function cachedMappings(
   network: NodeNetwork,
   fallback?: Record<string, unknown>,
 ): CachedMapping[] {
-  const entry = a.plugins.find((p) => p.type === PORTMAP_TYPE);
-  if (!entry) return [];
-  const conf = parseNetConf(entryConf(a, entry));
-  const addresses = podAddresses(conf.prevResult, a.ifname);
-  const pods = new Map([...addresses.values()].flatMap((address) => podNet(address) ?? []).map((p) => [p.family, p]));
+  const conf = portmapOf(a)?.conf;
+  if (!conf) return [];
+  const pods = new Map(
+    [...podAddresses(conf.prevResult, a.ifname).values()]
+      .flatMap((address) => podNet(address) ?? [])
+      .map((p) => [p.family, p]),
+  );
   const ours = ourConf(a, fallback);
   let resolved: ResolvedMapping[] | undefined;
   let refused: string | undefined;

@@ -46,6 +46,11 @@ describeCluster(
         ...["get", "events", "--field-selector", `involvedObject.name=${pod},reason=${reason}`],
         ...["-o", "jsonpath={.items[*].message}"],
       ]);
+    /** The messages of the pod's Events of `reason`, once there is one (within 60 s). */
+    const recorded = async (pod: string, reason: string): Promise<string> => {
+      await eventually(`${reason} on ${pod}`, async () => (await events(pod, reason)) !== "", 60_000);
+      return events(pod, reason);
+    };
     const described = (pod: string) => c.kubectlOk(["describe", "pod", pod]);
 
     it("serves Prometheus metrics on the node's address, port 9731", async () => {
@@ -56,24 +61,14 @@ describeCluster(
     });
 
     it("a pod whose hostPort answers on no address: HostPortClosed, with the reason", async () => {
-      await eventually(
-        "HostPortClosed on the pod",
-        async () => (await events(CLOSED_POD.name, "HostPortClosed")) !== "",
-        60_000,
-      );
-      expect(await events(CLOSED_POD.name, "HostPortClosed")).toBe(
+      expect(await recorded(CLOSED_POD.name, "HostPortClosed")).toBe(
         `${c.nodeName}: hostPort 8084/tcp answers on no address: hostIP 2001:db8::10 (from the runtime) is IPv6: the pod has only IPv4 addresses`,
       );
       expect(await described(CLOSED_POD.name)).toMatch(/Warning\s+HostPortClosed\s+\S+\s+portmap-hostip/);
     });
 
     it("a pod the plugin refuses: HostPortRefused, with the plugin's message", async () => {
-      await eventually(
-        "HostPortRefused on the pod",
-        async () => (await events(REFUSED_POD.name, "HostPortRefused")) !== "",
-        60_000,
-      );
-      expect(await events(REFUSED_POD.name, "HostPortRefused")).toContain(
+      expect(await recorded(REFUSED_POD.name, "HostPortRefused")).toContain(
         `host IP ${REFUSED_POD.annotation} (from annotation) for hostPort 8083/tcp of pod default/refused`,
       );
       expect(await described(REFUSED_POD.name)).toMatch(/Warning\s+HostPortRefused\s+\S+\s+portmap-hostip/);
@@ -81,12 +76,7 @@ describeCluster(
 
     it("a nat flush the keeper repaired: HostPortRepaired; the metrics count it", async () => {
       await nsRunOk(c.topo.node, "iptables", ["-t", "nat", "-F"]);
-      await eventually(
-        "HostPortRepaired on the pod",
-        async () => (await events(REPAIRED_POD.name, "HostPortRepaired")) !== "",
-        60_000,
-      );
-      expect(await events(REPAIRED_POD.name, "HostPortRepaired")).toMatch(
+      expect(await recorded(REPAIRED_POD.name, "HostPortRepaired")).toMatch(
         new RegExp(`^${c.nodeName}: its hostPort rules \\(IPv4 CNI-DN-\\w+\\) were missing or changed: rebuilt`),
       );
       expect(await described(REPAIRED_POD.name)).toMatch(/Normal\s+HostPortRepaired\s+\S+\s+portmap-hostip/);
@@ -124,16 +114,16 @@ describeCluster(
         lastTimestamp: new Date().toISOString(),
         count: 1,
       };
-      const recorded = {
+      const answers = {
         "post-event-created": await call(keeper, "POST", "/api/v1/namespaces/default/events", event),
         "post-event-forbidden": await call(nobody, "POST", "/api/v1/namespaces/default/events", event),
         "get-pod": await call(keeper, "GET", `/api/v1/namespaces/default/pods/${REPAIRED_POD.name}`),
         "get-pod-missing": await call(keeper, "GET", "/api/v1/namespaces/default/pods/no-such-pod"),
       };
       mkdirSync(FIXTURES, { recursive: true });
-      for (const [name, answer] of Object.entries(recorded))
+      for (const [name, answer] of Object.entries(answers))
         writeFileSync(join(FIXTURES, `${name}.json`), `${JSON.stringify(answer, null, 2)}\n`);
-      expect(Object.values(recorded).map((r) => r.status)).toEqual([201, 403, 200, 404]);
+      expect(Object.values(answers).map((r) => r.status)).toEqual([201, 403, 200, 404]);
     });
   },
   existsSync(IMAGE_ARCHIVE) ? [] : [`${IMAGE_ARCHIVE} (node scripts/build-image.mjs)`],

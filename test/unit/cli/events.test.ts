@@ -6,12 +6,12 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { KubeEvents, MAX_PENDING, PER_POD_MS } from "../../../src/cli/events.js";
-import type { ObservedPass } from "../../../src/cli/keeper.js";
 import type { KubePod } from "../../../src/core/names.js";
 import type { CachedAttachment, CacheRead } from "../../../src/host/cache.js";
 import type { Kube, KubeResponse } from "../../../src/host/kube.js";
 import type { PassReport } from "../../../src/ops/pass.js";
 import type { StatusRow } from "../../../src/ops/status.js";
+import { observedPass } from "./observed-pass.js";
 
 const recorded = (name: string): KubeResponse =>
   JSON.parse(readFileSync(join(import.meta.dirname, "../../fixtures/kube", `${name}.json`), "utf8")) as KubeResponse;
@@ -53,19 +53,8 @@ function setup(answer: (c: Call) => KubeResponse = () => recorded("post-event-cr
 }
 
 const WEB: KubePod = { namespace: "default", name: "web", uid: "0c1e5b8e-uid" };
-const pass = (over: Partial<ObservedPass>): ObservedPass => ({
-  trigger: "firewall",
-  seconds: 0.01,
-  report: undefined,
-  repairs: [],
-  failures: [],
-  refused: [],
-  rows: undefined,
-  ok: true,
-  ...over,
-});
 const repaired = (pod: KubePod | undefined) =>
-  pass({ repairs: [{ cause: "chain_rebuilt", pod, family: 4, place: "CNI-DN-3e9a3d0f9583cdc0e7133" }] });
+  observedPass({ repairs: [{ cause: "chain_rebuilt", pod, family: 4, place: "CNI-DN-3e9a3d0f9583cdc0e7133" }] });
 
 describe("Events of a pass", () => {
   it("a repaired pod: HostPortRepaired on it, as the keeper's node", async () => {
@@ -138,7 +127,9 @@ describe("Events of a pass", () => {
   it(`drops (and counts) what is beyond ${MAX_PENDING} waiting`, async () => {
     const t = setup();
     const pods = Array.from({ length: MAX_PENDING + 3 }, (_, i) => ({ ...WEB, name: `web-${i}` }));
-    t.events.passed(pass({ repairs: pods.map((pod) => ({ cause: "chain_rebuilt", pod, family: 4, place: "x" })) }));
+    t.events.passed(
+      observedPass({ repairs: pods.map((pod) => ({ cause: "chain_rebuilt", pod, family: 4, place: "x" })) }),
+    );
     await t.events.settled();
     expect([t.calls.length, t.failures()]).toEqual([MAX_PENDING, 3]);
   });
@@ -146,7 +137,7 @@ describe("Events of a pass", () => {
   it("a refused pod: HostPortRefused with the plugin's message; a rescope after an address change: HostPortRescoped", async () => {
     const t = setup();
     t.events.passed(
-      pass({
+      observedPass({
         refused: [{ pod: WEB, message: "host IP 198.51.100.7 (from annotation) … is not allowed", at: 0 }],
         repairs: [{ cause: "rescoped_address", pod: { ...WEB, name: "api" }, family: 4, place: "CNI-DN-x" }],
       }),
@@ -185,11 +176,11 @@ describe("Events of a pass", () => {
         state,
         reason: state === "closed" ? "its rules are missing" : null,
       }) as StatusRow;
-    t.events.passed(pass({ report, rows: [row("closed")] }));
-    t.events.passed(pass({ report, rows: [row("closed")] }));
+    t.events.passed(observedPass({ report, rows: [row("closed")] }));
+    t.events.passed(observedPass({ report, rows: [row("closed")] }));
     t.advance(PER_POD_MS);
-    t.events.passed(pass({ report, rows: [row("scoped")] }));
-    t.events.passed(pass({ report, rows: [row("closed")] }));
+    t.events.passed(observedPass({ report, rows: [row("scoped")] }));
+    t.events.passed(observedPass({ report, rows: [row("closed")] }));
     await t.events.settled();
     expect(t.calls.map((c) => c.body)).toMatchObject([
       {

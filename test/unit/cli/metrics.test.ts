@@ -2,23 +2,12 @@
 // error naming the flag when the address is taken).
 import { createServer } from "node:net";
 import { describe, expect, it } from "vitest";
-import type { ObservedPass } from "../../../src/cli/keeper.js";
 import { KeeperMetrics, serveMetrics } from "../../../src/cli/metrics.js";
 import type { PassReport } from "../../../src/ops/pass.js";
 import type { StatusRow } from "../../../src/ops/status.js";
+import { observedPass } from "./observed-pass.js";
 
 const row = (state: StatusRow["state"], family: 4 | 6) => ({ state, family }) as StatusRow;
-const pass = (over: Partial<ObservedPass>): ObservedPass => ({
-  trigger: "resync",
-  seconds: 0.02,
-  report: undefined,
-  repairs: [],
-  failures: [],
-  refused: [],
-  rows: undefined,
-  ok: true,
-  ...over,
-});
 
 /** The value of one series in the exposition. */
 const value = (text: string, series: string) => {
@@ -43,7 +32,7 @@ describe("the keeper's metrics", () => {
     m.watching("nft");
     const report = { families: [{ backend: "iptables" }, { backend: "nftables" }] } as PassReport;
     m.passed(
-      pass({
+      observedPass({
         trigger: "firewall",
         report,
         repairs: [
@@ -55,7 +44,7 @@ describe("the keeper's metrics", () => {
         rows: [row("scoped", 4), row("scoped", 4), row("closed", 4), row("unscoped", 6)],
       }),
     );
-    m.passed(pass({ rows: [row("scoped", 4)], ok: false }));
+    m.passed(observedPass({ rows: [row("scoped", 4)], ok: false }));
     m.entryPutBack();
     m.failed("event");
     const text = await m.registry.metrics();
