@@ -34,8 +34,6 @@ function answerText(r: KubeResponse): string {
 
 export class KubeEvents implements PassObserver {
   readonly wantsRows = true;
-  /** Mappings seen closed at the last pass (container, protocol, port): a new one is an Event. */
-  private closed = new Set<string>();
   private readonly lastSent = new Map<string, number>();
   private pending = 0;
   private queue: Promise<void> = Promise.resolve();
@@ -70,19 +68,12 @@ export class KubeEvents implements PassObserver {
         );
     }
     for (const r of p.refused) this.record(r.pod, "HostPortRefused", "Warning", `${this.o.node}: ${r.message}`);
+    // A mapping newly closed: the keeper says each once while it stays closed.
     const cache = p.report?.seen?.view.cache;
-    if (p.rows && cache) {
-      const now = new Set<string>();
-      for (const row of p.rows) {
-        if (row.state !== "closed" || row.containerId === null) continue;
-        const key = `${row.containerId}\n${row.protocol}\n${row.hostPort}`;
-        const a = cache.attachments.find((x) => x.containerId === row.containerId && x.network === row.network);
-        const pod = a && kubePod(a.cniArgs);
-        if (pod && !this.closed.has(key) && !now.has(key))
-          this.record(pod, "HostPortClosed", "Warning", closedText(this.o.node, row));
-        now.add(key);
-      }
-      this.closed = now;
+    for (const row of p.closed) {
+      const a = cache?.attachments.find((x) => x.containerId === row.containerId && x.network === row.network);
+      const pod = a && kubePod(a.cniArgs);
+      if (pod) this.record(pod, "HostPortClosed", "Warning", closedText(this.o.node, row));
     }
     const horizon = this.now() - PER_POD_MS;
     for (const [key, at] of this.lastSent) if (at < horizon) this.lastSent.delete(key);

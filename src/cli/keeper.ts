@@ -67,6 +67,8 @@ export interface ObservedPass {
   refused: Refusal[];
   /** The node's hostPort mappings after the pass (status' rows), when an observer asked for them. */
   rows: StatusRow[] | undefined;
+  /** Of `rows`, the closed ones that were not closed after the pass before. */
+  closed: StatusRow[];
   /** Whether the pass completed (the heartbeat was written). */
   ok: boolean;
 }
@@ -97,6 +99,7 @@ export class Keeper {
   private timer: NodeJS.Timeout | undefined;
   private lastPass = 0;
   private lastProblems = "";
+  private closed = new Set<string>();
   private stopped = false;
   private readonly log: Log;
 
@@ -195,8 +198,9 @@ export class Keeper {
       report: undefined,
       repairs: [],
       failures: [],
-      refused: await takeRefusals(stateDir),
+      refused: await takeRefusals(stateDir).catch(() => []),
       rows: undefined,
+      closed: [],
       ok: false,
     };
     for (const r of observed.refused) {
@@ -233,7 +237,13 @@ export class Keeper {
           observed.failures.push("heartbeat");
           observed.ok = false;
         });
-      if (this.observers.some((o) => o.wantsRows)) observed.rows = await this.rowsAfter(report, backends);
+      if (this.observers.some((o) => o.wantsRows)) {
+        observed.rows = await this.rowsAfter(report, backends).catch((err: Error) => {
+          this.problems([`status of the node's mappings: ${err.message}`]);
+          return undefined;
+        });
+        if (observed.rows) observed.closed = this.newlyClosed(observed.rows, trigger);
+      }
     }
     observed.seconds = (performance.now() - started) / 1000;
     for (const o of this.observers) o.passed(observed);
@@ -296,6 +306,29 @@ export class Keeper {
       rules = again.flatMap((r) => r ?? []);
     }
     return status(rules, seen.view.cache, seen.view.network, seen.verdict, this.settings.entry);
+  }
+
+  /** The closed mappings (per pod, protocol and port) not closed at the pass before; each said once. */
+  private newlyClosed(rows: readonly StatusRow[], trigger: Trigger): StatusRow[] {
+    const now = new Map<string, StatusRow>();
+    for (const row of rows)
+      if (row.state === "closed") now.set(`${row.network}\n${row.containerId}\n${row.protocol}\n${row.hostPort}`, row);
+    const fresh = [...now].filter(([key]) => !this.closed.has(key)).map(([, row]) => row);
+    this.closed = new Set(now.keys());
+    for (const row of fresh)
+      this.log(
+        "warning",
+        `keeper: ${row.pod}: hostPort ${row.hostPort}/${row.protocol} answers on no address: ${row.reason}`,
+        {
+          event: "closed",
+          trigger,
+          pod: row.pod,
+          family: row.family,
+          chain: row.chain,
+          cause: row.reason ?? "",
+        },
+      );
+    return fresh;
   }
 
   /** Problems are said when they change, not at every pass. */

@@ -112,6 +112,15 @@ describeAsRoot("the keeper's metrics, scraped by Prometheus", () => {
       message: expect.stringMatching(/^keeper \(rules changed\): IPv4: default\/web \(cbr0, \S+\): rewrote/),
       time: expect.stringMatching(/^\d{4}-\d\d-\d\dT/),
     });
+    // The closed mapping said once, though the flush took its rules too and the keeper put them back.
+    expect(lines.filter((l) => l["event"] === "closed")).toEqual([
+      expect.objectContaining({
+        level: "warning",
+        pod: "default/shut",
+        family: 4,
+        cause: `defaultHostIP "node" found no node address of the pod's families (IPv4)`,
+      }),
+    ]);
     // Every line is one JSON object, the installer's too.
     for (const line of keeper
       .output()

@@ -7,7 +7,7 @@ import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { KubeEvents, MAX_PENDING, PER_POD_MS } from "../../../src/cli/events.js";
 import type { KubePod } from "../../../src/core/names.js";
-import type { CachedAttachment, CacheRead } from "../../../src/host/cache.js";
+import type { CachedAttachment } from "../../../src/host/cache.js";
 import type { Kube, KubeResponse } from "../../../src/host/kube.js";
 import type { PassReport } from "../../../src/ops/pass.js";
 import type { StatusRow } from "../../../src/ops/status.js";
@@ -153,7 +153,7 @@ describe("Events of a pass", () => {
     });
   });
 
-  it("a mapping found closed: HostPortClosed once while it stays closed, again when it closes again", async () => {
+  it("a mapping the keeper found newly closed: HostPortClosed with the reason", async () => {
     const t = setup();
     const attachment = {
       network: "cbr0",
@@ -164,31 +164,27 @@ describe("Events of a pass", () => {
         ["K8S_POD_UID", WEB.uid as string],
       ]),
     } as CachedAttachment;
-    const cache = { attachments: [attachment] } as unknown as CacheRead;
-    const report = { seen: { view: { cache } } } as unknown as PassReport;
-    const row = (state: StatusRow["state"]) =>
-      ({
-        family: 4,
-        network: "cbr0",
-        containerId: "abc123",
-        protocol: "tcp",
-        hostPort: 8080,
-        state,
-        reason: state === "closed" ? "its rules are missing" : null,
-      }) as StatusRow;
-    t.events.passed(observedPass({ report, rows: [row("closed")] }));
-    t.events.passed(observedPass({ report, rows: [row("closed")] }));
-    t.advance(PER_POD_MS);
-    t.events.passed(observedPass({ report, rows: [row("scoped")] }));
-    t.events.passed(observedPass({ report, rows: [row("closed")] }));
+    const report = { seen: { view: { cache: { attachments: [attachment] } } } } as unknown as PassReport;
+    const closed = {
+      family: 4,
+      network: "cbr0",
+      containerId: "abc123",
+      protocol: "tcp",
+      hostPort: 8080,
+      state: "closed",
+      reason: "its rules are missing",
+    } as StatusRow;
+    // A row of a container the cache does not name has no pod to tell.
+    const stranger = { ...closed, containerId: "zzz999" };
+    t.events.passed(observedPass({ report, closed: [closed, stranger] }));
     await t.events.settled();
     expect(t.calls.map((c) => c.body)).toMatchObject([
       {
         reason: "HostPortClosed",
         type: "Warning",
+        involvedObject: { name: "web", uid: WEB.uid },
         message: "node-1: hostPort 8080/tcp answers on no address: its rules are missing",
       },
-      { reason: "HostPortClosed" },
     ]);
   });
 });

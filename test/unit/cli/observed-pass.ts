@@ -9,6 +9,7 @@ export const observedPass = (over: Partial<ObservedPass>): ObservedPass => ({
   failures: [],
   refused: [],
   rows: undefined,
+  closed: [],
   ok: true,
   ...over,
 });
