@@ -124,6 +124,8 @@ export interface NodeRules {
   /** The families read (a family whose tool failed is left out, and said in `problems`). */
   readonly families: readonly Family[];
   readonly problems: readonly string[];
+  /** What was read, as text: two reads with the same text hold the same rules (the keeper's status rows). */
+  readonly text: string;
   /** The key by which this backend knows a pod's rules (HeldPod.key). */
   keyOf(pod: PodRef): string;
   /** Each pod's rules per family. */
@@ -249,3 +251,7 @@ export const failureText = (err: unknown): string => {
   const details = (err as { details?: string }).details;
   return `${(err as Error).message}${details ? `\n${details}` : ""}`;
 };
+
+/** The same items in the same order, by identity (what a pass keeps from the last one is the same object). */
+export const sameItems = (a: readonly unknown[], b: readonly unknown[]): boolean =>
+  a.length === b.length && a.every((x, i) => x === b[i]);

@@ -19,6 +19,7 @@ import {
   failureText,
   type NodeRules,
   type RuleBackend,
+  sameItems,
 } from "./backend.js";
 import { type FamilyPlan, planDead, planGc, planReconcile, removedOf, type Wanted } from "./iptables-plan.js";
 
@@ -61,12 +62,17 @@ export function natRules(
     backend,
     families: [...texts.keys()],
     problems,
+    get text() {
+      return [...texts].map(([family, text]) => `${family}\n${text}`).join("\n");
+    },
     keyOf: (pod) => portmapChainName(pod.network, pod.containerId),
     pods: () =>
       tables().flatMap(([family, table]) => {
-        const jumps = portmapJumps(table);
+        // The first jump to each chain: the one that sees packets first.
+        const jumps = new Map<string, ReturnType<typeof portmapJumps>[number]>();
+        for (const j of portmapJumps(table)) if (!jumps.has(j.chain)) jumps.set(j.chain, j);
         return podChains(table).map((chain) => {
-          const jump = jumps.find((j) => j.chain === chain);
+          const jump = jumps.get(chain);
           return {
             family,
             key: chain,
@@ -190,9 +196,6 @@ async function keepNat(
   }
   return { families, problems };
 }
-
-const sameItems = (a: readonly unknown[], b: readonly unknown[]): boolean =>
-  a.length === b.length && a.every((x, i) => x === b[i]);
 
 async function dropStale(plan: FamilyPlan, family: Family, warn: (t: string) => void): Promise<number> {
   const rewrites = plan.rebuilt.map((r) => ({ before: r.before, after: r.expected.rules }));

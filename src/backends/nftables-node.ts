@@ -92,6 +92,9 @@ export function nftRules(backend: RuleBackend, chains: readonly NftChain[]): Nod
     // The families where portmap's nftables backend has its table.
     families: hostports.filter((c) => c.present).map((c) => c.family),
     problems: [],
+    get text() {
+      return JSON.stringify(chains);
+    },
     keyOf: (pod) => pod.containerId,
     pods: () =>
       hostports.flatMap(({ family, rules }) =>

@@ -109,7 +109,7 @@ function podSubnetsOf(pods: readonly HeldPod[], cache: CacheRead): Cidr[] {
     ((a.result?.["ips"] ?? []) as Array<{ address?: unknown }>).map((ip) => String(ip.address ?? "")),
   );
   const hairpins = pods.flatMap((p) => p.rules.map((r) => sourceOf(r) ?? ""));
-  return [...fromResults, ...hairpins].flatMap((text) => {
+  return [...new Set([...fromResults, ...hairpins])].flatMap((text) => {
     const c = parseCidr(text);
     // A pod address with its prefix names the subnet; 127.0.0.1/32 (the localhost mark) is none.
     return c && !(c.family === 4 ? c.text.endsWith("/32") : c.text.endsWith("/128")) ? [c] : [];
@@ -189,17 +189,17 @@ export function status(
       }
     }
   }
-  // Two pods claiming the same address:port: the one whose rules see the packet first takes it.
+  // Two pods claiming the same address:port: the one whose rules see the packet first takes it. Only rows of
+  // one family, protocol and port can be rivals (the keeper does this at every pass: no row meets every other).
+  const byPort = new Map<string, Ranked[]>();
+  for (const row of rows.filter((r) => r.reachable)) {
+    const key = `${row.family}/${row.protocol}/${row.hostPort}`;
+    byPort.set(key, [...(byPort.get(key) ?? []), row]);
+  }
   for (const row of rows) {
     if (!row.reachable) continue;
-    const rivals = rows.filter(
-      (o) =>
-        o.reachable &&
-        o.family === row.family &&
-        o.protocol === row.protocol &&
-        o.hostPort === row.hostPort &&
-        (o.chain !== row.chain || o.containerId !== row.containerId) &&
-        overlaps(o.destinations, row.destinations),
+    const rivals = (byPort.get(`${row.family}/${row.protocol}/${row.hostPort}`) ?? []).filter(
+      (o) => (o.chain !== row.chain || o.containerId !== row.containerId) && overlaps(o.destinations, row.destinations),
     );
     if (rivals.length === 0) continue;
     const winner = [row, ...rivals].sort((a, b) => a.rank[0] - b.rank[0] || a.rank[1] - b.rank[1])[0] as StatusRow;
@@ -220,6 +220,17 @@ export function status(
 
 type Ranked = StatusRow & { rank: readonly [number, number] };
 
+// The keeper reads the same parsed attachments pass after pass (its cache memo): their mappings are computed
+// again only when the node's network or the fallback entry changed.
+const memo = new WeakMap<CachedAttachment, { inputs: string; mappings: CachedMapping[] }>();
+function memoMappings(a: CachedAttachment, inputs: string, compute: () => CachedMapping[]): CachedMapping[] {
+  const known = memo.get(a);
+  if (known?.inputs === inputs) return known.mappings;
+  const mappings = compute();
+  memo.set(a, { inputs, mappings });
+  return mappings;
+}
+
 /**
  * Marks closed the rows of live pods' mappings that answer on no address from outside the node, and adds a row per
  * family for such a mapping's rules that are not there at all (a default that left no address drops them).
@@ -236,17 +247,23 @@ function closedRows(
   const nowhere = new Set(["127.0.0.1", ...read.flatMap((r) => Object.values(r.backend.closedDestination ?? {}))]);
   const answers = (row: StatusRow) => row.destinations.length === 0 || row.destinations.some((d) => !nowhere.has(d));
   const added: Ranked[] = [];
+  const owned = new Map<string, Ranked[]>();
+  for (const row of rows) {
+    const key = `${row.network}\n${row.containerId}`;
+    owned.set(key, [...(owned.get(key) ?? []), row]);
+  }
+  const inputs = JSON.stringify([network, fallback ?? null]);
   for (const a of cache.attachments) {
     if (verdict(a.network, a.containerId) !== "live") continue;
     let mappings: CachedMapping[];
     try {
-      mappings = cachedMappings(a, network, fallback);
+      mappings = memoMappings(a, inputs, () => cachedMappings(a, network, fallback));
     } catch {
       continue; // an entry no rules can be computed from: reconcile and the keeper say why
     }
     const pod = { network: a.network, containerId: a.containerId };
     const holder = read.find((r) => r.holds(pod)) ?? read.find((r) => r.backend.kind === portmapBackendOf(a));
-    const mine = rows.filter((r) => r.network === a.network && r.containerId === a.containerId);
+    const mine = owned.get(`${a.network}\n${a.containerId}`) ?? [];
     for (const { mapping, targets, closedBy } of mappings) {
       const { protocol, hostPort } = mapping;
       const same = (r: StatusRow, family: Family, target: string) =>

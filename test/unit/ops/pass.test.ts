@@ -83,6 +83,7 @@ describe("a keeper pass", () => {
         backend,
         families: [4],
         problems: ["b: one family not read"],
+        text: "",
         keyOf: (pod) => pod.containerId,
         pods: () => [],
         holds: (pod) => pod.containerId === "abc123",

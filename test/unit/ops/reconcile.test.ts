@@ -40,6 +40,7 @@ describe("reconcile", () => {
         backend,
         families: [4],
         problems: [],
+        text: "",
         keyOf: (pod) => pod.containerId,
         pods: () => [],
         holds: () => true,
