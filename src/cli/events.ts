@@ -109,7 +109,7 @@ export class KubeEvents implements PassObserver {
       });
   }
 
-  /** Waits until every queued Event is sent or failed (tests, and the keeper's end). */
+  /** Resolves once every Event queued so far is sent or given up (what the tests wait for). */
   settled(): Promise<void> {
     return this.queue;
   }

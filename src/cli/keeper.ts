@@ -6,7 +6,9 @@
 //   - when the installer has put our entry back (pods started meanwhile are scoped by this entry);
 //   - CONFIRM_MS after a pass that left a container unconfirmed.
 // Passes never overlap; events during one coalesce into one more, at most one per MIN_GAP_MS.
-// Every change is one line on stdout; SIGTERM (the signal) lets the running pass finish and ends it.
+// Every change is one line on stdout (text, or JSON: log.ts); SIGTERM (the signal) lets the running pass finish
+// and ends it. What a pass did also goes to its observers, each loaded only when asked for: the Prometheus metrics
+// (metrics.ts) and Kubernetes Events (events.ts), which also get the node's mappings after the pass (status' rows).
 import { readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { type NodeRules, type RuleBackend, sameItems } from "../backends/backend.js";
