@@ -98,6 +98,7 @@ describeAsRoot("the keeper's metrics, scraped by Prometheus", () => {
         (await value('portmap_hostip_mappings{state="scoped",family="4"}')) === 1 &&
         (await value('portmap_hostip_mappings{state="closed",family="4"}')) === 1,
     );
+    if (process.env["PMH_SHOW"]) console.log(keeper.output());
     const lines = keeper
       .output()
       .split("\n")

@@ -1,7 +1,7 @@
 // The keeper (`portmap-hostip install --watch --cache-dir`) run in a node namespace for the e2e tests, its
 // stdout and stderr collected.
 import type { ChildProcess } from "node:child_process";
-import { spawnInNs } from "./netns.js";
+import { startInNs, stopChild } from "./netns.js";
 import { pluginBinary } from "./paths.js";
 
 export interface RunningKeeper {
@@ -9,6 +9,8 @@ export interface RunningKeeper {
   /** Everything it printed so far, stdout and stderr interleaved as they came. */
   output(): string;
 }
+
+const READY_MS = 10_000;
 
 export interface KeeperDirs {
   binDir: string;
@@ -34,9 +36,11 @@ export async function startKeeper(
     ...["--resync", String(resyncSeconds), ...extra],
   ];
   const watching = `watching ${dirs.confDir}`;
-  const ready = extra.includes("json") ? new RegExp(`"message":${JSON.stringify(watching)}`) : watching;
-  // `env` gives the keeper the PATH of the plugins.
-  const child = await spawnInNs(node, "env", [`PATH=${path}`, pluginBinary(), ...args], ready);
+  const ready = (line: string) =>
+    extra.includes("json") ? line.includes(`"message":${JSON.stringify(watching)}`) : line === watching;
+  // `env` gives the keeper the PATH of the plugins. Everything it prints is kept, also what comes before the
+  // installer watches: the keeper's first pass runs beside the installer's copy of the binary.
+  const child = startInNs(node, "env", [`PATH=${path}`, pluginBinary(), ...args]);
   let output = "";
   child.stdout?.on("data", (d: Buffer) => {
     output += d.toString();
@@ -44,5 +48,13 @@ export async function startKeeper(
   child.stderr?.on("data", (d: Buffer) => {
     output += d.toString();
   });
+  const deadline = Date.now() + READY_MS;
+  while (!output.split("\n").some(ready)) {
+    if (child.exitCode !== null || Date.now() > deadline) {
+      await stopChild(child);
+      throw new Error(`the keeper did not watch ${dirs.confDir} within ${READY_MS} ms:\n${output}`);
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
   return { child, output: () => output };
 }

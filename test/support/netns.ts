@@ -96,15 +96,14 @@ export async function waitNoTentative(ns: string, timeoutMs = 10_000): Promise<v
 }
 
 /**
- * Starts a long-running process inside a namespace and resolves once it prints `readyLine` (a whole line, or a
- * line it matches) on stdout. The process is tracked and killed by stopChild() or, at the latest, when this
- * process exits.
+ * Starts a long-running process inside a namespace and resolves once it prints `readyLine` on stdout.
+ * The process is tracked and killed by stopChild() or, at the latest, when this process exits.
  */
 export function spawnInNs(
   ns: string,
   cmd: string,
   args: readonly string[],
-  readyLine: string | RegExp,
+  readyLine: string,
   timeoutMs = 10_000,
 ): Promise<ChildProcess> {
   return spawnUntilReady("ip", ["netns", "exec", ns, cmd, ...args], readyLine, timeoutMs, `${cmd} in ${ns}`);
@@ -114,14 +113,13 @@ export function spawnInNs(
 export function spawnUntilReady(
   cmd: string,
   args: readonly string[],
-  readyLine: string | RegExp,
+  readyLine: string,
   timeoutMs: number,
   what = cmd,
 ): Promise<ChildProcess> {
-  const ready = (out: string) =>
-    out.split("\n").some((line) => (typeof readyLine === "string" ? line === readyLine : readyLine.test(line)));
   return new Promise((resolve, reject) => {
-    const child = startTracked(cmd, args);
+    const child = spawn(cmd, args, { stdio: ["ignore", "pipe", "pipe"] });
+    liveChildren.add(child);
     let out = "";
     let err = "";
     const fail = (why: string) => {
@@ -134,28 +132,24 @@ export function spawnUntilReady(
     child.stderr!.on("data", (d: Buffer) => (err += d.toString()));
     child.stdout!.on("data", (d: Buffer) => {
       out += d.toString();
-      if (ready(out)) {
+      if (out.split("\n").includes(readyLine)) {
         clearTimeout(timer);
         resolve(child);
       }
     });
     child.on("exit", (code) => {
       liveChildren.delete(child);
-      if (!ready(out)) fail(`exited ${code} before ready`);
+      if (!out.split("\n").includes(readyLine)) fail(`exited ${code} before ready`);
     });
     child.on("error", (e) => fail(e.message));
   });
 }
 
-function startTracked(cmd: string, args: readonly string[]): ChildProcess {
-  const child = spawn(cmd, args, { stdio: ["ignore", "pipe", "pipe"] });
-  liveChildren.add(child);
-  return child;
-}
-
 /** Starts a long-running process inside a namespace, tracked as spawnInNs' are; its readiness is the caller's. */
 export function startInNs(ns: string, cmd: string, args: readonly string[]): ChildProcess {
-  return startTracked("ip", ["netns", "exec", ns, cmd, ...args]);
+  const child = spawn("ip", ["netns", "exec", ns, cmd, ...args], { stdio: ["ignore", "pipe", "pipe"] });
+  liveChildren.add(child);
+  return child;
 }
 
 export async function stopChild(child: ChildProcess): Promise<void> {
