@@ -216,4 +216,11 @@ async function buildImage(arch) {
   }
 }
 
-for (const arch of arches) await buildImage(arch);
+// Side by side: the arm64 build is mostly emulated CPU, the amd64 one mostly downloads and copies.
+// Each build removes what it made, also when the other fails.
+const failures = (await Promise.allSettled(arches.map(buildImage))).filter((r) => r.status === "rejected");
+if (failures.length > 0)
+  throw new AggregateError(
+    failures.map((r) => r.reason),
+    "building the image failed",
+  );

@@ -170,7 +170,10 @@ describeCluster(
       await applyPods(c, [afterUninstall]);
       await waitReady(c, [afterUninstall]);
       expect((await answers(c, afterUninstall))[CLUSTER_IP]).toBe(`pod-${afterUninstall.name}`);
-      await c.kubectlOk(["delete", "-f", uninstall, "--wait", "--timeout=60s"], { timeoutMs: 70_000 });
+      // Foreground: kubectl returns once the DaemonSet's pods are gone too.
+      await c.kubectlOk(["delete", "-f", uninstall, "--cascade=foreground", "--wait", "--timeout=60s"], {
+        timeoutMs: 70_000,
+      });
     });
 
     it("pods deleted leave no chain, jump, cache entry or address lease", async () => {

@@ -202,6 +202,8 @@ describe("deploy/uninstall.yaml", () => {
       hostPath(pod.volumes, watch!, flag(watch!, "--state-dir")),
     );
     expect(step!.securityContext.capabilities).toEqual({ drop: ["ALL"] });
+    // It must start where pods cannot get a network (the conflist naming a missing plugin).
+    expect(spec.hostNetwork).toBe(true);
   });
 });
 

@@ -10,26 +10,18 @@
 // PID 1, which ends every process of the node at once (pods included), and the mounts go with it; then the
 // containers' cgroups, the namespaces and the directory are removed.
 import { type ChildProcess, spawn } from "node:child_process";
-import {
-  closeSync,
-  copyFileSync,
-  existsSync,
-  mkdirSync,
-  openSync,
-  readdirSync,
-  readFileSync,
-  rmdirSync,
-  writeFileSync,
-} from "node:fs";
+import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { CriClient } from "../cri/client.js";
 import { cgroupMounts, configToml } from "../cri/containerd.js";
 import { buildEchoImage, buildPauseImage } from "../cri/image.js";
 import { type RunOptions, type RunResult, run, runOk } from "../exec.js";
 import { atLastResort, netnsPath, spawnUntilReady } from "../netns.js";
-import { REPO_ROOT, SYSTEM_CNI_DIR } from "../paths.js";
+import { REPO_ROOT } from "../paths.js";
 import { CLUSTER_IP, createTopology, NODE_IP1, type Topology } from "../topology.js";
-import { type ClusterBinaries, clusterBinaries } from "./binaries.js";
+import { clusterBinaries } from "./binaries.js";
+import { removeContainerCgroups } from "./cgroups.js";
+import { hostKernelSettings, layOutNode } from "./node.js";
 import { makePki, type Pki } from "./pki.js";
 
 export const POD_CIDR = "10.244.0.0/16";
@@ -41,7 +33,6 @@ export const FLANNEL_SUBNET = "10.244.0.1/24";
 export { CLUSTER_IP };
 
 const HOLDER = join(REPO_ROOT, "test/support/cluster/holder.sh");
-const FLANNEL_CONFLIST = join(REPO_ROOT, "test/fixtures/flannel/cni-conf.json");
 const CRI_NAMESPACE = "k8s.io";
 // The plugins' and daemons' PATH: no node (nodes need none), iptables and friends.
 const NODE_PATH = "/usr/sbin:/usr/bin:/sbin:/bin";
@@ -206,27 +197,7 @@ export async function startCluster(opts: ClusterOptions = {}): Promise<Cluster> 
   /** rmdir of the cgroups containerd made for this node's containers; true when none is left. */
   const removeCgroups = (): boolean => {
     const tasks = join(ctrdDir, "state", "io.containerd.runtime.v2.task", CRI_NAMESPACE);
-    const ids = existsSync(tasks) ? readdirSync(tasks) : [];
-    let left = false;
-    for (const parent of cgroupParents) {
-      for (const id of ids) {
-        const cg = join(parent, id);
-        if (!existsSync(cg)) continue;
-        try {
-          rmdirSync(cg);
-        } catch {
-          left = true;
-        }
-      }
-    }
-    for (const parent of madeCgroupParents) {
-      try {
-        rmdirSync(parent);
-      } catch {
-        // not empty (another run's) or gone
-      }
-    }
-    return !left;
+    return removeContainerCgroups(cgroupParents, madeCgroupParents, existsSync(tasks) ? readdirSync(tasks) : []);
   };
 
   try {
@@ -247,7 +218,7 @@ export async function startCluster(opts: ClusterOptions = {}): Promise<Cluster> 
     const children = readFileSync(`/proc/${holder.pid}/task/${holder.pid}/children`, "utf8").trim();
     holderPid = Number(children);
     if (!Number.isInteger(holderPid) || holderPid <= 0) throw new Error(`holder.sh's PID not found: "${children}"`);
-    layOutNode(nodePath, binaries);
+    layOutNode(nodePath, binaries, { network: POD_CIDR, subnet: FLANNEL_SUBNET });
 
     daemon("etcd", binaries.etcd, etcdArgs(join(dir, "etcd")));
     pki = certs;
@@ -355,42 +326,10 @@ export async function startCluster(opts: ClusterOptions = {}): Promise<Cluster> 
   };
 }
 
-/** The machine's sysctls kubelet and kube-proxy would write: stop() checks they are as they were. */
-function hostKernelSettings(): Record<string, string> {
-  const keys = [
-    ...["vm/overcommit_memory", "vm/panic_on_oom", "kernel/panic", "kernel/panic_on_oops"],
-    ...["kernel/keys/root_maxkeys", "kernel/keys/root_maxbytes", "net/netfilter/nf_conntrack_max"],
-    ...["net/netfilter/nf_conntrack_tcp_timeout_established", "net/netfilter/nf_conntrack_tcp_timeout_close_wait"],
-  ];
-  return Object.fromEntries(
-    keys.map((key) => {
-      try {
-        return [key, readFileSync(`/proc/sys/${key}`, "utf8").trim()];
-      } catch {
-        return [key, "(absent)"];
-      }
-    }),
-  );
-}
-
 async function importInto(socket: string, archive: string): Promise<void> {
   await runOk("ctr", ["--address", socket, "--namespace", CRI_NAMESPACE, "images", "import", archive], {
     timeoutMs: 120 * SECOND,
   });
-}
-
-/** What kube-flannel's DaemonSet and flanneld leave on a node: the flannel plugin, the conflist, the subnet file. */
-function layOutNode(nodePath: (p: string) => string, binaries: ClusterBinaries): void {
-  copyFileSync(binaries.flannel, nodePath("/opt/cni/bin/flannel"));
-  // flannel delegates to bridge and host-local; portmap is the conflist's second plugin (Debian's, 1.1.1).
-  for (const plugin of ["bridge", "host-local", "portmap", "loopback"])
-    copyFileSync(join(SYSTEM_CNI_DIR, plugin), nodePath(`/opt/cni/bin/${plugin}`));
-  copyFileSync(FLANNEL_CONFLIST, nodePath("/etc/cni/net.d/10-flannel.conflist"));
-  mkdirSync(nodePath("/run/flannel"));
-  writeFileSync(
-    nodePath("/run/flannel/subnet.env"),
-    `FLANNEL_NETWORK=${POD_CIDR}\nFLANNEL_SUBNET=${FLANNEL_SUBNET}\nFLANNEL_MTU=1500\nFLANNEL_IPMASQ=true\n`,
-  );
 }
 
 function etcdArgs(dataDir: string): string[] {

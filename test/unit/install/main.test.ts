@@ -44,6 +44,26 @@ describe("install", () => {
     });
   });
 
+  it("copies the binary only when it differs, and removes what a killed copy left", async () => {
+    await install([]);
+    const target = join(binDir, "portmap-hostip");
+    const first = (await stat(target)).ino;
+    const again = await install([]);
+    expect(again.stdout).toContain(`${target} is this executable already`);
+    expect((await stat(target)).ino).toBe(first);
+    // A killed run's partial copy, old enough to be dead; then a new executable.
+    const partial = join(binDir, ".portmap-hostip.4242.tmp");
+    await writeFile(partial, "#!/bin/sh\necho pl");
+    const old = new Date(Date.now() - 120_000);
+    await utimes(partial, old, old);
+    await writeFile(binary, "#!/bin/sh\necho plugin v2\n");
+    const upgrade = await install([]);
+    expect(upgrade.stdout).toContain(`installed ${target}`);
+    expect(await readFile(target, "utf8")).toBe("#!/bin/sh\necho plugin v2\n");
+    expect((await stat(target)).ino).not.toBe(first);
+    expect(await readdir(binDir)).toEqual(["portmap-hostip"]);
+  });
+
   it("is idempotent: a second run changes nothing and says so", async () => {
     await install(["--default-host-ip", "192.0.2.10,2001:db8::10"]);
     const first = await readFile(conflist, "utf8");
@@ -86,29 +106,15 @@ describe("install", () => {
   });
 });
 
-describe("install's copy", () => {
-  it("copies the binary only when it differs, and removes what a killed copy left", async () => {
-    await install([]);
-    const target = join(binDir, "portmap-hostip");
-    const first = (await stat(target)).ino;
-    const again = await install([]);
-    expect(again.stdout).toContain(`${target} is this executable already`);
-    expect((await stat(target)).ino).toBe(first);
-    // A killed run's partial copy, old enough to be dead; then a new executable.
-    const partial = join(binDir, ".portmap-hostip.4242.tmp");
-    await writeFile(partial, "#!/bin/sh\necho pl");
-    const old = new Date(Date.now() - 120_000);
-    await utimes(partial, old, old);
-    await writeFile(binary, "#!/bin/sh\necho plugin v2\n");
-    const upgrade = await install([]);
-    expect(upgrade.stdout).toContain(`installed ${target}`);
-    expect(await readFile(target, "utf8")).toBe("#!/bin/sh\necho plugin v2\n");
-    expect((await stat(target)).ino).not.toBe(first);
-    expect(await readdir(binDir)).toEqual(["portmap-hostip"]);
-  });
-});
-
 describe("install --uninstall", () => {
+  it("removes the entry, leaving the file as flannel wrote it, then the binary", async () => {
+    await install(["--node-ips", "192.0.2.1"]);
+    const run = await install(["--uninstall"]);
+    expect(run.code).toBe(0);
+    expect(await readFile(conflist, "utf8")).toBe(flannel);
+    expect(await readdir(binDir)).toEqual([]);
+  });
+
   it("refuses while a keeper runs on the node (its heartbeat is fresh), and removes partial copies", async () => {
     const stateDir = join(root, "run/portmap-hostip");
     await mkdir(stateDir, { recursive: true });
@@ -122,14 +128,6 @@ describe("install --uninstall", () => {
     await rm(join(stateDir, "keeper.alive"));
     const run = await install(["--uninstall", "--state-dir", stateDir]);
     expect(run.code, run.stderr).toBe(0);
-    expect(await readFile(conflist, "utf8")).toBe(flannel);
-    expect(await readdir(binDir)).toEqual([]);
-  });
-
-  it("removes the entry, leaving the file as flannel wrote it, then the binary", async () => {
-    await install(["--node-ips", "192.0.2.1"]);
-    const run = await install(["--uninstall"]);
-    expect(run.code).toBe(0);
     expect(await readFile(conflist, "utf8")).toBe(flannel);
     expect(await readdir(binDir)).toEqual([]);
   });
