@@ -95,6 +95,8 @@ export function nftRules(backend: RuleBackend, chains: readonly NftChain[]): Nod
     get text() {
       return JSON.stringify(chains);
     },
+    portmapWrote: hostports.some((c) => c.present),
+    tablesExist: hostports.some((c) => c.present),
     keyOf: (pod) => pod.containerId,
     pods: () =>
       hostports.flatMap(({ family, rules }) =>

@@ -1,7 +1,7 @@
 // The node's keeper (`install --watch --cache-dir DIR`): beside the installer's conflist watch, it keeps every
 // cached pod's hostPort rules as they must be. A pass (ops/pass.ts) runs
 //   - at start, and every --resync seconds (iptables-legacy tells nobody about changes: this is its poll);
-//   - when the kernel says something changed: a node address (`ip -o monitor address`), the nat table under
+//   - when the kernel says something changed: a node address (`ip -o monitor address`), the nat table of
 //     iptables-nft or portmap's nftables tables (`nft monitor ruleset`);
 //   - when the installer has put our entry back (pods started meanwhile are scoped by this entry);
 //   - CONFIRM_MS after a pass that left a container unconfirmed.
@@ -14,6 +14,7 @@ import { join } from "node:path";
 import { type NodeRules, type RuleBackend, sameItems } from "../backends/backend.js";
 import { nodeBackends } from "../backends/registry.js";
 import { type KubePod, kubePod } from "../core/names.js";
+import type { IptablesVariant } from "../core/node.js";
 import { attachmentLabel } from "../host/cache.js";
 import { monitor } from "../host/monitor.js";
 import type { Refusal } from "../host/record.js";
@@ -35,6 +36,8 @@ export interface KeeperSettings {
   entry: Record<string, unknown>;
   /** The node's CNI plugins (portmap's ADD runs again from here for pods of its nftables backend). */
   cniBinDir: string;
+  /** Which iptables those plugins run, as far as the command line says (--iptables). */
+  cniIptables: IptablesVariant | undefined;
   logFormat: LogFormat;
 }
 
@@ -79,8 +82,8 @@ export interface ObservedPass {
 export interface PassObserver {
   /** Whether it needs the node's status rows after every pass. */
   readonly wantsRows: boolean;
-  /** The keeper watches; its iptables is this variant. */
-  watching(iptables: "nft" | "legacy"): void;
+  /** The keeper watches; the nat tables it reads are of these iptables variants. */
+  watching(variants: readonly IptablesVariant[]): void;
   passed(pass: ObservedPass): void;
   entryPutBack(): void;
 }
@@ -132,9 +135,9 @@ export class Keeper {
       signal,
       log,
     );
-    const [nft, iptablesNft] = await Promise.all([hasNft(), iptablesIsNft()]);
-    // portmap's nftables tables (a flush, a deleted table, its rules) and the nat table under iptables-nft
-    // both show in `nft monitor`; iptables-legacy tells nobody about changes: the resync is its poll.
+    const [nft, variants] = await Promise.all([hasNft(), natVariants()]);
+    // portmap's nftables tables (a flush, a deleted table, its rules) and the nat table of iptables-nft both
+    // show in `nft monitor`; iptables-legacy tells nobody about changes: the resync is its poll.
     if (nft)
       monitor(
         "nft",
@@ -145,18 +148,18 @@ export class Keeper {
       );
     const watched = [
       "node addresses",
-      ...(nft && iptablesNft ? ["the nat table (iptables-nft)"] : []),
+      ...(nft && variants.includes("nft") ? ["the nat table (iptables-nft)"] : []),
       ...(nft ? ["portmap's nftables tables"] : []),
     ];
-    const legacy = nft && iptablesNft ? "" : "; iptables-legacy sends no events";
-    for (const o of this.observers) o.watching(iptablesNft ? "nft" : "legacy");
+    const legacy = !nft || variants.includes("legacy") ? "; iptables-legacy sends no events" : "";
+    for (const o of this.observers) o.watching(variants);
     this.log(
       "info",
       `keeper: watching ${watched.join(", ")}${legacy}: resync every ${this.settings.resyncMs / 1000} s`,
-      {
-        event: "watching",
-      },
+      { event: "watching" },
     );
+    if (variants.length > 1)
+      this.log("info", `keeper: ${bothVariantsLine(this.settings.cniIptables)}`, { event: "watching" });
     const resync = setInterval(() => this.trigger("resync"), this.settings.resyncMs);
     this.trigger("start");
     await new Promise<void>((resolve) =>
@@ -194,7 +197,7 @@ export class Keeper {
     this.lastPass = Date.now();
     const started = performance.now();
     const trigger = TRIGGERS[reason] ?? "resync";
-    const { cacheDir, stateDir, graceMs, entry, cniBinDir } = this.settings;
+    const { cacheDir, stateDir, graceMs, entry, cniBinDir, cniIptables } = this.settings;
     const observed: ObservedPass = {
       trigger,
       seconds: 0,
@@ -221,6 +224,7 @@ export class Keeper {
         fallbackEntry: entry,
         graceMs,
         cniBinDir,
+        cniIptables,
       });
     } catch (err) {
       this.problems([(err as Error).message]);
@@ -361,8 +365,18 @@ const answers = async (tool: string): Promise<string | undefined> => {
 /** Whether `nft` runs here (`nft monitor` then reports changes to nftables, iptables-nft's included). */
 const hasNft = async (): Promise<boolean> => (await answers("nft")) !== undefined;
 
-/** Whether `iptables` here is the nft variant. */
-const iptablesIsNft = async (): Promise<boolean> => (await answers("iptables"))?.includes("nf_tables") === true;
+/** The variants of the nat tables the keeper reads (the `iptables` on PATH says which it is when run). */
+async function natVariants(): Promise<IptablesVariant[]> {
+  const iptables = (await nodeBackends()).filter((b) => b.kind === "iptables");
+  const onPath = async () => ((await answers("iptables"))?.includes("nf_tables") ? "nft" : "legacy");
+  return Promise.all(iptables.map((b) => b.variant ?? onPath()));
+}
+
+/** What the keeper says at start on a node with both variants: where a pod whose rules are gone goes. */
+function bothVariantsLine(stated: IptablesVariant | undefined): string {
+  const rest = stated ? `else in iptables-${stated} (--iptables)` : "else where the node's other pods are";
+  return `reading the nat tables of iptables-legacy and iptables-nft: each pod is kept where its rules are; one whose rules are gone, where its ADD ran, ${rest}`;
+}
 
 /**
  * The exec probe (`install --check`): the keeper finished a pass within three resync periods (and 30 s).

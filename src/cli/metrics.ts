@@ -4,6 +4,7 @@
 import { createServer } from "node:http";
 import { Counter, Gauge, Histogram, Registry } from "prom-client";
 import { FAMILIES } from "../core/ip.js";
+import type { IptablesVariant } from "../core/node.js";
 import { STATES } from "../ops/status.js";
 import type { FailureKind, ObservedPass, PassObserver, RepairCause, Trigger } from "./keeper.js";
 import { commit, version } from "./version.js";
@@ -81,9 +82,9 @@ export class KeeperMetrics implements PassObserver {
     this.buildInfo();
   }
 
-  /** The iptables variant the keeper runs ("nft", "legacy"). */
-  watching(iptables: string): void {
-    this.iptables = iptables;
+  /** The iptables variants whose nat tables the keeper reads ("nft", "legacy", "legacy,nft"). */
+  watching(variants: readonly IptablesVariant[]): void {
+    this.iptables = [...variants].sort().join(",");
     this.buildInfo();
   }
 

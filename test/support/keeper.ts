@@ -1,6 +1,8 @@
 // The keeper (`portmap-hostip install --watch --cache-dir`) run in a node namespace for the e2e tests, its
 // stdout and stderr collected.
 import type { ChildProcess } from "node:child_process";
+import { mkdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { startInNs, stopChild } from "./netns.js";
 import { pluginBinary } from "./paths.js";
 
@@ -19,9 +21,19 @@ export interface KeeperDirs {
   stateDir: string;
 }
 
+/** A conf dir holding `list` as the node's conflist and an empty bin dir, under `tmpDir`. */
+export function keeperConfAndBin(tmpDir: string, list: object): { confDir: string; binDir: string } {
+  const confDir = join(tmpDir, "net.d");
+  const binDir = join(tmpDir, "bin");
+  mkdirSync(confDir);
+  mkdirSync(binDir);
+  writeFileSync(join(confDir, "10-bridge.conflist"), JSON.stringify(list, null, 2));
+  return { confDir, binDir };
+}
+
 /**
- * Starts the keeper on `dirs` with `PATH` (the iptables variant the plugins use) and `extra` flags, and waits
- * until it watches (with --log-format json, until its JSON line says so).
+ * Starts the keeper on `dirs` with `PATH` (the plugins', or the one of a keeper in its image) and `extra` flags,
+ * and waits until it watches (with --log-format json, until its JSON line says so).
  */
 export async function startKeeper(
   node: string,

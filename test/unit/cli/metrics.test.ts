@@ -29,7 +29,7 @@ describe("the keeper's metrics", () => {
 
   it("count what passes did", async () => {
     const m = new KeeperMetrics();
-    m.watching("nft");
+    m.watching(["nft"]);
     const report = { families: [{ backend: "iptables" }, { backend: "nftables" }] } as PassReport;
     m.passed(
       observedPass({

@@ -51,6 +51,8 @@ describe("CNI GC", () => {
         families: [4, 6],
         problems: [],
         text: "",
+        portmapWrote: true,
+        tablesExist: true,
         keyOf: (pod) => pod.containerId,
         pods: () => [],
         holds: () => false,

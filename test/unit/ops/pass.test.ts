@@ -47,6 +47,7 @@ describe("a keeper pass", () => {
     graceMs: 30_000,
     conflictsFirst: true,
     cniBinDir: "/opt/cni/bin",
+    cniIptables: undefined,
   };
   let dir: string;
   let tools: Tools;
@@ -84,6 +85,8 @@ describe("a keeper pass", () => {
         families: [4],
         problems: ["b: one family not read"],
         text: "",
+        portmapWrote: true,
+        tablesExist: true,
         keyOf: (pod) => pod.containerId,
         pods: () => [],
         holds: (pod) => pod.containerId === "abc123",
@@ -109,6 +112,7 @@ describe("a keeper pass", () => {
       pending: false,
       dead: 0,
       unread: [],
+      read: false,
     });
     expect(passes).toEqual([]);
   });

@@ -41,6 +41,8 @@ describe("reconcile", () => {
         families: [4],
         problems: [],
         text: "",
+        portmapWrote: true,
+        tablesExist: true,
         keyOf: (pod) => pod.containerId,
         pods: () => [],
         holds: () => true,
@@ -58,6 +60,7 @@ describe("reconcile", () => {
       networks: [],
       fallbackEntry: undefined,
       cniBinDir: "/opt/cni/bin",
+      cniIptables: undefined,
     });
     expect(passes.map((p) => p.rebuild)).toEqual([[false], [true]]);
     expect(passes[0]?.options).toMatchObject({ rebuild: true, graceMs: Infinity, conflictsFirst: true, dryRun: true });
