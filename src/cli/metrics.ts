@@ -70,7 +70,7 @@ export class KeeperMetrics implements PassObserver {
     });
     this.build = new Gauge({
       name: "portmap_hostip_build_info",
-      help: "The keeper's build: version, commit, Node.js version, iptables variant and portmap backends in use",
+      help: "The keeper's build: version, commit, Node.js version, the iptables variants it reads and the portmap backends in use",
       labelNames: ["version", "commit", "node_version", "iptables", "backends"],
       registers,
     });
@@ -101,9 +101,10 @@ export class KeeperMetrics implements PassObserver {
             p.rows.filter((r) => r.state === state && r.family === family).length,
           );
     }
-    // A backend is in use where a pass found a family of it (nftables: only with pods or rules there).
-    const backends = [...new Set(p.report?.families.map((f) => f.backend) ?? [])].sort().join(",");
-    if (p.report && backends !== this.backends) {
+    // A backend is in use where portmap has written (its chains or tables are there).
+    const read = p.report?.seen?.rules;
+    const backends = [...new Set(read?.filter((r) => r.portmapWrote).map((r) => r.backend.name))].sort().join(",");
+    if (read && backends !== this.backends) {
       this.backends = backends;
       this.buildInfo();
     }

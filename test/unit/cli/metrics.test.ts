@@ -29,8 +29,10 @@ describe("the keeper's metrics", () => {
 
   it("count what passes did", async () => {
     const m = new KeeperMetrics();
-    m.watching(["nft"]);
-    const report = { families: [{ backend: "iptables" }, { backend: "nftables" }] } as PassReport;
+    m.watching(["legacy", "nft"]);
+    const rules = (name: string, portmapWrote: boolean) => ({ backend: { name }, portmapWrote });
+    const seen = { rules: [rules("iptables-nft", true), rules("iptables-legacy", false), rules("nftables", true)] };
+    const report = { families: [], seen } as unknown as PassReport;
     m.passed(
       observedPass({
         trigger: "firewall",
@@ -58,7 +60,7 @@ describe("the keeper's metrics", () => {
     expect(value(text, 'portmap_hostip_pass_duration_seconds_count{trigger="firewall"}')).toBe(1);
     expect(value(text, 'portmap_hostip_pass_duration_seconds_count{trigger="resync"}')).toBe(1);
     expect(value(text, "portmap_hostip_last_success_timestamp_seconds")).toBeGreaterThan(1.7e9);
-    expect(text).toMatch(/iptables="nft",backends="iptables,nftables"\} 1$/m);
+    expect(text).toMatch(/iptables="legacy,nft",backends="iptables-nft,nftables"\} 1$/m);
   });
 
   it("are served on GET /metrics; an address in use is an error naming the flag", async () => {
