@@ -111,7 +111,9 @@ describeAsRoot("the keeper's metrics, scraped by Prometheus", () => {
       family: 4,
       chain: expect.stringMatching(/^CNI-DN-/),
       cause: "chain_rebuilt",
-      message: expect.stringMatching(/^keeper \(rules changed\): IPv4: default\/web \(cbr0, \S+\): rewrote/),
+      message: expect.stringMatching(
+        /^keeper \(rules changed\): (iptables-nft )?IPv4: default\/web \(cbr0, \S+\): rewrote/,
+      ),
       time: expect.stringMatching(/^\d{4}-\d\d-\d\dT/),
     });
     // The closed mapping said once, though the flush took its rules too and the keeper put them back.
