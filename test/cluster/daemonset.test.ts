@@ -77,7 +77,7 @@ describeCluster(
       const inImage = await c.kubectlOk(["exec", ...DS, "-c", "watch", "--", "sha256sum", "/portmap-hostip"]);
       expect(inImage.split(" ")[0]).toBe(sha256(c.nodePath(PLUGIN)));
       expect(await logs("install")).toContain(`installed /host${PLUGIN}`);
-      expect(await logs("watch")).toContain("keeper: using iptables-nft");
+      expect(await logs("watch")).toContain("keeper: watching node addresses, the nat table (iptables-nft)");
       // Ready: the readiness probe (install --check, run by kubelet in the container) passed; nothing restarted.
       const restarts = await c.kubectlOk([
         ...["get", "pods", "-n", "kube-system", "-l", "app.kubernetes.io/name=portmap-hostip", "-o"],
@@ -104,7 +104,7 @@ describeCluster(
       // flannel's rewrite at its pod's restart: the ConfigMap's conflist, without our entry.
       copyFileSync(FLANNEL_CONFLIST, c.nodePath(CONFLIST));
       await eventually("the entry back", async () => plugins().length === 3, 5_000);
-      expect(await logs("watch")).toMatch(/keeper \(rules changed\): IPv4: /);
+      expect(await logs("watch")).toMatch(/keeper \(rules changed\): (iptables-nft )?IPv4: /);
     });
 
     it("a restarted pod does not copy the executable again", async () => {
