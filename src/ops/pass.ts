@@ -13,8 +13,8 @@ import type {
   Settled,
 } from "../backends/backend.js";
 import type { Family } from "../core/ip.js";
-import { attachmentLabel, type CacheMemo, readResultCache, selectsNetwork } from "../host/cache.js";
-import { judge } from "../host/liveness.js";
+import { attachmentRef, type CacheMemo, readResultCache, selectsNetwork } from "../host/cache.js";
+import { judge, type Liveness } from "../host/liveness.js";
 import { readNodeNetwork } from "../host/network.js";
 import { recordKey } from "../host/record.js";
 import { type RecordMemo, readRecords, withKeeperLock } from "../host/state.js";
@@ -67,6 +67,10 @@ export interface PassReport {
   dead: number;
   /** Whether any backend could read any of its tables. */
   read: boolean;
+  /** Backends whose rules could not be read (named in `problems`): they sat the pass out. */
+  unread: string[];
+  /** What a judged pass read, before its writes: the keeper's status rows come from it. */
+  seen?: { rules: NodeRules[]; view: NodeView; verdict: Liveness };
 }
 
 /**
@@ -109,11 +113,13 @@ export async function keeperPass(
         pending: false,
         dead: 0,
         read: false,
+        unread: [],
       };
     const view: NodeView = { cache, records, network, now: Date.now() };
     const verdict = judge(view);
     // A backend whose rules cannot be read sits the pass out.
     const read: NodeRules[] = [];
+    const unread: string[] = [];
     for (const backend of backends) {
       try {
         const rules = await backend.read();
@@ -121,6 +127,7 @@ export async function keeperPass(
         read.push(rules);
       } catch (err) {
         problems.push(`${backend.name} rules not read: ${(err as Error).message}`);
+        unread.push(backend.name);
       }
     }
     const live = new Map<RuleBackend, LiveAttachment[]>();
@@ -130,7 +137,7 @@ export async function keeperPass(
     for (const a of cache.attachments) {
       if (!selectsNetwork(options.networks, a.network) || verdict(a.network, a.containerId) !== "live") continue;
       const key = recordKey(a.network, a.containerId);
-      const label = `${attachmentLabel(a)} (${a.network}, ${a.containerId})`;
+      const label = attachmentRef(a);
       const l: LiveAttachment = { key, label, attachment: a, record: records.get(key) };
       const where = place(l);
       // gc rebuilds nothing: where a pod without rules would go is no question then.
@@ -204,6 +211,8 @@ export async function keeperPass(
       pending: waitingNow.size > 0 || deadWaiting,
       dead: deadSeen.size,
       read: read.some((r) => r.families.length > 0),
+      unread,
+      seen: { rules: read, view, verdict },
     };
   });
 }

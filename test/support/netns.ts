@@ -145,6 +145,13 @@ export function spawnUntilReady(
   });
 }
 
+/** Starts a long-running process inside a namespace, tracked as spawnInNs' are; its readiness is the caller's. */
+export function startInNs(ns: string, cmd: string, args: readonly string[]): ChildProcess {
+  const child = spawn("ip", ["netns", "exec", ns, cmd, ...args], { stdio: ["ignore", "pipe", "pipe"] });
+  liveChildren.add(child);
+  return child;
+}
+
 export async function stopChild(child: ChildProcess): Promise<void> {
   if (child.exitCode === null && child.signalCode === null) {
     const exited = new Promise((r) => child.once("exit", r));

@@ -84,6 +84,7 @@ describe("a keeper pass", () => {
         backend,
         families: [4],
         problems: ["b: one family not read"],
+        text: "",
         portmapWrote: true,
         tablesExist: true,
         keyOf: (pod) => pod.containerId,
@@ -110,6 +111,7 @@ describe("a keeper pass", () => {
       problems: [`no result cache at ${join(dirs().cacheDir, "results")} (yet): nothing to rebuild from`],
       pending: false,
       dead: 0,
+      unread: [],
       read: false,
     });
     expect(passes).toEqual([]);
@@ -124,6 +126,7 @@ describe("a keeper pass", () => {
       },
     });
     const report = await keeperPass([unreadable, holder(passes)], dirs(), newMemory(), OPTIONS);
+    expect(report.unread).toEqual(["a"]);
     expect(report.problems).toEqual([
       "a rules not read: cannot run a-tool: spawn a-tool ENOENT",
       "b: one family not read",

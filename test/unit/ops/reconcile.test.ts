@@ -40,6 +40,7 @@ describe("reconcile", () => {
         backend,
         families: [4],
         problems: [],
+        text: "",
         portmapWrote: true,
         tablesExist: true,
         keyOf: (pod) => pod.containerId,
