@@ -45,7 +45,8 @@ async function inner(cacheDir: string, stateDir: string): Promise<void> {
     rebuild: true,
     conflictsFirst: true,
     networks: [],
-    fallbackEntry: undefined,
+    scope: "ours" as const,
+    managed: undefined,
     graceMs: Infinity,
     cniBinDir: "/opt/cni/bin",
   };

@@ -3,12 +3,14 @@
 //   - at start, and every --resync seconds (iptables-legacy tells nobody about changes: this is its poll);
 //   - when the kernel says something changed: a node address (`ip -o monitor address`), the nat table under
 //     iptables-nft or portmap's nftables tables (`nft monitor ruleset`);
-//   - when the installer has put our entry back (pods started meanwhile are scoped by this entry);
+//   - when the installer has put our entry back (pods started meanwhile are scoped by this entry), or first read
+//     the conflist it manages (its network is ours, entry or not);
 //   - CONFIRM_MS after a pass that left a container unconfirmed.
 // Passes never overlap; events during one coalesce into one more, at most one per MIN_GAP_MS.
 // Every change is one line on stdout; SIGTERM (the signal) lets the running pass finish and ends it.
 import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
+import type { ManagedList } from "../backends/backend.js";
 import { nodeBackends } from "../backends/registry.js";
 import { monitor } from "../host/monitor.js";
 import { run } from "../host/run.js";
@@ -22,8 +24,8 @@ export interface KeeperSettings {
   resyncMs: number;
   /** Dead chains that take no live pod's port go after this long. */
   graceMs: number;
-  /** Our entry, for pods whose cached conflist lacks it. */
-  entry: Record<string, unknown>;
+  /** The conflist the installer manages, as it last read it (PassOptions.managed). */
+  managed: () => ManagedList | undefined;
   /** The node's CNI plugins (portmap's ADD runs again from here for pods of its nftables backend). */
   cniBinDir: string;
 }
@@ -44,6 +46,7 @@ export class Keeper {
   private timer: NodeJS.Timeout | undefined;
   private lastPass = 0;
   private lastProblems = "";
+  private lastOthers = "";
   private stopped = false;
 
   constructor(
@@ -114,7 +117,7 @@ export class Keeper {
 
   private async pass(reason: string): Promise<void> {
     this.lastPass = Date.now();
-    const { cacheDir, stateDir, graceMs, entry, cniBinDir } = this.settings;
+    const { cacheDir, stateDir, graceMs, managed, cniBinDir } = this.settings;
     let report: PassReport;
     try {
       report = await keeperPass(await nodeBackends(), { cacheDir, stateDir }, this.memory, {
@@ -122,7 +125,8 @@ export class Keeper {
         rebuild: true,
         conflictsFirst: true,
         networks: [],
-        fallbackEntry: entry,
+        scope: "ours",
+        managed: managed(),
         graceMs,
         cniBinDir,
       });
@@ -145,6 +149,10 @@ export class Keeper {
       }
     }
     this.problems(report.problems);
+    const others = report.otherNetworks.join(", ");
+    if (others !== this.lastOthers && others !== "")
+      this.stdout(`keeper: leaves alone network(s) ${others}: no portmap-hostip entry in their conflist\n`);
+    this.lastOthers = others;
     if (report.pending) setTimeout(() => this.trigger("confirming"), CONFIRM_MS).unref();
     if (!failed)
       await writeFile(

@@ -1,6 +1,6 @@
 // Atomic file replacement and the node's CNI layout (standard or k3s).
 import { constants } from "node:fs";
-import { access, chmod, copyFile, open, readdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
+import { access, chmod, copyFile, mkdir, open, readdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import { basename, dirname, join, resolve } from "node:path";
 
 // libcni and runtimes read config files by extension: a temporary name must never carry one of them.
@@ -40,6 +40,19 @@ export async function writeTextAtomic(dest: string, text: string, previous: stri
   });
 }
 
+/** Writes a file of ours (its directory made if missing, for root alone). */
+export async function writeNewTextAtomic(dest: string, text: string): Promise<void> {
+  await mkdir(dirname(dest), { recursive: true, mode: 0o700 });
+  await replace(dest, 0o600, (tmp) => writeFile(tmp, text));
+}
+
+export async function exists(path: string): Promise<boolean> {
+  return access(path).then(
+    () => true,
+    () => false,
+  );
+}
+
 export async function copyExecutableAtomic(source: string, dest: string): Promise<void> {
   await replace(dest, 0o755, (tmp) => copyFile(source, tmp));
 }
@@ -66,6 +79,12 @@ export async function resolveLayout(flags: Partial<Layout>, root: string): Promi
   return { binDir: await pick("binDir"), confDir: await pick("confDir") };
 }
 
+/** Throws unless `dir` is a directory, naming the flag that gives it (`given`: it did). */
+export async function needDirectory(dir: string, flag: string, given: boolean): Promise<void> {
+  if (await isDirectory(dir)) return;
+  throw new Error(given ? `--${flag} ${dir}: no such directory` : `no directory ${dir} here (--${flag} names another)`);
+}
+
 async function isDirectory(path: string): Promise<boolean> {
   try {
     return (await stat(path)).isDirectory();
@@ -81,7 +100,13 @@ export async function findConflist(confDir: string, name: string | undefined): P
     await access(path, constants.R_OK | constants.W_OK);
     return path;
   }
-  const names = (await readdir(confDir, { withFileTypes: true }))
+  const entries = await readdir(confDir, { withFileTypes: true }).catch((err: NodeJS.ErrnoException) => {
+    if (err.code !== "ENOENT") throw err;
+    throw new Error(`no directory ${confDir} (is the network plugin installed yet? --cni-conf-dir names another)`, {
+      cause: err,
+    });
+  });
+  const names = entries
     .filter((entry) => !entry.isDirectory() && CONF_EXTENSIONS.some((ext) => entry.name.endsWith(ext)))
     .map((entry) => entry.name)
     .sort();

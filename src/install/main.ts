@@ -4,9 +4,19 @@ import { access, readFile, rm } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { isSea } from "node:sea";
 import { createPatch, FILE_HEADERS_ONLY } from "diff";
+import type { ManagedList } from "../backends/backend.js";
+import { DEFAULT_STATE_DIR } from "../core/config.js";
 import { PLUGIN_TYPE } from "../core/names.js";
-import { installedEntry, pluginEntry, withEntry, withoutEntry } from "./conflist.js";
-import { copyExecutableAtomic, findConflist, resolveLayout, writeTextAtomic } from "./files.js";
+import { installedEntry, managedList, pluginEntry, withEntry, withoutEntry } from "./conflist.js";
+import {
+  copyExecutableAtomic,
+  exists,
+  findConflist,
+  needDirectory,
+  resolveLayout,
+  writeNewTextAtomic,
+  writeTextAtomic,
+} from "./files.js";
 import { watchDirectory } from "./watch.js";
 
 export interface InstallOptions {
@@ -19,44 +29,79 @@ export interface InstallOptions {
   conflist: string | undefined;
   /** What to copy; undefined: this executable. */
   binary: string | undefined;
-  /** The conflist entry, without `type` and `capabilities`. */
+  /** The conflist entry's keys the command line sets, without `type` and `capabilities`. */
   settings: Record<string, unknown>;
+  /** Keys --watch takes out of the entry it keeps (stateDir when the keeper's records are in the default place). */
+  clears: readonly string[];
 }
 
+// What --watch remembers of the entry it keeps, beside the plugin's records: a restart while the conflist has no
+// entry (the network plugin rewrote it meanwhile) puts back the options it had.
+const KEPT_ENTRY = "entry.json";
+
+/**
+ * install writes the entry its flags give (a key left out is left out); --watch keeps the entry it finds (else the
+ * one it kept last) and sets only the keys its own flags give: the entry has one owner, the last install.
+ */
 export class Installer {
+  private kept: Record<string, unknown> | undefined;
+  private list: ManagedList | undefined;
+
   constructor(
     private readonly options: InstallOptions,
     private readonly root: string,
     private readonly signal: AbortSignal | undefined,
     private readonly stdout: (text: string) => void,
     private readonly stderr: (text: string) => void,
-    /** Called after --watch has written the entry back (the keeper scopes the pods started meanwhile). */
-    private readonly onEntryWritten: () => void = () => {},
+    /**
+     * Called when --watch has written the entry back (the keeper scopes the pods started meanwhile) or first
+     * learnt which conflist it manages.
+     */
+    private readonly onEntry: (why: string) => void = () => {},
   ) {}
+
+  /** The conflist --watch manages, as last read, with the entry it keeps there: for the keeper's passes. */
+  managed(): ManagedList | undefined {
+    return this.list;
+  }
 
   async run(): Promise<void> {
     const { options } = this;
     const layout = await resolveLayout({ binDir: options.cniBinDir, confDir: options.cniConfDir }, this.root);
+    await needDirectory(layout.binDir, "cni-bin-dir", options.cniBinDir !== undefined);
     const target = join(layout.binDir, PLUGIN_TYPE);
-    const entry = pluginEntry(options.settings);
     const sync = (quiet: boolean): Promise<void> =>
       this.editConflist(
         layout.confDir,
-        (text, file) => withEntry(text, entry, file),
+        (text, file) => withEntry(text, this.entryFor(text, file), file),
         "added the entry after portmap",
         quiet,
       );
 
     switch (options.mode) {
-      case "uninstall":
+      case "uninstall": {
         // Entry first: a conflist naming a missing binary would fail every pod's network setup.
-        await this.editConflist(layout.confDir, withoutEntry, "removed the entry", false);
-        if (options.dryRun) this.stdout(`would remove ${target}\n`);
-        else {
-          await rm(target, { force: true });
-          this.stdout(`removed ${target}\n`);
+        let stateDir: unknown;
+        await this.editConflist(
+          layout.confDir,
+          (text, file) => {
+            stateDir = installedEntry(text, file)?.["stateDir"];
+            return withoutEntry(text, file);
+          },
+          "removed the entry",
+          false,
+        );
+        const kept = join(typeof stateDir === "string" ? stateDir : this.defaultStateDir(), KEPT_ENTRY);
+        for (const file of [target, kept]) {
+          if (!(await exists(file))) continue;
+          if (options.dryRun) this.stdout(`would remove ${file}\n`);
+          else {
+            await rm(file, { force: true });
+            this.stdout(`removed ${file}\n`);
+          }
         }
         return;
+      }
       case "check": {
         // The exec probe: the binary is in place and the conflist the runtime uses has our entry.
         await access(target, constants.X_OK);
@@ -67,10 +112,14 @@ export class Installer {
       }
       case "watch":
         await this.copyBinary(target);
+        this.kept = await this.readKept();
         this.stdout(`watching ${layout.confDir}\n`);
         await watchDirectory(
           layout.confDir,
-          () => sync(true),
+          async () => {
+            await sync(true);
+            await this.saveKept();
+          },
           this.signal ?? terminationSignal(),
           (message) => this.stderr(`${message}\n`),
         );
@@ -80,6 +129,61 @@ export class Installer {
         await this.copyBinary(target);
         await sync(false);
     }
+  }
+
+  /**
+   * The entry to have in the conflist: install's is its flags'; --watch's the entry there (else the one it kept
+   * last), with the keys its flags set or clear.
+   */
+  private entryFor(text: string, file: string): Record<string, unknown> {
+    const { settings, clears, mode } = this.options;
+    if (mode !== "watch") return pluginEntry(settings);
+    const { type: _type, capabilities: _capabilities, ...found } = installedEntry(text, file) ?? this.kept ?? {};
+    for (const key of clears) delete found[key];
+    const entry = pluginEntry({ ...found, ...settings });
+    const list = managedList(text, file);
+    const learnt = list?.network !== this.list?.network;
+    this.kept = entry;
+    this.list = list && { ...list, entry };
+    if (learnt && list) this.onEntry("conflist read");
+    return entry;
+  }
+
+  private defaultStateDir(): string {
+    return join(this.root, DEFAULT_STATE_DIR);
+  }
+
+  /** Where --watch keeps its copy of the entry: in the plugin's state directory, which the entry names. */
+  private keptFile(): string {
+    const dir = this.options.settings["stateDir"];
+    return join(typeof dir === "string" ? dir : this.defaultStateDir(), KEPT_ENTRY);
+  }
+
+  private async readKept(): Promise<Record<string, unknown> | undefined> {
+    const file = this.keptFile();
+    let text: string;
+    try {
+      text = await readFile(file, "utf8");
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+      throw err;
+    }
+    try {
+      const entry: unknown = JSON.parse(text);
+      if (typeof entry === "object" && entry !== null && (entry as { type?: unknown }).type === PLUGIN_TYPE)
+        return entry as Record<string, unknown>;
+    } catch {
+      // said below
+    }
+    this.stderr(`${file} is not a ${PLUGIN_TYPE} entry: ignored\n`);
+    return undefined;
+  }
+
+  private async saveKept(): Promise<void> {
+    const text = `${JSON.stringify(this.kept)}\n`;
+    const file = this.keptFile();
+    if (this.kept === undefined || (await readFile(file, "utf8").catch(() => undefined)) === text) return;
+    await writeNewTextAtomic(file, text);
   }
 
   private async copyBinary(target: string): Promise<void> {
@@ -111,7 +215,7 @@ export class Installer {
     } else {
       await writeTextAtomic(file, next, text);
       this.stdout(`${file}: ${done}\n`);
-      this.onEntryWritten();
+      this.onEntry("entry put back");
     }
   }
 }

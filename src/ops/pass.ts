@@ -13,12 +13,18 @@ import type {
   Settled,
 } from "../backends/backend.js";
 import type { Family } from "../core/ip.js";
-import { attachmentLabel, type CacheMemo, readResultCache, selectsNetwork } from "../host/cache.js";
-import { judge } from "../host/liveness.js";
+import {
+  attachmentLabel,
+  type CachedAttachment,
+  type CacheMemo,
+  readResultCache,
+  selectsNetwork,
+} from "../host/cache.js";
+import { judge, type Liveness, mayGo } from "../host/liveness.js";
 import { readNodeNetwork } from "../host/network.js";
 import { recordKey } from "../host/record.js";
 import { type RecordMemo, readRecords, withKeeperLock } from "../host/state.js";
-import { portmapBackendOf } from "../pipeline/attachment.js";
+import { hasOurEntry, portmapBackendOf } from "../pipeline/attachment.js";
 
 /** What the keeper remembers between passes. */
 export interface PassMemory {
@@ -52,10 +58,24 @@ export const newMemory = (): PassMemory => ({
   settled: new Map(),
 });
 
+/** A dead pod's rules of a network a pass does not judge. */
+export interface Unjudged {
+  place: string;
+  network: string;
+  containerId: string;
+}
+
 export interface PassReport {
   /** False when there is no result cache: nothing was judged. */
   judged: boolean;
   families: FamilyOutcome[];
+  /** Networks of live pods the pass left alone: not ours (PassOptions.scope "ours"). */
+  otherNetworks: string[];
+  /**
+   * Dead pods' rules the pass did not judge: their network is no longer in the cache (scope "cached" without
+   * --network; gc names them).
+   */
+  unjudged: Unjudged[];
   /** Attachments whose rules cannot be computed (a policy refusal, a bad entry) and what the reads reported. */
   problems: string[];
   /** Whether something waits for a second look: the caller runs another pass CONFIRM_MS later. */
@@ -109,6 +129,8 @@ export async function keeperPass(
         problems: [...problems, `no result cache at ${cache.dir} (yet): nothing to rebuild from`],
         pending: false,
         dead: 0,
+        otherNetworks: [],
+        unjudged: [],
       };
     const view: NodeView = { cache, records, network, now: Date.now() };
     const verdict = judge(view);
@@ -123,9 +145,10 @@ export async function keeperPass(
         problems.push(`${backend.name} rules not read: ${(err as Error).message}`);
       }
     }
+    const scope = passScope(cache.attachments, options);
     const live = new Map<RuleBackend, LiveAttachment[]>();
     for (const a of cache.attachments) {
-      if (!selectsNetwork(options.networks, a.network) || verdict(a.network, a.containerId) !== "live") continue;
+      if (!scope.keeps(a.network) || verdict(a.network, a.containerId) !== "live") continue;
       const backend = keeperOf(read, a);
       if (!backend) continue;
       const key = recordKey(a.network, a.containerId);
@@ -158,9 +181,7 @@ export async function keeperPass(
       if (conflictsFirst && conflicting && !deleted && age < DEAD_CONFIRM_MS) deadWaiting = true;
       return deadChainGoes({ conflicting, deleted, age, graceMs, conflictsFirst });
     };
-    const gcNetworks = new Set(
-      options.networks.length > 0 ? options.networks : cache.attachments.map((a) => a.network),
-    );
+    const gcNetworks = scope.judged;
     const families: FamilyOutcome[] = [];
     for (const rules of read) {
       const result = await rules.keep({
@@ -180,6 +201,48 @@ export async function keeperPass(
     for (const key of [...memory.unconfirmed.keys()]) if (!waitingNow.has(key)) memory.unconfirmed.delete(key);
     for (const key of waitingNow) if (!memory.unconfirmed.has(key)) memory.unconfirmed.set(key, view.now);
     for (const key of [...memory.dead.keys()]) if (!deadSeen.has(key)) memory.dead.delete(key);
-    return { judged: true, families, problems, pending: waitingNow.size > 0 || deadWaiting, dead: deadSeen.size };
+    return {
+      judged: true,
+      families,
+      problems,
+      pending: waitingNow.size > 0 || deadWaiting,
+      dead: deadSeen.size,
+      otherNetworks: scope.others,
+      unjudged:
+        options.scope === "cached" && options.networks.length === 0 ? unjudgedDead(read, verdict, gcNetworks) : [],
+    };
   });
+}
+
+/**
+ * Which networks a pass keeps (PassOptions.scope): their live pods, and their dead pods' rules (`judged`); and the
+ * networks of cached pods it leaves alone (`others`).
+ */
+export function passScope(
+  attachments: readonly CachedAttachment[],
+  options: Pick<PassOptions, "networks" | "scope" | "managed">,
+): { keeps: (network: string) => boolean; judged: Set<string>; others: string[] } {
+  const cached = new Set(attachments.map((a) => a.network));
+  const ours = new Set(attachments.filter(hasOurEntry).map((a) => a.network));
+  if (options.managed) ours.add(options.managed.network);
+  const inScope = (network: string) => options.scope === "cached" || ours.has(network);
+  const keeps = (network: string) => selectsNetwork(options.networks, network) && inScope(network);
+  const named =
+    options.networks.length > 0 ? options.networks : options.scope === "ours" ? [...cached, ...ours] : cached;
+  return {
+    keeps,
+    judged: new Set([...named].filter(inScope)),
+    others: [...cached].filter((n) => selectsNetwork(options.networks, n) && !inScope(n)).sort(),
+  };
+}
+
+/** Dead pods' rules that name a network outside `judged`, once each (not per family). */
+function unjudgedDead(read: readonly NodeRules[], verdict: Liveness, judged: ReadonlySet<string>): Unjudged[] {
+  const found = new Map<string, Unjudged>();
+  for (const p of read.flatMap((r) => r.pods())) {
+    const o = p.owner;
+    if (!o || o.network === null || judged.has(o.network) || !mayGo(verdict(o.network, o.containerId))) continue;
+    found.set(`${p.place}\n${o.network}\n${o.containerId}`, { place: p.place, ...o, network: o.network });
+  }
+  return [...found.values()];
 }
