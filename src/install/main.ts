@@ -35,13 +35,13 @@ export interface InstallOptions {
   clears: readonly string[];
 }
 
-// What --watch remembers of the entry it keeps, beside the plugin's records: a restart while the conflist has no
-// entry (the network plugin rewrote it meanwhile) puts back the options it had.
+// The entry last installed or kept, beside the plugin's records: a keeper that starts (or restarts) while the
+// conflist has no entry (the network plugin rewrote it meanwhile) puts back the options it had.
 const KEPT_ENTRY = "entry.json";
 
 /**
  * install writes the entry its flags give (a key left out is left out); --watch keeps the entry it finds (else the
- * one it kept last) and sets only the keys its own flags give: the entry has one owner, the last install.
+ * one installed or kept last) and sets only the keys its own flags give: the entry has one owner, the last install.
  */
 export class Installer {
   private kept: Record<string, unknown> | undefined;
@@ -128,6 +128,7 @@ export class Installer {
       default:
         await this.copyBinary(target);
         await sync(false);
+        if (!options.dryRun) await this.saveKept();
     }
   }
 
@@ -137,7 +138,10 @@ export class Installer {
    */
   private entryFor(text: string, file: string): Record<string, unknown> {
     const { settings, clears, mode } = this.options;
-    if (mode !== "watch") return pluginEntry(settings);
+    if (mode !== "watch") {
+      this.kept = pluginEntry(settings);
+      return this.kept;
+    }
     const { type: _type, capabilities: _capabilities, ...found } = installedEntry(text, file) ?? this.kept ?? {};
     for (const key of clears) delete found[key];
     const entry = pluginEntry({ ...found, ...settings });
@@ -153,7 +157,7 @@ export class Installer {
     return join(this.root, DEFAULT_STATE_DIR);
   }
 
-  /** Where --watch keeps its copy of the entry: in the plugin's state directory, which the entry names. */
+  /** Where the copy of the entry is: in the plugin's state directory, which the entry names. */
   private keptFile(): string {
     const dir = this.options.settings["stateDir"];
     return join(typeof dir === "string" ? dir : this.defaultStateDir(), KEPT_ENTRY);

@@ -106,16 +106,32 @@ export function spawnInNs(
   readyLine: string,
   timeoutMs = 10_000,
 ): Promise<ChildProcess> {
+  return spawnTracked("ip", ["netns", "exec", ns, cmd, ...args], readyLine, timeoutMs);
+}
+
+/**
+ * Like spawnInNs(), for a command line that enters its namespaces itself (nsenter …); `sink` gets everything it
+ * prints on stdout and stderr, from the start.
+ */
+export function spawnTracked(
+  cmd: string,
+  args: readonly string[],
+  readyLine: string,
+  timeoutMs = 10_000,
+  sink: (text: string) => void = () => {},
+): Promise<ChildProcess> {
   return new Promise((resolve, reject) => {
-    const child = spawn("ip", ["netns", "exec", ns, cmd, ...args], { stdio: ["ignore", "pipe", "pipe"] });
+    const child = spawn(cmd, args, { stdio: ["ignore", "pipe", "pipe"] });
     liveChildren.add(child);
+    child.stdout?.on("data", (d: Buffer) => sink(d.toString()));
+    child.stderr?.on("data", (d: Buffer) => sink(d.toString()));
     let out = "";
     let err = "";
     const fail = (why: string) => {
       clearTimeout(timer);
       child.kill("SIGKILL");
       liveChildren.delete(child);
-      reject(new Error(`${cmd} ${args.join(" ")} in ${ns}: ${why}\n${err}`));
+      reject(new Error(`${cmd} ${args.join(" ")}: ${why}\n${err}`));
     };
     const timer = setTimeout(() => fail(`not ready after ${timeoutMs} ms`), timeoutMs);
     child.stderr!.on("data", (d: Buffer) => (err += d.toString()));
