@@ -8,7 +8,7 @@
 import type { ChildProcess } from "node:child_process";
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { afterAll, beforeAll, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { commands, parseUnit, section } from "../support/docs.js";
 import { describeAsRoot, eventually } from "../support/e2e.js";
 import {
@@ -225,5 +225,20 @@ describeAsRoot("deploy/portmap-hostip.service", () => {
       "/usr/local/bin/portmap-hostip install --watch --cache-dir /var/lib/cni",
     ]);
     expect(unit.get("Install")?.get("WantedBy")).toEqual(["multi-user.target"]);
+  });
+});
+
+describe("the demo's next step", () => {
+  it("is the README's quick start: each command it prints is one of those the test above runs", () => {
+    const printed = [
+      ...read("scripts/demo.ts").matchAll(/say\(" {2}((?:install|portmap-hostip) [^#"]*?)\s*(?:#[^"]*)?"\)/g),
+    ];
+    const quickStart = commands(section(read("README.md"), "Quick start on one node"));
+    expect(printed.map((m) => m[1])).toEqual([
+      "install -m 0755 dist/portmap-hostip-linux-x64 /usr/local/bin/portmap-hostip",
+      "portmap-hostip status",
+      "portmap-hostip install --default-host-ip node",
+    ]);
+    for (const m of printed) expect(quickStart).toContain(m[1]);
   });
 });
