@@ -104,7 +104,9 @@ export class Installer {
       }
       case "check": {
         // The exec probe: the binary is in place and the conflist the runtime uses has our entry.
-        await access(target, constants.X_OK);
+        await access(target, constants.X_OK).catch((err: Error) => {
+          throw new Error(`${target} is not there, or not executable: ${err.message}`, { cause: err });
+        });
         const file = await findConflist(layout.confDir, options.conflist);
         if (!installedEntry(await readFile(file, "utf8"), file)) throw new Error(`${file} has no ${PLUGIN_TYPE} entry`);
         this.stdout(`${target} and the entry in ${file} are in place\n`);

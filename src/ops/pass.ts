@@ -126,7 +126,7 @@ export async function keeperPass(
       return {
         judged: false,
         families: [],
-        problems: [...problems, `no result cache at ${cache.dir} (yet): nothing to rebuild from`],
+        problems: [...problems, `no result cache at ${cache.dir} yet (--cache-dir): nothing to rebuild from`],
         pending: false,
         dead: 0,
         otherNetworks: [],

@@ -499,7 +499,7 @@ describe("install --watch --cache-dir on a node where no pod has started yet", (
     const log = out.join("");
     expect(log).toContain("added the entry after portmap");
     expect(log).toContain(
-      `keeper: no result cache at ${join(dir, "no-cache", "results")} (yet): nothing to rebuild from\n`,
+      `keeper: no result cache at ${join(dir, "no-cache", "results")} yet (--cache-dir): nothing to rebuild from\n`,
     );
     expect(log).toContain("stopped\n");
   });
