@@ -122,7 +122,8 @@ function parseFlags(command: string, args: readonly string[]): Flags {
 
 async function readCache(dir: string, stderr: Out): Promise<CacheRead> {
   const cache = await readResultCache(dir);
-  if (!cache.present) stderr(`portmap-hostip: no result cache at ${cache.dir} (--cache-dir): owners unknown, orphans not judged\n`);
+  if (!cache.present)
+    stderr(`portmap-hostip: no result cache at ${cache.dir} (--cache-dir): owners unknown, orphans not judged\n`);
   for (const p of cache.problems) stderr(`portmap-hostip: ${p}\n`);
   return cache;
 }

@@ -1,7 +1,7 @@
 // A container's record under the node's state directory, as ADD and DEL write it (host/state.ts reads them and
 // holds the keeper lock). Synchronous node:fs on purpose: a hostPort ADD never loads node:fs/promises (~2 ms)
 // for three calls on a tmpfs.
-import { existsSync, mkdirSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 
 export type RecordState = "added" | "deleted";
@@ -38,23 +38,31 @@ const HINTS = "read-first";
 
 /**
  * A network whose portmap's rules, at the last first ADD that read them, were not those the swap takes (its
- * nftables backend, other options): its next first ADDs go straight to reading (the swap would be refused).
+ * nftables backend, other options): its next first ADDs go straight to reading (the swap would be refused),
+ * and look first in the backend the hint names, which held them (empty: the usual order).
  */
 export const readFirstHintPath = (dir: string, network: string): string =>
   join(dir, HINTS, encodeURIComponent(network));
 
-export function readsFirst(dir: string, network: string): boolean {
-  return existsSync(readFirstHintPath(dir, network));
+/** The hint: the backend to look in first ("" for none); undefined: no hint (a first ADD tries the swap). */
+export function readFirstHint(dir: string, network: string): string | undefined {
+  try {
+    return readFileSync(readFirstHintPath(dir, network), "utf8");
+  } catch {
+    return undefined;
+  }
 }
 
-/** Sets or clears the hint. Best effort: without it an ADD only tries the swap first. */
-export function noteReadsFirst(dir: string, network: string, readFirst: boolean): void {
+export const readsFirst = (dir: string, network: string): boolean => readFirstHint(dir, network) !== undefined;
+
+/** Sets (naming the backend that held the pod's rules) or clears the hint. Best effort: without it an ADD only tries the swap first. */
+export function noteReadsFirst(dir: string, network: string, readFirst: boolean, backend = ""): void {
   const file = readFirstHintPath(dir, network);
   try {
     if (!readFirst) rmSync(file, { force: true });
     else {
       mkdirSync(join(dir, HINTS), { recursive: true, mode: 0o700 });
-      writeFileSync(file, "", { mode: 0o600 });
+      writeFileSync(file, backend, { mode: 0o600 });
     }
   } catch {}
 }

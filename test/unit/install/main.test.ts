@@ -1,14 +1,196 @@
-// The entry has one owner: install writes it from its flags; the keeper (install --watch) keeps the options the
-// installed entry has — through its start, the network plugin's rewrites of the conflist and its own restarts —
-// and sets only the keys its own flags give. Temporary directories laid out like a node (the `root` option).
-import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
+// The installer on a node laid out like flannel's (test/fixtures/flannel): the copy, the entry, --dry-run's
+// diff, --uninstall, and --check; who owns the entry (install writes it from its flags, the keeper keeps the
+// options it has through its start, the conflist's rewrites and its restarts); a directory that is not there.
+import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { runInstall } from "../../../src/cli/install.js";
+import {
+  binary,
+  binDir,
+  CAPABILITIES,
+  conflist,
+  flannel,
+  install,
+  plugins,
+  root,
+  useFlannelNode,
+} from "./flannel-node.js";
 
-const FLANNEL = join(import.meta.dirname, "../../fixtures/flannel/cni-conf.json");
-const CAPABILITIES = { portMappings: true, "io.kubernetes.cri.pod-annotations": true };
+useFlannelNode();
+
+describe("install", () => {
+  it("copies the binary and inserts the entry right after portmap, with both capabilities and the options", async () => {
+    const run = await install([
+      "--default-host-ip",
+      "node",
+      "--node-interfaces",
+      "eth0,eth1",
+      "--exclude-interfaces",
+      "kube-ipvs0",
+    ]);
+    expect(run).toMatchObject({ code: 0, stderr: "" });
+
+    const installed = join(binDir, "portmap-hostip");
+    expect(await readFile(installed, "utf8")).toBe("#!/bin/sh\necho plugin\n");
+    expect((await stat(installed)).mode & 0o777).toBe(0o755);
+    expect((await plugins()).map((p) => p["type"])).toEqual(["flannel", "portmap", "portmap-hostip"]);
+    expect((await plugins())[2]).toEqual({
+      type: "portmap-hostip",
+      capabilities: CAPABILITIES,
+      defaultHostIP: "node",
+      nodeInterfaces: ["eth0", "eth1"],
+      excludeInterfaces: ["kube-ipvs0"],
+    });
+  });
+
+  it("is idempotent: a second run changes nothing and says so", async () => {
+    await install(["--default-host-ip", "192.0.2.10,2001:db8::10"]);
+    const first = await readFile(conflist, "utf8");
+    const before = (await stat(conflist)).ino;
+    const again = await install(["--default-host-ip", "192.0.2.10,2001:db8::10"]);
+    expect(again.code).toBe(0);
+    expect(again.stdout).toContain("nothing to change");
+    expect(await readFile(conflist, "utf8")).toBe(first);
+    expect((await stat(conflist)).ino).toBe(before);
+    expect((await plugins())[2]?.["defaultHostIP"]).toEqual(["192.0.2.10", "2001:db8::10"]);
+  });
+
+  it("--dry-run prints the diff and the copy, and changes nothing", async () => {
+    const run = await install(["--dry-run", "--default-host-ip", "any"]);
+    expect(run.code).toBe(0);
+    expect(run.stdout).toContain(`would copy ${binary} to ${join(binDir, "portmap-hostip")}`);
+    expect(run.stdout).toContain(
+      [
+        `--- ${conflist}`,
+        `+++ ${conflist}`,
+        "@@ -14,6 +14,14 @@",
+        '       "capabilities": {',
+        '         "portMappings": true',
+        "       }",
+        "+    },",
+        "+    {",
+        '+      "type": "portmap-hostip",',
+        '+      "capabilities": {',
+        '+        "portMappings": true,',
+        '+        "io.kubernetes.cri.pod-annotations": true',
+        "+      },",
+        '+      "defaultHostIP": "any"',
+        "     }",
+        "   ]",
+        " }",
+      ].join("\n"),
+    );
+    expect(await readFile(conflist, "utf8")).toBe(flannel);
+    expect(await readdir(binDir)).toEqual([]);
+  });
+});
+
+describe("install --uninstall", () => {
+  it("removes the entry, leaving the file as flannel wrote it, then the binary", async () => {
+    await install(["--node-ips", "192.0.2.1"]);
+    const run = await install(["--uninstall"]);
+    expect(run.code).toBe(0);
+    expect(await readFile(conflist, "utf8")).toBe(flannel);
+    expect(await readdir(binDir)).toEqual([]);
+  });
+
+  it("succeeds when there is nothing to remove", async () => {
+    const run = await install(["--uninstall"]);
+    expect(run.code).toBe(0);
+    expect(await readFile(conflist, "utf8")).toBe(flannel);
+  });
+
+  it("--dry-run prints the removal and keeps everything", async () => {
+    await install([]);
+    const installed = await readFile(conflist, "utf8");
+    const run = await install(["--uninstall", "--dry-run"]);
+    expect(run.stdout).toContain('-      "type": "portmap-hostip",');
+    expect(run.stdout).toContain(`would remove ${join(binDir, "portmap-hostip")}`);
+    expect(await readFile(conflist, "utf8")).toBe(installed);
+    expect(await readdir(binDir)).toEqual(["portmap-hostip"]);
+  });
+});
+
+describe("install --check (the exec probe)", () => {
+  let dir: string;
+  beforeEach(async () => {
+    dir = await mkdtemp(join(tmpdir(), "pmh-keeper-"));
+  });
+  afterEach(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it("checks the binary and the entry in the conflist", async () => {
+    const out: string[] = [];
+    const conf = join(dir, "net.d");
+    const bin = join(dir, "bin");
+    await mkdir(conf);
+    await mkdir(bin);
+    await writeFile(
+      join(conf, "10.conflist"),
+      JSON.stringify({ name: "n", cniVersion: "1.0.0", plugins: [{ type: "portmap" }] }),
+    );
+    const check = () =>
+      runInstall(["--check", "--cni-conf-dir", conf, "--cni-bin-dir", bin], {
+        stdout: (t) => void out.push(t),
+        stderr: (t) => void out.push(t),
+      });
+    expect(await check()).toBe(1);
+    await writeFile(join(bin, "portmap-hostip"), "", { mode: 0o755 });
+    expect(await check()).toBe(1);
+    expect(out.at(-1)).toMatch(/has no portmap-hostip entry/);
+    await writeFile(
+      join(conf, "10.conflist"),
+      JSON.stringify({ name: "n", cniVersion: "1.0.0", plugins: [{ type: "portmap" }, { type: "portmap-hostip" }] }),
+    );
+    expect(await check()).toBe(0);
+    expect(await readFile(join(conf, "10.conflist"), "utf8")).toContain("portmap-hostip");
+  });
+});
+
+describe("install --dry-run", () => {
+  it("prints the removal as a unified diff naming the file, then the binary it would remove", async () => {
+    await install([]);
+    const run = await install(["--uninstall", "--dry-run"]);
+    expect(run).toEqual({
+      code: 0,
+      stdout: [
+        `--- ${conflist}`,
+        `+++ ${conflist}`,
+        "@@ -14,13 +14,6 @@",
+        '       "capabilities": {',
+        '         "portMappings": true',
+        "       }",
+        "-    },",
+        "-    {",
+        '-      "type": "portmap-hostip",',
+        '-      "capabilities": {',
+        '-        "portMappings": true,',
+        '-        "io.kubernetes.cri.pod-annotations": true',
+        "-      }",
+        "     }",
+        "   ]",
+        " }",
+        `would remove ${join(binDir, "portmap-hostip")}`,
+        `would remove ${join(root, "run/portmap-hostip/entry.json")}`,
+        "",
+      ].join("\n"),
+      stderr: "",
+    });
+  });
+
+  it("prints no diff when the entry is in place", async () => {
+    await install([]);
+    expect(await install(["--dry-run"])).toEqual({
+      code: 0,
+      stdout: `would copy ${binary} to ${join(binDir, "portmap-hostip")}\n${conflist}: nothing to change\n`,
+      stderr: "",
+    });
+  });
+});
+
 // The README's quick start, with the options a user adds to it.
 const QUICK_START = [
   "--default-host-ip",
@@ -25,47 +207,16 @@ const INSTALLED = {
   nodeInterfaces: ["eth0"],
   logFile: "/var/log/portmap-hostip.log",
 };
-
-let root: string;
-let conflist: string;
-let flannel: string;
-let output: string;
-
-beforeEach(async () => {
-  root = await mkdtemp(join(tmpdir(), "portmap-hostip-owner-"));
-  await mkdir(join(root, "opt/cni/bin"), { recursive: true });
-  await mkdir(join(root, "etc/cni/net.d"), { recursive: true });
-  flannel = await readFile(FLANNEL, "utf8");
-  conflist = join(root, "etc/cni/net.d/10-flannel.conflist");
-  await writeFile(conflist, flannel);
-  await writeFile(join(root, "binary"), "");
-  output = "";
-});
-
-afterEach(async () => {
-  await rm(root, { recursive: true, force: true });
-});
-
-const context = (signal?: AbortSignal) => ({
-  root,
-  ...(signal ? { signal } : {}),
-  stdout: (t: string) => void (output += t),
-  stderr: (t: string) => void (output += t),
-});
-
 const stateDir = () => join(root, "run/portmap-hostip");
+const ours = async () => (await plugins()).find((p) => p["type"] === "portmap-hostip");
+const hasEntry = (entry: object) => async () => JSON.stringify(await ours()) === JSON.stringify(entry);
+/** What flannel does when its pod restarts: its own conflist, without our entry. */
+const flannelRewrites = () => writeFile(conflist, flannel);
 
-const install = (args: string[]) => runInstall(["--binary", join(root, "binary"), ...args], context());
-
-const ours = async (): Promise<Record<string, unknown> | undefined> =>
-  (JSON.parse(await readFile(conflist, "utf8")).plugins as Array<Record<string, unknown>>).find(
-    (p) => p["type"] === "portmap-hostip",
-  );
-
-async function until(what: string, condition: () => Promise<boolean>): Promise<void> {
+async function until(what: string, condition: () => Promise<boolean>, log = ""): Promise<void> {
   const deadline = Date.now() + 5_000;
   while (!(await condition().catch(() => false))) {
-    if (Date.now() > deadline) throw new Error(`not within 5 s: ${what}\n${output}`);
+    if (Date.now() > deadline) throw new Error(`not within 5 s: ${what}\n${log}`);
     await new Promise((resolve) => setTimeout(resolve, 20));
   }
 }
@@ -73,9 +224,11 @@ async function until(what: string, condition: () => Promise<boolean>): Promise<v
 /** The keeper as the README starts it (a cache directory of its own: no pod here, so its passes do nothing). */
 async function keeper(extra: string[] = []): Promise<{ stop: () => Promise<number> }> {
   const controller = new AbortController();
-  const args = ["--watch", "--cache-dir", join(root, "var/lib/cni"), ...extra];
-  const running = runInstall(["--binary", join(root, "binary"), ...args], context(controller.signal));
-  await until("the keeper watches", async () => output.includes("watching "));
+  let output = "";
+  const out = (text: string) => void (output += text);
+  const args = ["--binary", binary, "--watch", "--cache-dir", join(root, "var/lib/cni"), ...extra];
+  const running = runInstall(args, { root, signal: controller.signal, stdout: out, stderr: out });
+  await until("the keeper watches", async () => output.includes("watching "), output);
   return {
     stop: () => {
       controller.abort();
@@ -84,18 +237,15 @@ async function keeper(extra: string[] = []): Promise<{ stop: () => Promise<numbe
   };
 }
 
-/** What flannel does when its pod restarts: its own conflist, without our entry. */
-const flannelRewrites = () => writeFile(conflist, flannel);
-
-const hasEntry = (entry: object) => async () => JSON.stringify(await ours()) === JSON.stringify(entry);
-
 describe("the keeper keeps the options of the installed entry", () => {
   it("through its start, the conflist's rewrites and its restarts", async () => {
-    expect(await install(QUICK_START)).toBe(0);
+    expect((await install(QUICK_START)).code).toBe(0);
     expect(await ours()).toEqual(INSTALLED);
 
     let k = await keeper();
-    await until("the keeper's copy of the entry", async () => (await readdir(stateDir())).includes("entry.json"));
+    await until("the keeper read the entry", async () =>
+      (await readFile(join(stateDir(), "entry.json"), "utf8")).includes("nodeInterfaces"),
+    );
     expect(await ours()).toEqual(INSTALLED);
     await flannelRewrites();
     await until("the entry is back with every option", hasEntry(INSTALLED));
@@ -118,8 +268,16 @@ describe("the keeper keeps the options of the installed entry", () => {
     expect(await k.stop()).toBe(0);
   }, 20_000);
 
+  it("from install's record when the conflist was rewritten before the keeper first started", async () => {
+    expect((await install(QUICK_START)).code).toBe(0);
+    await flannelRewrites();
+    const k = await keeper();
+    await until("the entry is back with every option", hasEntry(INSTALLED));
+    expect(await k.stop()).toBe(0);
+  });
+
   it("sets the keys its own flags give and keeps the others", async () => {
-    expect(await install(QUICK_START)).toBe(0);
+    expect((await install(QUICK_START)).code).toBe(0);
     const k = await keeper(["--default-host-ip", "any", "--state-dir", join(root, "state")]);
     const expected = { ...INSTALLED, defaultHostIP: "any", stateDir: join(root, "state") };
     await until("the keeper's keys are set", hasEntry(expected));
@@ -130,7 +288,7 @@ describe("the keeper keeps the options of the installed entry", () => {
   });
 
   it("takes out a stateDir other than its own: the plugin's records go where the keeper reads them", async () => {
-    expect(await install(QUICK_START)).toBe(0);
+    expect((await install(QUICK_START)).code).toBe(0);
     const edited = JSON.parse(await readFile(conflist, "utf8"));
     edited.plugins[2].stateDir = "/var/run/elsewhere";
     await writeFile(conflist, JSON.stringify(edited, null, 2));
@@ -139,33 +297,28 @@ describe("the keeper keeps the options of the installed entry", () => {
     expect(await k.stop()).toBe(0);
   });
 
-  it("install, run again, writes the entry from its own flags; --uninstall removes it with the keeper's copy", async () => {
-    expect(await install(QUICK_START)).toBe(0);
-    const k = await keeper();
-    await until("the keeper's copy of the entry", async () => (await readdir(stateDir())).includes("entry.json"));
-    expect(await k.stop()).toBe(0);
-    expect(await install(["--default-host-ip", "any"])).toBe(0);
+  it("install, run again, writes the entry from its own flags; --uninstall removes it and the record", async () => {
+    expect((await install(QUICK_START)).code).toBe(0);
+    expect((await install(["--default-host-ip", "any"])).code).toBe(0);
     expect(await ours()).toEqual({ type: "portmap-hostip", capabilities: CAPABILITIES, defaultHostIP: "any" });
-
-    output = "";
-    expect(await install(["--uninstall"])).toBe(0);
+    const run = await install(["--uninstall"]);
+    expect(run.code).toBe(0);
     expect(await ours()).toBeUndefined();
-    expect(output).toContain(`removed ${join(root, "opt/cni/bin/portmap-hostip")}\n`);
-    expect(output).toContain(`removed ${join(root, "run/portmap-hostip/entry.json")}\n`);
+    expect(run.stdout).toContain(`removed ${join(binDir, "portmap-hostip")}\n`);
+    expect(run.stdout).toContain(`removed ${join(stateDir(), "entry.json")}\n`);
     expect(await readdir(stateDir())).not.toContain("entry.json");
   });
 });
 
 describe("a directory that is not there", () => {
   it("is named with the flag that gives it, or as the default that flag replaces", async () => {
-    expect(await install(["--cni-bin-dir", join(root, "nope")])).toBe(1);
-    expect(output).toContain(`--cni-bin-dir ${join(root, "nope")}: no such directory`);
-    await rm(join(root, "opt/cni/bin"), { recursive: true });
-    output = "";
-    expect(await install([])).toBe(1);
-    expect(output).toContain(`no directory ${join(root, "opt/cni/bin")} here (--cni-bin-dir names another)`);
-    output = "";
-    expect(await install(["--cni-bin-dir", root, "--cni-conf-dir", join(root, "nope")])).toBe(1);
-    expect(output).toContain(`no directory ${join(root, "nope")} (is the network plugin installed yet?`);
+    expect((await install(["--cni-bin-dir", join(root, "nope")])).stderr).toContain(
+      `--cni-bin-dir ${join(root, "nope")}: no such directory`,
+    );
+    await rm(binDir, { recursive: true });
+    expect((await install([])).stderr).toContain(`no directory ${binDir} here (--cni-bin-dir names another)`);
+    expect((await install(["--cni-bin-dir", root, "--cni-conf-dir", join(root, "nope")])).stderr).toContain(
+      `no directory ${join(root, "nope")} (is the network plugin installed yet?`,
+    );
   });
 });

@@ -1,0 +1,40 @@
+// The keeper lock under the state directory: a DEL waits for a pass, bounded; a dead holder's lock is taken over.
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { awaitKeeperLock, withKeeperLock } from "../../../src/host/state.js";
+
+let dir: string;
+beforeEach(async () => {
+  dir = await mkdtemp(join(tmpdir(), "pmh-keeper-"));
+});
+afterEach(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+describe("the keeper lock", () => {
+  it("makes a DEL wait for the pass that holds the lock, and no longer than its bound", async () => {
+    const order: string[] = [];
+    let release!: () => void;
+    const held = withKeeperLock(dir, 1000, async () => {
+      order.push("pass starts");
+      await new Promise<void>((r) => (release = r));
+      order.push("pass ends");
+    });
+    await new Promise((r) => setTimeout(r, 50));
+    expect(await awaitKeeperLock(dir, 100)).toBe(false);
+    const waiting = awaitKeeperLock(dir, 5000).then((free) => order.push(`DEL goes on (${free})`));
+    await new Promise((r) => setTimeout(r, 50));
+    release();
+    await Promise.all([held, waiting]);
+    expect(order).toEqual(["pass starts", "pass ends", "DEL goes on (true)"]);
+  });
+
+  it("takes over a lock whose holder died (its lease ran out), and refuses one that is held", async () => {
+    await writeFile(join(dir, "keeper.lock"), JSON.stringify({ pid: 1, until: Date.now() - 1 }));
+    expect(await withKeeperLock(dir, 100, async () => "ran")).toBe("ran");
+    await writeFile(join(dir, "keeper.lock"), JSON.stringify({ pid: 1, until: Date.now() + 60_000 }));
+    await expect(withKeeperLock(dir, 100, async () => "ran")).rejects.toThrow(/held by process 1/);
+  });
+});
