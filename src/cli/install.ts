@@ -31,6 +31,7 @@ export async function runInstall(args: string[], context: InstallContext = {}): 
       if (keeper) stdout(`${await checkKeeperAlive(keeper.stateDir)}\n`);
       return 0;
     }
+    if (options.mode === "uninstall" && !options.dryRun) await refuseWhileKeeperRuns(args, root);
     if (options.mode !== "watch" || !keeper) {
       await new Installer(options, root, context.signal, stdout, stderr).run();
       return 0;
@@ -65,7 +66,8 @@ interface KeeperFlags {
 function keeperFlags(args: string[], root: string): KeeperFlags | undefined {
   const v = parseFlags(args, INSTALL_FLAGS);
   if (v["cache-dir"] === undefined) {
-    for (const flag of ["state-dir", "resync", "iptables"] as const)
+    // --uninstall reads the keeper's heartbeat there.
+    for (const flag of v.uninstall ? (["resync", "iptables"] as const) : (["state-dir", "resync", "iptables"] as const))
       if (v[flag] !== undefined) throw new UsageError(`--${flag} needs --cache-dir (the keeper)`);
     return undefined;
   }
@@ -84,6 +86,19 @@ function keeperFlags(args: string[], root: string): KeeperFlags | undefined {
     resyncMs: Number(resync) * 1000,
     iptables: iptables as KeeperFlags["iptables"],
   };
+}
+
+/**
+ * A keeper on the node would put the entry back and, with it, the binary: --uninstall waits (fails, and the
+ * uninstall DaemonSet's pod is retried) until it ended. A keeper that ended removed its heartbeat.
+ */
+async function refuseWhileKeeperRuns(args: string[], root: string): Promise<void> {
+  const stateDir = parseFlags(args, INSTALL_FLAGS)["state-dir"] ?? join(root, DEFAULT_STATE_DIR);
+  const alive = await checkKeeperAlive(stateDir).catch(() => undefined);
+  if (alive !== undefined)
+    throw new Error(
+      `a keeper runs on this node (${alive}): stop it first (by hand: systemctl disable --now portmap-hostip; on a cluster: kubectl delete daemonset -n kube-system portmap-hostip), or it puts the entry back`,
+    );
 }
 
 async function checkKeeperAlive(stateDir: string): Promise<string> {
@@ -190,7 +205,15 @@ export function parseInstallArgs(args: string[]): InstallOptions {
     }
   }
   setList(settings, "nodeIPs", "node-ips", v["node-ips"], isIp, "expected IP addresses");
-  setList(settings, "kubeNodeIPs", "kube-node-ips", v["kube-node-ips"], isIp, "expected IP addresses");
+  const notes: string[] = [];
+  setList(
+    settings,
+    "kubeNodeIPs",
+    "kube-node-ips",
+    downwardApiValues(v["kube-node-ips"], notes),
+    isIp,
+    "expected IP addresses",
+  );
   setList(
     settings,
     "nodeInterfaces",
@@ -241,7 +264,26 @@ export function parseInstallArgs(args: string[]): InstallOptions {
     conflist: v.conflist,
     binary: v.binary,
     settings,
+    notes,
   };
+}
+
+// kubelet leaves `$(NAME)` as it is when the container has no variable NAME.
+const UNEXPANDED = /^\$\([A-Za-z_][A-Za-z0-9_]*\)$/;
+
+/**
+ * --kube-node-ips as the DaemonSet passes it, from the downward API: an empty value (no addresses yet) or an
+ * unexpanded `$(HOST_IPS)` (the variable missing) leaves the flag out, with a note, instead of failing the
+ * pod at every start. Undefined when nothing is left.
+ */
+function downwardApiValues(values: string[] | undefined, notes: string[]): string[] | undefined {
+  const kept = (values ?? []).filter((value) => {
+    if (UNEXPANDED.test(value)) notes.push(`--kube-node-ips ${value}: not expanded (no such variable), left out`);
+    else if (value === "") notes.push("--kube-node-ips is empty (no Kubernetes addresses), left out");
+    else return true;
+    return false;
+  });
+  return kept.length > 0 ? kept : undefined;
 }
 
 function list(values: string[]): string[] {

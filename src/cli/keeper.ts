@@ -8,7 +8,7 @@
 //   - CONFIRM_MS after a pass that left a container unconfirmed.
 // Passes never overlap; events during one coalesce into one more, at most one per MIN_GAP_MS.
 // Every change is one line on stdout; SIGTERM (the signal) lets the running pass finish and ends it.
-import { readFile, writeFile } from "node:fs/promises";
+import { readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { ManagedList } from "../backends/backend.js";
 import { nodeBackends } from "../backends/registry.js";
@@ -93,6 +93,8 @@ export class Keeper {
     clearInterval(resync);
     clearTimeout(this.timer);
     await this.running;
+    // A keeper that ended is none: `install --uninstall` need not wait for its heartbeat to grow old.
+    await rm(join(this.settings.stateDir, HEARTBEAT), { force: true });
   }
 
   /** Asks for a pass soon; one runs at a time, at most one per MIN_GAP_MS. */

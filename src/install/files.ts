@@ -1,17 +1,22 @@
 // Atomic file replacement and the node's CNI layout (standard or k3s).
 import { constants } from "node:fs";
-import { access, chmod, copyFile, mkdir, open, readdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
+import { access, chmod, copyFile, open, readdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import { basename, dirname, join, resolve } from "node:path";
 
 // libcni and runtimes read config files by extension: a temporary name must never carry one of them.
 const CONF_EXTENSIONS = [".conf", ".conflist", ".json"];
+
+// A temporary file of `replace`: `.NAME.PID.tmp`, hidden and named for no plugin.
+const temporary = (dest: string, pid: number): string => join(dirname(dest), `.${basename(dest)}.${pid}.tmp`);
+// A copy of the executable takes about a second: a temporary file this old belongs to a run that was killed.
+const STALE_TEMPORARY_MS = 60_000;
 
 /**
  * Writes `dest` through a temporary file in the same directory and a rename, so a runtime reading or
  * executing it sees the old file or the new one, never a part.
  */
 async function replace(dest: string, mode: number, fill: (tmp: string) => Promise<void>): Promise<void> {
-  const tmp = join(dirname(dest), `.${basename(dest)}.${process.pid}.tmp`);
+  const tmp = temporary(dest, process.pid);
   try {
     await fill(tmp);
     await chmod(tmp, mode);
@@ -40,9 +45,8 @@ export async function writeTextAtomic(dest: string, text: string, previous: stri
   });
 }
 
-/** Writes a file of ours (its directory made if missing, for root alone). */
+/** Writes a file of ours, for root alone. */
 export async function writeNewTextAtomic(dest: string, text: string): Promise<void> {
-  await mkdir(dirname(dest), { recursive: true, mode: 0o700 });
   await replace(dest, 0o600, (tmp) => writeFile(tmp, text));
 }
 
@@ -53,8 +57,55 @@ export async function exists(path: string): Promise<boolean> {
   );
 }
 
-export async function copyExecutableAtomic(source: string, dest: string): Promise<void> {
+/**
+ * Puts the executable `source` at `dest` unless `dest` already is that executable (the same bytes): true when
+ * it copied. A DaemonSet's init step runs at every pod start, and rewriting 100 MB each time would cost a
+ * new inode and the page cache of the old one.
+ */
+export async function installExecutable(source: string, dest: string): Promise<boolean> {
+  await removeTemporaries(dest, STALE_TEMPORARY_MS);
+  if (await isSameExecutable(source, dest)) return false;
   await replace(dest, 0o755, (tmp) => copyFile(source, tmp));
+  return true;
+}
+
+/** Removes what runs killed mid-copy left beside `dest`, older than `ageMs`; true when there was some. */
+export async function removeTemporaries(dest: string, ageMs: number): Promise<boolean> {
+  const pattern = new RegExp(`^\\.${basename(dest).replace(/[.]/g, "\\.")}\\.\\d+\\.tmp$`);
+  const now = Date.now();
+  let removed = false;
+  for (const name of await readdir(dirname(dest)).catch(() => [])) {
+    if (!pattern.test(name)) continue;
+    const file = join(dirname(dest), name);
+    const age = await stat(file).then(
+      (st) => now - st.mtimeMs,
+      () => -1,
+    );
+    if (age >= ageMs) {
+      await rm(file, { force: true });
+      removed = true;
+    }
+  }
+  return removed;
+}
+
+/** Whether `dest` is an executable file with the bytes of `source`. */
+async function isSameExecutable(source: string, dest: string): Promise<boolean> {
+  const [a, b] = await Promise.all([stat(source), stat(dest).catch(() => undefined)]);
+  if (!b?.isFile() || a.size !== b.size || (b.mode & 0o111) === 0) return false;
+  const [sourceFile, destFile] = await Promise.all([open(source, "r"), open(dest, "r")]);
+  try {
+    const chunk = 1 << 20;
+    const x = Buffer.alloc(chunk);
+    const y = Buffer.alloc(chunk);
+    for (let at = 0; at < a.size; at += chunk) {
+      const [n, m] = await Promise.all([sourceFile.read(x, 0, chunk, at), destFile.read(y, 0, chunk, at)]);
+      if (n.bytesRead !== m.bytesRead || !x.subarray(0, n.bytesRead).equals(y.subarray(0, m.bytesRead))) return false;
+    }
+    return true;
+  } finally {
+    await Promise.all([sourceFile.close(), destFile.close()]);
+  }
 }
 
 export interface Layout {

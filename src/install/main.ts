@@ -1,18 +1,18 @@
 // The installer: puts the plugin on a node and keeps its conflist entry in place (its flags: cli/install.ts).
 import { constants } from "node:fs";
-import { access, readFile, rm } from "node:fs/promises";
+import { access, readFile, rm, stat } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { isSea } from "node:sea";
 import { createPatch, FILE_HEADERS_ONLY } from "diff";
 import type { ManagedList } from "../backends/backend.js";
-import { DEFAULT_STATE_DIR } from "../core/config.js";
 import { PLUGIN_TYPE } from "../core/names.js";
 import { installedEntry, managedList, pluginEntry, withEntry, withoutEntry } from "./conflist.js";
 import {
-  copyExecutableAtomic,
   exists,
   findConflist,
+  installExecutable,
   needDirectory,
+  removeTemporaries,
   resolveLayout,
   writeNewTextAtomic,
   writeTextAtomic,
@@ -33,11 +33,14 @@ export interface InstallOptions {
   settings: Record<string, unknown>;
   /** Keys --watch takes out of the entry it keeps (stateDir when the keeper's records are in the default place). */
   clears: readonly string[];
+  /** Flag values that were left out, one line each, said on stderr before anything runs. */
+  notes: string[];
 }
 
-// The entry last installed or kept, beside the plugin's records: a keeper that starts (or restarts) while the
-// conflist has no entry (the network plugin rewrote it meanwhile) puts back the options it had.
-const KEPT_ENTRY = "entry.json";
+// The entry last installed or kept, beside the plugin in the CNI bin directory (the installer's own directory,
+// writable wherever it runs, lasting across reboots; runtimes look plugins up by their exact name): a keeper that
+// starts while the conflist has no entry (the network plugin rewrote it meanwhile) puts back the options it had.
+export const KEPT_ENTRY = "portmap-hostip-entry.json";
 
 /**
  * install writes the entry its flags give (a key left out is left out); --watch keeps the entry it finds (else the
@@ -67,6 +70,7 @@ export class Installer {
 
   async run(): Promise<void> {
     const { options } = this;
+    for (const note of options.notes) this.stderr(`note: ${note}\n`);
     const layout = await resolveLayout({ binDir: options.cniBinDir, confDir: options.cniConfDir }, this.root);
     await needDirectory(layout.binDir, "cni-bin-dir", options.cniBinDir !== undefined);
     const target = join(layout.binDir, PLUGIN_TYPE);
@@ -81,18 +85,10 @@ export class Installer {
     switch (options.mode) {
       case "uninstall": {
         // Entry first: a conflist naming a missing binary would fail every pod's network setup.
-        let stateDir: unknown;
-        await this.editConflist(
-          layout.confDir,
-          (text, file) => {
-            stateDir = installedEntry(text, file)?.["stateDir"];
-            return withoutEntry(text, file);
-          },
-          "removed the entry",
-          false,
-        );
-        const kept = join(typeof stateDir === "string" ? stateDir : this.defaultStateDir(), KEPT_ENTRY);
-        for (const file of [target, kept]) {
+        await this.editConflist(layout.confDir, withoutEntry, "removed the entry", false);
+        if (!options.dryRun && (await removeTemporaries(target, 0)))
+          this.stdout(`removed partial copies beside ${target}\n`);
+        for (const file of [target, join(layout.binDir, KEPT_ENTRY)]) {
           if (!(await exists(file))) continue;
           if (options.dryRun) this.stdout(`would remove ${file}\n`);
           else {
@@ -114,13 +110,15 @@ export class Installer {
       }
       case "watch":
         await this.copyBinary(target);
-        this.kept = await this.readKept();
+        this.kept = await this.readKept(layout.binDir);
         this.stdout(`watching ${layout.confDir}\n`);
+        // The entry must never name a missing binary: one removed meanwhile is copied back first.
         await watchDirectory(
           layout.confDir,
           async () => {
+            if (!(await isFile(target))) await this.copyBinary(target);
             await sync(true);
-            await this.saveKept();
+            await this.saveKept(layout.binDir);
           },
           this.signal ?? terminationSignal(),
           (message) => this.stderr(`${message}\n`),
@@ -130,7 +128,7 @@ export class Installer {
       default:
         await this.copyBinary(target);
         await sync(false);
-        if (!options.dryRun) await this.saveKept();
+        if (!options.dryRun) await this.saveKept(layout.binDir);
     }
   }
 
@@ -155,18 +153,8 @@ export class Installer {
     return entry;
   }
 
-  private defaultStateDir(): string {
-    return join(this.root, DEFAULT_STATE_DIR);
-  }
-
-  /** Where the copy of the entry is: in the plugin's state directory, which the entry names. */
-  private keptFile(): string {
-    const dir = this.options.settings["stateDir"];
-    return join(typeof dir === "string" ? dir : this.defaultStateDir(), KEPT_ENTRY);
-  }
-
-  private async readKept(): Promise<Record<string, unknown> | undefined> {
-    const file = this.keptFile();
+  private async readKept(binDir: string): Promise<Record<string, unknown> | undefined> {
+    const file = join(binDir, KEPT_ENTRY);
     let text: string;
     try {
       text = await readFile(file, "utf8");
@@ -185,9 +173,9 @@ export class Installer {
     return undefined;
   }
 
-  private async saveKept(): Promise<void> {
+  private async saveKept(binDir: string): Promise<void> {
     const text = `${JSON.stringify(this.kept)}\n`;
-    const file = this.keptFile();
+    const file = join(binDir, KEPT_ENTRY);
     if (this.kept === undefined || (await readFile(file, "utf8").catch(() => undefined)) === text) return;
     await writeNewTextAtomic(file, text);
   }
@@ -195,10 +183,8 @@ export class Installer {
   private async copyBinary(target: string): Promise<void> {
     const source = this.options.binary ?? ownBinary(this.stderr);
     if (this.options.dryRun) this.stdout(`would copy ${source} to ${target}\n`);
-    else {
-      await copyExecutableAtomic(source, target);
-      this.stdout(`installed ${target}\n`);
-    }
+    else if (await installExecutable(source, target)) this.stdout(`installed ${target}\n`);
+    else this.stdout(`${target} is this executable already\n`);
   }
 
   /** Applies `edit` to the conflist the runtime uses; prints a diff instead under --dry-run. */
@@ -235,6 +221,10 @@ function ownBinary(stderr: (text: string) => void): string {
     "note: installing the Node.js bundle, which needs node on the container runtime's PATH; nodes without Node.js need portmap-hostip-linux-x64\n",
   );
   return resolve(script);
+}
+
+async function isFile(path: string): Promise<boolean> {
+  return (await stat(path).catch(() => undefined))?.isFile() === true;
 }
 
 export function terminationSignal(): AbortSignal {

@@ -106,18 +106,19 @@ export function spawnInNs(
   readyLine: string,
   timeoutMs = 10_000,
 ): Promise<ChildProcess> {
-  return spawnTracked("ip", ["netns", "exec", ns, cmd, ...args], readyLine, timeoutMs);
+  return spawnUntilReady("ip", ["netns", "exec", ns, cmd, ...args], readyLine, timeoutMs, `${cmd} in ${ns}`);
 }
 
 /**
- * Like spawnInNs(), for a command line that enters its namespaces itself (nsenter …); `sink` gets everything it
- * prints on stdout and stderr, from the start.
+ * spawnInNs() for any command line (`what` names it in errors); `sink` gets everything it prints on stdout and
+ * stderr, from the start.
  */
-export function spawnTracked(
+export function spawnUntilReady(
   cmd: string,
   args: readonly string[],
   readyLine: string,
-  timeoutMs = 10_000,
+  timeoutMs: number,
+  what = cmd,
   sink: (text: string) => void = () => {},
 ): Promise<ChildProcess> {
   return new Promise((resolve, reject) => {
@@ -131,7 +132,7 @@ export function spawnTracked(
       clearTimeout(timer);
       child.kill("SIGKILL");
       liveChildren.delete(child);
-      reject(new Error(`${cmd} ${args.join(" ")}: ${why}\n${err}`));
+      reject(new Error(`${what} (${args.join(" ")}): ${why}\n${err}`));
     };
     const timer = setTimeout(() => fail(`not ready after ${timeoutMs} ms`), timeoutMs);
     child.stderr!.on("data", (d: Buffer) => (err += d.toString()));

@@ -9,7 +9,7 @@ import { copyFileSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { CniInvoker } from "./cni.js";
 import { type RunResult, run } from "./exec.js";
-import { spawnInNs, spawnTracked, stopChild } from "./netns.js";
+import { spawnInNs, spawnUntilReady, stopChild } from "./netns.js";
 import { REPO_ROOT, SYSTEM_CNI_DIR } from "./paths.js";
 import type { Topology } from "./topology.js";
 
@@ -91,7 +91,7 @@ export async function createScratchNode(topo: Topology): Promise<ScratchNode> {
     async spawn(argv, readyLine) {
       let output = "";
       const [cmd = "", ...args] = [...enter, "env", `PATH=${PATH}`, ...argv];
-      const child = await spawnTracked(cmd, args, readyLine, 30_000, (text) => {
+      const child = await spawnUntilReady(cmd, args, readyLine, 30_000, argv.join(" "), (text) => {
         output += text;
       });
       started.push(child);

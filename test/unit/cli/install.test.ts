@@ -14,7 +14,7 @@ describe("install's flags", () => {
       [["--default-host-ip", "192.0.2.300"], '--default-host-ip: invalid value "192.0.2.300"'],
       [["--default-host-ip", "node,192.0.2.1"], '--default-host-ip: invalid value "node"'],
       [["--node-ips", "192.0.2.1/24"], '--node-ips: invalid value "192.0.2.1/24"'],
-      [["--kube-node-ips", "$(HOST_IPS)"], '--kube-node-ips: invalid value "$(HOST_IPS)"'],
+      [["--kube-node-ips", "192.0.2.1,$(HOST_IPS)x"], '--kube-node-ips: invalid value "$(HOST_IPS)x"'],
       [["--node-interfaces", "eth0,this-name-is-too-long"], '--node-interfaces: invalid value "this-name-is-too-long"'],
       [["--exclude-interfaces", "a/b"], '--exclude-interfaces: invalid value "a/b"'],
       [["--allowed-host-cidrs", "192.0.2.0/33"], '--allowed-host-cidrs: invalid value "192.0.2.0/33"'],
@@ -29,6 +29,17 @@ describe("install's flags", () => {
     }
     expect(await readFile(conflist, "utf8")).toBe(flannel);
     expect(await readdir(binDir)).toEqual([]);
+  });
+
+  it("leaves an empty or unexpanded downward-API --kube-node-ips out, with a note, instead of failing", async () => {
+    for (const value of ["", "$(HOST_IPS)"]) {
+      const run = await install(["--kube-node-ips", value]);
+      expect(run.code, value).toBe(0);
+      expect(run.stderr, value).toMatch(/^note: --kube-node-ips .*left out\n$/);
+      expect((await plugins())[2], value).toEqual({ type: "portmap-hostip", capabilities: CAPABILITIES });
+    }
+    await install(["--kube-node-ips", "$(HOST_IPS)", "--kube-node-ips", "192.0.2.10"]);
+    expect((await plugins())[2]?.["kubeNodeIPs"]).toEqual(["192.0.2.10"]);
   });
 
   it("maps every option onto its conflist key", async () => {

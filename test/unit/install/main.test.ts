@@ -1,7 +1,7 @@
 // The installer on a node laid out like flannel's (test/fixtures/flannel): the copy, the entry, --dry-run's
 // diff, --uninstall, and --check; who owns the entry (install writes it from its flags, the keeper keeps the
 // options it has through its start, the conflist's rewrites and its restarts); a directory that is not there.
-import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, readFile, rm, stat, utimes, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
@@ -43,6 +43,26 @@ describe("install", () => {
       nodeInterfaces: ["eth0", "eth1"],
       excludeInterfaces: ["kube-ipvs0"],
     });
+  });
+
+  it("copies the binary only when it differs, and removes what a killed copy left", async () => {
+    await install([]);
+    const target = join(binDir, "portmap-hostip");
+    const first = (await stat(target)).ino;
+    const again = await install([]);
+    expect(again.stdout).toContain(`${target} is this executable already`);
+    expect((await stat(target)).ino).toBe(first);
+    // A killed run's partial copy, old enough to be dead; then a new executable.
+    const partial = join(binDir, ".portmap-hostip.4242.tmp");
+    await writeFile(partial, "#!/bin/sh\necho pl");
+    const old = new Date(Date.now() - 120_000);
+    await utimes(partial, old, old);
+    await writeFile(binary, "#!/bin/sh\necho plugin v2\n");
+    const upgrade = await install([]);
+    expect(upgrade.stdout).toContain(`installed ${target}`);
+    expect(await readFile(target, "utf8")).toBe("#!/bin/sh\necho plugin v2\n");
+    expect((await stat(target)).ino).not.toBe(first);
+    expect(await readdir(binDir)).toEqual(["portmap-hostip", "portmap-hostip-entry.json"]);
   });
 
   it("is idempotent: a second run changes nothing and says so", async () => {
@@ -96,6 +116,23 @@ describe("install --uninstall", () => {
     expect(await readdir(binDir)).toEqual([]);
   });
 
+  it("refuses while a keeper runs on the node (its heartbeat is fresh), and removes partial copies", async () => {
+    const stateDir = join(root, "run/portmap-hostip");
+    await mkdir(stateDir, { recursive: true });
+    await install([]);
+    await writeFile(join(binDir, ".portmap-hostip.4242.tmp"), "partial");
+    await writeFile(join(stateDir, "keeper.alive"), JSON.stringify({ at: Date.now(), resyncMs: 10_000 }));
+    const refused = await install(["--uninstall", "--state-dir", stateDir]);
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toContain("a keeper runs on this node");
+    expect((await plugins()).length).toBe(3);
+    await rm(join(stateDir, "keeper.alive"));
+    const run = await install(["--uninstall", "--state-dir", stateDir]);
+    expect(run.code, run.stderr).toBe(0);
+    expect(await readFile(conflist, "utf8")).toBe(flannel);
+    expect(await readdir(binDir)).toEqual([]);
+  });
+
   it("succeeds when there is nothing to remove", async () => {
     const run = await install(["--uninstall"]);
     expect(run.code).toBe(0);
@@ -109,7 +146,7 @@ describe("install --uninstall", () => {
     expect(run.stdout).toContain('-      "type": "portmap-hostip",');
     expect(run.stdout).toContain(`would remove ${join(binDir, "portmap-hostip")}`);
     expect(await readFile(conflist, "utf8")).toBe(installed);
-    expect(await readdir(binDir)).toEqual(["portmap-hostip"]);
+    expect(await readdir(binDir)).toEqual(["portmap-hostip", "portmap-hostip-entry.json"]);
   });
 });
 
@@ -174,7 +211,7 @@ describe("install --dry-run", () => {
         "   ]",
         " }",
         `would remove ${join(binDir, "portmap-hostip")}`,
-        `would remove ${join(root, "run/portmap-hostip/entry.json")}`,
+        `would remove ${join(binDir, "portmap-hostip-entry.json")}`,
         "",
       ].join("\n"),
       stderr: "",
@@ -207,7 +244,7 @@ const INSTALLED = {
   nodeInterfaces: ["eth0"],
   logFile: "/var/log/portmap-hostip.log",
 };
-const stateDir = () => join(root, "run/portmap-hostip");
+const record = () => join(binDir, "portmap-hostip-entry.json");
 const ours = async () => (await plugins()).find((p) => p["type"] === "portmap-hostip");
 const hasEntry = (entry: object) => async () => JSON.stringify(await ours()) === JSON.stringify(entry);
 /** What flannel does when its pod restarts: its own conflist, without our entry. */
@@ -243,9 +280,7 @@ describe("the keeper keeps the options of the installed entry", () => {
     expect(await ours()).toEqual(INSTALLED);
 
     let k = await keeper();
-    await until("the keeper read the entry", async () =>
-      (await readFile(join(stateDir(), "entry.json"), "utf8")).includes("nodeInterfaces"),
-    );
+    await until("the keeper read the entry", async () => (await readFile(record(), "utf8")).includes("nodeInterfaces"));
     expect(await ours()).toEqual(INSTALLED);
     await flannelRewrites();
     await until("the entry is back with every option", hasEntry(INSTALLED));
@@ -255,7 +290,7 @@ describe("the keeper keeps the options of the installed entry", () => {
     edited.plugins[2].allowedHostCIDRs = ["192.0.2.0/24"];
     await writeFile(conflist, JSON.stringify(edited, null, 2));
     await until("the keeper took in the edit", async () =>
-      (await readFile(join(stateDir(), "entry.json"), "utf8")).includes("allowedHostCIDRs"),
+      (await readFile(record(), "utf8")).includes("allowedHostCIDRs"),
     );
     await flannelRewrites();
     await until("the edited entry is back", hasEntry({ ...INSTALLED, allowedHostCIDRs: ["192.0.2.0/24"] }));
@@ -284,7 +319,7 @@ describe("the keeper keeps the options of the installed entry", () => {
     await flannelRewrites();
     await until("the entry is back", hasEntry(expected));
     expect(await k.stop()).toBe(0);
-    expect(JSON.parse(await readFile(join(root, "state/entry.json"), "utf8"))).toEqual(expected);
+    expect(JSON.parse(await readFile(record(), "utf8"))).toEqual(expected);
   });
 
   it("takes out a stateDir other than its own: the plugin's records go where the keeper reads them", async () => {
@@ -305,8 +340,8 @@ describe("the keeper keeps the options of the installed entry", () => {
     expect(run.code).toBe(0);
     expect(await ours()).toBeUndefined();
     expect(run.stdout).toContain(`removed ${join(binDir, "portmap-hostip")}\n`);
-    expect(run.stdout).toContain(`removed ${join(stateDir(), "entry.json")}\n`);
-    expect(await readdir(stateDir())).not.toContain("entry.json");
+    expect(run.stdout).toContain(`removed ${record()}\n`);
+    expect(await readdir(binDir)).toEqual([]);
   });
 });
 
