@@ -85,45 +85,20 @@ const C = "default/c (cbr0, c1): created (3 rules) CNI-DN-c";
 const DEAD = { containerId: "d1", chain: { name: "CNI-DN-d", network: "cbr0", jumps: 1 } };
 
 describe("reconcile after a flush, three pods, one without a record of its ADD", () => {
+  // What a run writes over its two passes: the shared chain and the two pods with a record, then the third.
+  const FIRST_PASS = family({ actions: [SHARED, A, B], removed: [DEAD], rebuilt: 2, lines: 12, waiting: ["c"] });
+  const REPORTED = { actions: [SHARED, A, B, C], removed: [DEAD], correct: 0, rebuilt: 3, lines: 16, transactions: 2 };
+
   it("a real run reports the changes of both passes, and counts both transactions", () => {
-    const merged = mergePasses(
-      [
-        report([family({ actions: [SHARED, A, B], removed: [DEAD], rebuilt: 2, lines: 12, waiting: ["c"] })], true),
-        report([family({ actions: [C], rebuilt: 1, correct: 2, lines: 4 })]),
-      ],
-      false,
-    );
-    expect(merged.families).toEqual([
-      expect.objectContaining({
-        actions: [SHARED, A, B, C],
-        removed: [DEAD],
-        correct: 0,
-        rebuilt: 3,
-        lines: 16,
-        transactions: 2,
-        waiting: [],
-      }),
-    ]);
+    const second = family({ actions: [C], rebuilt: 1, correct: 2, lines: 4 });
+    const merged = mergePasses([report([FIRST_PASS], true), report([second])], false);
+    expect(merged.families).toEqual([expect.objectContaining({ ...REPORTED, waiting: [] })]);
   });
 
   it("its dry run, which writes nothing and so plans again at its second look, reports the same", () => {
-    const merged = mergePasses(
-      [
-        report([family({ actions: [SHARED, A, B], removed: [DEAD], rebuilt: 2, lines: 12, waiting: ["c"] })], true),
-        report([family({ actions: [SHARED, A, C, B], removed: [DEAD], rebuilt: 3, lines: 16 })]),
-      ],
-      true,
-    );
-    expect(merged.families).toEqual([
-      expect.objectContaining({
-        actions: [SHARED, A, B, C],
-        removed: [DEAD],
-        correct: 0,
-        rebuilt: 3,
-        lines: 16,
-        transactions: 2,
-      }),
-    ]);
+    const second = family({ actions: [SHARED, A, C, B], removed: [DEAD], rebuilt: 3, lines: 16 });
+    const merged = mergePasses([report([FIRST_PASS], true), report([second])], true);
+    expect(merged.families).toEqual([expect.objectContaining({ ...REPORTED, waiting: [] })]);
   });
 
   it("says a failed write once per failure, and counts only the writes that went through", () => {
