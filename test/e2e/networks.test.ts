@@ -117,7 +117,9 @@ describeAsRoot("a node with a second network without portmap-hostip", () => {
     keeper = await startKeeper(h.topo.node, { binDir, confDir, cacheDir: h.cacheDir!, stateDir }, 1, path);
     await eventually("the keeper names the network it leaves alone", async () =>
       keeper!.output().includes("keeper: leaves alone network(s) plain: no portmap-hostip entry in their conflist"),
-    );
+    ).catch((err: Error) => {
+      throw new Error(`${err.message}\n${keeper?.output()}`, { cause: err });
+    });
     // Passes over two seconds more (resync 1 s): the keeper's heartbeat says when its last one ended.
     const since = Date.now();
     const lastPass = () => (JSON.parse(readFileSync(join(stateDir, "keeper.alive"), "utf8")) as { at: number }).at;

@@ -29,14 +29,12 @@ export async function startKeeper(
     ...["--binary", pluginBinary(), "--cache-dir", dirs.cacheDir, "--state-dir", dirs.stateDir],
     ...["--resync", String(resyncSeconds)],
   ];
-  // `env` gives the keeper the PATH of the plugins.
-  const child = await spawnInNs(node, "env", [`PATH=${path}`, pluginBinary(), ...args], `watching ${dirs.confDir}`);
+  // `env` gives the keeper the PATH of the plugins. Its output from the start: its first pass may end before it
+  // says it watches.
   let output = "";
-  child.stdout?.on("data", (d: Buffer) => {
-    output += d.toString();
-  });
-  child.stderr?.on("data", (d: Buffer) => {
-    output += d.toString();
+  const argv = [`PATH=${path}`, pluginBinary(), ...args];
+  const child = await spawnInNs(node, "env", argv, `watching ${dirs.confDir}`, 10_000, (text) => {
+    output += text;
   });
   return { child, output: () => output };
 }

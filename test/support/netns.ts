@@ -105,8 +105,9 @@ export function spawnInNs(
   args: readonly string[],
   readyLine: string,
   timeoutMs = 10_000,
+  sink?: (text: string) => void,
 ): Promise<ChildProcess> {
-  return spawnUntilReady("ip", ["netns", "exec", ns, cmd, ...args], readyLine, timeoutMs, `${cmd} in ${ns}`);
+  return spawnUntilReady("ip", ["netns", "exec", ns, cmd, ...args], readyLine, timeoutMs, `${cmd} in ${ns}`, sink);
 }
 
 /**

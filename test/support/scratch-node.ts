@@ -5,7 +5,7 @@
 // /var/log); /run is a fresh tmpfs holding the machine's /run/netns, so pod namespaces stay reachable. Nothing a
 // command writes reaches the machine's own directories; the mount namespace ends with its last process.
 import type { ChildProcess } from "node:child_process";
-import { copyFileSync, mkdirSync } from "node:fs";
+import { copyFileSync, existsSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { CniInvoker } from "./cni.js";
 import { type RunResult, run } from "./exec.js";
@@ -29,6 +29,16 @@ export interface ScratchNode {
   /** A libcni-like runtime on the node: plugins from its /opt/cni/bin, results in its /var/lib/cni. */
   cni: CniInvoker;
   destroy(): Promise<void>;
+}
+
+/** Where a program is on this process's PATH. */
+function program(name: string): string {
+  const found = (process.env["PATH"] ?? "")
+    .split(":")
+    .map((dir) => join(dir, name))
+    .find((path) => existsSync(path));
+  if (found === undefined) throw new Error(`${name} is not on PATH (util-linux)`);
+  return found;
 }
 
 export async function createScratchNode(topo: Topology): Promise<ScratchNode> {
@@ -60,7 +70,8 @@ export async function createScratchNode(topo: Topology): Promise<ScratchNode> {
     ["--mount", "--propagation", "slave", "bash", "-c", script],
     "ready",
   );
-  const enter = ["nsenter", "-t", String(anchor.pid), "-m", "-n", "--"];
+  // By its path: the plugins run it with the PATH a runtime gives them, which may not hold it.
+  const enter = [program("nsenter"), "-t", String(anchor.pid), "-m", "-n", "--"];
   const started: ChildProcess[] = [];
   // Debian's bridge, host-local and portmap, where a node has its CNI plugins.
   for (const plugin of ["bridge", "host-local", "loopback", "portmap"])
