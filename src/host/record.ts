@@ -3,6 +3,7 @@
 // for three calls on a tmpfs.
 import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import type { IptablesVariant } from "../core/node.js";
 
 export type RecordState = "added" | "deleted";
 
@@ -12,6 +13,8 @@ export interface ContainerRecord {
   state: RecordState;
   /** When it was written (ms since the epoch). */
   at: number;
+  /** ADD: the variant of the iptables it ran (portmap's too: they share the runtime's PATH), when known. */
+  iptables?: IptablesVariant;
 }
 
 /** How records (and the cache's attachments) are keyed: a container is one per network. */
@@ -23,12 +26,18 @@ export const recordPath = (dir: string, network: string, containerId: string): s
   join(recordsDir(dir), `${encodeURIComponent(network)}_${containerId}`);
 
 /** Writes the container's record atomically (temporary file and rename); false when it had one already. */
-export function writeRecord(dir: string, network: string, containerId: string, state: RecordState): boolean {
+export function writeRecord(
+  dir: string,
+  network: string,
+  containerId: string,
+  state: RecordState,
+  iptables?: IptablesVariant,
+): boolean {
   const file = recordPath(dir, network, containerId);
   const first = !existsSync(file);
   mkdirSync(recordsDir(dir), { recursive: true, mode: 0o700 });
   const tmp = `${file}.${process.pid}.tmp`;
-  const record: ContainerRecord = { network, containerId, state, at: Date.now() };
+  const record: ContainerRecord = { network, containerId, state, at: Date.now(), ...(iptables ? { iptables } : {}) };
   writeFileSync(tmp, JSON.stringify(record), { mode: 0o600 });
   renameSync(tmp, file);
   return first;

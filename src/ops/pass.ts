@@ -24,7 +24,8 @@ import { judge, type Liveness, mayGo } from "../host/liveness.js";
 import { readNodeNetwork } from "../host/network.js";
 import { recordKey } from "../host/record.js";
 import { type RecordMemo, readRecords, withKeeperLock } from "../host/state.js";
-import { hasOurEntry, portmapBackendOf } from "../pipeline/attachment.js";
+import { hasOurEntry } from "../pipeline/attachment.js";
+import { placer } from "./placement.js";
 
 /** What the keeper remembers between passes. */
 export interface PassMemory {
@@ -42,6 +43,8 @@ export interface PassMemory {
   records: RecordMemo;
   /** Per backend and family, what a pass found all correct: the cheap resync. */
   settled: Map<string, Settled>;
+  /** Live pods (record key) and the backend that held their rules when last seen: where a flush leaves them. */
+  placed: Map<string, string>;
 }
 
 export const CONFIRM_MS = 1_500;
@@ -56,6 +59,7 @@ export const newMemory = (): PassMemory => ({
   parsed: new Map(),
   records: new Map(),
   settled: new Map(),
+  placed: new Map(),
 });
 
 /** A dead pod's rules of a network a pass does not judge. */
@@ -82,6 +86,8 @@ export interface PassReport {
   pending: boolean;
   /** How many dead pods' rules (per family) the pass saw, gone or not. */
   dead: number;
+  /** Whether any backend could read any of its tables. */
+  read: boolean;
 }
 
 /**
@@ -99,12 +105,6 @@ export function deadChainGoes(c: {
 }): boolean {
   const first = (c.conflictsFirst ?? true) && c.conflicting && (c.deleted || c.age >= DEAD_CONFIRM_MS);
   return first || c.age >= c.graceMs;
-}
-
-/** Which backend keeps a live attachment: the one holding its rules; else the first of its cached portmap's kind. */
-function keeperOf(read: readonly NodeRules[], a: LiveAttachment["attachment"]): RuleBackend | undefined {
-  const pod = { network: a.network, containerId: a.containerId };
-  return read.find((r) => r.holds(pod))?.backend ?? read.find((r) => r.backend.kind === portmapBackendOf(a))?.backend;
 }
 
 /** Runs one pass under the keeper lock. */
@@ -131,6 +131,7 @@ export async function keeperPass(
         dead: 0,
         otherNetworks: [],
         unjudged: [],
+        read: false,
       };
     const view: NodeView = { cache, records, network, now: Date.now() };
     const verdict = judge(view);
@@ -147,14 +148,27 @@ export async function keeperPass(
     }
     const scope = passScope(cache.attachments, options);
     const live = new Map<RuleBackend, LiveAttachment[]>();
+    const recorded = new Set([...records.values()].flatMap((r) => (r.state === "added" && r.iptables) || []));
+    const place = placer(read, { stated: options.cniIptables, recorded }, memory.placed);
+    const placed = new Map<string, string>();
     for (const a of cache.attachments) {
       if (!scope.keeps(a.network) || verdict(a.network, a.containerId) !== "live") continue;
-      const backend = keeperOf(read, a);
-      if (!backend) continue;
       const key = recordKey(a.network, a.containerId);
       const label = `${attachmentLabel(a)} (${a.network}, ${a.containerId})`;
-      live.set(backend, [...(live.get(backend) ?? []), { key, label, attachment: a, record: records.get(key) }]);
+      const l: LiveAttachment = { key, label, attachment: a, record: records.get(key) };
+      const where = place(l);
+      // gc rebuilds nothing: where a pod without rules would go is no question then.
+      if (where && "refused" in where) {
+        if (options.rebuild) problems.push(`skipped ${label}: ${where.refused}`);
+        continue;
+      }
+      if (!where) continue;
+      const remembered = memory.placed.get(key);
+      if (where.held) placed.set(key, where.backend.name);
+      else if (remembered !== undefined) placed.set(key, remembered);
+      live.set(where.backend, [...(live.get(where.backend) ?? []), l]);
     }
+    memory.placed = placed;
     const withRecord = new Set(
       [...live.values()]
         .flat()
@@ -184,9 +198,13 @@ export async function keeperPass(
     const gcNetworks = scope.judged;
     const families: FamilyOutcome[] = [];
     for (const rules of read) {
+      const mine = live.get(rules.backend) ?? [];
+      // The other variant's nat table on a node with both, with nothing of portmap's and no pod to keep: nothing
+      // to do, nothing to say.
+      if (rules.backend.variant !== undefined && mine.length === 0 && !rules.portmapWrote) continue;
       const result = await rules.keep({
         view,
-        live: live.get(rules.backend) ?? [],
+        live: mine,
         verdict,
         mayRebuild,
         collectNow,
@@ -210,6 +228,7 @@ export async function keeperPass(
       otherNetworks: scope.others,
       unjudged:
         options.scope === "cached" && options.networks.length === 0 ? unjudgedDead(read, verdict, gcNetworks) : [],
+      read: read.some((r) => r.families.length > 0),
     };
   });
 }

@@ -2,6 +2,7 @@
 // live pod's port go, others are gc's): every cached attachment of our networks whose rules are missing or wrong is
 // rebuilt (after a firewall reload or a flush), with the shared chains portmap needs, one transaction per family.
 import type { FamilyOutcome, ManagedList, Removed, RuleBackend } from "../backends/backend.js";
+import type { IptablesVariant } from "../core/node.js";
 import { CONFIRM_MS, keeperPass, newMemory, type PassReport } from "./pass.js";
 
 export interface ReconcileFlags {
@@ -14,6 +15,8 @@ export interface ReconcileFlags {
   managed: ManagedList | undefined;
   /** Where the node's portmap is (PassOptions.cniBinDir). */
   cniBinDir: string;
+  /** Which iptables the node's CNI plugins run, as --iptables states it (PassOptions.cniIptables). */
+  cniIptables: IptablesVariant | undefined;
 }
 
 /** One family's changes over every pass of a reconcile. */
@@ -42,6 +45,7 @@ export async function reconcile(backends: readonly RuleBackend[], flags: Reconci
     graceMs: Infinity,
     conflictsFirst: true,
     cniBinDir: flags.cniBinDir,
+    cniIptables: flags.cniIptables,
   };
   const dirs = { cacheDir: flags.cacheDir, stateDir: flags.stateDir };
   const reports = [await keeperPass(backends, dirs, memory, options)];

@@ -102,7 +102,7 @@ class Node {
     // The unit file as the step before installed it.
     const unit = parseUnit(readFileSync(this.scratch.hostPath(`/etc/systemd/system/${name}.service`), "utf8"));
     const argv = (unit.get("Service")?.get("ExecStart")?.[0] ?? "").split(" ");
-    this.service = await this.scratch.spawn(argv, "watching /etc/cni/net.d");
+    this.service = await this.scratch.spawn(argv, /^watching \/etc\/cni\/net\.d\b/);
     return "";
   }
 

@@ -117,11 +117,14 @@ export function spawnInNs(
 export function spawnUntilReady(
   cmd: string,
   args: readonly string[],
-  readyLine: string,
+  readyLine: string | RegExp,
   timeoutMs: number,
   what = cmd,
   sink: (text: string) => void = () => {},
 ): Promise<ChildProcess> {
+  // A line equal to `readyLine`, or matching it.
+  const ready = (out: string) =>
+    out.split("\n").some((line) => (typeof readyLine === "string" ? line === readyLine : readyLine.test(line)));
   return new Promise((resolve, reject) => {
     const child = spawn(cmd, args, { stdio: ["ignore", "pipe", "pipe"] });
     liveChildren.add(child);
@@ -139,14 +142,14 @@ export function spawnUntilReady(
     child.stderr!.on("data", (d: Buffer) => (err += d.toString()));
     child.stdout!.on("data", (d: Buffer) => {
       out += d.toString();
-      if (out.split("\n").includes(readyLine)) {
+      if (ready(out)) {
         clearTimeout(timer);
         resolve(child);
       }
     });
     child.on("exit", (code) => {
       liveChildren.delete(child);
-      if (!out.split("\n").includes(readyLine)) fail(`exited ${code} before ready`);
+      if (!ready(out)) fail(`exited ${code} before ready`);
     });
     child.on("error", (e) => fail(e.message));
   });

@@ -24,8 +24,8 @@ export interface ScratchNode {
   hostPath(path: string): string;
   /** Runs a shell command line in the node from the repository's root, as root runs it: time-limited. */
   sh(line: string, timeoutMs?: number): Promise<RunResult>;
-  /** Starts a long-running command in the node; resolves once it prints `readyLine`. */
-  spawn(argv: readonly string[], readyLine: string): Promise<{ child: ChildProcess; output: () => string }>;
+  /** Starts a long-running command in the node; resolves once it prints a line equal to `readyLine` or matching it. */
+  spawn(argv: readonly string[], readyLine: string | RegExp): Promise<{ child: ChildProcess; output: () => string }>;
   /** A libcni-like runtime on the node: plugins from its /opt/cni/bin, results in its /var/lib/cni. */
   cni: CniInvoker;
   destroy(): Promise<void>;

@@ -128,8 +128,6 @@ describe("deploy/daemonset.yaml (install)", () => {
       capabilities: { drop: ["ALL"], add: ["NET_ADMIN", "NET_RAW"] },
     });
     expect(pod.securityContext).toEqual({ seccompProfile: { type: "RuntimeDefault" } });
-    // --iptables writes its links under /tmp: writable, though the root filesystem is not.
-    expect(watch!.volumeMounts.find((m) => m.mountPath === "/tmp")).toBeDefined();
   });
 
   it("with status.hostIP for API servers before 1.29 (docs/install.md's edit), the node's one address", () => {

@@ -53,8 +53,8 @@ describe("the nat table", () => {
   });
 
   it("runs a variant's binaries by name", async () => {
-    const t = withTools({ "ip6tables-legacy": [{ stdout: fixture("ops/default-v6.rules") }] });
-    await nat("legacy").readTable(6);
-    expect(t.calls().map((c) => c.tool)).toEqual(["ip6tables-legacy"]);
+    const t = withTools({ "ip6tables-nft": [{ stdout: fixture("ops/default-v6.rules") }] });
+    await nat("nft").readTable(6);
+    expect(t.calls().map((c) => c.tool)).toEqual(["ip6tables-nft"]);
   });
 });

@@ -52,6 +52,8 @@ describe("CNI GC", () => {
         backend: b,
         families: [4, 6],
         problems: [],
+        portmapWrote: true,
+        tablesExist: true,
         keyOf: (pod) => pod.containerId,
         pods: () => [],
         holds: () => false,

@@ -56,6 +56,7 @@ describe("a keeper pass", () => {
     graceMs: 30_000,
     conflictsFirst: true,
     cniBinDir: "/opt/cni/bin",
+    cniIptables: undefined,
   };
   let dir: string;
   let tools: Tools;
@@ -92,6 +93,8 @@ describe("a keeper pass", () => {
         backend,
         families: [4],
         problems: ["b: one family not read"],
+        portmapWrote: true,
+        tablesExist: true,
         keyOf: (pod) => pod.containerId,
         pods: () => [],
         holds: (pod) => pod.containerId === "abc123",
@@ -118,6 +121,7 @@ describe("a keeper pass", () => {
       dead: 0,
       otherNetworks: [],
       unjudged: [],
+      read: false,
     });
     expect(passes).toEqual([]);
   });
@@ -209,7 +213,10 @@ describe("the keeper's and reconcile's networks", () => {
   });
 
   it("the managed entry scopes only the managed network's pods that lack ours", () => {
-    const o = { ...options({}), dryRun: false, rebuild: true, graceMs: 0, conflictsFirst: true, cniBinDir: "/" };
+    const o = {
+      ...options({}),
+      ...{ dryRun: false, rebuild: true, graceMs: 0, conflictsFirst: true, cniBinDir: "/", cniIptables: undefined },
+    };
     expect(ATTACHMENTS.map((a) => fallbackEntry(o, a))).toEqual([ENTRY, ENTRY, undefined, undefined]);
   });
 });

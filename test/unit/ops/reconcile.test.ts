@@ -41,6 +41,8 @@ describe("reconcile", () => {
         backend,
         families: [4],
         problems: [],
+        portmapWrote: true,
+        tablesExist: true,
         keyOf: (pod) => pod.containerId,
         pods: () => [],
         holds: () => true,
@@ -58,6 +60,7 @@ describe("reconcile", () => {
       networks: [],
       managed: undefined,
       cniBinDir: "/opt/cni/bin",
+      cniIptables: undefined,
     });
     expect(passes.map((p) => p.rebuild)).toEqual([[false], [true]]);
     expect(passes[0]?.options).toMatchObject({ rebuild: true, graceMs: Infinity, conflictsFirst: true, dryRun: true });
@@ -73,6 +76,7 @@ const report = (families: FamilyOutcome[], pending = false): PassReport => ({
   dead: 0,
   otherNetworks: [],
   unjudged: [],
+  read: true,
 });
 
 const family = (o: Partial<FamilyOutcome>): FamilyOutcome => ({ ...emptyOutcome("iptables", 4), ...o });

@@ -1,12 +1,19 @@
 // status on what real portmap wrote (test/fixtures/ops, test/fixtures/nftables) against cached pods: each
-// mapping's owner, addresses, target and state.
+// mapping's owner, addresses, target, state and table; on a node with both iptables variants, a warning when
+// both hold hostPort rules.
 import { describe, expect, it } from "vitest";
+import { iptablesBackend } from "../../../src/backends/iptables.js";
+import { natRules } from "../../../src/backends/iptables-node.js";
 import { nftablesBackend } from "../../../src/backends/nftables.js";
 import { nftRules } from "../../../src/backends/nftables-node.js";
 import type { Family } from "../../../src/core/ip.js";
+import type { IptablesVariant } from "../../../src/core/node.js";
+import { judge } from "../../../src/host/liveness.js";
+import { nat } from "../../../src/iptables/nat.js";
 import { parseChainJson } from "../../../src/nftables/json.js";
+import { status, variantWarnings } from "../../../src/ops/status.js";
 import { a, cache, statusOf, tables } from "../cached-pods.js";
-import { fixture } from "../fixtures.js";
+import { fixture, NODE } from "../fixtures.js";
 
 describe("status", () => {
   const rows = statusOf([tables("default")]);
@@ -94,5 +101,34 @@ describe("status on portmap's nftables backend (recorded v1.9.1 output)", () => 
   it("takes rule order for who wins a shared port, and a container the cache does not know for an orphan", () => {
     expect(row("default/a", 8080)).toMatchObject({ state: "conflict", winner: "default/a", destinations: [] });
     expect(row("def456", 8080)).toMatchObject({ state: "orphan", winner: "default/a" });
+  });
+});
+
+const NO_CACHE = { dir: "/cache/results", present: false, attachments: [], unreadable: [], problems: [] };
+/** A variant's nat table as recorded (both families of test/fixtures/ops/NAME), or empty. */
+const table = (v: IptablesVariant, name?: string) =>
+  natRules(
+    iptablesBackend(v),
+    nat(v),
+    new Map(([4, 6] as const).map((f) => [f, name ? fixture(`ops/${name}-v${f}.rules`) : "-P PREROUTING ACCEPT\n"])),
+  );
+
+describe("status on a node with both iptables variants", () => {
+  it("names each row's table", () => {
+    const rows = status(
+      [table("legacy", "default"), table("nft")],
+      NO_CACHE,
+      NODE,
+      judge({ cache: NO_CACHE, records: new Map(), now: 0 }),
+    );
+    expect(rows.length).toBeGreaterThan(0);
+    expect(new Set(rows.map((r) => r.backend))).toEqual(new Set(["iptables-legacy"]));
+  });
+
+  it("warns when both variants hold hostPort rules, and only then", () => {
+    expect(variantWarnings([table("legacy", "default"), table("nft")])).toEqual([]);
+    expect(variantWarnings([table("legacy", "default"), table("nft", "default")])).toEqual([
+      "iptables-legacy and iptables-nft both hold hostPort rules: portmap reads and deletes them in one only, the one the node's CNI plugins run (the TABLE column says which rows are where)",
+    ]);
   });
 });
