@@ -4,13 +4,15 @@
 // records as ADD leaves them), one pass that builds every chain (as after a flush), then timed passes of the
 // keeper's backends that find everything correct (the nat table read, and portmap's nftables chains, absent
 // here): wall time, this process's CPU time and its children's (iptables -S, nft, ip; from /proc/self/stat,
-// 10 ms ticks). Writes bench/keeper-results.json.
+// 10 ms ticks), and the CPU time of the status rows a keeper with --metrics-address or Events computes from each
+// pass where the node changed (a keeper reuses them while nothing did). Writes bench/keeper-results.json.
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { nodeBackends } from "../src/backends/registry.js";
 import { writeRecord } from "../src/host/record.js";
 import { run } from "../src/host/run.js";
 import { keeperPass, newMemory } from "../src/ops/pass.js";
+import { status } from "../src/ops/status.js";
 import { bridgeConflist } from "../test/support/conflists.js";
 import { legacyIptablesPath } from "../test/support/iptables.js";
 import { cacheEntryJson } from "../test/support/result-cache.js";
@@ -27,6 +29,8 @@ interface Timing {
   wallMs: number[];
   cpuMs: number[];
   childCpuMs: number[];
+  /** The status rows from what the pass read (metrics, Events). */
+  statusCpuMs: number[];
 }
 
 /** CPU time of the children this process waited for (cutime + cstime), in ms. */
@@ -67,6 +71,7 @@ async function inner(cacheDir: string, stateDir: string): Promise<void> {
     wallMs: [],
     cpuMs: [],
     childCpuMs: [],
+    statusCpuMs: [],
   };
   for (let i = 0; i < ROUNDS; i++) {
     const cpu = process.cpuUsage();
@@ -78,6 +83,12 @@ async function inner(cacheDir: string, stateDir: string): Promise<void> {
     timing.cpuMs.push((used.user + used.system) / 1000);
     timing.childCpuMs.push(childrenCpuMs() - children);
     if (report.families.some((f) => f.lines > 0)) throw new Error("a pass over correct chains wrote something");
+    const seen = report.seen!;
+    const before = process.cpuUsage();
+    const rows = status(seen.rules, seen.view.cache, seen.view.network, seen.verdict);
+    const spent = process.cpuUsage(before);
+    timing.statusCpuMs.push((spent.user + spent.system) / 1000);
+    if (rows.length !== 2 * PODS) throw new Error(`status found ${rows.length} mappings, not ${2 * PODS}`);
   }
   process.stdout.write(JSON.stringify(timing));
 }
@@ -86,7 +97,10 @@ const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.len
 
 async function main(): Promise<void> {
   if (process.argv[2] === "--inner") return inner(process.argv[3] as string, process.argv[4] as string);
-  const results: Record<string, Timing & { medianWallMs: number; medianCpuMs: number; medianChildCpuMs: number }> = {};
+  const results: Record<
+    string,
+    Timing & { medianWallMs: number; medianCpuMs: number; medianChildCpuMs: number; medianStatusCpuMs: number }
+  > = {};
   for (const variant of ["nft", "legacy"] as const) {
     const topo = await createTopology();
     try {
@@ -146,9 +160,10 @@ async function main(): Promise<void> {
         medianWallMs: median(t.wallMs),
         medianCpuMs: median(t.cpuMs),
         medianChildCpuMs: median(t.childCpuMs),
+        medianStatusCpuMs: median(t.statusCpuMs),
       };
       process.stdout.write(
-        `iptables-${variant}: ${t.pods} pods, ${t.chains} chains built in ${Math.round(t.firstPassMs)} ms; a pass that changes nothing: median ${median(t.wallMs).toFixed(0)} ms wall, ${median(t.cpuMs).toFixed(0)} ms CPU in the keeper + ${median(t.childCpuMs).toFixed(0)} ms in its children, over ${t.wallMs.length} passes\n`,
+        `iptables-${variant}: ${t.pods} pods, ${t.chains} chains built in ${Math.round(t.firstPassMs)} ms; a pass that changes nothing: median ${median(t.wallMs).toFixed(0)} ms wall, ${median(t.cpuMs).toFixed(0)} ms CPU in the keeper + ${median(t.childCpuMs).toFixed(0)} ms in its children, over ${t.wallMs.length} passes; status rows from it, when the node changed (metrics, Events; else the keeper reuses the last): ${median(t.statusCpuMs).toFixed(0)} ms CPU\n`,
       );
     } finally {
       await topo.destroy();

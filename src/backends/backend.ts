@@ -106,6 +106,12 @@ export interface Removed {
   rules?: number;
 }
 
+/** A live pod whose rules a pass wrote: its attachment, and where its rules are (a chain, nftables' table and chain). */
+export interface Repaired {
+  attachment: CachedAttachment;
+  place: string;
+}
+
 /** What a backend's collect did per family (`family` undefined: both at once). */
 export interface Collected {
   family: Family | undefined;
@@ -120,6 +126,8 @@ export interface NodeRules {
   /** The families read (a family whose tool failed is left out, and said in `problems`). */
   readonly families: readonly Family[];
   readonly problems: readonly string[];
+  /** What was read, as text: two reads with the same text hold the same rules (the keeper's status rows). */
+  readonly text: string;
   /** Whether portmap has written here: its chains (iptables: CNI-HOSTPORT-DNAT, a pod's) or its tables exist. */
   readonly portmapWrote: boolean;
   /**
@@ -192,8 +200,10 @@ export interface ManagedList {
  * Our entry for an attachment whose cached conflist has none: the managed conflist's, for that network's pods only
  * (they started while a rewrite of that file had removed our entry).
  */
-export const fallbackEntry = (options: PassOptions, a: CachedAttachment): Record<string, unknown> | undefined =>
-  a.network === options.managed?.network ? options.managed.entry : undefined;
+export const fallbackEntry = (
+  managed: ManagedList | undefined,
+  a: CachedAttachment,
+): Record<string, unknown> | undefined => (a.network === managed?.network ? managed.entry : undefined);
 
 /**
  * What a pass found all correct: a later pass that reads the same `text`, decides by the same `key` and gets
@@ -233,6 +243,8 @@ export interface FamilyOutcome {
   leftAlone: string[];
   /** One line per other change (written, or planned under dryRun). */
   actions: string[];
+  /** The live pods whose rules it wrote (or would write), for the keeper's repair counts, log and Events. */
+  repaired: Repaired[];
   correct: number;
   rebuilt: number;
   /** Lines of the one transaction (0: nothing written). */
@@ -257,6 +269,7 @@ export const emptyOutcome = (backend: string, family: Family | undefined): Famil
   removed: [],
   leftAlone: [],
   actions: [],
+  repaired: [],
   correct: 0,
   rebuilt: 0,
   lines: 0,
@@ -272,3 +285,7 @@ export const failureText = (err: unknown): string => {
   const details = (err as { details?: string }).details;
   return `${(err as Error).message}${details ? `\n${details}` : ""}`;
 };
+
+/** The same items in the same order, by identity (what a pass keeps from the last one is the same object). */
+export const sameItems = (a: readonly unknown[], b: readonly unknown[]): boolean =>
+  a.length === b.length && a.every((x, i) => x === b[i]);

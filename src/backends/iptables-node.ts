@@ -28,6 +28,7 @@ import {
   fallbackEntry,
   type NodeRules,
   type RuleBackend,
+  sameItems,
 } from "./backend.js";
 import { type FamilyPlan, planDead, planGc, planReconcile, removedOf, type Wanted } from "./iptables-plan.js";
 
@@ -70,15 +71,20 @@ export function natRules(
     backend,
     families: [...texts.keys()],
     problems,
+    get text() {
+      return [...texts].map(([family, text]) => `${family}\n${text}`).join("\n");
+    },
     portmapWrote: [...declared].some((c) => c === DNAT_CHAIN || c.startsWith(POD_CHAIN_PREFIX)),
     // A table that exists lists its built-in chains; legacy's absent one reads as "" (nat.ts).
     tablesExist: [...texts.values()].some((text) => text !== ""),
     keyOf: (pod) => portmapChainName(pod.network, pod.containerId),
     pods: () =>
       tables().flatMap(([family, table]) => {
-        const jumps = portmapJumps(table);
+        // The first jump to each chain: the one that sees packets first.
+        const jumps = new Map<string, ReturnType<typeof portmapJumps>[number]>();
+        for (const j of portmapJumps(table)) if (!jumps.has(j.chain)) jumps.set(j.chain, j);
         return podChains(table).map((chain) => {
-          const jump = jumps.find((j) => j.chain === chain);
+          const jump = jumps.get(chain);
           return {
             family,
             key: chain,
@@ -142,9 +148,10 @@ async function keepNat(
   const problems: string[] = [];
   const wanted: Wanted[] = [];
   const inputsKey = JSON.stringify([view.network, options.managed ?? null]);
+  const attachments = new Map(live.map((l) => [l.key, l.attachment]));
   for (const l of live) {
     try {
-      const fallback = fallbackEntry(options, l.attachment);
+      const fallback = fallbackEntry(options.managed, l.attachment);
       for (const expected of expectedOf(l.attachment, view.network, fallback, inputsKey))
         wanted.push({ label: l.label, key: l.key, expected });
     } catch (err) {
@@ -177,6 +184,10 @@ async function keepNat(
       removed: dead.removed,
       leftAlone: dead.leftAlone,
       actions: plan.actions,
+      repaired: plan.rebuilt.flatMap((r) => {
+        const attachment = attachments.get(r.key);
+        return attachment ? [{ attachment, place: r.expected.chain }] : [];
+      }),
       correct: plan.correct.length,
       rebuilt: plan.rebuilt.length,
       lines: lines.length,
@@ -198,9 +209,6 @@ async function keepNat(
   }
   return { families, problems };
 }
-
-const sameItems = (a: readonly unknown[], b: readonly unknown[]): boolean =>
-  a.length === b.length && a.every((x, i) => x === b[i]);
 
 async function dropStale(plan: FamilyPlan, family: Family, warn: (t: string) => void): Promise<number> {
   const rewrites = plan.rebuilt.map((r) => ({ before: r.before, after: r.expected.rules }));

@@ -93,6 +93,9 @@ export function nftRules(backend: RuleBackend, chains: readonly NftChain[]): Nod
     // The families where portmap's nftables backend has its table.
     families: hostports.filter((c) => c.present).map((c) => c.family),
     problems: [],
+    get text() {
+      return JSON.stringify(chains);
+    },
     portmapWrote: hostports.some((c) => c.present),
     tablesExist: hostports.some((c) => c.present),
     keyOf: (pod) => pod.containerId,
@@ -209,7 +212,7 @@ async function keepNft(
       const done = await reconcileNft(backend, l.attachment, present.has(l.attachment.containerId), {
         cniBinDir: options.cniBinDir,
         dryRun: options.dryRun,
-        fallback: fallbackEntry(options, l.attachment),
+        fallback: fallbackEntry(options.managed, l.attachment),
         mayRerun: () => mayRebuild(l.key),
         warn: (t) => problems.push(t),
         read,
@@ -219,6 +222,7 @@ async function keepNft(
       else {
         outcome.rebuilt++;
         outcome.actions.push(`${l.label}: ${done.text}`);
+        outcome.repaired.push({ attachment: l.attachment, place: `${TABLE} ${CHAIN}` });
       }
     } catch (err) {
       outcome.skipped.push(`${l.label}: ${(err as Error).message}`);

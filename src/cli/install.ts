@@ -1,5 +1,6 @@
 // `portmap-hostip install`: its flags, parsed, checked for syntax and mapped onto the plugin's conflist entry
 // keys; the installer itself is install/.
+import { hostname } from "node:os";
 import { join } from "node:path";
 import { DEFAULT_STATE_DIR, isAnnotationKey, isLogFilePath, isStateDir } from "../core/config.js";
 import { parseCidr, parseIp } from "../core/ip.js";
@@ -8,6 +9,9 @@ import type { IptablesVariant } from "../core/node.js";
 import { resolveLayout } from "../install/files.js";
 import { Installer, type InstallOptions, terminationSignal } from "../install/main.js";
 import { type CliContext, cniIptablesFlag, parseFlags, runCommand, UsageError } from "./args.js";
+import type { PassObserver } from "./keeper.js";
+import { keeperLog, LOG_FORMATS, type Log, type LogFormat, linesTo } from "./log.js";
+import type { MetricsAddress } from "./metrics.js";
 
 export interface InstallContext extends CliContext {
   /** Where the default (standard and k3s) CNI directories and the default state directory are. */
@@ -37,14 +41,23 @@ export async function runInstall(args: string[], context: InstallContext = {}): 
       return 0;
     }
     const signal = context.signal ?? terminationSignal();
-    const { Keeper } = await import("./keeper.js");
+    // In JSON, the installer's lines too: one object each.
+    const log = keeperLog(keeper.logFormat, stdout, stderr);
+    const [out, err] =
+      keeper.logFormat === "json"
+        ? [linesTo(log, "info", "installer"), linesTo(log, "warning", "installer")]
+        : [stdout, stderr];
+    const [{ Keeper }, observers] = await Promise.all([import("./keeper.js"), keeperObservers(keeper, signal, log)]);
     // The bin directory the plugin goes to holds the node's portmap (run again for its nftables backend's pods).
     const { binDir } = await resolveLayout({ binDir: options.cniBinDir, confDir: options.cniConfDir }, root);
-    const installer = new Installer(options, root, signal, stdout, stderr, (why) => k.trigger(why));
+    const installer = new Installer(options, root, signal, out, err, (why) =>
+      why === "entry put back" ? k.entryPutBack() : k.trigger(why),
+    );
     const k = new Keeper(
       { ...keeper, graceMs: KEEPER_GRACE_MS, managed: () => installer.managed(), cniBinDir: binDir },
       stdout,
       stderr,
+      observers,
     );
     await Promise.all([installer.run(), k.run(signal)]);
     return 0;
@@ -59,6 +72,38 @@ interface KeeperFlags {
   stateDir: string;
   resyncMs: number;
   cniIptables: IptablesVariant | undefined;
+  logFormat: LogFormat;
+  metricsAddress: MetricsAddress | undefined;
+}
+
+/**
+ * What follows each pass besides its lines, each loaded only when asked for: the metrics (--metrics-address),
+ * Kubernetes Events (a service account in a cluster; without one the keeper runs as ever).
+ */
+async function keeperObservers(flags: KeeperFlags, signal: AbortSignal, log: Log): Promise<PassObserver[]> {
+  const observers: PassObserver[] = [];
+  let failed = (): void => {};
+  if (flags.metricsAddress !== undefined) {
+    const { KeeperMetrics, serveMetrics } = await import("./metrics.js");
+    const metrics = new KeeperMetrics();
+    await serveMetrics(metrics, flags.metricsAddress, signal);
+    observers.push(metrics);
+    failed = () => metrics.failed("event");
+  }
+  if (process.env["KUBERNETES_SERVICE_HOST"]) {
+    const { inCluster } = await import("../host/kube.js");
+    const kube = await inCluster().catch((err: Error) => {
+      log("warning", `keeper: no Kubernetes Events: ${err.message}`, { event: "events" });
+      return undefined;
+    });
+    if (kube) {
+      const { KubeEvents } = await import("./events.js");
+      const node = process.env["NODE_NAME"] || hostname();
+      observers.push(new KubeEvents({ kube, node, log, failed }));
+      log("info", `keeper: recording Kubernetes Events on pods as node ${node}`, { event: "events" });
+    }
+  }
+  return observers;
 }
 
 /** The keeper's flags; undefined without --cache-dir (then --watch keeps only the conflist entry). */
@@ -66,7 +111,8 @@ function keeperFlags(args: string[], root: string): KeeperFlags | undefined {
   const v = parseFlags(args, INSTALL_FLAGS);
   if (v["cache-dir"] === undefined) {
     // --uninstall reads the keeper's heartbeat there.
-    for (const flag of v.uninstall ? (["resync", "iptables"] as const) : (["state-dir", "resync", "iptables"] as const))
+    const keeperOnly = ["resync", "iptables", "log-format", "metrics-address"] as const;
+    for (const flag of v.uninstall ? keeperOnly : (["state-dir", ...keeperOnly] as const))
       if (v[flag] !== undefined) throw new UsageError(`--${flag} needs --cache-dir (the keeper)`);
     return undefined;
   }
@@ -76,12 +122,30 @@ function keeperFlags(args: string[], root: string): KeeperFlags | undefined {
   const resync = v.resync ?? "10";
   if (!/^\d{1,4}$/.test(resync) || Number(resync) < 1)
     throw invalid("resync", resync, "expected a number of seconds from 1 to 9999");
+  const logFormat = v["log-format"] ?? "text";
+  if (!(LOG_FORMATS as readonly string[]).includes(logFormat))
+    throw invalid("log-format", logFormat, "expected text or json");
+  const metrics = v["metrics-address"];
   return {
     cacheDir: v["cache-dir"],
     stateDir,
     resyncMs: Number(resync) * 1000,
     cniIptables: cniIptablesFlag(v.iptables),
+    logFormat: logFormat as LogFormat,
+    metricsAddress: metrics === undefined ? undefined : metricsAddress(metrics),
   };
+}
+
+/** IP:PORT ([…] around IPv6), or :PORT for every address of the node. */
+function metricsAddress(value: string): MetricsAddress {
+  const m = /^(?:\[([^\]]+)\]|([^:[\]]*)):(\d{1,5})$/.exec(value);
+  const host = m?.[1] ?? m?.[2];
+  const ip = host ? parseIp(host) : undefined;
+  const port = Number(m?.[3]);
+  const hostOk = host === "" || (ip !== undefined && (m?.[1] !== undefined) === (ip.family === 6));
+  if (!m || !hostOk || !(port >= 1 && port <= 65535))
+    throw invalid("metrics-address", value, "expected IP:PORT or :PORT, such as :9731, 127.0.0.1:9731 or [::1]:9731");
+  return { host: ip?.text, port };
 }
 
 /**
@@ -143,6 +207,9 @@ after conflist rewrites, nat table flushes or restores, and node address changes
   --iptables auto|nft|legacy the iptables the node's CNI plugins run (where portmap writes), for pods whose
                              rules are in no nat table and whose ADD recorded none; auto (default): what
                              the node's other pods, portmap's chains and the tables there tell
+  --metrics-address [IP]:PORT  serve Prometheus metrics on http://IP:PORT/metrics (no IP: every address
+                             of the node; default: none)
+  --log-format text|json     the keeper's lines as text (default), or one JSON object a line
 `;
 
 export const INSTALL_FLAGS = {
@@ -167,6 +234,8 @@ export const INSTALL_FLAGS = {
   "state-dir": { type: "string" },
   resync: { type: "string" },
   iptables: { type: "string" },
+  "log-format": { type: "string" },
+  "metrics-address": { type: "string" },
 } as const;
 
 export function parseInstallArgs(args: string[]): InstallOptions {

@@ -1,11 +1,6 @@
 // Operator subcommands (`portmap-hostip <subcommand>`); the CNI path never loads this module.
 import { isSea } from "node:sea";
-
-// Injected by scripts/build.mjs; absent when the sources run unbundled (tests).
-declare const PORTMAP_HOSTIP_VERSION: string;
-declare const PORTMAP_HOSTIP_COMMIT: string;
-export const version = typeof PORTMAP_HOSTIP_VERSION === "string" ? PORTMAP_HOSTIP_VERSION : "0.0.0-dev";
-const commit = typeof PORTMAP_HOSTIP_COMMIT === "string" ? PORTMAP_HOSTIP_COMMIT : "unknown";
+import { commit, version } from "./version.js";
 
 const HELP = `portmap-hostip ${version}: CNI chained plugin that runs after portmap and scopes its hostPort
 DNAT rules to the host IPs each mapping should have.

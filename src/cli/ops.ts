@@ -41,7 +41,7 @@ export const USAGE: Record<string, string> = {
   status: `usage: portmap-hostip status [--cache-dir DIR] [--network NAME]... [--state-dir DIR] [--json]
   One row per hostPort mapping in the nat tables (both iptables variants where both are installed) and in
   portmap's nftables tables: pod, port, the addresses it matches, pod address, state (scoped, unscoped,
-  captures-service, conflict, orphan), and the table it is in.
+  captures-service, conflict, orphan, closed: answers on no address, with the reason), and the table it is in.
   --cache-dir DIR   libcni's cache directory, holding results/ (default ${DEFAULT_CACHE_DIR})
   --network NAME    only the mappings of this network (repeatable; default: every network)
   --state-dir DIR   the plugin's records of ADD and DEL (default ${DEFAULT_STATE_DIR}): a pod whose ADD is

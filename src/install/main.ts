@@ -46,9 +46,12 @@ export const KEPT_ENTRY = "portmap-hostip-entry.json";
  * install writes the entry its flags give (a key left out is left out); --watch keeps the entry it finds (else the
  * one installed or kept last) and sets only the keys its own flags give: the entry has one owner, the last install.
  */
+export type EntryEvent = "start" | "conflist read" | "entry put back";
+
 export class Installer {
   private kept: Record<string, unknown> | undefined;
   private list: ManagedList | undefined;
+  private started = false;
 
   constructor(
     private readonly options: InstallOptions,
@@ -57,10 +60,11 @@ export class Installer {
     private readonly stdout: (text: string) => void,
     private readonly stderr: (text: string) => void,
     /**
-     * Called when --watch has written the entry back (the keeper scopes the pods started meanwhile) or first
-     * learnt which conflist it manages.
+     * What --watch tells the keeper: it first tried to read the conflist ("start": the keeper's first pass knows
+     * which network it manages), the conflist names another network since, or it wrote the entry back (the keeper
+     * scopes the pods started meanwhile).
      */
-    private readonly onEntry: (why: string) => void = () => {},
+    private readonly onEntry: (why: EntryEvent) => void = () => {},
   ) {}
 
   /** The conflist --watch manages, as last read, with the entry it keeps there: for the keeper's passes. */
@@ -118,9 +122,16 @@ export class Installer {
         await watchDirectory(
           layout.confDir,
           async () => {
-            if (!(await isFile(target))) await this.copyBinary(target);
-            await sync(true);
-            await this.saveKept(layout.binDir);
+            try {
+              if (!(await isFile(target))) await this.copyBinary(target);
+              await sync(true);
+              await this.saveKept(layout.binDir);
+            } finally {
+              if (!this.started) {
+                this.started = true;
+                this.onEntry("start");
+              }
+            }
           },
           this.signal ?? terminationSignal(),
           (message) => this.stderr(`${message}\n`),
@@ -148,10 +159,10 @@ export class Installer {
     for (const key of clears) delete found[key];
     const entry = pluginEntry({ ...found, ...settings });
     const list = managedList(text, file);
-    const learnt = list?.network !== this.list?.network;
+    const learnt = list !== undefined && list.network !== this.list?.network;
     this.kept = entry;
     this.list = list && { ...list, entry };
-    if (learnt && list) this.onEntry("conflist read");
+    if (learnt && this.started) this.onEntry("conflist read");
     return entry;
   }
 

@@ -14,7 +14,7 @@ import type {
 } from "../backends/backend.js";
 import type { Family } from "../core/ip.js";
 import {
-  attachmentLabel,
+  attachmentRef,
   type CachedAttachment,
   type CacheMemo,
   readResultCache,
@@ -88,6 +88,10 @@ export interface PassReport {
   dead: number;
   /** Whether any backend could read any of its tables. */
   read: boolean;
+  /** Backends whose rules could not be read (named in `problems`): they sat the pass out. */
+  unread: string[];
+  /** What a judged pass read, before its writes: the keeper's status rows come from it. */
+  seen?: { rules: NodeRules[]; view: NodeView; verdict: Liveness };
 }
 
 /**
@@ -132,11 +136,13 @@ export async function keeperPass(
         otherNetworks: [],
         unjudged: [],
         read: false,
+        unread: [],
       };
     const view: NodeView = { cache, records, network, now: Date.now() };
     const verdict = judge(view);
     // A backend whose rules cannot be read sits the pass out.
     const read: NodeRules[] = [];
+    const unread: string[] = [];
     for (const backend of backends) {
       try {
         const rules = await backend.read();
@@ -144,6 +150,7 @@ export async function keeperPass(
         read.push(rules);
       } catch (err) {
         problems.push(`${backend.name} rules not read: ${(err as Error).message}`);
+        unread.push(backend.name);
       }
     }
     const scope = passScope(cache.attachments, options);
@@ -154,7 +161,7 @@ export async function keeperPass(
     for (const a of cache.attachments) {
       if (!scope.keeps(a.network) || verdict(a.network, a.containerId) !== "live") continue;
       const key = recordKey(a.network, a.containerId);
-      const label = `${attachmentLabel(a)} (${a.network}, ${a.containerId})`;
+      const label = attachmentRef(a);
       const l: LiveAttachment = { key, label, attachment: a, record: records.get(key) };
       const where = place(l);
       // gc rebuilds nothing: where a pod without rules would go is no question then.
@@ -229,6 +236,8 @@ export async function keeperPass(
       unjudged:
         options.scope === "cached" && options.networks.length === 0 ? unjudgedDead(read, verdict, gcNetworks) : [],
       read: read.some((r) => r.families.length > 0),
+      unread,
+      seen: { rules: read, view, verdict },
     };
   });
 }

@@ -105,9 +105,8 @@ export function spawnInNs(
   args: readonly string[],
   readyLine: string,
   timeoutMs = 10_000,
-  sink?: (text: string) => void,
 ): Promise<ChildProcess> {
-  return spawnUntilReady("ip", ["netns", "exec", ns, cmd, ...args], readyLine, timeoutMs, `${cmd} in ${ns}`, sink);
+  return spawnUntilReady("ip", ["netns", "exec", ns, cmd, ...args], readyLine, timeoutMs, `${cmd} in ${ns}`);
 }
 
 /**
@@ -153,6 +152,13 @@ export function spawnUntilReady(
     });
     child.on("error", (e) => fail(e.message));
   });
+}
+
+/** Starts a long-running process inside a namespace, tracked as spawnInNs' are; its readiness is the caller's. */
+export function startInNs(ns: string, cmd: string, args: readonly string[]): ChildProcess {
+  const child = spawn("ip", ["netns", "exec", ns, cmd, ...args], { stdio: ["ignore", "pipe", "pipe"] });
+  liveChildren.add(child);
+  return child;
 }
 
 export async function stopChild(child: ChildProcess): Promise<void> {

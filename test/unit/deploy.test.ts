@@ -3,7 +3,7 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { DaemonSet } from "kubernetes-models/apps/v1";
 import { describe, expect, it } from "vitest";
-import { parse } from "yaml";
+import { parse, parseAllDocuments } from "yaml";
 import { parseInstallArgs } from "../../src/cli/install.js";
 import { DEFAULT_STATE_DIR } from "../../src/core/config.js";
 import { STANDARD } from "../../src/install/files.js";
@@ -12,7 +12,10 @@ const ROOT = join(import.meta.dirname, "../..");
 const { version } = JSON.parse(readFileSync(join(ROOT, "package.json"), "utf8"));
 const dockerfile = readFileSync(join(ROOT, "deploy/Dockerfile"), "utf8");
 const manifestText = readFileSync(join(ROOT, "deploy/daemonset.yaml"), "utf8");
-const manifest = parse(manifestText);
+// The service account and its RBAC come first; the DaemonSet last.
+const manifest = parseAllDocuments(manifestText)
+  .map((d) => d.toJS())
+  .at(-1);
 const pod = manifest.spec.template.spec;
 const uninstall = parse(readFileSync(join(ROOT, "deploy/uninstall.yaml"), "utf8"));
 
@@ -131,7 +134,9 @@ describe("deploy/daemonset.yaml (install)", () => {
   });
 
   it("with status.hostIP for API servers before 1.29 (docs/install.md's edit), the node's one address", () => {
-    const edited = parse(manifestText.replace("fieldPath: status.hostIPs", "fieldPath: status.hostIP"));
+    const edited = parseAllDocuments(manifestText.replaceAll("fieldPath: status.hostIPs", "fieldPath: status.hostIP"))
+      .map((d) => d.toJS())
+      .at(-1);
     const [container] = edited.spec.template.spec.containers as Container[];
     expect(container!.env?.[0]?.valueFrom?.fieldRef?.fieldPath).toBe("status.hostIP");
     const values: Record<string, string> = { "status.hostIP": "192.0.2.10" };

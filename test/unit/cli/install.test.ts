@@ -78,6 +78,19 @@ describe("the keeper's flags", () => {
       [["--watch", "--cache-dir", "/c", "--resync", "0"], /--resync: invalid value "0"/],
       [["--watch", "--cache-dir", "/c", "--state-dir", "run"], /--state-dir: invalid value "run"/],
       [["--watch", "--cache-dir", "/c", "--iptables", "xt"], /--iptables: invalid value "xt"/],
+      [["--watch", "--metrics-address", ":9731"], /--metrics-address needs --cache-dir/],
+      [["--watch", "--log-format", "json"], /--log-format needs --cache-dir/],
+      [
+        ["--watch", "--cache-dir", "/c", "--log-format", "xml"],
+        /--log-format: invalid value "xml": expected text or json/,
+      ],
+      ...["9731", "0.0.0.0", "0.0.0.0:0", ":65536", "::1:9731", "[192.0.2.1]:9731", "localhost:9731", "[::1]:x"].map(
+        (address) =>
+          [
+            ["--watch", "--cache-dir", "/c", "--metrics-address", address],
+            `--metrics-address: invalid value "${address}": expected IP:PORT or :PORT`,
+          ] as const,
+      ),
     ] as const) {
       const err: string[] = [];
       expect(await runInstall([...args], { stdout: () => {}, stderr: (t) => void err.push(t) })).toBe(2);
@@ -114,6 +127,13 @@ describe("install --help", () => {
       "log-file",
     ]);
     expect(under("Modes")).toEqual(["watch", "check", "uninstall", "dry-run", "help"]);
-    expect(under("The keeper")).toEqual(["cache-dir", "state-dir", "resync", "iptables"]);
+    expect(under("The keeper")).toEqual([
+      "cache-dir",
+      "state-dir",
+      "resync",
+      "iptables",
+      "metrics-address",
+      "log-format",
+    ]);
   });
 });

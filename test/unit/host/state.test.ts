@@ -1,9 +1,11 @@
-// The keeper lock under the state directory: a DEL waits for a pass, bounded; a dead holder's lock is taken over.
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
+// The keeper lock under the state directory: a DEL waits for a pass, bounded; a dead holder's lock is taken over. The
+// refusals ADD leaves for the keeper.
+import { mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { awaitKeeperLock, withKeeperLock } from "../../../src/host/state.js";
+import { refusalsDir, writeRefusal } from "../../../src/host/record.js";
+import { awaitKeeperLock, takeRefusals, withKeeperLock } from "../../../src/host/state.js";
 
 let dir: string;
 beforeEach(async () => {
@@ -36,5 +38,29 @@ describe("the keeper lock", () => {
     expect(await withKeeperLock(dir, 100, async () => "ran")).toBe("ran");
     await writeFile(join(dir, "keeper.lock"), JSON.stringify({ pid: 1, until: Date.now() + 60_000 }));
     await expect(withKeeperLock(dir, 100, async () => "ran")).rejects.toThrow(/held by process 1/);
+  });
+});
+
+describe("refusals ADD left", () => {
+  const pod = { namespace: "default", name: "db", uid: "5f1c-uid" };
+
+  it("keep a pod's latest refusal, taken once", async () => {
+    writeRefusal(dir, pod, "first");
+    writeRefusal(dir, pod, "host IP 198.51.100.7 (from annotation) … is not allowed");
+    writeRefusal(dir, { namespace: "other", name: "x/y", uid: undefined }, "second pod");
+    const taken = await takeRefusals(dir);
+    expect(taken.map((r) => [r.pod, r.message])).toEqual([
+      [pod, "host IP 198.51.100.7 (from annotation) … is not allowed"],
+      [{ namespace: "other", name: "x/y", uid: undefined }, "second pod"],
+    ]);
+    expect(await takeRefusals(dir)).toEqual([]);
+  });
+
+  it("are none without a directory; a file that is not one goes too", async () => {
+    expect(await takeRefusals(dir)).toEqual([]);
+    writeRefusal(dir, pod, "ok");
+    await writeFile(join(refusalsDir(dir), "junk"), "{not json");
+    expect((await takeRefusals(dir)).map((r) => r.message)).toEqual(["ok"]);
+    expect(await readdir(refusalsDir(dir))).toEqual([]);
   });
 });

@@ -52,6 +52,7 @@ describe("CNI GC", () => {
         backend: b,
         families: [4, 6],
         problems: [],
+        text: "",
         portmapWrote: true,
         tablesExist: true,
         keyOf: (pod) => pod.containerId,

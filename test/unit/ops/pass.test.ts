@@ -93,6 +93,7 @@ describe("a keeper pass", () => {
         backend,
         families: [4],
         problems: ["b: one family not read"],
+        text: "",
         portmapWrote: true,
         tablesExist: true,
         keyOf: (pod) => pod.containerId,
@@ -121,6 +122,7 @@ describe("a keeper pass", () => {
       dead: 0,
       otherNetworks: [],
       unjudged: [],
+      unread: [],
       read: false,
     });
     expect(passes).toEqual([]);
@@ -135,6 +137,7 @@ describe("a keeper pass", () => {
       },
     });
     const report = await keeperPass([unreadable, holder(passes)], dirs(), newMemory(), OPTIONS);
+    expect(report.unread).toEqual(["a"]);
     expect(report.problems).toEqual([
       "a rules not read: cannot run a-tool: spawn a-tool ENOENT",
       "b: one family not read",
@@ -213,11 +216,7 @@ describe("the keeper's and reconcile's networks", () => {
   });
 
   it("the managed entry scopes only the managed network's pods that lack ours", () => {
-    const o = {
-      ...options({}),
-      ...{ dryRun: false, rebuild: true, graceMs: 0, conflictsFirst: true, cniBinDir: "/", cniIptables: undefined },
-    };
-    expect(ATTACHMENTS.map((a) => fallbackEntry(o, a))).toEqual([ENTRY, ENTRY, undefined, undefined]);
+    expect(ATTACHMENTS.map((a) => fallbackEntry(managed, a))).toEqual([ENTRY, ENTRY, undefined, undefined]);
   });
 });
 

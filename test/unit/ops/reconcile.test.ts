@@ -41,6 +41,7 @@ describe("reconcile", () => {
         backend,
         families: [4],
         problems: [],
+        text: "",
         portmapWrote: true,
         tablesExist: true,
         keyOf: (pod) => pod.containerId,
@@ -77,6 +78,7 @@ const report = (families: FamilyOutcome[], pending = false): PassReport => ({
   otherNetworks: [],
   unjudged: [],
   read: true,
+  unread: [],
 });
 
 const family = (o: Partial<FamilyOutcome>): FamilyOutcome => ({ ...emptyOutcome("iptables", 4), ...o });
