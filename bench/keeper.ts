@@ -6,14 +6,16 @@
 // here): wall time, this process's CPU time and its children's (iptables -S, nft, ip; from /proc/self/stat,
 // 10 ms ticks), and the CPU time of the status rows a keeper with --metrics-address or Events computes from each
 // pass where the node changed (a keeper reuses them while nothing did). Writes bench/keeper-results.json.
-import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
+import { spawn } from "node:child_process";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { dirname, join } from "node:path";
 import { nodeBackends } from "../src/backends/registry.js";
 import { writeRecord } from "../src/host/record.js";
 import { run } from "../src/host/run.js";
 import { keeperPass, newMemory } from "../src/ops/pass.js";
 import { status } from "../src/ops/status.js";
 import { bridgeConflist } from "../test/support/conflists.js";
+import { REPO_ROOT } from "../test/support/harness.js";
 import { legacyIptablesPath } from "../test/support/iptables.js";
 import { cacheEntryJson } from "../test/support/result-cache.js";
 import { createTopology } from "../test/support/topology.js";
@@ -31,6 +33,54 @@ interface Timing {
   childCpuMs: number[];
   /** The status rows from what the pass read (metrics, Events). */
   statusCpuMs: number[];
+  /** The keeper itself (the single executable, `install --watch --resync 1`) over RUNNING_S: CPU per resync. */
+  keeper: { resyncs: number; cpuMsPerResync: number } | undefined;
+}
+
+const SEA = join(REPO_ROOT, "dist/portmap-hostip-linux-x64");
+const RUNNING_S = Number(process.env["BENCH_KEEPER_RUNNING_S"] ?? 60);
+
+/** utime + stime + cutime + cstime of a process, in ms (10 ms ticks). */
+function processCpuMs(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
+  return ([11, 12, 13, 14].reduce((n, i) => n + Number(fields[i]), 0) * 1000) / 100;
+}
+
+/**
+ * The real keeper on the node the passes built, resyncing every second: what it spends per resync once settled,
+ * itself and the tools it waits for (the monitors it keeps running are idle here).
+ */
+async function runningKeeper(cacheDir: string, stateDir: string, dir: string): Promise<Timing["keeper"]> {
+  if (!existsSync(SEA)) return undefined;
+  const conf = join(dir, "net.d");
+  const bin = join(dir, "bin");
+  mkdirSync(conf, { recursive: true });
+  mkdirSync(bin, { recursive: true });
+  writeFileSync(
+    join(conf, "10-bench.conflist"),
+    `${JSON.stringify(bridgeConflist({ dataDir: dir, hostip: { stateDir } }))}\n`,
+  );
+  const args = ["install", "--watch", "--cni-conf-dir", conf, "--cni-bin-dir", bin, "--cache-dir", cacheDir];
+  const keeper = spawn(SEA, [...args, "--state-dir", stateDir, "--resync", "1"], { stdio: ["ignore", "pipe", "pipe"] });
+  let out = "";
+  keeper.stdout.on("data", (b: Buffer) => {
+    out += b.toString();
+  });
+  keeper.stderr.on("data", () => {});
+  try {
+    // Settled: the start's passes done, the next ones find everything correct.
+    await new Promise((r) => setTimeout(r, 10_000));
+    const cpu = processCpuMs(keeper.pid as number);
+    const lines = out.length;
+    await new Promise((r) => setTimeout(r, RUNNING_S * 1000));
+    const spent = processCpuMs(keeper.pid as number) - cpu;
+    if (out.slice(lines).includes("keeper ("))
+      throw new Error(`the keeper changed rules while settled:\n${out.slice(lines)}`);
+    return { resyncs: RUNNING_S, cpuMsPerResync: spent / RUNNING_S };
+  } finally {
+    keeper.kill("SIGTERM");
+    await new Promise((r) => keeper.once("exit", r));
+  }
 }
 
 /** CPU time of the children this process waited for (cutime + cstime), in ms. */
@@ -72,6 +122,7 @@ async function inner(cacheDir: string, stateDir: string): Promise<void> {
     cpuMs: [],
     childCpuMs: [],
     statusCpuMs: [],
+    keeper: undefined,
   };
   for (let i = 0; i < ROUNDS; i++) {
     const cpu = process.cpuUsage();
@@ -90,6 +141,7 @@ async function inner(cacheDir: string, stateDir: string): Promise<void> {
     timing.statusCpuMs.push((spent.user + spent.system) / 1000);
     if (rows.length !== 2 * PODS) throw new Error(`status found ${rows.length} mappings, not ${2 * PODS}`);
   }
+  timing.keeper = await runningKeeper(cacheDir, stateDir, dirname(stateDir));
   process.stdout.write(JSON.stringify(timing));
 }
 
@@ -163,7 +215,7 @@ async function main(): Promise<void> {
         medianStatusCpuMs: median(t.statusCpuMs),
       };
       process.stdout.write(
-        `iptables-${variant}: ${t.pods} pods, ${t.chains} chains built in ${Math.round(t.firstPassMs)} ms; a pass that changes nothing: median ${median(t.wallMs).toFixed(0)} ms wall, ${median(t.cpuMs).toFixed(0)} ms CPU in the keeper + ${median(t.childCpuMs).toFixed(0)} ms in its children, over ${t.wallMs.length} passes; status rows from it, when the node changed (metrics, Events; else the keeper reuses the last): ${median(t.statusCpuMs).toFixed(0)} ms CPU\n`,
+        `iptables-${variant}: ${t.pods} pods, ${t.chains} chains built in ${Math.round(t.firstPassMs)} ms; a pass that changes nothing: median ${median(t.wallMs).toFixed(0)} ms wall, ${median(t.cpuMs).toFixed(0)} ms CPU in the keeper + ${median(t.childCpuMs).toFixed(0)} ms in its children, over ${t.wallMs.length} passes; status rows from it, when the node changed (metrics, Events; else the keeper reuses the last): ${median(t.statusCpuMs).toFixed(0)} ms CPU${t.keeper ? `; the keeper running, resync every second: ${t.keeper.cpuMsPerResync.toFixed(1)} ms CPU per resync over ${t.keeper.resyncs} s (${(t.keeper.cpuMsPerResync / 100).toFixed(2)} % of a core at the default 10 s)` : ""}\n`,
       );
     } finally {
       await topo.destroy();

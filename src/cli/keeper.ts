@@ -1,7 +1,8 @@
 // The node's keeper (`install --watch --cache-dir DIR`): beside the installer's conflist watch, it keeps every
 // cached pod's hostPort rules as they must be. A pass (ops/pass.ts) runs
 //   - at start, once the installer has first read the conflist it manages, and every --resync seconds
-//     (iptables-legacy tells nobody about changes: this is its poll);
+//     (iptables-legacy tells nobody about changes: this is its poll) — unless nothing it reads can have changed
+//     since a pass that found everything in place (quiet.ts);
 //   - when the kernel says something changed: a node address (`ip -o monitor address`), the nat table of
 //     iptables-nft or portmap's nftables tables (`nft monitor ruleset`);
 //   - when the installer has put our entry back (pods started meanwhile are scoped by this entry), or found the
@@ -11,7 +12,7 @@
 // Every change is one line on stdout (text, or JSON: log.ts); SIGTERM (the signal) lets the running pass finish
 // and ends it. What a pass did also goes to its observers, each loaded only when asked for: the Prometheus metrics
 // (metrics.ts) and Kubernetes Events (events.ts), which also get the node's mappings after the pass (status' rows).
-import { readFile, rm, writeFile } from "node:fs/promises";
+import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { type ManagedList, type NodeRules, type RuleBackend, sameItems } from "../backends/backend.js";
 import { nodeBackends } from "../backends/registry.js";
@@ -19,14 +20,15 @@ import { type KubePod, kubePod } from "../core/names.js";
 import type { IptablesVariant } from "../core/node.js";
 import { attachmentLabel } from "../host/cache.js";
 import { monitor } from "../host/monitor.js";
-import type { Refusal } from "../host/record.js";
+import { type Refusal, recordsDir, refusalsDir } from "../host/record.js";
 import { run } from "../host/run.js";
 import { takeRefusals } from "../host/state.js";
 import { CONFIRM_MS, keeperPass, newMemory, type PassReport } from "../ops/pass.js";
-import { changes, droppedLine, familyLabel } from "../ops/report.js";
+import { changes, droppedLine, familyLabel, settled } from "../ops/report.js";
 import { type StatusRow, status } from "../ops/status.js";
 import type { Out } from "./args.js";
 import { keeperLog, type Log, type LogFormat } from "./log.js";
+import { Quiet } from "./quiet.js";
 
 export interface KeeperSettings {
   cacheDir: string;
@@ -112,6 +114,12 @@ export class Keeper {
   private lastRows: { text: string; objects: readonly object[]; rows: StatusRow[] } | undefined;
   private stopped = false;
   private readonly log: Log;
+  /** Whether a resync may skip its pass (quiet.ts); set up by run(). */
+  private quiet: Quiet | undefined;
+  /** The backends whose changes `nft monitor` reports (the keeper follows it): their rules need no resync read. */
+  private observable = new Set<string>();
+  /** The last full pass, said again by a resync that skips its own. */
+  private lastObserved: ObservedPass | undefined;
 
   constructor(
     private readonly settings: KeeperSettings,
@@ -140,6 +148,15 @@ export class Keeper {
       log,
     );
     const [nft, variants] = await Promise.all([hasNft(), natVariants()]);
+    const { cacheDir, stateDir } = this.settings;
+    // ADD and DEL make these when they first write; made here, they can be watched from the start.
+    const state = [recordsDir(stateDir), refusalsDir(stateDir)];
+    await Promise.all(state.map((dir) => mkdir(dir, { recursive: true, mode: 0o700 }).catch(() => {})));
+    this.quiet = new Quiet([join(cacheDir, "results"), ...state], signal);
+    if (nft) {
+      const iptables = (await nodeBackends()).filter((b) => b.kind === "iptables");
+      this.observable = new Set(["nftables", ...iptables.filter((_, i) => variants[i] === "nft").map((b) => b.name)]);
+    }
     // portmap's nftables tables (a flush, a deleted table, its rules) and the nat table of iptables-nft both
     // show in `nft monitor`; iptables-legacy tells nobody about changes: the resync is its poll.
     if (nft)
@@ -179,8 +196,13 @@ export class Keeper {
 
   /** Asks for a pass soon; one runs at a time, at most one per MIN_GAP_MS. */
   trigger(reason: string): void {
+    if (reason !== "resync") this.quiet?.changed();
     // A pass already scheduled will see this change too; one running may have read before it.
     if (this.stopped || this.timer) return;
+    if (reason === "resync" && !this.running && this.lastObserved && this.quiet?.skip()) {
+      void this.quietPass(this.lastObserved);
+      return;
+    }
     if (this.running) {
       this.again ??= reason;
       return;
@@ -199,6 +221,7 @@ export class Keeper {
 
   private async pass(reason: string): Promise<void> {
     this.lastPass = Date.now();
+    const begun = this.quiet?.begin();
     const started = performance.now();
     const trigger = TRIGGERS[reason] ?? "resync";
     const { cacheDir, stateDir, graceMs, managed, cniBinDir, cniIptables } = this.settings;
@@ -246,15 +269,10 @@ export class Keeper {
         });
       this.lastOthers = others;
       if (report.pending) setTimeout(() => this.trigger("confirming"), CONFIRM_MS).unref();
-      if (observed.ok)
-        await writeFile(
-          join(stateDir, HEARTBEAT),
-          JSON.stringify({ at: Date.now(), resyncMs: this.settings.resyncMs }),
-        ).catch((err: Error) => {
-          this.problems([err.message]);
-          observed.failures.push("heartbeat");
-          observed.ok = false;
-        });
+      if (observed.ok && !(await this.heartbeat())) {
+        observed.failures.push("heartbeat");
+        observed.ok = false;
+      }
       if (this.observers.some((o) => o.wantsRows)) {
         observed.rows = await this.rowsAfter(report, backends).catch((err: Error) => {
           this.problems([`status of the node's mappings: ${err.message}`]);
@@ -265,6 +283,40 @@ export class Keeper {
     }
     observed.seconds = (performance.now() - started) / 1000;
     for (const o of this.observers) o.passed(observed);
+    this.lastObserved = observed;
+    const read = report?.seen?.rules ?? [];
+    // A place that reports no changes (iptables-legacy) is quiet only while it holds no nat table at all.
+    const observable = read.every((r) => this.observable.has(r.backend.name) || !r.tablesExist);
+    if (begun) this.quiet?.passed(begun, observed.ok && report !== undefined && settled(report), observable);
+  }
+
+  /** A resync with nothing to do (quiet.ts): the heartbeat, and the observers told of a pass like the last. */
+  private async quietPass(last: ObservedPass): Promise<void> {
+    const ok = await this.heartbeat();
+    if (!ok) this.quiet?.changed();
+    const observed: ObservedPass = {
+      ...last,
+      trigger: "resync",
+      seconds: 0,
+      repairs: [],
+      failures: ok ? [] : ["heartbeat"],
+      refused: [],
+      closed: [],
+      ok,
+    };
+    for (const o of this.observers) o.passed(observed);
+  }
+
+  /** Writes the heartbeat the exec probe reads (checkKeeper); false when it could not. */
+  private heartbeat(): Promise<boolean> {
+    const beat = JSON.stringify({ at: Date.now(), resyncMs: this.settings.resyncMs });
+    return writeFile(join(this.settings.stateDir, HEARTBEAT), beat).then(
+      () => true,
+      (err: Error) => {
+        this.problems([err.message]);
+        return false;
+      },
+    );
   }
 
   /** Says what the pass did, a line per change; collects its repairs and failures. False when a write failed. */

@@ -2,6 +2,7 @@
 // backend) first.
 import type { FamilyOutcome, Removed, Repaired } from "../backends/backend.js";
 import { attachmentRef } from "../host/cache.js";
+import type { PassReport } from "./pass.js";
 
 /** "IPv4" for the iptables backend on PATH, "<backend> IPv4" for another, "<backend>" for both families at once. */
 export const familyLabel = (f: FamilyOutcome): string =>
@@ -44,3 +45,22 @@ export function changes(f: FamilyOutcome): Change[] {
 
 /** The keeper's and reconcile's lines of one family's changes. */
 export const changeLines = (f: FamilyOutcome): string[] => changes(f).map((c) => c.text);
+
+/** Whether a pass found everything as it must be and left nothing for later: nothing to say, write or wait for. */
+export const settled = (report: PassReport): boolean =>
+  report.judged &&
+  !report.pending &&
+  report.dead === 0 &&
+  report.problems.length === 0 &&
+  report.unread.length === 0 &&
+  report.families.every(
+    (f) =>
+      f.lines === 0 &&
+      f.removed.length === 0 &&
+      f.leftAlone.length === 0 &&
+      f.actions.length === 0 &&
+      f.repaired.length === 0 &&
+      f.skipped.length === 0 &&
+      f.waiting.length === 0 &&
+      f.failure === undefined,
+  );
