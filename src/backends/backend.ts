@@ -170,8 +170,13 @@ export interface PassOptions {
   rebuild: boolean;
   /** Only these networks' attachments and chains (none: every network). */
   networks: readonly string[];
-  /** Our entry for attachments whose cached conflist has none (the keeper's own options). */
-  fallbackEntry: Record<string, unknown> | undefined;
+  /**
+   * Which networks the pass keeps (rebuilds, and deletes dead pods' chains of): "ours", those whose cached conflist
+   * has our entry and the managed conflist's (the keeper, reconcile); "cached", every network the cache names (gc).
+   */
+  scope: "ours" | "cached";
+  /** The conflist the installer manages (the keeper, reconcile); undefined when none is known. */
+  managed: ManagedList | undefined;
   /** A dead pod's rules that take no live pod's port go after this long dead (Infinity: never). */
   graceMs: number;
   /** A dead pod's rules that take a live pod's port go at once when its DEL is recorded, else after a second look. */
@@ -184,6 +189,21 @@ export interface PassOptions {
    */
   cniIptables: IptablesVariant | undefined;
 }
+
+/** The conflist the installer manages: its network, and our entry in it (undefined: it has none now). */
+export interface ManagedList {
+  network: string;
+  entry: Record<string, unknown> | undefined;
+}
+
+/**
+ * Our entry for an attachment whose cached conflist has none: the managed conflist's, for that network's pods only
+ * (they started while a rewrite of that file had removed our entry).
+ */
+export const fallbackEntry = (
+  managed: ManagedList | undefined,
+  a: CachedAttachment,
+): Record<string, unknown> | undefined => (a.network === managed?.network ? managed.entry : undefined);
 
 /**
  * What a pass found all correct: a later pass that reads the same `text`, decides by the same `key` and gets

@@ -25,6 +25,7 @@ import {
   emptyOutcome,
   type FamilyOutcome,
   failureText,
+  fallbackEntry,
   type NodeRules,
   type RuleBackend,
   sameItems,
@@ -120,7 +121,7 @@ export function natRules(
 }
 
 // An attachment parsed once (the keeper's cache memo) is the same object at every pass: its chains are computed
-// again only when the node's addresses or the fallback entry changed.
+// again only when the node's addresses or the managed conflist (its network, our entry in it) changed.
 const expectedMemo = new WeakMap<CachedAttachment, { key: string; chains: ExpectedChain[] }>();
 
 function expectedOf(
@@ -146,11 +147,12 @@ async function keepNat(
 ): Promise<{ families: FamilyOutcome[]; problems: string[] }> {
   const problems: string[] = [];
   const wanted: Wanted[] = [];
-  const inputsKey = JSON.stringify([view.network, options.fallbackEntry ?? null]);
+  const inputsKey = JSON.stringify([view.network, options.managed ?? null]);
   const attachments = new Map(live.map((l) => [l.key, l.attachment]));
   for (const l of live) {
     try {
-      for (const expected of expectedOf(l.attachment, view.network, options.fallbackEntry, inputsKey))
+      const fallback = fallbackEntry(options.managed, l.attachment);
+      for (const expected of expectedOf(l.attachment, view.network, fallback, inputsKey))
         wanted.push({ label: l.label, key: l.key, expected });
     } catch (err) {
       // Left as it is: writing portmap's unscoped rules would open what the policy refuses.

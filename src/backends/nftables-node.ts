@@ -17,6 +17,7 @@ import {
   emptyOutcome,
   type FamilyOutcome,
   failureText,
+  fallbackEntry,
   type NodeRules,
   type Removed,
   type RuleBackend,
@@ -179,7 +180,7 @@ async function keepNft(
   const outcome = emptyOutcome(backend.name, undefined);
   // The cheap resync: the same rules (handles included), node addresses and attachments as a pass that found
   // everything correct.
-  const text = JSON.stringify([chains, view.network, options.fallbackEntry ?? null, options.networks]);
+  const text = JSON.stringify([chains, view.network, options.managed ?? null, options.networks, options.scope]);
   const key = String(options.rebuild);
   const attachments = live.map((l) => l.attachment);
   const before = settled.get(SETTLED_KEY);
@@ -211,7 +212,7 @@ async function keepNft(
       const done = await reconcileNft(backend, l.attachment, present.has(l.attachment.containerId), {
         cniBinDir: options.cniBinDir,
         dryRun: options.dryRun,
-        fallback: options.fallbackEntry,
+        fallback: fallbackEntry(options.managed, l.attachment),
         mayRerun: () => mayRebuild(l.key),
         warn: (t) => problems.push(t),
         read,

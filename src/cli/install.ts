@@ -6,7 +6,6 @@ import { DEFAULT_STATE_DIR, isAnnotationKey, isLogFilePath, isStateDir } from ".
 import { parseCidr, parseIp } from "../core/ip.js";
 import { isInterfaceName } from "../core/names.js";
 import type { IptablesVariant } from "../core/node.js";
-import { pluginEntry } from "../install/conflist.js";
 import { resolveLayout } from "../install/files.js";
 import { Installer, type InstallOptions, terminationSignal } from "../install/main.js";
 import { type CliContext, cniIptablesFlag, parseFlags, runCommand, UsageError } from "./args.js";
@@ -15,7 +14,7 @@ import { keeperLog, LOG_FORMATS, type Log, type LogFormat, linesTo } from "./log
 import type { MetricsAddress } from "./metrics.js";
 
 export interface InstallContext extends CliContext {
-  /** Where the default (standard and k3s) CNI directories are looked for. */
+  /** Where the default (standard and k3s) CNI directories and the default state directory are. */
   root?: string;
   /** Ends --watch; by default SIGTERM or SIGINT do. */
   signal?: AbortSignal;
@@ -30,7 +29,7 @@ export async function runInstall(args: string[], context: InstallContext = {}): 
       return 0;
     }
     const root = context.root ?? "/";
-    const keeper = keeperFlags(args);
+    const keeper = keeperFlags(args, root);
     if (options.mode === "check") {
       await new Installer(options, root, undefined, stdout, stderr).run();
       if (keeper) stdout(`${await checkKeeperAlive(keeper.stateDir)}\n`);
@@ -51,13 +50,15 @@ export async function runInstall(args: string[], context: InstallContext = {}): 
     const [{ Keeper }, observers] = await Promise.all([import("./keeper.js"), keeperObservers(keeper, signal, log)]);
     // The bin directory the plugin goes to holds the node's portmap (run again for its nftables backend's pods).
     const { binDir } = await resolveLayout({ binDir: options.cniBinDir, confDir: options.cniConfDir }, root);
+    const installer = new Installer(options, root, signal, out, err, (why) =>
+      why === "entry put back" ? k.entryPutBack() : k.trigger(why),
+    );
     const k = new Keeper(
-      { ...keeper, graceMs: KEEPER_GRACE_MS, entry: pluginEntry(options.settings), cniBinDir: binDir },
+      { ...keeper, graceMs: KEEPER_GRACE_MS, managed: () => installer.managed(), cniBinDir: binDir },
       stdout,
       stderr,
       observers,
     );
-    const installer = new Installer(options, root, signal, out, err, () => k.entryPutBack());
     await Promise.all([installer.run(), k.run(signal)]);
     return 0;
   });
@@ -106,8 +107,8 @@ async function keeperObservers(flags: KeeperFlags, signal: AbortSignal, log: Log
 }
 
 /** The keeper's flags; undefined without --cache-dir (then --watch keeps only the conflist entry). */
-function keeperFlags(args: string[]): KeeperFlags | undefined {
-  const v = parseFlags(args, FLAGS);
+function keeperFlags(args: string[], root: string): KeeperFlags | undefined {
+  const v = parseFlags(args, INSTALL_FLAGS);
   if (v["cache-dir"] === undefined) {
     // --uninstall reads the keeper's heartbeat there.
     const keeperOnly = ["resync", "iptables", "log-format", "metrics-address"] as const;
@@ -115,7 +116,7 @@ function keeperFlags(args: string[]): KeeperFlags | undefined {
       if (v[flag] !== undefined) throw new UsageError(`--${flag} needs --cache-dir (the keeper)`);
     return undefined;
   }
-  const stateDir = v["state-dir"] ?? DEFAULT_STATE_DIR;
+  const stateDir = v["state-dir"] ?? join(root, DEFAULT_STATE_DIR);
   if (v["cache-dir"] === "") throw new UsageError("--cache-dir must not be empty");
   if (!isStateDir(stateDir)) throw invalid("state-dir", stateDir, "expected an absolute path");
   const resync = v.resync ?? "10";
@@ -152,11 +153,11 @@ function metricsAddress(value: string): MetricsAddress {
  * uninstall DaemonSet's pod is retried) until it ended. A keeper that ended removed its heartbeat.
  */
 async function refuseWhileKeeperRuns(args: string[], root: string): Promise<void> {
-  const stateDir = parseFlags(args, FLAGS)["state-dir"] ?? join(root, DEFAULT_STATE_DIR);
+  const stateDir = parseFlags(args, INSTALL_FLAGS)["state-dir"] ?? join(root, DEFAULT_STATE_DIR);
   const alive = await checkKeeperAlive(stateDir).catch(() => undefined);
   if (alive !== undefined)
     throw new Error(
-      `a keeper runs on this node (${alive}): stop it first (kubectl delete daemonset portmap-hostip), or it puts the entry back`,
+      `a keeper runs on this node (${alive}): stop it first (by hand: systemctl disable --now portmap-hostip; on a cluster: kubectl delete daemonset -n kube-system portmap-hostip), or it puts the entry back`,
     );
 }
 
@@ -176,7 +177,8 @@ Where:
   --conflist FILE            default: the lexicographically first *.conf, *.conflist or *.json there
   --binary PATH              what to copy; default: this executable
 
-Entry options (omitted ones use the plugin's defaults); lists are comma-separated or repeated:
+Entry options; install writes exactly these (omitted ones use the plugin's defaults), --watch sets
+them in the entry it finds and keeps its other options; lists are comma-separated or repeated:
   --default-host-ip VALUE    node (default), any, or IP[,IP...]: host IPs of a mapping with no hostIP
   --node-ips IP,...          this node's IPs, instead of reading them from the interfaces
   --kube-node-ips IP,...     the node's Kubernetes addresses (status.hostIPs), in addition to the
@@ -187,13 +189,17 @@ Entry options (omitted ones use the plugin's defaults); lists are comma-separate
   --annotation KEY           pod annotation that carries host IPs (default portmap-hostip/host-ip)
   --log-file PATH            append one line per CNI call to this file (absolute path; default: no log)
 
-Modes:
+Modes (default: install once):
   --watch                    keep running; put the entry back within 2 s whenever someone (flannel)
                              rewrites the conflist; SIGTERM ends it (exit 0)
   --check                    exit 0 when the binary and the entry are in place (and, with --cache-dir,
                              the keeper completed a pass lately): the DaemonSet's exec probe
+  --uninstall                remove the entry, then the binary (stop --watch first: it puts them back)
+  --dry-run                  with install or --uninstall: print what would change (a diff of the
+                             conflist) and change nothing
+  -h, --help                 this text
 
-The keeper (with --watch and --cache-dir): also keep every cached pod's hostPort rules as they must be,
+The keeper (--watch with --cache-dir): also keep every cached pod's hostPort rules as they must be,
 after conflist rewrites, nat table flushes or restores, and node address changes:
   --cache-dir DIR            libcni's cache directory (the node's: /var/lib/cni)
   --state-dir DIR            where the plugin records ADD and DEL (default ${DEFAULT_STATE_DIR})
@@ -204,11 +210,9 @@ after conflist rewrites, nat table flushes or restores, and node address changes
   --metrics-address [IP]:PORT  serve Prometheus metrics on http://IP:PORT/metrics (no IP: every address
                              of the node; default: none)
   --log-format text|json     the keeper's lines as text (default), or one JSON object a line
-  --uninstall                remove the entry, then the binary
-  --dry-run                  print what would change (a diff of the conflist) and change nothing
 `;
 
-const FLAGS = {
+export const INSTALL_FLAGS = {
   "cni-bin-dir": { type: "string" },
   "cni-conf-dir": { type: "string" },
   conflist: { type: "string" },
@@ -235,7 +239,7 @@ const FLAGS = {
 } as const;
 
 export function parseInstallArgs(args: string[]): InstallOptions {
-  const v = parseFlags(args, FLAGS);
+  const v = parseFlags(args, INSTALL_FLAGS);
   if (v.check && (v.watch || v.uninstall || v["dry-run"]))
     throw new UsageError("--check excludes --watch, --uninstall and --dry-run");
   if (v.watch && v.uninstall) throw new UsageError("--watch and --uninstall exclude each other");
@@ -306,6 +310,8 @@ export function parseInstallArgs(args: string[]): InstallOptions {
 
   return {
     mode: v.help ? "help" : v.watch ? "watch" : v.uninstall ? "uninstall" : v.check ? "check" : "install",
+    // The keeper's records are where it reads them: an entry naming another directory than its own loses it.
+    clears: v.watch && v["cache-dir"] !== undefined && settings["stateDir"] === undefined ? ["stateDir"] : [],
     dryRun: v["dry-run"] ?? false,
     cniBinDir: v["cni-bin-dir"],
     cniConfDir: v["cni-conf-dir"],

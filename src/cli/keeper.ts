@@ -1,10 +1,12 @@
 // The node's keeper (`install --watch --cache-dir DIR`): beside the installer's conflist watch, it keeps every
 // cached pod's hostPort rules as they must be. A pass (ops/pass.ts) runs
-//   - at start, and every --resync seconds (iptables-legacy tells nobody about changes: this is its poll) —
-//     unless nothing it reads can have changed since a pass that found everything in place (quiet.ts);
+//   - at start, once the installer has first read the conflist it manages, and every --resync seconds
+//     (iptables-legacy tells nobody about changes: this is its poll) — unless nothing it reads can have changed
+//     since a pass that found everything in place (quiet.ts);
 //   - when the kernel says something changed: a node address (`ip -o monitor address`), the nat table of
 //     iptables-nft or portmap's nftables tables (`nft monitor ruleset`);
-//   - when the installer has put our entry back (pods started meanwhile are scoped by this entry);
+//   - when the installer has put our entry back (pods started meanwhile are scoped by this entry), or found the
+//     conflist it manages name another network;
 //   - CONFIRM_MS after a pass that left a container unconfirmed.
 // Passes never overlap; events during one coalesce into one more, at most one per MIN_GAP_MS.
 // Every change is one line on stdout (text, or JSON: log.ts); SIGTERM (the signal) lets the running pass finish
@@ -12,7 +14,7 @@
 // (metrics.ts) and Kubernetes Events (events.ts), which also get the node's mappings after the pass (status' rows).
 import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { type NodeRules, type RuleBackend, sameItems } from "../backends/backend.js";
+import { type ManagedList, type NodeRules, type RuleBackend, sameItems } from "../backends/backend.js";
 import { nodeBackends } from "../backends/registry.js";
 import { type KubePod, kubePod } from "../core/names.js";
 import type { IptablesVariant } from "../core/node.js";
@@ -34,8 +36,8 @@ export interface KeeperSettings {
   resyncMs: number;
   /** Dead chains that take no live pod's port go after this long. */
   graceMs: number;
-  /** Our entry, for pods whose cached conflist lacks it. */
-  entry: Record<string, unknown>;
+  /** The conflist the installer manages, as it last read it (PassOptions.managed). */
+  managed: () => ManagedList | undefined;
   /** The node's CNI plugins (portmap's ADD runs again from here for pods of its nftables backend). */
   cniBinDir: string;
   /** Which iptables those plugins run, as far as the command line says (--iptables). */
@@ -51,6 +53,7 @@ const TRIGGERS: Readonly<Record<string, Trigger>> = {
   "node address changed": "address",
   "rules changed": "firewall",
   "entry put back": "conflist",
+  "conflist read": "conflist",
   confirming: "confirming",
 };
 
@@ -106,6 +109,7 @@ export class Keeper {
   private timer: NodeJS.Timeout | undefined;
   private lastPass = 0;
   private lastProblems = "";
+  private lastOthers = "";
   private closed = new Set<string>();
   private lastRows: { text: string; objects: readonly object[]; rows: StatusRow[] } | undefined;
   private stopped = false;
@@ -177,8 +181,8 @@ export class Keeper {
     );
     if (variants.length > 1)
       this.log("info", `keeper: ${bothVariantsLine(this.settings.cniIptables)}`, { event: "watching" });
+    // The first pass ("start") comes when the installer has first read the conflist (its network is ours).
     const resync = setInterval(() => this.trigger("resync"), this.settings.resyncMs);
-    this.trigger("start");
     await new Promise<void>((resolve) =>
       signal.aborted ? resolve() : signal.addEventListener("abort", () => resolve(), { once: true }),
     );
@@ -220,7 +224,7 @@ export class Keeper {
     const begun = this.quiet?.begin();
     const started = performance.now();
     const trigger = TRIGGERS[reason] ?? "resync";
-    const { cacheDir, stateDir, graceMs, entry, cniBinDir, cniIptables } = this.settings;
+    const { cacheDir, stateDir, graceMs, managed, cniBinDir, cniIptables } = this.settings;
     const observed: ObservedPass = {
       trigger,
       seconds: 0,
@@ -244,7 +248,8 @@ export class Keeper {
         rebuild: true,
         conflictsFirst: true,
         networks: [],
-        fallbackEntry: entry,
+        scope: "ours",
+        managed: managed(),
         graceMs,
         cniBinDir,
         cniIptables,
@@ -257,6 +262,12 @@ export class Keeper {
     if (report) {
       observed.ok = this.said(reason, trigger, report, observed);
       this.problems(report.problems);
+      const others = report.otherNetworks.join(", ");
+      if (others !== this.lastOthers && others !== "")
+        this.log("info", `keeper: leaves alone network(s) ${others}: no portmap-hostip entry in their conflist`, {
+          event: "left-alone",
+        });
+      this.lastOthers = others;
       if (report.pending) setTimeout(() => this.trigger("confirming"), CONFIRM_MS).unref();
       if (observed.ok && !(await this.heartbeat())) {
         observed.failures.push("heartbeat");
@@ -372,7 +383,7 @@ export class Keeper {
     };
     const last = this.lastRows;
     if (last && last.text === inputs.text && sameItems(last.objects, inputs.objects)) return last.rows;
-    const rows = status(rules, seen.view.cache, seen.view.network, seen.verdict, this.settings.entry);
+    const rows = status(rules, seen.view.cache, seen.view.network, seen.verdict, this.settings.managed());
     this.lastRows = { ...inputs, rows };
     return rows;
   }

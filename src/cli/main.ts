@@ -15,6 +15,9 @@ follows "portmap". By hand:
   portmap-hostip gc [--dry-run]      delete portmap chains of pods that are gone
   portmap-hostip --version
   portmap-hostip --help
+
+Each command's --help lists all its options. install --watch --cache-dir /var/lib/cni is the node's
+keeper (deploy/portmap-hostip.service runs it by hand; the DaemonSet's watch container on a cluster).
 `;
 
 export async function runCli(args: string[]): Promise<number> {

@@ -45,6 +45,18 @@ export async function writeTextAtomic(dest: string, text: string, previous: stri
   });
 }
 
+/** Writes a file of ours, for root alone. */
+export async function writeNewTextAtomic(dest: string, text: string): Promise<void> {
+  await replace(dest, 0o600, (tmp) => writeFile(tmp, text));
+}
+
+export async function exists(path: string): Promise<boolean> {
+  return access(path).then(
+    () => true,
+    () => false,
+  );
+}
+
 /**
  * Puts the executable `source` at `dest` unless `dest` already is that executable (the same bytes): true when
  * it copied. A DaemonSet's init step runs at every pod start, and rewriting 100 MB each time would cost a
@@ -151,6 +163,12 @@ export async function resolveLayout(flags: Partial<Layout>, root: string): Promi
   };
 }
 
+/** Throws unless `dir` is a directory, naming the flag that gives it (`given`: it did). */
+export async function needDirectory(dir: string, flag: string, given: boolean): Promise<void> {
+  if (await isDirectory(dir)) return;
+  throw new Error(given ? `--${flag} ${dir}: no such directory` : `no directory ${dir} here (--${flag} names another)`);
+}
+
 async function isDirectory(path: string): Promise<boolean> {
   try {
     return (await stat(path)).isDirectory();
@@ -166,7 +184,13 @@ export async function findConflist(confDir: string, name: string | undefined): P
     await access(path, constants.R_OK | constants.W_OK);
     return path;
   }
-  const names = (await readdir(confDir, { withFileTypes: true }))
+  const entries = await readdir(confDir, { withFileTypes: true }).catch((err: NodeJS.ErrnoException) => {
+    if (err.code !== "ENOENT") throw err;
+    throw new Error(`no directory ${confDir} (is the network plugin installed yet? --cni-conf-dir names another)`, {
+      cause: err,
+    });
+  });
+  const names = entries
     .filter((entry) => !entry.isDirectory() && CONF_EXTENSIONS.some((ext) => entry.name.endsWith(ext)))
     .map((entry) => entry.name)
     .sort();

@@ -1,7 +1,7 @@
 // `portmap-hostip status`: one row per hostPort mapping found in every backend's rules (the nat tables, portmap's
 // nftables tables), with its owner and state. status() is pure (rules as read, cache, node network and liveness
 // in; rows out); the renderers format them.
-import type { HeldPod, NodeRules } from "../backends/backend.js";
+import { fallbackEntry, type HeldPod, type ManagedList, type NodeRules } from "../backends/backend.js";
 import { parseNetConf } from "../core/config.js";
 import { type Cidr, cidrContains, type Family, parseCidr } from "../core/ip.js";
 import type { NodeNetwork } from "../core/node.js";
@@ -122,15 +122,15 @@ function podSubnetsOf(pods: readonly HeldPod[], cache: CacheRead): Cidr[] {
  * The rows of every mapping of every backend's pods (portmap's iptables backend: one chain per pod; its
  * nftables backend: each family's `hostports` rules, the pod's by their container-ID comment). A pod no live
  * attachment owns (liveness.ts: dead, or deleting) is an orphan; nothing is one without a result cache. A live
- * pod's mapping whose rules match no address (none left, or only 127.0.0.1) is closed, with the reason; `fallback`
- * is the entry that scopes pods whose cached conflist lacks ours (the keeper's).
+ * pod's mapping whose rules match no address (none left, or only 127.0.0.1) is closed, with the reason; `managed`
+ * is the installed conflist, whose entry scopes its network's pods whose cached conflist lacks ours (the keeper's).
  */
 export function status(
   read: readonly NodeRules[],
   cache: CacheRead,
   network: NodeNetwork,
   verdict: Liveness,
-  fallback?: Record<string, unknown>,
+  managed?: ManagedList,
 ): StatusRow[] {
   const held = read.map((r) => ({ rules: r, pods: r.pods() }));
   const subnets = podSubnetsOf(
@@ -209,7 +209,7 @@ export function status(
     row.winner = winner.pod;
     if (row.state !== "orphan") row.state = "conflict";
   }
-  rows.push(...closedRows(rows, read, cache, network, verdict, fallback));
+  rows.push(...closedRows(rows, read, cache, network, verdict, managed));
   return rows
     .sort(
       (a, b) =>
@@ -224,7 +224,7 @@ export function status(
 type Ranked = StatusRow & { rank: readonly [number, number] };
 
 // The keeper reads the same parsed attachments pass after pass (its cache memo): their mappings are computed
-// again only when the node's network or the fallback entry changed.
+// again only when the node's network or the managed conflist changed.
 const memo = new WeakMap<CachedAttachment, { inputs: string; mappings: CachedMapping[] }>();
 function memoMappings(a: CachedAttachment, inputs: string, compute: () => CachedMapping[]): CachedMapping[] {
   const known = memo.get(a);
@@ -244,7 +244,7 @@ function closedRows(
   cache: CacheRead,
   network: NodeNetwork,
   verdict: Liveness,
-  fallback: Record<string, unknown> | undefined,
+  managed: ManagedList | undefined,
 ): Ranked[] {
   // Loopback takes no traffic from outside; a backend's never-matching destination takes none at all.
   const nowhere = new Set(["127.0.0.1", ...read.flatMap((r) => Object.values(r.backend.closedDestination ?? {}))]);
@@ -255,12 +255,12 @@ function closedRows(
     const key = `${row.network}\n${row.containerId}`;
     owned.set(key, [...(owned.get(key) ?? []), row]);
   }
-  const inputs = JSON.stringify([network, fallback ?? null]);
+  const inputs = JSON.stringify([network, managed ?? null]);
   for (const a of cache.attachments) {
     if (verdict(a.network, a.containerId) !== "live") continue;
     let mappings: CachedMapping[];
     try {
-      mappings = memoMappings(a, inputs, () => cachedMappings(a, network, fallback));
+      mappings = memoMappings(a, inputs, () => cachedMappings(a, network, fallbackEntry(managed, a)));
     } catch {
       continue; // an entry no rules can be computed from: reconcile and the keeper say why
     }

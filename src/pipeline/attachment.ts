@@ -53,6 +53,9 @@ export function entryConf(a: CachedAttachment, entry: Record<string, unknown>): 
   return { ...entry, name: a.network, cniVersion: a.cniVersion, prevResult: a.result, runtimeConfig };
 }
 
+/** Whether the attachment's cached conflist has our entry. */
+export const hasOurEntry = (a: CachedAttachment): boolean => a.plugins.some((p) => p.type === PLUGIN_TYPE);
+
 /**
  * The entry of our plugin, parsed as ADD parses it; undefined when the list does not have us and no
  * `fallback` entry (the keeper's own, for pods that started while our entry was missing) is given.

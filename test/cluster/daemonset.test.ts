@@ -1,8 +1,9 @@
 // The product as a cluster runs it: the image deploy/Dockerfile builds (scripts/build-image.mjs, imported into
 // the node's containerd under the name the manifest gives it) and deploy/daemonset.yaml applied unchanged with
-// kubectl, on a real Kubernetes v1.32.6 node with flannel's conflist. Then what operators do: hostPort pods, a
-// flushed nat table and a rewritten conflist, a restart, an upgrade by `kubectl set image` while pods start,
-// deleting the DaemonSet, and deploy/uninstall.yaml.
+// kubectl, on a real Kubernetes v1.32.6 node with flannel's conflist. Then what operators do: hostPort pods, the
+// operator commands through `kubectl exec` as docs/operating.md writes them, a flushed nat table and a rewritten
+// conflist, a restart, an upgrade by `kubectl set image` while pods start, and the removal as docs/install.md
+// writes it (deleting the DaemonSet, then deploy/uninstall.yaml).
 import { createHash } from "node:crypto";
 import { appendFileSync, copyFileSync, existsSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
@@ -23,6 +24,7 @@ import {
   startPolicyPods,
   waitReady,
 } from "../support/cluster/workloads.js";
+import { commands, section } from "../support/docs.js";
 import { eventually } from "../support/e2e.js";
 import { makeTempDir, nsRunOk, removeTempDir } from "../support/netns.js";
 import { REPO_ROOT } from "../support/paths.js";
@@ -45,6 +47,15 @@ const afterUninstall: HostPortPod = { name: "after-uninstall", hostPort: 8111 };
 const ALL = [...Object.values(POLICY_PODS), REFUSED_POD, ...upgradePods, afterDelete, afterUninstall];
 
 const sha256 = (file: string) => createHash("sha256").update(readFileSync(file)).digest("hex");
+
+/** The kubectl command lines of a section of the docs, as argument lists (the docs quote nothing). */
+function kubectlLines(file: string, heading: string): string[][] {
+  return commands(section(readFileSync(join(REPO_ROOT, file), "utf8"), heading)).map((line) => {
+    const [tool, ...args] = line.split(" ");
+    if (tool !== "kubectl" || /["'\\]/.test(line)) throw new Error(`not a kubectl line the test can run: ${line}`);
+    return args;
+  });
+}
 
 describeCluster(
   "deploy/daemonset.yaml applied with kubectl, the image built from deploy/Dockerfile",
@@ -93,6 +104,28 @@ describeCluster(
       const { actual, expected } = await policyAnswers(c);
       expect(actual).toEqual(expected);
       expect(await refusalEvents(c, REFUSED_POD)).toMatch(/portmap-hostip/);
+    });
+
+    it("the operator commands run through kubectl exec as docs/operating.md writes them", async () => {
+      const checks: Record<string, (out: string) => void> = {
+        status: (out) => {
+          for (const pod of Object.values(POLICY_PODS)) expect(out).toContain(`default/${pod.name}`);
+          expect(out).toContain("scoped");
+        },
+        reconcile: (out) => expect(out).toMatch(/IPv4: \d+ attachment\(s\) correct, left alone; 0 rebuilt/),
+        gc: (out) => expect(out).toContain("no orphan portmap chains"),
+        logs: (out) => expect(out).toContain("keeper: watching"),
+        get: (out) => expect(out).toMatch(/portmap-hostip-\w+ +1\/1 +Running/),
+      };
+      const ran = new Set<string>();
+      for (const args of kubectlLines("docs/operating.md", "On a cluster: `kubectl exec`")) {
+        const r = await c.kubectl(args);
+        expect(r.code, `kubectl ${args.join(" ")}\n${r.stderr}`).toBe(0);
+        const command = args[0] === "exec" ? (args[args.indexOf("--") + 2] ?? "") : (args[0] ?? "");
+        checks[command]?.(r.stdout);
+        ran.add(command);
+      }
+      expect([...ran].sort()).toEqual(Object.keys(checks).sort());
     });
 
     it("the keeper in its container repairs a nat flush and a conflist rewrite", async () => {
@@ -151,29 +184,37 @@ describeCluster(
       expect(readdirSync(c.nodePath("/opt/cni/bin")).filter((f) => f.startsWith("."))).toEqual([]);
     });
 
-    it("deleting the DaemonSet leaves the plugin working; deploy/uninstall.yaml removes the entry, then the binary", async () => {
-      await c.kubectlOk(["delete", ...DS, "--wait", "--timeout=60s"], { timeoutMs: 70_000 });
-      expect(plugins().map((p) => p["type"])).toContain("portmap-hostip");
-      expect(existsSync(c.nodePath(PLUGIN))).toBe(true);
-      await applyPods(c, [afterDelete]);
-      await waitReady(c, [afterDelete]);
-      expect(await answers(c, afterDelete)).toEqual(expectedAnswers(afterDelete));
-
-      const uninstall = join(REPO_ROOT, "deploy/uninstall.yaml");
-      await c.kubectlOk(["apply", "-f", uninstall]);
-      await c.kubectlOk(["rollout", "status", "-n", "kube-system", "ds/portmap-hostip-uninstall", "--timeout=120s"], {
-        timeoutMs: 130_000,
-      });
-      expect(plugins().map((p) => p["type"])).toEqual(["flannel", "portmap"]);
-      expect(readdirSync(c.nodePath("/opt/cni/bin")).filter((f) => f.includes("portmap-hostip"))).toEqual([]);
-      // portmap alone again: the hostPort catches the ClusterIP's traffic too.
-      await applyPods(c, [afterUninstall]);
-      await waitReady(c, [afterUninstall]);
-      expect((await answers(c, afterUninstall))[CLUSTER_IP]).toBe(`pod-${afterUninstall.name}`);
-      // Foreground: kubectl returns once the DaemonSet's pods are gone too.
-      await c.kubectlOk(["delete", "-f", uninstall, "--cascade=foreground", "--wait", "--timeout=60s"], {
-        timeoutMs: 70_000,
-      });
+    it("the removal as docs/install.md writes it: the DaemonSet deleted leaves the plugin working; deploy/uninstall.yaml removes the entry, then the binary", async () => {
+      const uninstallPods = ["-n", "kube-system", "-l", "app.kubernetes.io/name=portmap-hostip-uninstall"];
+      const checks: Record<string, () => Promise<void>> = {
+        "delete -n kube-system ds/portmap-hostip": async () => {
+          expect(plugins().map((p) => p["type"])).toContain("portmap-hostip");
+          expect(existsSync(c.nodePath(PLUGIN))).toBe(true);
+          await applyPods(c, [afterDelete]);
+          await waitReady(c, [afterDelete]);
+          expect(await answers(c, afterDelete)).toEqual(expectedAnswers(afterDelete));
+        },
+        "rollout status -n kube-system ds/portmap-hostip-uninstall": async () => {
+          expect(plugins().map((p) => p["type"])).toEqual(["flannel", "portmap"]);
+          expect(readdirSync(c.nodePath("/opt/cni/bin")).filter((f) => f.includes("portmap-hostip"))).toEqual([]);
+          // portmap alone again: the hostPort catches the ClusterIP's traffic too.
+          await applyPods(c, [afterUninstall]);
+          await waitReady(c, [afterUninstall]);
+          expect((await answers(c, afterUninstall))[CLUSTER_IP]).toBe(`pod-${afterUninstall.name}`);
+        },
+        "delete -f deploy/uninstall.yaml": async () => {
+          // Its pods go in the background: gone before the next test counts what is left.
+          await c.kubectlOk(["wait", "--for=delete", "pod", ...uninstallPods, "--timeout=60s"], { timeoutMs: 70_000 });
+        },
+      };
+      const ran: string[] = [];
+      for (const args of kubectlLines("docs/install.md", "Removal")) {
+        // kubectl's own waits (deleting, a rollout) end within the steps' bound.
+        await c.kubectlOk(args, { timeoutMs: 130_000 });
+        await checks[args.join(" ")]?.();
+        ran.push(args.join(" "));
+      }
+      expect(Object.keys(checks).filter((line) => !ran.includes(line))).toEqual([]);
     });
 
     it("pods deleted leave no chain, jump, cache entry or address lease", async () => {

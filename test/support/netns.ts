@@ -109,17 +109,26 @@ export function spawnInNs(
   return spawnUntilReady("ip", ["netns", "exec", ns, cmd, ...args], readyLine, timeoutMs, `${cmd} in ${ns}`);
 }
 
-/** spawnInNs() for any command line (`what` names it in errors). */
+/**
+ * spawnInNs() for any command line (`what` names it in errors); `sink` gets everything it prints on stdout and
+ * stderr, from the start.
+ */
 export function spawnUntilReady(
   cmd: string,
   args: readonly string[],
-  readyLine: string,
+  readyLine: string | RegExp,
   timeoutMs: number,
   what = cmd,
+  sink: (text: string) => void = () => {},
 ): Promise<ChildProcess> {
+  // A line equal to `readyLine`, or matching it.
+  const ready = (out: string) =>
+    out.split("\n").some((line) => (typeof readyLine === "string" ? line === readyLine : readyLine.test(line)));
   return new Promise((resolve, reject) => {
     const child = spawn(cmd, args, { stdio: ["ignore", "pipe", "pipe"] });
     liveChildren.add(child);
+    child.stdout?.on("data", (d: Buffer) => sink(d.toString()));
+    child.stderr?.on("data", (d: Buffer) => sink(d.toString()));
     let out = "";
     let err = "";
     const fail = (why: string) => {
@@ -132,14 +141,14 @@ export function spawnUntilReady(
     child.stderr!.on("data", (d: Buffer) => (err += d.toString()));
     child.stdout!.on("data", (d: Buffer) => {
       out += d.toString();
-      if (out.split("\n").includes(readyLine)) {
+      if (ready(out)) {
         clearTimeout(timer);
         resolve(child);
       }
     });
     child.on("exit", (code) => {
       liveChildren.delete(child);
-      if (!out.split("\n").includes(readyLine)) fail(`exited ${code} before ready`);
+      if (!ready(out)) fail(`exited ${code} before ready`);
     });
     child.on("error", (e) => fail(e.message));
   });

@@ -2,8 +2,9 @@
 // keeper's flags.
 import { readdir, readFile } from "node:fs/promises";
 import { describe, expect, it } from "vitest";
-import { parseInstallArgs, runInstall } from "../../../src/cli/install.js";
+import { INSTALL_FLAGS, INSTALL_HELP, parseInstallArgs, runInstall } from "../../../src/cli/install.js";
 import { binDir, CAPABILITIES, conflist, flannel, install, plugins, useFlannelNode } from "../install/flannel-node.js";
+import { optionLines } from "./help-text.js";
 
 useFlannelNode();
 
@@ -102,5 +103,37 @@ describe("the keeper's flags", () => {
     expect(parseInstallArgs(args).settings).toEqual({ stateDir: "/run/elsewhere" });
     // The default is the plugin's too: the entry stays as the init container (no keeper flags) writes it.
     expect(parseInstallArgs([...args.slice(0, 4), "/run/portmap-hostip"]).settings).toEqual({});
+  });
+});
+
+describe("install --help", () => {
+  const sections = optionLines(INSTALL_HELP);
+  const under = (start: string) => [...sections].find(([heading]) => heading.startsWith(start))?.[1];
+
+  it("lists every flag once", () => {
+    expect([...sections.values()].flat().sort()).toEqual(Object.keys(INSTALL_FLAGS).sort());
+  });
+
+  it("puts each under its heading: where, the entry's options, the modes, the keeper's", () => {
+    expect(under("Where")).toEqual(["cni-bin-dir", "cni-conf-dir", "conflist", "binary"]);
+    expect(under("Entry options")).toEqual([
+      "default-host-ip",
+      "node-ips",
+      "kube-node-ips",
+      "node-interfaces",
+      "exclude-interfaces",
+      "allowed-host-cidrs",
+      "annotation",
+      "log-file",
+    ]);
+    expect(under("Modes")).toEqual(["watch", "check", "uninstall", "dry-run", "help"]);
+    expect(under("The keeper")).toEqual([
+      "cache-dir",
+      "state-dir",
+      "resync",
+      "iptables",
+      "metrics-address",
+      "log-format",
+    ]);
   });
 });

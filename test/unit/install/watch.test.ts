@@ -18,7 +18,7 @@ describe("install --watch", () => {
     });
     const hasEntry = async (): Promise<boolean> => (await plugins().catch(() => [])).length === 3;
     await until(hasEntry, 2000);
-    expect(await readdir(binDir)).toEqual(["portmap-hostip"]);
+    expect(await readdir(binDir)).toEqual(["portmap-hostip", "portmap-hostip-entry.json"]);
 
     // flannel's install-cni: write the ConfigMap's content to a new file and rename it into place.
     const tmp = join(confDir, ".flannel-tmp");
