@@ -12,7 +12,7 @@
 // Every change is one line on stdout (text, or JSON: log.ts); SIGTERM (the signal) lets the running pass finish
 // and ends it. What a pass did also goes to its observers, each loaded only when asked for: the Prometheus metrics
 // (metrics.ts) and Kubernetes Events (events.ts), which also get the node's mappings after the pass (status' rows).
-import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdir, readFile, rename, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { type ManagedList, type NodeRules, type RuleBackend, sameItems } from "../backends/backend.js";
 import { nodeBackends } from "../backends/registry.js";
@@ -307,16 +307,22 @@ export class Keeper {
     for (const o of this.observers) o.passed(observed);
   }
 
-  /** Writes the heartbeat the exec probe reads (checkKeeper); false when it could not. */
+  /**
+   * Writes the heartbeat the exec probe reads (checkKeeper) through a rename, so a probe never reads a
+   * truncated one; false when it could not.
+   */
   private heartbeat(): Promise<boolean> {
     const beat = JSON.stringify({ at: Date.now(), resyncMs: this.settings.resyncMs });
-    return writeFile(join(this.settings.stateDir, HEARTBEAT), beat).then(
-      () => true,
-      (err: Error) => {
-        this.problems([err.message]);
-        return false;
-      },
-    );
+    const file = join(this.settings.stateDir, HEARTBEAT);
+    return writeFile(`${file}.tmp`, beat)
+      .then(() => rename(`${file}.tmp`, file))
+      .then(
+        () => true,
+        (err: Error) => {
+          this.problems([err.message]);
+          return false;
+        },
+      );
   }
 
   /** Says what the pass did, a line per change; collects its repairs and failures. False when a write failed. */

@@ -3,7 +3,7 @@
 // our entry scoped by the installed entry — and leave the other network's pods as portmap wrote them; status shows
 // them; reconcile reports every change of both its passes, its dry run the same; gc names the dead chain of a
 // network the cache no longer names.
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, expect, it } from "vitest";
 import { describeAsRoot, eventually, useHarness } from "../support/e2e.js";
@@ -122,7 +122,10 @@ describeAsRoot("a node with a second network without portmap-hostip", () => {
     });
     // Passes over two seconds more (resync 1 s): the keeper's heartbeat says when its last one ended.
     const since = Date.now();
-    const lastPass = () => (JSON.parse(readFileSync(join(stateDir, "keeper.alive"), "utf8")) as { at: number }).at;
+    // The first pass may still be running: no heartbeat yet.
+    const heartbeat = join(stateDir, "keeper.alive");
+    const lastPass = () =>
+      existsSync(heartbeat) ? (JSON.parse(readFileSync(heartbeat, "utf8")) as { at: number }).at : 0;
     await eventually("two more passes", async () => lastPass() > since + 2_000);
     expect(await chainRules(h.topo.node, otherChain())).toEqual(written);
     expect(await asks(CLUSTER_IP, 8082)).toBe("pod-other2");
