@@ -202,16 +202,19 @@ export function planGc(
   return plan;
 }
 
-/** Dead chains of this family that go now: those a live pod's port conflicts with, and those past the grace. */
+/**
+ * Dead chains of this family that go now: those on a port of a live pod (`livePorts`: of any backend, as
+ * livePorts() gives them), and those past the grace.
+ */
 export function planDead(
   table: NatTable,
   family: Family,
   wanted: ReadonlyArray<Wanted>,
+  livePorts: ReadonlySet<string>,
   verdict: Liveness,
   collectNow: BackendPass["collectNow"],
   gcNetworks: ReadonlySet<string>,
 ): { lines: string[]; removed: Removed[]; leftAlone: string[]; undecided: number } {
-  const livePorts = new Set(wanted.flatMap((w) => [...takenPorts(w.expected.rules)]));
   const chainOf = new Map(
     portmapJumps(table).flatMap((j) =>
       j.owner ? [[recordKey(j.owner.network, j.owner.containerId), j.chain] as const] : [],

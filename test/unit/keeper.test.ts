@@ -26,7 +26,7 @@ import { chooseVariant } from "../../src/iptables/variant.js";
 import { parseChainJson } from "../../src/nftables/json.js";
 import { DEAD_CONFIRM_MS, deadChainGoes } from "../../src/ops/pass.js";
 import { changeLines } from "../../src/ops/report.js";
-import { expectedChains, portmapBackendOf } from "../../src/pipeline/attachment.js";
+import { expectedChains, livePorts, portmapBackendOf } from "../../src/pipeline/attachment.js";
 import { cacheEntryJson } from "../support/result-cache.js";
 import { CHAIN, fixture, NODE } from "./fixtures.js";
 
@@ -331,6 +331,7 @@ describe("a pass's plan on a recorded table (portmap's chain for container abc12
       table,
       4,
       wantedOf("def456", 8080),
+      livePorts([pod("def456", 8080)], () => true),
       dead,
       (_f, chain, conflicting) => {
         asked.push([chain, conflicting]);
@@ -355,6 +356,7 @@ describe("a pass's plan on a recorded table (portmap's chain for container abc12
       table,
       4,
       wantedOf("def456", 9090),
+      livePorts([pod("def456", 9090)], () => true),
       dead,
       (_f, chain, conflicting) => {
         asked.push([chain, conflicting]);
@@ -366,8 +368,28 @@ describe("a pass's plan on a recorded table (portmap's chain for container abc12
     const never = () => {
       throw new Error("asked");
     };
-    expect(planDead(table, 4, [], () => "adding", never, new Set(["cbr0"])).lines).toEqual([]);
-    expect(planDead(table, 4, [], dead, never, new Set(["other"])).lines).toEqual([]);
+    expect(planDead(table, 4, [], new Set(), () => "adding", never, new Set(["cbr0"])).lines).toEqual([]);
+    expect(planDead(table, 4, [], new Set(), dead, never, new Set(["other"])).lines).toEqual([]);
+  });
+
+  it("counts the port of a live pod of portmap's nftables backend, not only this backend's: the dead chain goes at once", () => {
+    const live = [pod("def456", 8080, { backend: "nftables" }), pod("ghi789", 9090)];
+    expect([...livePorts(live, (a) => a.containerId === "def456")]).toEqual(["tcp/8080"]);
+    const asked: boolean[] = [];
+    const plan = planDead(
+      table,
+      4,
+      [],
+      livePorts(live, () => true),
+      dead,
+      (_f, _chain, conflicting) => {
+        asked.push(conflicting);
+        return conflicting;
+      },
+      new Set(["cbr0"]),
+    );
+    expect(asked).toEqual([true]);
+    expect(plan.lines).toContain(`-X ${CHAIN}`);
   });
 
   it("decides when a dead chain goes: conflicting and deleted at once, conflicting after a second look, others after the grace", () => {
