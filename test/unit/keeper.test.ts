@@ -372,6 +372,19 @@ describe("a pass's plan on a recorded table (portmap's chain for container abc12
     expect(planDead(table, 4, [], new Set(), dead, never, new Set(["other"])).lines).toEqual([]);
   });
 
+  it("judges the chain of a container whose DEL is recorded also in a network the cache names no more", () => {
+    const plan = planDead(
+      table,
+      4,
+      [],
+      new Set(["tcp/8080"]),
+      () => "deleting",
+      (_f, _chain, c, d) => c && d,
+      new Set(),
+    );
+    expect([plan.lines.includes(`-X ${CHAIN}`), plan.undecided]).toEqual([true, 1]);
+  });
+
   it("counts the port of a live pod of portmap's nftables backend, not only this backend's: the dead chain goes at once", () => {
     const live = [pod("def456", 8080, { backend: "nftables" }), pod("ghi789", 9090)];
     expect([...livePorts(live, (a) => a.containerId === "def456")]).toEqual(["tcp/8080"]);
