@@ -13,7 +13,7 @@
 // for it and portmap's DEL then removes what it wrote; a pass that reads after sees the record and skips the pod.
 // gc never deletes the chain of a container whose "added" record is younger than ADD_RECORD_TTL_MS (liveness.ts).
 import { lstat, mkdir, open, readdir, readFile, rm, stat } from "node:fs/promises";
-import type { Server } from "node:net";
+import { createServer, type Server } from "node:net";
 import { join } from "node:path";
 import { sha512Hex } from "../core/sha512.js";
 import { type ContainerRecord, recordKey, recordPath, recordsDir } from "./record.js";
@@ -138,7 +138,6 @@ const heldError = (dir: string, lease: Lease | undefined) =>
 
 /** Binds the holder socket, waiting until `deadline` while a live holder has it. */
 async function bindHolder(dir: string, deadline: number): Promise<Server> {
-  const { createServer } = await import("node:net");
   for (;;) {
     const server = createServer();
     const bound = await new Promise<boolean>((resolve, reject) => {
