@@ -48,6 +48,7 @@ async function inner(cacheDir: string, stateDir: string): Promise<void> {
     fallbackEntry: undefined,
     graceMs: Infinity,
     cniBinDir: "/opt/cni/bin",
+    cniIptables: undefined,
   };
   const memory = newMemory();
   const dirs = { cacheDir, stateDir };
@@ -114,7 +115,7 @@ async function main(): Promise<void> {
           },
         };
         writeFileSync(join(cacheDir, "results", `${list.name}-${containerID}-eth0`), cacheEntryJson(entry));
-        writeRecord(stateDir, list.name, containerID, "added");
+        writeRecord(stateDir, list.name, containerID, "added", variant);
       }
       const path = variant === "legacy" ? legacyIptablesPath(topo.tmpDir) : (process.env["PATH"] ?? "");
       const r = await run(

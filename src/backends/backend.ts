@@ -5,7 +5,7 @@
 
 import type { PortMapping, PrevResult } from "../core/config.js";
 import type { Family } from "../core/ip.js";
-import type { NodeNetwork } from "../core/node.js";
+import type { IptablesVariant, NodeNetwork } from "../core/node.js";
 import type { Rule } from "../core/rule.js";
 import type { CachedAttachment, CacheRead } from "../host/cache.js";
 import type { Liveness } from "../host/liveness.js";
@@ -38,6 +38,8 @@ export interface RuleBackend {
   /** How reports name it: "iptables" (the binaries on PATH), "iptables-legacy", "iptables-nft", "nftables". */
   readonly name: string;
   readonly kind: BackendKind;
+  /** iptables: the variant its binaries are, when they are named by it (undefined: the binaries on PATH). */
+  readonly variant?: IptablesVariant;
   /** The program it runs, as messages name it: "iptables" (or "iptables-legacy", …), "nft". */
   readonly tool: string;
   /**
@@ -118,6 +120,13 @@ export interface NodeRules {
   /** The families read (a family whose tool failed is left out, and said in `problems`). */
   readonly families: readonly Family[];
   readonly problems: readonly string[];
+  /** Whether portmap has written here: its chains (iptables: CNI-HOSTPORT-DNAT, a pod's) or its tables exist. */
+  readonly portmapWrote: boolean;
+  /**
+   * Whether its tables exist at all: iptables-legacy's nat table appears only once something writes to it (and
+   * never goes), so a node without one has never had portmap write there. Others: as far as can be told, yes.
+   */
+  readonly tablesExist: boolean;
   /** The key by which this backend knows a pod's rules (HeldPod.key). */
   keyOf(pod: PodRef): string;
   /** Each pod's rules per family. */
@@ -161,6 +170,11 @@ export interface PassOptions {
   conflictsFirst: boolean;
   /** The node's CNI plugins: the nftables backend runs portmap's ADD again from here. */
   cniBinDir: string;
+  /**
+   * The variant of iptables the node's CNI plugins run, as the operator states it (--iptables): where pods go
+   * whose rules are in no nat table and whose ADD recorded none. Undefined: learned from the node (placement.ts).
+   */
+  cniIptables: IptablesVariant | undefined;
 }
 
 /**

@@ -7,7 +7,15 @@ import type { CachedAttachment } from "../host/cache.js";
 import { mayGo } from "../host/liveness.js";
 import { portmapChainName } from "../iptables/chain-name.js";
 import type { Nat } from "../iptables/nat.js";
-import { type NatTable, parseTable, podChains, portmapJumps, rulesOf } from "../iptables/table.js";
+import {
+  DNAT_CHAIN,
+  type NatTable,
+  POD_CHAIN_PREFIX,
+  parseTable,
+  podChains,
+  portmapJumps,
+  rulesOf,
+} from "../iptables/table.js";
 import { natTransaction } from "../iptables/text.js";
 import { type ExpectedChain, expectedChains, livePorts } from "../pipeline/attachment.js";
 import { dropStaleUdp } from "../pipeline/conntrack.js";
@@ -61,6 +69,9 @@ export function natRules(
     backend,
     families: [...texts.keys()],
     problems,
+    portmapWrote: [...declared].some((c) => c === DNAT_CHAIN || c.startsWith(POD_CHAIN_PREFIX)),
+    // A table that exists lists its built-in chains; legacy's absent one reads as "" (nat.ts).
+    tablesExist: [...texts.values()].some((text) => text !== ""),
     keyOf: (pod) => portmapChainName(pod.network, pod.containerId),
     pods: () =>
       tables().flatMap(([family, table]) => {

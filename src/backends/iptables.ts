@@ -2,10 +2,11 @@
 // container), reached by jumps in CNI-HOSTPORT-DNAT. The binaries are those on PATH (the ones portmap ran), or one
 // variant's by name where the operator commands read both.
 import type { Family } from "../core/ip.js";
+import type { IptablesVariant } from "../core/node.js";
 import { podAddresses } from "../core/result.js";
 import type { Rule } from "../core/rule.js";
 import { portmapChainName } from "../iptables/chain-name.js";
-import { nat, type Variant } from "../iptables/nat.js";
+import { nat } from "../iptables/nat.js";
 import { PORTMAP_DEFAULTS, podNet, portmapChainRules } from "../iptables/portmap.js";
 import { formatRule } from "../iptables/text.js";
 import type { ChainPlan, PodRef, RuleBackend } from "./backend.js";
@@ -14,10 +15,10 @@ const TOOL: Record<Family, string> = { 4: "iptables", 6: "ip6tables" };
 
 const chainOf = (pod: PodRef): string => portmapChainName(pod.network, pod.containerId);
 
-const backends = new Map<Variant | undefined, RuleBackend>();
+const backends = new Map<IptablesVariant | undefined, RuleBackend>();
 
 /** The backend of `variant`'s binaries; without one, of the binaries on PATH. */
-export function iptablesBackend(variant?: Variant): RuleBackend {
+export function iptablesBackend(variant?: IptablesVariant): RuleBackend {
   const known = backends.get(variant);
   if (known) return known;
   const table = nat(variant);
@@ -25,6 +26,7 @@ export function iptablesBackend(variant?: Variant): RuleBackend {
   const backend: RuleBackend = {
     name: `iptables${suffix}`,
     kind: "iptables",
+    ...(variant ? { variant } : {}),
     tool: `iptables${suffix}`,
     closedDestination: undefined,
     where: (family, pod) => `${TOOL[family]}${suffix} nat chain ${chainOf(pod)}`,

@@ -90,6 +90,8 @@ export function nftRules(backend: RuleBackend, chains: readonly NftChain[]): Nod
     // The families where portmap's nftables backend has its table.
     families: hostports.filter((c) => c.present).map((c) => c.family),
     problems: [],
+    portmapWrote: hostports.some((c) => c.present),
+    tablesExist: hostports.some((c) => c.present),
     keyOf: (pod) => pod.containerId,
     pods: () =>
       hostports.flatMap(({ family, rules }) =>

@@ -1,7 +1,7 @@
 // portmap's nftables backend (portmap >= 1.6) as a RuleBackend: every pod's rules in chain `hostports` of tables
 // `ip cni_hostport` / `ip6 cni_hostport`, each carrying the container ID as its comment (nftables/json.ts).
-import { batch, CHAIN, describeRule, hostportsPlace, NEVER, podRules, rewriteCommands } from "../nftables/json.js";
-import { applyBatch, checkNftUsable, readHostports } from "../nftables/nft.js";
+import { batch, describeRule, hostportsPlace, NEVER, rewriteCommands } from "../nftables/json.js";
+import { applyBatch, checkNftUsable, readPodHostports } from "../nftables/nft.js";
 import type { RuleBackend } from "./backend.js";
 
 export const nftablesBackend: RuleBackend = {
@@ -16,7 +16,7 @@ export const nftablesBackend: RuleBackend = {
   readPod: (pod, families, runner) =>
     Promise.all(
       families.map(async (f) => {
-        const mine = podRules((await readHostports(f, CHAIN, runner)) ?? [], pod.containerId);
+        const mine = await readPodHostports(f, pod.containerId, runner);
         return mine.length > 0 ? mine : undefined;
       }),
     ),

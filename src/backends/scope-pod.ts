@@ -9,7 +9,7 @@ import { type CniEnv, podLabel } from "../core/names.js";
 import type { NodeNetwork } from "../core/node.js";
 import { podFamilies } from "../core/result.js";
 import { type Rule, sameRule } from "../core/rule.js";
-import { noteReadsFirst, readsFirst } from "../host/record.js";
+import { noteReadsFirst, readFirstHint } from "../host/record.js";
 import type { Runner } from "../host/run.js";
 import { changed, type PodPlan, planScoped } from "../pipeline/plan.js";
 import { type PodScoping, podScoping } from "../pipeline/pod.js";
@@ -196,19 +196,24 @@ export async function scopePod(
   load: Backends,
   portmapJustWrote = false,
 ): Promise<PodPlan<ChainPlan> & { written: ChainPlan[] }> {
-  let readFirst = portmapJustWrote && readsFirst(conf.stateDir, conf.name);
+  const hint = portmapJustWrote ? readFirstHint(conf.stateDir, conf.name) : undefined;
   const swap =
-    portmapJustWrote && !readFirst && conf.portMappings.length > 0
+    portmapJustWrote && hint === undefined && conf.portMappings.length > 0
       ? await swapPortmapRules(conf, env, load)
       : undefined;
   if (swap?.done) return swap.done;
+  // The backend that held the network's pods last time is read first (its nftables backend: no iptables -S).
+  const ordered: Backends = async () => {
+    const all = await load();
+    return [...all.filter((b) => b.name === hint), ...all.filter((b) => b.name !== hint)];
+  };
   for (let attempt = 1; ; attempt++) {
-    const plan = await planPodChains(conf, env, load, swap?.network);
-    // A first ADD that read says whether the swap would have taken portmap's rules: the network's next first
-    // ADDs try it, or read at once (a refused swap costs a restore process).
-    if (portmapJustWrote && plan.plans.length > 0 && swappable(conf, env, plan.plans) === readFirst) {
-      readFirst = !readFirst;
-      noteReadsFirst(conf.stateDir, conf.name, readFirst);
+    const plan = await planPodChains(conf, env, hint ? ordered : load, swap?.network);
+    // A first ADD that read says whether the swap would have taken portmap's rules, and else where they were:
+    // the network's next first ADDs try the swap, or read there at once (a refused swap costs a process).
+    if (portmapJustWrote && plan.plans.length > 0) {
+      const next = swappable(conf, env, plan.plans) ? undefined : (plan.plans[0] as ChainPlan).backend.name;
+      if (next !== hint) noteReadsFirst(conf.stateDir, conf.name, next !== undefined, next);
     }
     const written = plan.plans.filter(changed);
     if (written.length === 0) return { ...plan, written };

@@ -1,6 +1,7 @@
 // What the installer and the operator commands share on the command line: strict flag parsing, where output
 // goes (a test passes its own), and how errors end a command (usage: exit 2; anything else: exit 1).
 import { type ParseArgsConfig, parseArgs } from "node:util";
+import type { IptablesVariant } from "../core/node.js";
 
 export type Out = (text: string) => void;
 
@@ -48,4 +49,14 @@ export async function runCommand(
     stderr(`${name}: ${(err as Error).message}${typeof details === "string" && details ? `\n${details}` : ""}\n`);
     return 1;
   }
+}
+
+/**
+ * `--iptables auto|nft|legacy`: which iptables the node's CNI plugins run, for pods whose rules are in no nat table
+ * and whose ADD recorded none. auto (the default): only what the node tells (ops/placement.ts).
+ */
+export function cniIptablesFlag(value: string | undefined): IptablesVariant | undefined {
+  if (value === undefined || value === "auto") return undefined;
+  if (value === "nft" || value === "legacy") return value;
+  throw new UsageError(`--iptables: invalid value ${JSON.stringify(value)}: expected auto, nft or legacy`);
 }

@@ -1,14 +1,13 @@
 // `portmap-hostip install`: its flags, parsed, checked for syntax and mapped onto the plugin's conflist entry
 // keys; the installer itself is install/.
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { DEFAULT_STATE_DIR, isAnnotationKey, isLogFilePath, isStateDir } from "../core/config.js";
 import { parseCidr, parseIp } from "../core/ip.js";
 import { isInterfaceName } from "../core/names.js";
+import type { IptablesVariant } from "../core/node.js";
 import { pluginEntry } from "../install/conflist.js";
 import { resolveLayout } from "../install/files.js";
 import { Installer, type InstallOptions, terminationSignal } from "../install/main.js";
-import { type CliContext, parseFlags, runCommand, UsageError } from "./args.js";
+import { type CliContext, cniIptablesFlag, parseFlags, runCommand, UsageError } from "./args.js";
 
 export interface InstallContext extends CliContext {
   /** Where the default (standard and k3s) CNI directories are looked for. */
@@ -37,7 +36,6 @@ export async function runInstall(args: string[], context: InstallContext = {}): 
       return 0;
     }
     const signal = context.signal ?? terminationSignal();
-    if (keeper.iptables !== undefined) await selectIptables(keeper.iptables, stdout);
     const { Keeper } = await import("./keeper.js");
     // The bin directory the plugin goes to holds the node's portmap (run again for its nftables backend's pods).
     const { binDir } = await resolveLayout({ binDir: options.cniBinDir, confDir: options.cniConfDir }, root);
@@ -59,7 +57,7 @@ interface KeeperFlags {
   cacheDir: string;
   stateDir: string;
   resyncMs: number;
-  iptables: "auto" | "nft" | "legacy" | undefined;
+  cniIptables: IptablesVariant | undefined;
 }
 
 /** The keeper's flags; undefined without --cache-dir (then --watch keeps only the conflist entry). */
@@ -76,32 +74,17 @@ function keeperFlags(args: string[]): KeeperFlags | undefined {
   const resync = v.resync ?? "10";
   if (!/^\d{1,4}$/.test(resync) || Number(resync) < 1)
     throw invalid("resync", resync, "expected a number of seconds from 1 to 9999");
-  const iptables = v.iptables;
-  if (iptables !== undefined && !["auto", "nft", "legacy"].includes(iptables))
-    throw invalid("iptables", iptables, "expected auto, nft or legacy");
   return {
     cacheDir: v["cache-dir"],
     stateDir,
     resyncMs: Number(resync) * 1000,
-    iptables: iptables as KeeperFlags["iptables"],
+    cniIptables: cniIptablesFlag(v.iptables),
   };
 }
 
 async function checkKeeperAlive(stateDir: string): Promise<string> {
   const { checkKeeper } = await import("./keeper.js");
   return checkKeeper(stateDir);
-}
-
-/** Puts the node's iptables variant (or the one given) first on PATH, for the keeper and the tools it runs. */
-async function selectIptables(choice: "auto" | "nft" | "legacy", stdout: (t: string) => void): Promise<void> {
-  const { detectVariant, useVariant } = await import("../iptables/variant.js");
-  const { variant, why } = choice === "auto" ? await detectVariant() : { variant: choice, why: "--iptables" };
-  process.env["PATH"] = await useVariant(
-    variant,
-    join(tmpdir(), `portmap-hostip-iptables-${process.pid}`),
-    process.env["PATH"] ?? "/usr/sbin:/usr/bin:/sbin:/bin",
-  );
-  stdout(`keeper: using iptables-${variant} (${why})\n`);
 }
 
 export const INSTALL_HELP = `Usage: portmap-hostip install [options]
@@ -137,8 +120,9 @@ after conflist rewrites, nat table flushes or restores, and node address changes
   --cache-dir DIR            libcni's cache directory (the node's: /var/lib/cni)
   --state-dir DIR            where the plugin records ADD and DEL (default ${DEFAULT_STATE_DIR})
   --resync SECONDS           full resync period (default 10)
-  --iptables auto|nft|legacy the iptables variant to use; auto: the node's, as kube-proxy's image picks it
-                             (default: iptables on PATH)
+  --iptables auto|nft|legacy the iptables the node's CNI plugins run (where portmap writes), for pods whose
+                             rules are in no nat table and whose ADD recorded none; auto (default): what
+                             the node's other pods, portmap's chains and the tables there tell
   --uninstall                remove the entry, then the binary
   --dry-run                  print what would change (a diff of the conflist) and change nothing
 `;

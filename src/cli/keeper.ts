@@ -1,7 +1,7 @@
 // The node's keeper (`install --watch --cache-dir DIR`): beside the installer's conflist watch, it keeps every
 // cached pod's hostPort rules as they must be. A pass (ops/pass.ts) runs
 //   - at start, and every --resync seconds (iptables-legacy tells nobody about changes: this is its poll);
-//   - when the kernel says something changed: a node address (`ip -o monitor address`), the nat table under
+//   - when the kernel says something changed: a node address (`ip -o monitor address`), the nat table of
 //     iptables-nft or portmap's nftables tables (`nft monitor ruleset`);
 //   - when the installer has put our entry back (pods started meanwhile are scoped by this entry);
 //   - CONFIRM_MS after a pass that left a container unconfirmed.
@@ -10,6 +10,7 @@
 import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { nodeBackends } from "../backends/registry.js";
+import type { IptablesVariant } from "../core/node.js";
 import { monitor } from "../host/monitor.js";
 import { run } from "../host/run.js";
 import { CONFIRM_MS, keeperPass, newMemory, type PassReport } from "../ops/pass.js";
@@ -26,6 +27,8 @@ export interface KeeperSettings {
   entry: Record<string, unknown>;
   /** The node's CNI plugins (portmap's ADD runs again from here for pods of its nftables backend). */
   cniBinDir: string;
+  /** Which iptables those plugins run, as far as the command line says (--iptables). */
+  cniIptables: IptablesVariant | undefined;
 }
 
 // Events come in bursts (an address change is several netlink messages, a firewall reload many rule events).
@@ -63,9 +66,9 @@ export class Keeper {
       signal,
       log,
     );
-    const [nft, iptablesNft] = await Promise.all([hasNft(), iptablesIsNft()]);
-    // portmap's nftables tables (a flush, a deleted table, its rules) and the nat table under iptables-nft
-    // both show in `nft monitor`; iptables-legacy tells nobody about changes: the resync is its poll.
+    const [nft, variants] = await Promise.all([hasNft(), natVariants()]);
+    // portmap's nftables tables (a flush, a deleted table, its rules) and the nat table of iptables-nft both
+    // show in `nft monitor`; iptables-legacy tells nobody about changes: the resync is its poll.
     if (nft)
       monitor(
         "nft",
@@ -76,11 +79,12 @@ export class Keeper {
       );
     const watched = [
       "node addresses",
-      ...(nft && iptablesNft ? ["the nat table (iptables-nft)"] : []),
+      ...(nft && variants.includes("nft") ? ["the nat table (iptables-nft)"] : []),
       ...(nft ? ["portmap's nftables tables"] : []),
     ];
-    const legacy = nft && iptablesNft ? "" : "; iptables-legacy sends no events";
+    const legacy = !nft || variants.includes("legacy") ? "; iptables-legacy sends no events" : "";
     this.stdout(`keeper: watching ${watched.join(", ")}${legacy}: resync every ${this.settings.resyncMs / 1000} s\n`);
+    if (variants.length > 1) this.stdout(`keeper: ${bothVariantsLine(this.settings.cniIptables)}\n`);
     const resync = setInterval(() => this.trigger("resync"), this.settings.resyncMs);
     this.trigger("start");
     await new Promise<void>((resolve) =>
@@ -114,7 +118,7 @@ export class Keeper {
 
   private async pass(reason: string): Promise<void> {
     this.lastPass = Date.now();
-    const { cacheDir, stateDir, graceMs, entry, cniBinDir } = this.settings;
+    const { cacheDir, stateDir, graceMs, entry, cniBinDir, cniIptables } = this.settings;
     let report: PassReport;
     try {
       report = await keeperPass(await nodeBackends(), { cacheDir, stateDir }, this.memory, {
@@ -125,6 +129,7 @@ export class Keeper {
         fallbackEntry: entry,
         graceMs,
         cniBinDir,
+        cniIptables,
       });
     } catch (err) {
       this.problems([(err as Error).message]);
@@ -169,8 +174,18 @@ const answers = async (tool: string): Promise<string | undefined> => {
 /** Whether `nft` runs here (`nft monitor` then reports changes to nftables, iptables-nft's included). */
 const hasNft = async (): Promise<boolean> => (await answers("nft")) !== undefined;
 
-/** Whether `iptables` here is the nft variant. */
-const iptablesIsNft = async (): Promise<boolean> => (await answers("iptables"))?.includes("nf_tables") === true;
+/** The variants of the nat tables the keeper reads (the `iptables` on PATH says which it is when run). */
+async function natVariants(): Promise<IptablesVariant[]> {
+  const iptables = (await nodeBackends()).filter((b) => b.kind === "iptables");
+  const onPath = async () => ((await answers("iptables"))?.includes("nf_tables") ? "nft" : "legacy");
+  return Promise.all(iptables.map((b) => b.variant ?? onPath()));
+}
+
+/** What the keeper says at start on a node with both variants: where a pod whose rules are gone goes. */
+function bothVariantsLine(stated: IptablesVariant | undefined): string {
+  const rest = stated ? `else in iptables-${stated} (--iptables)` : "else where the node's other pods are";
+  return `reading the nat tables of iptables-legacy and iptables-nft: each pod is kept where its rules are; one whose rules are gone, where its ADD ran, ${rest}`;
+}
 
 /**
  * The exec probe (`install --check`): the keeper finished a pass within three resync periods (and 30 s).

@@ -3,6 +3,7 @@ import { readFile } from "node:fs/promises";
 import type { NodeRules } from "../backends/backend.js";
 import { nodeBackends } from "../backends/registry.js";
 import { DEFAULT_STATE_DIR, isStateDir } from "../core/config.js";
+import type { IptablesVariant } from "../core/node.js";
 import { type CacheRead, DEFAULT_CACHE_DIR, readResultCache, selectsNetwork } from "../host/cache.js";
 import { judge } from "../host/liveness.js";
 import { readNodeNetwork } from "../host/network.js";
@@ -13,8 +14,15 @@ import { gc } from "../ops/gc.js";
 import { reconcile } from "../ops/reconcile.js";
 import { statusJson, statusTable } from "../ops/render.js";
 import { changeLines, droppedLine, familyLabel, removedText } from "../ops/report.js";
-import { status } from "../ops/status.js";
-import { type CliContext, type Out, parseFlags as parseCommandLine, runCommand, UsageError } from "./args.js";
+import { status, variantWarnings } from "../ops/status.js";
+import {
+  type CliContext,
+  cniIptablesFlag,
+  type Out,
+  parseFlags as parseCommandLine,
+  runCommand,
+  UsageError,
+} from "./args.js";
 
 interface Flags {
   cacheDir: string;
@@ -25,20 +33,22 @@ interface Flags {
   dryRun: boolean;
   networks: string[];
   graceSeconds: number;
+  cniIptables: IptablesVariant | undefined;
   help: boolean;
 }
 
 const USAGE: Record<string, string> = {
   status: `usage: portmap-hostip status [--cache-dir DIR] [--network NAME]... [--state-dir DIR] [--json]
-  One row per hostPort mapping in both nat tables and in portmap's nftables tables: pod, port, the addresses
-  it matches, pod address, state (scoped, unscoped, captures-service, conflict, orphan).
+  One row per hostPort mapping in the nat tables (both iptables variants where both are installed) and in
+  portmap's nftables tables: pod, port, the addresses it matches, pod address, state (scoped, unscoped,
+  captures-service, conflict, orphan), and the table it is in.
   --cache-dir DIR   libcni's cache directory, holding results/ (default ${DEFAULT_CACHE_DIR})
   --network NAME    only the mappings of this network (repeatable; default: every network)
   --state-dir DIR   the plugin's records of ADD and DEL (default ${DEFAULT_STATE_DIR}): a pod whose ADD is
                     still running is no orphan
   --json            machine-readable output
 `,
-  reconcile: `usage: portmap-hostip reconcile [--cache-dir DIR] [--network NAME]... [--cni-conf-dir DIR] [--cni-bin-dir DIR] [--dry-run]
+  reconcile: `usage: portmap-hostip reconcile [--cache-dir DIR] [--network NAME]... [--cni-conf-dir DIR] [--cni-bin-dir DIR] [--iptables auto|nft|legacy] [--dry-run]
   Rebuilds the hostPort rules of every cached attachment whose chain is missing or wrong (portmap's rules,
   scoped by the policy: the cached entry's, else the installed conflist's), and portmap's shared chains;
   deletes at once the chains of dead pods that take a live pod's hostPort; one atomic write per family.
@@ -49,6 +59,9 @@ const USAGE: Record<string, string> = {
   --cni-conf-dir DIR  where the installed conflist is (default: the node's, as install finds it)
   --cni-bin-dir DIR where the node's portmap is (default /opt/cni/bin, or k3s's /var/lib/rancher/k3s/data/cni)
   --state-dir DIR   the plugin's records of ADD and DEL (default ${DEFAULT_STATE_DIR})
+  --iptables auto|nft|legacy  on a node with both iptables variants: the one the CNI plugins run, for pods
+                    whose rules are in no nat table and whose ADD recorded none (auto, the default: what the
+                    node's other pods, portmap's chains and the tables there tell; else such a pod is skipped)
   --dry-run         print the plan and the iptables-restore input, change nothing
 `,
   gc: `usage: portmap-hostip gc [--cache-dir DIR] [--network NAME]... [--grace SECONDS] [--dry-run]
@@ -74,12 +87,13 @@ const OPTIONS = {
   "state-dir": { type: "string" },
   "cni-bin-dir": { type: "string" },
   "cni-conf-dir": { type: "string" },
+  iptables: { type: "string" },
   help: { type: "boolean", short: "h" },
 } as const;
 
 const ALLOWED: Record<string, ReadonlyArray<keyof typeof OPTIONS>> = {
   status: ["cache-dir", "json", "network", "state-dir", "help"],
-  reconcile: ["cache-dir", "dry-run", "network", "state-dir", "cni-conf-dir", "cni-bin-dir", "help"],
+  reconcile: ["cache-dir", "dry-run", "network", "state-dir", "cni-conf-dir", "cni-bin-dir", "iptables", "help"],
   gc: ["cache-dir", "dry-run", "network", "grace", "state-dir", "help"],
 };
 
@@ -108,6 +122,7 @@ function parseFlags(command: string, args: readonly string[]): Flags {
     dryRun: values["dry-run"] ?? false,
     networks: values.network ?? [],
     graceSeconds: grace === undefined ? 30 : Number(grace),
+    cniIptables: cniIptablesFlag(values.iptables),
     help: values.help ?? false,
   };
 }
@@ -140,7 +155,7 @@ async function runStatus(flags: Flags, stdout: Out, stderr: Out): Promise<number
     readNodeNetwork(),
     readBackends(problems),
   ]);
-  problems.push(...recordProblems, ...read.flatMap((r) => r.problems));
+  problems.push(...recordProblems, ...read.flatMap((r) => r.problems), ...variantWarnings(read));
   for (const p of problems) stderr(`portmap-hostip: ${p}\n`);
   if (read.every((r) => r.families.length === 0)) return 1;
   // Owners come from the whole cache; only the rows are filtered (another network's chain is no orphan).
@@ -159,8 +174,7 @@ async function runStatus(flags: Flags, stdout: Out, stderr: Out): Promise<number
 }
 
 async function runGc(flags: Flags, stdout: Out, stderr: Out): Promise<number> {
-  const { binDir } = await resolveLayout({}, "/");
-  const report = await gc(await nodeBackends(), { ...flags, cniBinDir: binDir });
+  const report = await gc(await nodeBackends(), flags);
   if (!report) {
     stderr(
       "portmap-hostip gc: no cached attachment names a network, so nothing says which chains are dead: pass --network NAME\n",
@@ -175,7 +189,7 @@ async function runGc(flags: Flags, stdout: Out, stderr: Out): Promise<number> {
     if (f.failure !== undefined) stderr(`portmap-hostip gc: ${familyLabel(f)}: ${f.failure}\n`);
   }
   if (report.families.every((f) => f.removed.length === 0)) stdout("no orphan portmap chains\n");
-  return report.families.length === 0 || report.families.some((f) => f.failure !== undefined) ? 1 : 0;
+  return !report.read || report.families.some((f) => f.failure !== undefined) ? 1 : 0;
 }
 
 /** Our entry in the installed conflist, for reconcile's pods whose cached conflist lacks it (none: undefined). */

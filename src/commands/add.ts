@@ -5,6 +5,7 @@ import { type CniEnv, podLabel } from "../core/names.js";
 import { convertResult } from "../core/result.js";
 import { writeOutput } from "../host/output.js";
 import { writeRecord } from "../host/record.js";
+import { pathVariant } from "../iptables/variant.js";
 import type { ResolvedMapping } from "../policy/resolve.js";
 
 /** The result to print, and the host IPs decided per mapping (for the log file). */
@@ -55,14 +56,16 @@ export async function cmdAdd(
 }
 
 /**
- * Tells gc (and the keeper) that this container's chain is live though libcni has not cached the result yet.
+ * Tells gc (and the keeper) that this container's chain is live though libcni has not cached the result yet,
+ * and which iptables variant portmap wrote it with (ours: the runtime's PATH is portmap's), for a keeper that
+ * finds it in no nat table (a flush) on a node with both.
  * ADD never waits for the keeper lock: no pass writes the chain of a container that is not cached. Best effort: a node without a writable state directory scopes pods all the same, with a warning.
  * True when this is the container's first ADD (it had no record): portmap has then just created its chain,
  * with its rules only (an ADD again finds our rules there, and portmap's appended after them).
  */
 function recordAdd(conf: NetConf, env: CniEnv): boolean {
   try {
-    return writeRecord(conf.stateDir, conf.name, env.containerId, "added");
+    return writeRecord(conf.stateDir, conf.name, env.containerId, "added", pathVariant());
   } catch (err) {
     writeOutput(
       2,

@@ -1,4 +1,5 @@
-// The node's network as the policy sees it: its addresses and default-route interfaces (read by host/network.ts).
+// The node's network as the policy sees it: its addresses and default-route interfaces (read by host/network.ts);
+// and its iptables, which comes in two implementations.
 import type { Family, Ip } from "./ip.js";
 
 export interface NodeAddress {
@@ -17,3 +18,8 @@ export interface NodeNetwork {
   /** Interfaces holding a default route of the main table, per family (every nexthop of a multipath route). */
   defaultRouteInterfaces: Record<Family, string[]>;
 }
+
+/** iptables' two implementations: the nf_tables kernel API, or the legacy x_tables one. */
+export type IptablesVariant = "nft" | "legacy";
+
+export const IPTABLES_VARIANTS: readonly IptablesVariant[] = ["legacy", "nft"];

@@ -61,7 +61,8 @@ export async function readRecords(
         typeof r.network !== "string" ||
         typeof r.containerId !== "string" ||
         (r.state !== "added" && r.state !== "deleted") ||
-        typeof r.at !== "number"
+        typeof r.at !== "number" ||
+        (r.iptables !== undefined && r.iptables !== "nft" && r.iptables !== "legacy")
       )
         throw new Error("not a container record");
       records.set(recordKey(r.network, r.containerId), r as ContainerRecord);

@@ -1,4 +1,4 @@
-// Atomic file replacement and the node's CNI layout (standard or k3s).
+// Atomic file replacement and the node's CNI layout (k3s's, or the standard one: kubeadm, RKE2, Talos, …).
 import { constants } from "node:fs";
 import { access, chmod, copyFile, open, readdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import { basename, dirname, join, resolve } from "node:path";
@@ -49,21 +49,54 @@ export interface Layout {
   confDir: string;
 }
 
+// Where a distribution's container runtime reads CNI configs and runs plugins. k3s with its embedded flannel
+// points its containerd at its own directories (and writes its flannel conflist there). RKE2 deploys its CNI
+// with flannel's backend "none", so its containerd keeps containerd's defaults — the standard ones, as kubeadm,
+// Talos and most others. libcni's result cache is /var/lib/cni on all of them (containerd has no setting for it).
 export const STANDARD: Layout = { binDir: "/opt/cni/bin", confDir: "/etc/cni/net.d" };
 export const K3S: Layout = {
   binDir: "/var/lib/rancher/k3s/data/cni",
   confDir: "/var/lib/rancher/k3s/agent/etc/cni/net.d",
 };
+/** RKE2's agent directory: on every RKE2 node, whatever its CNI. */
+export const RKE2_AGENT = "/var/lib/rancher/rke2/agent";
 
-/** Flags win; otherwise each directory is k3s's where that exists under `root`, else the standard one. */
-export async function resolveLayout(flags: Partial<Layout>, root: string): Promise<Layout> {
-  const pick = async (key: keyof Layout): Promise<string> => {
-    const given = flags[key];
-    if (given !== undefined) return resolve(given);
-    const k3s = join(root, K3S[key]);
-    return (await isDirectory(k3s)) ? k3s : join(root, STANDARD[key]);
+export interface NodeLayout extends Layout {
+  /** Which distribution's layout, and what on the node said so; undefined when the flags gave both directories. */
+  detected: { name: "k3s" | "rke2" | "standard"; why: string } | undefined;
+}
+
+/**
+ * Flags win. Otherwise: k3s's directories where k3s's conf dir exists under `root` (its bin dir if that exists
+ * too, else the standard one); else the standard ones (RKE2's too). A node with both k3s's conf dir and RKE2's
+ * agent directory is refused: their runtimes read different directories, and only the flags can say which.
+ */
+export async function resolveLayout(flags: Partial<Layout>, root: string): Promise<NodeLayout> {
+  const given = (key: keyof Layout) => {
+    const value = flags[key];
+    return value === undefined ? undefined : resolve(value);
   };
-  return { binDir: await pick("binDir"), confDir: await pick("confDir") };
+  const binDir = given("binDir");
+  const confDir = given("confDir");
+  if (binDir !== undefined && confDir !== undefined) return { binDir, confDir, detected: undefined };
+  const k3s = join(root, K3S.confDir);
+  const rke2 = join(root, RKE2_AGENT);
+  const [isK3s, isRke2] = await Promise.all([isDirectory(k3s), isDirectory(rke2)]);
+  if (isK3s && isRke2)
+    throw new Error(
+      `both k3s (${k3s}) and RKE2 (${rke2}) are on this node, and their runtimes read different CNI directories (k3s: ${K3S.confDir} and ${K3S.binDir}; RKE2: ${STANDARD.confDir} and ${STANDARD.binDir}): say which with --cni-conf-dir and --cni-bin-dir`,
+    );
+  const k3sBin = join(root, K3S.binDir);
+  const detected = isK3s
+    ? { name: "k3s" as const, why: `${k3s} exists` }
+    : isRke2
+      ? { name: "rke2" as const, why: `${rke2} exists` }
+      : { name: "standard" as const, why: "no k3s or RKE2 directory" };
+  return {
+    binDir: binDir ?? (isK3s && (await isDirectory(k3sBin)) ? k3sBin : join(root, STANDARD.binDir)),
+    confDir: confDir ?? (isK3s ? k3s : join(root, STANDARD.confDir)),
+    detected,
+  };
 }
 
 async function isDirectory(path: string): Promise<boolean> {

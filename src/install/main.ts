@@ -12,7 +12,7 @@ import { watchDirectory } from "./watch.js";
 export interface InstallOptions {
   mode: "install" | "watch" | "uninstall" | "check" | "help";
   dryRun: boolean;
-  /** Undefined: the default for this node's layout (standard or k3s). */
+  /** Undefined: the default for this node's layout (files.ts resolveLayout). */
   cniBinDir: string | undefined;
   cniConfDir: string | undefined;
   /** A file name in the conf dir or a path; undefined: the file the runtime uses. */
@@ -67,7 +67,9 @@ export class Installer {
       }
       case "watch":
         await this.copyBinary(target);
-        this.stdout(`watching ${layout.confDir}\n`);
+        this.stdout(
+          `watching ${layout.confDir}${layout.detected ? ` (${layout.detected.name} layout: ${layout.detected.why})` : ""}\n`,
+        );
         await watchDirectory(
           layout.confDir,
           () => sync(true),

@@ -1,14 +1,13 @@
 // The nat table through the iptables binaries: those on PATH (the ones portmap ran, nft or legacy alike), or one
 // variant's by name (`iptables-legacy`, `iptables-nft`, …) where the operator commands read both.
+import { readFileSync } from "node:fs";
 import type { CniError } from "../core/errors.js";
 import type { Family } from "../core/ip.js";
+import type { IptablesVariant } from "../core/node.js";
 import type { Rule } from "../core/rule.js";
 import { type Runner, type RunResult, run } from "../host/run.js";
 import { NotInstalled, runTool, toolFailure } from "../host/tool.js";
 import { appendRules, restorePayload, swapPayload } from "./text.js";
-
-/** iptables' two implementations: the nf_tables kernel API, or the legacy x_tables one. */
-export type Variant = "nft" | "legacy";
 
 // iptables-nft 1.8.9 answers `-S` of a missing chain with "… is incompatible, use 'nft' tool". A chain
 // it cannot read is as good as missing to us: we never write one we could not read.
@@ -29,6 +28,18 @@ const LIMIT_MS = 15_000;
 
 const failure = (what: string, result: RunResult): CniError => toolFailure(what, result, BUSY);
 
+// iptables-legacy asked to list a nat table that does not exist creates it (the kernel loading its module): a
+// node whose runtime uses iptables-nft would get a second, empty nat table from merely being looked at. The
+// kernel names the x_tables tables of this network namespace; one without a nat table holds no rules.
+const LEGACY_TABLES: Record<Family, string> = { 4: "/proc/net/ip_tables_names", 6: "/proc/net/ip6_tables_names" };
+function legacyNatExists(family: Family): boolean {
+  try {
+    return readFileSync(LEGACY_TABLES[family], "utf8").split("\n").includes("nat");
+  } catch {
+    return false; // no x_tables for this family at all
+  }
+}
+
 /** One variant's nat table (or the one of the binaries on PATH): reads and atomic writes. */
 export interface Nat {
   /** The rules of a chain; undefined when it does not exist, or there is no such iptables at all. */
@@ -42,7 +53,7 @@ export interface Nat {
    * other failure is a CniError, as a write's.
    */
   swapRules(family: Family, from: readonly Rule[], to: readonly Rule[], runner?: Runner): Promise<boolean>;
-  /** The whole nat table as `iptables -S` prints it (`-P`, `-N`, `-A` lines). */
+  /** The whole nat table as `iptables -S` prints it (`-P`, `-N`, `-A` lines); legacy's absent table: "". */
   readTable(family: Family): Promise<string>;
   /** Applies an iptables-restore payload with --noflush: one transaction, all of it or nothing. */
   restore(family: Family, payload: string, what: string, runner?: Runner): Promise<void>;
@@ -51,7 +62,7 @@ export interface Nat {
 }
 
 /** The nat table of `variant`'s binaries; without one, of those on PATH. */
-export function nat(variant?: Variant): Nat {
+export function nat(variant?: IptablesVariant): Nat {
   const name = (tool: "iptables" | "ip6tables", restore = false) =>
     `${tool}${variant ? `-${variant}` : ""}${restore ? "-restore" : ""}`;
   const binaries: Record<Family, { iptables: string; restore: string }> = {
@@ -89,6 +100,7 @@ export function nat(variant?: Variant): Nat {
       throw failure(`${bin} --noflush of chain ${from[0]?.chain ?? to[0]?.chain}`, result);
     },
     async readTable(family) {
+      if (variant === "legacy" && !legacyNatExists(family)) return "";
       const bin = binaries[family].iptables;
       const result = await exec(bin, ["-t", "nat", "-S"]);
       if (result.code !== 0) throw failure(`${bin} -t nat -S`, result);

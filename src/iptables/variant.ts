@@ -1,81 +1,48 @@
-// Which iptables the node uses (nft or legacy), for a keeper that runs in a container carrying both: the
-// choice kube-proxy's image makes (kubernetes-sigs/iptables-wrappers). kubelet marks its variant with the
-// KUBE-IPTABLES-HINT chain in mangle; without it, the variant holding more rules wins; nft on a tie (an
-// empty node). Then `iptables`, `ip6tables` and their -save/-restore resolve to it through a PATH directory.
-import { mkdir, readdir, rm, symlink } from "node:fs/promises";
-import { delimiter, join } from "node:path";
-import { run } from "../host/run.js";
+// Which implementation an iptables binary is — iptables-nft (the nf_tables API) or iptables-legacy (x_tables) —
+// told from the program its links end at, without running it: a few stat calls, cheap enough for every hostPort
+// ADD to record the variant of the `iptables` it shares with portmap (the runtime's PATH). Synchronous node:fs on
+// purpose: ADD loads nothing more for it.
+import { realpathSync, statSync } from "node:fs";
+import { basename, delimiter, isAbsolute, join } from "node:path";
+import { IPTABLES_VARIANTS, type IptablesVariant } from "../core/node.js";
 
-export type Variant = "nft" | "legacy";
+// The multi-call programs every iptables ≥ 1.8 links its commands to (1.6 had xtables-multi, legacy only), and
+// the variant commands themselves where a distribution ships them as files.
+const PROGRAMS: Readonly<Record<string, IptablesVariant>> = {
+  "xtables-nft-multi": "nft",
+  "xtables-legacy-multi": "legacy",
+  "xtables-multi": "legacy",
+  "iptables-nft": "nft",
+  "iptables-legacy": "legacy",
+};
 
-const HINT = /^:KUBE-IPTABLES-HINT /m;
-const ruleLines = (save: string): number => save.split("\n").filter((l) => l.startsWith("-")).length;
-
-/** Pure: the variant from `iptables-<variant>-save` output (the mangle table, and every table of both families). */
-export function chooseVariant(saves: Record<Variant, { mangle: string; all: string }>): {
-  variant: Variant;
-  why: string;
-} {
-  if (HINT.test(saves.nft.mangle))
-    return { variant: "nft", why: "kubelet's KUBE-IPTABLES-HINT chain is in nft's mangle table" };
-  if (HINT.test(saves.legacy.mangle))
-    return { variant: "legacy", why: "kubelet's KUBE-IPTABLES-HINT chain is in legacy's mangle table" };
-  const legacy = ruleLines(saves.legacy.all);
-  const nft = ruleLines(saves.nft.all);
-  return legacy > nft
-    ? { variant: "legacy", why: `${legacy} legacy rules against ${nft} nft rules` }
-    : { variant: "nft", why: `${nft} nft rules against ${legacy} legacy rules` };
-}
-
-const TOOLS = [
-  "iptables",
-  "iptables-save",
-  "iptables-restore",
-  "ip6tables",
-  "ip6tables-save",
-  "ip6tables-restore",
-] as const;
-const LIMIT_MS = 10_000;
-
-async function save(tool: string, args: string[]): Promise<string> {
-  // A variant the kernel cannot serve (no nf_tables, no x_tables) has no rules: it loses.
-  const r = await run(tool, args, { timeoutMs: LIMIT_MS }).catch(() => undefined);
-  return r?.code === 0 ? r.stdout : "";
-}
-
-/** Reads both variants' tables and picks one. */
-export async function detectVariant(): Promise<{ variant: Variant; why: string }> {
-  const read = async (v: Variant) => {
-    const [mangle, v4, v6] = await Promise.all([
-      save(`iptables-${v}-save`, ["-t", "mangle"]),
-      save(`iptables-${v}-save`, []),
-      save(`ip6tables-${v}-save`, []),
-    ]);
-    return { mangle, all: v4 + v6 };
-  };
-  const [nft, legacy] = await Promise.all([read("nft"), read("legacy")]);
-  return chooseVariant({ nft, legacy });
-}
-
-/**
- * Makes `dir` hold iptables, ip6tables and their -save/-restore as links to the chosen variant's programs
- * (found on `path`), and returns the PATH with `dir` first.
- */
-export async function useVariant(variant: Variant, dir: string, path: string): Promise<string> {
-  const dirs = path.split(delimiter).filter((d) => d !== "" && d !== dir);
-  await mkdir(dir, { recursive: true });
-  for (const old of await readdir(dir)) await rm(join(dir, old), { force: true });
-  for (const tool of TOOLS) {
-    const name = tool.replace(/^(ip6?tables)/, `$1-${variant}`);
-    let found: string | undefined;
-    for (const d of dirs) {
-      if ((await readdir(d).catch(() => [] as string[])).includes(name)) {
-        found = join(d, name);
-        break;
-      }
-    }
-    if (found === undefined) throw new Error(`${name} is not on PATH: this image cannot use iptables-${variant}`);
-    await symlink(found, join(dir, tool));
+/** The first executable `name` in the absolute directories of `path`, as `which` finds it; undefined: none. */
+export function onPath(name: string, path = process.env["PATH"] ?? ""): string | undefined {
+  for (const dir of path.split(delimiter)) {
+    if (!isAbsolute(dir)) continue;
+    const file = join(dir, name);
+    // No exception for the directories that lack it (most of them): each would cost more than the lookup.
+    const stat = statSync(file, { throwIfNoEntry: false });
+    if (stat?.isFile() && (stat.mode & 0o111) !== 0) return file;
   }
-  return [dir, ...dirs].join(delimiter);
+  return undefined;
 }
+
+/** The variant `file` is; undefined when its links end elsewhere (a wrapper that picks one when it runs). */
+export function variantOf(file: string): IptablesVariant | undefined {
+  try {
+    return PROGRAMS[basename(realpathSync.native(file))];
+  } catch {
+    return undefined;
+  }
+}
+
+/** The variant of the `iptables` on `path`: on the runtime's PATH, the one portmap runs. */
+export function pathVariant(path?: string): IptablesVariant | undefined {
+  const file = onPath("iptables", path);
+  return file === undefined ? undefined : variantOf(file);
+}
+
+/** Whether `path` has both variants' iptables and iptables-restore, by name: both nat tables can be read. */
+export const bothVariants = (path?: string): boolean =>
+  IPTABLES_VARIANTS.every((v) => onPath(`iptables-${v}`, path) !== undefined && onPath(`iptables-${v}-restore`, path));

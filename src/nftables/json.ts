@@ -115,6 +115,42 @@ export function parseChainJson(text: string): Rule[] {
 export const podRules = (rules: readonly Rule[], containerId: string): Rule[] =>
   rules.filter((r) => commentOf(r) === containerId);
 
+// How `nft -j` (jansson, indent 0) writes a listing: `{"nftables": [item, item, …]}`, each rule an item
+// `{"rule": {…, "comment": "<text>", …}}`. Inside a string a quote is escaped, so these sequences only ever
+// stand where the listing's structure puts them.
+const LISTING_START = '{"nftables": [';
+const RULE_ITEM = '{"rule": {';
+
+/** One `{"rule": {…}}` item of a listing; undefined when it is not one. */
+function ruleItem(text: string): Rule | undefined {
+  try {
+    const item: unknown = JSON.parse(text);
+    return isObject(item) && isObject(item["rule"]) ? readRule(item["rule"]) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * The rules of one container in `nft -a -j list chain` output, without parsing the others: a chain of a node
+ * with a thousand pods is half a megabyte of JSON, and this pod's rules are a few items of it. Output of any
+ * other shape is parsed whole.
+ */
+export function podRulesOfListing(text: string, containerId: string): Rule[] {
+  if (!text.startsWith(LISTING_START)) return podRules(parseChainJson(text), containerId);
+  const key = `"comment": ${JSON.stringify(containerId)}`;
+  const rules: Rule[] = [];
+  for (let at = text.indexOf(key); at >= 0; at = text.indexOf(key, at + key.length)) {
+    const start = text.lastIndexOf(RULE_ITEM, at);
+    const next = text.indexOf(`, ${RULE_ITEM}`, at);
+    const rule = start < 0 ? undefined : ruleItem(text.slice(start, next >= 0 ? next : text.lastIndexOf("]}")));
+    // The key stood elsewhere than as a rule's comment: the listing is not what this reader expects.
+    if (rule === undefined || commentOf(rule) !== containerId) return podRules(parseChainJson(text), containerId);
+    rules.push(rule);
+  }
+  return rules;
+}
+
 function addressStatement(family: Family, field: "saddr" | "daddr", a: NonNullable<Rule["destination"]>): Json {
   return {
     match: {

@@ -5,7 +5,7 @@ import type { Family } from "../core/ip.js";
 import type { Rule } from "../core/rule.js";
 import { type Runner, type RunResult, run } from "../host/run.js";
 import { NotInstalled, runTool, toolFailure } from "../host/tool.js";
-import { CHAIN, NFT_FAMILY, parseChainJson, TABLE } from "./json.js";
+import { CHAIN, NFT_FAMILY, parseChainJson, podRulesOfListing, TABLE } from "./json.js";
 
 // `nft list chain` of a table portmap never created (iptables backend, or nothing yet); in a batch: a rule
 // handle that is gone.
@@ -28,14 +28,26 @@ async function nft(args: readonly string[], runner: Runner = run): Promise<RunRe
 
 const failure = (what: string, result: RunResult): CniError => toolFailure(what, result, BUSY);
 
-/** The rules of `<family> cni_hostport <chain>` (default `hostports`); undefined when that chain (or nft) does not exist. */
-export async function readHostports(family: Family, chain = CHAIN, runner: Runner = run): Promise<Rule[] | undefined> {
+/** `nft -a -j list chain` of `<family> cni_hostport <chain>`; undefined when that chain (or nft) does not exist. */
+async function listChain(family: Family, chain: string, runner: Runner): Promise<string | undefined> {
   const args = ["-a", "-j", "list", "chain", NFT_FAMILY[family], TABLE, chain];
   const result = await nft(args, runner);
   if (result === undefined) return undefined;
-  if (result.code === 0) return parseChainJson(result.stdout);
+  if (result.code === 0) return result.stdout;
   if (NOT_FOUND.test(result.stderr)) return undefined;
   throw failure(`nft ${args.join(" ")}`, result);
+}
+
+/** The rules of `<family> cni_hostport <chain>` (default `hostports`); undefined when that chain (or nft) does not exist. */
+export async function readHostports(family: Family, chain = CHAIN, runner: Runner = run): Promise<Rule[] | undefined> {
+  const text = await listChain(family, chain, runner);
+  return text === undefined ? undefined : parseChainJson(text);
+}
+
+/** One container's rules of a family's `hostports` chain (none: the chain does not exist). */
+export async function readPodHostports(family: Family, containerId: string, runner: Runner = run): Promise<Rule[]> {
+  const text = await listChain(family, CHAIN, runner);
+  return text === undefined ? [] : podRulesOfListing(text, containerId);
 }
 
 /**

@@ -15,7 +15,6 @@ export interface GcFlags {
   /** Only these networks' chains (none: every network the cache names, and portmap's nftables rules). */
   networks: readonly string[];
   graceSeconds: number;
-  cniBinDir: string;
 }
 
 /**
@@ -39,7 +38,9 @@ export async function gc(backends: readonly RuleBackend[], flags: GcFlags): Prom
       fallbackEntry: undefined,
       graceMs,
       conflictsFirst: false,
-      cniBinDir: flags.cniBinDir,
+      // Rebuilding nothing, it never runs portmap, nor asks where a pod without rules would go.
+      cniBinDir: "",
+      cniIptables: undefined,
     });
   const first = await pass();
   if (first.dead === 0 || graceMs === 0) return first;

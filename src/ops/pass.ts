@@ -18,7 +18,7 @@ import { judge } from "../host/liveness.js";
 import { readNodeNetwork } from "../host/network.js";
 import { recordKey } from "../host/record.js";
 import { type RecordMemo, readRecords, withKeeperLock } from "../host/state.js";
-import { portmapBackendOf } from "../pipeline/attachment.js";
+import { placer } from "./placement.js";
 
 /** What the keeper remembers between passes. */
 export interface PassMemory {
@@ -36,6 +36,8 @@ export interface PassMemory {
   records: RecordMemo;
   /** Per backend and family, what a pass found all correct: the cheap resync. */
   settled: Map<string, Settled>;
+  /** Live pods (record key) and the backend that held their rules when last seen: where a flush leaves them. */
+  placed: Map<string, string>;
 }
 
 export const CONFIRM_MS = 1_500;
@@ -50,6 +52,7 @@ export const newMemory = (): PassMemory => ({
   parsed: new Map(),
   records: new Map(),
   settled: new Map(),
+  placed: new Map(),
 });
 
 export interface PassReport {
@@ -62,6 +65,8 @@ export interface PassReport {
   pending: boolean;
   /** How many dead pods' rules (per family) the pass saw, gone or not. */
   dead: number;
+  /** Whether any backend could read any of its tables. */
+  read: boolean;
 }
 
 /**
@@ -79,12 +84,6 @@ export function deadChainGoes(c: {
 }): boolean {
   const first = (c.conflictsFirst ?? true) && c.conflicting && (c.deleted || c.age >= DEAD_CONFIRM_MS);
   return first || c.age >= c.graceMs;
-}
-
-/** Which backend keeps a live attachment: the one holding its rules; else the first of its cached portmap's kind. */
-function keeperOf(read: readonly NodeRules[], a: LiveAttachment["attachment"]): RuleBackend | undefined {
-  const pod = { network: a.network, containerId: a.containerId };
-  return read.find((r) => r.holds(pod))?.backend ?? read.find((r) => r.backend.kind === portmapBackendOf(a))?.backend;
 }
 
 /** Runs one pass under the keeper lock. */
@@ -109,6 +108,7 @@ export async function keeperPass(
         problems: [...problems, `no result cache at ${cache.dir} (yet): nothing to rebuild from`],
         pending: false,
         dead: 0,
+        read: false,
       };
     const view: NodeView = { cache, records, network, now: Date.now() };
     const verdict = judge(view);
@@ -124,14 +124,27 @@ export async function keeperPass(
       }
     }
     const live = new Map<RuleBackend, LiveAttachment[]>();
+    const recorded = new Set([...records.values()].flatMap((r) => (r.state === "added" && r.iptables) || []));
+    const place = placer(read, { stated: options.cniIptables, recorded }, memory.placed);
+    const placed = new Map<string, string>();
     for (const a of cache.attachments) {
       if (!selectsNetwork(options.networks, a.network) || verdict(a.network, a.containerId) !== "live") continue;
-      const backend = keeperOf(read, a);
-      if (!backend) continue;
       const key = recordKey(a.network, a.containerId);
       const label = `${attachmentLabel(a)} (${a.network}, ${a.containerId})`;
-      live.set(backend, [...(live.get(backend) ?? []), { key, label, attachment: a, record: records.get(key) }]);
+      const l: LiveAttachment = { key, label, attachment: a, record: records.get(key) };
+      const where = place(l);
+      // gc rebuilds nothing: where a pod without rules would go is no question then.
+      if (where && "refused" in where) {
+        if (options.rebuild) problems.push(`skipped ${label}: ${where.refused}`);
+        continue;
+      }
+      if (!where) continue;
+      const remembered = memory.placed.get(key);
+      if (where.held) placed.set(key, where.backend.name);
+      else if (remembered !== undefined) placed.set(key, remembered);
+      live.set(where.backend, [...(live.get(where.backend) ?? []), l]);
     }
+    memory.placed = placed;
     const withRecord = new Set(
       [...live.values()]
         .flat()
@@ -163,9 +176,13 @@ export async function keeperPass(
     );
     const families: FamilyOutcome[] = [];
     for (const rules of read) {
+      const mine = live.get(rules.backend) ?? [];
+      // The other variant's nat table on a node with both, with nothing of portmap's and no pod to keep: nothing
+      // to do, nothing to say.
+      if (rules.backend.variant !== undefined && mine.length === 0 && !rules.portmapWrote) continue;
       const result = await rules.keep({
         view,
-        live: live.get(rules.backend) ?? [],
+        live: mine,
         verdict,
         mayRebuild,
         collectNow,
@@ -180,6 +197,13 @@ export async function keeperPass(
     for (const key of [...memory.unconfirmed.keys()]) if (!waitingNow.has(key)) memory.unconfirmed.delete(key);
     for (const key of waitingNow) if (!memory.unconfirmed.has(key)) memory.unconfirmed.set(key, view.now);
     for (const key of [...memory.dead.keys()]) if (!deadSeen.has(key)) memory.dead.delete(key);
-    return { judged: true, families, problems, pending: waitingNow.size > 0 || deadWaiting, dead: deadSeen.size };
+    return {
+      judged: true,
+      families,
+      problems,
+      pending: waitingNow.size > 0 || deadWaiting,
+      dead: deadSeen.size,
+      read: read.some((r) => r.families.length > 0),
+    };
   });
 }

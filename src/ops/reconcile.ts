@@ -2,6 +2,7 @@
 // live pod's port go, others are gc's): every cached attachment whose rules are missing or wrong is rebuilt
 // (after a firewall reload or a flush), with the shared chains portmap needs, one transaction per family.
 import type { RuleBackend } from "../backends/backend.js";
+import type { IptablesVariant } from "../core/node.js";
 import { CONFIRM_MS, keeperPass, newMemory, type PassReport } from "./pass.js";
 
 export interface ReconcileFlags {
@@ -14,6 +15,8 @@ export interface ReconcileFlags {
   fallbackEntry: Record<string, unknown> | undefined;
   /** Where the node's portmap is (PassOptions.cniBinDir). */
   cniBinDir: string;
+  /** Which iptables the node's CNI plugins run, as --iptables states it (PassOptions.cniIptables). */
+  cniIptables: IptablesVariant | undefined;
 }
 
 /**
@@ -30,6 +33,7 @@ export async function reconcile(backends: readonly RuleBackend[], flags: Reconci
     graceMs: Infinity,
     conflictsFirst: true,
     cniBinDir: flags.cniBinDir,
+    cniIptables: flags.cniIptables,
   };
   const dirs = { cacheDir: flags.cacheDir, stateDir: flags.stateDir };
   let report = await keeperPass(backends, dirs, memory, options);

@@ -30,15 +30,17 @@ export interface TableRow {
 
 /**
  * An aligned table of cells (each cell one or more lines). Columns shrink, widest first, until the table fits
- * WIDTH; a cell wider than its column wraps onto further lines rather than losing characters.
+ * WIDTH; a cell wider than its column wraps onto further lines rather than losing characters. The `whole`
+ * columns (single words a reader scans for, such as a state) never shrink.
  */
-export function table(header: readonly string[], rows: readonly TableRow[]): string {
+export function table(header: readonly string[], rows: readonly TableRow[], whole: readonly number[] = []): string {
   const widths = header.map((h, i) =>
     Math.max(h.length, ...rows.flatMap((r) => (r.cells[i] ?? []).map((l) => l.length))),
   );
   const total = () => widths.reduce((a, b) => a + b, 0) + GAP.length * (widths.length - 1);
   while (total() > WIDTH) {
-    const widest = widths.indexOf(Math.max(...widths));
+    const shrinkable = widths.map((w, i) => (whole.includes(i) ? 0 : w));
+    const widest = shrinkable.indexOf(Math.max(...shrinkable));
     if ((widths[widest] as number) <= (header[widest] as string).length) break;
     widths[widest] = (widths[widest] as number) - 1;
   }
@@ -73,7 +75,7 @@ function notes(row: StatusRow): string[] {
 export function statusTable(rows: readonly StatusRow[]): string {
   if (rows.length === 0) return "no hostPort mappings\n";
   return table(
-    ["POD", "PORT", "MATCHES", "TO", "STATE"],
+    ["POD", "PORT", "MATCHES", "TO", "STATE", "TABLE"],
     rows.map((r) => ({
       cells: [
         [r.pod],
@@ -81,9 +83,12 @@ export function statusTable(rows: readonly StatusRow[]): string {
         r.destinations.length === 0 ? [`* (IPv${r.family})`] : r.destinations,
         [r.target],
         [r.state],
+        // "legacy", "nft": the nat table of that iptables variant (the column stays narrow).
+        [r.backend.replace(/^iptables-/, "")],
       ],
       notes: notes(r),
     })),
+    [4, 5],
   );
 }
 

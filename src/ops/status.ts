@@ -35,6 +35,8 @@ export interface StatusRow {
   winner: string | null;
   /** False when nothing leads traffic to the rules (no CNI-HOSTPORT-DNAT jump to the chain; nftables: never). */
   reachable: boolean;
+  /** Whose table the rules are in: "iptables-legacy", "iptables-nft", "iptables" (the one on PATH), "nftables". */
+  backend: string;
 }
 
 interface Owner {
@@ -178,6 +180,7 @@ export function status(
           captures,
           winner: null,
           reachable: p.reachable,
+          backend: rules.backend.name,
           rank: p.rank(m.order),
         });
       }
@@ -209,4 +212,16 @@ export function status(
         a.hostPort - b.hostPort,
     )
     .map(({ rank: _rank, ...row }) => row);
+}
+
+/**
+ * A node whose two iptables variants both hold hostPort rules: portmap reads and deletes in one of them only (the
+ * one its runtime's `iptables` is), so the other's are left over, or another writer's.
+ */
+export function variantWarnings(read: readonly NodeRules[]): string[] {
+  const holding = read.filter((r) => r.backend.variant !== undefined && r.pods().length > 0);
+  if (holding.length < 2) return [];
+  return [
+    `${holding.map((r) => r.backend.name).join(" and ")} both hold hostPort rules: portmap reads and deletes them in one only, the one the node's CNI plugins run (the TABLE column says which rows are where)`,
+  ];
 }

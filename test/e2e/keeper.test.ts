@@ -75,7 +75,7 @@ describeAsRoot.each([
     );
     expect(keeper.output()).toMatch(/added the entry after portmap/);
     expect(keeper.output()).toMatch(
-      /keeper \([^)]*\): IPv4: default\/lost \(cbr0, \S+\): rewrote \(\d+ rules\) CNI-DN-/,
+      /keeper \([^)]*\): (?:iptables-\w+ )?IPv4: default\/lost \(cbr0, \S+\): rewrote \(\d+ rules\) CNI-DN-/,
     );
   });
 

@@ -107,9 +107,9 @@ describeAsRoot("portmap-hostip status", () => {
 
   it("prints the same as an aligned table within 80 columns", () => {
     for (const line of table.split("\n")) expect(line.length).toBeLessThanOrEqual(80);
-    expect(table).toMatch(/^POD +PORT +MATCHES +TO +STATE\n/);
+    expect(table).toMatch(/^POD +PORT +MATCHES +TO +STATE +TABLE\n/);
     expect(table).toMatch(
-      /default\/open +8082\/tcp +\* \(IPv4\) +10\.244\.1\.\d+:80 +captures-service\n {2}- takes traffic for 10\.96\.0\.50\n/,
+      /default\/open +8082\/tcp +\* \(IPv4\) +10\.244\.1\.\d+:80 +captures-service +\S+\n {2}- takes traffic for 10\.96\.0\.50\n/,
     );
     expect(table).toContain("  - shadowed by default/first\n");
   });

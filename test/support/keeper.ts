@@ -1,6 +1,8 @@
 // The keeper (`portmap-hostip install --watch --cache-dir`) run in a node namespace for the e2e tests, its
 // stdout and stderr collected.
 import type { ChildProcess } from "node:child_process";
+import { mkdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { spawnInNs } from "./netns.js";
 import { pluginBinary } from "./paths.js";
 
@@ -17,17 +19,31 @@ export interface KeeperDirs {
   stateDir: string;
 }
 
-/** Starts the keeper on `dirs` with `PATH` (the iptables variant the plugins use) and waits until it watches. */
+/** A conf dir holding `list` as the node's conflist and an empty bin dir, under `tmpDir`. */
+export function keeperConfAndBin(tmpDir: string, list: object): { confDir: string; binDir: string } {
+  const confDir = join(tmpDir, "net.d");
+  const binDir = join(tmpDir, "bin");
+  mkdirSync(confDir);
+  mkdirSync(binDir);
+  writeFileSync(join(confDir, "10-bridge.conflist"), JSON.stringify(list, null, 2));
+  return { confDir, binDir };
+}
+
+/**
+ * Starts the keeper on `dirs` with `PATH` (the plugins', or the one of a keeper in its image) and `extra` flags,
+ * and waits until it watches.
+ */
 export async function startKeeper(
   node: string,
   dirs: KeeperDirs,
   resyncSeconds: number,
   path: string,
+  extra: readonly string[] = [],
 ): Promise<RunningKeeper> {
   const args = [
     ...["install", "--watch", "--cni-bin-dir", dirs.binDir, "--cni-conf-dir", dirs.confDir],
     ...["--binary", pluginBinary(), "--cache-dir", dirs.cacheDir, "--state-dir", dirs.stateDir],
-    ...["--resync", String(resyncSeconds)],
+    ...["--resync", String(resyncSeconds), ...extra],
   ];
   // `env` gives the keeper the PATH of the plugins.
   const child = await spawnInNs(node, "env", [`PATH=${path}`, pluginBinary(), ...args], `watching ${dirs.confDir}`);

@@ -1,6 +1,7 @@
 // Loads the recorded real outputs under test/fixtures.
-import { readFileSync } from "node:fs";
+import { readdirSync, readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
+import { decodeJson } from "../../src/cni/stdin.js";
 import { CniError } from "../../src/core/errors.js";
 import type { NodeNetwork } from "../../src/core/node.js";
 import type { Rule } from "../../src/core/rule.js";
@@ -54,6 +55,17 @@ export function cniError(fn: () => unknown): CniError {
   throw new Error("expected a CniError");
 }
 
+/** The CniError's code, or "ok" when `f` returns. */
+export function codeOf(f: () => unknown): number | "ok" {
+  try {
+    f();
+  } catch (err) {
+    if (err instanceof CniError) return err.code;
+    throw err;
+  }
+  return "ok";
+}
+
 /** The scoping transform on rule lines: read, scoped on the rule model, printed (the plugin's own edges). */
 export function scopeChain(
   lines: readonly string[],
@@ -68,3 +80,32 @@ export const rules = (lines: readonly string[]): Rule[] => lines.map(parseRule);
 
 /** Rules printed as `iptables -S` lines. */
 export const lines = (rules: readonly Rule[]): string[] => rules.map((r) => formatRule(r));
+
+/** One CNI call containerd 1.6 made: its environment, stdin, exit code and stdout. */
+export interface ContainerdCall {
+  command: string;
+  env: Record<string, string>;
+  stdin: unknown;
+  code: number;
+  stdout: unknown;
+}
+
+/** What containerd sent the plugin for one pod shape of test/e2e/cri.test.ts. */
+export interface ContainerdFixture {
+  runtime: string;
+  shape: string;
+  request: {
+    portMappings: Array<{ protocol?: string; containerPort: number; hostPort?: number; hostIp?: string }>;
+    annotations: Record<string, string>;
+  };
+  calls: ContainerdCall[];
+}
+
+/** What containerd 1.6 sent, per pod shape (test/fixtures/containerd, recorded by test/e2e/cri.test.ts with PMH_RECORD_FIXTURES=1). */
+export const containerdFixtures: ContainerdFixture[] = readdirSync(`${dir}containerd/`)
+  .filter((f) => f.endsWith(".json"))
+  .sort()
+  .map((f) => JSON.parse(fixture(`containerd/${f}`)) as ContainerdFixture);
+
+/** The bytes on the plugin's stdin of a recorded call, through the plugin's own decoder. */
+export const stdinOf = (call: ContainerdCall) => decodeJson(Buffer.from(JSON.stringify(call.stdin)));

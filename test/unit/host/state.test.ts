@@ -1,40 +1,67 @@
-// The keeper lock's holder socket: a lease whose holder died (a keeper SIGKILLed mid-pass) is known stale at once,
-// in the holder's network namespace; elsewhere, and while the holder lives, the lease holds.
+// The keeper lock under the state directory: a DEL waits for a pass, bounded; a dead holder's lock is taken over —
+// at once when its holder socket is gone from this network namespace (a keeper SIGKILLed mid-pass); a lease from
+// another namespace, or whose holder lives, holds.
 import { mkdtemp, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { afterEach, beforeEach, expect, it } from "vitest";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { awaitKeeperLock, withKeeperLock } from "../../../src/host/state.js";
 
 let dir: string;
 beforeEach(async () => {
-  dir = await mkdtemp(join(tmpdir(), "pmh-state-"));
+  dir = await mkdtemp(join(tmpdir(), "pmh-keeper-"));
 });
 afterEach(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-const lease = (netns: number) =>
-  writeFile(join(dir, "keeper.lock"), JSON.stringify({ pid: 999_999, until: Date.now() + 60_000, netns }));
-
-it("takes over at once the lease of a holder of this network namespace whose socket is gone", async () => {
-  await lease((await stat("/proc/self/ns/net")).ino);
-  const started = Date.now();
-  expect(await awaitKeeperLock(dir, 5_000)).toBe(true);
-  expect(await withKeeperLock(dir, 5_000, async () => "ran")).toBe("ran");
-  expect(Date.now() - started).toBeLessThan(1_000);
-});
-
-it("keeps to the lease of a holder in another network namespace (its socket cannot be seen from here)", async () => {
-  await lease(1);
-  expect(await awaitKeeperLock(dir, 100)).toBe(false);
-  await expect(withKeeperLock(dir, 100, async () => "ran")).rejects.toThrow(/held by process 999999/);
-});
-
-it("makes another pass and a DEL wait while the holder lives", async () => {
-  await withKeeperLock(dir, 1_000, async () => {
+describe("the keeper lock", () => {
+  it("makes a DEL wait for the pass that holds the lock, and no longer than its bound", async () => {
+    const order: string[] = [];
+    let release!: () => void;
+    const held = withKeeperLock(dir, 1000, async () => {
+      order.push("pass starts");
+      await new Promise<void>((r) => (release = r));
+      order.push("pass ends");
+    });
+    await new Promise((r) => setTimeout(r, 50));
     expect(await awaitKeeperLock(dir, 100)).toBe(false);
-    await expect(withKeeperLock(dir, 100, async () => "ran")).rejects.toThrow(/held by process/);
+    const waiting = awaitKeeperLock(dir, 5000).then((free) => order.push(`DEL goes on (${free})`));
+    await new Promise((r) => setTimeout(r, 50));
+    release();
+    await Promise.all([held, waiting]);
+    expect(order).toEqual(["pass starts", "pass ends", "DEL goes on (true)"]);
   });
-  expect(await awaitKeeperLock(dir, 100)).toBe(true);
+
+  it("takes over a lock whose holder died (its lease ran out), and refuses one that is held", async () => {
+    await writeFile(join(dir, "keeper.lock"), JSON.stringify({ pid: 1, until: Date.now() - 1 }));
+    expect(await withKeeperLock(dir, 100, async () => "ran")).toBe("ran");
+    await writeFile(join(dir, "keeper.lock"), JSON.stringify({ pid: 1, until: Date.now() + 60_000 }));
+    await expect(withKeeperLock(dir, 100, async () => "ran")).rejects.toThrow(/held by process 1/);
+  });
+
+  const lease = (netns: number) =>
+    writeFile(join(dir, "keeper.lock"), JSON.stringify({ pid: 999_999, until: Date.now() + 60_000, netns }));
+
+  it("takes over at once the lease of a holder of this network namespace whose socket is gone", async () => {
+    await lease((await stat("/proc/self/ns/net")).ino);
+    const started = Date.now();
+    expect(await awaitKeeperLock(dir, 5_000)).toBe(true);
+    expect(await withKeeperLock(dir, 5_000, async () => "ran")).toBe("ran");
+    expect(Date.now() - started).toBeLessThan(1_000);
+  });
+
+  it("keeps to the lease of a holder in another network namespace (its socket cannot be seen from here)", async () => {
+    await lease(1);
+    expect(await awaitKeeperLock(dir, 100)).toBe(false);
+    await expect(withKeeperLock(dir, 100, async () => "ran")).rejects.toThrow(/held by process 999999/);
+  });
+
+  it("makes another pass and a DEL wait while the holder lives", async () => {
+    await withKeeperLock(dir, 1_000, async () => {
+      expect(await awaitKeeperLock(dir, 100)).toBe(false);
+      await expect(withKeeperLock(dir, 100, async () => "ran")).rejects.toThrow(/held by process/);
+    });
+    expect(await awaitKeeperLock(dir, 100)).toBe(true);
+  });
 });
