@@ -3,6 +3,7 @@
 import { CniInvoker, describeRun, PLUGIN_TYPE, type RuntimeConf } from "../cni.js";
 import { containerdMapping, HOST_IP_ANNOTATION, podRuntime } from "../conflists.js";
 import { podIPs } from "../harness.js";
+import { legacyIptablesPath } from "../iptables.js";
 import type { Pod } from "../topology.js";
 import { type ModelNode, modelConflist, type PodRuntime, portmapOf, type Started } from "./node.js";
 import { annotationText, CONTAINER_PORT, NETWORKS, type NetworkSpec, type PodAsk } from "./policy.js";
@@ -20,6 +21,8 @@ export class InvokerRuntime implements PodRuntime {
           workDir: node.topo.tmpDir,
           cacheDir: node.dirs.cache,
           portmapBinary: portmapOf(net),
+          // The mixed node: this network's plugins run iptables-legacy.
+          ...(net.table === "iptables-legacy" ? { path: legacyIptablesPath(node.topo.tmpDir) } : {}),
         }),
       );
   }

@@ -17,13 +17,16 @@ import { createTopology, IPVS_DEVICE, type Topology, UPLINK } from "../topology.
 import { FOREIGN_NFT_TABLE, type NodeRead, type PodRef, readNode } from "./observe.js";
 import {
   CLUSTER_IP2,
+  FAMILIES,
   type Family,
   NETWORKS,
   type NetworkSpec,
   OPTIONAL_ADDRESS,
   type PodAddresses,
   type PodAsk,
+  type RuleTable,
   SERVICES,
+  type Variant,
 } from "./policy.js";
 
 /** The keeper's full resync period in the model: short, so that passes interleave with the steps. */
@@ -126,13 +129,19 @@ const FOREIGN_FILTER = [
   '-A KUBE-FIREWALL -s 203.0.113.0/24 -m comment --comment "pmh model: foreign" -j DROP',
   "COMMIT",
 ];
-const FOREIGN_LEGACY_NAT = [
-  "*nat",
-  ":KUBE-LEGACY - [0:0]",
-  "-A PREROUTING -d 10.96.0.61/32 -j KUBE-LEGACY",
-  "-A KUBE-LEGACY -p tcp -m tcp --dport 80 -j DNAT --to-destination 10.244.250.2:80",
-  "COMMIT",
-];
+// kubelet's hint (it runs iptables-nft; the mixed node's CNI plugins run legacy): evidence of nothing of ours.
+const KUBELET_HINT = ["*mangle", ":KUBE-IPTABLES-HINT - [0:0]", "COMMIT"];
+// What a firewall keeps in legacy's nat tables: a rule of its own in IPv4, nothing in IPv6.
+const FOREIGN_LEGACY_NAT = {
+  4: [
+    "*nat",
+    ":KUBE-LEGACY - [0:0]",
+    "-A PREROUTING -d 10.96.0.61/32 -j KUBE-LEGACY",
+    "-A KUBE-LEGACY -p tcp -m tcp --dport 80 -j DNAT --to-destination 10.244.250.2:80",
+    "COMMIT",
+  ],
+  6: ["*nat", "COMMIT"],
+};
 const FOREIGN_NFT = [
   `table ${FOREIGN_NFT_TABLE.join(" ")} {`,
   "  chain input {",
@@ -144,9 +153,9 @@ const FOREIGN_NFT = [
 
 const restoreInput = (lines: readonly string[]) => `${lines.join("\n")}\n`;
 
-/** The saved tables of a "save" step: the nat table of iptables-nft, portmap's nftables tables. */
+/** The saved tables of a "save" step: both iptables variants' nat tables, portmap's nftables tables. */
 export interface SavedTables {
-  nat: Record<Family, string>;
+  nat: Record<Variant, Record<Family, string>>;
   nft: Record<Family, string>;
   read: NodeRead;
 }
@@ -177,8 +186,9 @@ export class ModelNode {
       const node = new ModelNode(topo, dirs);
       await node.kubeProxyRules();
       await nsRunOk(topo.node, "iptables-restore", ["-w", "--noflush"], { input: restoreInput(FOREIGN_FILTER) });
+      await nsRunOk(topo.node, "iptables-restore", ["-w", "--noflush"], { input: restoreInput(KUBELET_HINT) });
       await nsRunOk(topo.node, "iptables-legacy-restore", ["-w", "--noflush"], {
-        input: restoreInput(FOREIGN_LEGACY_NAT),
+        input: restoreInput(FOREIGN_LEGACY_NAT[4]),
       });
       await nsRunOk(topo.node, "nft", ["-f", "-"], { input: restoreInput(FOREIGN_NFT) });
       const managed = NETWORKS.find((n) => n.managed);
@@ -227,11 +237,23 @@ export class ModelNode {
   }
 
   /**
-   * A firewall reload: the nat tables of iptables-nft replaced, in one transaction per family, by what the
-   * firewall keeps (kube-proxy's rules); every chain of portmap's and ours is gone.
+   * A firewall reload of one variant's nat tables: each replaced, in one transaction per family, by what the
+   * firewall keeps there (kube-proxy's rules in iptables-nft's); every chain of portmap's and ours is gone. A
+   * table that does not exist (legacy's, until something writes it) is left so.
    */
-  flushNat(): Promise<void> {
-    return this.kubeProxyRules(true);
+  async flushNat(variant: Variant): Promise<void> {
+    if (variant === "nft") return this.kubeProxyRules(true);
+    for (const f of FAMILIES)
+      if (await this.legacyNatExists(f))
+        await nsRunOk(this.ns, `${f === 4 ? "iptables" : "ip6tables"}-legacy-restore`, ["-w"], {
+          input: restoreInput(FOREIGN_LEGACY_NAT[f]),
+        });
+  }
+
+  /** Whether iptables-legacy's nat table of a family exists in the node (the kernel lists the loaded ones). */
+  private async legacyNatExists(family: Family): Promise<boolean> {
+    const names = await nsRunOk(this.ns, "cat", [`/proc/net/ip${family === 4 ? "" : "6"}_tables_names`]);
+    return names.split("\n").includes("nat");
   }
 
   /** `nft delete table` or `nft flush chain … hostports` of portmap's nftables table of one family. */
@@ -251,18 +273,24 @@ export class ModelNode {
       return start < 0 ? "" : restoreInput(lines.slice(start, lines.indexOf("COMMIT", start) + 1));
     };
     const d = read.dumps;
+    const variantNat = (table: RuleTable) => ({
+      4: natOf(d[`${table} IPv4`] ?? []),
+      6: natOf(d[`${table} IPv6`] ?? []),
+    });
     return {
-      nat: { 4: natOf(d["iptables-nft IPv4"] ?? []), 6: natOf(d["iptables-nft IPv6"] ?? []) },
+      nat: { nft: variantNat("iptables-nft"), legacy: variantNat("iptables-legacy") },
       nft: { 4: restoreInput(d["nftables IPv4"] ?? []), 6: restoreInput(d["nftables IPv6"] ?? []) },
       read,
     };
   }
 
-  /** iptables-restore of a saved nat table (the whole table, as a firewall restores its saved rules). */
-  async restoreNat(saved: SavedTables): Promise<void> {
-    for (const f of [4, 6] as const)
-      if (saved.nat[f] !== "")
-        await nsRunOk(this.ns, f === 4 ? "iptables-restore" : "ip6tables-restore", ["-w"], { input: saved.nat[f] });
+  /** iptables-restore of one variant's saved nat tables (the whole table, as a firewall restores its saved rules). */
+  async restoreNat(saved: SavedTables, variant: Variant): Promise<void> {
+    for (const f of FAMILIES)
+      if (saved.nat[variant][f] !== "")
+        await nsRunOk(this.ns, `${f === 4 ? "iptables" : "ip6tables"}-${variant}-restore`, ["-w"], {
+          input: saved.nat[variant][f],
+        });
   }
 
   /** A saved portmap nftables table put back in place of the current one, in one nft transaction. */

@@ -131,8 +131,13 @@ export async function readNode(ns: string, pods: readonly PodRef[]): Promise<Nod
         if (id !== undefined && !ids.has(id)) misplaced.push(`${name}: a rule of no pod of the run: ${l.trim()}`);
       }
   }
+  // Rules and user chains; a table's header and built-in chains come with its first rule, whoever writes it.
   const foreign = Object.entries(dumps)
     .filter(([name]) => name.startsWith("iptables") || name === "nftables foreign")
-    .flatMap(([name, lines]) => lines.filter((l) => !l.includes("CNI-")).map((l) => `${name}: ${l}`));
+    .flatMap(([name, lines]) =>
+      lines
+        .filter((l) => !l.includes("CNI-") && !/^(\*|COMMIT$|:\S+ (ACCEPT|DROP) )/.test(l))
+        .map((l) => `${name}: ${l}`),
+    );
   return { coverage, misplaced, foreign, dumps };
 }

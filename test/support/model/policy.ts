@@ -27,12 +27,17 @@ export const SERVICES = [
 ] as const;
 
 /** The hostPorts pods choose from: few, so that pods share them (on different addresses). */
-export const PORTS: Record<Proto, readonly number[]> = { tcp: [8080, 8081, 8082, 8083, 8084], udp: [5353, 5354, 5355] };
+export const PORTS: Record<Proto, readonly number[]> = {
+  tcp: [8080, 8081, 8082, 8083, 8084, 8085, 8086],
+  udp: [5353, 5354, 5355, 5356],
+};
 /** The port each protocol's mapping goes to in the pod (its echo server listens there). */
 export const CONTAINER_PORT: Record<Proto, number> = { tcp: 80, udp: 53 };
 
 /** Where a network's portmap writes its rules. */
 export type RuleTable = "iptables-nft" | "iptables-legacy" | "nftables";
+export type Variant = "nft" | "legacy";
+export const VARIANT_TABLE: Record<Variant, RuleTable> = { nft: "iptables-nft", legacy: "iptables-legacy" };
 
 export interface NetworkSpec {
   name: string;
@@ -47,7 +52,10 @@ export interface NetworkSpec {
   managed: boolean;
 }
 
-/** The node's networks: one per place portmap writes, several policies, both families. */
+/**
+ * The node's networks: every place portmap writes (both iptables variants, as on a mixed node, and its nftables
+ * backend), several policies, both families.
+ */
 export const NETWORKS: readonly NetworkSpec[] = [
   {
     name: "cbr0",
@@ -67,6 +75,17 @@ export const NETWORKS: readonly NetworkSpec[] = [
     portmap: "v1.9.1",
     table: "nftables",
     defaultHostIP: [NODE_IP2, NEW_IP, NODE_IP6, NEW_IP6],
+    managed: false,
+  },
+  {
+    // The mixed node's network: its plugins run iptables-legacy while kubelet and kube-proxy run iptables-nft.
+    name: "legnet",
+    bridge: "cni3",
+    subnet4: "10.244.192.0/18",
+    subnet6: "2001:db8:244:3::/64",
+    portmap: "debian",
+    table: "iptables-legacy",
+    defaultHostIP: "node",
     managed: false,
   },
   {

@@ -30,6 +30,7 @@ import {
   REFUSED_ADDRESSES,
   SERVICES,
   unscoped,
+  VARIANT_TABLE,
 } from "./policy.js";
 import { entriesOf, Model, type ModelPod, newPod, show, type Violation } from "./state.js";
 import { chooser, drawStep, type Step, type StepWeights, stepText } from "./steps.js";
@@ -188,9 +189,9 @@ async function execute(ctx: Ctx, step: Step, at: number): Promise<string> {
     case "quiesce":
       return quiesce(ctx, step.pick, at);
     case "flush-nat":
-      await node.flushNat();
-      model.flushed("iptables-nft", FAMILIES);
-      return "flushed the nat tables (iptables-nft)";
+      await node.flushNat(step.variant);
+      model.flushed(VARIANT_TABLE[step.variant], FAMILIES);
+      return `firewall reload: the nat tables of iptables-${step.variant} replaced`;
     case "flush-nft":
       await node.flushNft(step.family, step.how);
       model.flushed("nftables", [step.family]);
@@ -200,9 +201,9 @@ async function execute(ctx: Ctx, step: Step, at: number): Promise<string> {
       return "saved the nat and nftables tables";
     case "restore-nat":
       if (!ctx.saved) return "skipped: nothing saved";
-      await node.restoreNat(ctx.saved);
-      model.restored("iptables-nft", FAMILIES, ctx.saved.read.coverage, Date.now());
-      return "restored the saved nat tables";
+      await node.restoreNat(ctx.saved, step.variant);
+      model.restored(VARIANT_TABLE[step.variant], FAMILIES, ctx.saved.read.coverage, Date.now());
+      return `restored the saved nat tables of iptables-${step.variant}`;
     case "restore-nft":
       if (!ctx.saved) return "skipped: nothing saved";
       await node.restoreNft(ctx.saved, step.family);

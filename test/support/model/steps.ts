@@ -3,7 +3,7 @@
 // which port is resolved against the model when the step runs, so that any sub-list of steps still runs
 // (what shrinking needs).
 import fc from "fast-check";
-import type { Family, Proto } from "./policy.js";
+import type { Family, Proto, Variant } from "./policy.js";
 
 export type Step =
   | {
@@ -18,10 +18,10 @@ export type Step =
   | { kind: "del"; pick: number }
   | { kind: "check"; pick: number }
   | { kind: "quiesce"; pick: number }
-  | { kind: "flush-nat" }
+  | { kind: "flush-nat"; variant: Variant }
   | { kind: "flush-nft"; family: Family; how: "table" | "chain" }
   | { kind: "save" }
-  | { kind: "restore-nat" }
+  | { kind: "restore-nat"; variant: Variant }
   | { kind: "restore-nft"; family: Family }
   | { kind: "reconcile" }
   | { kind: "gc"; grace: 0 | 1 }
@@ -36,11 +36,12 @@ export type StepKind = Step["kind"];
 
 const pick = fc.nat(1_000_000);
 const family = fc.constantFrom<Family>(4, 6);
+const variant = fc.constantFrom<Variant>("nft", "legacy");
 
 const ARBITRARIES: Record<StepKind, fc.Arbitrary<Step>> = {
   add: fc.record({
     kind: fc.constant("add" as const),
-    net: fc.nat(2),
+    net: fc.nat(99),
     protos: fc.constantFrom<Proto[]>(["tcp"], ["udp"], ["tcp", "udp"], ["tcp", "tcp"]),
     ask: fc.nat(9),
     pick,
@@ -48,14 +49,14 @@ const ARBITRARIES: Record<StepKind, fc.Arbitrary<Step>> = {
   del: fc.record({ kind: fc.constant("del" as const), pick }),
   check: fc.record({ kind: fc.constant("check" as const), pick }),
   quiesce: fc.record({ kind: fc.constant("quiesce" as const), pick }),
-  "flush-nat": fc.constant({ kind: "flush-nat" as const }),
+  "flush-nat": fc.record({ kind: fc.constant("flush-nat" as const), variant }),
   "flush-nft": fc.record({
     kind: fc.constant("flush-nft" as const),
     family,
     how: fc.constantFrom<"table" | "chain">("table", "chain"),
   }),
   save: fc.constant({ kind: "save" as const }),
-  "restore-nat": fc.constant({ kind: "restore-nat" as const }),
+  "restore-nat": fc.record({ kind: fc.constant("restore-nat" as const), variant }),
   "restore-nft": fc.record({ kind: fc.constant("restore-nft" as const), family }),
   reconcile: fc.constant({ kind: "reconcile" as const }),
   gc: fc.record({ kind: fc.constant("gc" as const), grace: fc.constantFrom<0 | 1>(0, 1) }),
