@@ -1,7 +1,7 @@
 // `npm run bench` (through bench/run): portmap's ADD against portmap-hostip's ADD on the chain portmap just
 // wrote, side by side in one run, at several nat table sizes, for iptables-nft and iptables-legacy, inside
 // network namespaces that it creates and removes. See bench/README.md.
-import { chmodSync, copyFileSync, existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { loadavg, tmpdir } from "node:os";
 import { basename, join } from "node:path";
 import { REPO_ROOT } from "../test/support/paths.js";
@@ -522,7 +522,11 @@ async function benchVariant(variant: Variant, runnerScript: string, results: Ben
 
 async function main(): Promise<void> {
   const [runnerScript, ...flags] = process.argv.slice(2);
-  if (runnerScript === undefined) throw new Error("usage: bench.mjs <bench-runner.mjs> [--profile]");
+  if (runnerScript === undefined) throw new Error("usage: bench.mjs <bench-runner.mjs> [--profile | --report]");
+  if (flags.includes("--report")) {
+    report(JSON.parse(readFileSync(join(OUT_DIR, "results.json"), "utf8")) as BenchResults);
+    return;
+  }
   if (process.getuid?.() !== 0) throw new Error("the bench needs root (network namespaces, iptables inside them)");
   for (const v of ["NODE_OPTIONS", "NODE_EXTRA_CA_CERTS"]) {
     if (process.env[v] !== undefined)
@@ -573,15 +577,20 @@ async function bench(runnerScript: string): Promise<void> {
   for (const variant of VARIANTS) await benchVariant(variant, runnerScript, results);
   results.durationSeconds = Math.round((Date.now() - started) / 1000);
   results.machine.loadAverage.push(loadavg()[0]!);
+  report(results);
+  // Timings are reported, never asserted; correctness is: a failed or wrong concurrent ADD fails the run.
+  const broken = results.concurrent.filter((c) => !c.allSucceeded || !c.chainsCorrect);
+  if (broken.length > 0)
+    throw new Error(`concurrent ADDs failed or left wrong chains:\n${broken.flatMap((c) => c.failures).join("\n")}`);
+}
+
+/** Prints the tables and targets of a run, and writes them (`--report`: again, from its results.json). */
+function report(results: BenchResults): void {
   const markdown = printReport(results, artifacts);
   writeFileSync(join(OUT_DIR, "results.json"), `${JSON.stringify(results, null, 2)}\n`);
   writeFileSync(join(OUT_DIR, "results.md"), markdown);
   writeFileSync(join(OUT_DIR, "chart.svg"), renderChart(results, artifacts));
   log(`wrote ${join(OUT_DIR, "results.json")}, results.md and chart.svg`);
-  // Timings are reported, never asserted; correctness is: a failed or wrong concurrent ADD fails the run.
-  const broken = results.concurrent.filter((c) => !c.allSucceeded || !c.chainsCorrect);
-  if (broken.length > 0)
-    throw new Error(`concurrent ADDs failed or left wrong chains:\n${broken.flatMap((c) => c.failures).join("\n")}`);
 }
 
 main().catch((err: unknown) => {

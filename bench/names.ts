@@ -12,6 +12,7 @@ export const M = {
   seaAddDual: "SEA ADD, dual-stack",
   leastAdd: "least Node ADD",
   leastAddDual: "least Node ADD, dual-stack",
+  leastNftAdd: "least Node ADD",
   seaAddBuilt: "SEA ADD (dist/, as built)",
   bundleVersion: "bundle VERSION",
   seaVersion: "SEA VERSION",

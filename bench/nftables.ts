@@ -171,18 +171,51 @@ class NftNode {
 
 type Samples = Record<string, number[]>;
 
-/** One round: each artifact's floor, then portmap ADD → our ADD (checked) → portmap DEL, per artifact. */
+const LEAST_ADD = join(REPO_ROOT, "bench/least-nft-add.cjs");
+
+/**
+ * The least a Node plugin can do to scope the pod's rules (bench/least-nft-add.cjs on the SEA's runtime, with our
+ * ADD's environment and stdin): the `ip` batch our ADD runs, each family's `hostports` listed, one batch.
+ */
+function leastAdd(node: NftNode, pod: Pod, node24: string, portmapResult: Record<string, unknown>): Job {
+  const batch = ["address show", "route show default", "route show table all exact ::/0"];
+  return {
+    ...node.cniJob("ADD", node24, 2, pod, portmapResult),
+    args: [
+      LEAST_ADD,
+      batch.map((c) => `${c}\n`).join(""),
+      pod.rt.containerID,
+      HOST_IPS[4].join(","),
+      HOST_IPS[6].join(","),
+    ],
+  };
+}
+
+/**
+ * One round: each artifact's floor, then portmap ADD → our ADD (checked) → portmap DEL, per artifact; and the
+ * same with the least Node ADD in place of ours, on the last artifact's runtime (the SEA's, when built).
+ */
 async function round(node: NftNode, pod: Pod, artifacts: Artifact[], samples: Samples, index: number): Promise<void> {
   const record = (name: string, ns: number): void => {
     (samples[name] ??= []).push(ns / 1e6);
   };
-  // A B, B A, …: which artifact goes first alternates; each one's floor runs just before it.
-  for (const a of index % 2 === 0 ? artifacts : [...artifacts].reverse()) {
+  const least = artifacts.at(-1) as Artifact;
+  const adds = [
+    ...artifacts.map((a) => ({ ...a, job: (pm: Record<string, unknown>) => node.cniJob("ADD", a.path, 2, pod, pm) })),
+    {
+      ...least,
+      name: "least",
+      add: M.leastNftAdd,
+      job: (pm: Record<string, unknown>) => leastAdd(node, pod, least.node, pm),
+    },
+  ];
+  // A B C, C B A, …: which ADD goes first alternates; each one's floor runs just before it.
+  for (const a of index % 2 === 0 ? adds : [...adds].reverse()) {
     record(a.floor, (await node.runner.runOk(node.tool(a.node, ["-e", "0"]))).ns);
     const pm = await cniOk(node.runner, node.cniJob("ADD", node.portmap, 1, pod, pod.bridgeResult), "portmap ADD");
     record(M.portmapAdd, pm.result.ns);
     forgetRecord(node.h, node.list.name, pod.rt.containerID);
-    record(a.add, (await cniOk(node.runner, node.cniJob("ADD", a.path, 2, pod, pm.output), `${a.name} ADD`)).result.ns);
+    record(a.add, (await cniOk(node.runner, a.job(pm.output), `${a.name} ADD`)).result.ns);
     // The read our ADD makes per family, alone.
     const listing = node.tool("nft", ["-a", "-j", "list", "chain", "ip", "cni_hostport", "hostports"]);
     record(M.nftList, (await node.runner.runOk(listing)).ns);
@@ -204,10 +237,12 @@ const ms = (v: number): string => (v >= 100 ? v.toFixed(0) : v.toFixed(1));
 function markdown(results: StateResult[], artifacts: Artifact[], header: string): string {
   const rows = results.flatMap((r) => {
     const pm = r.stats[M.portmapAdd]!.median;
-    const names = [M.portmapAdd, ...artifacts.flatMap((a) => [a.floor, a.add]), M.nftList, M.portmapDel];
+    // The least Node ADD runs on the last artifact's runtime: its floor is that one's.
+    const timed = [...artifacts, { ...(artifacts.at(-1) as Artifact), add: M.leastNftAdd }];
+    const names = [M.portmapAdd, ...timed.flatMap((a) => [a.floor, a.add]), M.nftList, M.portmapDel];
     return [...new Set(names)].map((name) => {
       const s = r.stats[name]!;
-      const a = artifacts.find((x) => x.add === name);
+      const a = timed.find((x) => x.add === name);
       const floor = a === undefined ? "" : (s.median / r.stats[a.floor]!.median).toFixed(2);
       return `| ${r.otherPods} | ${name} | ${ms(s.median)} | ${ms(s.min)} | ${ms(s.max)} | ${(s.median / pm).toFixed(2)} | ${floor} |`;
     });

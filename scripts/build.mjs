@@ -43,33 +43,44 @@ const common = {
   define: { PORTMAP_HOSTIP_VERSION: JSON.stringify(version), PORTMAP_HOSTIP_COMMIT: JSON.stringify(gitCommit()) },
 };
 
-// The operator commands (src/cli/main.ts and all it loads) are a bundle of their own, kept as text inside the
-// plugin and compiled only when a command line runs: no pod start parses them (Node 20 keeps no code cache
-// for the bundle), and the single executable's code cache holds only what pods run. They share no object
-// with the CNI code: runCli takes the arguments and returns the exit code.
+// The operator commands (src/cli/main.ts and all it loads) are a bundle of their own, compiled only when a command
+// line runs: no pod start parses them (Node 20 keeps no code cache for the bundle), and the single executable's
+// code cache holds only what pods run. They share no object with the CNI code: runCli takes the arguments and
+// returns the exit code. The bundle carries their text; the single executable, where the plugin's whole source
+// is on the heap at every pod start, has them as an asset of their own, which scripts/sea-main.cjs loads.
 // ES module builds first: jsonc-parser's "main" is a UMD build whose requires esbuild cannot follow.
 const cli = await build({ ...common, entryPoints: ["src/cli/main.ts"], mainFields: ["module", "main"], write: false });
-const operatorCommands = {
-  name: "operator-commands",
-  setup(b) {
-    b.onResolve({ filter: /^\.\/cli\/main\.js$/ }, () => ({ path: "cli", namespace: "operator-commands" }));
-    b.onLoad({ filter: /.*/, namespace: "operator-commands" }, () => ({
-      loader: "js",
-      contents: `const m = { exports: {} };
-require("node:vm").compileFunction(${JSON.stringify(cli.outputFiles[0].text)}, ["exports", "require", "module"], { filename: "portmap-hostip-cli.js" })(m.exports, require, m);
-module.exports = m.exports;`,
-    }));
-  },
-};
-await build({
-  ...common,
-  entryPoints: ["src/main.ts"],
-  outfile,
-  plugins: [operatorCommands],
-  // The runtime hands plugins its whole environment: keep its Node flags and CA bundle out of our process.
-  banner: { js: "#!/usr/bin/env -S -u NODE_OPTIONS -u NODE_EXTRA_CA_CERTS node" },
-});
+const cliText = cli.outputFiles[0].text;
+const CLI_LOADER = 'globalThis[Symbol.for("portmap-hostip.cli")]';
+/** The plugin's bundle; `embed`: with the operator commands' text (else the single executable's loader brings it). */
+const pluginBuild = (embed, write) =>
+  build({
+    ...common,
+    entryPoints: ["src/main.ts"],
+    outfile,
+    write,
+    plugins: [
+      {
+        name: "operator-commands",
+        setup(b) {
+          b.onResolve({ filter: /^\.\/cli\/main\.js$/ }, () => ({ path: "cli", namespace: "operator-commands" }));
+          b.onLoad({ filter: /.*/, namespace: "operator-commands" }, () => ({
+            loader: "js",
+            contents: embed
+              ? `const m = { exports: {} };
+require("node:vm").compileFunction(${JSON.stringify(cliText)}, ["exports", "require", "module"], { filename: "portmap-hostip-cli.js" })(m.exports, require, m);
+module.exports = m.exports;`
+              : `module.exports = ${CLI_LOADER}();`,
+          }));
+        },
+      },
+    ],
+    // The runtime hands plugins its whole environment: keep its Node flags and CA bundle out of our process.
+    banner: { js: "#!/usr/bin/env -S -u NODE_OPTIONS -u NODE_EXTRA_CA_CERTS node" },
+  });
+await pluginBuild(true, true);
 chmodSync(outfile, 0o755);
+const seaBundle = (await pluginBuild(false, false)).outputFiles[0].text;
 // dist/ sits in this "type": "module" package: without this, node would load the bundle as ESM.
 writeFileSync("dist/package.json", '{ "type": "commonjs" }\n');
 
@@ -77,10 +88,10 @@ writeFileSync("dist/package.json", '{ "type": "commonjs" }\n');
 if (arm64) {
   const runtimeDir = mkdtempSync(join("dist", ".node-arm64-"));
   try {
-    buildSea(outfile, "dist/portmap-hostip-linux-arm64", version, arm64Target(arm64Node(runtimeDir)));
+    buildSea(seaBundle, cliText, "dist/portmap-hostip-linux-arm64", version, arm64Target(arm64Node(runtimeDir)));
   } finally {
     rmSync(runtimeDir, { recursive: true, force: true });
   }
 } else {
-  buildSea(outfile, "dist/portmap-hostip-linux-x64", version, X64);
+  buildSea(seaBundle, cliText, "dist/portmap-hostip-linux-x64", version, X64);
 }

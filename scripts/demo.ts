@@ -1,5 +1,6 @@
 // `npm run demo` (via scripts/demo): portmap's hostPort hijacking a Service's ClusterIP, and portmap-hostip
-// scoping the same hostPort, each in its own throwaway node/client/pod namespaces with the real CNI plugins.
+// scoping the same hostPort, each in its own throwaway node/client/pod namespaces with the real CNI plugins; what
+// `portmap-hostip status` says on each node; then the user's next step.
 import {
   bridgeConflist,
   CLUSTER_IP,
@@ -13,6 +14,7 @@ import {
   NODE_IP1,
   NODE_IP2,
   type PluginConf,
+  stateDirFor,
   type Topology,
   whoAnswers,
 } from "../test/support/harness.js";
@@ -65,7 +67,7 @@ function say(text = ""): void {
 
 /** Runs one scenario in fresh namespaces; returns who answered each probe. */
 async function runScenario(n: number, s: Scenario): Promise<string[]> {
-  const h = await createHarness();
+  const h = await createHarness({ libcniCache: true });
   try {
     say(`[${n}] ${s.title}`);
     const list = bridgeConflist({ dataDir: h.topo.ipamDataDir, hostip: s.hostip });
@@ -86,6 +88,17 @@ async function runScenario(n: number, s: Scenario): Promise<string[]> {
       const who = await whoAnswers(p.from(h.topo), "tcp", p.host, HOST_PORT);
       answers.push(who === null ? "nobody" : who.startsWith("pod-") ? "pod" : who);
     }
+    // The node's libcni cache and the plugin's records are the demo's own directories.
+    const status = await h.operator([
+      "status",
+      "--cache-dir",
+      h.cacheDir as string,
+      "--state-dir",
+      stateDirFor(h.topo.ipamDataDir),
+    ]);
+    if (status.code !== 0) throw new Error(`portmap-hostip status failed:\n${status.stderr}`);
+    say("    portmap-hostip status:");
+    for (const line of status.stdout.trimEnd().split("\n")) say(`      ${line}`);
     say();
     return answers;
   } finally {
@@ -131,12 +144,20 @@ async function main(): Promise<number> {
   say();
 
   const bad = body.some((r) => r.some((c) => c.endsWith("UNEXPECTED")));
+  if (bad) {
+    say("FAILED: some destination was not answered as expected (see UNEXPECTED above).");
+    return 1;
+  }
   say(
-    bad
-      ? "FAILED: some destination was not answered as expected (see UNEXPECTED above)."
-      : "portmap alone answers on every local address and steals the Service's port; with portmap-hostip the hostPort answers only where it should.",
+    "portmap alone answers on every local address and steals the Service's port; with portmap-hostip the hostPort answers only where it should.",
   );
-  return bad ? 1 : 0;
+  say();
+  say("Next, on a node of yours (containerd, a conflist with portmap), as root, from this clone:");
+  say("  install -m 0755 dist/portmap-hostip-linux-x64 /usr/local/bin/portmap-hostip");
+  say("  portmap-hostip status                           # who takes which hostPort there, as above; changes nothing");
+  say("  portmap-hostip install --default-host-ip node   # the entry after portmap: pods that start now are scoped");
+  say("Then its keeper (README.md, Quick start on one node); on a cluster, the DaemonSet (docs/install.md).");
+  return 0;
 }
 
 main().then(

@@ -2,7 +2,15 @@
 // build time holding every function a pod start runs (scripts/sea-code-cache.cjs): Node's own SEA code cache
 // holds only what compiles before the script runs, so each of them would otherwise be compiled then.
 const { getAsset, getRawAsset } = require("node:sea");
-const { Script } = require("node:vm");
+const { compileFunction, Script } = require("node:vm");
+
+// The operator commands, an asset of their own (scripts/build.mjs): compiled only when a command line runs.
+globalThis[Symbol.for("portmap-hostip.cli")] = () => {
+  const m = { exports: {} };
+  const params = ["exports", "require", "module"];
+  compileFunction(getAsset("cli.js", "utf8"), params, { filename: "portmap-hostip-cli.js" })(m.exports, require, m);
+  return m.exports;
+};
 
 const script = new Script(getAsset("plugin.js", "utf8"), {
   filename: "portmap-hostip.js",

@@ -106,6 +106,12 @@ export interface Removed {
   rules?: number;
 }
 
+/** A live pod whose rules a pass wrote: its attachment, and where its rules are (a chain, nftables' table and chain). */
+export interface Repaired {
+  attachment: CachedAttachment;
+  place: string;
+}
+
 /** What a backend's collect did per family (`family` undefined: both at once). */
 export interface Collected {
   family: Family | undefined;
@@ -120,6 +126,8 @@ export interface NodeRules {
   /** The families read (a family whose tool failed is left out, and said in `problems`). */
   readonly families: readonly Family[];
   readonly problems: readonly string[];
+  /** What was read, as text: two reads with the same text hold the same rules (the keeper's status rows). */
+  readonly text: string;
   /** Whether portmap has written here: its chains (iptables: CNI-HOSTPORT-DNAT, a pod's) or its tables exist. */
   readonly portmapWrote: boolean;
   /**
@@ -162,8 +170,13 @@ export interface PassOptions {
   rebuild: boolean;
   /** Only these networks' attachments and chains (none: every network). */
   networks: readonly string[];
-  /** Our entry for attachments whose cached conflist has none (the keeper's own options). */
-  fallbackEntry: Record<string, unknown> | undefined;
+  /**
+   * Which networks the pass keeps (rebuilds, and deletes dead pods' chains of): "ours", those whose cached conflist
+   * has our entry and the managed conflist's (the keeper, reconcile); "cached", every network the cache names (gc).
+   */
+  scope: "ours" | "cached";
+  /** The conflist the installer manages (the keeper, reconcile); undefined when none is known. */
+  managed: ManagedList | undefined;
   /** A dead pod's rules that take no live pod's port go after this long dead (Infinity: never). */
   graceMs: number;
   /** A dead pod's rules that take a live pod's port go at once when its DEL is recorded, else after a second look. */
@@ -176,6 +189,21 @@ export interface PassOptions {
    */
   cniIptables: IptablesVariant | undefined;
 }
+
+/** The conflist the installer manages: its network, and our entry in it (undefined: it has none now). */
+export interface ManagedList {
+  network: string;
+  entry: Record<string, unknown> | undefined;
+}
+
+/**
+ * Our entry for an attachment whose cached conflist has none: the managed conflist's, for that network's pods only
+ * (they started while a rewrite of that file had removed our entry).
+ */
+export const fallbackEntry = (
+  managed: ManagedList | undefined,
+  a: CachedAttachment,
+): Record<string, unknown> | undefined => (a.network === managed?.network ? managed.entry : undefined);
 
 /**
  * What a pass found all correct: a later pass that reads the same `text`, decides by the same `key` and gets
@@ -215,6 +243,8 @@ export interface FamilyOutcome {
   leftAlone: string[];
   /** One line per other change (written, or planned under dryRun). */
   actions: string[];
+  /** The live pods whose rules it wrote (or would write), for the keeper's repair counts, log and Events. */
+  repaired: Repaired[];
   correct: number;
   rebuilt: number;
   /** Lines of the one transaction (0: nothing written). */
@@ -239,6 +269,7 @@ export const emptyOutcome = (backend: string, family: Family | undefined): Famil
   removed: [],
   leftAlone: [],
   actions: [],
+  repaired: [],
   correct: 0,
   rebuilt: 0,
   lines: 0,
@@ -254,3 +285,7 @@ export const failureText = (err: unknown): string => {
   const details = (err as { details?: string }).details;
   return `${(err as Error).message}${details ? `\n${details}` : ""}`;
 };
+
+/** The same items in the same order, by identity (what a pass keeps from the last one is the same object). */
+export const sameItems = (a: readonly unknown[], b: readonly unknown[]): boolean =>
+  a.length === b.length && a.every((x, i) => x === b[i]);

@@ -25,8 +25,10 @@ import {
   emptyOutcome,
   type FamilyOutcome,
   failureText,
+  fallbackEntry,
   type NodeRules,
   type RuleBackend,
+  sameItems,
 } from "./backend.js";
 import { type FamilyPlan, planDead, planGc, planReconcile, removedOf, type Wanted } from "./iptables-plan.js";
 
@@ -69,15 +71,20 @@ export function natRules(
     backend,
     families: [...texts.keys()],
     problems,
+    get text() {
+      return [...texts].map(([family, text]) => `${family}\n${text}`).join("\n");
+    },
     portmapWrote: [...declared].some((c) => c === DNAT_CHAIN || c.startsWith(POD_CHAIN_PREFIX)),
     // A table that exists lists its built-in chains; legacy's absent one reads as "" (nat.ts).
     tablesExist: [...texts.values()].some((text) => text !== ""),
     keyOf: (pod) => portmapChainName(pod.network, pod.containerId),
     pods: () =>
       tables().flatMap(([family, table]) => {
-        const jumps = portmapJumps(table);
+        // The first jump to each chain: the one that sees packets first.
+        const jumps = new Map<string, ReturnType<typeof portmapJumps>[number]>();
+        for (const j of portmapJumps(table)) if (!jumps.has(j.chain)) jumps.set(j.chain, j);
         return podChains(table).map((chain) => {
-          const jump = jumps.find((j) => j.chain === chain);
+          const jump = jumps.get(chain);
           return {
             family,
             key: chain,
@@ -114,7 +121,7 @@ export function natRules(
 }
 
 // An attachment parsed once (the keeper's cache memo) is the same object at every pass: its chains are computed
-// again only when the node's addresses or the fallback entry changed.
+// again only when the node's addresses or the managed conflist (its network, our entry in it) changed.
 const expectedMemo = new WeakMap<CachedAttachment, { key: string; chains: ExpectedChain[] }>();
 
 function expectedOf(
@@ -140,10 +147,12 @@ async function keepNat(
 ): Promise<{ families: FamilyOutcome[]; problems: string[] }> {
   const problems: string[] = [];
   const wanted: Wanted[] = [];
-  const inputsKey = JSON.stringify([view.network, options.fallbackEntry ?? null]);
+  const inputsKey = JSON.stringify([view.network, options.managed ?? null]);
+  const attachments = new Map(live.map((l) => [l.key, l.attachment]));
   for (const l of live) {
     try {
-      for (const expected of expectedOf(l.attachment, view.network, options.fallbackEntry, inputsKey))
+      const fallback = fallbackEntry(options.managed, l.attachment);
+      for (const expected of expectedOf(l.attachment, view.network, fallback, inputsKey))
         wanted.push({ label: l.label, key: l.key, expected });
     } catch (err) {
       // Left as it is: writing portmap's unscoped rules would open what the policy refuses.
@@ -176,6 +185,10 @@ async function keepNat(
       removed: dead.removed,
       leftAlone: dead.leftAlone,
       actions: plan.actions,
+      repaired: plan.rebuilt.flatMap((r) => {
+        const attachment = attachments.get(r.key);
+        return attachment ? [{ attachment, place: r.expected.chain }] : [];
+      }),
       correct: plan.correct.length,
       rebuilt: plan.rebuilt.length,
       lines: lines.length,
@@ -197,9 +210,6 @@ async function keepNat(
   }
   return { families, problems };
 }
-
-const sameItems = (a: readonly unknown[], b: readonly unknown[]): boolean =>
-  a.length === b.length && a.every((x, i) => x === b[i]);
 
 async function dropStale(plan: FamilyPlan, family: Family, warn: (t: string) => void): Promise<number> {
   const rewrites = plan.rebuilt.map((r) => ({ before: r.before, after: r.expected.rules }));

@@ -15,6 +15,7 @@ import {
   emptyOutcome,
   type FamilyOutcome,
   failureText,
+  fallbackEntry,
   type NodeRules,
   type Removed,
   type RuleBackend,
@@ -90,6 +91,9 @@ export function nftRules(backend: RuleBackend, chains: readonly NftChain[]): Nod
     // The families where portmap's nftables backend has its table.
     families: hostports.filter((c) => c.present).map((c) => c.family),
     problems: [],
+    get text() {
+      return JSON.stringify(chains);
+    },
     portmapWrote: hostports.some((c) => c.present),
     tablesExist: hostports.some((c) => c.present),
     keyOf: (pod) => pod.containerId,
@@ -161,7 +165,7 @@ async function keepNft(
   const outcome = emptyOutcome(backend.name, undefined);
   // The cheap resync: the same rules (handles included), node addresses and attachments as a pass that found
   // everything correct.
-  const text = JSON.stringify([chains, view.network, options.fallbackEntry ?? null, options.networks]);
+  const text = JSON.stringify([chains, view.network, options.managed ?? null, options.networks, options.scope]);
   const key = String(options.rebuild);
   const attachments = live.map((l) => l.attachment);
   const before = settled.get(SETTLED_KEY);
@@ -193,7 +197,7 @@ async function keepNft(
       const done = await reconcileNft(backend, l.attachment, present.has(l.attachment.containerId), {
         cniBinDir: options.cniBinDir,
         dryRun: options.dryRun,
-        fallback: options.fallbackEntry,
+        fallback: fallbackEntry(options.managed, l.attachment),
         mayRerun: () => mayRebuild(l.key),
         warn: (t) => problems.push(t),
         read,
@@ -203,6 +207,7 @@ async function keepNft(
       else {
         outcome.rebuilt++;
         outcome.actions.push(`${l.label}: ${done.text}`);
+        outcome.repaired.push({ attachment: l.attachment, place: `${TABLE} ${CHAIN}` });
       }
     } catch (err) {
       outcome.skipped.push(`${l.label}: ${(err as Error).message}`);

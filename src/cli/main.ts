@@ -1,11 +1,6 @@
 // Operator subcommands (`portmap-hostip <subcommand>`); the CNI path never loads this module.
 import { isSea } from "node:sea";
-
-// Injected by scripts/build.mjs; absent when the sources run unbundled (tests).
-declare const PORTMAP_HOSTIP_VERSION: string;
-declare const PORTMAP_HOSTIP_COMMIT: string;
-export const version = typeof PORTMAP_HOSTIP_VERSION === "string" ? PORTMAP_HOSTIP_VERSION : "0.0.0-dev";
-const commit = typeof PORTMAP_HOSTIP_COMMIT === "string" ? PORTMAP_HOSTIP_COMMIT : "unknown";
+import { commit, version } from "./version.js";
 
 const HELP = `portmap-hostip ${version}: CNI chained plugin that runs after portmap and scopes its hostPort
 DNAT rules to the host IPs each mapping should have.
@@ -20,6 +15,9 @@ follows "portmap". By hand:
   portmap-hostip gc [--dry-run]      delete portmap chains of pods that are gone
   portmap-hostip --version
   portmap-hostip --help
+
+Each command's --help lists all its options. install --watch --cache-dir /var/lib/cni is the node's
+keeper (deploy/portmap-hostip.service runs it by hand; the DaemonSet's watch container on a cluster).
 `;
 
 export async function runCli(args: string[]): Promise<number> {

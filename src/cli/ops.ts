@@ -1,6 +1,6 @@
 // `portmap-hostip status | reconcile | gc`: operator commands on the namespace they run in.
 import { readFile } from "node:fs/promises";
-import type { NodeRules } from "../backends/backend.js";
+import type { ManagedList, NodeRules } from "../backends/backend.js";
 import { nodeBackends } from "../backends/registry.js";
 import { DEFAULT_STATE_DIR, isStateDir } from "../core/config.js";
 import type { IptablesVariant } from "../core/node.js";
@@ -8,8 +8,8 @@ import { type CacheRead, DEFAULT_CACHE_DIR, readResultCache, selectsNetwork } fr
 import { judge } from "../host/liveness.js";
 import { readNodeNetwork } from "../host/network.js";
 import { readRecords } from "../host/state.js";
-import { installedEntry } from "../install/conflist.js";
-import { findConflist, resolveLayout } from "../install/files.js";
+import { managedList } from "../install/conflist.js";
+import { findConflist, needDirectory, resolveLayout } from "../install/files.js";
 import { gc } from "../ops/gc.js";
 import { reconcile } from "../ops/reconcile.js";
 import { statusJson, statusTable } from "../ops/render.js";
@@ -37,21 +37,24 @@ interface Flags {
   help: boolean;
 }
 
-const USAGE: Record<string, string> = {
+export const USAGE: Record<string, string> = {
   status: `usage: portmap-hostip status [--cache-dir DIR] [--network NAME]... [--state-dir DIR] [--json]
   One row per hostPort mapping in the nat tables (both iptables variants where both are installed) and in
   portmap's nftables tables: pod, port, the addresses it matches, pod address, state (scoped, unscoped,
-  captures-service, conflict, orphan), and the table it is in.
+  captures-service, conflict, orphan, closed: answers on no address, with the reason), and the table it is in.
   --cache-dir DIR   libcni's cache directory, holding results/ (default ${DEFAULT_CACHE_DIR})
   --network NAME    only the mappings of this network (repeatable; default: every network)
   --state-dir DIR   the plugin's records of ADD and DEL (default ${DEFAULT_STATE_DIR}): a pod whose ADD is
                     still running is no orphan
   --json            machine-readable output
+  -h, --help        this text
 `,
-  reconcile: `usage: portmap-hostip reconcile [--cache-dir DIR] [--network NAME]... [--cni-conf-dir DIR] [--cni-bin-dir DIR] [--iptables auto|nft|legacy] [--dry-run]
+  reconcile: `usage: portmap-hostip reconcile [--cache-dir DIR] [--network NAME]... [--state-dir DIR] [--cni-conf-dir DIR] [--cni-bin-dir DIR] [--iptables auto|nft|legacy] [--dry-run]
   Rebuilds the hostPort rules of every cached attachment whose chain is missing or wrong (portmap's rules,
   scoped by the policy: the cached entry's, else the installed conflist's), and portmap's shared chains;
   deletes at once the chains of dead pods that take a live pod's hostPort; one atomic write per family.
+  Only networks whose cached conflist has the portmap-hostip entry, and the installed conflist's network;
+  others are left alone (status shows them).
   Attachments of portmap's nftables backend: rules still there are re-scoped; rules gone are written again
   by running the node's portmap ADD from the cache, then scoped.
   --cache-dir DIR   libcni's cache directory, holding results/ (default ${DEFAULT_CACHE_DIR})
@@ -62,19 +65,24 @@ const USAGE: Record<string, string> = {
   --iptables auto|nft|legacy  on a node with both iptables variants: the one the CNI plugins run, for pods
                     whose rules are in no nat table and whose ADD recorded none (auto, the default: what the
                     node's other pods, portmap's chains and the tables there tell; else such a pod is skipped)
-  --dry-run         print the plan and the iptables-restore input, change nothing
+  --dry-run         print what a run would do (second looks included) and the iptables-restore input,
+                    change nothing
+  -h, --help        this text
 `,
-  gc: `usage: portmap-hostip gc [--cache-dir DIR] [--network NAME]... [--grace SECONDS] [--dry-run]
+  gc: `usage: portmap-hostip gc [--cache-dir DIR] [--network NAME]... [--grace SECONDS] [--state-dir DIR] [--dry-run]
   Deletes portmap chains (and their CNI-HOSTPORT-DNAT jumps) of the networks named by --network (default:
   every network named in the result cache) whose container has no cached attachment; without --network
   also the nftables rules of portmap's nftables backend whose container has no cached attachment at all
   (they name no network). A chain is deleted only if it is still an orphan after --grace seconds (default
   30), so that a pod whose ADD is still running keeps its rules.
   A chain is never deleted while its container's ADD may be running or its cache file is unreadable.
+  Without --network, chains of a network no cached pod names any more are not judged: gc names them.
   --cache-dir DIR   libcni's cache directory, holding results/ (default ${DEFAULT_CACHE_DIR})
   --network NAME    only this network's chains (repeatable); a network the cache no longer names too
+  --grace SECONDS   how long a chain must stay an orphan before it goes (default 30)
   --state-dir DIR   the plugin's records of ADD and DEL (default ${DEFAULT_STATE_DIR})
   --dry-run         print what would be deleted, change nothing
+  -h, --help        this text
 `,
 };
 
@@ -91,7 +99,7 @@ const OPTIONS = {
   help: { type: "boolean", short: "h" },
 } as const;
 
-const ALLOWED: Record<string, ReadonlyArray<keyof typeof OPTIONS>> = {
+export const OPS_FLAGS: Record<string, ReadonlyArray<keyof typeof OPTIONS>> = {
   status: ["cache-dir", "json", "network", "state-dir", "help"],
   reconcile: ["cache-dir", "dry-run", "network", "state-dir", "cni-conf-dir", "cni-bin-dir", "iptables", "help"],
   gc: ["cache-dir", "dry-run", "network", "grace", "state-dir", "help"],
@@ -100,7 +108,7 @@ const ALLOWED: Record<string, ReadonlyArray<keyof typeof OPTIONS>> = {
 function parseFlags(command: string, args: readonly string[]): Flags {
   const values = parseCommandLine(args, OPTIONS);
   for (const key of Object.keys(values)) {
-    if (!ALLOWED[command]?.includes(key as keyof typeof OPTIONS)) throw new UsageError(`unknown option "--${key}"`);
+    if (!OPS_FLAGS[command]?.includes(key as keyof typeof OPTIONS)) throw new UsageError(`unknown option "--${key}"`);
   }
   const cacheDir = values["cache-dir"];
   if (cacheDir === "") throw new UsageError("--cache-dir needs a value");
@@ -129,7 +137,8 @@ function parseFlags(command: string, args: readonly string[]): Flags {
 
 async function readCache(dir: string, stderr: Out): Promise<CacheRead> {
   const cache = await readResultCache(dir);
-  if (!cache.present) stderr(`portmap-hostip: no result cache at ${cache.dir}: owners unknown, orphans not judged\n`);
+  if (!cache.present)
+    stderr(`portmap-hostip: no result cache at ${cache.dir} (--cache-dir): owners unknown, orphans not judged\n`);
   for (const p of cache.problems) stderr(`portmap-hostip: ${p}\n`);
   return cache;
 }
@@ -188,34 +197,50 @@ async function runGc(flags: Flags, stdout: Out, stderr: Out): Promise<number> {
     for (const s of f.leftAlone) stdout(`${familyLabel(f)}: left alone ${s}\n`);
     if (f.failure !== undefined) stderr(`portmap-hostip gc: ${familyLabel(f)}: ${f.failure}\n`);
   }
-  if (report.families.every((f) => f.removed.length === 0)) stdout("no orphan portmap chains\n");
+  for (const u of report.unjudged)
+    stdout(
+      `not judged: ${u.place} (network ${u.network}, container ${u.containerId}): no cached pod names network ${u.network}; \`portmap-hostip gc --network ${u.network}\` judges its chains\n`,
+    );
+  if (report.families.every((f) => f.removed.length === 0))
+    stdout(
+      report.unjudged.length === 0
+        ? "no orphan portmap chains\n"
+        : `no orphan portmap chains in the networks the cache names; ${report.unjudged.length} of other networks not judged (above)\n`,
+    );
   return !report.read || report.families.some((f) => f.failure !== undefined) ? 1 : 0;
 }
 
-/** Our entry in the installed conflist, for reconcile's pods whose cached conflist lacks it (none: undefined). */
-async function installedFallback(flags: Flags, stderr: Out): Promise<Record<string, unknown> | undefined> {
+/**
+ * The installed conflist (the file the runtime uses): its network is ours, and its entry scopes that network's pods
+ * whose cached conflist lacks ours. None when the config directory has no conflist.
+ */
+async function installedList(flags: Flags, stderr: Out): Promise<ManagedList | undefined> {
+  const { confDir } = await resolveLayout({ confDir: flags.cniConfDir }, "/");
+  if (flags.cniConfDir !== undefined) await needDirectory(confDir, "cni-conf-dir", true);
   try {
-    const { confDir } = await resolveLayout({ confDir: flags.cniConfDir }, "/");
     const file = await findConflist(confDir, undefined);
-    return installedEntry(await readFile(file, "utf8"), file);
+    return managedList(await readFile(file, "utf8"), file);
   } catch (err) {
     if (flags.cniConfDir !== undefined)
-      stderr(
-        `portmap-hostip reconcile: no installed entry to scope pods whose cached conflist lacks ours: ${(err as Error).message}\n`,
-      );
+      stderr(`portmap-hostip reconcile: no installed conflist: ${(err as Error).message}\n`);
     return undefined;
   }
 }
 
+const transactions = (n: number): string => (n === 1 ? "one transaction" : `${n} transactions`);
+
 async function runReconcile(flags: Flags, stdout: Out, stderr: Out): Promise<number> {
   const { binDir } = await resolveLayout(flags.cniBinDir === undefined ? {} : { binDir: flags.cniBinDir }, "/");
+  if (flags.cniBinDir !== undefined) await needDirectory(binDir, "cni-bin-dir", true);
   const report = await reconcile(await nodeBackends(), {
     ...flags,
-    fallbackEntry: await installedFallback(flags, stderr),
+    managed: await installedList(flags, stderr),
     cniBinDir: binDir,
   });
   let failed = report.problems.length;
   for (const p of report.problems) stderr(`portmap-hostip reconcile: ${p}\n`);
+  for (const n of report.otherNetworks)
+    stdout(`left alone network ${n}: no portmap-hostip entry in its conflist (status shows its hostPorts)\n`);
   const verb = flags.dryRun ? "would write" : "wrote";
   for (const f of report.families) {
     const at = familyLabel(f);
@@ -225,7 +250,7 @@ async function runReconcile(flags: Flags, stdout: Out, stderr: Out): Promise<num
     failed += f.skipped.length;
     for (const a of changeLines(f)) stdout(`${at}: ${a}\n`);
     stdout(
-      `${at}: ${f.correct} attachment(s) correct, left alone; ${f.rebuilt} rebuilt${f.lines > 0 ? ` (${verb} ${f.lines} lines in one transaction)` : ""}\n`,
+      `${at}: ${f.correct} attachment(s) correct, left alone; ${f.rebuilt} rebuilt${f.lines > 0 ? ` (${verb} ${f.lines} lines in ${transactions(f.transactions)})` : ""}\n`,
     );
     if (flags.dryRun && f.lines > 0) stdout(`${f.payload.replace(/^/gm, "    ").trimEnd()}\n`);
     if (f.failure !== undefined) {

@@ -49,6 +49,8 @@ export function formatCall(c: CallRecord): string {
         protocol: r.mapping.protocol,
         source: r.source,
         hostIPs: hostIps(r),
+        // Answers on no address from outside the node: said where people look for it.
+        ...(r.reason === undefined ? {} : { closed: r.reason }),
       }))
     : c.mappings?.map((m) => ({
         hostPort: m.hostPort,

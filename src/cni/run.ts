@@ -9,9 +9,9 @@ import {
   stateDirOf,
 } from "../core/config.js";
 import { CniError, Code } from "../core/errors.js";
-import { type CniEnv, type Command, kubernetesPod } from "../core/names.js";
+import { type CniEnv, type Command, kubePod, kubernetesPod } from "../core/names.js";
 import { writeOutput } from "../host/output.js";
-import { writeRecord } from "../host/record.js";
+import { writeRecord, writeRefusal } from "../host/record.js";
 import { readAttachmentEnv, readCommand } from "./env.js";
 import type { CallRecord } from "./log-file.js";
 import { decodeJson, readStdin } from "./stdin.js";
@@ -127,13 +127,14 @@ export async function runCni(): Promise<number> {
   let attachment: CniEnv | undefined;
   const log: CallLog = { mappings: undefined, resolved: undefined };
   let error: CniError | undefined;
+  let json: unknown;
   try {
     const env = process.env;
     command = readCommand(env);
     attachment =
       command === "ADD" || command === "DEL" || command === "CHECK" ? readAttachmentEnv(env, command) : undefined;
     // VERSION needs no configuration (and must not wait on a terminal for one).
-    const json = command === "VERSION" ? undefined : decodeJson(readStdin());
+    json = command === "VERSION" ? undefined : decodeJson(readStdin());
     version = versionOf(json);
     logFile = command === "VERSION" ? undefined : logFileOf(command, json);
     await execute(command, json, attachment, log);
@@ -143,6 +144,10 @@ export async function runCni(): Promise<number> {
         ? err
         : new CniError(Code.IoFailure, (err as Error).message ?? String(err), "", { cause: err });
     print({ cniVersion: version, code: error.code, msg: error.message, details: error.details });
+    // The keeper tells Kubernetes (an Event on the pod) why its hostPort can never be what it asked for.
+    const pod = attachment && kubePod(attachment.args);
+    if (command === "ADD" && error.code === Code.HostIpNotAllowed && pod)
+      writeRefusal(stateDirOf(json), pod, error.message);
   }
   if (logFile !== undefined) {
     // Loaded only when configured: calls without a logFile pay nothing for it.

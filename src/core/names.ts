@@ -24,11 +24,24 @@ export function isInterfaceName(name: string): boolean {
   return name.length >= 1 && name.length <= IFNAME_MAX && name !== "." && name !== ".." && !/[/:\s]/.test(name);
 }
 
+/** A Kubernetes pod as kubelet's CNI_ARGS name it. */
+export interface KubePod {
+  namespace: string;
+  name: string;
+  uid: string | undefined;
+}
+
+/** The pod, from kubelet's CNI_ARGS; undefined when they do not say. */
+export function kubePod(args: ReadonlyMap<string, string>): KubePod | undefined {
+  const namespace = args.get("K8S_POD_NAMESPACE");
+  const name = args.get("K8S_POD_NAME");
+  return namespace && name ? { namespace, name, uid: args.get("K8S_POD_UID") || undefined } : undefined;
+}
+
 /** namespace/name of the pod, from kubelet's CNI_ARGS; undefined when they do not say. */
 export function kubernetesPod(args: ReadonlyMap<string, string>): string | undefined {
-  const ns = args.get("K8S_POD_NAMESPACE");
-  const name = args.get("K8S_POD_NAME");
-  return ns && name ? `${ns}/${name}` : undefined;
+  const pod = kubePod(args);
+  return pod && `${pod.namespace}/${pod.name}`;
 }
 
 /** How error messages name the pod: namespace/name and container ID, else the container ID. */

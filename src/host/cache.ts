@@ -181,3 +181,6 @@ export function selectsNetwork(networks: readonly string[], network: string | nu
 export function attachmentLabel(a: CachedAttachment): string {
   return kubernetesPod(a.cniArgs) ?? a.containerId;
 }
+
+/** How the keeper's lines name one attachment: "default/web (cbr0, 3f2a…)". */
+export const attachmentRef = (a: CachedAttachment): string => `${attachmentLabel(a)} (${a.network}, ${a.containerId})`;

@@ -3,6 +3,7 @@
 // for three calls on a tmpfs.
 import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import type { KubePod } from "../core/names.js";
 import type { IptablesVariant } from "../core/node.js";
 
 export type RecordState = "added" | "deleted";
@@ -73,5 +74,28 @@ export function noteReadsFirst(dir: string, network: string, readFirst: boolean,
       mkdirSync(join(dir, HINTS), { recursive: true, mode: 0o700 });
       writeFileSync(file, backend, { mode: 0o600 });
     }
+  } catch {}
+}
+
+/** A pod whose ADD was refused (code 100), as ADD leaves it for the keeper to tell Kubernetes. */
+export interface Refusal {
+  pod: KubePod;
+  message: string;
+  at: number;
+}
+
+export const refusalsDir = (dir: string): string => join(dir, "refused");
+
+/**
+ * Leaves the refusal for the keeper: one file per pod (the latest refusal; kubelet retries a refused pod for as
+ * long as it exists), atomically. Best effort: the ADD fails with its own error either way.
+ */
+export function writeRefusal(dir: string, pod: KubePod, message: string): void {
+  try {
+    const file = join(refusalsDir(dir), encodeURIComponent(`${pod.namespace}/${pod.name}`));
+    mkdirSync(refusalsDir(dir), { recursive: true, mode: 0o700 });
+    const refusal: Refusal = { pod, message, at: Date.now() };
+    writeFileSync(`${file}.${process.pid}.tmp`, JSON.stringify(refusal), { mode: 0o600 });
+    renameSync(`${file}.${process.pid}.tmp`, file);
   } catch {}
 }

@@ -16,7 +16,7 @@ import { lstat, mkdir, open, readdir, readFile, rm, stat } from "node:fs/promise
 import { createServer, type Server } from "node:net";
 import { join } from "node:path";
 import { sha512Hex } from "../core/sha512.js";
-import { type ContainerRecord, recordKey, recordPath, recordsDir } from "./record.js";
+import { type ContainerRecord, type Refusal, recordKey, recordPath, recordsDir, refusalsDir } from "./record.js";
 
 /** A pass holds the lock at most this long (each of its iptables calls ends within 15 s). */
 export const LOCK_LEASE_MS = 60_000;
@@ -190,4 +190,34 @@ export async function withKeeperLock<T>(dir: string, waitMs: number, body: () =>
   } finally {
     holder.close();
   }
+}
+
+// A refusal file is a few hundred bytes; anything near this is not one.
+const MAX_REFUSAL_BYTES = 64 * 1024;
+
+/** The refusals ADD left (host/record.ts), each removed once read; a file that is not one is removed too. */
+export async function takeRefusals(dir: string): Promise<Refusal[]> {
+  const names = await readdir(refusalsDir(dir)).catch(() => [] as string[]);
+  const refusals: Refusal[] = [];
+  for (const name of names.filter((n) => !n.endsWith(".tmp"))) {
+    const file = join(refusalsDir(dir), name);
+    try {
+      if ((await lstat(file)).size > MAX_REFUSAL_BYTES) continue;
+      const r = JSON.parse(await readFile(file, "utf8")) as Partial<Refusal>;
+      const p = r.pod;
+      if (
+        typeof p?.namespace === "string" &&
+        typeof p.name === "string" &&
+        (p.uid === undefined || typeof p.uid === "string") &&
+        typeof r.message === "string" &&
+        typeof r.at === "number"
+      )
+        refusals.push({ pod: { namespace: p.namespace, name: p.name, uid: p.uid }, message: r.message, at: r.at });
+    } catch {
+      // unreadable: gone with the rest
+    } finally {
+      await rm(file, { force: true });
+    }
+  }
+  return refusals;
 }

@@ -1,6 +1,7 @@
 // Edits the plugins list of a conflist as text, so everything but our entry stays byte-for-byte.
 import { isDeepStrictEqual } from "node:util";
 import { type Node, parseTree } from "jsonc-parser";
+import type { ManagedList } from "../backends/backend.js";
 import { PLUGIN_TYPE } from "../core/names.js";
 
 const CAPABILITIES = { portMappings: true, "io.kubernetes.cri.pod-annotations": true } as const;
@@ -31,9 +32,15 @@ export function withEntry(text: string, entry: Record<string, unknown>, file: st
   return result;
 }
 
-/** Our entry in the conflist (the first), as `reconcile` uses it for pods whose cached conflist lacks it. */
+/** Our entry in the conflist (the first). */
 export function installedEntry(text: string, file: string): Record<string, unknown> | undefined {
   return parse(text, file).plugins.find(isOurs) as Record<string, unknown> | undefined;
+}
+
+/** The conflist's network and our entry in it, for the keeper's and reconcile's passes; undefined without a name. */
+export function managedList(text: string, file: string): ManagedList | undefined {
+  const network = parse(text, file).value["name"];
+  return typeof network === "string" ? { network, entry: installedEntry(text, file) } : undefined;
 }
 
 /** The text without any entry of ours; the same string when there is none. */

@@ -6,12 +6,17 @@ import { basename, dirname, join, resolve } from "node:path";
 // libcni and runtimes read config files by extension: a temporary name must never carry one of them.
 const CONF_EXTENSIONS = [".conf", ".conflist", ".json"];
 
+// A temporary file of `replace`: `.NAME.PID.tmp`, hidden and named for no plugin.
+const temporary = (dest: string, pid: number): string => join(dirname(dest), `.${basename(dest)}.${pid}.tmp`);
+// A copy of the executable takes about a second: a temporary file this old belongs to a run that was killed.
+const STALE_TEMPORARY_MS = 60_000;
+
 /**
  * Writes `dest` through a temporary file in the same directory and a rename, so a runtime reading or
  * executing it sees the old file or the new one, never a part.
  */
 async function replace(dest: string, mode: number, fill: (tmp: string) => Promise<void>): Promise<void> {
-  const tmp = join(dirname(dest), `.${basename(dest)}.${process.pid}.tmp`);
+  const tmp = temporary(dest, process.pid);
   try {
     await fill(tmp);
     await chmod(tmp, mode);
@@ -40,8 +45,67 @@ export async function writeTextAtomic(dest: string, text: string, previous: stri
   });
 }
 
-export async function copyExecutableAtomic(source: string, dest: string): Promise<void> {
+/** Writes a file of ours, for root alone. */
+export async function writeNewTextAtomic(dest: string, text: string): Promise<void> {
+  await replace(dest, 0o600, (tmp) => writeFile(tmp, text));
+}
+
+export async function exists(path: string): Promise<boolean> {
+  return access(path).then(
+    () => true,
+    () => false,
+  );
+}
+
+/**
+ * Puts the executable `source` at `dest` unless `dest` already is that executable (the same bytes): true when
+ * it copied. A DaemonSet's init step runs at every pod start, and rewriting 100 MB each time would cost a
+ * new inode and the page cache of the old one.
+ */
+export async function installExecutable(source: string, dest: string): Promise<boolean> {
+  await removeTemporaries(dest, STALE_TEMPORARY_MS);
+  if (await isSameExecutable(source, dest)) return false;
   await replace(dest, 0o755, (tmp) => copyFile(source, tmp));
+  return true;
+}
+
+/** Removes what runs killed mid-copy left beside `dest`, older than `ageMs`; true when there was some. */
+export async function removeTemporaries(dest: string, ageMs: number): Promise<boolean> {
+  const pattern = new RegExp(`^\\.${basename(dest).replace(/[.]/g, "\\.")}\\.\\d+\\.tmp$`);
+  const now = Date.now();
+  let removed = false;
+  for (const name of await readdir(dirname(dest)).catch(() => [])) {
+    if (!pattern.test(name)) continue;
+    const file = join(dirname(dest), name);
+    const age = await stat(file).then(
+      (st) => now - st.mtimeMs,
+      () => -1,
+    );
+    if (age >= ageMs) {
+      await rm(file, { force: true });
+      removed = true;
+    }
+  }
+  return removed;
+}
+
+/** Whether `dest` is an executable file with the bytes of `source`. */
+async function isSameExecutable(source: string, dest: string): Promise<boolean> {
+  const [a, b] = await Promise.all([stat(source), stat(dest).catch(() => undefined)]);
+  if (!b?.isFile() || a.size !== b.size || (b.mode & 0o111) === 0) return false;
+  const [sourceFile, destFile] = await Promise.all([open(source, "r"), open(dest, "r")]);
+  try {
+    const chunk = 1 << 20;
+    const x = Buffer.alloc(chunk);
+    const y = Buffer.alloc(chunk);
+    for (let at = 0; at < a.size; at += chunk) {
+      const [n, m] = await Promise.all([sourceFile.read(x, 0, chunk, at), destFile.read(y, 0, chunk, at)]);
+      if (n.bytesRead !== m.bytesRead || !x.subarray(0, n.bytesRead).equals(y.subarray(0, m.bytesRead))) return false;
+    }
+    return true;
+  } finally {
+    await Promise.all([sourceFile.close(), destFile.close()]);
+  }
 }
 
 export interface Layout {
@@ -99,6 +163,12 @@ export async function resolveLayout(flags: Partial<Layout>, root: string): Promi
   };
 }
 
+/** Throws unless `dir` is a directory, naming the flag that gives it (`given`: it did). */
+export async function needDirectory(dir: string, flag: string, given: boolean): Promise<void> {
+  if (await isDirectory(dir)) return;
+  throw new Error(given ? `--${flag} ${dir}: no such directory` : `no directory ${dir} here (--${flag} names another)`);
+}
+
 async function isDirectory(path: string): Promise<boolean> {
   try {
     return (await stat(path)).isDirectory();
@@ -114,7 +184,13 @@ export async function findConflist(confDir: string, name: string | undefined): P
     await access(path, constants.R_OK | constants.W_OK);
     return path;
   }
-  const names = (await readdir(confDir, { withFileTypes: true }))
+  const entries = await readdir(confDir, { withFileTypes: true }).catch((err: NodeJS.ErrnoException) => {
+    if (err.code !== "ENOENT") throw err;
+    throw new Error(`no directory ${confDir} (is the network plugin installed yet? --cni-conf-dir names another)`, {
+      cause: err,
+    });
+  });
+  const names = entries
     .filter((entry) => !entry.isDirectory() && CONF_EXTENSIONS.some((ext) => entry.name.endsWith(ext)))
     .map((entry) => entry.name)
     .sort();

@@ -25,6 +25,9 @@ const WAIT = ["-w", "5"];
 // Every call ends by then, lock wait included (reading a 20,000-rule table takes under a second here);
 // a tool killed at the limit is "try again later" too.
 const LIMIT_MS = 15_000;
+// A transaction takes time by its size: iptables-nft-restore applied the keeper's rebuild of 5,000 pods' chains
+// (70,000 lines, 7 MB) in 12 s here. A second more per 100 kB (about 1,000 lines) lets a slower machine finish.
+const limitFor = (payload: string): number => LIMIT_MS + Math.floor(payload.length / 100_000) * 1_000;
 
 const failure = (what: string, result: RunResult): CniError => toolFailure(what, result, BUSY);
 
@@ -70,7 +73,7 @@ export function nat(variant?: IptablesVariant): Nat {
     6: { iptables: name("ip6tables"), restore: name("ip6tables", true) },
   };
   const exec = (file: string, args: readonly string[], input?: string, runner: Runner = run) =>
-    runTool(file, [...WAIT, ...args], LIMIT_MS, input, runner);
+    runTool(file, [...WAIT, ...args], input === undefined ? LIMIT_MS : limitFor(input), input, runner);
   const missing = (err: Error): undefined => {
     if (err instanceof NotInstalled) return undefined;
     throw err;

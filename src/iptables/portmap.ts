@@ -92,6 +92,9 @@ const markDef = (bit: number): string => {
  * The rules of the pod chain, in portmap's order: per mapping hairpin mark, localhost mark (IPv4), DNAT; a rule
  * equal to an earlier one (the marks of two mappings of one port) once, as portmap appends only missing rules.
  */
+/** Where portmap's DNAT sends a mapping: `ip:port`, `[ip6]:port`. */
+export const dnatTo = (pod: PodNet, port: number): string => `${pod.family === 4 ? pod.ip : `[${pod.ip}]`}:${port}`;
+
 export function portmapChainRules(
   chain: string,
   pod: PodNet,
@@ -99,7 +102,6 @@ export function portmapChainRules(
   o: PortmapOptions,
 ): Rule[] {
   const mark = { kind: "jump", chain: o.externalSetMarkChain ?? SETMARK_CHAIN } as const;
-  const to = pod.family === 4 ? pod.ip : `[${pod.ip}]`;
   const seen = new Set<string>();
   const all = mappings.flatMap((m) => {
     if (m.hostIp && m.hostIp.family !== pod.family) return [];
@@ -114,7 +116,7 @@ export function portmapChainRules(
       : [];
     if (o.snat && pod.family === 4)
       rules.push({ chain, source: addressMatch("127.0.0.1"), ...d, matches: matches(), target: mark });
-    rules.push({ chain, ...d, matches: matches(), target: { kind: "dnat", to: `${to}:${m.containerPort}` } });
+    rules.push({ chain, ...d, matches: matches(), target: { kind: "dnat", to: dnatTo(pod, m.containerPort) } });
     return rules;
   });
   return all.filter((r) => !seen.has(ruleKey(r)) && seen.add(ruleKey(r)));

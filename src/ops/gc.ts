@@ -26,7 +26,8 @@ export interface GcFlags {
 export async function gc(backends: readonly RuleBackend[], flags: GcFlags): Promise<PassReport | undefined> {
   const cache = await readResultCache(flags.cacheDir);
   // A wrong --cache-dir must not make every chain of a --network look dead.
-  if (!cache.present) throw new Error(`no result cache at ${cache.dir}: refusing to judge which chains are dead`);
+  if (!cache.present)
+    throw new Error(`no result cache at ${cache.dir} (--cache-dir): refusing to judge which chains are dead`);
   if (flags.networks.length === 0 && cache.attachments.length === 0) return undefined;
   const memory = newMemory();
   const graceMs = flags.dryRun ? 0 : flags.graceSeconds * 1000;
@@ -35,7 +36,8 @@ export async function gc(backends: readonly RuleBackend[], flags: GcFlags): Prom
       dryRun: flags.dryRun,
       rebuild: false,
       networks: flags.networks,
-      fallbackEntry: undefined,
+      scope: "cached",
+      managed: undefined,
       graceMs,
       conflictsFirst: false,
       // Rebuilding nothing, it never runs portmap, nor asks where a pod without rules would go.

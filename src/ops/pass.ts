@@ -13,11 +13,18 @@ import type {
   Settled,
 } from "../backends/backend.js";
 import type { Family } from "../core/ip.js";
-import { attachmentLabel, type CacheMemo, readResultCache, selectsNetwork } from "../host/cache.js";
-import { judge } from "../host/liveness.js";
+import {
+  attachmentRef,
+  type CachedAttachment,
+  type CacheMemo,
+  readResultCache,
+  selectsNetwork,
+} from "../host/cache.js";
+import { judge, type Liveness, mayGo } from "../host/liveness.js";
 import { readNodeNetwork } from "../host/network.js";
 import { recordKey } from "../host/record.js";
 import { type RecordMemo, readRecords, withKeeperLock } from "../host/state.js";
+import { hasOurEntry } from "../pipeline/attachment.js";
 import { placer } from "./placement.js";
 
 /** What the keeper remembers between passes. */
@@ -55,10 +62,24 @@ export const newMemory = (): PassMemory => ({
   placed: new Map(),
 });
 
+/** A dead pod's rules of a network a pass does not judge. */
+export interface Unjudged {
+  place: string;
+  network: string;
+  containerId: string;
+}
+
 export interface PassReport {
   /** False when there is no result cache: nothing was judged. */
   judged: boolean;
   families: FamilyOutcome[];
+  /** Networks of live pods the pass left alone: not ours (PassOptions.scope "ours"). */
+  otherNetworks: string[];
+  /**
+   * Dead pods' rules the pass did not judge: their network is no longer in the cache (scope "cached" without
+   * --network; gc names them).
+   */
+  unjudged: Unjudged[];
   /** Attachments whose rules cannot be computed (a policy refusal, a bad entry) and what the reads reported. */
   problems: string[];
   /** Whether something waits for a second look: the caller runs another pass CONFIRM_MS later. */
@@ -67,6 +88,10 @@ export interface PassReport {
   dead: number;
   /** Whether any backend could read any of its tables. */
   read: boolean;
+  /** Backends whose rules could not be read (named in `problems`): they sat the pass out. */
+  unread: string[];
+  /** What a judged pass read, before its writes: the keeper's status rows come from it. */
+  seen?: { rules: NodeRules[]; view: NodeView; verdict: Liveness };
 }
 
 /**
@@ -105,15 +130,19 @@ export async function keeperPass(
       return {
         judged: false,
         families: [],
-        problems: [...problems, `no result cache at ${cache.dir} (yet): nothing to rebuild from`],
+        problems: [...problems, `no result cache at ${cache.dir} yet (--cache-dir): nothing to rebuild from`],
         pending: false,
         dead: 0,
+        otherNetworks: [],
+        unjudged: [],
         read: false,
+        unread: [],
       };
     const view: NodeView = { cache, records, network, now: Date.now() };
     const verdict = judge(view);
     // A backend whose rules cannot be read sits the pass out.
     const read: NodeRules[] = [];
+    const unread: string[] = [];
     for (const backend of backends) {
       try {
         const rules = await backend.read();
@@ -121,16 +150,18 @@ export async function keeperPass(
         read.push(rules);
       } catch (err) {
         problems.push(`${backend.name} rules not read: ${(err as Error).message}`);
+        unread.push(backend.name);
       }
     }
+    const scope = passScope(cache.attachments, options);
     const live = new Map<RuleBackend, LiveAttachment[]>();
     const recorded = new Set([...records.values()].flatMap((r) => (r.state === "added" && r.iptables) || []));
     const place = placer(read, { stated: options.cniIptables, recorded }, memory.placed);
     const placed = new Map<string, string>();
     for (const a of cache.attachments) {
-      if (!selectsNetwork(options.networks, a.network) || verdict(a.network, a.containerId) !== "live") continue;
+      if (!scope.keeps(a.network) || verdict(a.network, a.containerId) !== "live") continue;
       const key = recordKey(a.network, a.containerId);
-      const label = `${attachmentLabel(a)} (${a.network}, ${a.containerId})`;
+      const label = attachmentRef(a);
       const l: LiveAttachment = { key, label, attachment: a, record: records.get(key) };
       const where = place(l);
       // gc rebuilds nothing: where a pod without rules would go is no question then.
@@ -171,9 +202,7 @@ export async function keeperPass(
       if (conflictsFirst && conflicting && !deleted && age < DEAD_CONFIRM_MS) deadWaiting = true;
       return deadChainGoes({ conflicting, deleted, age, graceMs, conflictsFirst });
     };
-    const gcNetworks = new Set(
-      options.networks.length > 0 ? options.networks : cache.attachments.map((a) => a.network),
-    );
+    const gcNetworks = scope.judged;
     const families: FamilyOutcome[] = [];
     for (const rules of read) {
       const mine = live.get(rules.backend) ?? [];
@@ -203,7 +232,45 @@ export async function keeperPass(
       problems,
       pending: waitingNow.size > 0 || deadWaiting,
       dead: deadSeen.size,
+      otherNetworks: scope.others,
+      unjudged:
+        options.scope === "cached" && options.networks.length === 0 ? unjudgedDead(read, verdict, gcNetworks) : [],
       read: read.some((r) => r.families.length > 0),
+      unread,
+      seen: { rules: read, view, verdict },
     };
   });
+}
+
+/**
+ * Which networks a pass keeps (PassOptions.scope): their live pods, and their dead pods' rules (`judged`); and the
+ * networks of cached pods it leaves alone (`others`).
+ */
+export function passScope(
+  attachments: readonly CachedAttachment[],
+  options: Pick<PassOptions, "networks" | "scope" | "managed">,
+): { keeps: (network: string) => boolean; judged: Set<string>; others: string[] } {
+  const cached = new Set(attachments.map((a) => a.network));
+  const ours = new Set(attachments.filter(hasOurEntry).map((a) => a.network));
+  if (options.managed) ours.add(options.managed.network);
+  const inScope = (network: string) => options.scope === "cached" || ours.has(network);
+  const keeps = (network: string) => selectsNetwork(options.networks, network) && inScope(network);
+  const named =
+    options.networks.length > 0 ? options.networks : options.scope === "ours" ? [...cached, ...ours] : cached;
+  return {
+    keeps,
+    judged: new Set([...named].filter(inScope)),
+    others: [...cached].filter((n) => selectsNetwork(options.networks, n) && !inScope(n)).sort(),
+  };
+}
+
+/** Dead pods' rules that name a network outside `judged`, once each (not per family). */
+function unjudgedDead(read: readonly NodeRules[], verdict: Liveness, judged: ReadonlySet<string>): Unjudged[] {
+  const found = new Map<string, Unjudged>();
+  for (const p of read.flatMap((r) => r.pods())) {
+    const o = p.owner;
+    if (!o || o.network === null || judged.has(o.network) || !mayGo(verdict(o.network, o.containerId))) continue;
+    found.set(`${p.place}\n${o.network}\n${o.containerId}`, { place: p.place, ...o, network: o.network });
+  }
+  return [...found.values()];
 }

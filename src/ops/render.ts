@@ -68,7 +68,9 @@ function notes(row: StatusRow): string[] {
   if (row.winner !== null)
     out.push(row.winner === row.pod ? "wins the conflict (first in CNI-HOSTPORT-DNAT)" : `shadowed by ${row.winner}`);
   if (row.state === "orphan") out.push(`no live attachment owns ${row.chain}`);
-  if (!row.reachable) out.push(`nothing jumps to ${row.chain}: its rules take no traffic`);
+  if (row.reason !== null) out.push(`answers on no address: ${row.reason}`);
+  // A closed mapping's missing rules are no chain to jump to.
+  else if (!row.reachable) out.push(`nothing jumps to ${row.chain}: its rules take no traffic`);
   return out;
 }
 
@@ -80,7 +82,9 @@ export function statusTable(rows: readonly StatusRow[]): string {
       cells: [
         [r.pod],
         [`${r.hostPort}/${r.protocol}`],
-        r.destinations.length === 0 ? [`* (IPv${r.family})`] : r.destinations,
+        r.destinations.length > 0
+          ? r.destinations
+          : [r.state === "closed" ? `none (IPv${r.family})` : `* (IPv${r.family})`],
         [r.target],
         [r.state],
         // "legacy", "nft": the nat table of that iptables variant (the column stays narrow).

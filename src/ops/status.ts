@@ -1,17 +1,17 @@
 // `portmap-hostip status`: one row per hostPort mapping found in every backend's rules (the nat tables, portmap's
 // nftables tables), with its owner and state. status() is pure (rules as read, cache, node network and liveness
 // in; rows out); the renderers format them.
-import type { HeldPod, NodeRules } from "../backends/backend.js";
+import { fallbackEntry, type HeldPod, type ManagedList, type NodeRules } from "../backends/backend.js";
 import { parseNetConf } from "../core/config.js";
 import { type Cidr, cidrContains, type Family, parseCidr } from "../core/ip.js";
 import type { NodeNetwork } from "../core/node.js";
 import { destinationOf, dnatOf, dportOf, protocolOf, type Rule, sourceOf } from "../core/rule.js";
 import { attachmentLabel, type CachedAttachment, type CacheRead } from "../host/cache.js";
 import { type Liveness, mayGo } from "../host/liveness.js";
-import { ourConf } from "../pipeline/attachment.js";
+import { type CachedMapping, cachedMappings, ourConf, portmapBackendOf } from "../pipeline/attachment.js";
 import { nodeAddresses } from "../policy/resolve.js";
 
-export const STATES = ["scoped", "unscoped", "captures-service", "conflict", "orphan"] as const;
+export const STATES = ["scoped", "unscoped", "captures-service", "conflict", "orphan", "closed"] as const;
 export type State = (typeof STATES)[number];
 
 export interface StatusRow {
@@ -37,6 +37,8 @@ export interface StatusRow {
   reachable: boolean;
   /** Whose table the rules are in: "iptables-legacy", "iptables-nft", "iptables" (the one on PATH), "nftables". */
   backend: string;
+  /** Why a closed mapping answers on no address; null for every other state. */
+  reason: string | null;
 }
 
 interface Owner {
@@ -109,7 +111,7 @@ function podSubnetsOf(pods: readonly HeldPod[], cache: CacheRead): Cidr[] {
     ((a.result?.["ips"] ?? []) as Array<{ address?: unknown }>).map((ip) => String(ip.address ?? "")),
   );
   const hairpins = pods.flatMap((p) => p.rules.map((r) => sourceOf(r) ?? ""));
-  return [...fromResults, ...hairpins].flatMap((text) => {
+  return [...new Set([...fromResults, ...hairpins])].flatMap((text) => {
     const c = parseCidr(text);
     // A pod address with its prefix names the subnet; 127.0.0.1/32 (the localhost mark) is none.
     return c && !(c.family === 4 ? c.text.endsWith("/32") : c.text.endsWith("/128")) ? [c] : [];
@@ -119,20 +121,23 @@ function podSubnetsOf(pods: readonly HeldPod[], cache: CacheRead): Cidr[] {
 /**
  * The rows of every mapping of every backend's pods (portmap's iptables backend: one chain per pod; its
  * nftables backend: each family's `hostports` rules, the pod's by their container-ID comment). A pod no live
- * attachment owns (liveness.ts: dead, or deleting) is an orphan; nothing is one without a result cache.
+ * attachment owns (liveness.ts: dead, or deleting) is an orphan; nothing is one without a result cache. A live
+ * pod's mapping whose rules match no address (none left, or only 127.0.0.1) is closed, with the reason; `managed`
+ * is the installed conflist, whose entry scopes its network's pods whose cached conflist lacks ours (the keeper's).
  */
 export function status(
   read: readonly NodeRules[],
   cache: CacheRead,
   network: NodeNetwork,
   verdict: Liveness,
+  managed?: ManagedList,
 ): StatusRow[] {
   const held = read.map((r) => ({ rules: r, pods: r.pods() }));
   const subnets = podSubnetsOf(
     held.flatMap((h) => h.pods),
     cache,
   );
-  const rows: Array<StatusRow & { rank: readonly [number, number] }> = [];
+  const rows: Ranked[] = [];
   for (const { rules, pods } of held) {
     // The first attachment with the backend's key for a pod owns its rules.
     const byKey = new Map<string, CachedAttachment>();
@@ -181,28 +186,30 @@ export function status(
           winner: null,
           reachable: p.reachable,
           backend: rules.backend.name,
+          reason: null,
           rank: p.rank(m.order),
         });
       }
     }
   }
-  // Two pods claiming the same address:port: the one whose rules see the packet first takes it.
+  // Two pods claiming the same address:port: the one whose rules see the packet first takes it. Only rows of
+  // one family, protocol and port can be rivals (the keeper does this at every pass: no row meets every other).
+  const byPort = new Map<string, Ranked[]>();
+  for (const row of rows.filter((r) => r.reachable)) {
+    const key = `${row.family}/${row.protocol}/${row.hostPort}`;
+    byPort.set(key, [...(byPort.get(key) ?? []), row]);
+  }
   for (const row of rows) {
     if (!row.reachable) continue;
-    const rivals = rows.filter(
-      (o) =>
-        o.reachable &&
-        o.family === row.family &&
-        o.protocol === row.protocol &&
-        o.hostPort === row.hostPort &&
-        (o.chain !== row.chain || o.containerId !== row.containerId) &&
-        overlaps(o.destinations, row.destinations),
+    const rivals = (byPort.get(`${row.family}/${row.protocol}/${row.hostPort}`) ?? []).filter(
+      (o) => (o.chain !== row.chain || o.containerId !== row.containerId) && overlaps(o.destinations, row.destinations),
     );
     if (rivals.length === 0) continue;
     const winner = [row, ...rivals].sort((a, b) => a.rank[0] - b.rank[0] || a.rank[1] - b.rank[1])[0] as StatusRow;
     row.winner = winner.pod;
     if (row.state !== "orphan") row.state = "conflict";
   }
+  rows.push(...closedRows(rows, read, cache, network, verdict, managed));
   return rows
     .sort(
       (a, b) =>
@@ -212,6 +219,93 @@ export function status(
         a.hostPort - b.hostPort,
     )
     .map(({ rank: _rank, ...row }) => row);
+}
+
+type Ranked = StatusRow & { rank: readonly [number, number] };
+
+// The keeper reads the same parsed attachments pass after pass (its cache memo): their mappings are computed
+// again only when the node's network or the managed conflist changed.
+const memo = new WeakMap<CachedAttachment, { inputs: string; mappings: CachedMapping[] }>();
+function memoMappings(a: CachedAttachment, inputs: string, compute: () => CachedMapping[]): CachedMapping[] {
+  const known = memo.get(a);
+  if (known?.inputs === inputs) return known.mappings;
+  const mappings = compute();
+  memo.set(a, { inputs, mappings });
+  return mappings;
+}
+
+/**
+ * Marks closed the rows of live pods' mappings that answer on no address from outside the node, and adds a row per
+ * family for such a mapping's rules that are not there at all (a default that left no address drops them).
+ */
+function closedRows(
+  rows: Ranked[],
+  read: readonly NodeRules[],
+  cache: CacheRead,
+  network: NodeNetwork,
+  verdict: Liveness,
+  managed: ManagedList | undefined,
+): Ranked[] {
+  // Loopback takes no traffic from outside; a backend's never-matching destination takes none at all.
+  const nowhere = new Set(["127.0.0.1", ...read.flatMap((r) => Object.values(r.backend.closedDestination ?? {}))]);
+  const answers = (row: StatusRow) => row.destinations.length === 0 || row.destinations.some((d) => !nowhere.has(d));
+  const added: Ranked[] = [];
+  const owned = new Map<string, Ranked[]>();
+  for (const row of rows) {
+    const key = `${row.network}\n${row.containerId}`;
+    owned.set(key, [...(owned.get(key) ?? []), row]);
+  }
+  const inputs = JSON.stringify([network, managed ?? null]);
+  for (const a of cache.attachments) {
+    if (verdict(a.network, a.containerId) !== "live") continue;
+    let mappings: CachedMapping[];
+    try {
+      mappings = memoMappings(a, inputs, () => cachedMappings(a, network, fallbackEntry(managed, a)));
+    } catch {
+      continue; // an entry no rules can be computed from: reconcile and the keeper say why
+    }
+    const pod = { network: a.network, containerId: a.containerId };
+    const holder = read.find((r) => r.holds(pod)) ?? read.find((r) => r.backend.kind === portmapBackendOf(a));
+    const mine = owned.get(`${a.network}\n${a.containerId}`) ?? [];
+    for (const { mapping, targets, closedBy } of mappings) {
+      const { protocol, hostPort } = mapping;
+      const same = (r: StatusRow, family: Family, target: string) =>
+        r.family === family && r.protocol === protocol && r.hostPort === hostPort && r.target === target;
+      const held = mine.filter((r) => targets.some((t) => same(r, t.family, t.target)));
+      if (held.some(answers)) continue;
+      const reason =
+        closedBy ??
+        (held.length === 0
+          ? "its rules are missing"
+          : `its rules match only ${held.flatMap((r) => r.destinations).join(", ")}, though the policy gives it addresses now`);
+      for (const r of held.filter((r) => r.state !== "orphan")) Object.assign(r, { state: "closed", reason });
+      // The runtime's hostIP of a family the pod lacks: portmap wrote nothing, and there is no pod address to name.
+      const missing =
+        targets.length === 0 && mapping.hostIp ? [{ family: mapping.hostIp.family, target: "" }] : targets;
+      for (const { family, target } of missing) {
+        if (!holder?.families.includes(family) || [...mine, ...added].some((r) => same(r, family, target))) continue;
+        added.push({
+          family,
+          pod: attachmentLabel(a),
+          network: a.network,
+          containerId: a.containerId,
+          chain: holder.backend.where(family, pod),
+          protocol,
+          hostPort,
+          destinations: [],
+          target,
+          state: "closed",
+          captures: [],
+          winner: null,
+          reachable: false,
+          backend: holder.backend.name,
+          reason,
+          rank: [Number.POSITIVE_INFINITY, 0],
+        });
+      }
+    }
+  }
+  return added;
 }
 
 /**

@@ -1,6 +1,6 @@
 // What one cached attachment's rules must be: portmap's rules rebuilt from the cached conflist, capability
 // arguments and result, then scoped by our entry's policy exactly as ADD scopes them.
-import { type NetConf, parseNetConf } from "../core/config.js";
+import { type NetConf, type PortMapping, parseNetConf } from "../core/config.js";
 import type { Family } from "../core/ip.js";
 import { PLUGIN_TYPE } from "../core/names.js";
 import type { NodeNetwork } from "../core/node.js";
@@ -9,6 +9,7 @@ import type { Rule } from "../core/rule.js";
 import { attachmentLabel, type CachedAttachment } from "../host/cache.js";
 import { portmapChainName } from "../iptables/chain-name.js";
 import {
+  dnatTo,
   type PodNet,
   type PortmapOptions,
   parsePortmapOptions,
@@ -17,6 +18,7 @@ import {
   portmapJumpRules,
 } from "../iptables/portmap.js";
 import { podScoping, resolvePod, scopeFamily } from "../pipeline/pod.js";
+import { familiesText, mappingFamilies, type ResolvedMapping } from "../policy/resolve.js";
 
 const PORTMAP_TYPE = "portmap";
 
@@ -73,6 +75,9 @@ export function livePorts(
   return new Set(attachments.filter(isLive).flatMap(mappedPorts));
 }
 
+/** Whether the attachment's cached conflist has our entry. */
+export const hasOurEntry = (a: CachedAttachment): boolean => a.plugins.some((p) => p.type === PLUGIN_TYPE);
+
 /**
  * The entry of our plugin, parsed as ADD parses it; undefined when the list does not have us and no
  * `fallback` entry (the keeper's own, for pods that started while our entry was missing) is given.
@@ -80,6 +85,12 @@ export function livePorts(
 export function ourConf(a: CachedAttachment, fallback?: Record<string, unknown>): NetConf | undefined {
   const ours = a.plugins.find((p) => p.type === PLUGIN_TYPE) ?? fallback;
   return ours && parseNetConf(entryConf(a, ours));
+}
+
+/** The attachment's portmap entry, and the configuration portmap's ADD read from it; undefined without portmap. */
+function portmapOf(a: CachedAttachment): { entry: Record<string, unknown>; conf: NetConf } | undefined {
+  const entry = a.plugins.find((p) => p.type === PORTMAP_TYPE);
+  return entry && { entry, conf: parseNetConf(entryConf(a, entry)) };
 }
 
 /**
@@ -91,10 +102,9 @@ export function expectedChains(
   network: NodeNetwork,
   fallback?: Record<string, unknown>,
 ): ExpectedChain[] {
-  const entry = a.plugins.find((p) => p.type === PORTMAP_TYPE);
-  if (!entry) return [];
-  const conf = parseNetConf(entryConf(a, entry));
-  if (conf.portMappings.length === 0) return [];
+  const portmap = portmapOf(a);
+  if (!portmap || portmap.conf.portMappings.length === 0) return [];
+  const { entry, conf } = portmap;
   const options = parsePortmapOptions(entry);
   const chain = portmapChainName(a.network, a.containerId);
   const ours = ourConf(a, fallback);
@@ -111,5 +121,58 @@ export function expectedChains(
       throw new Error(`hostPort ${missing.hostPort}/${missing.protocol} has no portmap rule to scope in IPv${family}`);
     const jumps = portmapJumpRules(a.network, a.containerId, chain, family, conf.portMappings, options);
     return [{ family, chain, pod, portmap, rules: scoped.rules, jumps, options }];
+  });
+}
+
+/** A hostPort mapping of a cached attachment as portmap wrote it, and why it would answer on no address. */
+export interface CachedMapping {
+  mapping: PortMapping;
+  /** Per family where portmap wrote its rules (the pod has an address there): the DNAT target, `ip:port`. */
+  targets: Array<{ family: Family; target: string }>;
+  /**
+   * Why it answers on no address when its rules match none: the policy's default left it none, the pod's own
+   * choice is refused now, the runtime's hostIP is of a family the pod lacks; undefined: the policy gives it
+   * addresses (its rules are missing or older than the node's addresses).
+   */
+  closedBy: string | undefined;
+}
+
+/** Every hostPort mapping of the attachment's portmap entry; none without one. Throws an Error for a bad entry. */
+export function cachedMappings(
+  a: CachedAttachment,
+  network: NodeNetwork,
+  fallback?: Record<string, unknown>,
+): CachedMapping[] {
+  const conf = portmapOf(a)?.conf;
+  if (!conf) return [];
+  const pods = new Map(
+    [...podAddresses(conf.prevResult, a.ifname).values()]
+      .flatMap((address) => podNet(address) ?? [])
+      .map((p) => [p.family, p]),
+  );
+  const ours = ourConf(a, fallback);
+  let resolved: ResolvedMapping[] | undefined;
+  let refused: string | undefined;
+  try {
+    const scoping = ours && podScoping(ours, attachmentLabel(a), new Set(pods.keys()));
+    resolved = scoping && resolvePod(scoping, network);
+  } catch (err) {
+    refused = (err as Error).message;
+  }
+  return conf.portMappings.map((mapping, i) => {
+    const families = mappingFamilies(mapping).filter((f) => pods.has(f));
+    const r = resolved?.length === conf.portMappings.length ? resolved[i] : undefined;
+    const otherFamily =
+      families.length === 0 && mapping.hostIp
+        ? `hostIP ${mapping.hostIp.text} (from the runtime) is IPv${mapping.hostIp.family}: the pod has only ${familiesText([...pods.keys()])} addresses`
+        : undefined;
+    return {
+      mapping,
+      targets: families.map((family) => ({
+        family,
+        target: dnatTo(pods.get(family) as PodNet, mapping.containerPort),
+      })),
+      closedBy: refused ?? otherFamily ?? r?.reason,
+    };
   });
 }

@@ -108,14 +108,20 @@ export interface ResolvedMapping {
   leftOut: LeftOut[];
   /** The default left no address but the implicit 127.0.0.1: closed to the outside until addresses appear. */
   closed: boolean;
+  /** Why, when closed (closedReason). */
+  reason?: string;
 }
 
 const describe = (m: PortMapping) => `hostPort ${m.hostPort}/${m.protocol}`;
 
+/** "IPv4", "IPv4 and IPv6". */
+export const familiesText = (families: readonly Family[]): string => families.map((f) => `IPv${f}`).join(" and ");
+
 /**
  * Resolves and judges every mapping's host IPs, in the families the pod gets rules for (`families`: where
  * it has an address). An address the pod (annotation) or the runtime asked for that fails the policy is
- * refused: a CniError naming the IP, the pod and the reason. The default never fails a pod: what fails is
+ * refused: a CniError naming the IP, the pod and the reason; so is an annotation that gives the mapping no
+ * address in any family it is judged in. The default never fails a pod: what fails is
  * left out (`leftOut`), and a mapping left with nothing is `closed`.
  */
 export function resolveMappings(
@@ -134,7 +140,8 @@ export function resolveMappings(
     const judged = mappingFamilies(mapping).filter((f) => families.has(f));
     const inScope = (ip: Ip) => judged.includes(ip.family);
     if (source.kind === "runtime" || source.kind === "annotation") {
-      for (const ip of (source.kind === "runtime" ? [source.ip] : source.ips).filter(inScope)) {
+      const asked = source.kind === "runtime" ? [source.ip] : source.ips;
+      for (const ip of asked.filter(inScope)) {
         const why = refusal(ip, policy, network, true);
         if (why)
           throw new CniError(
@@ -142,6 +149,12 @@ export function resolveMappings(
             `host IP ${ip.text} (from ${source.kind}) for ${describe(mapping)} of pod ${pod} is not allowed: ${why}`,
           );
       }
+      // The pod's own choice that leaves the port on no address can never be met: refused, not started closed.
+      if (source.kind === "annotation" && judged.length > 0 && !asked.some(inScope))
+        throw new CniError(
+          Code.HostIpNotAllowed,
+          `host IP${asked.length > 1 ? "s" : ""} ${asked.map((ip) => ip.text).join(", ")} (from annotation) for ${describe(mapping)} of pod ${pod} ${asked.length > 1 ? "are" : "is"} not allowed: no address of the pod's families (${familiesText(judged)}): the hostPort would answer on none`,
+        );
       // portmap scoped the runtime's hostIP itself.
       return {
         mapping,
@@ -168,8 +181,26 @@ export function resolveMappings(
       if (why) leftOut.push({ ip: LOCALHOST, why });
       else ips.push(LOCALHOST);
     }
-    return { mapping, source: source.kind, ips, leftOut, closed };
+    return closed
+      ? { mapping, source: source.kind, ips, leftOut, closed, reason: closedReason(source.kind, leftOut, judged) }
+      : { mapping, source: source.kind, ips, leftOut, closed };
   });
+}
+
+/**
+ * Why the default left a mapping closed, for status and the keeper: it named no address in the families the
+ * pod gets rules in (`families`), or what it named was left out, each address with its reason.
+ */
+function closedReason(
+  source: "node" | "defaultHostIP",
+  leftOut: readonly LeftOut[],
+  families: readonly Family[],
+): string {
+  const what = source === "node" ? 'defaultHostIP "node"' : "defaultHostIP";
+  const outside = leftOut.filter((l) => l.ip.text !== LOCALHOST.text);
+  if (outside.length === 0)
+    return `${what} ${source === "node" ? "found no node address" : "names no address"} of the pod's families (${familiesText(families)})`;
+  return `${what} left no address of this node: ${outside.map((l) => `${l.ip.text} (${l.why})`).join(", ")}`;
 }
 
 /** The stderr lines for what the default left out and the mappings it left closed, each said once. */

@@ -14,6 +14,7 @@ import {
   type NetConfList,
   natSave,
   PLUGIN_TYPE,
+  secondNetwork,
   stateDirFor,
 } from "../support/harness.js";
 
@@ -27,14 +28,6 @@ interface Row {
   state: string;
   captures: string[];
   winner: string | null;
-}
-
-/** A second network on the same node: its own bridge and pod subnet. */
-function secondNetwork(h: Harness): NetConfList {
-  const list = bridgeConflist({ dataDir: h.topo.ipamDataDir, name: "net2" });
-  const [bridge, ...rest] = list.plugins;
-  const ipam = { ...(bridge!["ipam"] as object), ranges: [[{ subnet: "10.244.2.0/24" }]] };
-  return { ...list, plugins: [{ ...bridge!, bridge: "cni1", ipam }, ...rest] };
 }
 
 async function start(h: Harness, name: string, list: NetConfList, opts: Parameters<Harness["startPod"]>[2]) {
@@ -122,7 +115,7 @@ describeAsRoot("GC with two networks", () => {
   const chains: Record<string, string> = {};
   beforeAll(async () => {
     cbr0 = bridgeConflist({ dataDir: h.topo.ipamDataDir });
-    net2 = secondNetwork(h);
+    net2 = secondNetwork({ dataDir: h.topo.ipamDataDir, name: "net2" });
     for (const [name, list, port] of [
       ["a", cbr0, 8081],
       ["b", cbr0, 8082],

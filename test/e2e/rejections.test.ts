@@ -19,6 +19,7 @@ const cases: { what: string; annotation: string; hostip: Partial<PluginConf> }[]
     annotation: NODE_IP2,
     hostip: { allowedHostCIDRs: ["192.0.2.10/32"] },
   },
+  { what: "an address of a family the pod lacks (IPv6 for an IPv4-only pod)", annotation: "fe80::1", hostip: {} },
   { what: "an annotation that is not an IP", annotation: "not-an-ip", hostip: {} },
   { what: "an annotation with an unknown protocol", annotation: `8080/xyz=${NODE_IP2}`, hostip: {} },
 ];

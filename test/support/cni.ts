@@ -4,6 +4,7 @@
 import { existsSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { type RunResult, run } from "./exec.js";
 import { nsRun } from "./netns.js";
 import { pluginBinary, pluginPath, SYSTEM_CNI_DIR } from "./paths.js";
 import { portmapVariant } from "./portmap-variant.js";
@@ -89,6 +90,8 @@ export interface InvokerOptions {
   /** Extra environment for every plugin (e.g. NODE_OPTIONS as a runtime would leak it). */
   extraEnv?: Record<string, string>;
   timeoutMs?: number;
+  /** How plugins enter the node, instead of `ip netns exec <nodeNs>` (a scratch node: its mount namespace too). */
+  enter?: readonly string[];
   /**
    * libcni's cache directory: when set, a successful ADD also writes `<cacheDir>/results/<name>-<id>-<ifname>`
    * as libcni does (and DEL removes it), for the operator commands to read.
@@ -159,6 +162,13 @@ export class CniInvoker {
     throw new Error(`plugin type ${type} not found in ${this.cniPath.join(":")}`);
   }
 
+  /** Runs a plugin in the node, as a runtime does on its host. */
+  private inNode(plugin: string, input: string, env: Record<string, string>): Promise<RunResult> {
+    const opts = { input, env, timeoutMs: this.opts.timeoutMs ?? 30_000 };
+    const enter = this.opts.enter;
+    return enter ? run(enter[0] as string, [...enter.slice(1), plugin], opts) : nsRun(this.nodeNs, plugin, [], opts);
+  }
+
   /** The stdin libcni builds for one entry of the list. */
   pluginStdin(
     list: NetConfList,
@@ -201,11 +211,7 @@ export class CniInvoker {
   ): Promise<PluginRun> {
     const stdin = this.pluginStdin(list, conf, rt, prevResult);
     const env: Record<string, string> = { ...(this.opts.extraEnv ?? {}), ...this.pluginEnv(command, rt, path) };
-    const r = await nsRun(this.nodeNs, this.resolve(conf.type), [], {
-      input: JSON.stringify(stdin),
-      env,
-      timeoutMs: this.opts.timeoutMs ?? 30_000,
-    });
+    const r = await this.inNode(this.resolve(conf.type), JSON.stringify(stdin), env);
     const run: PluginRun = { type: conf.type, command, stdin, env, code: r.code, stdout: r.stdout, stderr: r.stderr };
     const output = parseJson(r.stdout);
     if (output !== undefined) run.output = output;
@@ -291,11 +297,7 @@ export class CniInvoker {
         CNI_COMMAND: "GC",
         CNI_PATH: this.cniPath.join(":"),
       };
-      const r = await nsRun(this.nodeNs, this.resolve(conf.type), [], {
-        input: JSON.stringify(stdin),
-        env,
-        timeoutMs: this.opts.timeoutMs ?? 30_000,
-      });
+      const r = await this.inNode(this.resolve(conf.type), JSON.stringify(stdin), env);
       const run: PluginRun = {
         type: conf.type,
         command: "GC",

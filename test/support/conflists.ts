@@ -59,6 +59,14 @@ export function bridgeConflist(opts: ConflistOptions): NetConfList {
   return { name: opts.name ?? "cbr0", cniVersion: opts.cniVersion ?? "1.0.0", plugins };
 }
 
+/** A second network on the same node (`name`): its own bridge cni1 and pod subnet 10.244.2.0/24. */
+export function secondNetwork(opts: ConflistOptions & { name: string }): NetConfList {
+  const list = bridgeConflist(opts);
+  const [bridge, ...rest] = list.plugins;
+  const ipam = { ...(bridge?.["ipam"] as object), ranges: [[{ subnet: "10.244.2.0/24" }]] };
+  return { ...list, plugins: [{ ...bridge, type: "bridge", bridge: "cni1", ipam }, ...rest] };
+}
+
 /** A mapping as containerd sends it (Go struct without JSON tags). */
 export function containerdMapping(hostPort: number, containerPort: number, protocol = "tcp", hostIP = ""): PortMapping {
   return { HostPort: hostPort, ContainerPort: containerPort, Protocol: protocol, HostIP: hostIP };

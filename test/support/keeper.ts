@@ -3,7 +3,7 @@
 import type { ChildProcess } from "node:child_process";
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { spawnInNs } from "./netns.js";
+import { startInNs, stopChild } from "./netns.js";
 import { pluginBinary } from "./paths.js";
 
 export interface RunningKeeper {
@@ -11,6 +11,8 @@ export interface RunningKeeper {
   /** Everything it printed so far, stdout and stderr interleaved as they came. */
   output(): string;
 }
+
+const READY_MS = 10_000;
 
 export interface KeeperDirs {
   binDir: string;
@@ -31,7 +33,7 @@ export function keeperConfAndBin(tmpDir: string, list: object): { confDir: strin
 
 /**
  * Starts the keeper on `dirs` with `PATH` (the plugins', or the one of a keeper in its image) and `extra` flags,
- * and waits until it watches.
+ * and waits until it watches (with --log-format json, until its JSON line says so).
  */
 export async function startKeeper(
   node: string,
@@ -45,8 +47,12 @@ export async function startKeeper(
     ...["--binary", pluginBinary(), "--cache-dir", dirs.cacheDir, "--state-dir", dirs.stateDir],
     ...["--resync", String(resyncSeconds), ...extra],
   ];
-  // `env` gives the keeper the PATH of the plugins.
-  const child = await spawnInNs(node, "env", [`PATH=${path}`, pluginBinary(), ...args], `watching ${dirs.confDir}`);
+  const watching = `watching ${dirs.confDir}`;
+  const ready = (line: string) =>
+    extra.includes("json") ? line.includes(`"message":${JSON.stringify(watching)}`) : line === watching;
+  // `env` gives the keeper the PATH of the plugins. Everything it prints is kept, also what comes before the
+  // installer watches: the keeper's first pass runs beside the installer's copy of the binary.
+  const child = startInNs(node, "env", [`PATH=${path}`, pluginBinary(), ...args]);
   let output = "";
   child.stdout?.on("data", (d: Buffer) => {
     output += d.toString();
@@ -54,5 +60,13 @@ export async function startKeeper(
   child.stderr?.on("data", (d: Buffer) => {
     output += d.toString();
   });
+  const deadline = Date.now() + READY_MS;
+  while (!output.split("\n").some(ready)) {
+    if (child.exitCode !== null || Date.now() > deadline) {
+      await stopChild(child);
+      throw new Error(`the keeper did not watch ${dirs.confDir} within ${READY_MS} ms:\n${output}`);
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
   return { child, output: () => output };
 }

@@ -106,32 +106,59 @@ export function spawnInNs(
   readyLine: string,
   timeoutMs = 10_000,
 ): Promise<ChildProcess> {
+  return spawnUntilReady("ip", ["netns", "exec", ns, cmd, ...args], readyLine, timeoutMs, `${cmd} in ${ns}`);
+}
+
+/**
+ * spawnInNs() for any command line (`what` names it in errors); `sink` gets everything it prints on stdout and
+ * stderr, from the start.
+ */
+export function spawnUntilReady(
+  cmd: string,
+  args: readonly string[],
+  readyLine: string | RegExp,
+  timeoutMs: number,
+  what = cmd,
+  sink: (text: string) => void = () => {},
+): Promise<ChildProcess> {
+  // A line equal to `readyLine`, or matching it.
+  const ready = (out: string) =>
+    out.split("\n").some((line) => (typeof readyLine === "string" ? line === readyLine : readyLine.test(line)));
   return new Promise((resolve, reject) => {
-    const child = spawn("ip", ["netns", "exec", ns, cmd, ...args], { stdio: ["ignore", "pipe", "pipe"] });
+    const child = spawn(cmd, args, { stdio: ["ignore", "pipe", "pipe"] });
     liveChildren.add(child);
+    child.stdout?.on("data", (d: Buffer) => sink(d.toString()));
+    child.stderr?.on("data", (d: Buffer) => sink(d.toString()));
     let out = "";
     let err = "";
     const fail = (why: string) => {
       clearTimeout(timer);
       child.kill("SIGKILL");
       liveChildren.delete(child);
-      reject(new Error(`${cmd} ${args.join(" ")} in ${ns}: ${why}\n${err}`));
+      reject(new Error(`${what} (${args.join(" ")}): ${why}\n${err}`));
     };
     const timer = setTimeout(() => fail(`not ready after ${timeoutMs} ms`), timeoutMs);
     child.stderr!.on("data", (d: Buffer) => (err += d.toString()));
     child.stdout!.on("data", (d: Buffer) => {
       out += d.toString();
-      if (out.split("\n").includes(readyLine)) {
+      if (ready(out)) {
         clearTimeout(timer);
         resolve(child);
       }
     });
     child.on("exit", (code) => {
       liveChildren.delete(child);
-      if (!out.split("\n").includes(readyLine)) fail(`exited ${code} before ready`);
+      if (!ready(out)) fail(`exited ${code} before ready`);
     });
     child.on("error", (e) => fail(e.message));
   });
+}
+
+/** Starts a long-running process inside a namespace, tracked as spawnInNs' are; its readiness is the caller's. */
+export function startInNs(ns: string, cmd: string, args: readonly string[]): ChildProcess {
+  const child = spawn("ip", ["netns", "exec", ns, cmd, ...args], { stdio: ["ignore", "pipe", "pipe"] });
+  liveChildren.add(child);
+  return child;
 }
 
 export async function stopChild(child: ChildProcess): Promise<void> {

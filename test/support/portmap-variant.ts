@@ -17,9 +17,14 @@ export interface PortmapVariant {
   conf: Record<string, unknown>;
 }
 
-/** portmap v1.9.1 with both backends: ../shared/bin beside the checkout ($PMH_SHARED_BIN elsewhere). */
+/** The third-party binaries of the tests: ../shared/bin beside the checkout ($PMH_SHARED_BIN elsewhere). */
+export function sharedBinDir(): string {
+  return process.env["PMH_SHARED_BIN"] ?? resolve(REPO_ROOT, "../shared/bin");
+}
+
+/** portmap v1.9.1 with both backends. */
 export function portmapV191(): string {
-  return join(process.env["PMH_SHARED_BIN"] ?? resolve(REPO_ROOT, "../shared/bin"), "portmap-v1.9.1");
+  return join(sharedBinDir(), "portmap-v1.9.1");
 }
 
 /** The variant $PMH_PORTMAP names (default 1.1.1); throws, naming the missing file, when its binary is absent. */

@@ -1,8 +1,9 @@
 // The DaemonSet and its image must agree with the installer's flags and the release they ship.
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
+import { DaemonSet } from "kubernetes-models/apps/v1";
 import { describe, expect, it } from "vitest";
-import { parse } from "yaml";
+import { parse, parseAllDocuments } from "yaml";
 import { parseInstallArgs } from "../../src/cli/install.js";
 import { DEFAULT_STATE_DIR } from "../../src/core/config.js";
 import { STANDARD } from "../../src/install/files.js";
@@ -10,15 +11,25 @@ import { STANDARD } from "../../src/install/files.js";
 const ROOT = join(import.meta.dirname, "../..");
 const { version } = JSON.parse(readFileSync(join(ROOT, "package.json"), "utf8"));
 const dockerfile = readFileSync(join(ROOT, "deploy/Dockerfile"), "utf8");
-const manifest = parse(readFileSync(join(ROOT, "deploy/daemonset.yaml"), "utf8"));
+const manifestText = readFileSync(join(ROOT, "deploy/daemonset.yaml"), "utf8");
+// The service account and its RBAC come first; the DaemonSet last.
+const manifest = parseAllDocuments(manifestText)
+  .map((d) => d.toJS())
+  .at(-1);
 const pod = manifest.spec.template.spec;
+const uninstall = parse(readFileSync(join(ROOT, "deploy/uninstall.yaml"), "utf8"));
 
 interface Container {
   name: string;
   image: string;
   args: string[];
   env?: Array<{ name: string; valueFrom?: { fieldRef?: { fieldPath: string } } }>;
-  securityContext: { privileged?: boolean };
+  securityContext: {
+    privileged?: boolean;
+    allowPrivilegeEscalation?: boolean;
+    readOnlyRootFilesystem?: boolean;
+    capabilities?: { drop?: string[]; add?: string[] };
+  };
   volumeMounts: Array<{ name: string; mountPath: string; readOnly?: boolean }>;
   livenessProbe?: { exec: { command: string[] } };
   readinessProbe?: { exec: { command: string[] } };
@@ -89,20 +100,55 @@ describe("deploy/daemonset.yaml", () => {
   });
 });
 
+describe("deploy/daemonset.yaml and deploy/uninstall.yaml against the Kubernetes API schema", () => {
+  it("are valid DaemonSets (kubernetes-models' JSON schemas)", () => {
+    for (const ds of [manifest, uninstall]) expect(() => new DaemonSet(ds).validate()).not.toThrow();
+  });
+
+  it("the schema check has teeth: a wrong type is rejected", () => {
+    const broken = structuredClone(manifest);
+    broken.spec.template.spec.containers[0].ports = "8080";
+    expect(() => new DaemonSet(broken).validate()).toThrow(/ports/);
+  });
+});
+
 describe("deploy/daemonset.yaml (install)", () => {
-  it("installs in a privileged init container and keeps the entry with a privileged --watch container", () => {
+  it("installs in an init container and keeps the entry with a --watch container, neither privileged", () => {
     const [init] = pod.initContainers as Container[];
     const [watch] = pod.containers as Container[];
     expect([init?.args[0], installArgs(init!).mode]).toEqual(["install", "install"]);
     expect([watch?.args[0], installArgs(watch!).mode]).toEqual(["install", "watch"]);
-    for (const container of [init!, watch!]) expect(container.securityContext.privileged).toBe(true);
+    // Measured on a cluster (test/cluster/daemonset.test.ts): the init step needs no capability, the keeper
+    // NET_ADMIN and NET_RAW.
+    expect(init!.securityContext).toEqual({
+      allowPrivilegeEscalation: false,
+      readOnlyRootFilesystem: true,
+      capabilities: { drop: ["ALL"] },
+    });
+    expect(watch!.securityContext).toEqual({
+      allowPrivilegeEscalation: false,
+      readOnlyRootFilesystem: true,
+      capabilities: { drop: ["ALL"], add: ["NET_ADMIN", "NET_RAW"] },
+    });
+    expect(pod.securityContext).toEqual({ seccompProfile: { type: "RuntimeDefault" } });
+  });
+
+  it("with status.hostIP for API servers before 1.29 (docs/install.md's edit), the node's one address", () => {
+    const edited = parseAllDocuments(manifestText.replaceAll("fieldPath: status.hostIPs", "fieldPath: status.hostIP"))
+      .map((d) => d.toJS())
+      .at(-1);
+    const [container] = edited.spec.template.spec.containers as Container[];
+    expect(container!.env?.[0]?.valueFrom?.fieldRef?.fieldPath).toBe("status.hostIP");
+    const values: Record<string, string> = { "status.hostIP": "192.0.2.10" };
+    const args = container!.args.slice(1).map((a) => (a === "$(HOST_IPS)" ? values["status.hostIP"]! : a));
+    expect(parseInstallArgs(args).settings).toEqual({ kubeNodeIPs: ["192.0.2.10"] });
   });
 
   it("points --cni-bin-dir and --cni-conf-dir at writable mounts of the node's CNI directories", () => {
-    const hostPaths = new Map<string, string>(
-      (pod.volumes as Array<{ name: string; hostPath: { path: string } }>).map((volume) => [
+    const hostPaths = new Map<string, string | undefined>(
+      (pod.volumes as Array<{ name: string; hostPath?: { path: string } }>).map((volume) => [
         volume.name,
-        volume.hostPath.path,
+        volume.hostPath?.path,
       ]),
     );
     for (const container of [...pod.initContainers, ...pod.containers] as Container[]) {
@@ -130,13 +176,43 @@ describe("deploy/daemonset.yaml (install)", () => {
   });
 });
 
+describe("deploy/uninstall.yaml", () => {
+  const spec = uninstall.spec.template.spec;
+  const [step] = spec.initContainers as Container[];
+
+  it("runs install --uninstall from the same image on the DaemonSet's CNI directories and state directory", () => {
+    expect(uninstall.metadata).toMatchObject({ name: "portmap-hostip-uninstall", namespace: "kube-system" });
+    expect(step!.image).toBe(`portmap-hostip:${version}`);
+    expect(parseInstallArgs(step!.args.slice(1)).mode).toBe("uninstall");
+    const hostPath = (volumes: Array<{ name: string; hostPath?: { path: string } }>, c: Container, dir: string) =>
+      volumes.find((v) => v.name === c.volumeMounts.find((m) => m.mountPath === dir)?.name)?.hostPath?.path;
+    const [init] = pod.initContainers as Container[];
+    const [watch] = pod.containers as Container[];
+    const flag = (c: Container, name: string) => c.args[c.args.indexOf(name) + 1]!;
+    expect(hostPath(spec.volumes, step!, flag(step!, "--cni-bin-dir"))).toBe(
+      hostPath(pod.volumes, init!, flag(init!, "--cni-bin-dir")),
+    );
+    expect(hostPath(spec.volumes, step!, flag(step!, "--cni-conf-dir"))).toBe(
+      hostPath(pod.volumes, init!, flag(init!, "--cni-conf-dir")),
+    );
+    // Where the keeper's heartbeat is: the uninstall waits while a keeper runs.
+    expect(hostPath(spec.volumes, step!, flag(step!, "--state-dir"))).toBe(
+      hostPath(pod.volumes, watch!, flag(watch!, "--state-dir")),
+    );
+    expect(step!.securityContext.capabilities).toEqual({ drop: ["ALL"] });
+    // It must start where pods cannot get a network (the conflist naming a missing plugin).
+    expect(spec.hostNetwork).toBe(true);
+  });
+});
+
 /** The Dockerfile's stages: name (or base image) and instructions, comments dropped. */
 function stages(text: string): Array<{ from: string; name: string | undefined; steps: string[] }> {
   const out: Array<{ from: string; name: string | undefined; steps: string[] }> = [];
   for (const line of text.split("\n").filter((l) => l.trim() !== "" && !l.startsWith("#"))) {
     const from = /^FROM (\S+)(?: AS (\S+))?$/.exec(line);
     if (from) out.push({ from: from[1]!, name: from[2], steps: [] });
-    else out.at(-1)!.steps.push(line);
+    // Before the first FROM: global ARGs.
+    else out.at(-1)?.steps.push(line);
   }
   return out;
 }
@@ -154,7 +230,9 @@ describe("deploy/Dockerfile", () => {
         steps: [`COPY ${file} /portmap-hostip`],
       });
     }
-    expect(all.find((s) => s.name === "plugin")?.from).toBe("plugin-${TARGETARCH}");
+    // BuildKit and buildah set TARGETARCH; the classic builder does not (then amd64): declared before any FROM.
+    expect(all.find((s) => s.name === "plugin")?.from).toBe("plugin-${TARGETARCH:-amd64}");
+    expect(dockerfile.split("\n").find((l) => /^(ARG|FROM) /.test(l))).toBe("ARG TARGETARCH");
     expect(dockerfile).toContain(
       `docker buildx build --platform linux/amd64,linux/arm64 -f deploy/Dockerfile -t portmap-hostip:${version} .`,
     );

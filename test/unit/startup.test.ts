@@ -1,17 +1,19 @@
 // What a pod start loads: a pod without hostPorts (most pods) must not pay for the modules only hostPort work
 // needs, and a hostPort pod not for those it can do without. The bundle is built as scripts/build.mjs builds
-// it (ip-address, and the installer's jsonc-parser and diff, left outside, so that their loading shows) and run
-// with a preload that lists, at exit, the Node modules it loaded.
-import { spawnSync } from "node:child_process";
+// it (ip-address, and the installer's jsonc-parser and diff, and the keeper's prom-client left outside, so that
+// their loading shows) and run with a preload that lists, at exit, the Node modules it loaded. The keeper
+// likewise: without --metrics-address none of the metrics code, without a service account no HTTPS.
+import { spawn, spawnSync } from "node:child_process";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { buildSync } from "esbuild";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
 const ROOT = join(import.meta.dirname, "../..");
-// The installer's libraries: only the operator commands load them.
-const OPERATOR_ONLY = ["jsonc-parser", "diff"];
+// The installer's libraries and the keeper's metrics: only the operator commands load them.
+const OPERATOR_ONLY = ["jsonc-parser", "diff", "prom-client"];
 const FIXTURES = join(ROOT, "test/fixtures");
 let dir: string;
 beforeAll(() => {
@@ -106,4 +108,74 @@ describe("an IPv4 pod with a hostPort on portmap's iptables backend", () => {
     expect(loaded.filter((m) => m.includes("ip-address"))).toEqual([]);
     expect(loaded.filter(isOperatorOnly)).toEqual([]);
   });
+});
+
+/** A node's directories for the keeper: an empty result cache (no pass reads or writes a rule), a conflist. */
+function keeperDirs(): string {
+  const node = join(dir, "node");
+  for (const d of ["bin", "net.d", "cache", "state"]) mkdirSync(join(node, d), { recursive: true });
+  writeFileSync(
+    join(node, "net.d/10-bridge.conflist"),
+    JSON.stringify({ cniVersion: "1.0.0", name: "cbr0", plugins: [{ type: "bridge" }, { type: "portmap" }] }),
+  );
+  return node;
+}
+
+/** A port nothing listens on now. */
+async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const { port } = server.address() as { port: number };
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
+
+/** Runs the keeper until it watches, then SIGTERM; the modules it loaded. */
+async function keeper(extra: string[]): Promise<string[]> {
+  const node = keeperDirs();
+  const env: NodeJS.ProcessEnv = { ...process.env, NODE_PATH: join(ROOT, "node_modules") };
+  delete env["KUBERNETES_SERVICE_HOST"];
+  delete env["NODE_OPTIONS"];
+  const child = spawn(
+    process.execPath,
+    [
+      ...["-r", join(dir, "preload.cjs"), join(dir, "plugin.cjs")],
+      ...["install", "--watch", "--cni-bin-dir", join(node, "bin"), "--cni-conf-dir", join(node, "net.d")],
+      ...["--binary", join(dir, "plugin.cjs"), "--cache-dir", join(node, "cache"), "--state-dir", join(node, "state")],
+      ...extra,
+    ],
+    { env, stdio: ["ignore", "pipe", "pipe"] },
+  );
+  let out = "";
+  child.stdout.on("data", (d: Buffer) => (out += d.toString()));
+  child.stderr.on("data", (d: Buffer) => (out += d.toString()));
+  const exited = new Promise<number | null>((resolve) => child.once("exit", resolve));
+  const deadline = Date.now() + 15_000;
+  while (!out.includes("keeper: watching")) {
+    if (Date.now() > deadline || child.exitCode !== null) {
+      child.kill("SIGKILL");
+      throw new Error(`the keeper did not start within 15 s:\n${out}`);
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  child.kill("SIGTERM");
+  expect(await exited, out).toBe(0);
+  return JSON.parse(readFileSync(join(dir, "loaded.json"), "utf8")) as string[];
+}
+
+const promClient = (loaded: string[]) => loaded.filter((m) => m.includes("/node_modules/prom-client/"));
+
+describe("the keeper", () => {
+  it("without --metrics-address loads neither prom-client nor node:http(s)", async () => {
+    const loaded = await keeper([]);
+    expect(loaded).toContain("NativeModule child_process");
+    expect(promClient(loaded)).toEqual([]);
+    for (const name of ["http", "https"]) expect(loaded).not.toContain(`NativeModule ${name}`);
+  }, 30_000);
+
+  it("with --metrics-address loads them", async () => {
+    const loaded = await keeper(["--metrics-address", `127.0.0.1:${await freePort()}`]);
+    expect(promClient(loaded).length).toBeGreaterThan(0);
+    expect(loaded).toContain("NativeModule http");
+  }, 30_000);
 });

@@ -82,7 +82,7 @@ export interface PluginCall {
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Our cgroup mounts as (fstype, options, target) triples, to mount again inside `ip netns exec`. */
-async function cgroupMounts(): Promise<string[][]> {
+export async function cgroupMounts(): Promise<string[][]> {
   const out = await runOk("findmnt", ["--raw", "--noheadings", "-t", "cgroup,cgroup2", "-o", "FSTYPE,OPTIONS,TARGET"], {
     timeoutMs: 10_000,
   });
@@ -93,7 +93,8 @@ async function cgroupMounts(): Promise<string[][]> {
     .map((l) => l.split(" "));
 }
 
-function configToml(paths: {
+/** containerd's configuration: its own root, state, sockets and runc root; the CRI plugin's CNI directories. */
+export function configToml(paths: {
   root: string;
   state: string;
   socket: string;

@@ -2,8 +2,9 @@
 // keeper's flags.
 import { readdir, readFile } from "node:fs/promises";
 import { describe, expect, it } from "vitest";
-import { parseInstallArgs, runInstall } from "../../../src/cli/install.js";
+import { INSTALL_FLAGS, INSTALL_HELP, parseInstallArgs, runInstall } from "../../../src/cli/install.js";
 import { binDir, CAPABILITIES, conflist, flannel, install, plugins, useFlannelNode } from "../install/flannel-node.js";
+import { optionLines } from "./help-text.js";
 
 useFlannelNode();
 
@@ -13,7 +14,7 @@ describe("install's flags", () => {
       [["--default-host-ip", "192.0.2.300"], '--default-host-ip: invalid value "192.0.2.300"'],
       [["--default-host-ip", "node,192.0.2.1"], '--default-host-ip: invalid value "node"'],
       [["--node-ips", "192.0.2.1/24"], '--node-ips: invalid value "192.0.2.1/24"'],
-      [["--kube-node-ips", "$(HOST_IPS)"], '--kube-node-ips: invalid value "$(HOST_IPS)"'],
+      [["--kube-node-ips", "192.0.2.1,$(HOST_IPS)x"], '--kube-node-ips: invalid value "$(HOST_IPS)x"'],
       [["--node-interfaces", "eth0,this-name-is-too-long"], '--node-interfaces: invalid value "this-name-is-too-long"'],
       [["--exclude-interfaces", "a/b"], '--exclude-interfaces: invalid value "a/b"'],
       [["--allowed-host-cidrs", "192.0.2.0/33"], '--allowed-host-cidrs: invalid value "192.0.2.0/33"'],
@@ -28,6 +29,17 @@ describe("install's flags", () => {
     }
     expect(await readFile(conflist, "utf8")).toBe(flannel);
     expect(await readdir(binDir)).toEqual([]);
+  });
+
+  it("leaves an empty or unexpanded downward-API --kube-node-ips out, with a note, instead of failing", async () => {
+    for (const value of ["", "$(HOST_IPS)"]) {
+      const run = await install(["--kube-node-ips", value]);
+      expect(run.code, value).toBe(0);
+      expect(run.stderr, value).toMatch(/^note: --kube-node-ips .*left out\n$/);
+      expect((await plugins())[2], value).toEqual({ type: "portmap-hostip", capabilities: CAPABILITIES });
+    }
+    await install(["--kube-node-ips", "$(HOST_IPS)", "--kube-node-ips", "192.0.2.10"]);
+    expect((await plugins())[2]?.["kubeNodeIPs"]).toEqual(["192.0.2.10"]);
   });
 
   it("maps every option onto its conflist key", async () => {
@@ -66,6 +78,19 @@ describe("the keeper's flags", () => {
       [["--watch", "--cache-dir", "/c", "--resync", "0"], /--resync: invalid value "0"/],
       [["--watch", "--cache-dir", "/c", "--state-dir", "run"], /--state-dir: invalid value "run"/],
       [["--watch", "--cache-dir", "/c", "--iptables", "xt"], /--iptables: invalid value "xt"/],
+      [["--watch", "--metrics-address", ":9731"], /--metrics-address needs --cache-dir/],
+      [["--watch", "--log-format", "json"], /--log-format needs --cache-dir/],
+      [
+        ["--watch", "--cache-dir", "/c", "--log-format", "xml"],
+        /--log-format: invalid value "xml": expected text or json/,
+      ],
+      ...["9731", "0.0.0.0", "0.0.0.0:0", ":65536", "::1:9731", "[192.0.2.1]:9731", "localhost:9731", "[::1]:x"].map(
+        (address) =>
+          [
+            ["--watch", "--cache-dir", "/c", "--metrics-address", address],
+            `--metrics-address: invalid value "${address}": expected IP:PORT or :PORT`,
+          ] as const,
+      ),
     ] as const) {
       const err: string[] = [];
       expect(await runInstall([...args], { stdout: () => {}, stderr: (t) => void err.push(t) })).toBe(2);
@@ -78,5 +103,37 @@ describe("the keeper's flags", () => {
     expect(parseInstallArgs(args).settings).toEqual({ stateDir: "/run/elsewhere" });
     // The default is the plugin's too: the entry stays as the init container (no keeper flags) writes it.
     expect(parseInstallArgs([...args.slice(0, 4), "/run/portmap-hostip"]).settings).toEqual({});
+  });
+});
+
+describe("install --help", () => {
+  const sections = optionLines(INSTALL_HELP);
+  const under = (start: string) => [...sections].find(([heading]) => heading.startsWith(start))?.[1];
+
+  it("lists every flag once", () => {
+    expect([...sections.values()].flat().sort()).toEqual(Object.keys(INSTALL_FLAGS).sort());
+  });
+
+  it("puts each under its heading: where, the entry's options, the modes, the keeper's", () => {
+    expect(under("Where")).toEqual(["cni-bin-dir", "cni-conf-dir", "conflist", "binary"]);
+    expect(under("Entry options")).toEqual([
+      "default-host-ip",
+      "node-ips",
+      "kube-node-ips",
+      "node-interfaces",
+      "exclude-interfaces",
+      "allowed-host-cidrs",
+      "annotation",
+      "log-file",
+    ]);
+    expect(under("Modes")).toEqual(["watch", "check", "uninstall", "dry-run", "help"]);
+    expect(under("The keeper")).toEqual([
+      "cache-dir",
+      "state-dir",
+      "resync",
+      "iptables",
+      "metrics-address",
+      "log-format",
+    ]);
   });
 });

@@ -1,5 +1,6 @@
-// The node's keeper (install --watch --cache-dir): its probe, which nft monitor events start a pass, and a run
-// on a node where no pod has started yet.
+// The node's keeper (install --watch --cache-dir): its probe, which nft monitor events start a pass, a run on a
+// node where no pod has started yet, and its log lines as the docs show them.
+import { readdirSync, readFileSync } from "node:fs";
 import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -120,8 +121,22 @@ describe("install --watch --cache-dir on a node where no pod has started yet", (
     const log = out.join("");
     expect(log).toContain("added the entry after portmap");
     expect(log).toContain(
-      `keeper: no result cache at ${join(dir, "no-cache", "results")} (yet): nothing to rebuild from\n`,
+      `keeper: no result cache at ${join(dir, "no-cache", "results")} yet (--cache-dir): nothing to rebuild from\n`,
     );
     expect(log).toContain("stopped\n");
+  });
+});
+
+const ROOT = join(import.meta.dirname, "../../..");
+const read = (file: string) => readFileSync(join(ROOT, file), "utf8");
+
+describe("the keeper's lines in the docs", () => {
+  it("name only reasons the keeper gives its passes", () => {
+    const source = ["src/cli/keeper.ts", "src/install/main.ts"].map(read).join("\n");
+    const reasons = new Set([...source.matchAll(/(?:trigger|onEntry)\("([^"]+)"\)/g)].map((m) => m[1]));
+    const docs = ["README.md", ...readdirSync(join(ROOT, "docs")).map((f) => `docs/${f}`)].map(read).join("\n");
+    const shown = [...docs.matchAll(/^keeper \(([^)]+)\): /gm)].map((m) => m[1]);
+    expect(shown.length).toBeGreaterThan(0);
+    for (const reason of shown) expect(reasons, reason).toContain(reason);
   });
 });

@@ -1,6 +1,7 @@
-// The operator subcommands' command lines: help and refusals.
+// The operator subcommands' command lines: help (every flag in the usage line, and explained once) and refusals.
 import { describe, expect, it } from "vitest";
-import { runOps } from "../../../src/cli/ops.js";
+import { OPS_FLAGS, runOps, USAGE } from "../../../src/cli/ops.js";
+import { optionLines } from "./help-text.js";
 
 function io() {
   let out = "";
@@ -39,5 +40,17 @@ describe("portmap-hostip status | reconcile | gc", () => {
       expect(await runOps(command, args, o.ctx)).toBe(2);
       expect(o.err()).toMatch(message);
     }
+  });
+});
+
+describe.each(Object.keys(OPS_FLAGS))("%s --help", (command) => {
+  it("names every flag in its usage line and explains each once", async () => {
+    const o = io();
+    expect(await runOps(command as "status", ["--help"], o.ctx)).toBe(0);
+    expect(o.out()).toBe(USAGE[command]);
+    const [usage = "", ...body] = o.out().split("\n");
+    const flags = OPS_FLAGS[command] ?? [];
+    for (const flag of flags.filter((f) => f !== "help")) expect(usage, flag).toContain(`[--${flag}`);
+    expect([...optionLines(body.join("\n")).values()].flat().sort()).toEqual([...flags].sort());
   });
 });

@@ -16,8 +16,11 @@ import { join } from "node:path";
 import { buildSync } from "esbuild";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { appendLine, type CallRecord, formatCall, logCall } from "../../../src/cni/log-file.js";
+import { parseNetConf } from "../../../src/core/config.js";
 import { parseIp } from "../../../src/core/ip.js";
 import { writeOutput } from "../../../src/host/output.js";
+import { resolveMappings } from "../../../src/policy/resolve.js";
+import { NODE } from "../fixtures.js";
 
 // The note goes to fd 2 with fs.writeSync (so that a pod start does not load `net`): caught here instead.
 vi.mock("../../../src/host/output.js", () => ({ writeOutput: vi.fn() }));
@@ -244,5 +247,36 @@ for (let i = 0; i < Number(lines); i++) {
         .filter((f) => f.startsWith("p.log"))
         .sort(),
     ).toEqual(["p.log", "p.log.1"]);
+  });
+});
+
+describe("formatCall of a closed mapping", () => {
+  it("gives a closed mapping its reason", () => {
+    const conf = parseNetConf({
+      cniVersion: "1.0.0",
+      name: "cbr0",
+      nodeInterfaces: ["nowhere0"],
+      runtimeConfig: { portMappings: [{ hostPort: 8080, containerPort: 80, protocol: "tcp" }] },
+    });
+    const resolved = resolveMappings(conf.portMappings, conf.policy, undefined, NODE, "default/web", new Set([4]));
+    const line = formatCall({
+      time: new Date("2026-01-02T03:04:05.678Z"),
+      command: "ADD",
+      pod: "default/web",
+      containerId: "abc123",
+      mappings: conf.portMappings,
+      resolved,
+      error: undefined,
+      durationMs: 30,
+    });
+    expect(JSON.parse(line).mappings).toEqual([
+      {
+        hostPort: 8080,
+        protocol: "tcp",
+        source: "node",
+        hostIPs: ["127.0.0.1"],
+        closed: `defaultHostIP "node" found no node address of the pod's families (IPv4)`,
+      },
+    ]);
   });
 });

@@ -1,11 +1,12 @@
 // The keeper lock under the state directory: a DEL waits for a pass, bounded; a dead holder's lock is taken over —
 // at once when its holder socket is gone from this network namespace (a keeper SIGKILLed mid-pass); a lease from
-// another namespace, or whose holder lives, holds.
-import { mkdtemp, rm, stat, writeFile } from "node:fs/promises";
+// another namespace, or whose holder lives, holds. The refusals ADD leaves for the keeper.
+import { mkdtemp, readdir, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { awaitKeeperLock, withKeeperLock } from "../../../src/host/state.js";
+import { refusalsDir, writeRefusal } from "../../../src/host/record.js";
+import { awaitKeeperLock, takeRefusals, withKeeperLock } from "../../../src/host/state.js";
 
 let dir: string;
 beforeEach(async () => {
@@ -63,5 +64,29 @@ describe("the keeper lock", () => {
       await expect(withKeeperLock(dir, 100, async () => "ran")).rejects.toThrow(/held by process/);
     });
     expect(await awaitKeeperLock(dir, 100)).toBe(true);
+  });
+});
+
+describe("refusals ADD left", () => {
+  const pod = { namespace: "default", name: "db", uid: "5f1c-uid" };
+
+  it("keep a pod's latest refusal, taken once", async () => {
+    writeRefusal(dir, pod, "first");
+    writeRefusal(dir, pod, "host IP 198.51.100.7 (from annotation) … is not allowed");
+    writeRefusal(dir, { namespace: "other", name: "x/y", uid: undefined }, "second pod");
+    const taken = await takeRefusals(dir);
+    expect(taken.map((r) => [r.pod, r.message])).toEqual([
+      [pod, "host IP 198.51.100.7 (from annotation) … is not allowed"],
+      [{ namespace: "other", name: "x/y", uid: undefined }, "second pod"],
+    ]);
+    expect(await takeRefusals(dir)).toEqual([]);
+  });
+
+  it("are none without a directory; a file that is not one goes too", async () => {
+    expect(await takeRefusals(dir)).toEqual([]);
+    writeRefusal(dir, pod, "ok");
+    await writeFile(join(refusalsDir(dir), "junk"), "{not json");
+    expect((await takeRefusals(dir)).map((r) => r.message)).toEqual(["ok"]);
+    expect(await readdir(refusalsDir(dir))).toEqual([]);
   });
 });

@@ -14,7 +14,7 @@ describe("the node's CNI files", () => {
     await install([]);
     expect((await stat(conflist)).mode & 0o777).toBe(0o600);
     expect(await readdir(confDir)).toEqual(["10-flannel.conflist"]);
-    expect(await readdir(binDir)).toEqual(["portmap-hostip"]);
+    expect(await readdir(binDir)).toEqual(["portmap-hostip", "portmap-hostip-entry.json"]);
   });
 
   it("edits the lexicographically first config file, or the one named", async () => {
@@ -44,13 +44,13 @@ describe("the node's CNI files", () => {
     await writeFile(join(k3sConf, "10-flannel.conflist"), flannel);
 
     await install([]);
-    expect(await readdir(k3sBin)).toEqual(["portmap-hostip"]);
+    expect(await readdir(k3sBin)).toEqual(["portmap-hostip", "portmap-hostip-entry.json"]);
     expect((await plugins(join(k3sConf, "10-flannel.conflist"))).length).toBe(3);
     expect(await readdir(binDir)).toEqual([]);
     expect(await readFile(conflist, "utf8")).toBe(flannel);
 
     await install(["--cni-bin-dir", binDir, "--cni-conf-dir", confDir]);
-    expect(await readdir(binDir)).toEqual(["portmap-hostip"]);
+    expect(await readdir(binDir)).toEqual(["portmap-hostip", "portmap-hostip-entry.json"]);
     expect((await plugins()).length).toBe(3);
   });
 });
@@ -117,7 +117,7 @@ describe.each(ROWS)("the $name layout", (row) => {
     });
     const r = await install([]);
     expect(r.code, r.stderr).toBe(0);
-    expect(await readdir(join(root, row.bin))).toEqual(["portmap-hostip"]);
+    expect(await readdir(join(root, row.bin))).toEqual(["portmap-hostip", "portmap-hostip-entry.json"]);
     expect(await types(join(root, row.conflist))).toEqual(["flannel", "portmap", "portmap-hostip"]);
   });
 

@@ -18,7 +18,7 @@ describe("install --watch", () => {
     });
     const hasEntry = async (): Promise<boolean> => (await plugins().catch(() => [])).length === 3;
     await until(hasEntry, 2000);
-    expect(await readdir(binDir)).toEqual(["portmap-hostip"]);
+    expect(await readdir(binDir)).toEqual(["portmap-hostip", "portmap-hostip-entry.json"]);
 
     // flannel's install-cni: write the ConfigMap's content to a new file and rename it into place.
     const tmp = join(confDir, ".flannel-tmp");
@@ -31,6 +31,10 @@ describe("install --watch", () => {
     // And `cp`, which rewrites the file in place.
     await writeFile(conflist, flannel);
     await until(hasEntry, 2000);
+
+    // The binary removed (an uninstall racing the keeper): back before the entry can name a missing file.
+    await rm(join(binDir, "portmap-hostip"));
+    await until(async () => (await readdir(binDir)).includes("portmap-hostip"), 2000);
 
     controller.abort();
     expect(await watching).toBe(0);

@@ -22,7 +22,9 @@ describe("gc without a result cache", () => {
   it("refuses to judge, even for a named network", async () => {
     const o = io();
     expect(await runOps("gc", ["--network", "cbr0", "--cache-dir", "/nonexistent/cni"], o.ctx)).toBe(1);
-    expect(o.err()).toContain("no result cache at /nonexistent/cni/results: refusing to judge which chains are dead");
+    expect(o.err()).toContain(
+      "no result cache at /nonexistent/cni/results (--cache-dir): refusing to judge which chains are dead",
+    );
   });
 });
 
@@ -50,6 +52,7 @@ describe("CNI GC", () => {
         backend: b,
         families: [4, 6],
         problems: [],
+        text: "",
         portmapWrote: true,
         tablesExist: true,
         keyOf: (pod) => pod.containerId,

@@ -1,12 +1,20 @@
-// One keeper pass (the keeper's, reconcile's and gc's): when a dead pod's rules go, and what a pass hands each
-// backend. The backends are the tests' own; the result cache is libcni's layout in a temporary directory, the
+// One keeper pass (the keeper's, reconcile's and gc's): when a dead pod's rules go, what a pass hands each
+// backend, and which networks it keeps: ours (their cached conflist has our entry, or it is the installed
+// conflist's network) for the keeper and reconcile, every cached network for gc. The backends are the tests' own; the result cache is libcni's layout in a temporary directory, the
 // node's network printed by a stand-in `ip` (test/fixtures/host).
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
-import { type BackendPass, emptyOutcome, type NodeRules, type PassOptions } from "../../../src/backends/backend.js";
-import { CONFIRM_MS, DEAD_CONFIRM_MS, deadChainGoes, keeperPass, newMemory } from "../../../src/ops/pass.js";
+import {
+  type BackendPass,
+  emptyOutcome,
+  fallbackEntry,
+  type NodeRules,
+  type PassOptions,
+} from "../../../src/backends/backend.js";
+import { parseCacheFile } from "../../../src/host/cache.js";
+import { CONFIRM_MS, DEAD_CONFIRM_MS, deadChainGoes, keeperPass, newMemory, passScope } from "../../../src/ops/pass.js";
 import { cacheEntryJson, cacheFileName } from "../../support/result-cache.js";
 import { fakeBackend } from "../fake-backend.js";
 import { NODE } from "../fixtures.js";
@@ -43,7 +51,8 @@ describe("a keeper pass", () => {
     dryRun: true,
     rebuild: true,
     networks: [],
-    fallbackEntry: undefined,
+    scope: "ours",
+    managed: undefined,
     graceMs: 30_000,
     conflictsFirst: true,
     cniBinDir: "/opt/cni/bin",
@@ -84,6 +93,7 @@ describe("a keeper pass", () => {
         backend,
         families: [4],
         problems: ["b: one family not read"],
+        text: "",
         portmapWrote: true,
         tablesExist: true,
         keyOf: (pod) => pod.containerId,
@@ -107,9 +117,12 @@ describe("a keeper pass", () => {
     expect(report).toEqual({
       judged: false,
       families: [],
-      problems: [`no result cache at ${join(dirs().cacheDir, "results")} (yet): nothing to rebuild from`],
+      problems: [`no result cache at ${join(dirs().cacheDir, "results")} yet (--cache-dir): nothing to rebuild from`],
       pending: false,
       dead: 0,
+      otherNetworks: [],
+      unjudged: [],
+      unread: [],
       read: false,
     });
     expect(passes).toEqual([]);
@@ -124,6 +137,7 @@ describe("a keeper pass", () => {
       },
     });
     const report = await keeperPass([unreadable, holder(passes)], dirs(), newMemory(), OPTIONS);
+    expect(report.unread).toEqual(["a"]);
     expect(report.problems).toEqual([
       "a rules not read: cannot run a-tool: spawn a-tool ENOENT",
       "b: one family not read",
@@ -149,5 +163,68 @@ describe("a keeper pass", () => {
     const second = await keeperPass([backend], dirs(), memory, OPTIONS);
     // Rebuilt: nothing waits any more.
     expect([rebuilds, second.pending, memory.unconfirmed.size]).toEqual([[false, true], false, 0]);
+  });
+});
+
+const ENTRY = { type: "portmap-hostip", defaultHostIP: "node" };
+
+function attachment(network: string, id: string, ours: boolean) {
+  const plugins = [{ type: "bridge" }, { type: "portmap" }, ...(ours ? [ENTRY] : [])];
+  const text = cacheEntryJson({
+    list: { name: network, cniVersion: "1.0.0", plugins },
+    containerID: id,
+    ifName: "eth0",
+    result: { cniVersion: "1.0.0", ips: [] },
+  });
+  return parseCacheFile(text, `${network}-${id}`, 0);
+}
+
+// cbr0: the managed conflist's network, one pod started while flannel's rewrite had removed our entry;
+// annotated: a network whose conflist has our entry; plain: a Multus-style second network without it.
+const ATTACHMENTS = [
+  attachment("cbr0", "a1", true),
+  attachment("cbr0", "w1", false),
+  attachment("annotated", "b1", true),
+  attachment("plain", "p1", false),
+];
+const managed = { network: "cbr0", entry: ENTRY };
+const options = (o: Partial<PassOptions>) => ({ networks: [], scope: "ours" as const, managed, ...o });
+
+describe("the keeper's and reconcile's networks", () => {
+  it("are those with our entry and the managed one; the others are named and left alone", () => {
+    const scope = passScope(ATTACHMENTS, options({}));
+    expect(["cbr0", "annotated", "plain"].map(scope.keeps)).toEqual([true, true, false]);
+    expect([...scope.judged].sort()).toEqual(["annotated", "cbr0"]);
+    expect(scope.others).toEqual(["plain"]);
+  });
+
+  it("without a managed conflist, only those with our entry", () => {
+    const scope = passScope(ATTACHMENTS, options({ managed: undefined }));
+    expect(["cbr0", "annotated", "plain"].map(scope.keeps)).toEqual([true, true, false]);
+    expect(passScope([attachment("cbr0", "w1", false)], options({ managed: undefined })).keeps("cbr0")).toBe(false);
+  });
+
+  it("the managed network's dead chains are judged even when no pod of it is cached", () => {
+    expect([...passScope([], options({})).judged]).toEqual(["cbr0"]);
+  });
+
+  it("--network narrows them, and names no other network", () => {
+    const scope = passScope(ATTACHMENTS, options({ networks: ["annotated", "plain"] }));
+    expect(["cbr0", "annotated", "plain"].map(scope.keeps)).toEqual([false, true, false]);
+    expect([...scope.judged]).toEqual(["annotated"]);
+    expect(scope.others).toEqual(["plain"]);
+  });
+
+  it("the managed entry scopes only the managed network's pods that lack ours", () => {
+    expect(ATTACHMENTS.map((a) => fallbackEntry(managed, a))).toEqual([ENTRY, ENTRY, undefined, undefined]);
+  });
+});
+
+describe("gc's networks", () => {
+  it("are every network the cache names", () => {
+    const scope = passScope(ATTACHMENTS, { networks: [], scope: "cached", managed: undefined });
+    expect(["cbr0", "annotated", "plain"].map(scope.keeps)).toEqual([true, true, true]);
+    expect([...scope.judged].sort()).toEqual(["annotated", "cbr0", "plain"]);
+    expect(scope.others).toEqual([]);
   });
 });

@@ -26,6 +26,7 @@ describe("status", () => {
       "winner",
       "reachable",
       "backend",
+      "reason",
     ]);
   });
 });

@@ -1,17 +1,23 @@
 // status on what real portmap wrote (test/fixtures/ops, test/fixtures/nftables) against cached pods: each
 // mapping's owner, addresses, target, state and table; on a node with both iptables variants, a warning when
-// both hold hostPort rules.
+// both hold hostPort rules; the closed state: a live pod's mapping whose rules match no address from outside the
+// node, with the reason.
 import { describe, expect, it } from "vitest";
 import { iptablesBackend } from "../../../src/backends/iptables.js";
 import { natRules } from "../../../src/backends/iptables-node.js";
 import { nftablesBackend } from "../../../src/backends/nftables.js";
 import { nftRules } from "../../../src/backends/nftables-node.js";
 import type { Family } from "../../../src/core/ip.js";
-import type { IptablesVariant } from "../../../src/core/node.js";
+import type { IptablesVariant, NodeNetwork } from "../../../src/core/node.js";
+import { type CachedAttachment, type CacheRead, parseCacheFile } from "../../../src/host/cache.js";
 import { judge } from "../../../src/host/liveness.js";
 import { nat } from "../../../src/iptables/nat.js";
+import { formatRule } from "../../../src/iptables/text.js";
 import { parseChainJson } from "../../../src/nftables/json.js";
+import { statusJson, statusTable } from "../../../src/ops/render.js";
 import { status, variantWarnings } from "../../../src/ops/status.js";
+import { expectedChains } from "../../../src/pipeline/attachment.js";
+import { cacheEntryJson } from "../../support/result-cache.js";
 import { a, cache, statusOf, tables } from "../cached-pods.js";
 import { fixture, NODE } from "../fixtures.js";
 
@@ -130,5 +136,135 @@ describe("status on a node with both iptables variants", () => {
     expect(variantWarnings([table("legacy", "default"), table("nft", "default")])).toEqual([
       "iptables-legacy and iptables-nft both hold hostPort rules: portmap reads and deletes them in one only, the one the node's CNI plugins run (the TABLE column says which rows are where)",
     ]);
+  });
+});
+
+const LIST = {
+  name: "cbr0",
+  cniVersion: "1.0.0",
+  plugins: [
+    { type: "bridge", bridge: "cni0", ipam: { type: "host-local" } },
+    { type: "portmap", capabilities: { portMappings: true } },
+    { type: "portmap-hostip", capabilities: { portMappings: true } },
+  ],
+};
+
+function attachment(mapping: object, families: Family[]): CachedAttachment {
+  const ips = [
+    ...(families.includes(4) ? [{ address: "10.244.1.5/24", interface: 1 }] : []),
+    ...(families.includes(6) ? [{ address: "2001:db8:244:1::5/64", interface: 1 }] : []),
+  ];
+  return parseCacheFile(
+    cacheEntryJson({
+      list: LIST,
+      containerID: "abc123",
+      ifName: "eth0",
+      args: "K8S_POD_NAMESPACE=default;K8S_POD_NAME=web",
+      capabilityArgs: { portMappings: [mapping] },
+      result: { cniVersion: "1.0.0", interfaces: [{ name: "cni0" }, { name: "eth0", sandbox: "/x" }], ips },
+    }),
+    "/cache/results/cbr0-abc123-eth0",
+    1,
+  );
+}
+
+const tcp8080 = { HostPort: 8080, ContainerPort: 80, Protocol: "tcp", HostIP: "" };
+/** A node whose uplink has lost its default routes: "node" finds no address. */
+const BARE: NodeNetwork = { ...NODE, defaultRouteInterfaces: { 4: [], 6: [] } };
+
+/** Both nat tables as `iptables -S` prints them, holding the attachment's rules as computed on `written` (none: flushed). */
+function closedTables(a: CachedAttachment, written: NodeNetwork | undefined) {
+  const chains = written ? expectedChains(a, written) : [];
+  const text = (family: Family) =>
+    chains
+      .filter((c) => c.family === family)
+      .flatMap((c) => [`-N ${c.chain}`, ...[...c.rules, ...c.jumps].map((r) => formatRule(r))])
+      .join("\n");
+  return natRules(iptablesBackend(), nat(), new Map([4, 6].map((f) => [f as Family, text(f as Family)])));
+}
+
+function rowsOf(a: CachedAttachment, written: NodeNetwork | undefined, now: NodeNetwork) {
+  const cached: CacheRead = { dir: "/cache/results", present: true, attachments: [a], unreadable: [], problems: [] };
+  return status([closedTables(a, written)], cached, now, judge({ cache: cached, records: new Map(), now: 0 }));
+}
+
+const summary = (rows: ReturnType<typeof rowsOf>) =>
+  rows.map((r) => ({
+    family: r.family,
+    destinations: r.destinations,
+    target: r.target,
+    state: r.state,
+    reason: r.reason,
+  }));
+
+describe("a closed mapping", () => {
+  it('started closed by "node" (no address left): the 127.0.0.1 row and the family without rules, with the reason', () => {
+    const why = `defaultHostIP "node" found no node address of the pod's families (IPv4 and IPv6)`;
+    const rows = rowsOf(attachment(tcp8080, [4, 6]), BARE, BARE);
+    expect(summary(rows)).toEqual([
+      { family: 4, destinations: ["127.0.0.1"], target: "10.244.1.5:80", state: "closed", reason: why },
+      { family: 6, destinations: [], target: "[2001:db8:244:1::5]:80", state: "closed", reason: why },
+    ]);
+    expect(rows[1]?.chain).toBe("ip6tables nat chain CNI-DN-3e9a3d0f9583cdc0e7133");
+    const table = statusTable(rows);
+    expect(table).toContain("none (IPv6)");
+    expect(table).toContain(
+      `  - answers on no address: defaultHostIP "node" found no node address of the\n    pod's families (IPv4 and IPv6)\n`,
+    );
+    expect(JSON.parse(statusJson(rows, [])).mappings[0]).toMatchObject({ state: "closed", reason: why });
+  });
+
+  it("names what the default left out and why", () => {
+    const a = attachment(tcp8080, [4]);
+    const entry = { ...LIST.plugins[2], defaultHostIP: "198.51.100.7" };
+    const listed = { ...a, plugins: [...a.plugins.slice(0, 2), { ...entry, type: "portmap-hostip" }] };
+    expect(summary(rowsOf(listed, NODE, NODE))).toEqual([
+      {
+        family: 4,
+        destinations: [],
+        target: "10.244.1.5:80",
+        state: "closed",
+        reason: "defaultHostIP left no address of this node: 198.51.100.7 (it is not an address of this node)",
+      },
+    ]);
+  });
+
+  it("still closed when the addresses came back and its rules were not computed again", () => {
+    expect(summary(rowsOf(attachment(tcp8080, [4]), BARE, NODE))).toEqual([
+      {
+        family: 4,
+        destinations: ["127.0.0.1"],
+        target: "10.244.1.5:80",
+        state: "closed",
+        reason: "its rules match only 127.0.0.1, though the policy gives it addresses now",
+      },
+    ]);
+  });
+
+  it("whose rules are gone (a flushed nat table)", () => {
+    expect(summary(rowsOf(attachment(tcp8080, [4]), undefined, NODE))).toEqual([
+      { family: 4, destinations: [], target: "10.244.1.5:80", state: "closed", reason: "its rules are missing" },
+    ]);
+  });
+
+  it("whose runtime hostIP is of a family the pod lacks", () => {
+    const rows = rowsOf(attachment({ ...tcp8080, HostIP: "2001:db8::10" }, [4]), NODE, NODE);
+    expect(summary(rows)).toEqual([
+      {
+        family: 6,
+        destinations: [],
+        target: "",
+        state: "closed",
+        reason: "hostIP 2001:db8::10 (from the runtime) is IPv6: the pod has only IPv4 addresses",
+      },
+    ]);
+  });
+});
+
+describe("an open mapping", () => {
+  it("is not closed where one family answers, though the other has no address", () => {
+    const v4only: NodeNetwork = { ...NODE, defaultRouteInterfaces: { ...NODE.defaultRouteInterfaces, 6: [] } };
+    const rows = rowsOf(attachment(tcp8080, [4, 6]), v4only, v4only);
+    expect(rows.map((r) => [r.family, r.state])).toEqual([[4, "scoped"]]);
   });
 });
