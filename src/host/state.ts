@@ -117,8 +117,15 @@ const netnsInode = async (): Promise<number | undefined> =>
 async function holderGone(dir: string, lease: Lease): Promise<boolean> {
   if (lease.netns === undefined || lease.netns !== (await netnsInode())) return false;
   const sockets = await readFile("/proc/net/unix", "utf8").catch(() => undefined);
-  return sockets !== undefined && !sockets.split("\n").some((l) => l.endsWith(` @${holderSocket(dir)}`));
+  return sockets !== undefined && !abstractBound(sockets, holderSocket(dir));
 }
+
+/**
+ * Whether /proc/net/unix lists the abstract socket `name`. The path is a line's last field; Node 20's libuv binds
+ * an abstract name padded with NULs to the whole sun_path, which the kernel prints as '@' (Node 24's does not).
+ */
+export const abstractBound = (procNetUnix: string, name: string): boolean =>
+  procNetUnix.split("\n").some((l) => l.slice(l.lastIndexOf(" ") + 1).replace(/@+$/, "") === `@${name}`);
 
 /**
  * Waits while a pass holds the lock, at most `waitMs`; true when it is free. A lease past its deadline or

@@ -1,8 +1,9 @@
-// Any interleaving, against a model: a seeded list of random steps (pod ADD/DEL on three networks and three
-// tables, CHECK, quiescent points, nat and nftables flushes, old tables restored, reconcile, gc, conflist
-// rewrites, node addresses, the keeper killed and started) run on a real node, its tables read after every
-// step and real packets sent at the quiescent points (test/support/model). A failure prints its seed, the steps
-// and a shrunk list, and how to replay each (PMH_MODEL_SEED, PMH_MODEL_STEPS, PMH_MODEL_KEEP).
+// Any interleaving, against a model: a seeded list of random steps (pod ADD/DEL on four networks in three tables:
+// iptables-nft, iptables-legacy as on a mixed node, portmap's nftables; CHECK, quiescent points, nat and nftables
+// flushes, old tables restored, reconcile, gc, conflist rewrites, node addresses, the keeper killed and started)
+// run on a real node, its tables read after every step and real packets sent at the quiescent points
+// (test/support/model). A failure prints its seed, the steps and a shrunk list, and how to replay each
+// (PMH_MODEL_SEED, PMH_MODEL_STEPS, PMH_MODEL_KEEP).
 import { expect, it } from "vitest";
 import { describeAsRoot } from "../support/e2e.js";
 import { InvokerRuntime } from "../support/model/invoker.js";

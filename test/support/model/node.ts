@@ -32,6 +32,13 @@ import {
 /** The keeper's full resync period in the model: short, so that passes interleave with the steps. */
 export const RESYNC_SECONDS = 2;
 
+/**
+ * The iptables the node's CNI plugins run, as the operator states it on a mixed node: every network's but
+ * legnet's, whose pods always record legacy (our entry is always in its list). A pod started without our entry
+ * records nothing, and with legnet's records beside the others' nothing else would place it after a flush.
+ */
+const CNI_IPTABLES = ["--iptables", "nft"];
+
 /** What a runtime reports of a pod's start. */
 export interface Started {
   ok: boolean;
@@ -325,7 +332,7 @@ export class ModelNode {
     const d = this.dirs;
     return this.operator([
       ...["reconcile", "--cache-dir", d.cache, "--state-dir", d.state],
-      ...["--cni-conf-dir", d.confDir, "--cni-bin-dir", d.binDir],
+      ...["--cni-conf-dir", d.confDir, "--cni-bin-dir", d.binDir, ...CNI_IPTABLES],
     ]);
   }
 
@@ -341,6 +348,7 @@ export class ModelNode {
       { binDir: d.binDir, confDir: d.confDir, cacheDir: d.cache, stateDir: d.state },
       RESYNC_SECONDS,
       pluginPath(),
+      CNI_IPTABLES,
     );
   }
 

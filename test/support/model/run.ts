@@ -315,7 +315,11 @@ function resolveAsk(model: Model, net: NetworkSpec, step: Extract<Step, { kind: 
   let annotation = asked.annotation;
   const maybeUnscoped = net.managed && model.entryOnDisk !== "present";
   const mappings: Mapping[] = [];
-  for (const [k, proto] of step.protos.entries()) {
+  // Two hostPorts of one protocol in one dual-stack pod on iptables-legacy: portmap writes only the first in IPv6
+  // (ip6tables-legacy 1.8.9's `-C` finds a rule of the other port) and our ADD refuses the pod (102), as
+  // test/e2e/mixed-node.test.ts shows; the model draws one hostPort per protocol there.
+  const skips = net.table === "iptables-legacy" && net.subnet6 !== undefined;
+  for (const [k, proto] of (skips ? [...new Set(step.protos)] : step.protos).entries()) {
     const pool = PORTS[proto];
     let chosen: { m: Mapping; annotation: Annotation | undefined } | undefined;
     for (let j = 0; j < pool.length && !chosen; j++) {

@@ -6,7 +6,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { refusalsDir, writeRefusal } from "../../../src/host/record.js";
-import { awaitKeeperLock, takeRefusals, withKeeperLock } from "../../../src/host/state.js";
+import { abstractBound, awaitKeeperLock, takeRefusals, withKeeperLock } from "../../../src/host/state.js";
 
 let dir: string;
 beforeEach(async () => {
@@ -64,6 +64,23 @@ describe("the keeper lock", () => {
       await expect(withKeeperLock(dir, 100, async () => "ran")).rejects.toThrow(/held by process/);
     });
     expect(await awaitKeeperLock(dir, 100)).toBe(true);
+  });
+});
+
+// /proc/net/unix as the kernel printed it: the socket bound by Node 24 (SEA), and by Node 20.20.2 (NUL-padded).
+const PROC_NET_UNIX = [
+  "Num       RefCount Protocol Flags    Type St Inode Path",
+  "00000000a42532ad: 00000002 00000000 00010000 0001 01 12146215 @portmap-hostip-keeper-793b0b1bd79305b6b6fde59e2b4b0693",
+  `00000000f8fbe2c7: 00000002 00000000 00010000 0001 01 12146824 @portmap-hostip-keeper-0d5c${"@".repeat(81)}`,
+  "0000000020a1a9a3: 00000003 00000000 00000000 0001 03 12140001 /run/containerd/containerd.sock",
+].join("\n");
+
+describe("the holder socket in /proc/net/unix", () => {
+  it("is found as either Node binds it, and only by its whole name", () => {
+    expect(abstractBound(PROC_NET_UNIX, "portmap-hostip-keeper-793b0b1bd79305b6b6fde59e2b4b0693")).toBe(true);
+    expect(abstractBound(PROC_NET_UNIX, "portmap-hostip-keeper-0d5c")).toBe(true);
+    expect(abstractBound(PROC_NET_UNIX, "portmap-hostip-keeper-793b")).toBe(false);
+    expect(abstractBound(PROC_NET_UNIX, "portmap-hostip-keeper-0d5c0")).toBe(false);
   });
 });
 
