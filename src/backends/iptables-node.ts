@@ -17,7 +17,7 @@ import {
   rulesOf,
 } from "../iptables/table.js";
 import { natTransaction } from "../iptables/text.js";
-import { type ExpectedChain, expectedChains } from "../pipeline/attachment.js";
+import { type ExpectedChain, expectedChains, livePorts } from "../pipeline/attachment.js";
 import { dropStaleUdp } from "../pipeline/conntrack.js";
 import {
   type BackendPass,
@@ -159,6 +159,7 @@ async function keepNat(
       if (options.rebuild) problems.push(`skipped ${l.label}: ${(err as Error).message}`);
     }
   }
+  const taken = livePorts(view.cache.attachments, (a) => verdict(a.network, a.containerId) === "live");
   const families: FamilyOutcome[] = [];
   const key = `${options.rebuild}\n${[...gcNetworks].sort().join("\n")}`;
   for (const [family, text] of texts) {
@@ -177,7 +178,7 @@ async function keepNat(
     const plan: FamilyPlan = options.rebuild
       ? planReconcile(table, family, mine, (w) => mayRebuild(w.key))
       : planReconcile(table, family, [], () => false);
-    const dead = planDead(table, family, mine, verdict, collectNow, gcNetworks);
+    const dead = planDead(table, family, mine, taken, verdict, collectNow, gcNetworks);
     const lines = [...plan.declarations, ...dead.lines, ...plan.commands];
     const outcome: FamilyOutcome = {
       ...emptyOutcome(backend.name, family),

@@ -3,7 +3,7 @@
 // and planDead: which dead chains go in a keeper pass). Correct chains are not touched.
 import type { Family } from "../core/ip.js";
 import { type Rule, ruleKey, sameRule, sameRules, takenPorts } from "../core/rule.js";
-import type { Liveness } from "../host/liveness.js";
+import type { Liveness, Verdict } from "../host/liveness.js";
 import { mayGo } from "../host/liveness.js";
 import { recordKey } from "../host/record.js";
 import { portmapSharedRules } from "../iptables/portmap.js";
@@ -202,27 +202,33 @@ export function planGc(
   return plan;
 }
 
-/** Dead chains of this family that go now: those a live pod's port conflicts with, and those past the grace. */
+/**
+ * Dead chains of this family that go now: those on a port of a live pod (`livePorts`: of any backend, as
+ * livePorts() gives them), and those past the grace.
+ */
 export function planDead(
   table: NatTable,
   family: Family,
   wanted: ReadonlyArray<Wanted>,
+  livePorts: ReadonlySet<string>,
   verdict: Liveness,
   collectNow: BackendPass["collectNow"],
   gcNetworks: ReadonlySet<string>,
 ): { lines: string[]; removed: Removed[]; leftAlone: string[]; undecided: number } {
-  const livePorts = new Set(wanted.flatMap((w) => [...takenPorts(w.expected.rules)]));
   const chainOf = new Map(
     portmapJumps(table).flatMap((j) =>
       j.owner ? [[recordKey(j.owner.network, j.owner.containerId), j.chain] as const] : [],
     ),
   );
   const liveChains = new Set(wanted.map((w) => w.expected.chain));
+  // A recorded DEL says the container is dead whatever the cache names: its chain is judged also in a network no
+  // live pod has left (a restored old table brings such chains back).
+  const judged = (network: string, v: Verdict) => gcNetworks.has(network) || v === "deleting";
   const decided = new Map<string, boolean>();
   const gc = planGc(table, family, (network, containerId) => {
     // "deleting": its DEL started and no cache entry keeps it (portmap's DEL removes it too).
     const v = verdict(network, containerId);
-    if (!gcNetworks.has(network) || !mayGo(v)) return false;
+    if (!judged(network, v) || !mayGo(v)) return false;
     const chain = chainOf.get(recordKey(network, containerId));
     if (chain === undefined || liveChains.has(chain)) return false;
     if (!decided.has(chain)) {
@@ -233,9 +239,10 @@ export function planDead(
   });
   // Chains of the judged networks that are not live pods': their verdict may change with time alone (a grace,
   // an ADD record's age), so the family cannot be settled.
-  const undecided = [...chainOf].filter(
-    ([key, chain]) => gcNetworks.has(key.split("\n")[0] as string) && !liveChains.has(chain),
-  ).length;
+  const undecided = [...chainOf].filter(([key, chain]) => {
+    const [network, containerId] = key.split("\n") as [string, string];
+    return judged(network, verdict(network, containerId)) && !liveChains.has(chain);
+  }).length;
   return { lines: gc.lines, removed: removedOf(gc), leftAlone: gc.skipped, undecided };
 }
 

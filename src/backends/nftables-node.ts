@@ -3,15 +3,13 @@
 // rules carry only the container ID (no network): a container is dead only when no attachment of any network
 // has it, and dead containers are judged only when a pass covers every network.
 
-import { parseNetConf } from "../core/config.js";
 import { RulesChanged } from "../core/errors.js";
 import { FAMILIES, type Family } from "../core/ip.js";
 import { commentOf, type Rule, takenPorts } from "../core/rule.js";
-import type { CachedAttachment } from "../host/cache.js";
 import { type Liveness, mayGo } from "../host/liveness.js";
 import { batch, CHAIN, deleteCommand, MASQ_CHAIN, NFT_FAMILY, podRules, TABLE } from "../nftables/json.js";
 import { applyBatch, readHostports } from "../nftables/nft.js";
-import { entryConf } from "../pipeline/attachment.js";
+import { livePorts } from "../pipeline/attachment.js";
 import {
   type BackendPass,
   emptyOutcome,
@@ -123,25 +121,12 @@ export function nftRules(backend: RuleBackend, chains: readonly NftChain[]): Nod
   };
 }
 
-/** "tcp/8080" for each hostPort the runtime asked for (the cached capability arguments, as portmap reads them). */
-function mappedPorts(a: CachedAttachment): string[] {
-  const entry = a.plugins.find((p) => p.type === "portmap");
-  try {
-    return entry ? parseNetConf(entryConf(a, entry)).portMappings.map((m) => `${m.protocol}/${m.hostPort}`) : [];
-  } catch {
-    return []; // mappings portmap itself refuses take no port
-  }
-}
-
 /** The dead containers whose rules go now (BackendPass.collectNow), and how many dead ones there are. */
 export function deadNow(
   chains: ReadonlyArray<Omit<NftChain, "present">>,
   { view, verdict, collectNow }: Pick<BackendPass, "view" | "verdict" | "collectNow">,
 ): { goes: Set<string>; dead: number } {
-  // A dead rule takes the port from a live pod of either backend: portmap's nftables hooks see every packet.
-  const livePorts = new Set(
-    view.cache.attachments.filter((a) => verdict(a.network, a.containerId) === "live").flatMap(mappedPorts),
-  );
+  const taken = livePorts(view.cache.attachments, (a) => verdict(a.network, a.containerId) === "live");
   const goes = new Set<string>();
   let count = 0;
   for (const id of containersOf(allRules(chains))) {
@@ -151,7 +136,7 @@ export function deadNow(
     // Its rules go together (all families, both chains): conflicting when any of them takes a live pod's port.
     const mine = chains.map((c) => ({ ...c, rules: c.rules.filter((r) => commentOf(r) === id) }));
     const conflicting = [...takenPorts(mine.filter((c) => c.chain === CHAIN).flatMap((c) => c.rules))].some((p) =>
-      livePorts.has(p),
+      taken.has(p),
     );
     const families = new Set<Family>(mine.filter((c) => c.rules.length > 0).map((c) => c.family));
     const decisions = [...families].map((family) =>

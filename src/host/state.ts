@@ -1,7 +1,9 @@
 // What ADD and DEL leave for the keeper, reconcile and gc under the node's state directory (a tmpfs, /run):
 // one record per container ("added" when ADD starts scoping, "deleted" when DEL starts; host/record.ts writes
 // them), and the keeper lock,
-// a file that says "a reconcile or gc pass is reading and writing the nat tables until <deadline>".
+// a file that says "a reconcile or gc pass is reading and writing the nat tables until <deadline>", with an
+// abstract socket its holder binds meanwhile (the kernel frees it when the holder dies, so a killed holder's
+// lease is known stale at once).
 //
 // Why no flock: Node.js has none, and a helper process per ADD would cost more than the whole record. The
 // protocol needs only ordered file operations on one host:
@@ -10,8 +12,10 @@
 // A pass that read the records before the "deleted" one holds the lock until its write is done, so DEL waits
 // for it and portmap's DEL then removes what it wrote; a pass that reads after sees the record and skips the pod.
 // gc never deletes the chain of a container whose "added" record is younger than ADD_RECORD_TTL_MS (liveness.ts).
-import { lstat, mkdir, open, readdir, readFile, rm } from "node:fs/promises";
+import { lstat, mkdir, open, readdir, readFile, rm, stat } from "node:fs/promises";
+import { createServer, type Server } from "node:net";
 import { join } from "node:path";
+import { sha512Hex } from "../core/sha512.js";
 import { type ContainerRecord, type Refusal, recordKey, recordPath, recordsDir, refusalsDir } from "./record.js";
 
 /** A pass holds the lock at most this long (each of its iptables calls ends within 15 s). */
@@ -81,6 +85,8 @@ const lockFile = (dir: string): string => join(dir, "keeper.lock");
 interface Lease {
   pid: number;
   until: number;
+  /** The holder's network namespace (its inode), where its holder socket is. */
+  netns?: number;
 }
 
 async function readLease(dir: string): Promise<Lease | undefined> {
@@ -97,51 +103,99 @@ async function readLease(dir: string): Promise<Lease | undefined> {
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /**
- * Waits while a pass holds the lock, at most `waitMs`; true when it is free. A lease past its deadline (its
- * holder died) counts as free. For DEL: it never takes the lock, it only lets a pass finish.
+ * The abstract unix socket a pass binds while it holds the lock. The kernel lets go of it the moment its
+ * process dies, so a lease whose holder was killed mid-pass (a SIGKILLed keeper) is known stale at once
+ * instead of after LOCK_LEASE_MS, during which every DEL would wait and every pass fail. Abstract sockets
+ * belong to a network namespace: the keeper, the operator commands and the runtime's plugins share the node's.
+ */
+const holderSocket = (dir: string): string => `portmap-hostip-keeper-${sha512Hex(dir).slice(0, 32)}`;
+
+const netnsInode = async (): Promise<number | undefined> =>
+  (await stat("/proc/self/ns/net").catch(() => undefined))?.ino;
+
+/** Whether the lease's holder is gone: it held the lock from this network namespace and its socket is no more. */
+async function holderGone(dir: string, lease: Lease): Promise<boolean> {
+  if (lease.netns === undefined || lease.netns !== (await netnsInode())) return false;
+  const sockets = await readFile("/proc/net/unix", "utf8").catch(() => undefined);
+  return sockets !== undefined && !abstractBound(sockets, holderSocket(dir));
+}
+
+/**
+ * Whether /proc/net/unix lists the abstract socket `name`. The path is a line's last field; Node 20's libuv binds
+ * an abstract name padded with NULs to the whole sun_path, which the kernel prints as '@' (Node 24's does not).
+ */
+export const abstractBound = (procNetUnix: string, name: string): boolean =>
+  procNetUnix.split("\n").some((l) => l.slice(l.lastIndexOf(" ") + 1).replace(/@+$/, "") === `@${name}`);
+
+/**
+ * Waits while a pass holds the lock, at most `waitMs`; true when it is free. A lease past its deadline or
+ * whose holder died counts as free. For DEL: it never takes the lock, it only lets a pass finish.
  */
 export async function awaitKeeperLock(dir: string, waitMs: number): Promise<boolean> {
   const deadline = Date.now() + waitMs;
   for (;;) {
     const lease = await readLease(dir).catch(() => undefined);
-    if (lease === undefined || lease.until < Date.now()) return true;
+    if (lease === undefined || lease.until < Date.now() || (await holderGone(dir, lease))) return true;
     if (Date.now() >= deadline) return false;
     await sleep(POLL_MS);
   }
 }
 
+const heldError = (dir: string, lease: Lease | undefined) =>
+  new Error(`the keeper lock ${lockFile(dir)} is held by process ${lease?.pid ?? "?"}; try again`);
+
+/** Binds the holder socket, waiting until `deadline` while a live holder has it. */
+async function bindHolder(dir: string, deadline: number): Promise<Server> {
+  for (;;) {
+    const server = createServer();
+    const bound = await new Promise<boolean>((resolve, reject) => {
+      server.once("error", (err: NodeJS.ErrnoException) => (err.code === "EADDRINUSE" ? resolve(false) : reject(err)));
+      server.listen({ path: `\0${holderSocket(dir)}` }, () => resolve(true));
+    });
+    if (bound) return server.unref();
+    if (Date.now() >= deadline) throw heldError(dir, await readLease(dir).catch(() => undefined));
+    await sleep(POLL_MS);
+  }
+}
+
 /**
- * Runs `body` holding the keeper lock; waits at most `waitMs` for another pass to release it (then throws).
- * A stale lease (its holder died mid-pass) is taken over.
+ * Runs `body` holding the keeper lock: the holder socket, then the lease file (which DEL reads); waits at most
+ * `waitMs` for another pass to release it (then throws). A stale lease (its holder died mid-pass) is taken over.
  */
 export async function withKeeperLock<T>(dir: string, waitMs: number, body: () => Promise<T>): Promise<T> {
   await mkdir(dir, { recursive: true, mode: 0o700 });
   const deadline = Date.now() + waitMs;
-  for (;;) {
-    try {
-      const handle = await open(lockFile(dir), "wx", 0o600);
-      try {
-        await handle.writeFile(JSON.stringify({ pid: process.pid, until: Date.now() + LOCK_LEASE_MS }));
-      } finally {
-        await handle.close();
-      }
-      break;
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
-      const lease = await readLease(dir);
-      if (lease !== undefined && lease.until < Date.now()) {
-        await rm(lockFile(dir), { force: true });
-        continue;
-      }
-      if (Date.now() >= deadline)
-        throw new Error(`the keeper lock ${lockFile(dir)} is held by process ${lease?.pid ?? "?"}; try again`);
-      await sleep(POLL_MS);
-    }
-  }
+  const netns = await netnsInode();
+  const holder = await bindHolder(dir, deadline);
   try {
-    return await body();
+    for (;;) {
+      try {
+        const handle = await open(lockFile(dir), "wx", 0o600);
+        try {
+          await handle.writeFile(JSON.stringify({ pid: process.pid, until: Date.now() + LOCK_LEASE_MS, netns }));
+        } finally {
+          await handle.close();
+        }
+        break;
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+        const lease = await readLease(dir);
+        // Holding the socket, a lease written from this namespace is one whose holder died.
+        if (lease !== undefined && (lease.until < Date.now() || (netns !== undefined && lease.netns === netns))) {
+          await rm(lockFile(dir), { force: true });
+          continue;
+        }
+        if (Date.now() >= deadline) throw heldError(dir, lease);
+        await sleep(POLL_MS);
+      }
+    }
+    try {
+      return await body();
+    } finally {
+      await rm(lockFile(dir), { force: true });
+    }
   } finally {
-    await rm(lockFile(dir), { force: true });
+    holder.close();
   }
 }
 

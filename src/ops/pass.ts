@@ -13,6 +13,7 @@ import type {
   Settled,
 } from "../backends/backend.js";
 import type { Family } from "../core/ip.js";
+import type { IptablesVariant } from "../core/node.js";
 import {
   attachmentRef,
   type CachedAttachment,
@@ -155,7 +156,10 @@ export async function keeperPass(
     }
     const scope = passScope(cache.attachments, options);
     const live = new Map<RuleBackend, LiveAttachment[]>();
-    const recorded = new Set([...records.values()].flatMap((r) => (r.state === "added" && r.iptables) || []));
+    const recorded = new Map<string, Set<IptablesVariant>>();
+    for (const r of records.values())
+      if (r.state === "added" && r.iptables)
+        recorded.set(r.network, (recorded.get(r.network) ?? new Set()).add(r.iptables));
     const place = placer(read, { stated: options.cniIptables, recorded }, memory.placed);
     const placed = new Map<string, string>();
     for (const a of cache.attachments) {

@@ -19,15 +19,15 @@ export type Placement =
 export interface NodeEvidence {
   /** --iptables nft|legacy. */
   stated: IptablesVariant | undefined;
-  /** The variants the node's ADD records name (ADD runs the runtime's iptables, as portmap does). */
-  recorded: ReadonlySet<IptablesVariant>;
+  /** By network, the variants its ADD records name (ADD runs the runtime's iptables, as portmap does). */
+  recorded: ReadonlyMap<string, ReadonlySet<IptablesVariant>>;
 }
 
 /**
  * Places live attachments on the backends read. `remembered` holds, by record key, the backend that held each
  * pod's rules at an earlier pass of this keeper. On a node with both variants, a pod whose rules are gone goes
  * where this keeper last saw them, else where its ADD ran, else to the stated variant, else to the one variant
- * the node's other ADDs ran, holding portmap's chains, or whose nat table exists at all.
+ * its network's other ADDs ran, or the node's, holding portmap's chains, or whose nat table exists at all.
  */
 export function placer(
   read: readonly NodeRules[],
@@ -37,10 +37,10 @@ export function placer(
   const iptables = read.filter((r) => r.backend.kind === "iptables");
   const only = (rules: readonly NodeRules[]) => (rules.length === 1 ? rules[0]?.backend.variant : undefined);
   const wrote = iptables.filter((r) => r.portmapWrote);
-  const nodeVariant =
-    (node.recorded.size === 1 ? [...node.recorded][0] : undefined) ??
-    only(wrote) ??
-    only(iptables.filter((r) => r.tablesExist));
+  const one = (variants: ReadonlySet<IptablesVariant> | undefined) =>
+    variants?.size === 1 ? [...variants][0] : undefined;
+  const recorded = new Set([...node.recorded.values()].flatMap((v) => [...v]));
+  const nodeVariant = one(recorded) ?? only(wrote) ?? only(iptables.filter((r) => r.tablesExist));
   /** Of several iptables backends, the one the pod's portmap uses; undefined when nothing says. */
   const choose = (candidates: readonly NodeRules[], l: Omit<LiveAttachment, "label">): NodeRules | undefined => {
     if (candidates.length <= 1) return candidates[0];
@@ -48,7 +48,11 @@ export function placer(
     const of = (v: IptablesVariant | undefined) =>
       v === undefined ? undefined : candidates.find((c) => c.backend.variant === v);
     return (
-      candidates.find((c) => c.backend.name === named) ?? of(l.record?.iptables) ?? of(node.stated) ?? of(nodeVariant)
+      candidates.find((c) => c.backend.name === named) ??
+      of(l.record?.iptables) ??
+      of(node.stated) ??
+      of(one(node.recorded.get(l.attachment.network))) ??
+      of(nodeVariant)
     );
   };
   return (l) => {
@@ -68,13 +72,13 @@ export function placer(
     if (chosen) return { backend: chosen.backend, held: false };
     if (iptables.length === 0) return undefined;
     const names = (rules: readonly NodeRules[], and: string) => rules.map((r) => r.backend.name).join(and);
-    const recorded = node.recorded.size > 1 ? "the node's ADDs ran both" : "no ADD here recorded its iptables";
+    const said = recorded.size > 1 ? "the node's ADDs ran both" : "no ADD here recorded its iptables";
     const chains =
       wrote.length === 0
         ? `neither ${names(iptables, " nor ")} holds portmap's chains`
         : `${names(wrote, " and ")} both hold portmap's chains`;
     return {
-      refused: `its hostPort rules are in no nat table, and nothing tells which iptables its portmap runs (${recorded}, ${chains}, both nat tables exist): left without rules until --iptables legacy or --iptables nft says which`,
+      refused: `its hostPort rules are in no nat table, and nothing tells which iptables its portmap runs (${said}, ${chains}, both nat tables exist): left without rules until --iptables legacy or --iptables nft says which`,
     };
   };
 }

@@ -53,6 +53,28 @@ export function entryConf(a: CachedAttachment, entry: Record<string, unknown>): 
   return { ...entry, name: a.network, cniVersion: a.cniVersion, prevResult: a.result, runtimeConfig };
 }
 
+/** "tcp/8080" for each hostPort the runtime asked for (the cached capability arguments, as portmap reads them). */
+function mappedPorts(a: CachedAttachment): string[] {
+  const entry = a.plugins.find((p) => p.type === PORTMAP_TYPE);
+  try {
+    return entry ? parseNetConf(entryConf(a, entry)).portMappings.map((m) => `${m.protocol}/${m.hostPort}`) : [];
+  } catch {
+    return []; // mappings portmap itself refuses take no port
+  }
+}
+
+/**
+ * The hostPorts of every live attachment, of any network and either backend: a dead pod's rules on one of them
+ * take a live pod's traffic, whichever backend each is in (the nat table's and portmap's nftables hooks both
+ * see every packet, and the first DNAT wins).
+ */
+export function livePorts(
+  attachments: readonly CachedAttachment[],
+  isLive: (a: CachedAttachment) => boolean,
+): Set<string> {
+  return new Set(attachments.filter(isLive).flatMap(mappedPorts));
+}
+
 /** Whether the attachment's cached conflist has our entry. */
 export const hasOurEntry = (a: CachedAttachment): boolean => a.plugins.some((p) => p.type === PLUGIN_TYPE);
 

@@ -49,10 +49,13 @@ export function planScoped(
   const plans = scoped.map(({ family, rules, missing, closed }, i): FamilyPlan => {
     const first = missing[0];
     if (first) {
-      throw new CniError(
-        Code.PortmapRulesMissing,
-        `no portmap rule for hostPort ${first.hostPort}/${first.protocol} of pod ${pod} in ${target.where(family)}: portmap-hostip must come after portmap in the plugin list`,
-      );
+      const what = `no portmap rule for hostPort ${first.hostPort}/${first.protocol} of pod ${pod} in ${target.where(family)}`;
+      // Rules of the pod's other hostPorts there: portmap ran and skipped this one. Measured: ip6tables-legacy
+      // 1.8.9's `-C` finds a rule of another port of the same protocol, and portmap appends only what `-C` does not.
+      const why = (current[i] as Rule[]).length
+        ? "portmap wrote the pod's other hostPorts there and skipped this one (ip6tables-legacy 1.8.9's `-C` reports a rule of another port of the same protocol as this one, so portmap does not append it); nothing was changed"
+        : "portmap-hostip must come after portmap in the plugin list";
+      throw new CniError(Code.PortmapRulesMissing, `${what}: ${why}`);
     }
     return { family, current: current[i] as Rule[], desired: rules, closed };
   });

@@ -32,8 +32,7 @@ describe.skipIf(!IS_ROOT || !NFTABLES)("the keeper with portmap's nftables backe
   let keeper: RunningKeeper;
   let list: NetConfList;
   const pods = new Map<string, StartedPod>();
-  const asks = (host: string, port: number) =>
-    whoAnswers(h.topo.client, "tcp", host, port, { timeoutMs: 700, attempts: 1 });
+  const asks = (host: string, port: number) => whoAnswers(h.topo.client, "tcp", host, port);
   const start = async (name: string, port: number) => {
     const pod = await h.startPod(name, list, { portMappings: [containerdMapping(port, 80)], serve: { tcp: [80] } });
     if (!pod.add.ok) throw new Error(describeRun(pod.add));

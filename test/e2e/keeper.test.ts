@@ -35,8 +35,7 @@ describeAsRoot.each([
   let stateDir: string;
   const pods = new Map<string, StartedPod>();
   const tool = legacy ? "iptables-legacy" : "iptables-nft";
-  const asks = (host: string, port: number) =>
-    whoAnswers(h.topo.client, "tcp", host, port, { timeoutMs: 700, attempts: 1 });
+  const asks = (host: string, port: number) => whoAnswers(h.topo.client, "tcp", host, port);
 
   beforeAll(async () => {
     stateDir = join(h.topo.tmpDir, "state");

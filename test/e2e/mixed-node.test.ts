@@ -228,6 +228,36 @@ describeAsRoot("a mixed node: kubelet and kube-proxy on iptables-nft, the CNI pl
   });
 });
 
+describeAsRoot("a dual-stack pod with two TCP hostPorts, its plugins on iptables-legacy", () => {
+  const h = useHarness({ libcniCache: true, legacyIptables: true });
+
+  // ip6tables-legacy 1.8.9's `-C` finds a rule of another port of the same protocol, and portmap appends only the
+  // rules `-C` does not find: its IPv6 chain has the first hostPort alone. Scoping part of the pod would leave it
+  // answering where the policy does not say; ADD refuses it (102) with the cause, and changes nothing.
+  it("portmap writes only the first in IPv6; ADD refuses the pod (102) naming the port it skipped, changing nothing", async () => {
+    const list = bridgeConflist({ dataDir: h.topo.ipamDataDir, dualStack: true });
+    const p = await h.startPodObserved("two", list, {
+      portMappings: [containerdMapping(8085, 80), containerdMapping(8086, 80)],
+    });
+    const chain = dnChainName(list.name, p.pod.containerID);
+    const dnatPorts = (save: readonly string[]) =>
+      rulesIn(save, chain)
+        .filter((l) => l.includes("-j DNAT"))
+        .map((l) => / --dport (\d+)/.exec(l)?.[1]);
+    expect(dnatPorts(p.before.v4)).toEqual(["8085", "8086"]);
+    expect(dnatPorts(p.before.v6)).toEqual(["8085"]);
+    expect(p.add.ok).toBe(false);
+    expect(p.ours.stdout).toMatch(/"code":102/);
+    expect(p.ours.stdout).toContain("no portmap rule for hostPort 8086/tcp of pod default/two");
+    expect(p.ours.stdout).toContain("portmap wrote the pod's other hostPorts there and skipped this one");
+    expect(p.after).toEqual(p.before);
+    const del = await h.cni.del(list, p.rt);
+    expect(del.ok, describeRun(del)).toBe(true);
+    const after = await natOf(h, "legacy");
+    expect(after.filter((l) => l.includes(chain))).toEqual([]);
+  });
+});
+
 describeAsRoot("a node migrating between variants: kube-proxy's rules and portmap's chains in both", () => {
   const h = useHarness({ libcniCache: true, legacyIptables: true });
   let list: NetConfList;

@@ -56,10 +56,7 @@ describeAsRoot("reconcile after the nat table was flushed", () => {
   const probes: Array<[string, "tcp" | "udp", string, number]> = [];
   let answers: Array<string | null>;
   let before: NatSnapshot;
-  const probeAll = () =>
-    Promise.all(
-      probes.map(([ns, proto, host, port]) => whoAnswers(ns, proto, host, port, { timeoutMs: 700, attempts: 1 })),
-    );
+  const probeAll = () => Promise.all(probes.map(([ns, proto, host, port]) => whoAnswers(ns, proto, host, port)));
 
   beforeAll(async () => {
     const node = bridgeConflist({ dataDir: h.topo.ipamDataDir, dualStack: true });

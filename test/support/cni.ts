@@ -79,6 +79,8 @@ export interface InvokerOptions {
   nodeNs: string;
   /** Binary that the type `portmap-hostip` resolves to (default: pluginBinary()). */
   pluginBinary?: string;
+  /** Binary that the type `portmap` resolves to (default: the matrix's, portmapVariant()). */
+  portmapBinary?: string;
   /** Directories searched for plugin types after our binary's (default [/usr/lib/cni]). */
   cniPath?: string[];
   /** PATH given to plugins (default: pluginPath()) — e.g. a directory of iptables-legacy links first. */
@@ -135,7 +137,7 @@ export class CniInvoker {
     // the matrix's portmap ($PMH_PORTMAP), ahead of the system's.
     this.binDir = mkdtempSync(join(opts.workDir ?? tmpdir(), "pmh-cnibin-"));
     symlinkSync(opts.pluginBinary ?? pluginBinary(), join(this.binDir, PLUGIN_TYPE));
-    symlinkSync(portmapVariant().binary, join(this.binDir, "portmap"));
+    symlinkSync(opts.portmapBinary ?? portmapVariant().binary, join(this.binDir, "portmap"));
     this.cniPath = [this.binDir, ...(opts.cniPath ?? [SYSTEM_CNI_DIR])];
   }
 

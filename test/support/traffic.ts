@@ -5,7 +5,7 @@ import { ECHO_NET_SCRIPT } from "./paths.js";
 export type Proto = "tcp" | "udp";
 
 export interface ProbeOptions {
-  /** Per attempt (default 1000 ms). */
+  /** The first attempt's wait for an answer (default 1000 ms); each further attempt waits twice as long. */
   timeoutMs?: number;
   /** Attempts when nothing answered in time (default 2); a refusal is final at once. */
   attempts?: number;
@@ -14,6 +14,10 @@ export interface ProbeOptions {
 /**
  * Sends one TCP connection / UDP datagram from namespace `ns` to host:port and returns the identity the
  * answering server printed (e.g. "pod-a", "service"), or null when refused or nothing answered in time.
+ * Each attempt is its own process with a token of its own that the answer must carry (echo-net.mjs): an
+ * answer that comes too late for one attempt is never taken for another's. Silence is not taken for "nobody"
+ * at the first timeout: a loaded machine can take longer than a second to answer, so the next attempt waits
+ * twice as long.
  */
 export async function whoAnswers(
   ns: string,
@@ -22,9 +26,8 @@ export async function whoAnswers(
   port: number,
   opts: ProbeOptions = {},
 ): Promise<string | null> {
-  const timeoutMs = opts.timeoutMs ?? 1000;
   const attempts = opts.attempts ?? 2;
-  for (let i = 0; i < attempts; i++) {
+  for (let i = 0, timeoutMs = opts.timeoutMs ?? 1000; i < attempts; i++, timeoutMs *= 2) {
     const r = await nsRun(
       ns,
       process.execPath,

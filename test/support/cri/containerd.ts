@@ -2,7 +2,8 @@
 // root, state, sockets, runc root and cgroup parent under one temporary directory, its CNI conf dir holding one
 // conflist and its bin dir Debian's plugins plus the plugin under test behind a recorder. Whatever it leaves
 // is removed by destroy() or, at the latest, at exit: sandboxes, containerd, shims, pause processes, cgroups,
-// its files in libcni's shared cache (/var/lib/cni), the directory. Facts: ../shared/reference/containerd-facts.md.
+// its files in libcni's shared cache (/var/lib/cni, unless a cache dir of the run's own is bind-mounted there
+// for it), the directory. Facts: ../shared/reference/containerd-facts.md.
 import { type ChildProcess, spawn } from "node:child_process";
 import { createHash } from "node:crypto";
 import {
@@ -29,7 +30,6 @@ import { buildPauseImage, PAUSE_IMAGE } from "./image.js";
 
 /** libcni's cache of containerd 1.6: fixed, shared with whatever else runs on the machine. */
 export const LIBCNI_CACHE_DIR = "/var/lib/cni";
-const RESULTS_DIR = join(LIBCNI_CACHE_DIR, "results");
 const CRI_NAMESPACE = "k8s.io";
 // containerd 1.6 puts shim sockets here whatever its state dir; a shim killed (not shut down) leaves its own.
 const SHIM_SOCKET_DIR = "/run/containerd/s";
@@ -60,6 +60,13 @@ export interface ContainerdOptions {
   plugin: string;
   /** Parent of the sandboxes' cgroups, e.g. /pmh-abc123; must be unique to this run. */
   cgroupParent: string;
+  /** Its CNI conf dir (default: one of its own in `dir`), where the conflist is written. */
+  confDir?: string;
+  /**
+   * A directory of ours that containerd sees as libcni's cache (/var/lib/cni, bind-mounted in its own mount
+   * namespace): its results stay out of the machine's. Default: the machine's /var/lib/cni.
+   */
+  cacheDir?: string;
 }
 
 /** One call of the plugin as containerd made it, captured by the recorder. */
@@ -169,7 +176,7 @@ export class Containerd {
     const state = join(o.dir, "state");
     this.socket = join(o.dir, "containerd.sock");
     this.binDir = join(o.dir, "cni-bin");
-    const confDir = join(o.dir, "cni-conf");
+    const confDir = o.confDir ?? join(o.dir, "cni-conf");
     this.recordsDir = join(this.binDir, `${PLUGIN_TYPE}.records`);
     this.configFile = join(o.dir, "config.toml");
     this.logFile = join(o.dir, "containerd.log");
@@ -220,6 +227,7 @@ export class Containerd {
         "/bin/bash",
         ENTER_NODE,
         ...this.mounts.flat(),
+        ...(this.o.cacheDir === undefined ? [] : ["bind", this.o.cacheDir, LIBCNI_CACHE_DIR]),
         "--",
         "/usr/bin/containerd",
         "--config",
@@ -305,15 +313,20 @@ export class Containerd {
     });
   }
 
+  /** Where containerd's libcni writes its results. */
+  private get resultsDir(): string {
+    return join(this.o.cacheDir ?? LIBCNI_CACHE_DIR, "results");
+  }
+
   /**
    * This run's entries in libcni's shared result cache: those of its network, and those of containerd's own
    * loopback network (`cni-loopback-<id>-lo`, the same name in every containerd) for its sandboxes.
    */
   cacheFiles(): string[] {
-    if (!existsSync(RESULTS_DIR)) return [];
+    if (!existsSync(this.resultsDir)) return [];
     this.noteSandboxIds();
     const loopback = new Set([...this.sandboxIds].map((id) => `cni-loopback-${id}-lo`));
-    return readdirSync(RESULTS_DIR).filter((f) => f.startsWith(`${this.o.conflist.name}-`) || loopback.has(f));
+    return readdirSync(this.resultsDir).filter((f) => f.startsWith(`${this.o.conflist.name}-`) || loopback.has(f));
   }
 
   /** Stops and removes every sandbox, stops containerd, then removes whatever is left of this run. */
@@ -359,7 +372,7 @@ export class Containerd {
         }
       }
     }
-    for (const file of this.cacheFiles()) rmSync(join(RESULTS_DIR, file), { force: true });
+    for (const file of this.cacheFiles()) rmSync(join(this.resultsDir, file), { force: true });
     // The plugin's ADD and DEL records (the entry has no stateDir: the node's default directory).
     removeNodeRecords(this.o.conflist.name, this.sandboxIds);
     // The shim's socket name: sha256 of containerd's address, namespace and task ID.

@@ -8,7 +8,7 @@ import { parseCacheFile } from "../../../src/host/cache.js";
 import { type NatTable, parseTable, rulesOf } from "../../../src/iptables/table.js";
 import { formatRule } from "../../../src/iptables/text.js";
 import { changeLines } from "../../../src/ops/report.js";
-import { expectedChains } from "../../../src/pipeline/attachment.js";
+import { expectedChains, livePorts } from "../../../src/pipeline/attachment.js";
 import { cacheEntryJson } from "../../support/result-cache.js";
 import { cachedPod as pod } from "../cached-pods.js";
 import { CHAIN, chainOf, fixture, NODE, PORTMAP_VERSIONS, lines as print, rules as read } from "../fixtures.js";
@@ -201,6 +201,7 @@ describe("a pass's plan on a recorded table (portmap's chain for container abc12
       table,
       4,
       wantedOf("def456", 8080),
+      livePorts([pod("def456", 8080)], () => true),
       dead,
       (_f, chain, conflicting) => {
         asked.push([chain, conflicting]);
@@ -225,6 +226,7 @@ describe("a pass's plan on a recorded table (portmap's chain for container abc12
       table,
       4,
       wantedOf("def456", 9090),
+      livePorts([pod("def456", 9090)], () => true),
       dead,
       (_f, chain, conflicting) => {
         asked.push([chain, conflicting]);
@@ -236,8 +238,41 @@ describe("a pass's plan on a recorded table (portmap's chain for container abc12
     const never = () => {
       throw new Error("asked");
     };
-    expect(planDead(table, 4, [], () => "adding", never, new Set(["cbr0"])).lines).toEqual([]);
-    expect(planDead(table, 4, [], dead, never, new Set(["other"])).lines).toEqual([]);
+    expect(planDead(table, 4, [], new Set(), () => "adding", never, new Set(["cbr0"])).lines).toEqual([]);
+    expect(planDead(table, 4, [], new Set(), dead, never, new Set(["other"])).lines).toEqual([]);
+  });
+
+  it("counts the port of a live pod of portmap's nftables backend, not only this backend's: the dead chain goes at once", () => {
+    const live = [pod("def456", 8080, { backend: "nftables" }), pod("ghi789", 9090)];
+    expect([...livePorts(live, (a) => a.containerId === "def456")]).toEqual(["tcp/8080"]);
+    const asked: boolean[] = [];
+    const plan = planDead(
+      table,
+      4,
+      [],
+      livePorts(live, () => true),
+      dead,
+      (_f, _chain, conflicting) => {
+        asked.push(conflicting);
+        return conflicting;
+      },
+      new Set(["cbr0"]),
+    );
+    expect(asked).toEqual([true]);
+    expect(plan.lines).toContain(`-X ${CHAIN}`);
+  });
+
+  it("judges the chain of a container whose DEL is recorded also in a network the cache names no more", () => {
+    const plan = planDead(
+      table,
+      4,
+      [],
+      new Set(["tcp/8080"]),
+      () => "deleting",
+      (_f, _chain, c, d) => c && d,
+      new Set(),
+    );
+    expect([plan.lines.includes(`-X ${CHAIN}`), plan.undecided]).toEqual([true, 1]);
   });
 
   it("lets a chain that needs a rebuild wait when the pass may not rebuild it yet", () => {

@@ -1,11 +1,12 @@
-// The keeper lock under the state directory: a DEL waits for a pass, bounded; a dead holder's lock is taken over. The
-// refusals ADD leaves for the keeper.
-import { mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
+// The keeper lock under the state directory: a DEL waits for a pass, bounded; a dead holder's lock is taken over —
+// at once when its holder socket is gone from this network namespace (a keeper SIGKILLed mid-pass); a lease from
+// another namespace, or whose holder lives, holds. The refusals ADD leaves for the keeper.
+import { mkdtemp, readdir, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { refusalsDir, writeRefusal } from "../../../src/host/record.js";
-import { awaitKeeperLock, takeRefusals, withKeeperLock } from "../../../src/host/state.js";
+import { abstractBound, awaitKeeperLock, takeRefusals, withKeeperLock } from "../../../src/host/state.js";
 
 let dir: string;
 beforeEach(async () => {
@@ -38,6 +39,48 @@ describe("the keeper lock", () => {
     expect(await withKeeperLock(dir, 100, async () => "ran")).toBe("ran");
     await writeFile(join(dir, "keeper.lock"), JSON.stringify({ pid: 1, until: Date.now() + 60_000 }));
     await expect(withKeeperLock(dir, 100, async () => "ran")).rejects.toThrow(/held by process 1/);
+  });
+
+  const lease = (netns: number) =>
+    writeFile(join(dir, "keeper.lock"), JSON.stringify({ pid: 999_999, until: Date.now() + 60_000, netns }));
+
+  it("takes over at once the lease of a holder of this network namespace whose socket is gone", async () => {
+    await lease((await stat("/proc/self/ns/net")).ino);
+    const started = Date.now();
+    expect(await awaitKeeperLock(dir, 5_000)).toBe(true);
+    expect(await withKeeperLock(dir, 5_000, async () => "ran")).toBe("ran");
+    expect(Date.now() - started).toBeLessThan(1_000);
+  });
+
+  it("keeps to the lease of a holder in another network namespace (its socket cannot be seen from here)", async () => {
+    await lease(1);
+    expect(await awaitKeeperLock(dir, 100)).toBe(false);
+    await expect(withKeeperLock(dir, 100, async () => "ran")).rejects.toThrow(/held by process 999999/);
+  });
+
+  it("makes another pass and a DEL wait while the holder lives", async () => {
+    await withKeeperLock(dir, 1_000, async () => {
+      expect(await awaitKeeperLock(dir, 100)).toBe(false);
+      await expect(withKeeperLock(dir, 100, async () => "ran")).rejects.toThrow(/held by process/);
+    });
+    expect(await awaitKeeperLock(dir, 100)).toBe(true);
+  });
+});
+
+// /proc/net/unix as the kernel printed it: the socket bound by Node 24 (SEA), and by Node 20.20.2 (NUL-padded).
+const PROC_NET_UNIX = [
+  "Num       RefCount Protocol Flags    Type St Inode Path",
+  "00000000a42532ad: 00000002 00000000 00010000 0001 01 12146215 @portmap-hostip-keeper-793b0b1bd79305b6b6fde59e2b4b0693",
+  `00000000f8fbe2c7: 00000002 00000000 00010000 0001 01 12146824 @portmap-hostip-keeper-0d5c${"@".repeat(81)}`,
+  "0000000020a1a9a3: 00000003 00000000 00000000 0001 03 12140001 /run/containerd/containerd.sock",
+].join("\n");
+
+describe("the holder socket in /proc/net/unix", () => {
+  it("is found as either Node binds it, and only by its whole name", () => {
+    expect(abstractBound(PROC_NET_UNIX, "portmap-hostip-keeper-793b0b1bd79305b6b6fde59e2b4b0693")).toBe(true);
+    expect(abstractBound(PROC_NET_UNIX, "portmap-hostip-keeper-0d5c")).toBe(true);
+    expect(abstractBound(PROC_NET_UNIX, "portmap-hostip-keeper-793b")).toBe(false);
+    expect(abstractBound(PROC_NET_UNIX, "portmap-hostip-keeper-0d5c0")).toBe(false);
   });
 });
 

@@ -69,20 +69,23 @@ const nftables = (ids: string[] = []): NodeRules =>
     },
   ]);
 
+/** The variants ADDs of `network` recorded. */
+const ran = (network: string, ...variants: IptablesVariant[]) => new Map([[network, new Set(variants)]]);
+
 const place = (
   read: NodeRules[],
   l: LiveAttachment,
   node: Partial<NodeEvidence> = {},
   remembered = new Map<string, string>(),
 ) => {
-  const where = placer(read, { stated: undefined, recorded: new Set(), ...node }, remembered)(l);
+  const where = placer(read, { stated: undefined, recorded: new Map(), ...node }, remembered)(l);
   return where && ("refused" in where ? where : { backend: where.backend.name, held: where.held });
 };
 
 describe("where a pass keeps a live pod", () => {
   it("in the nat table that holds its chain, whatever else the node says", () => {
     const read = [variant("legacy", { shared: true, pods: ["a"] }), variant("nft", { kubeProxy: true }), nftables()];
-    expect(place(read, live("a", "nft"), { stated: "nft", recorded: new Set(["nft"]) })).toEqual({
+    expect(place(read, live("a", "nft"), { stated: "nft", recorded: ran("other", "nft") })).toEqual({
       backend: "iptables-legacy",
       held: true,
     });
@@ -106,14 +109,23 @@ describe("where a pass keeps a live pod", () => {
       backend: "iptables-legacy",
       held: false,
     });
-    expect(place(flushed, live("a", "legacy"), { stated: "nft", recorded: new Set(["nft"]) })).toMatchObject({
+    expect(place(flushed, live("a", "legacy"), { stated: "nft", recorded: ran("other", "nft") })).toMatchObject({
       backend: "iptables-legacy",
     });
-    expect(place(flushed, live("a"), { stated: "legacy", recorded: new Set(["nft"]) })).toMatchObject({
+    expect(place(flushed, live("a"), { stated: "legacy", recorded: ran("other", "nft") })).toMatchObject({
       backend: "iptables-legacy",
     });
-    expect(place(flushed, live("a"), { recorded: new Set(["legacy"]) })).toMatchObject({
+    expect(place(flushed, live("a"), { recorded: ran("other", "legacy") })).toMatchObject({
       backend: "iptables-legacy",
+    });
+  });
+
+  it("else where its network's other ADDs ran, before the node's others (a network whose plugins run another iptables)", () => {
+    const flushed = [variant("legacy", { shared: true }), variant("nft", { shared: true, kubeProxy: true })];
+    const recorded = new Map([...ran(NETWORK, "nft"), ...ran("legnet", "legacy")]);
+    expect(place(flushed, live("a"), { recorded })).toMatchObject({ backend: "iptables-nft" });
+    expect(place(flushed, live("a"), { recorded: ran("legnet", "legacy", "nft") })).toMatchObject({
+      refused: expect.stringContaining("the node's ADDs ran both"),
     });
   });
 
@@ -137,7 +149,7 @@ describe("where a pass keeps a live pod", () => {
       variant("legacy", { shared: true, kubeProxy: true, pods: ["b"] }),
       variant("nft", { shared: true, kubeProxy: true, pods: ["c"] }),
     ];
-    expect(place(migrating, live("a"), { recorded: new Set(["legacy", "nft"]) })).toMatchObject({
+    expect(place(migrating, live("a"), { recorded: ran("other", "legacy", "nft") })).toMatchObject({
       refused: expect.stringContaining(
         "(the node's ADDs ran both, iptables-legacy and iptables-nft both hold portmap's chains, both nat tables exist)",
       ),

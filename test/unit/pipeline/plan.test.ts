@@ -63,12 +63,21 @@ describe("a pod's plan", () => {
   });
 
   it("fails (102) naming where it looked when a mapping to scope has no rule", () => {
-    const s = scoping({ defaultHostIP: "192.0.2.11" }, [TCP8080, { ...TCP8080, hostPort: 9090 }]);
-    const err = cniError(() => planScoped(s, "default/web", NODE, [rules(chainOf("unscoped-v4")), []], target()));
+    const s = scoping({ defaultHostIP: "192.0.2.11" }, [TCP8080]);
+    const err = cniError(() => planScoped(s, "default/web", NODE, [[], []], target()));
     expect([err.code, err.message]).toEqual([
       Code.PortmapRulesMissing,
-      `no portmap rule for hostPort 9090/tcp of pod default/web in IPv4 chain ${CHAIN}: portmap-hostip must come after portmap in the plugin list`,
+      `no portmap rule for hostPort 8080/tcp of pod default/web in IPv4 chain ${CHAIN}: portmap-hostip must come after portmap in the plugin list`,
     ]);
+  });
+
+  it("fails (102) saying portmap skipped a hostPort when it wrote the pod's others there", () => {
+    const s = scoping({ defaultHostIP: "192.0.2.11" }, [TCP8080, { ...TCP8080, hostPort: 9090 }]);
+    const err = cniError(() => planScoped(s, "default/web", NODE, [rules(chainOf("unscoped-v4")), []], target()));
+    expect(err.code).toBe(Code.PortmapRulesMissing);
+    expect(err.message).toMatch(
+      /^no portmap rule for hostPort 9090\/tcp of pod default\/web in IPv4 chain \S+: portmap wrote the pod's other hostPorts there and skipped this one \(ip6tables-legacy 1\.8\.9's `-C` .*; nothing was changed$/,
+    );
   });
 
   it("notes what the default left out and a mapping that can never receive traffic", () => {
