@@ -1,5 +1,6 @@
 // `portmap-hostip install`: its flags, parsed, checked for syntax and mapped onto the plugin's conflist entry
 // keys; the installer itself is install/.
+// Over 300 lines: 45 of them are the --help text, and each flag's check sits beside its key.
 import { hostname } from "node:os";
 import { join } from "node:path";
 import { DEFAULT_STATE_DIR, isAnnotationKey, isLogFilePath, isStateDir } from "../core/config.js";

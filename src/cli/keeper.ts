@@ -12,6 +12,8 @@
 // Every change is one line on stdout (text, or JSON: log.ts); SIGTERM (the signal) lets the running pass finish
 // and ends it. What a pass did also goes to its observers, each loaded only when asked for: the Prometheus metrics
 // (metrics.ts) and Kubernetes Events (events.ts), which also get the node's mappings after the pass (status' rows).
+// Over 300 lines: the Keeper class is one state machine (triggers, coalescing, quiet resyncs, the heartbeat, the
+// observers); split, each part would need the others' state.
 import { mkdir, readFile, rename, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { type ManagedList, type NodeRules, type RuleBackend, sameItems } from "../backends/backend.js";

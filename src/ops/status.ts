@@ -1,6 +1,8 @@
 // `portmap-hostip status`: one row per hostPort mapping found in every backend's rules (the nat tables, portmap's
 // nftables tables), with its owner and state. status() is pure (rules as read, cache, node network and liveness
 // in; rows out); the renderers format them.
+// Over 300 lines: a row's state has many inputs (owner, addresses, target, conflicts, captured Services, the
+// table); each is a small function here, beside the one that combines them.
 import { fallbackEntry, type HeldPod, type ManagedList, type NodeRules } from "../backends/backend.js";
 import { parseNetConf } from "../core/config.js";
 import { type Cidr, cidrContains, type Family, parseCidr } from "../core/ip.js";

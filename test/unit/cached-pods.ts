@@ -11,6 +11,16 @@ import { status } from "../../src/ops/status.js";
 import { cacheEntryJson } from "../support/result-cache.js";
 import { fixture, NODE } from "./fixtures.js";
 
+/** One container's cache entry of `list` (a network with an IPv4 result), as libcni 1.1 writes it. */
+export const ID = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+export const cacheEntryOf = (list: Record<string, unknown> & { name: string }, id = ID) =>
+  cacheEntryJson({
+    list,
+    containerID: id,
+    ifName: "eth0",
+    result: { cniVersion: "1.1.0", interfaces: [{ name: "eth0" }], ips: [{ address: "10.244.1.5/24", interface: 0 }] },
+  });
+
 export const list = (name: string, hostip: object | false = {}) => ({
   name,
   cniVersion: "1.0.0",

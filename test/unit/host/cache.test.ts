@@ -13,16 +13,7 @@ import {
 } from "../../../src/host/cache.js";
 import { judge } from "../../../src/host/liveness.js";
 import { cacheEntryJson } from "../../support/result-cache.js";
-import { a, list, three } from "../cached-pods.js";
-
-const ID = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
-const RESULT = {
-  cniVersion: "1.1.0",
-  interfaces: [{ name: "eth0" }],
-  ips: [{ address: "10.244.1.5/24", interface: 0 }],
-};
-const entry = (list: Record<string, unknown> & { name: string }, id = ID) =>
-  cacheEntryJson({ list, containerID: id, ifName: "eth0", result: RESULT });
+import { a, cacheEntryOf, ID, list, three } from "../cached-pods.js";
 
 let dir: string;
 beforeEach(async () => {
@@ -35,12 +26,12 @@ afterEach(async () => {
 describe("libcni's cache entries", () => {
   it("reads a conflist of spec 1.1.0 that gives cniVersions instead of cniVersion (the highest we speak)", () => {
     const a = parseCacheFile(
-      entry({ name: "cbr0", cniVersions: ["0.4.0", "1.1.0", "9.9.9"], plugins: [{ type: "portmap" }] }),
+      cacheEntryOf({ name: "cbr0", cniVersions: ["0.4.0", "1.1.0", "9.9.9"], plugins: [{ type: "portmap" }] }),
       "f",
       0,
     );
     expect(a.cniVersion).toBe("1.1.0");
-    expect(() => parseCacheFile(entry({ name: "cbr0", cniVersions: ["9.9.9"], plugins: [] }), "f", 0)).toThrow(
+    expect(() => parseCacheFile(cacheEntryOf({ name: "cbr0", cniVersions: ["9.9.9"], plugins: [] }), "f", 0)).toThrow(
       /no cniVersion and no supported cniVersions/,
     );
   });
@@ -51,7 +42,7 @@ describe("libcni's cache entries", () => {
     await writeFile(join(results, `cbr0-${ID}-eth0`), "{ not json");
     await writeFile(
       join(results, `cbr0-other-eth0`),
-      entry({ name: "cbr0", cniVersion: "1.0.0", plugins: [] }, "other"),
+      cacheEntryOf({ name: "cbr0", cniVersion: "1.0.0", plugins: [] }, "other"),
     );
     const cache = await readResultCache(dir);
     expect(cache.attachments.map((a) => a.containerId)).toEqual(["other"]);

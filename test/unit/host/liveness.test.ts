@@ -4,16 +4,7 @@ import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { type CacheRead, parseCacheFile } from "../../../src/host/cache.js";
 import { ADD_RECORD_TTL_MS, judge } from "../../../src/host/liveness.js";
-import { cacheEntryJson } from "../../support/result-cache.js";
-
-const ID = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
-const RESULT = {
-  cniVersion: "1.1.0",
-  interfaces: [{ name: "eth0" }],
-  ips: [{ address: "10.244.1.5/24", interface: 0 }],
-};
-const entry = (list: Record<string, unknown> & { name: string }, id = ID) =>
-  cacheEntryJson({ list, containerID: id, ifName: "eth0", result: RESULT });
+import { cacheEntryOf } from "../cached-pods.js";
 
 let dir: string;
 beforeEach(async () => {
@@ -27,7 +18,9 @@ describe("the verdict on a container", () => {
   const cache = (ids: string[]): CacheRead => ({
     dir,
     present: true,
-    attachments: ids.map((id) => parseCacheFile(entry({ name: "cbr0", cniVersion: "1.0.0", plugins: [] }, id), id, 0)),
+    attachments: ids.map((id) =>
+      parseCacheFile(cacheEntryOf({ name: "cbr0", cniVersion: "1.0.0", plugins: [] }, id), id, 0),
+    ),
     unreadable: [],
     problems: [],
   });
