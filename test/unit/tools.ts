@@ -3,6 +3,7 @@
 import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { afterEach, vi } from "vitest";
 import { fixture } from "./fixtures.js";
 
 /** What a stand-in answers: the first answer whose `when` is part of its arguments (joined by spaces), or has none. */
@@ -92,3 +93,21 @@ export const IP: readonly Answer[] = [
     stdout: `${compact("host/ip-address.json")}\n${compact("host/ip-route-default-v4.json")}\n${compact("host/ip-route-default-v6.json")}\n`,
   },
 ];
+
+/**
+ * For a test file: a function that puts stand-ins alone on PATH for the running test; they are removed, and PATH
+ * restored, after it.
+ */
+export function useToolsOnPath(): (answers: Record<string, readonly Answer[]>) => Tools {
+  let tools: Tools | undefined;
+  afterEach(() => {
+    vi.unstubAllEnvs();
+    tools?.remove();
+    tools = undefined;
+  });
+  return (answers) => {
+    tools = standInTools(answers);
+    vi.stubEnv("PATH", tools.bin);
+    return tools;
+  };
+}

@@ -1,7 +1,7 @@
 // The iptables backend's rules on the node, on both families' nat tables as real portmap wrote them
 // (test/fixtures/ops/default-v4.rules, -v6: pods abc123 and def456 of network cbr0, abc999 of network other): the
 // pods they hold, which attachments they hold, and the GC of dead pods' chains.
-import { afterEach, describe, expect, it, vi } from "vitest";
+import { describe, expect, it } from "vitest";
 import { iptablesBackend } from "../../../src/backends/iptables.js";
 import { natRules, readNat } from "../../../src/backends/iptables-node.js";
 import type { Family } from "../../../src/core/ip.js";
@@ -9,7 +9,7 @@ import type { Liveness } from "../../../src/host/liveness.js";
 import { nat } from "../../../src/iptables/nat.js";
 import { natTransaction } from "../../../src/iptables/text.js";
 import { CHAIN, fixture } from "../fixtures.js";
-import { standInTools, type Tools } from "../tools.js";
+import { useToolsOnPath } from "../tools.js";
 
 const DEF456 = "CNI-DN-7d8bb303737095628cf38";
 const ABC999 = "CNI-DN-90768fddcd5ccd6c481c5";
@@ -18,17 +18,8 @@ const read = (t = texts("default")) => natRules(iptablesBackend(), nat(), t);
 /** Only def456 of network cbr0 is dead. */
 const def456Dead: Liveness = (network, id) => (network === "cbr0" && id === "def456" ? "dead" : "live");
 
-let tools: Tools | undefined;
-function withTools(answers: Parameters<typeof standInTools>[0]): Tools {
-  tools = standInTools(answers);
-  vi.stubEnv("PATH", tools.bin);
-  return tools;
-}
-afterEach(() => {
-  vi.unstubAllEnvs();
-  tools?.remove();
-  tools = undefined;
-});
+/** The stand-ins, alone on PATH. */
+const withTools = useToolsOnPath();
 
 describe("the nat tables as read", () => {
   it("hold each pod's chain per family: its owner by the jump's comment, its rules, and the jump's rank", () => {

@@ -1,7 +1,7 @@
 // portmap's iptables backend on one pod, through stand-ins for iptables, ip6tables and their -restore that print
 // what the real tools printed (test/fixtures/iptables): the pod's chain read, written all or nothing, and
 // portmap's rules of a first ADD known without reading them.
-import { afterEach, describe, expect, it, vi } from "vitest";
+import { describe, expect, it } from "vitest";
 import type { ChainPlan, PodRef } from "../../../src/backends/backend.js";
 import { iptablesBackend } from "../../../src/backends/iptables.js";
 import type { PortMapping } from "../../../src/core/config.js";
@@ -10,7 +10,7 @@ import { parseIp } from "../../../src/core/ip.js";
 import { run, runBlocking } from "../../../src/host/run.js";
 import { restorePayload, swapPayload } from "../../../src/iptables/text.js";
 import { CHAIN, chainOf, fixture, PORTMAP_VERSIONS, rules } from "../fixtures.js";
-import { type Answer, standInTools, type Tools } from "../tools.js";
+import { useToolsOnPath } from "../tools.js";
 
 const POD: PodRef = { network: "cbr0", containerId: "abc123" };
 /** The pod of the recordings (record.sh): 10.244.1.5 and 2001:db8:244:1::5 on eth0. */
@@ -32,18 +32,8 @@ const THREE: PortMapping[] = [
 /** `iptables -S <chain>` of a recorded chain. */
 const listing = (save: string) => `-N ${CHAIN}\n${chainOf(save).join("\n")}\n`;
 
-let tools: Tools | undefined;
 /** The stand-ins, alone on PATH. */
-function withTools(answers: Record<string, readonly Answer[]>): Tools {
-  tools = standInTools(answers);
-  vi.stubEnv("PATH", tools.bin);
-  return tools;
-}
-afterEach(() => {
-  vi.unstubAllEnvs();
-  tools?.remove();
-  tools = undefined;
-});
+const withTools = useToolsOnPath();
 
 describe("the iptables backend on PATH", () => {
   const backend = iptablesBackend();

@@ -1,13 +1,13 @@
 // portmap's nftables backend on one pod, through a stand-in `nft` that prints what portmap v1.9.1's tables listed
 // (test/fixtures/nftables): the pod's rules read by container ID, and both families written in one batch.
-import { afterEach, describe, expect, it, vi } from "vitest";
+import { describe, expect, it } from "vitest";
 import type { ChainPlan, PodRef } from "../../../src/backends/backend.js";
 import { nftablesBackend } from "../../../src/backends/nftables.js";
 import { Code, RulesChanged } from "../../../src/core/errors.js";
 import { runBlocking } from "../../../src/host/run.js";
 import { batch, NEVER, parseChainJson, podRules, rewriteCommands } from "../../../src/nftables/json.js";
 import { fixture } from "../fixtures.js";
-import { type Answer, standInTools, type Tools } from "../tools.js";
+import { type Answer, type Tools, useToolsOnPath } from "../tools.js";
 
 const POD: PodRef = { network: "cbr0", containerId: "abc123" };
 const chain = (name: string) => parseChainJson(fixture(`nftables/${name}.json`));
@@ -17,17 +17,8 @@ const listings = (name: string): Answer[] => [
   { when: "ip cni_hostport hostports", stdout: fixture(`nftables/${name}-v4.json`) },
 ];
 
-let tools: Tools | undefined;
-function withNft(answers: readonly Answer[] | undefined): Tools {
-  tools = standInTools(answers ? { nft: answers } : {});
-  vi.stubEnv("PATH", tools.bin);
-  return tools;
-}
-afterEach(() => {
-  vi.unstubAllEnvs();
-  tools?.remove();
-  tools = undefined;
-});
+const onPath = useToolsOnPath();
+const withNft = (answers: readonly Answer[] | undefined): Tools => onPath(answers ? { nft: answers } : {});
 
 describe("the nftables backend", () => {
   const backend = nftablesBackend;

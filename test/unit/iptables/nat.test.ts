@@ -1,22 +1,13 @@
 // The nat table through the iptables binaries on PATH, stand-ins printing what the real ones printed
 // (test/fixtures/ops, test/fixtures/iptables): the whole table, a transaction, and STATUS's check.
-import { afterEach, describe, expect, it, vi } from "vitest";
+import { describe, expect, it } from "vitest";
 import { Code } from "../../../src/core/errors.js";
 import { nat } from "../../../src/iptables/nat.js";
 import { fixture } from "../fixtures.js";
-import { type Answer, standInTools, type Tools } from "../tools.js";
+import { useToolsOnPath } from "../tools.js";
 
-let tools: Tools | undefined;
-function withTools(answers: Record<string, readonly Answer[]>): Tools {
-  tools = standInTools(answers);
-  vi.stubEnv("PATH", tools.bin);
-  return tools;
-}
-afterEach(() => {
-  vi.unstubAllEnvs();
-  tools?.remove();
-  tools = undefined;
-});
+/** The stand-ins, alone on PATH. */
+const withTools = useToolsOnPath();
 
 describe("the nat table", () => {
   it("reads the whole table of a family with `iptables -w 5 -t nat -S`", async () => {

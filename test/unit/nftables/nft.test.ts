@@ -1,23 +1,14 @@
 // portmap's nftables tables through a stand-in `nft` printing what the real one printed (test/fixtures/nftables):
 // a listing, a batch, and STATUS's check.
-import { afterEach, describe, expect, it, vi } from "vitest";
+import { describe, expect, it } from "vitest";
 import { Code, RulesChanged } from "../../../src/core/errors.js";
 import { parseChainJson } from "../../../src/nftables/json.js";
 import { applyBatch, checkNftUsable, readHostports } from "../../../src/nftables/nft.js";
 import { fixture } from "../fixtures.js";
-import { type Answer, standInTools, type Tools } from "../tools.js";
+import { type Answer, type Tools, useToolsOnPath } from "../tools.js";
 
-let tools: Tools | undefined;
-function withNft(answers: readonly Answer[] | undefined): Tools {
-  tools = standInTools(answers ? { nft: answers } : {});
-  vi.stubEnv("PATH", tools.bin);
-  return tools;
-}
-afterEach(() => {
-  vi.unstubAllEnvs();
-  tools?.remove();
-  tools = undefined;
-});
+const onPath = useToolsOnPath();
+const withNft = (answers: readonly Answer[] | undefined): Tools => onPath(answers ? { nft: answers } : {});
 
 describe("nft", () => {
   it("lists a family's chain of cni_hostport; none when portmap never created the table, or without nft", async () => {
