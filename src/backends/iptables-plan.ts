@@ -77,10 +77,12 @@ export function planReconcile(
   const declarations: string[] = [];
   const commands: string[] = [];
   const added = new Set<string>();
+  // A chain absent when read is created with -N, not declared: if something made it since (a restored table), the
+  // transaction fails whole and the next pass reads again, where a declaration would flush what is in it now.
   const ensureChain = (chain: string) => {
     if (declared.has(chain)) return;
     declared.add(chain);
-    declarations.push(`:${chain} - [0:0]`);
+    declarations.push(`-N ${chain}`);
     plan.actions.push(`created chain ${chain}`);
   };
   // Keys computed once per pass: at 1,000 pods the comparisons dominate a pass that changes nothing.
@@ -128,7 +130,7 @@ export function planReconcile(
     }
     if (!chainOk) {
       // Declaring an existing chain in a --noflush transaction flushes it: rewritten atomically.
-      declarations.push(`:${e.chain} - [0:0]`);
+      declarations.push(exists ? `:${e.chain} - [0:0]` : `-N ${e.chain}`);
       declared.add(e.chain);
       commands.push(...e.rules.map((r) => formatRule(r)));
     }

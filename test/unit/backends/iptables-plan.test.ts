@@ -74,6 +74,10 @@ function apply(table: NatTable, lines: readonly string[]): NatTable {
     if (verb.startsWith(":")) {
       out.chains.add(verb.slice(1));
       out.rules.set(verb.slice(1), []);
+    } else if (verb === "-N") {
+      if (out.chains.has(chain)) throw new Error(`line ${line} failed: Chain already exists`);
+      out.chains.add(chain);
+      out.rules.set(chain, []);
     } else if (verb === "-A") out.rules.set(chain, [...rulesOf(out, chain), ...read([line])]);
     else if (verb === "-I")
       out.rules.set(chain, [...read([`-A ${chain} ${rest.replace(/^1 /, "")}`]), ...rulesOf(out, chain)]);
@@ -122,13 +126,23 @@ describe("reconcile planning", () => {
         for (const family of [4, 6] as const) {
           const plan = planReconcile(FLUSHED, family, wanted(attachment({ portmap, hostip: false }), family));
           sameTable(apply(FLUSHED, plan.lines), parseTable(fixture(`ops/${dir}${name}-v${family}.rules`)));
-          expect(plan.lines.filter((l) => l.startsWith(":"))).toEqual(
-            plan.lines.slice(0, plan.lines.filter((l) => l.startsWith(":")).length),
-          );
+          const creates = plan.lines.filter((l) => /^(:|-N )/.test(l));
+          expect(creates).toEqual(plan.lines.slice(0, creates.length));
         }
       }
     },
   );
+
+  it("creates a chain that was absent when read with -N: a table restored since fails the write, is not flushed", () => {
+    const a = attachment({ hostip: false });
+    const plan = planReconcile(FLUSHED, 4, wanted(a, 4));
+    expect(plan.lines.filter((l) => l.startsWith(":"))).toEqual([]);
+    expect(plan.lines).toEqual(
+      expect.arrayContaining(["-N CNI-HOSTPORT-DNAT", `-N ${wanted(a, 4)[0]?.expected.chain}`]),
+    );
+    const restored = parseTable(fixture("ops/default-v4.rules"));
+    expect(() => apply(restored, plan.lines)).toThrow(/Chain already exists/);
+  });
 
   it("puts portmap's POSTROUTING jump first, where portmap inserts it, ahead of others' masquerade rules", () => {
     const withMasq = parseTable("-P POSTROUTING ACCEPT\n-A POSTROUTING -s 10.244.1.0/24 -j MASQUERADE\n");
