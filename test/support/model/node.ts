@@ -4,7 +4,7 @@
 // portmap), the keeper (`install --watch --cache-dir`) that can be killed and started again, and what the
 // steps do to the node: flushes, saved tables restored, reconcile, gc, the conflist rewritten, addresses.
 // Pods are started by a runtime (PodRuntime): the libcni-like invoker here, or containerd (cri/).
-import { mkdirSync, readFileSync, symlinkSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { pluginEntry } from "../../../src/install/conflist.js";
 import { type NetConfList, PLUGIN_TYPE, withoutPlugin } from "../cni.js";
@@ -101,8 +101,12 @@ export function modelConflist(net: NetworkSpec, dirs: NodeDirs, cniVersion = "1.
 }
 
 /** The binary a network's `portmap` type runs. */
-export const portmapOf = (net: NetworkSpec): string =>
-  net.portmap === "debian" ? join(SYSTEM_CNI_DIR, "portmap") : portmapV191();
+/** The portmap binary a network runs; throws, naming it, when it is absent (../shared/bin beside the clone). */
+export function portmapOf(net: NetworkSpec): string {
+  const binary = net.portmap === "debian" ? join(SYSTEM_CNI_DIR, "portmap") : portmapV191();
+  if (!existsSync(binary)) throw new Error(`network ${net.name}: ${binary} does not exist, the model cannot run`);
+  return binary;
+}
 
 // kube-proxy's own rules (and a firewall's), which nothing of portmap's or ours may change.
 const FOREIGN_NAT = {
