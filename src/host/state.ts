@@ -113,19 +113,23 @@ const holderSocket = (dir: string): string => `portmap-hostip-keeper-${sha512Hex
 const netnsInode = async (): Promise<number | undefined> =>
   (await stat("/proc/self/ns/net").catch(() => undefined))?.ino;
 
-/** Whether the lease's holder is gone: it held the lock from this network namespace and its socket is no more. */
-async function holderGone(dir: string, lease: Lease): Promise<boolean> {
+/**
+ * Whether the lease's holder is gone: it held the lock from this network namespace and no more than `own` holder
+ * sockets (this process's) are bound there.
+ */
+async function holderGone(dir: string, lease: Lease, own: 0 | 1 = 0): Promise<boolean> {
   if (lease.netns === undefined || lease.netns !== (await netnsInode())) return false;
   const sockets = await readFile("/proc/net/unix", "utf8").catch(() => undefined);
-  return sockets !== undefined && !abstractBound(sockets, holderSocket(dir));
+  return sockets !== undefined && abstractBindings(sockets, holderSocket(dir)) <= own;
 }
 
 /**
- * Whether /proc/net/unix lists the abstract socket `name`. The path is a line's last field; Node 20's libuv binds
- * an abstract name padded with NULs to the whole sun_path, which the kernel prints as '@' (Node 24's does not).
+ * How many sockets /proc/net/unix lists bound to the abstract name `name`. The path is a line's last field; Node
+ * 20's libuv binds an abstract name padded with NULs to the whole sun_path, which the kernel prints as '@' (Node
+ * 24's does not), so two runtimes bind two different names that read the same here.
  */
-export const abstractBound = (procNetUnix: string, name: string): boolean =>
-  procNetUnix.split("\n").some((l) => l.slice(l.lastIndexOf(" ") + 1).replace(/@+$/, "") === `@${name}`);
+export const abstractBindings = (procNetUnix: string, name: string): number =>
+  procNetUnix.split("\n").filter((l) => l.slice(l.lastIndexOf(" ") + 1).replace(/@+$/, "") === `@${name}`).length;
 
 /**
  * Waits while a pass holds the lock, at most `waitMs`; true when it is free. A lease past its deadline or
@@ -180,8 +184,9 @@ export async function withKeeperLock<T>(dir: string, waitMs: number, body: () =>
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
         const lease = await readLease(dir);
-        // Holding the socket, a lease written from this namespace is one whose holder died.
-        if (lease !== undefined && (lease.until < Date.now() || (netns !== undefined && lease.netns === netns))) {
+        // Holding the socket, a lease written from this namespace is one whose holder died, unless a holder of another
+        // runtime's padding (above) is still bound beside ours.
+        if (lease !== undefined && (lease.until < Date.now() || (await holderGone(dir, lease, 1)))) {
           await rm(lockFile(dir), { force: true });
           continue;
         }
