@@ -31,9 +31,10 @@ import { placer } from "./placement.js";
 /** What the keeper remembers between passes. */
 export interface PassMemory {
   /**
-   * Live containers without a record (their ADD ran before this version, or without our entry) whose rules
-   * need a rebuild, and since when. Their DEL leaves no mark, and between portmap's DEL and libcni dropping
-   * the cache entry they look exactly like a pod whose rules a flush took: rebuilt only when a later pass,
+   * Live containers whose rules need a rebuild and may be under a DEL that leaves no mark, and since when: those
+   * without a record (their ADD ran before this version, or without our entry), and those whose own rules alone
+   * are gone (a DEL run while a rewrite had taken our entry from the list). Between portmap's DEL and libcni
+   * dropping the cache entry they look like a pod whose rules were taken: rebuilt only when a later pass,
    * CONFIRM_MS on, still finds the cache entry and the rules missing.
    */
   unconfirmed: Map<string, number>;
@@ -162,6 +163,8 @@ export async function keeperPass(
         recorded.set(r.network, (recorded.get(r.network) ?? new Set()).add(r.iptables));
     const place = placer(read, { stated: options.cniIptables, recorded }, memory.placed);
     const placed = new Map<string, string>();
+    // Live pods whose rules are gone from a place that still holds portmap's: what a DEL does, not a flush.
+    const vanished = new Set<string>();
     for (const a of cache.attachments) {
       if (!scope.keeps(a.network) || verdict(a.network, a.containerId) !== "live") continue;
       const key = recordKey(a.network, a.containerId);
@@ -177,6 +180,7 @@ export async function keeperPass(
       const remembered = memory.placed.get(key);
       if (where.held) placed.set(key, where.backend.name);
       else if (remembered !== undefined) placed.set(key, remembered);
+      if (!where.held && read.find((r) => r.backend === where.backend)?.portmapWrote) vanished.add(key);
       live.set(where.backend, [...(live.get(where.backend) ?? []), l]);
     }
     memory.placed = placed;
@@ -188,7 +192,7 @@ export async function keeperPass(
     );
     const waitingNow = new Set<string>();
     const mayRebuild = (key: string): boolean => {
-      if (withRecord.has(key)) return true;
+      if (withRecord.has(key) && !vanished.has(key)) return true;
       const since = memory.unconfirmed.get(key);
       if (since !== undefined && view.now - since >= CONFIRM_MS) return true;
       waitingNow.add(key);
