@@ -1,5 +1,6 @@
-/* A pod's server: answers IDENTITY on each tcp:PORT (one line, then close) and udp:PORT (one datagram back per
- * datagram), IPv4 and IPv6, as test/support/echo-net.mjs's server does for `ask`. PID 1 of its container. */
+/* A pod's server: answers "IDENTITY TOKEN" on each tcp:PORT (TOKEN: the connection's first line; one line back,
+ * then close) and udp:PORT (TOKEN: the datagram; one datagram back), IPv4 and IPv6, as test/support/echo-net.mjs's
+ * server does for `ask`. PID 1 of its container. */
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
@@ -7,9 +8,19 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #define MAX_PORTS 16
+/* A token is one line of at most this many characters (echo-net.mjs's MAX_TOKEN). */
+#define MAX_TOKEN 128
+
+/* The token in buf[0..len): up to its first newline, at most MAX_TOKEN characters. */
+static int token_length(const char *buf, int len) {
+  int n = 0;
+  while (n < len && n < MAX_TOKEN && buf[n] != '\n' && buf[n] != '\r') n++;
+  return n;
+}
 
 static void quit(int sig) {
   (void)sig;
@@ -23,8 +34,7 @@ int main(int argc, char **argv) {
   }
   signal(SIGTERM, quit);
   signal(SIGINT, quit);
-  char reply[256];
-  snprintf(reply, sizeof reply, "%s\n", argv[1]);
+  char reply[512];
   struct pollfd fds[MAX_PORTS];
   int tcp[MAX_PORTS];
   int n = 0;
@@ -54,14 +64,27 @@ int main(int argc, char **argv) {
       if (tcp[i]) {
         int c = accept(fds[i].fd, 0, 0);
         if (c < 0) continue;
-        if (write(c, reply, strlen(reply)) < 0) perror("write");
+        /* A client that never sends its line is dropped, not waited for (one thread serves every port). */
+        struct timeval wait = {.tv_sec = 2};
+        setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &wait, sizeof wait);
+        char line[MAX_TOKEN + 2];
+        int got = 0;
+        while (got < (int)sizeof line && !memchr(line, '\n', got)) {
+          ssize_t r = read(c, line + got, sizeof line - got);
+          if (r <= 0) break;
+          got += r;
+        }
+        int n = snprintf(reply, sizeof reply, "%s %.*s\n", argv[1], token_length(line, got), line);
+        if (write(c, reply, n) < 0) perror("write");
         close(c);
       } else {
         char buf[512];
         struct sockaddr_storage from;
         socklen_t len = sizeof from;
-        if (recvfrom(fds[i].fd, buf, sizeof buf, 0, (struct sockaddr *)&from, &len) >= 0)
-          sendto(fds[i].fd, reply, strlen(reply), 0, (struct sockaddr *)&from, len);
+        ssize_t got = recvfrom(fds[i].fd, buf, sizeof buf, 0, (struct sockaddr *)&from, &len);
+        if (got < 0) continue;
+        int n = snprintf(reply, sizeof reply, "%s %.*s\n", argv[1], token_length(buf, got), buf);
+        sendto(fds[i].fd, reply, n, 0, (struct sockaddr *)&from, len);
       }
     }
   }
