@@ -244,9 +244,11 @@ async function execute(ctx: Ctx, step: Step, at: number): Promise<string> {
       const ip = OPTIONAL_ADDRESS[step.family];
       const present = !model.node[step.family].includes(ip);
       await node.toggleAddress(step.family, present);
-      model.node[step.family] = present
-        ? [...model.node[step.family], ip]
-        : model.node[step.family].filter((x) => x !== ip);
+      model.setAddresses(
+        step.family,
+        present ? [...model.node[step.family], ip] : model.node[step.family].filter((x) => x !== ip),
+        Date.now(),
+      );
       return `${present ? "added" : "removed"} node address ${ip}`;
     }
     case "keeper-kill":

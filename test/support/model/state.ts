@@ -23,6 +23,11 @@ import {
 export const KEEPER_GRACE_MS = 30_000;
 /** How long an "added" record protects a container's rules from gc and the keeper (host/liveness.ts). */
 export const ADD_RECORD_TTL_MS = 5 * 60_000;
+/**
+ * How long after the node's addresses change a keeper pass that read them before may still write what they gave
+ * (the change's event then brings the pass that scopes by the new ones).
+ */
+const PASS_IN_FLIGHT_MS = 10_000;
 
 export interface ModelPod {
   /** Short name ("p12"); its server answers `pod-<name>`. */
@@ -52,6 +57,8 @@ export interface Violation {
 
 export class Model {
   node: { 4: string[]; 6: string[] };
+  /** The addresses before the last change, until a pass that read them must have written. */
+  private before: { node: NodeAddresses; until: number } | undefined;
   keeper = { running: false, since: 0 };
   /** Our entry in the managed conflist: "maybe" while a running keeper may have put it back. */
   entryOnDisk: "present" | "absent" | "maybe" = "present";
@@ -67,9 +74,15 @@ export class Model {
     return this.pods.filter((p) => p.live);
   }
 
+  /** The node's addresses of a family change (a step adds or removes one). */
+  setAddresses(family: Family, addresses: string[], now: number): void {
+    this.before = { node: { 4: [...this.node[4]], 6: [...this.node[6]] }, until: now + PASS_IN_FLIGHT_MS };
+    this.node[family] = addresses;
+  }
+
   /** The rules the policy gives a live pod now with our entry (or the keeper's): undefined when it refuses it. */
-  healed(pod: ModelPod, family: Family): string | undefined {
-    const d = decided(pod.net, pod.ask, pod.ips, family, this.node);
+  healed(pod: ModelPod, family: Family, node: NodeAddresses = this.node): string | undefined {
+    const d = decided(pod.net, pod.ask, pod.ips, family, node);
     return d === "refused" ? undefined : d;
   }
 
@@ -120,6 +133,7 @@ export class Model {
    */
   keeperMayAct(): void {
     if (!this.keeper.running) return;
+    const before = this.before && Date.now() < this.before.until ? this.before.node : undefined;
     for (const p of this.pods)
       for (const f of FAMILIES) {
         const h = p.live ? this.healed(p, f) : "";
@@ -128,6 +142,9 @@ export class Model {
           for (const c of [...p.allowed[f]]) p.allowed[f].add(coverageKey([...entryList(c), ...entryList(bare)]));
         }
         if (h !== undefined) p.allowed[f].add(h);
+        // A pass that read the addresses before their change may write what they gave, until the next one.
+        const stale = p.live && before ? this.healed(p, f, before) : undefined;
+        if (stale !== undefined) p.allowed[f].add(stale);
       }
   }
 
