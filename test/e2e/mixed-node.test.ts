@@ -232,8 +232,8 @@ describeAsRoot("a dual-stack pod with two TCP hostPorts, its plugins on iptables
   const h = useHarness({ libcniCache: true, legacyIptables: true });
 
   // ip6tables-legacy 1.8.9's `-C` finds a rule of another port of the same protocol, and portmap appends only the
-  // rules `-C` does not find: its IPv6 chain has the first hostPort alone. Scoping part of the pod would leave it
-  // answering where the policy does not say; ADD refuses it (102) with the cause, and changes nothing.
+  // rules `-C` does not find: its IPv6 chain has the first hostPort alone. Scoped as it is, the pod would start
+  // without the second in IPv6, silently; ADD refuses it (102) with the cause, and changes nothing.
   it("portmap writes only the first in IPv6; ADD refuses the pod (102) naming the port it skipped, changing nothing", async () => {
     const list = bridgeConflist({ dataDir: h.topo.ipamDataDir, dualStack: true });
     const p = await h.startPodObserved("two", list, {
