@@ -50,10 +50,10 @@ export function planScoped(
     const first = missing[0];
     if (first) {
       const what = `no portmap rule for hostPort ${first.hostPort}/${first.protocol} of pod ${pod} in ${target.where(family)}`;
-      // Rules of the pod's other hostPorts there: portmap ran and skipped this one. Measured: ip6tables-legacy
-      // 1.8.9's `-C` finds a rule of another port of the same protocol, and portmap appends only what `-C` does not.
+      // Rules of the pod's other hostPorts there: portmap ran. Measured: ip6tables-legacy 1.8.9's `-C` finds a rule
+      // of another port of the same protocol, and portmap appends only what `-C` does not find.
       const why = (current[i] as Rule[]).length
-        ? "portmap wrote the pod's other hostPorts there and skipped this one (ip6tables-legacy 1.8.9's `-C` reports a rule of another port of the same protocol as this one, so portmap does not append it); nothing was changed"
+        ? "the pod's other hostPorts have their rules there: portmap skips a rule its `iptables -C` reports present, as ip6tables-legacy 1.8.9 does for a rule of another port of the same protocol; nothing was changed"
         : "portmap-hostip must come after portmap in the plugin list";
       throw new CniError(Code.PortmapRulesMissing, `${what}: ${why}`);
     }

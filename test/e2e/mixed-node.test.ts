@@ -234,7 +234,7 @@ describeAsRoot("a dual-stack pod with two TCP hostPorts, its plugins on iptables
   // ip6tables-legacy 1.8.9's `-C` finds a rule of another port of the same protocol, and portmap appends only the
   // rules `-C` does not find: its IPv6 chain has the first hostPort alone. Scoped as it is, the pod would start
   // without the second in IPv6, silently; ADD refuses it (102) with the cause, and changes nothing.
-  it("portmap writes only the first in IPv6; ADD refuses the pod (102) naming the port it skipped, changing nothing", async () => {
+  it("portmap writes only the first in IPv6; ADD refuses the pod (102) naming the missing port and why, changing nothing", async () => {
     const list = bridgeConflist({ dataDir: h.topo.ipamDataDir, dualStack: true });
     const p = await h.startPodObserved("two", list, {
       portMappings: [containerdMapping(8085, 80), containerdMapping(8086, 80)],
@@ -249,7 +249,7 @@ describeAsRoot("a dual-stack pod with two TCP hostPorts, its plugins on iptables
     expect(p.add.ok).toBe(false);
     expect(p.ours.stdout).toMatch(/"code":102/);
     expect(p.ours.stdout).toContain("no portmap rule for hostPort 8086/tcp of pod default/two");
-    expect(p.ours.stdout).toContain("portmap wrote the pod's other hostPorts there and skipped this one");
+    expect(p.ours.stdout).toContain("the pod's other hostPorts have their rules there: portmap skips a rule");
     expect(p.after).toEqual(p.before);
     const del = await h.cni.del(list, p.rt);
     expect(del.ok, describeRun(del)).toBe(true);

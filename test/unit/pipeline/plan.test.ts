@@ -71,12 +71,12 @@ describe("a pod's plan", () => {
     ]);
   });
 
-  it("fails (102) saying portmap skipped a hostPort when it wrote the pod's others there", () => {
+  it("fails (102) saying why portmap may have skipped a hostPort when the pod's others have their rules", () => {
     const s = scoping({ defaultHostIP: "192.0.2.11" }, [TCP8080, { ...TCP8080, hostPort: 9090 }]);
     const err = cniError(() => planScoped(s, "default/web", NODE, [rules(chainOf("unscoped-v4")), []], target()));
     expect(err.code).toBe(Code.PortmapRulesMissing);
     expect(err.message).toMatch(
-      /^no portmap rule for hostPort 9090\/tcp of pod default\/web in IPv4 chain \S+: portmap wrote the pod's other hostPorts there and skipped this one \(ip6tables-legacy 1\.8\.9's `-C` .*; nothing was changed$/,
+      /^no portmap rule for hostPort 9090\/tcp of pod default\/web in IPv4 chain \S+: the pod's other hostPorts have their rules there: portmap skips a rule its `iptables -C` reports present, as ip6tables-legacy 1\.8\.9 does .*; nothing was changed$/,
     );
   });
 
