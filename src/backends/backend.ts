@@ -221,8 +221,11 @@ export interface BackendPass {
   /** The live attachments whose rules are this backend's. */
   live: LiveAttachment[];
   verdict: Liveness;
-  /** Whether the pass may rebuild this attachment's rules now (false: wait for confirmation). */
-  mayRebuild(key: string): boolean;
+  /**
+   * Whether the pass may rebuild this attachment's rules now (false: wait for confirmation). `alone`: its rules
+   * are gone where portmap's others remain, as a DEL leaves them (a flush takes portmap's too).
+   */
+  mayRebuild(key: string, alone: boolean): boolean;
   /**
    * Called for every dead pod's rules seen; whether they go now. `conflicting`: they take a live pod's port;
    * `deleted`: its DEL is recorded (no doubt it is dead).

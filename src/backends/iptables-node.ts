@@ -176,7 +176,7 @@ async function keepNat(
     }
     const table = tableOf(family);
     const plan: FamilyPlan = options.rebuild
-      ? planReconcile(table, family, mine, (w) => mayRebuild(w.key))
+      ? planReconcile(table, family, mine, (w, alone) => mayRebuild(w.key, alone))
       : planReconcile(table, family, [], () => false);
     const dead = planDead(table, family, mine, taken, verdict, collectNow, gcNetworks);
     const lines = [...plan.declarations, ...dead.lines, ...plan.commands];

@@ -60,7 +60,7 @@ export function planReconcile(
   table: NatTable,
   family: Family,
   wanted: readonly Wanted[],
-  mayRebuild: (w: Wanted) => boolean = () => true,
+  mayRebuild: (w: Wanted, alone: boolean) => boolean = () => true,
 ): FamilyPlan {
   const plan: FamilyPlan = {
     family,
@@ -85,6 +85,7 @@ export function planReconcile(
     declarations.push(`-N ${chain}`);
     plan.actions.push(`created chain ${chain}`);
   };
+  const entered = rulesOf(table, "PREROUTING").some((r) => r.target.kind === "jump" && r.target.chain === DNAT_CHAIN);
   // Keys computed once per pass: at 1,000 pods the comparisons dominate a pass that changes nothing.
   const jumpsByChain = new Map<string, Rule[]>();
   for (const j of portmapJumps(table)) jumpsByChain.set(j.chain, [...(jumpsByChain.get(j.chain) ?? []), j.rule]);
@@ -124,13 +125,15 @@ export function planReconcile(
       plan.correct.push(w.label);
       continue;
     }
-    if (!mayRebuild(w)) {
+    // Its chain or jumps gone while portmap's top-level jumps remain: what portmap's DEL does (a flush takes those).
+    if (!mayRebuild(w, (!exists || currentJumps.length === 0) && entered)) {
       plan.waiting.push(w.label);
       continue;
     }
     if (!chainOk) {
-      // Declaring an existing chain in a --noflush transaction flushes it: rewritten atomically.
-      declarations.push(exists ? `:${e.chain} - [0:0]` : `-N ${e.chain}`);
+      // Flushed and rewritten in the transaction; gone since the read (portmap's DEL), the transaction fails
+      // whole, where a declaration would create it again.
+      declarations.push(exists ? `-F ${e.chain}` : `-N ${e.chain}`);
       declared.add(e.chain);
       commands.push(...e.rules.map((r) => formatRule(r)));
     }

@@ -191,6 +191,8 @@ async function keepNft(
   }
   const hostports = chains.filter((c) => c.chain === CHAIN);
   const present = containersOf(allRules(hostports));
+  // Other pods' rules remain: a pod's rules gone is what its DEL does (a flush or a deleted table takes all).
+  const others = (id: string) => [...present].some((p) => p !== id);
   const read = { network: view.network, hostports: new Map(hostports.map((c) => [c.family, c.rules])) };
   for (const l of options.rebuild ? live : []) {
     try {
@@ -198,7 +200,7 @@ async function keepNft(
         cniBinDir: options.cniBinDir,
         dryRun: options.dryRun,
         fallback: fallbackEntry(options.managed, l.attachment),
-        mayRerun: () => mayRebuild(l.key),
+        mayRerun: () => mayRebuild(l.key, others(l.attachment.containerId)),
         warn: (t) => problems.push(t),
         read,
       });

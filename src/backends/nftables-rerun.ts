@@ -149,7 +149,7 @@ export async function reconcileNft(
   const rerun = `portmap's ADD again (${opts.cniBinDir}/portmap: its nftables rules are gone)`;
   const waiting: NftReconciled = {
     state: "waiting",
-    text: "no record of its ADD, and its nftables rules are missing (its DEL may be under way)",
+    text: "its nftables rules are missing, and its DEL may be under way: confirmed by a second look",
   };
   const change = (text: string): NftReconciled => ({ state: "changed", text });
   if (opts.dryRun) {

@@ -163,8 +163,6 @@ export async function keeperPass(
         recorded.set(r.network, (recorded.get(r.network) ?? new Set()).add(r.iptables));
     const place = placer(read, { stated: options.cniIptables, recorded }, memory.placed);
     const placed = new Map<string, string>();
-    // Live pods whose rules are gone from a place that still holds portmap's: what a DEL does, not a flush.
-    const vanished = new Set<string>();
     for (const a of cache.attachments) {
       if (!scope.keeps(a.network) || verdict(a.network, a.containerId) !== "live") continue;
       const key = recordKey(a.network, a.containerId);
@@ -180,7 +178,6 @@ export async function keeperPass(
       const remembered = memory.placed.get(key);
       if (where.held) placed.set(key, where.backend.name);
       else if (remembered !== undefined) placed.set(key, remembered);
-      if (!where.held && read.find((r) => r.backend === where.backend)?.portmapWrote) vanished.add(key);
       live.set(where.backend, [...(live.get(where.backend) ?? []), l]);
     }
     memory.placed = placed;
@@ -191,8 +188,8 @@ export async function keeperPass(
         .map((l) => l.key),
     );
     const waitingNow = new Set<string>();
-    const mayRebuild = (key: string): boolean => {
-      if (withRecord.has(key) && !vanished.has(key)) return true;
+    const mayRebuild = (key: string, alone: boolean): boolean => {
+      if (withRecord.has(key) && !alone) return true;
       const since = memory.unconfirmed.get(key);
       if (since !== undefined && view.now - since >= CONFIRM_MS) return true;
       waitingNow.add(key);

@@ -74,6 +74,9 @@ function apply(table: NatTable, lines: readonly string[]): NatTable {
     if (verb.startsWith(":")) {
       out.chains.add(verb.slice(1));
       out.rules.set(verb.slice(1), []);
+    } else if (verb === "-F") {
+      if (!out.chains.has(chain)) throw new Error(`line ${line} failed: No chain/target/match by that name`);
+      out.rules.set(chain, []);
     } else if (verb === "-N") {
       if (out.chains.has(chain)) throw new Error(`line ${line} failed: Chain already exists`);
       out.chains.add(chain);
@@ -126,7 +129,7 @@ describe("reconcile planning", () => {
         for (const family of [4, 6] as const) {
           const plan = planReconcile(FLUSHED, family, wanted(attachment({ portmap, hostip: false }), family));
           sameTable(apply(FLUSHED, plan.lines), parseTable(fixture(`ops/${dir}${name}-v${family}.rules`)));
-          const creates = plan.lines.filter((l) => /^(:|-N )/.test(l));
+          const creates = plan.lines.filter((l) => /^(:|-N |-F )/.test(l));
           expect(creates).toEqual(plan.lines.slice(0, creates.length));
         }
       }
@@ -142,6 +145,32 @@ describe("reconcile planning", () => {
     );
     const restored = parseTable(fixture("ops/default-v4.rules"));
     expect(() => apply(restored, plan.lines)).toThrow(/Chain already exists/);
+  });
+
+  it("rewrites a chain that was there when read with -F: gone since (portmap's DEL), the write fails whole", () => {
+    const unscoped = parseTable(fixture("ops/default-v4.rules"));
+    const a = attachment({});
+    const plan = planReconcile(unscoped, 4, wanted(a, 4));
+    const chain = wanted(a, 4)[0]?.expected.chain as string;
+    expect(plan.lines).toContain(`-F ${chain}`);
+    const deleted: NatTable = {
+      chains: new Set([...unscoped.chains].filter((c) => c !== chain)),
+      rules: unscoped.rules,
+    };
+    expect(() => apply(deleted, plan.lines)).toThrow(/No chain/);
+  });
+
+  it("asks for a second look at a pod whose chain or jumps alone are gone, not after a flush (with or without -X)", () => {
+    const asked: boolean[] = [];
+    const a = attachment({ hostip: false });
+    planReconcile(FLUSHED, 4, wanted(a, 4), (_w, alone) => asked.push(alone) > 0);
+    const others = parseTable(fixture("ops/default-v4.rules"));
+    const chain = wanted(a, 4)[0]?.expected.chain as string;
+    const without: NatTable = { chains: new Set([...others.chains].filter((c) => c !== chain)), rules: others.rules };
+    planReconcile(without, 4, wanted(a, 4), (_w, alone) => asked.push(alone) > 0);
+    // `iptables -t nat -F`: every rule gone, the chains kept.
+    planReconcile({ chains: others.chains, rules: new Map() }, 4, wanted(a, 4), (_w, alone) => asked.push(alone) > 0);
+    expect(asked).toEqual([false, true, false]);
   });
 
   it("puts portmap's POSTROUTING jump first, where portmap inserts it, ahead of others' masquerade rules", () => {

@@ -88,22 +88,23 @@ describe("a keeper pass", () => {
    * A backend whose rules hold container abc123; the pass it was handed is kept in `passes`, whether it may rebuild
    * each live attachment in `rebuilds`.
    */
-  const holder = (passes: BackendPass[], rebuilds: boolean[] = [], rules = { held: true, portmapWrote: true }) => {
+  /** `alone`: the backend reports the pod's rules gone where portmap's others remain. */
+  const holder = (passes: BackendPass[], rebuilds: boolean[] = [], alone = false) => {
     const backend = fakeBackend("b", {
       read: async (): Promise<NodeRules> => ({
         backend,
         families: [4],
         problems: ["b: one family not read"],
         text: "",
-        portmapWrote: rules.portmapWrote,
+        portmapWrote: true,
         tablesExist: true,
         keyOf: (pod) => pod.containerId,
         pods: () => [],
-        holds: (pod) => rules.held && pod.containerId === "abc123",
+        holds: (pod) => pod.containerId === "abc123",
         collect: async () => [],
         keep: async (pass) => {
           // As a backend asks when a live attachment's rules need a rebuild.
-          rebuilds.push(...pass.live.map((l) => pass.mayRebuild(l.key)));
+          rebuilds.push(...pass.live.map((l) => pass.mayRebuild(l.key, alone)));
           passes.push(pass);
           return { families: [{ ...emptyOutcome("b", 4), correct: pass.live.length }], problems: [] };
         },
@@ -170,10 +171,10 @@ describe("a keeper pass", () => {
     cached();
     writeRecord(dirs().stateDir, "cbr0", "abc123", "added");
     const rebuilds: boolean[] = [];
-    await keeperPass([holder([], rebuilds, { held: false, portmapWrote: false })], dirs(), newMemory(), OPTIONS);
+    await keeperPass([holder([], rebuilds, false)], dirs(), newMemory(), OPTIONS);
     // portmap's other rules still there: a DEL run without our entry in the list looks so, until libcni drops it.
     const memory = newMemory();
-    const alone = holder([], rebuilds, { held: false, portmapWrote: true });
+    const alone = holder([], rebuilds, true);
     const first = await keeperPass([alone], dirs(), memory, OPTIONS);
     expect([rebuilds, first.pending]).toEqual([[true, false], true]);
     memory.unconfirmed.set("cbr0\nabc123", Date.now() - CONFIRM_MS);

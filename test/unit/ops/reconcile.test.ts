@@ -49,7 +49,7 @@ describe("reconcile", () => {
         holds: () => true,
         collect: async () => [],
         keep: async (pass) => {
-          passes.push({ options: pass.options, rebuild: pass.live.map((l) => pass.mayRebuild(l.key)) });
+          passes.push({ options: pass.options, rebuild: pass.live.map((l) => pass.mayRebuild(l.key, false)) });
           return { families: [emptyOutcome("b", 4)], problems: [] };
         },
       }),
